@@ -1,0 +1,181 @@
+"""Per-family adapter bases carrying the default zarr hooks.
+
+Every hook here is written only on the family's primary methods (``structure()``, ``read()``,
+``metadata()``, keys and lookup), so any adapter that provides those gets a correct zarr view.
+Storage-backed adapters override a hook only to do better (e.g. pass stored chunks through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..ndslice import NDBlock, NDSlice
+from ..structures.core import StructureFamily
+from ..utils import run_sync
+from .core import Adapter
+
+if TYPE_CHECKING:
+    import numpy
+
+    from ..structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
+
+
+def _attrs_of_xarray_node(metadata: dict[str, Any]) -> dict[str, Any]:
+    # xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
+    # xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
+    attrs = metadata.get("attrs")
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
+# How node metadata becomes zarr attributes, by spec; nodes with none of these specs expose
+# their whole metadata. The same attributes are written in both zarr formats.
+ATTRIBUTES_BY_SPEC = {
+    "xarray_dataset": _attrs_of_xarray_node,
+    "xarray_data_var": _attrs_of_xarray_node,
+    "xarray_coord": _attrs_of_xarray_node,
+}
+
+
+def zarr_attributes(adapter: Adapter) -> dict[str, Any]:
+    metadata = adapter.metadata()
+    for spec in adapter.specs:
+        projection = ATTRIBUTES_BY_SPEC.get(spec.name)
+        if projection is not None:
+            return projection(metadata)
+    return dict(metadata)
+
+
+def _default_options() -> ZarrOptions:
+    from ..structures.zarr_meta import ZarrOptions
+
+    return ZarrOptions()
+
+
+class _ChunkedZarrHooks:
+    """Default zarr hooks for families viewed as one zarr array (array, sparse)."""
+
+    def zarr_layout(self) -> tuple[tuple[int, ...], Sequence[Sequence[int]], numpy.dtype, Any]:
+        """Shape, native chunks, numpy dtype and dims, without reading data."""
+        structure = self.structure()
+        return structure.shape, structure.chunks, self.zarr_dtype(), structure.dims
+
+    def zarr_dtype(self) -> numpy.dtype:
+        return self.structure().data_type.to_numpy_dtype()
+
+    def zarr_fill_value(self) -> Any:
+        return None
+
+    def read_zarr_region(self, region: tuple[slice, ...]) -> numpy.ndarray:
+        """The dense values of ``region`` (slices clipped to the array)."""
+        import numpy
+
+        return numpy.asarray(self.read(slice=NDSlice(*region)))
+
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        from ..structures.zarr_meta import ZarrArrayMeta, choose_chunk_shape
+
+        options = options or _default_options()
+        shape, chunks, dtype, dims = self.zarr_layout()
+        itemsize = dtype.itemsize or 16  # variable-length strings: a rough per-element guess
+        return ZarrArrayMeta(
+            shape=shape,
+            chunk_shape=choose_chunk_shape(chunks, itemsize, options.chunk_budget_bytes),
+            dtype=dtype,
+            fill_value=self.zarr_fill_value(),
+            compressors=options.compressors,
+            dimension_names=tuple(dims) if dims is not None else None,
+            attributes=zarr_attributes(self),
+        )
+
+    async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
+        """Encoded bytes of chunk ``coords`` in the grid and codecs that ``meta`` describes."""
+        region = meta.chunk_region(coords)  # raises ChunkOutOfRange before any read
+        return await run_sync(self._encode_region, region, meta)
+
+    def _encode_region(self, region: tuple[slice, ...], meta: ZarrArrayMeta) -> bytes:
+        return meta.encode_chunk(self.read_zarr_region(region))
+
+
+class ArrayAdapterBase(_ChunkedZarrHooks, Adapter):
+    structure_family = StructureFamily.array
+
+    def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
+        raise NotImplementedError
+
+    def read_block(self, block: Sequence[int], slice: NDSlice = NDSlice()) -> numpy.ndarray:
+        region = NDBlock(*block).slices(self.structure().chunks)
+        data = self.read(slice=NDSlice(*region))
+        return data[tuple(slice)] if slice else data
+
+    @property
+    def dims(self) -> tuple[str, ...] | None:
+        return self.structure().dims
+
+
+class SparseAdapterBase(_ChunkedZarrHooks, Adapter):
+    """Sparse arrays are viewed as dense zarr arrays whose fill value is zero."""
+
+    structure_family = StructureFamily.sparse
+
+    def zarr_dtype(self) -> numpy.dtype:
+        import numpy
+
+        data_type = self.structure().data_type
+        return data_type.to_numpy_dtype() if data_type is not None else numpy.dtype("float64")
+
+    def zarr_fill_value(self) -> Any:
+        return self.zarr_dtype().type(0)
+
+    def read_zarr_region(self, region: tuple[slice, ...]) -> numpy.ndarray:
+        # Only the chunk's region is densified, never the whole array.
+        return self.read(slice=NDSlice(*region)).todense()
+
+
+class _GroupZarrHooks:
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrGroupMeta:
+        from ..structures.zarr_meta import ZarrGroupMeta
+
+        return ZarrGroupMeta(attributes=zarr_attributes(self))
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        raise NotImplementedError
+
+    async def zarr_member(self, key: str) -> Any:
+        """The adapter of member ``key``; raises :class:`tiled.errors.NoSuchEntry`."""
+        raise NotImplementedError
+
+
+class ContainerAdapterBase(_GroupZarrHooks, Adapter):
+    """A container is a zarr group whose members are its children."""
+
+    structure_family = StructureFamily.container
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        stop = None if limit is None else offset + limit
+        return list(self.keys()[offset:stop])
+
+    async def zarr_member(self, key: str) -> Any:
+        from ..errors import NoSuchEntry
+
+        try:
+            return self[key]
+        except KeyError:
+            raise NoSuchEntry([key]) from None
+
+
+class TableAdapterBase(_GroupZarrHooks, Adapter):
+    """A table is a zarr group of one-dimensional column arrays."""
+
+    structure_family = StructureFamily.table
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        columns = list(self.structure().columns)
+        return columns[offset : None if limit is None else offset + limit]
+
+    async def zarr_member(self, key: str) -> Any:
+        from ..errors import NoSuchEntry
+
+        if key not in self.structure().columns:
+            raise NoSuchEntry([key])
+        return self[key]

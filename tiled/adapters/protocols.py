@@ -1,0 +1,106 @@
+"""The adapter protocol, per structure family.
+
+Structural types: an adapter need not inherit from anything here. The zarr hooks are part of
+each protocol; ``tiled.adapters.base`` provides default implementations written on the other
+members, so most adapters get them by inheriting the family base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Union, runtime_checkable
+
+from ..ndslice import NDSlice
+from ..structures.core import Spec, StructureFamily
+
+if TYPE_CHECKING:
+    import numpy
+    import pandas
+    import sparse
+
+    from ..structures.array import ArrayStructure
+    from ..structures.sparse import COOStructure
+    from ..structures.table import TableStructure
+    from ..structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
+
+
+@runtime_checkable
+class BaseAdapter(Protocol):
+    structure_family: ClassVar[StructureFamily]
+
+    def metadata(self) -> dict[str, Any]: ...
+
+    @property
+    def specs(self) -> list[Spec]: ...
+
+    @classmethod
+    def supported_storage(cls) -> set: ...
+
+
+@runtime_checkable
+class ZarrArrayHooks(Protocol):
+    """A node seen by zarr clients as one array."""
+
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        """Shape, regular chunk grid, dtype, fill value, codecs, dims, attributes. Reads no data."""
+        ...
+
+    async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
+        """Encoded bytes of one chunk, padded to the full chunk shape.
+
+        ``meta`` is what ``to_zarr_meta`` returned. Raises ``ChunkOutOfRange`` for coordinates
+        of the wrong rank, negative, or outside the grid.
+        """
+        ...
+
+
+@runtime_checkable
+class ZarrGroupHooks(Protocol):
+    """A node seen by zarr clients as a group."""
+
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrGroupMeta: ...
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]: ...
+
+    async def zarr_member(self, key: str) -> Any: ...
+
+
+class ArrayAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
+    def structure(self) -> ArrayStructure: ...
+
+    def read(self, slice: NDSlice = ...) -> numpy.ndarray: ...
+
+    def read_block(self, block: Sequence[int], slice: NDSlice = ...) -> numpy.ndarray: ...
+
+
+class SparseAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
+    def structure(self) -> COOStructure: ...
+
+    def read(self, slice: NDSlice = ...) -> sparse.COO: ...
+
+    def read_block(self, block: Sequence[int], slice: NDSlice = ...) -> sparse.COO: ...
+
+
+class TableAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
+    def structure(self) -> TableStructure: ...
+
+    def read(self, fields: list[str] | None = None) -> pandas.DataFrame: ...
+
+    def read_partition(
+        self, partition: int, fields: list[str] | None = None
+    ) -> pandas.DataFrame: ...
+
+    def __getitem__(self, key: str) -> ArrayAdapter: ...
+
+
+class ContainerAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
+    def structure(self) -> Any: ...
+
+    def __getitem__(self, key: str) -> AnyAdapter: ...
+
+    def __len__(self) -> int: ...
+
+    def keys(self) -> Any: ...
+
+
+AnyAdapter = Union[ArrayAdapter, SparseAdapter, TableAdapter, ContainerAdapter]

@@ -1,0 +1,118 @@
+"""The domain exceptions of Tiled, one tree rooted at :class:`TiledError`.
+
+Code below the HTTP layer raises these; the server maps each class to a status code in one
+table (``tiled.server.errors``). Nothing here knows about HTTP.
+
+::
+
+    TiledError
+    ├── NotFound                      a node or a key that does not exist
+    │   ├── NoSuchEntry               a path segment names no child
+    │   ├── WrongStructureFamily      the node exists, but not in a family the operation accepts
+    │   └── ZarrKeyNotFound           a zarr document or chunk key the node does not have
+    │       └── ChunkOutOfRange       chunk coordinates outside the chunk grid (or wrong rank)
+    ├── BadRequest                    malformed client input
+    │   ├── InvalidDtype              a dtype string or JSON that names no data type
+    │   ├── InvalidStructure          a structure whose parts do not fit together
+    │   ├── InvalidSlice              a slice or block specification that cannot be applied
+    │   ├── InvalidQuery              a search query that cannot be decoded or evaluated
+    │   ├── UnsupportedQuery          a query type the node cannot evaluate
+    │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
+    ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
+    ├── Unsupported                   the node cannot perform the operation at all
+    └── Conflict                      the operation collides with existing state
+"""
+
+from __future__ import annotations
+
+
+class TiledError(Exception):
+    """Root of every exception Tiled raises on purpose."""
+
+
+class NotFound(TiledError, KeyError):
+    """Something addressed by key does not exist.
+
+    It is also a :class:`KeyError` so mapping-style callers (``adapter[key]``) keep working.
+    """
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoSuchEntry(NotFound):
+    def __init__(self, path: list[str] | tuple[str, ...] | str):
+        parts = path if isinstance(path, list | tuple) else [path]
+        self.path = list(parts)
+        super().__init__(f"No such entry: {self.path}")
+
+
+class WrongStructureFamily(NotFound):
+    def __init__(self, path: str, family: str, accepted: set[str] | frozenset[str]):
+        self.family = family
+        self.accepted = set(accepted)
+        super().__init__(
+            f"The node at {path} has structure family {family} and this endpoint is "
+            f"compatible with structure families {sorted(self.accepted)}"
+        )
+
+
+class ZarrKeyNotFound(NotFound):
+    """A zarr store has no such key; a zarr client reads this as 'absent' or 'fill value'."""
+
+
+class ChunkOutOfRange(ZarrKeyNotFound):
+    def __init__(self, coords: tuple[int, ...] | list[int], grid: tuple[int, ...]):
+        self.coords = tuple(coords)
+        self.grid = tuple(grid)
+        if len(self.coords) != len(self.grid):
+            reason = f"has rank {len(self.coords)} but the array has rank {len(self.grid)}"
+        else:
+            reason = f"is outside the chunk grid {list(self.grid)}"
+        super().__init__(f"Chunk coordinates {list(self.coords)} {reason}")
+
+
+class BadRequest(TiledError, ValueError):
+    """The client sent something that cannot be used."""
+
+
+class InvalidDtype(BadRequest):
+    def __init__(self, value: object, reason: str = ""):
+        self.value = value
+        super().__init__(f"Invalid data type {value!r}" + (f": {reason}" if reason else ""))
+
+
+class InvalidStructure(BadRequest):
+    pass
+
+
+class InvalidSlice(BadRequest):
+    pass
+
+
+class InvalidQuery(BadRequest):
+    pass
+
+
+class UnsupportedQuery(BadRequest):
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"The query type {name!r} is not supported on this node.")
+
+
+class UnsupportedZarrFormat(BadRequest):
+    def __init__(self, value: object):
+        self.value = value
+        super().__init__(f"Unsupported zarr format {value!r}; supported formats are 2 and 3")
+
+
+class UnsupportedMediaType(TiledError):
+    pass
+
+
+class Unsupported(TiledError):
+    """The node does not implement the requested operation."""
+
+
+class Conflict(TiledError):
+    pass

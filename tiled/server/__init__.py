@@ -1,0 +1,1 @@
+"""The HTTP server. Importing this package imports no web framework."""

@@ -1,0 +1,1 @@
+"""The zarr view of the tree: one neutral mapping, two small format encodings."""

@@ -1,0 +1,70 @@
+"""Pieces the v2 and v3 encodings share, and the lookup of an encoding by zarr format."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from ...errors import UnsupportedZarrFormat
+from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta
+
+
+class ZarrEncoding(Protocol):
+    """How one zarr format spells the neutral model: document names, JSON and chunk keys."""
+
+    zarr_format: int
+    document_names: frozenset[str]
+
+    def array_documents(self, meta: ZarrArrayMeta) -> dict[str, bytes]: ...
+
+    def group_documents(self, meta: ZarrGroupMeta) -> dict[str, bytes]: ...
+
+    def chunk_key(self, coords: tuple[int, ...]) -> str: ...
+
+    def parse_chunk_key(self, key: str) -> tuple[int, ...] | None: ...
+
+
+def encoding_for(zarr_format: int | str) -> ZarrEncoding:
+    """The encoding of zarr format 2 or 3; anything else raises UnsupportedZarrFormat."""
+    from .v2 import ZarrV2Encoding
+    from .v3 import ZarrV3Encoding
+
+    encodings = {2: ZarrV2Encoding(), 3: ZarrV3Encoding()}
+    try:
+        return encodings[int(zarr_format)]
+    except (KeyError, TypeError, ValueError):
+        raise UnsupportedZarrFormat(zarr_format) from None
+
+
+def _json_safe(value: Any) -> Any:
+    # Strict JSON has no NaN/Infinity; use the strings zarr itself uses for such fill values.
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalar or 0-d array
+        return _json_safe(value.item() if getattr(value, "ndim", 0) == 0 else value.tolist())
+    if hasattr(value, "tolist"):
+        return _json_safe(value.tolist())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def json_document(document: Mapping[str, Any]) -> bytes:
+    """Strict JSON bytes of a zarr document (attributes may hold NaN and numpy values)."""
+    return orjson.dumps(_json_safe(document), option=orjson.OPT_INDENT_2)
+
+
+def coords_from_separated(
+    key: str, pattern: re.Pattern[str], separator: str
+) -> tuple[int, ...] | None:
+    if not pattern.match(key):
+        return None
+    return tuple(int(part) for part in key.split(separator)) if key else ()

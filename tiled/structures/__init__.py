@@ -1,0 +1,1 @@
+"""Pure value objects describing each structure family, with their JSON forms."""

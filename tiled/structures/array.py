@@ -1,0 +1,341 @@
+"""Array structures and their data types.
+
+A data type is a :class:`BuiltinDtype` (one numpy scalar type) or a :class:`StructDtype`
+(a record of named fields). Both convert to and from numpy dtypes and upstream Tiled's JSON.
+numpy is imported lazily so that this module stays cheap to import.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from ..errors import InvalidDtype, InvalidStructure
+
+if TYPE_CHECKING:
+    import numpy
+
+
+class Endianness(str, enum.Enum):
+    big = "big"
+    little = "little"
+    not_applicable = "not_applicable"
+
+
+class Kind(str, enum.Enum):
+    bit_field = "t"
+    boolean = "b"
+    integer = "i"
+    unsigned_integer = "u"
+    floating_point = "f"
+    complex_floating_point = "c"
+    timedelta = "m"
+    datetime = "M"
+    string = "S"
+    unicode = "U"
+    other = "V"
+    object = "O"
+
+
+_ENDIANNESS_TO_CHAR = {Endianness.big: ">", Endianness.little: "<", Endianness.not_applicable: "|"}
+_CHAR_TO_ENDIANNESS = {v: k for k, v in _ENDIANNESS_TO_CHAR.items()}
+_HOST = Endianness.little if sys.byteorder == "little" else Endianness.big
+_DT_UNITS = re.compile(r"^\[(\d*)(Y|M|W|D|h|m|s|ms|us|μs|ns|ps|fs|as|generic)\]$")
+_ALLOWED_ITEMSIZES = {
+    Kind.boolean: {1},
+    Kind.integer: {1, 2, 4, 8},
+    Kind.unsigned_integer: {1, 2, 4, 8},
+    Kind.floating_point: {2, 4, 8, 16},
+    Kind.complex_floating_point: {8, 16, 32},
+    Kind.timedelta: {8},
+    Kind.datetime: {8},
+}
+
+
+def _objects_allowed() -> bool:
+    return os.environ.get("TILED_ALLOW_OBJECT_ARRAYS", "0") != "0"
+
+
+@dataclass(frozen=True)
+class BuiltinDtype:
+    endianness: Endianness
+    kind: Kind
+    itemsize: int
+    dt_units: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endianness", Endianness(self.endianness))
+        try:
+            object.__setattr__(self, "kind", Kind(self.kind))
+        except ValueError:
+            raise InvalidDtype(self.kind, "unknown kind") from None
+        if self.kind is Kind.object and not _objects_allowed():
+            raise InvalidDtype("O", "object arrays are not allowed")
+        if not isinstance(self.itemsize, int) or self.itemsize < 0:
+            raise InvalidDtype(self.itemsize, "itemsize must be a non-negative integer")
+        allowed = _ALLOWED_ITEMSIZES.get(self.kind)
+        if allowed is not None and self.itemsize not in allowed:
+            raise InvalidDtype(self.to_string_unchecked(), f"itemsize {self.itemsize} invalid")
+        if self.kind is Kind.unicode and self.itemsize % 4:
+            raise InvalidDtype(self.itemsize, "unicode itemsize must be a multiple of 4")
+        if self.kind in (Kind.datetime, Kind.timedelta):
+            if self.dt_units is not None and not _DT_UNITS.match(self.dt_units):
+                raise InvalidDtype(self.dt_units, "bad datetime units")
+        elif self.dt_units is not None:
+            raise InvalidDtype(
+                self.dt_units, f"units given for non-datetime kind {self.kind.value}"
+            )
+
+    # numpy interop -------------------------------------------------------------------------
+    @classmethod
+    def from_numpy_dtype(cls, dtype: numpy.dtype) -> BuiltinDtype:
+        import numpy
+
+        if dtype.fields is not None:
+            raise InvalidDtype(str(dtype), "structured dtypes are StructDtype")
+        if dtype.subdtype is not None:
+            raise InvalidDtype(str(dtype), "sub-array dtypes are only allowed as record fields")
+        if not isinstance(dtype, numpy.dtype) or dtype.char not in "?bBhHiIlLqQefdgFDGSUVOmM":
+            raise InvalidDtype(str(dtype), "no Tiled data type corresponds")
+        byteorder = dtype.byteorder
+        endianness = _HOST if byteorder == "=" else _CHAR_TO_ENDIANNESS[byteorder]
+        dt_units = None
+        if dtype.kind in "mM":
+            unit, count = numpy.datetime_data(dtype)
+            dt_units = f"[{'' if count == 1 else count}{unit}]"
+        return cls(endianness, Kind(dtype.kind), dtype.itemsize, dt_units)
+
+    def to_string_unchecked(self) -> str:
+        size = self.itemsize // 4 if self.kind is Kind.unicode else self.itemsize
+        units = self.dt_units or ""
+        return f"{_ENDIANNESS_TO_CHAR[self.endianness]}{self.kind.value}{size}{units}"
+
+    def to_numpy_str(self) -> str:
+        """The numpy type string, e.g. ``<f8``, ``<U7``, ``<M8[ns]``."""
+        return self.to_string_unchecked()
+
+    def to_numpy_dtype(self) -> numpy.dtype:
+        import numpy
+
+        return numpy.dtype(self.to_numpy_str())
+
+    @classmethod
+    def from_string(cls, value: str) -> BuiltinDtype:
+        """Parse a numpy type string such as ``<f8``; raise :class:`InvalidDtype` if it is not one."""
+        import numpy
+
+        if not isinstance(value, str):
+            raise InvalidDtype(value, "expected a numpy type string")
+        try:
+            dtype = numpy.dtype(value)
+        except (TypeError, ValueError) as err:
+            raise InvalidDtype(value, str(err)) from None
+        return cls.from_numpy_dtype(dtype)
+
+    # JSON ----------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endianness": self.endianness.value,
+            "kind": self.kind.value,
+            "itemsize": self.itemsize,
+            "dt_units": self.dt_units,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> BuiltinDtype:
+        try:
+            return cls(
+                Endianness(value["endianness"]),
+                Kind(value["kind"]),
+                value["itemsize"],
+                value.get("dt_units"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, InvalidDtype):
+                raise
+            raise InvalidDtype(value, str(err)) from None
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    dtype: BuiltinDtype | StructDtype
+    shape: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_numpy_descr(cls, name: str, dtype: numpy.dtype) -> Field:
+        shape = None
+        if dtype.subdtype is not None:
+            dtype, shape = dtype.subdtype
+        return cls(name, data_type_from_numpy(dtype), tuple(shape) if shape else None)
+
+    def to_numpy_descr(self) -> tuple:
+        base = self.dtype.to_numpy_descr_type()
+        return (self.name, base) if self.shape is None else (self.name, base, self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype.to_json(),
+            "shape": list(self.shape) if self.shape is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Field:
+        shape = value.get("shape")
+        return cls(
+            value["name"], data_type_from_json(value["dtype"]), tuple(shape) if shape else None
+        )
+
+
+@dataclass(frozen=True)
+class StructDtype:
+    itemsize: int
+    fields: tuple[Field, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", tuple(self.fields))
+
+    @classmethod
+    def from_numpy_dtype(cls, dtype: numpy.dtype) -> StructDtype:
+        if dtype.fields is None:
+            raise InvalidDtype(str(dtype), "not a structured dtype")
+        fields = tuple(Field.from_numpy_descr(name, dtype.fields[name][0]) for name in dtype.names)
+        return cls(dtype.itemsize, fields)
+
+    def to_numpy_descr(self) -> list[tuple]:
+        return [f.to_numpy_descr() for f in self.fields]
+
+    def to_numpy_descr_type(self) -> list[tuple]:
+        return self.to_numpy_descr()
+
+    def to_numpy_dtype(self) -> numpy.dtype:
+        import numpy
+
+        return numpy.dtype(self.to_numpy_descr())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"itemsize": self.itemsize, "fields": [f.to_json() for f in self.fields]}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> StructDtype:
+        try:
+            return cls(value["itemsize"], tuple(Field.from_json(f) for f in value["fields"]))
+        except (KeyError, TypeError) as err:
+            raise InvalidDtype(value, str(err)) from None
+
+
+# A builtin dtype used inside a record field is written as its numpy type string.
+BuiltinDtype.to_numpy_descr_type = BuiltinDtype.to_numpy_str  # type: ignore[attr-defined]
+
+DataType = Union[BuiltinDtype, StructDtype]
+
+
+def data_type_from_numpy(dtype: Any) -> DataType:
+    """The Tiled data type of a numpy dtype (or anything ``numpy.dtype()`` accepts)."""
+    import numpy
+
+    try:
+        dtype = numpy.dtype(dtype)
+    except (TypeError, ValueError) as err:
+        raise InvalidDtype(dtype, str(err)) from None
+    if dtype.fields is not None:
+        return StructDtype.from_numpy_dtype(dtype)
+    return BuiltinDtype.from_numpy_dtype(dtype)
+
+
+def data_type_from_json(value: dict[str, Any]) -> DataType:
+    if not isinstance(value, dict):
+        raise InvalidDtype(value, "expected a JSON object")
+    if "fields" in value:
+        return StructDtype.from_json(value)
+    return BuiltinDtype.from_json(value)
+
+
+def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    result = tuple(tuple(int(c) for c in dim) for dim in chunks)
+    if len(result) != len(shape):
+        raise InvalidStructure(
+            f"chunks {result} have rank {len(result)}, shape {shape} has {len(shape)}"
+        )
+    for dim_chunks, size in zip(result, shape, strict=True):
+        if sum(dim_chunks) != size or any(c < 0 for c in dim_chunks):
+            raise InvalidStructure(
+                f"chunks {list(dim_chunks)} do not add up to dimension size {size}"
+            )
+    return result
+
+
+@dataclass(frozen=True)
+class ArrayStructure:
+    data_type: DataType
+    chunks: tuple[tuple[int, ...], ...]
+    shape: tuple[int, ...]
+    dims: tuple[str, ...] | None = None
+    resizable: bool | tuple[bool, ...] = False
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if any(s < 0 for s in shape):
+            raise InvalidStructure(f"negative dimension in shape {list(shape)}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "chunks", _normalize_chunks(self.chunks, shape))
+        if self.dims is not None:
+            dims = tuple(self.dims)
+            if len(dims) != len(shape):
+                raise InvalidStructure(f"dims {list(dims)} do not match rank {len(shape)}")
+            object.__setattr__(self, "dims", dims)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @classmethod
+    def from_array(cls, array: Any, shape=None, chunks=None, dims=None) -> ArrayStructure:
+        """Describe a numpy-like (or dask) array; chunks default to the array's own or one chunk."""
+        shape = tuple(array.shape if shape is None else shape)
+        if chunks is None:
+            chunks = getattr(array, "chunks", None) or tuple((s,) for s in shape)
+        return cls(data_type_from_numpy(array.dtype), chunks, shape, dims)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data_type": self.data_type.to_json(),
+            "chunks": [list(c) for c in self.chunks],
+            "shape": list(self.shape),
+            "dims": list(self.dims) if self.dims is not None else None,
+            "resizable": list(self.resizable)
+            if isinstance(self.resizable, tuple)
+            else self.resizable,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> ArrayStructure:
+        try:
+            resizable = value.get("resizable", False)
+            return cls(
+                data_type=data_type_from_json(value["data_type"]),
+                chunks=value["chunks"],
+                shape=value["shape"],
+                dims=value.get("dims"),
+                resizable=tuple(resizable) if isinstance(resizable, list) else resizable,
+            )
+        except (KeyError, TypeError) as err:
+            raise InvalidStructure(f"Invalid array structure: {err}") from None
+
+
+__all__ = [
+    "ArrayStructure",
+    "BuiltinDtype",
+    "DataType",
+    "Endianness",
+    "Field",
+    "Kind",
+    "StructDtype",
+    "data_type_from_json",
+    "data_type_from_numpy",
+]

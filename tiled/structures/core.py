@@ -1,0 +1,60 @@
+"""Structure families and specs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class StructureFamily(str, enum.Enum):
+    container = "container"
+    array = "array"
+    sparse = "sparse"
+    table = "table"
+    # Reserved so that structures from upstream servers parse; this fork serves no awkward nodes.
+    awkward = "awkward"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MAX_SPEC_NAME_LENGTH = 255
+MAX_ALLOWED_SPECS = 20
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A named (optionally versioned) convention a node follows, e.g. ``xarray_dataset``."""
+
+    name: str
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Spec name must be a non-empty string, not {self.name!r}")
+        if len(self.name) > MAX_SPEC_NAME_LENGTH:
+            raise ValueError(f"Spec name longer than {MAX_SPEC_NAME_LENGTH} characters")
+        if self.version is not None and len(self.version) > MAX_SPEC_NAME_LENGTH:
+            raise ValueError(f"Spec version longer than {MAX_SPEC_NAME_LENGTH} characters")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any] | str | Spec) -> Spec:
+        if isinstance(value, Spec):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        return cls(value["name"], value.get("version"))
+
+
+def normalize_specs(specs: Any) -> list[Spec]:
+    """Accept specs as Spec objects, bare names or JSON dicts; keep order, refuse duplicates."""
+    result = [Spec.from_json(s) for s in (specs or [])]
+    if len(result) > MAX_ALLOWED_SPECS:
+        raise ValueError(f"A node may carry at most {MAX_ALLOWED_SPECS} specs")
+    if len(set(result)) != len(result):
+        raise ValueError(f"Duplicate specs in {[s.name for s in result]}")
+    return result

@@ -1,0 +1,72 @@
+"""Data sources and assets, as upstream Tiled describes stored data."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from .core import StructureFamily
+
+
+class Management(str, enum.Enum):
+    external = "external"
+    immutable = "immutable"
+    locked = "locked"
+    writable = "writable"
+
+
+@dataclass
+class Asset:
+    data_uri: str
+    is_directory: bool
+    parameter: str | None = None
+    num: int | None = None
+    id: int | None = None
+    size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data_uri": self.data_uri,
+            "is_directory": self.is_directory,
+            "parameter": self.parameter,
+            "num": self.num,
+            "id": self.id,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Asset:
+        known = {
+            k: value[k]
+            for k in ("data_uri", "is_directory", "parameter", "num", "id", "size")
+            if k in value
+        }
+        return cls(**known)
+
+
+@dataclass
+class DataSource:
+    structure_family: StructureFamily
+    structure: Any = None
+    id: int | None = None
+    mimetype: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    assets: list[Asset] = field(default_factory=list)
+    management: Management = Management.writable
+
+    def to_json(self) -> dict[str, Any]:
+        structure = (
+            self.structure.to_json() if hasattr(self.structure, "to_json") else self.structure
+        )
+        return {
+            "id": self.id,
+            "structure_family": StructureFamily(self.structure_family).value,
+            "structure": structure,
+            "mimetype": self.mimetype,
+            "parameters": self.parameters,
+            "properties": self.properties,
+            "assets": [a.to_json() for a in self.assets],
+            "management": Management(self.management).value,
+        }

@@ -1,0 +1,83 @@
+"""Table structures: an Arrow schema plus the number of row partitions."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidStructure
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+B64_PREFIX = "data:application/vnd.apache.arrow.file;base64,"
+
+
+@dataclass(frozen=True)
+class TableStructure:
+    arrow_schema: str
+    npartitions: int
+    columns: tuple[str, ...]
+    resizable: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        if not self.arrow_schema.startswith(B64_PREFIX):
+            raise InvalidStructure("arrow_schema must be a base64 data URI of an Arrow schema")
+        if self.npartitions < 0:
+            raise InvalidStructure(f"npartitions must be >= 0, not {self.npartitions}")
+        for name in self.columns:
+            if name.startswith("_"):
+                raise InvalidStructure(f"Column names may not start with '_': {name!r}")
+
+    @classmethod
+    def from_arrow_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
+        encoded = base64.b64encode(schema.serialize()).decode()
+        columns = [n for n in schema.names if n not in _index_names(schema)]
+        return cls(B64_PREFIX + encoded, npartitions, tuple(columns))
+
+    @classmethod
+    def from_pandas(cls, df: pandas.DataFrame, npartitions: int = 1) -> TableStructure:
+        import pyarrow
+
+        schema = pyarrow.Table.from_pandas(df.iloc[:0]).schema
+        return cls.from_arrow_schema(schema, npartitions)
+
+    @property
+    def arrow_schema_decoded(self) -> pyarrow.Schema:
+        import pyarrow
+
+        payload = base64.b64decode(self.arrow_schema[len(B64_PREFIX) :])
+        return pyarrow.ipc.read_schema(pyarrow.py_buffer(payload))
+
+    @property
+    def meta(self) -> pandas.DataFrame:
+        """An empty pandas frame with the table's columns and dtypes."""
+        return self.arrow_schema_decoded.empty_table().to_pandas()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arrow_schema": self.arrow_schema,
+            "npartitions": self.npartitions,
+            "columns": list(self.columns),
+            "resizable": self.resizable,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> TableStructure:
+        try:
+            return cls(
+                value["arrow_schema"],
+                value["npartitions"],
+                tuple(value["columns"]),
+                value.get("resizable", False),
+            )
+        except (KeyError, TypeError) as err:
+            raise InvalidStructure(f"Invalid table structure: {err}") from None
+
+
+def _index_names(schema: pyarrow.Schema) -> set[str]:
+    pandas_meta = schema.pandas_metadata or {}
+    return {i for i in pandas_meta.get("index_columns", []) if isinstance(i, str)}

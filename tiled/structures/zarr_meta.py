@@ -1,0 +1,207 @@
+"""The format-neutral zarr model: what a node looks like as a zarr array or group.
+
+Adapters produce these values through their ``to_zarr_meta`` hooks; the v2 and v3 encodings
+(``tiled.server.zarr.v2`` / ``v3``) only spell them out in each format's JSON. The chunk-grid
+arithmetic and the default chunk encoder live here too, so every producer agrees on them.
+
+Chunk grid rule (documented in ``docs/source/how-to/zarr.md``): per dimension, a regular native
+chunking (all chunks equal but a shorter last one) is kept as it is; an irregular one uses the
+greatest common divisor of its chunk sizes when that is at least a quarter of the largest chunk
+(so every zarr chunk lies inside one native chunk) and the largest chunk otherwise. Then, while
+one chunk would exceed the byte budget, the dimension with the largest chunk extent is halved,
+which keeps zarr chunks aligned to native ones whenever sizes are even.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import numcodecs
+import numpy
+
+from ..errors import ChunkOutOfRange, InvalidStructure, TiledError
+
+DEFAULT_CHUNK_BUDGET_BYTES = 4 * 1024 * 1024
+
+# The codecs a server may be configured with, built with numcodecs' own constructors. Their JSON
+# forms (v2 ``compressor``; v3 ``codecs``) come from numcodecs and zarr-python, not from here.
+_CODEC_FACTORIES = {
+    "blosc-lz4": lambda: numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
+    "zstd": lambda: numcodecs.Zstd(level=3),
+    "gzip": lambda: numcodecs.GZip(level=5),
+    "none": None,
+}
+CODEC_NAMES = tuple(_CODEC_FACTORIES)
+
+
+class UnknownCodec(TiledError, ValueError):
+    def __init__(self, name: str):
+        super().__init__(f"Unknown zarr codec {name!r}; choose one of {list(CODEC_NAMES)}")
+
+
+def compressors_for(name: str) -> tuple[numcodecs.abc.Codec, ...]:
+    """The bytes-to-bytes codec chain for a configured codec name."""
+    try:
+        factory = _CODEC_FACTORIES[name]
+    except KeyError:
+        raise UnknownCodec(name) from None
+    return () if factory is None else (factory(),)
+
+
+@dataclass(frozen=True)
+class ZarrOptions:
+    """Server-side choices that shape the zarr view: the codec and the chunk byte budget."""
+
+    codec: str = "blosc-lz4"
+    chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES
+
+    def __post_init__(self) -> None:
+        compressors_for(self.codec)  # validate early
+        if self.chunk_budget_bytes < 1:
+            raise ValueError("chunk_budget_bytes must be positive")
+
+    @property
+    def compressors(self) -> tuple[numcodecs.abc.Codec, ...]:
+        return compressors_for(self.codec)
+
+
+VARIABLE_LENGTH_STRING = numpy.dtypes.StringDType()
+
+
+def is_variable_length_string(dtype: numpy.dtype) -> bool:
+    return isinstance(dtype, numpy.dtypes.StringDType)
+
+
+@dataclass(frozen=True)
+class ZarrGroupMeta:
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZarrArrayMeta:
+    """A zarr array: regular chunk grid, element type, fill value, codecs and attributes.
+
+    ``dtype`` is a numpy dtype; ``numpy.dtypes.StringDType()`` stands for variable-length
+    UTF-8 strings. ``fill_value`` None means "none declared" (v2 null, v3 the type's default).
+    ``compressors`` are the bytes-to-bytes codecs applied after the array is serialized
+    (raw little/big-endian bytes as the dtype says, or vlen-utf8 for strings).
+    """
+
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: numpy.dtype
+    fill_value: Any = None
+    compressors: tuple[Any, ...] = ()
+    dimension_names: tuple[str, ...] | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "chunk_shape", tuple(int(c) for c in self.chunk_shape))
+        if len(self.shape) != len(self.chunk_shape):
+            raise InvalidStructure(
+                f"chunk shape {self.chunk_shape} does not match shape {self.shape}"
+            )
+        if any(c < 1 for c in self.chunk_shape):
+            raise InvalidStructure(f"chunk sizes must be positive: {list(self.chunk_shape)}")
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Number of chunks along each dimension (a 0-d array has one chunk at ``()``)."""
+        return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape, strict=True))
+
+    def chunk_region(self, coords: Sequence[int]) -> tuple[slice, ...]:
+        """The part of the array chunk ``coords`` covers (clipped at the edges).
+
+        Raises :class:`ChunkOutOfRange` for coordinates of the wrong rank, negative or beyond
+        the grid: a zarr store has no such key.
+        """
+        coords = tuple(coords)
+        grid = self.grid_shape
+        if len(coords) != len(grid) or any(
+            not isinstance(i, int) or i < 0 or i >= n for i, n in zip(coords, grid, strict=True)
+        ):
+            raise ChunkOutOfRange(coords, grid)
+        return tuple(
+            slice(i * c, min((i + 1) * c, s))
+            for i, c, s in zip(coords, self.chunk_shape, self.shape, strict=True)
+        )
+
+    def encode_chunk(self, data: numpy.ndarray) -> bytes:
+        """Pad ``data`` (the chunk's region) to the full chunk shape and encode it."""
+        data = numpy.asarray(data)
+        if data.shape != self.chunk_shape:
+            data = _pad(data, self.chunk_shape, self.fill_value)
+        if is_variable_length_string(self.dtype):
+            payload: Any = numcodecs.VLenUTF8().encode(data.astype(object).ravel())
+        else:
+            payload = numpy.ascontiguousarray(data, dtype=self.dtype)
+        for codec in self.compressors:
+            payload = codec.encode(payload)
+        return bytes(payload) if not isinstance(payload, bytes) else payload
+
+    def decode_chunk(self, payload: bytes) -> numpy.ndarray:
+        """Inverse of :meth:`encode_chunk` (used to re-encode stored chunks and in tests)."""
+        for codec in reversed(self.compressors):
+            payload = codec.decode(payload)
+        if is_variable_length_string(self.dtype):
+            flat = numcodecs.VLenUTF8().decode(payload)
+            return numpy.asarray(flat, dtype=self.dtype).reshape(self.chunk_shape)
+        buffer = numpy.frombuffer(memoryview(payload), dtype=self.dtype)
+        return buffer.reshape(self.chunk_shape)
+
+
+def _pad(data: numpy.ndarray, chunk_shape: tuple[int, ...], fill_value: Any) -> numpy.ndarray:
+    out = numpy.empty(chunk_shape, dtype=data.dtype)
+    if fill_value is not None:
+        out[...] = fill_value
+    elif data.dtype.kind in "OT":
+        out[...] = ""
+    else:
+        out[...] = numpy.zeros((), dtype=data.dtype)
+    out[tuple(slice(0, n) for n in data.shape)] = data
+    return out
+
+
+def _is_regular(sizes: Sequence[int]) -> bool:
+    return len(sizes) <= 1 or (all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0])
+
+
+def _dimension_chunk(sizes: Sequence[int]) -> int:
+    sizes = [s for s in sizes if s > 0] or [1]
+    if _is_regular(sizes):
+        return sizes[0]
+    divisor = reduce(math.gcd, sizes)
+    largest = max(sizes)
+    return divisor if 4 * divisor >= largest else largest
+
+
+def choose_chunk_shape(
+    native_chunks: Sequence[Sequence[int]], itemsize: int, budget_bytes: int
+) -> tuple[int, ...]:
+    """A regular zarr chunk shape for a node with the given (dask-style) native chunks."""
+    shape = [_dimension_chunk(sizes) for sizes in native_chunks]
+    itemsize = max(int(itemsize), 1)
+    while shape and math.prod(shape) * itemsize > budget_bytes:
+        widest = max(range(len(shape)), key=lambda d: shape[d])
+        if shape[widest] == 1:
+            break
+        shape[widest] = math.ceil(shape[widest] / 2)
+    return tuple(shape)
+
+
+__all__ = [
+    "CODEC_NAMES",
+    "DEFAULT_CHUNK_BUDGET_BYTES",
+    "VARIABLE_LENGTH_STRING",
+    "ZarrArrayMeta",
+    "ZarrGroupMeta",
+    "ZarrOptions",
+    "choose_chunk_shape",
+    "compressors_for",
+    "is_variable_length_string",
+]
