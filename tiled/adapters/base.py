@@ -64,7 +64,10 @@ class _ChunkedZarrHooks:
         return self.structure().data_type.to_numpy_dtype()
 
     def zarr_fill_value(self) -> Any:
-        return None
+        # Floating-point arrays declare NaN, so that an absent chunk reads as "missing" and
+        # xarray's masking of the fill value leaves real data untouched.
+        dtype = self.zarr_dtype()
+        return dtype.type("nan") if dtype.kind in "fc" else None
 
     def read_zarr_region(self, region: tuple[slice, ...]) -> numpy.ndarray:
         """The dense values of ``region`` (slices clipped to the array)."""

@@ -1,0 +1,28 @@
+"""The ``tiled`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from .._version import __version__
+
+cli_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@cli_app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Serve trees of scientific data over HTTP, natively and as zarr stores."""
+
+
+def main() -> None:
+    cli_app()
