@@ -18,6 +18,8 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     │   ├── InvalidQuery              a search query that cannot be decoded or evaluated
     │   ├── UnsupportedQuery          a query type the node cannot evaluate
     │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
+    ├── Unauthenticated               no (valid) credentials where they are required
+    ├── Forbidden                     credentials valid, but not allowed to do this
     ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
     ├── Unsupported                   the node cannot perform the operation at all
     └── Conflict                      the operation collides with existing state
@@ -104,6 +106,16 @@ class UnsupportedZarrFormat(BadRequest):
     def __init__(self, value: object):
         self.value = value
         super().__init__(f"Unsupported zarr format {value!r}; supported formats are 2 and 3")
+
+
+class Unauthenticated(TiledError):
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        self.headers = headers or {}
+        super().__init__(message)
+
+
+class Forbidden(TiledError):
+    pass
 
 
 class UnsupportedMediaType(TiledError):

@@ -95,7 +95,9 @@ class QueryRegistry:
         if len(set(lengths.values())) != 1:
             raise InvalidQuery(f"Query {name!r} has unequal numbers of values per field: {lengths}")
         cls = self._by_name[name]
-        rows = [dict(zip(fields, values, strict=True)) for values in zip(*fields.values())]
+        rows = [
+            dict(zip(fields, values, strict=True)) for values in zip(*fields.values(), strict=True)
+        ]
         return [_decode_one(cls, name, row) for row in rows]
 
 

@@ -97,7 +97,9 @@ def test_sparse_structure_round_trip():
     )
     structure = COOStructure.from_json(json.loads(upstream))
     assert json.dumps(structure.to_json()) == upstream
-    legacy = COOStructure.from_json({"chunks": [[3]], "shape": [3], "dims": None, "resizable": False})
+    legacy = COOStructure.from_json(
+        {"chunks": [[3]], "shape": [3], "dims": None, "resizable": False}
+    )
     assert legacy.data_type is None and legacy.coord_data_type.kind.value == "u"
 
 

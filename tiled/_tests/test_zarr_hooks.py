@@ -68,7 +68,9 @@ class TestDaskArrayAdapter(ZarrArrayHookConformance):
     def build_cases(cls):
         data = rng.random((30, 20))
         return {
-            "regular": ZarrCase(ArrayAdapter.from_array(dask.array.from_array(data, (8, 20))), data),
+            "regular": ZarrCase(
+                ArrayAdapter.from_array(dask.array.from_array(data, (8, 20))), data
+            ),
             "irregular": ZarrCase(
                 ArrayAdapter.from_array(dask.array.from_array(data, ((5, 20, 5), (7, 13)))), data
             ),
@@ -94,7 +96,9 @@ async def test_chunks_respect_the_byte_budget_and_stay_aligned():
 
 
 async def test_infinite_fill_value_round_trips(zarr_format):
-    meta = ZarrArrayMeta(shape=(5,), chunk_shape=(4,), dtype=numpy.dtype("f8"), fill_value=-numpy.inf)
+    meta = ZarrArrayMeta(
+        shape=(5,), chunk_shape=(4,), dtype=numpy.dtype("f8"), fill_value=-numpy.inf
+    )
     array = open_with_zarr(encoding_for(zarr_format).array_documents(meta), zarr_format)
     assert array.fill_value == -numpy.inf
     assert list(array[:]) == [-numpy.inf] * 5  # no chunks stored: everything is the fill value
@@ -125,5 +129,103 @@ async def test_every_configured_codec_decodes_with_zarr(codec, zarr_format):
     adapter = ArrayAdapter.from_array(data)
     meta = await adapter.to_zarr_meta(ZarrOptions(codec=codec))
     encoding = encoding_for(zarr_format)
-    store = {**encoding.array_documents(meta), encoding.chunk_key((0, 0)): await adapter.to_zarr_chunk((0, 0), meta)}
+    store = {
+        **encoding.array_documents(meta),
+        encoding.chunk_key((0, 0)): await adapter.to_zarr_chunk((0, 0), meta),
+    }
     numpy.testing.assert_array_equal(open_with_zarr(store, zarr_format)[...], data)
+
+
+class TestCOOAdapter(ZarrArrayHookConformance):
+    @classmethod
+    def build_cases(cls):
+        import sparse
+
+        from tiled.adapters.sparse import COOAdapter
+
+        dense = rng.random((30, 25))
+        dense[dense < 0.8] = 0
+        dense3 = rng.random((6, 5, 4))
+        dense3[dense3 < 0.5] = 0
+        return {
+            "2d": ZarrCase(COOAdapter.from_coo(sparse.COO(dense)), dense),
+            "2d-small-chunks": ZarrCase(COOAdapter.from_coo(sparse.COO(dense)), dense, SMALL),
+            "3d-small-chunks": ZarrCase(COOAdapter.from_coo(sparse.COO(dense3)), dense3, SMALL),
+        }
+
+
+class TestTableColumns(ZarrArrayHookConformance):
+    @classmethod
+    def build_cases(cls):
+        import pandas
+
+        from tiled.adapters.table import TableAdapter
+
+        n = 103
+        frame = pandas.DataFrame(
+            {
+                "f": rng.random(n),
+                "u8": numpy.arange(n, dtype="uint8"),
+                "s": [f"row-{i}" * (i % 4) for i in range(n)],
+                "t": pandas.date_range("2020-01-01", periods=n, freq="h", unit="ns"),
+                "b": numpy.arange(n) % 3 == 0,
+            }
+        )
+        table = TableAdapter.from_pandas(frame, npartitions=4)
+        cases = {}
+        for column in frame.columns:
+            expected = frame[column].to_numpy()
+            cases[column] = ZarrCase(table[column], expected)
+            cases[column + "-small-chunks"] = ZarrCase(
+                table[column], expected, ZarrOptions(chunk_budget_bytes=64)
+            )
+        return cases
+
+
+class TestDatasetVariables(ZarrArrayHookConformance):
+    @classmethod
+    def build_cases(cls):
+        import pandas
+        import xarray
+
+        from tiled.adapters.xarray import DatasetAdapter
+
+        dataset = xarray.Dataset(
+            {"temperature": (["x", "time"], rng.random((4, 3)), {"units": "K"})},
+            coords={"time": pandas.date_range("2014-09-06", periods=3, unit="ns")},
+        )
+        adapter = DatasetAdapter.from_dataset(dataset)
+        return {
+            key: ZarrCase(adapter[key], dataset[key].to_numpy()) for key in ("temperature", "time")
+        }
+
+
+async def test_group_documents_parse_with_zarr(zarr_format):
+    import pandas
+    import xarray
+    import zarr
+    from zarr.core.buffer import cpu
+    from zarr.storage import MemoryStore
+
+    from tiled.adapters.mapping import MapAdapter
+    from tiled.adapters.table import TableAdapter
+    from tiled.adapters.xarray import DatasetAdapter
+
+    groups = {
+        "map": MapAdapter({}, metadata={"animal": "cat", "nan": float("nan")}),
+        "table": TableAdapter.from_pandas(
+            pandas.DataFrame({"A": [1, 2]}), metadata={"color": "red"}
+        ),
+        "dataset": DatasetAdapter.from_dataset(xarray.Dataset(attrs={"title": "t"})),
+    }
+    expected = {
+        "map": {"animal": "cat", "nan": "NaN"},
+        "table": {"color": "red"},
+        "dataset": {"title": "t"},
+    }
+    for name, adapter in groups.items():
+        documents = encoding_for(zarr_format).group_documents(await adapter.to_zarr_meta())
+        store = MemoryStore({k: cpu.Buffer.from_bytes(v) for k, v in documents.items()})
+        group = zarr.open_group(store, mode="r", zarr_format=zarr_format)
+        assert dict(group.attrs) == expected[name]
+    assert await groups["table"].zarr_member_keys() == ["A"]

@@ -135,7 +135,33 @@ class SparseAdapterBase(_ChunkedZarrHooks, Adapter):
         return self.read(slice=NDSlice(*region)).todense()
 
 
-class _GroupZarrHooks:
+class _GroupHooks:
+    """Navigation and zarr hooks shared by the group-like families (container, table)."""
+
+    def child(self, key: str) -> Any:
+        """The adapter of the direct member ``key``; raises KeyError when there is none."""
+        return self[key]
+
+    async def lookup_adapter(self, segments: Sequence[str]) -> Any:
+        """The adapter at ``segments`` below this node; raises :class:`NoSuchEntry`.
+
+        The default walks one member at a time; a catalog overrides this to resolve the whole
+        path in one query.
+        """
+        from ..errors import NoSuchEntry
+
+        node: Any = self
+        for depth, key in enumerate(segments):
+            if not isinstance(node, _GroupHooks):
+                raise NoSuchEntry(list(segments[: depth + 1]))
+            if depth and type(node).lookup_adapter is not _GroupHooks.lookup_adapter:
+                return await node.lookup_adapter(segments[depth:])
+            try:
+                node = node.child(key)
+            except KeyError:
+                raise NoSuchEntry(list(segments[: depth + 1])) from None
+        return node
+
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrGroupMeta:
         from ..structures.zarr_meta import ZarrGroupMeta
 
@@ -146,10 +172,10 @@ class _GroupZarrHooks:
 
     async def zarr_member(self, key: str) -> Any:
         """The adapter of member ``key``; raises :class:`tiled.errors.NoSuchEntry`."""
-        raise NotImplementedError
+        return await self.lookup_adapter([key])
 
 
-class ContainerAdapterBase(_GroupZarrHooks, Adapter):
+class ContainerAdapterBase(_GroupHooks, Adapter):
     """A container is a zarr group whose members are its children."""
 
     structure_family = StructureFamily.container
@@ -158,27 +184,22 @@ class ContainerAdapterBase(_GroupZarrHooks, Adapter):
         stop = None if limit is None else offset + limit
         return list(self.keys()[offset:stop])
 
-    async def zarr_member(self, key: str) -> Any:
-        from ..errors import NoSuchEntry
 
-        try:
-            return self[key]
-        except KeyError:
-            raise NoSuchEntry([key]) from None
-
-
-class TableAdapterBase(_GroupZarrHooks, Adapter):
+class TableAdapterBase(_GroupHooks, Adapter):
     """A table is a zarr group of one-dimensional column arrays."""
 
     structure_family = StructureFamily.table
+
+    def child(self, key: str) -> Any:
+        if key not in self.structure().columns:
+            raise KeyError(key)
+        return self[key]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
         columns = list(self.structure().columns)
         return columns[offset : None if limit is None else offset + limit]
 
-    async def zarr_member(self, key: str) -> Any:
-        from ..errors import NoSuchEntry
 
-        if key not in self.structure().columns:
-            raise NoSuchEntry([key])
-        return self[key]
+def is_group(adapter: Any) -> bool:
+    """Whether a node has members (and so is a zarr group)."""
+    return isinstance(adapter, _GroupHooks)

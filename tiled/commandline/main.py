@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from .._version import __version__
+from .serve import serve_app
 
 cli_app = typer.Typer(no_args_is_help=True, add_completion=False)
+cli_app.add_typer(serve_app, name="serve")
 
 
 def _print_version(value: bool) -> None:

@@ -93,7 +93,7 @@ def build_tree() -> MapAdapter:
         coords={
             "lon": (["x", "y"], [[-99.83, -99.32], [-99.79, -99.23]]),
             "lat": (["x", "y"], [[42.25, 42.21], [42.63, 42.59]]),
-            "time": pandas.date_range("2014-09-06", periods=3),
+            "time": pandas.date_range("2014-09-06", periods=3, unit="ns"),
         },
     )
     pets = numpy.array(

@@ -1,0 +1,1 @@
+"""Identities, scopes and access policies."""

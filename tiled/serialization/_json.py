@@ -1,0 +1,107 @@
+"""Arrays to strict JSON values.
+
+Conventions (documented for clients in ``docs``):
+
+- NaN, +inf and -inf become ``null`` (strict JSON has no spelling for them), as does NaT;
+- datetimes are ISO 8601 strings at the coarsest of s/ms/us/ns/... that keeps every value exact;
+- timedeltas are seconds as floats;
+- complex numbers are ``[real, imag]`` pairs;
+- byte strings are decoded as UTF-8 (undecodable bytes become U+FFFD);
+- structured values are lists of their fields' values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy
+import orjson
+
+_DATETIME_UNITS = ("s", "ms", "us", "ns", "ps", "fs", "as")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
+def _default(obj: Any) -> Any:
+    # Reached for values inside object arrays and pandas objects that orjson does not know.
+    if isinstance(obj, numpy.generic | numpy.ndarray):
+        return to_jsonable(numpy.asarray(obj))
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    if isinstance(obj, complex):
+        return [_finite_or_none(obj.real), _finite_or_none(obj.imag)]
+    if hasattr(obj, "total_seconds"):
+        return obj.total_seconds()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def to_jsonable(array: numpy.ndarray) -> Any:
+    """Nested lists (or a bare value for 0-d) that :func:`dumps` writes as strict JSON."""
+    if array.dtype.names:
+        fields = [to_jsonable(array[name]) for name in array.dtype.names]
+        return _zip_fields(fields, array.ndim)
+    converter = _CONVERTERS.get(array.dtype.kind)
+    return converter(array) if converter else array.tolist()
+
+
+def _zip_fields(fields: list[Any], ndim: int) -> Any:
+    if ndim == 0:
+        return list(fields)
+    return [_zip_fields([f[i] for f in fields], ndim - 1) for i in range(len(fields[0]))]
+
+
+def _with_nulls(values: numpy.ndarray, missing: numpy.ndarray) -> Any:
+    values = values.astype(object)
+    values[missing] = None
+    return values.tolist()
+
+
+def _datetimes(array: numpy.ndarray) -> Any:
+    missing = numpy.isnat(array)
+    text = numpy.datetime_as_string(array.astype(f"M8[{_exact_unit(array, missing)}]"))
+    return _with_nulls(text, missing)
+
+
+def _exact_unit(array: numpy.ndarray, missing: numpy.ndarray) -> str:
+    own_unit, _ = numpy.datetime_data(array.dtype)
+    for unit in _DATETIME_UNITS:
+        if unit == own_unit:
+            return unit
+        with numpy.errstate(all="ignore"):
+            converted = array.astype(f"M8[{unit}]")
+        if numpy.all((converted == array) | missing):
+            return unit
+    return own_unit
+
+
+def _timedeltas(array: numpy.ndarray) -> Any:
+    missing = numpy.isnat(array)
+    seconds = array / numpy.timedelta64(1, "s")
+    return _with_nulls(seconds, missing)
+
+
+def _complexes(array: numpy.ndarray) -> Any:
+    # orjson writes the non-finite parts as null.
+    return numpy.stack([array.real, array.imag], axis=-1).tolist()
+
+
+def _byte_strings(array: numpy.ndarray) -> Any:
+    flat = [b.decode("utf-8", errors="replace") for b in array.ravel().tolist()]
+    return numpy.asarray(flat, dtype=object).reshape(array.shape).tolist()
+
+
+_CONVERTERS = {
+    "M": _datetimes,
+    "m": _timedeltas,
+    "c": _complexes,
+    "S": _byte_strings,
+}

@@ -1,0 +1,1 @@
+"""Routers of HTTP API v1."""

@@ -1,0 +1,118 @@
+"""``build_app``: a FastAPI application serving a tree over HTTP API v1 and zarr v2/v3."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from ..config import Authentication
+from .authentication import SingleUserAuthenticator
+from .errors import install_error_handlers
+from .settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _authentication(value: Authentication | Mapping | None) -> Authentication:
+    if value is None:
+        return Authentication()
+    if isinstance(value, Authentication):
+        return value
+    return Authentication(**dict(value))
+
+
+def _lifespan(tree: Any, tasks: Mapping[str, list] | None):
+    tasks = dict(tasks or {})
+
+    def collected(kind: str) -> list:
+        return list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for task in collected("startup"):
+            await task()
+        background = [asyncio.create_task(task()) for task in collected("background")]
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            for task in collected("shutdown"):
+                await task()
+
+    return lifespan
+
+
+def build_app(
+    tree: Any,
+    authentication: Authentication | Mapping | None = None,
+    server_settings: Mapping | ServerSettings | None = None,
+    query_registry=None,
+    serialization_registry=None,
+    deserialization_registry=None,
+    compression_registry=None,
+    validation_registry=None,
+    tasks: Mapping[str, list] | None = None,
+    scalable: bool = False,
+    access_policy=None,
+    include_routers=None,
+) -> FastAPI:
+    """Build the application serving ``tree`` (any adapter, usually a container)."""
+    from ..query_registration import default_query_registry
+    from ..serialization import default_serialization_registry
+    from .api import about, data, metadata
+    from .zarr.router import zarr_router
+
+    settings = (
+        server_settings
+        if isinstance(server_settings, ServerSettings)
+        else ServerSettings.from_mapping(server_settings)
+    )
+    app = FastAPI(
+        title="Tiled",
+        lifespan=_lifespan(tree, tasks),
+        root_path=settings.root_path,
+    )
+    app.state.root_tree = tree
+    app.state.settings = settings
+    app.state.authenticator = SingleUserAuthenticator(_authentication(authentication))
+    app.state.access_policy = access_policy
+    app.state.query_registry = query_registry or default_query_registry
+    app.state.serialization_registry = serialization_registry or default_serialization_registry
+    app.state.authenticated = app.state.authenticator.required
+    install_error_handlers(app)
+    for router in (about.router, metadata.router, data.router):
+        app.include_router(router, prefix="/api/v1")
+    for zarr_format in (2, 3):
+        app.include_router(zarr_router(zarr_format), prefix=f"/zarr/v{zarr_format}")
+    for router in list(include_routers or []) + list(getattr(tree, "include_routers", [])):
+        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix="/custom")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return JSONResponse({"status": "ready"})
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Tiled-Request-ID"] = secrets.token_hex(8)
+        return response
+
+    if settings.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allow_origins),
+            allow_methods=["GET", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Content-Length", "Content-Range"],
+        )
+    return app

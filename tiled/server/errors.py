@@ -1,0 +1,47 @@
+"""The one table that maps domain exceptions to HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .. import errors
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first class an exception is an instance of decides.
+STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
+    (errors.NotFound, 404),
+    (errors.UnsupportedMediaType, 406),
+    (errors.Unsupported, 405),
+    (errors.Conflict, 409),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.InvalidSlice, 422),
+    (errors.BadRequest, 400),
+]
+
+
+def status_for(exception: Exception) -> int:
+    for cls, status in STATUS_BY_EXCEPTION:
+        if isinstance(exception, cls):
+            return status
+    return 500
+
+
+async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:
+    status = status_for(exception)
+    headers = getattr(exception, "headers", None)
+    return JSONResponse({"detail": str(exception)}, status_code=status, headers=headers)
+
+
+async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
+    logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.TiledError, _tiled_error)
+    app.add_exception_handler(Exception, _unexpected)

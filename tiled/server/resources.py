@@ -1,0 +1,142 @@
+"""JSON resources for nodes: attributes and links, in upstream Tiled's shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+ALL_FIELDS = frozenset(
+    {
+        "metadata",
+        "structure_family",
+        "structure",
+        "count",
+        "sorting",
+        "specs",
+        "data_sources",
+        "access_blob",
+    }
+)
+MAX_INLINE_DEPTH = 5
+MAX_INLINE_CHILDREN = 500
+
+
+def _array_links(base: str, path: str, adapter: Any) -> dict[str, str]:
+    ndim = len(adapter.structure().shape)
+    placeholders = ",".join(f"{{{i}}}" for i in range(ndim))
+    return {
+        "full": f"{base}/array/full/{path}",
+        "block": f"{base}/array/block/{path}?block={placeholders}",
+    }
+
+
+def _container_links(base: str, path: str, adapter: Any) -> dict[str, str]:
+    return {"search": f"{base}/search/{path}", "full": f"{base}/container/full/{path}"}
+
+
+def _table_links(base: str, path: str, adapter: Any) -> dict[str, str]:
+    return {
+        "full": f"{base}/table/full/{path}",
+        "partition": f"{base}/table/partition/{path}?partition={{index}}",
+    }
+
+
+LINKS_BY_FAMILY: dict[str, Callable[[str, str, Any], dict[str, str]]] = {
+    "array": _array_links,
+    "sparse": _array_links,
+    "container": _container_links,
+    "table": _table_links,
+}
+
+
+def _container_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+    inline = getattr(adapter, "inlined_contents_enabled", None)
+    contents = None
+    if inline is not None and inline(depth) and depth < context.max_depth:
+        items = list(adapter.items()[:MAX_INLINE_CHILDREN])
+        contents = {
+            key: context.resource(child, context.path_parts_of(key), depth + 1)
+            for key, child in items
+        }
+    return {"contents": contents, "count": len(adapter)}
+
+
+def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+    return adapter.structure().to_json()
+
+
+STRUCTURE_BY_FAMILY = {"container": _container_structure}
+
+
+@dataclass(frozen=True)
+class ResourceContext:
+    """What resource building needs from the request: base URL, fields and options."""
+
+    base_url: str
+    path_parts: tuple[str, ...]
+    fields: frozenset[str] = ALL_FIELDS
+    omit_links: bool = False
+    select_metadata: Callable[[dict], Any] | None = None
+    max_depth: int = MAX_INLINE_DEPTH
+
+    def path_parts_of(self, key: str) -> tuple[str, ...]:
+        return self.path_parts + (key,)
+
+    def resource(self, adapter: Any, path_parts: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
+        return build_resource(adapter, replace(self, path_parts=path_parts), depth)
+
+
+def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
+    fields = context.fields
+    family = adapter.structure_family.value
+    is_container = family == "container"
+    path = "/".join(context.path_parts)
+    keys_only = not (fields - {""})
+    metadata = None
+    if "metadata" in fields:
+        metadata = adapter.metadata()
+        if context.select_metadata is not None:
+            metadata = {"selected": context.select_metadata(metadata)}
+    wants_structure = "structure" in fields or (is_container and "count" in fields)
+    structure = None
+    if wants_structure:
+        structure = STRUCTURE_BY_FAMILY.get(family, _plain_structure)(adapter, context, depth)
+    attributes = {
+        "ancestors": list(context.path_parts[:-1]),
+        "structure_family": family
+        if ("structure_family" in fields or (is_container and not keys_only))
+        else None,
+        "specs": [s.to_json() for s in adapter.specs] if "specs" in fields else None,
+        "metadata": metadata,
+        "structure": structure,
+        "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
+        "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
+        "data_sources": None,
+    }
+    links = None
+    if not context.omit_links:
+        links = {"self": f"{context.base_url}/metadata/{path}"}
+        if not keys_only:
+            links.update(
+                LINKS_BY_FAMILY.get(family, lambda *a: {})(context.base_url, path, adapter)
+            )
+    return {
+        "id": context.path_parts[-1] if context.path_parts else "",
+        "attributes": attributes,
+        "links": links,
+        "meta": None,
+    }
+
+
+def _sorting(adapter: Any) -> list[dict[str, Any]] | None:
+    sorting = getattr(adapter, "sorting", None)
+    if sorting is None:
+        return None
+    return [{"key": item[0], "direction": int(item[1])} for item in map(_as_pair, sorting)]
+
+
+def _as_pair(item: Any) -> tuple[str, int]:
+    if isinstance(item, tuple | list):
+        return item[0], item[1]
+    return item.key, item.direction

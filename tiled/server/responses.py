@@ -1,0 +1,138 @@
+"""Responses with negotiation of JSON/msgpack, ETags, 304s and compression."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import gzip
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import orjson
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+COMPRESSIBLE = frozenset(
+    {
+        "application/octet-stream",
+        "application/vnd.apache.arrow.file",
+        "application/json",
+        "application/x-msgpack",
+        "text/csv",
+        "text/plain",
+        "text/html",
+        "application/x-hdf5",
+    }
+)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
+
+
+def json_bytes(payload: Any) -> bytes:
+    return orjson.dumps(
+        payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    )
+
+
+def _msgpack_default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.astimezone()
+    return _default(value)
+
+
+def msgpack_bytes(payload: Any) -> bytes:
+    return msgpack.packb(payload, default=_msgpack_default, datetime=True)
+
+
+def etag_of(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def wants_msgpack(request: Request) -> bool:
+    for item in request.headers.get("accept", "").split(","):
+        media = item.split(";")[0].strip()
+        if media in ("*/*", "application/json"):
+            return False
+        if media == "application/x-msgpack":
+            return True
+    return False
+
+
+def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
+    if request.headers.get("if-none-match", "").strip('"') == etag:
+        return Response(status_code=304, headers={**headers, "ETag": etag})
+    return None
+
+
+def compress(
+    request: Request, body: bytes, media_type: str, min_bytes: int
+) -> tuple[bytes, str | None]:
+    """Compress with the best encoding the client accepts, when it is worth it."""
+    if media_type not in COMPRESSIBLE or len(body) < min_bytes:
+        return body, None
+    accepted = {
+        token.split(";")[0].strip()
+        for token in request.headers.get("accept-encoding", "").split(",")
+    }
+    if "zstd" in accepted:
+        import zstandard
+
+        compressed, encoding = zstandard.ZstdCompressor(level=3).compress(body), "zstd"
+    elif "gzip" in accepted:
+        compressed, encoding = (
+            gzip.compress(body, compresslevel=1 if media_type != "application/json" else 6),
+            "gzip",
+        )
+    else:
+        return body, None
+    if len(compressed) > 0.9 * len(body):
+        return body, None
+    return compressed, encoding
+
+
+def bytes_response(
+    request: Request,
+    body: bytes,
+    media_type: str,
+    headers: dict[str, str] | None = None,
+    etag: str | None = None,
+) -> Response:
+    headers = dict(headers or {})
+    etag = etag or etag_of(body)
+    not_modified = _not_modified(request, etag, headers)
+    if not_modified is not None:
+        return not_modified
+    min_bytes = request.app.state.settings.compression_min_bytes
+    body, encoding = compress(request, body, media_type, min_bytes)
+    headers["ETag"] = etag
+    if encoding:
+        headers["Content-Encoding"] = encoding
+        headers["Vary"] = "Accept-Encoding"
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def document_response(
+    request: Request, payload: Any, headers: dict[str, str] | None = None
+) -> Response:
+    """A metadata-type response in JSON or msgpack, as the client's Accept asks."""
+    if wants_msgpack(request):
+        return bytes_response(request, msgpack_bytes(payload), "application/x-msgpack", headers)
+    return bytes_response(request, json_bytes(payload), "application/json", headers)
+
+
+def stream_response(
+    body: AsyncIterator[bytes], media_type: str, headers: dict[str, str] | None = None
+) -> Response:
+    return StreamingResponse(body, media_type=media_type, headers=headers)

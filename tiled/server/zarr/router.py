@@ -1,0 +1,63 @@
+"""One router factory serving the tree as a zarr store, mounted at /zarr/v2 and /zarr/v3."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+
+from ...errors import ZarrKeyNotFound
+from ..dependencies import CurrentIdentity, require_scope
+from ..responses import json_bytes
+from .documents import documents_of
+from .formats import encoding_for
+from .ranges import ranged_response
+from .resolve import resolve
+
+
+def _etag(*parts: object) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def zarr_router(zarr_format: int) -> APIRouter:
+    encoding = encoding_for(zarr_format)
+    router = APIRouter(tags=[f"zarr v{zarr_format}"])
+
+    @router.api_route("/{path:path}", methods=["GET", "HEAD"], summary="Read a zarr key")
+    async def read_key(request: Request, path: str, identity: CurrentIdentity) -> Response:
+        require_scope(identity, "read:metadata", request)
+        settings = request.app.state.settings
+        target = await resolve(request.app.state.root_tree, path, encoding)
+        headers = (
+            {"Cache-Control": settings.zarr_cache_control} if settings.zarr_cache_control else {}
+        )
+        if target.coords is not None:
+            require_scope(identity, "read:data", request)
+            meta = await target.adapter.to_zarr_meta(settings.zarr)
+            body = await target.adapter.to_zarr_chunk(target.coords, meta)
+            etag = hashlib.blake2b(body, digest_size=16).hexdigest()
+            return ranged_response(request, body, "application/octet-stream", etag, headers)
+        if not target.key:
+            body = json_bytes(await _listing(request, target, settings.zarr_listing_max))
+        else:
+            documents = await documents_of(target.adapter, target.node_parts, encoding, request.app)
+            if target.key not in documents:
+                raise ZarrKeyNotFound(f"No such key: {path!r}")
+            body = documents[target.key]
+        return ranged_response(request, body, "application/json", _etag(body), headers)
+
+    return router
+
+
+async def _listing(request: Request, target, maximum: int) -> list[str]:
+    """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
+    from ...adapters.base import is_group
+
+    if not is_group(target.adapter):
+        raise ZarrKeyNotFound("Arrays have no listing")
+    offset = int(request.query_params.get("offset", 0) or 0)
+    limit = min(int(request.query_params.get("limit", maximum) or maximum), maximum)
+    keys = await target.adapter.zarr_member_keys(max(offset, 0), max(limit, 0))
+    here = str(request.url.replace(query="")).rstrip("/")
+    return [f"{here}/{quote(key, safe='')}" for key in keys]
