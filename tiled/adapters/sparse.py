@@ -5,16 +5,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
-import sparse
 
 from ..errors import InvalidStructure
 from ..ndslice import NDBlock, NDSlice
 from ..structures.array import BuiltinDtype, data_type_from_numpy
 from ..structures.sparse import DEFAULT_COORD_DATA_TYPE, COOStructure
 from .base import SparseAdapterBase
+
+if TYPE_CHECKING:
+    import sparse  # imported where a COO is built: it pulls in numba (~0.2 s)
 
 Block = tuple[Any, Any]  # (coords of shape (ndim, nnz), data of shape (nnz,))
 
@@ -171,6 +173,8 @@ class COOAdapter(SparseAdapterBase):
         return [(k, self._blocks[k]) for k in hit_keys]
 
     def _assemble(self, pieces: list, selection: tuple[Selection, ...]) -> sparse.COO:
+        import sparse
+
         shape = tuple(len(s) for s in selection if not isinstance(s, int))
         if not pieces:
             pieces = [(numpy.empty((len(shape), 0), dtype=numpy.int64), self._empty_data())]

@@ -22,7 +22,7 @@ _DATETIME_UNITS = ("s", "ms", "us", "ns", "ps", "fs", "as")
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _default(obj: Any) -> Any:

@@ -1,0 +1,402 @@
+"""HTTP API v1 on the demo tree: shapes, media types decoded by real libraries, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import httpx
+import msgpack
+import numpy
+import pandas
+import pytest
+
+from tiled.server.app import build_app
+
+
+@pytest.fixture(scope="module")
+def app(demo_tree):
+    return build_app(demo_tree, authentication={"allow_anonymous_access": True})
+
+
+@pytest.fixture
+async def client(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tiled.test") as client:
+        yield client
+
+
+def node(tree, path):
+    for part in filter(None, path.split("/")):
+        tree = tree[part]
+    return tree
+
+
+async def test_about_document(client):
+    about = (await client.get("/api/v1/")).json()
+    assert about["api_version"] == 0
+    assert set(about) == {
+        "api_version",
+        "library_version",
+        "formats",
+        "aliases",
+        "queries",
+        "authentication",
+        "links",
+        "meta",
+    }
+    assert "application/x-zarr" in about["formats"]["array"]
+    assert "eq" in about["queries"] and about["authentication"]["required"] is False
+    assert about["links"]["self"] == "http://tiled.test/api/v1"
+
+
+async def test_metadata_resource_shape(client):
+    body = (await client.get("/api/v1/metadata/nested/images/medium_image")).json()
+    assert set(body) == {"data", "error", "links", "meta"}
+    resource = body["data"]
+    assert resource["id"] == "medium_image"
+    attributes = resource["attributes"]
+    assert set(attributes) == {
+        "ancestors",
+        "structure_family",
+        "specs",
+        "metadata",
+        "structure",
+        "access_blob",
+        "sorting",
+        "data_sources",
+    }
+    assert attributes["ancestors"] == ["nested", "images"]
+    assert attributes["structure"]["chunks"] == [[250] * 4, [100] * 10]
+    base = "http://tiled.test/api/v1"
+    assert resource["links"] == {
+        "self": f"{base}/metadata/nested/images/medium_image",
+        "full": f"{base}/array/full/nested/images/medium_image",
+        "block": f"{base}/array/block/nested/images/medium_image?block={{0}},{{1}}",
+    }
+
+
+async def test_container_table_and_inlined_resources(client):
+    root = (await client.get("/api/v1/metadata/")).json()["data"]
+    assert root["id"] == "" and root["attributes"]["structure"] == {"contents": None, "count": 8}
+    assert root["attributes"]["sorting"] == [{"key": "_", "direction": 1}]
+    table = (await client.get("/api/v1/metadata/tables/short_table")).json()["data"]
+    assert table["attributes"]["structure"]["columns"] == ["A", "B", "C"]
+    assert table["links"]["partition"].endswith(
+        "/table/partition/tables/short_table?partition={index}"
+    )
+    column = (await client.get("/api/v1/metadata/tables/short_table/A")).json()["data"]
+    assert column["attributes"]["structure_family"] == "array"
+    assert column["attributes"]["ancestors"] == ["tables", "short_table"]
+    dataset = (await client.get("/api/v1/metadata/structured_data/xarray_dataset")).json()["data"]
+    contents = dataset["attributes"]["structure"]["contents"]
+    assert list(contents) == ["temperature", "precipitation", "lon", "lat", "time"]
+    assert contents["time"]["attributes"]["structure"]["dims"] == ["time"]
+
+
+async def test_msgpack_when_asked(client):
+    response = await client.get(
+        "/api/v1/metadata/scalars", headers={"Accept": "application/x-msgpack"}
+    )
+    assert response.headers["content-type"] == "application/x-msgpack"
+    assert msgpack.unpackb(response.content)["data"]["attributes"]["metadata"]["precision"] == 5
+
+
+async def test_search_pagination_and_fields(client):
+    page = (await client.get("/api/v1/search/", params={"page[limit]": 3})).json()
+    assert [item["id"] for item in page["data"]] == ["scalars", "nested", "tables"]
+    assert page["meta"]["count"] == 8
+    assert page["links"]["next"] == "http://tiled.test/api/v1/search/?page[offset]=3&page[limit]=3"
+    last = (
+        await client.get("/api/v1/search/", params={"page[offset]": 6, "page[limit]": 3})
+    ).json()
+    assert [item["id"] for item in last["data"]] == ["high_entropy", "dynamic"] and last["links"][
+        "next"
+    ] is None
+    keys_only = (await client.get("/api/v1/search/scalars", params={"fields": ""})).json()["data"]
+    assert [k["id"] for k in keys_only] == ["pi", "e_arr", "fsc", "fortytwo"]
+    assert keys_only[0]["attributes"]["metadata"] is None and set(keys_only[0]["links"]) == {"self"}
+    count = (await client.get("/api/v1/search/", params={"fields": "count"})).json()
+    assert count["data"] == [] and count["meta"]["count"] == 8
+
+
+async def test_search_filters_and_sort(client):
+    params = [
+        ("filter[eq][condition][key]", "color"),
+        ("filter[eq][condition][value]", '"red"'),
+    ]
+    found = (await client.get("/api/v1/search/tables", params=params)).json()
+    assert [item["id"] for item in found["data"]] == ["short_table", "wide_table"]
+    reverse = (await client.get("/api/v1/search/tables", params={"sort": "-color"})).json()
+    assert [item["id"] for item in reverse["data"]][0] in ("short_table", "wide_table")
+    lookup = await client.get(
+        "/api/v1/search/tables", params={"filter[lookup][condition][key]": "long_table"}
+    )
+    assert [item["id"] for item in lookup.json()["data"]] == ["long_table"]
+    selected = await client.get("/api/v1/search/tables", params={"select_metadata": "color"})
+    assert selected.json()["data"][0]["attributes"]["metadata"] == {"selected": "red"}
+
+
+async def test_distinct(client):
+    body = (
+        await client.get("/api/v1/distinct/tables", params={"metadata": "color", "counts": True})
+    ).json()
+    values = {item["value"]: item["count"] for item in body["metadata"]["color"]}
+    assert values == {"red": 2, "green": 1}
+
+
+ARRAY_PATHS = [
+    "nested/images/tiny_image",
+    "high_entropy",
+    "scalars/pi",
+    "structured_data/pets",
+    "scalars/fsc",
+]
+
+
+@pytest.mark.parametrize("path", ARRAY_PATHS)
+async def test_array_full_octet_stream(client, demo_tree, path):
+    source = node(demo_tree, path).read()
+    response = await client.get(f"/api/v1/array/full/{path}")
+    assert response.headers["content-type"] == "application/octet-stream"
+    decoded = numpy.frombuffer(response.content, dtype=source.dtype).reshape(source.shape)
+    assert decoded.tobytes() == source.tobytes()
+
+
+async def test_array_slices_and_blocks(client, demo_tree):
+    source = node(demo_tree, "nested/images/medium_image").read()
+    response = await client.get(
+        "/api/v1/array/full/nested/images/medium_image",
+        params={"slice": "10:20,::100", "expected_shape": "10,10"},
+    )
+    numpy.testing.assert_array_equal(
+        numpy.frombuffer(response.content).reshape(10, 10), source[10:20, ::100]
+    )
+    block = await client.get(
+        "/api/v1/array/block/nested/images/medium_image",
+        params={"block": "1,2", "expected_shape": "250,100"},
+    )
+    numpy.testing.assert_array_equal(
+        numpy.frombuffer(block.content).reshape(250, 100), source[250:500, 200:300]
+    )
+    big = await client.get(
+        "/api/v1/array/block/nested/images/big_image", params={"block": "2,2", "slice": "0:2,0:3"}
+    )
+    expected = node(demo_tree, "nested/images/big_image").read(
+        (slice(8192, 8194), slice(8192, 8195))
+    )
+    numpy.testing.assert_array_equal(numpy.frombuffer(big.content).reshape(2, 3), expected)
+
+
+async def test_array_text_formats(client, demo_tree):
+    source = node(demo_tree, "high_entropy").read()
+    as_json = await client.get("/api/v1/array/full/high_entropy", params={"format": "json"})
+    assert as_json.json() == source.tolist()
+    as_csv = await client.get("/api/v1/array/full/high_entropy", headers={"Accept": "text/csv"})
+    numpy.testing.assert_array_equal(
+        numpy.loadtxt(io.StringIO(as_csv.text), delimiter=",", dtype=int), source
+    )
+    pi = await client.get("/api/v1/array/full/scalars/pi", params={"format": "application/json"})
+    assert pi.json() == 3.14159
+    pets = await client.get("/api/v1/array/full/structured_data/pets", params={"format": "json"})
+    assert pets.json()[0][:2] == ["Rex", 9]
+    time = await client.get(
+        "/api/v1/array/full/structured_data/xarray_dataset/time", params={"format": "json"}
+    )
+    assert time.json()[0].startswith("2014-09-06T00:00:00")
+
+
+async def test_array_image_and_hdf5_formats(client, demo_tree):
+    import h5py
+    import tifffile
+    from PIL import Image
+
+    source = node(demo_tree, "nested/images/tiny_image").read()
+    png = await client.get("/api/v1/array/full/nested/images/tiny_image", params={"format": "png"})
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (50, 50)
+    tiff = await client.get(
+        "/api/v1/array/full/nested/images/tiny_image", headers={"Accept": "image/tiff"}
+    )
+    numpy.testing.assert_array_equal(tifffile.imread(io.BytesIO(tiff.content)), source)
+    h5 = await client.get("/api/v1/array/full/nested/images/tiny_image", params={"format": "h5"})
+    with h5py.File(io.BytesIO(h5.content), "r") as file:
+        numpy.testing.assert_array_equal(next(iter(file.values()))[()], source)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+async def test_zarr_export_of_array_table_and_container(client, demo_tree, zarr_format, tmp_path):
+    import zarr
+
+    def opened(content: bytes, name: str):
+        path = tmp_path / f"{name}-{zarr_format}.zip"
+        path.write_bytes(content)
+        return zarr.open(zarr.storage.ZipStore(path, mode="r"), mode="r")
+
+    params = {"format": "zarr", "zarr_format": zarr_format}
+    array = await client.get("/api/v1/array/full/nested/images/medium_image", params=params)
+    assert array.headers["content-type"] == "application/x-zarr"
+    numpy.testing.assert_array_equal(
+        opened(array.content, "a")[...], node(demo_tree, "nested/images/medium_image").read()
+    )
+    table = await client.get("/api/v1/table/full/tables/short_table", params=params)
+    group = opened(table.content, "t")
+    numpy.testing.assert_array_equal(
+        group["B"][...], node(demo_tree, "tables/short_table").read()["B"].to_numpy()
+    )
+    container = await client.get("/api/v1/container/full/structured_data", params=params)
+    tree = opened(container.content, "c")
+    numpy.testing.assert_array_equal(
+        tree["xarray_dataset/temperature"][...],
+        node(demo_tree, "structured_data/xarray_dataset/temperature").read(),
+    )
+    assert tree["pets"][...]["name"].tolist() == ["Rex", "Fido"]
+
+
+async def test_table_formats(client, demo_tree):
+    import pyarrow
+    import pyarrow.parquet
+
+    source = node(demo_tree, "tables/long_table").read_partition(2)
+    arrow = await client.get("/api/v1/table/partition/tables/long_table", params={"partition": 2})
+    assert arrow.headers["content-type"] == "application/vnd.apache.arrow.file"
+    frame = pyarrow.ipc.open_file(pyarrow.py_buffer(arrow.content)).read_pandas()
+    pandas.testing.assert_frame_equal(frame, source)
+    parquet = await client.get(
+        "/api/v1/table/full/tables/short_table", params={"format": "parquet", "column": ["A", "C"]}
+    )
+    table = pyarrow.parquet.read_table(io.BytesIO(parquet.content)).to_pandas()
+    assert list(table.columns[:2]) == ["A", "C"]
+    csv = await client.get("/api/v1/table/full/tables/short_table", headers={"Accept": "text/csv"})
+    pandas.testing.assert_frame_equal(
+        pandas.read_csv(io.StringIO(csv.text)),
+        node(demo_tree, "tables/short_table").read().reset_index(drop=True),
+        check_dtype=False,
+    )
+    as_json = await client.get("/api/v1/table/full/tables/short_table", params={"format": "json"})
+    assert as_json.json()["A"][:3] == [2, 5, 6]
+    posted = await client.post(
+        "/api/v1/table/partition/tables/short_table?partition=0&format=json", json=["B"]
+    )
+    assert list(posted.json()) == ["B"]
+
+
+async def test_container_formats_and_node_full(client, demo_tree):
+    import h5py
+
+    h5 = await client.get("/api/v1/container/full/scalars")
+    assert h5.headers["content-type"] == "application/x-hdf5"
+    with h5py.File(io.BytesIO(h5.content), "r") as file:
+        assert file["pi"][()] == 3.14159
+    as_json = await client.get("/api/v1/container/full/nested/images", params={"format": "json"})
+    assert set(as_json.json()["contents"]) == {
+        "tiny_image",
+        "small_image",
+        "medium_image",
+        "big_image",
+    }
+    legacy = await client.get("/api/v1/node/full/tables/short_table", params={"format": "json"})
+    assert legacy.json()["B"][0] == 4
+
+
+async def test_etag_and_not_modified(client):
+    for url in ["/api/v1/metadata/scalars", "/api/v1/array/full/high_entropy"]:
+        first = await client.get(url)
+        etag = first.headers["etag"]
+        again = await client.get(url, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+
+
+async def test_compression_by_accept_encoding(client, demo_tree):
+    response = await client.get(
+        "/api/v1/array/full/low_entropy", headers={"Accept-Encoding": "gzip"}
+    )
+    assert response.headers["content-encoding"] == "gzip"
+    assert len(response.content) == 100 * 100 * 4  # httpx decodes transparently
+    raw = await client.get("/api/v1/array/full/low_entropy", headers={"Accept-Encoding": "zstd"})
+    assert raw.headers["content-encoding"] == "zstd"
+    stream = await client.send(
+        client.build_request(
+            "GET", "/api/v1/array/full/low_entropy", headers={"Accept-Encoding": "gzip"}
+        ),
+        stream=True,
+    )
+    compressed = b"".join([chunk async for chunk in stream.aiter_raw()])
+    assert len(compressed) < 40000 and numpy.all(
+        numpy.frombuffer(gzip.decompress(compressed), "<i4") == 1
+    )
+
+
+async def test_response_size_limit(demo_tree):
+    small = build_app(
+        demo_tree,
+        authentication={"allow_anonymous_access": True},
+        server_settings={"response_bytesize_limit": 1000},
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=small), base_url="http://t"
+    ) as client:
+        response = await client.get("/api/v1/array/full/nested/images/tiny_image")
+        assert (
+            response.status_code == 400
+            and "Response would exceed 1000" in response.json()["detail"]
+        )
+        assert (
+            await client.get(
+                "/api/v1/array/full/nested/images/tiny_image", params={"slice": "0:2,0:2"}
+            )
+        ).status_code == 200
+
+
+BAD_REQUESTS = [
+    ("/api/v1/metadata/does/not/exist", 404),
+    ("/api/v1/array/full/tables/short_table", 404),
+    ("/api/v1/table/full/high_entropy", 404),
+    ("/api/v1/array/full/high_entropy?slice=1:2:0", 422),
+    ("/api/v1/array/full/high_entropy?slice=abc", 422),
+    ("/api/v1/array/full/high_entropy?slice=0,0,0", 422),
+    ("/api/v1/array/full/high_entropy?slice=500", 422),
+    ("/api/v1/array/block/high_entropy?block=0", 422),
+    ("/api/v1/array/block/high_entropy?block=5,0", 422),
+    ("/api/v1/array/block/high_entropy?block=x,y", 422),
+    ("/api/v1/array/block/high_entropy", 422),
+    ("/api/v1/array/full/high_entropy?expected_shape=3,3", 422),
+    ("/api/v1/array/full/high_entropy?format=application/x-nonsense", 406),
+    ("/api/v1/array/full/nested/cubes/tiny_cube?format=png", 406),
+    ("/api/v1/array/full/nested/cubes/tiny_cube?format=csv", 406),
+    ("/api/v1/array/full/high_entropy?format=zarr&zarr_format=4", 400),
+    ("/api/v1/table/partition/tables/short_table?partition=7", 400),
+    ("/api/v1/table/partition/tables/short_table?partition=x", 422),
+    ("/api/v1/table/full/tables/short_table?column=nope", 400),
+    ("/api/v1/search/?page[limit]=301", 422),
+    ("/api/v1/search/?page[offset]=-1", 422),
+    ("/api/v1/search/?fields=bogus", 400),
+    ("/api/v1/search/?sort=a,a", 400),
+    ("/api/v1/search/?filter[eq][condition][key]=color&filter[eq][condition][value]=notjson", 400),
+    (
+        "/api/v1/search/?filter[comparison][condition][operator]=zz&filter[comparison][condition][key]=a&filter[comparison][condition][value]=1",
+        400,
+    ),
+    ("/api/v1/search/?select_metadata=[[", 400),
+    ("/api/v1/search/high_entropy", 404),
+    ("/api/v1/container/full/scalars?field=nope", 400),
+]
+
+
+@pytest.mark.parametrize(("url", "status"), BAD_REQUESTS)
+async def test_bad_input_gets_a_clear_4xx(client, url, status):
+    response = await client.get(url)
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+
+
+async def test_live_server_and_openapi(demo_server):
+    async with httpx.AsyncClient(base_url=demo_server.url) as client:
+        assert (await client.get("/docs")).status_code == 200
+        assert "/api/v1/metadata/{path}" in (await client.get("/openapi.json")).json()["paths"]
+        response = await client.get("/api/v1/array/full/flat_array", params={"slice": "0:3"})
+        numpy.testing.assert_allclose(
+            numpy.frombuffer(response.content), [0.686338, 0.687618, 0.466602], atol=1e-6
+        )
+        assert json.loads((await client.get("/healthz")).content) == {"status": "ready"}
