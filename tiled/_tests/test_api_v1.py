@@ -400,3 +400,23 @@ async def test_live_server_and_openapi(demo_server):
             numpy.frombuffer(response.content), [0.686338, 0.687618, 0.466602], atol=1e-6
         )
         assert json.loads((await client.get("/healthz")).content) == {"status": "ready"}
+
+
+async def test_sliced_zarr_export_and_filename(client, demo_tree, tmp_path):
+    import zarr
+
+    response = await client.get(
+        "/api/v1/array/full/nested/images/medium_image",
+        params={"format": "zarr", "slice": "0:10,5:8", "filename": "part.zarr.zip"},
+    )
+    assert response.headers["content-disposition"] == 'attachment; filename="part.zarr.zip"'
+    path = tmp_path / "part.zip"
+    path.write_bytes(response.content)
+    array = zarr.open(zarr.storage.ZipStore(path, mode="r"), mode="r")
+    expected = node(demo_tree, "nested/images/medium_image").read()[0:10, 5:8]
+    numpy.testing.assert_array_equal(array[...], expected)
+    block = await client.get(
+        "/api/v1/array/block/nested/images/medium_image", params={"format": "zarr", "block": "1,1"}
+    )
+    path.write_bytes(block.content)
+    assert zarr.open(zarr.storage.ZipStore(path, mode="r"), mode="r").shape == (250, 100)

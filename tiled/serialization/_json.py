@@ -60,9 +60,8 @@ def _zip_fields(fields: list[Any], ndim: int) -> Any:
 
 
 def _with_nulls(values: numpy.ndarray, missing: numpy.ndarray) -> Any:
-    values = values.astype(object)
-    values[missing] = None
-    return values.tolist()
+    # asarray: numpy hands back scalars, not 0-d arrays, for 0-d inputs.
+    return numpy.where(missing, None, numpy.asarray(values).astype(object)).tolist()
 
 
 def _datetimes(array: numpy.ndarray) -> Any:

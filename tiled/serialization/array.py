@@ -78,8 +78,10 @@ def encode_tiff(array: numpy.ndarray, metadata: dict[str, Any]) -> bytes:
         raise UnsupportedMediaType(f"TIFF holds 2 to 4 dimensions; this array has {array.ndim}")
     if array.dtype.kind not in "biufc" or array.dtype.names or array.size == 0:
         raise UnsupportedMediaType(f"TIFF cannot hold this array ({array.dtype}, {array.shape})")
+    # Say how to lay out 3-D and 4-D data, rather than let tifffile guess (and warn).
+    rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, array)
+    tifffile.imwrite(buffer, array, photometric="rgb" if rgb else "minisblack")
     return buffer.getvalue()
 
 

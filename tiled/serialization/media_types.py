@@ -51,7 +51,7 @@ def resolve_alias(token: str) -> list[str]:
     A token with a ``/`` is a media type already. An alias may resolve to two media types (the
     host's mimetypes answer and this module's table); the caller takes the first it supports.
     """
-    token = token.strip().lower()
+    token = token.split(";")[0].strip().lower()
     if "/" in token:
         return [token]
     extension = token.lstrip(".")

@@ -68,6 +68,11 @@ class SerializationRegistry:
         self._entries.setdefault(key, {})[media_type.lower()] = _Entry(encoder, kind)
         return encoder
 
+    def encodes_whole_node(self, key: str, media_type: str) -> bool:
+        """Whether the encoder works from the node itself (and so ignores slicing)."""
+        entry = self._entries.get(key, {}).get(media_type.lower())
+        return entry is not None and entry.kind == "node"
+
     def media_types(self, key: str) -> list[str]:
         return list(self._entries.get(key, {}))
 

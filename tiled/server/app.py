@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from ..config import Authentication
 from .authentication import SingleUserAuthenticator
 from .errors import install_error_handlers
+from .middleware import RequestIdMiddleware
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -101,12 +101,7 @@ def build_app(
     async def healthz():
         return JSONResponse({"status": "ready"})
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["X-Tiled-Request-ID"] = secrets.token_hex(8)
-        return response
-
+    app.add_middleware(RequestIdMiddleware)
     if settings.allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ...errors import BadRequest, InvalidSlice
 from ...ndslice import NDBlock, NDSlice
+from ...utils import run_sync
 from ..dependencies import ArrayNode, ContainerNode, GroupNode, Node, TableNode
 from ..responses import bytes_response, stream_response
 
 router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """``format`` (media type or alias) and ``filename`` (download name) of a data request."""
+
+    format: str | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Slicing:
+    slice: str = ""
+    expected_shape: str | None = None
+
+
+EncodingParams = Annotated[Encoding, Depends()]
+SlicingParams = Annotated[Slicing, Depends()]
+Columns = Annotated[list[str] | None, Body()]
 
 
 def _sliced_shape(shape: tuple[int, ...], ndslice: NDSlice) -> tuple[int, ...]:
@@ -54,9 +75,9 @@ async def _encoded(
     request: Request,
     node: Node,
     read: Callable[[], Any],
-    format: str | None,
-    filename: str | None,
+    encoding: Encoding,
     target: Any = None,
+    sliced: bool = False,
 ) -> Response:
     """Negotiate a media type, encode, and respond (streaming when the encoder streams)."""
     from ...serialization import EncodeOptions
@@ -65,17 +86,37 @@ async def _encoded(
     adapter = target if target is not None else node.adapter
     keys = [spec.name for spec in adapter.specs] + [adapter.structure_family.value]
     key, media_type = state.serialization_registry.negotiate(
-        keys, format, request.headers.get("accept")
+        keys, encoding.format, request.headers.get("accept")
     )
+    registry = state.serialization_registry
+    if sliced and registry.encodes_whole_node(key, media_type):
+        # A whole-node encoder (e.g. a zarr zip) sees only the requested part.
+        adapter = IN_MEMORY_BY_FAMILY[adapter.structure_family.value](await run_sync(read))
     zarr_format = request.query_params.get("zarr_format", "3")
     options = EncodeOptions(zarr_options=state.settings.zarr, zarr_format=_zarr_format(zarr_format))
     body = await state.serialization_registry.encode(
         key, media_type, node=adapter, read=read, metadata=adapter.metadata(), options=options
     )
+    filename = encoding.filename
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes_response(request, bytes(body), media_type, headers)
     return stream_response(body, media_type, headers)
+
+
+def _in_memory_sparse(data: Any) -> Any:
+    from ...adapters.sparse import COOAdapter
+
+    return COOAdapter.from_coo(data)
+
+
+def _in_memory_array(data: Any) -> Any:
+    from ...adapters.array import ArrayAdapter
+
+    return ArrayAdapter.from_array(data)
+
+
+IN_MEMORY_BY_FAMILY = {"array": _in_memory_array, "sparse": _in_memory_sparse}
 
 
 def _zarr_format(value: str) -> int:
@@ -86,13 +127,7 @@ def _zarr_format(value: str) -> int:
 
 @router.get("/array/block/{path:path}")
 async def array_block(
-    request: Request,
-    node: ArrayNode,
-    block: str,
-    slice: str = "",
-    expected_shape: str | None = None,
-    format: str | None = None,
-    filename: str | None = None,
+    request: Request, node: ArrayNode, block: str, slicing: SlicingParams, encoding: EncodingParams
 ):
     adapter = node.adapter
     structure = adapter.structure()
@@ -103,31 +138,26 @@ async def array_block(
             f"corresponding to the dimensions of this {len(structure.shape)}-dimensional array."
         )
     region = parsed_block.slices(structure.chunks)
-    block_shape = tuple(r.stop - r.start for r in region)
-    ndslice = NDSlice.from_query(slice)
-    shape = _sliced_shape(block_shape, ndslice)
-    _check_expected(shape, _parse_expected_shape(expected_shape))
+    ndslice = NDSlice.from_query(slicing.slice)
+    shape = _sliced_shape(tuple(r.stop - r.start for r in region), ndslice)
+    _check_expected(shape, _parse_expected_shape(slicing.expected_shape))
     _check_size(request, shape, adapter.zarr_dtype().itemsize or 1)
-    return await _encoded(
-        request, node, lambda: adapter.read_block(parsed_block, ndslice), format, filename
-    )
+    read = lambda: adapter.read_block(parsed_block, ndslice)  # noqa: E731
+    return await _encoded(request, node, read, encoding, sliced=True)
 
 
 @router.get("/array/full/{path:path}")
 async def array_full(
-    request: Request,
-    node: ArrayNode,
-    slice: str = "",
-    expected_shape: str | None = None,
-    format: str | None = None,
-    filename: str | None = None,
+    request: Request, node: ArrayNode, slicing: SlicingParams, encoding: EncodingParams
 ):
     adapter = node.adapter
-    ndslice = NDSlice.from_query(slice)
+    ndslice = NDSlice.from_query(slicing.slice)
     shape = _sliced_shape(adapter.structure().shape, ndslice)
-    _check_expected(shape, _parse_expected_shape(expected_shape))
+    _check_expected(shape, _parse_expected_shape(slicing.expected_shape))
     _check_size(request, shape, adapter.zarr_dtype().itemsize or 1)
-    return await _encoded(request, node, lambda: adapter.read(ndslice), format, filename)
+    return await _encoded(
+        request, node, lambda: adapter.read(ndslice), encoding, sliced=bool(ndslice)
+    )
 
 
 def _columns(request: Request, body: list[str] | None) -> list[str] | None:
@@ -138,36 +168,31 @@ def _columns(request: Request, body: list[str] | None) -> list[str] | None:
     return list(columns) if columns else None
 
 
-@router.api_route("/table/partition/{path:path}", methods=["GET", "POST"])
+@router.get("/table/partition/{path:path}")
+@router.post("/table/partition/{path:path}")
 async def table_partition(
     request: Request,
     node: TableNode,
     partition: int,
-    format: str | None = None,
-    filename: str | None = None,
-    body: Annotated[list[str] | None, Body()] = None,
+    encoding: EncodingParams,
+    body: Columns = None,
 ):
     adapter = node.adapter
     columns = _columns(request, body)
     if not 0 <= partition < adapter.structure().npartitions:
         raise BadRequest("Partition out of range")
     return await _encoded(
-        request, node, lambda: adapter.read_partition(partition, fields=columns), format, filename
+        request, node, lambda: adapter.read_partition(partition, fields=columns), encoding
     )
 
 
-@router.api_route("/table/full/{path:path}", methods=["GET", "POST"])
+@router.get("/table/full/{path:path}")
+@router.post("/table/full/{path:path}")
 async def table_full(
-    request: Request,
-    node: TableNode,
-    format: str | None = None,
-    filename: str | None = None,
-    body: Annotated[list[str] | None, Body()] = None,
+    request: Request, node: TableNode, encoding: EncodingParams, body: Columns = None
 ):
     columns = _columns(request, body)
-    return await _encoded(
-        request, node, lambda: node.adapter.read(fields=columns), format, filename
-    )
+    return await _encoded(request, node, lambda: node.adapter.read(fields=columns), encoding)
 
 
 def _subset(adapter: Any, keys: list[str] | None) -> Any:
@@ -183,16 +208,13 @@ def _subset(adapter: Any, keys: list[str] | None) -> Any:
     )
 
 
-@router.api_route("/container/full/{path:path}", methods=["GET", "POST"])
+@router.get("/container/full/{path:path}")
+@router.post("/container/full/{path:path}")
 async def container_full(
-    request: Request,
-    node: ContainerNode,
-    format: str | None = None,
-    filename: str | None = None,
-    body: Annotated[list[str] | None, Body()] = None,
+    request: Request, node: ContainerNode, encoding: EncodingParams, body: Columns = None
 ):
     target = _subset(node.adapter, request.query_params.getlist("field") or body)
-    return await _encoded(request, node, lambda: target, format, filename, target=target)
+    return await _encoded(request, node, lambda: target, encoding, target=target)
 
 
 # /node/full predates the family-specific routes; it reads a table or a container whole.
@@ -200,7 +222,5 @@ FULL_READERS = {"table": table_full, "container": container_full}
 
 
 @router.get("/node/full/{path:path}", deprecated=True)
-async def node_full(
-    request: Request, node: GroupNode, format: str | None = None, filename: str | None = None
-):
-    return await FULL_READERS[node.family](request, node, format, filename, None)
+async def node_full(request: Request, node: GroupNode, encoding: EncodingParams):
+    return await FULL_READERS[node.family](request, node, encoding, None)

@@ -24,7 +24,8 @@ def zarr_router(zarr_format: int) -> APIRouter:
     encoding = encoding_for(zarr_format)
     router = APIRouter(tags=[f"zarr v{zarr_format}"])
 
-    @router.api_route("/{path:path}", methods=["GET", "HEAD"], summary="Read a zarr key")
+    @router.get("/{path:path}", summary="Read a zarr key")
+    @router.head("/{path:path}", summary="Probe a zarr key")
     async def read_key(request: Request, path: str, identity: CurrentIdentity) -> Response:
         require_scope(identity, "read:metadata", request)
         settings = request.app.state.settings

@@ -1,0 +1,126 @@
+"""The command line, run as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+TILED = [str(Path(sys.executable).parent / "tiled")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(*args: str):
+    process = subprocess.Popen(
+        [*TILED, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        banner = ""
+        deadline = time.monotonic() + 60
+        while "running at" not in banner:
+            line = process.stderr.readline()
+            if not line and process.poll() is not None:
+                raise AssertionError(f"server exited: {banner}{process.stderr.read()}")
+            banner += line
+            assert time.monotonic() < deadline, banner
+        url = re.search(r"http://\S+", banner).group(0)
+        base = url.split("?")[0]
+        for _ in range(200):  # the banner comes just before uvicorn binds
+            try:
+                httpx.get(f"{base}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_version():
+    result = subprocess.run([*TILED, "--version"], capture_output=True, text=True, check=True)
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+@pytest.mark.slow
+def test_serve_demo_is_public():
+    port = free_port()
+    with running("serve", "demo", "--port", str(port)) as url:
+        assert url == f"http://localhost:{port}"
+        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/metadata/nested/images")
+        assert response.status_code == 200
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/zarr/v3/zarr.json").json()["node_type"] == "group"
+        )
+
+
+@pytest.mark.slow
+def test_serve_pyobject_prints_the_key_and_requires_it():
+    port = free_port()
+    with running("serve", "pyobject", "tiled.examples.generated:tree", "--port", str(port)) as url:
+        key = re.search(r"api_key=([0-9a-f]{64})", url).group(1)
+        base = f"http://127.0.0.1:{port}/api/v1/metadata/scalars"
+        assert httpx.get(base).status_code == 401
+        assert httpx.get(base, headers={"Authorization": f"Apikey {key}"}).status_code == 200
+        assert httpx.get(base, params={"api_key": "wrong"}).status_code == 401
+
+
+@pytest.mark.slow
+def test_serve_pyobject_with_given_key_and_public():
+    port = free_port()
+    with running(
+        "serve",
+        "pyobject",
+        "tiled.examples.generated:tree",
+        "--port",
+        str(port),
+        "--api-key",
+        "secret",
+        "--public",
+    ) as url:
+        assert "api_key" not in url
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/metadata/scalars").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target", ["no.such.module:tree", "tiled.examples.generated:nope", "nocolon"]
+)
+def test_bad_object_path_is_one_clear_line(target):
+    result = subprocess.run(
+        [*TILED, "serve", "pyobject", target, "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and target.split(":")[0] in lines[0]
+
+
+def test_port_in_use_is_one_clear_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [*TILED, "serve", "pyobject", "tiled.adapters.mapping:MapAdapter", "--port", str(port)],
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"Error: port {port} on 127.0.0.1 is already in use; choose another with --port"
+    )
