@@ -1,0 +1,106 @@
+"""Helpers shared by the benchmark scripts: a server subprocess and timing statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=2)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def tiled_demo_server() -> Iterator[str]:
+    """``tiled serve demo`` in a subprocess, so client and server do not share a GIL."""
+    port = free_port()
+    tiled = Path(sys.executable).parent / "tiled"
+    process = subprocess.Popen(
+        [str(tiled), "serve", "demo", "--port", str(port)], stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/healthz")
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def static_server(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` as static files: nginx when installed, else Python's http.server."""
+    port = free_port()
+    nginx = _nginx_command(directory, port)
+    command = nginx or [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "-d",
+        str(directory),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + "/")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _nginx_command(directory: Path, port: int) -> list[str] | None:
+    binary = next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p)), None)
+    if binary is None:
+        return None
+    conf = directory.parent / f"nginx-{port}.conf"
+    conf.write_text(
+        f"daemon off; worker_processes 2; pid {directory.parent}/nginx-{port}.pid; error_log /dev/null;\n"
+        f"events {{ worker_connections 1024; }}\n"
+        f"http {{ access_log off; sendfile on; client_body_temp_path {directory.parent};\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {directory}; autoindex on; }} }}\n"
+    )
+    return [binary, "-c", str(conf), "-p", str(directory.parent)]
+
+
+def latency_summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+    }
+
+
+def timed_gets(client: httpx.Client, url: str, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        response = client.get(url)
+        samples.append(time.perf_counter() - start)
+        response.raise_for_status()
+    return samples
