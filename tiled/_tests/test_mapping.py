@@ -406,7 +406,8 @@ async def test_dataset_adapter_as_zarr_group(dataset):
     assert await adapter.zarr_member_keys() == ["temperature", "pressure", "time", "x"]
     assert await adapter.zarr_member_keys(offset=2) == ["time", "x"]
     group = await adapter.to_zarr_meta()
-    assert dict(group.attributes) == {"title": "weather"}
+    # Coordinates are declared the CF way, so xarray.open_zarr opens them as coordinates.
+    assert dict(group.attributes) == {"title": "weather", "coordinates": "time x"}
     array = await (await adapter.zarr_member("temperature")).to_zarr_meta()
     assert array.dimension_names == ("time", "x")
     assert dict(array.attributes) == {"units": "K", "_FillValue": -1.0}

@@ -21,29 +21,40 @@ if TYPE_CHECKING:
     from ..structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
 
-def _attrs_of_xarray_node(metadata: dict[str, Any]) -> dict[str, Any]:
+def _attrs_of_xarray_node(adapter: Adapter) -> dict[str, Any]:
     # xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
     # xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
-    attrs = metadata.get("attrs")
+    attrs = adapter.metadata().get("attrs")
     return dict(attrs) if isinstance(attrs, dict) else {}
+
+
+def _attrs_of_xarray_dataset(adapter: Adapter) -> dict[str, Any]:
+    # CF's global "coordinates" attribute tells xarray which arrays are coordinates, so that
+    # non-dimension coordinates (e.g. 2-d lat/lon) open as coordinates, not data variables.
+    attrs = _attrs_of_xarray_node(adapter)
+    coordinates = [
+        key for key, child in adapter.items() if any(s.name == "xarray_coord" for s in child.specs)
+    ]
+    if coordinates and "coordinates" not in attrs:
+        attrs["coordinates"] = " ".join(coordinates)
+    return attrs
 
 
 # How node metadata becomes zarr attributes, by spec; nodes with none of these specs expose
 # their whole metadata. The same attributes are written in both zarr formats.
 ATTRIBUTES_BY_SPEC = {
-    "xarray_dataset": _attrs_of_xarray_node,
+    "xarray_dataset": _attrs_of_xarray_dataset,
     "xarray_data_var": _attrs_of_xarray_node,
     "xarray_coord": _attrs_of_xarray_node,
 }
 
 
 def zarr_attributes(adapter: Adapter) -> dict[str, Any]:
-    metadata = adapter.metadata()
     for spec in adapter.specs:
         projection = ATTRIBUTES_BY_SPEC.get(spec.name)
         if projection is not None:
-            return projection(metadata)
-    return dict(metadata)
+            return projection(adapter)
+    return dict(adapter.metadata())
 
 
 def _default_options() -> ZarrOptions:

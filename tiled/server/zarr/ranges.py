@@ -24,7 +24,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def ranged_response(
-    request: Request, body: bytes, media_type: str, etag: str, headers: dict[str, str]
+    request: Request, body: bytes, media_type: str | None, etag: str, headers: dict[str, str]
 ) -> Response:
     headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
     if request.headers.get("if-none-match", "").strip('"') == etag:

@@ -21,7 +21,7 @@ class ZarrTarget:
     adapter: Any
     node_parts: tuple[str, ...]
     key: str  # "" for the node itself (a listing)
-    coords: tuple[int, ...] | None = None  # set when key is a chunk key
+    is_chunk: bool = False
 
 
 def _key_length(parts: tuple[str, ...], encoding: ZarrEncoding) -> list[int]:
@@ -45,7 +45,7 @@ async def resolve(root: Any, path: str, encoding: ZarrEncoding) -> ZarrTarget:
         if key in encoding.document_names:
             return ZarrTarget(adapter, node_parts, key)
         if not is_group(adapter):
-            return ZarrTarget(adapter, node_parts, key, encoding.parse_chunk_key(key))
+            return ZarrTarget(adapter, node_parts, key, is_chunk=True)
     try:
         return ZarrTarget(await lookup(root, parts), parts, "")
     except NoSuchEntry:

@@ -33,22 +33,33 @@ def zarr_router(zarr_format: int) -> APIRouter:
         headers = (
             {"Cache-Control": settings.zarr_cache_control} if settings.zarr_cache_control else {}
         )
-        if target.coords is not None:
+        if target.is_chunk:
             require_scope(identity, "read:data", request)
             meta = await target.adapter.to_zarr_meta(settings.zarr)
-            body = await target.adapter.to_zarr_chunk(target.coords, meta)
+            coords = encoding.parse_chunk_key(target.key, len(meta.shape))
+            body = await target.adapter.to_zarr_chunk(coords, meta)
             etag = hashlib.blake2b(body, digest_size=16).hexdigest()
             return ranged_response(request, body, "application/octet-stream", etag, headers)
         if not target.key:
             body = json_bytes(await _listing(request, target, settings.zarr_listing_max))
+            return ranged_response(
+                request, body, _listing_media_type(request), _etag(body), headers
+            )
         else:
-            documents = await documents_of(target.adapter, target.node_parts, encoding, request.app)
+            documents = await documents_of(target.adapter, encoding, settings)
             if target.key not in documents:
                 raise ZarrKeyNotFound(f"No such key: {path!r}")
             body = documents[target.key]
         return ranged_response(request, body, "application/json", _etag(body), headers)
 
     return router
+
+
+def _listing_media_type(request: Request) -> str | None:
+    # fsspec's HTTP filesystem looks for member URLs only in bodies typed text/html or untyped,
+    # so the JSON list goes untyped (as upstream's does) unless the client asks for JSON.
+    accepted = request.headers.get("accept", "")
+    return "application/json" if "application/json" in accepted else None
 
 
 async def _listing(request: Request, target, maximum: int) -> list[str]:

@@ -48,20 +48,35 @@ class ZarrV2Encoding:
             attributes["_ARRAY_DIMENSIONS"] = list(meta.dimension_names)
         return attributes
 
+    def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]:
+        return {".zarray": self.array_metadata(meta), ".zattrs": self.array_attributes(meta)}
+
+    def group_json(self, meta: ZarrGroupMeta) -> dict[str, dict]:
+        return {".zgroup": {"zarr_format": 2}, ".zattrs": dict(meta.attributes)}
+
+    def consolidated(
+        self, group: dict[str, dict], members: list[tuple[str, dict[str, dict]]]
+    ) -> dict[str, dict]:
+        """The group's documents plus ``.zmetadata`` holding every document below it."""
+        flat = dict(group)
+        for path, documents in members:
+            flat.update({f"{path}/{name}": doc for name, doc in documents.items()})
+        return {**group, ".zmetadata": {"zarr_consolidated_format": 1, "metadata": flat}}
+
     def array_documents(self, meta: ZarrArrayMeta) -> dict[str, bytes]:
-        return {
-            ".zarray": json_document(self.array_metadata(meta)),
-            ".zattrs": json_document(self.array_attributes(meta)),
-        }
+        return {name: json_document(doc) for name, doc in self.array_json(meta).items()}
 
     def group_documents(self, meta: ZarrGroupMeta) -> dict[str, bytes]:
-        return {
-            ".zgroup": json_document({"zarr_format": 2}),
-            ".zattrs": json_document(dict(meta.attributes)),
-        }
+        return {name: json_document(doc) for name, doc in self.group_json(meta).items()}
 
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return ".".join(str(i) for i in coords) if coords else "0"
 
-    def parse_chunk_key(self, key: str) -> tuple[int, ...] | None:
+    def parse_chunk_key(self, key: str, ndim: int | None = None) -> tuple[int, ...] | None:
+        """Chunk coordinates of ``key``, or None if it is not a chunk key.
+
+        A 0-d array has one chunk, keyed ``0``.
+        """
+        if ndim == 0 and key == "0":
+            return ()
         return coords_from_separated(key, _CHUNK_KEY, ".")

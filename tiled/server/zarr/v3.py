@@ -22,6 +22,10 @@ def _serializer(meta: ZarrArrayMeta) -> dict:
     return BytesCodec(endian=endian).to_dict()
 
 
+def _inline(metadata: dict) -> dict:
+    return {"kind": "inline", "must_understand": False, "metadata": metadata}
+
+
 class ZarrV3Encoding:
     zarr_format = 3
     document_names = frozenset({"zarr.json"})
@@ -53,6 +57,24 @@ class ZarrV3Encoding:
     def group_metadata(self, meta: ZarrGroupMeta) -> dict:
         return {"zarr_format": 3, "node_type": "group", "attributes": dict(meta.attributes)}
 
+    def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]:
+        return {"zarr.json": self.array_metadata(meta)}
+
+    def group_json(self, meta: ZarrGroupMeta) -> dict[str, dict]:
+        return {"zarr.json": self.group_metadata(meta)}
+
+    def consolidated(
+        self, group: dict[str, dict], members: list[tuple[str, dict[str, dict]]]
+    ) -> dict[str, dict]:
+        """The group's ``zarr.json`` with every document below it inline, as zarr-python writes."""
+        flat = {}
+        for path, documents in members:
+            document = dict(documents["zarr.json"])
+            if document["node_type"] == "group":
+                document["consolidated_metadata"] = _inline({})
+            flat[path] = document
+        return {"zarr.json": {**group["zarr.json"], "consolidated_metadata": _inline(flat)}}
+
     def array_documents(self, meta: ZarrArrayMeta) -> dict[str, bytes]:
         return {"zarr.json": json_document(self.array_metadata(meta))}
 
@@ -62,7 +84,7 @@ class ZarrV3Encoding:
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return "/".join(["c", *(str(i) for i in coords)])
 
-    def parse_chunk_key(self, key: str) -> tuple[int, ...] | None:
+    def parse_chunk_key(self, key: str, ndim: int | None = None) -> tuple[int, ...] | None:
         if not _CHUNK_KEY.match(key):
             return None
         return tuple(int(part) for part in key.split("/")[1:])
