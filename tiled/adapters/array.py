@@ -50,6 +50,7 @@ class ArrayAdapter(ArrayAdapterBase):
     def __init__(self, array: Any, structure: ArrayStructure, *, metadata=None, specs=None):
         super().__init__(structure, metadata=metadata, specs=specs)
         self._array = array
+        self.reads_from_memory = isinstance(array, numpy.ndarray)
 
     @classmethod
     def from_array(

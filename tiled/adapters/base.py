@@ -63,8 +63,16 @@ def _default_options() -> ZarrOptions:
     return ZarrOptions()
 
 
+# Below this size a chunk held in memory encodes in microseconds: not worth a worker thread.
+SMALL_CHUNK_BYTES = 256 * 1024
+
+
 class _ChunkedZarrHooks:
     """Default zarr hooks for families viewed as one zarr array (array, sparse)."""
+
+    # Capability flag: True when read() only touches memory already held (no I/O, no dask
+    # graph), so a chunk is encoded on the event loop instead of paying for a thread hop.
+    reads_from_memory: bool = False
 
     def zarr_layout(self) -> tuple[tuple[int, ...], Sequence[Sequence[int]], numpy.dtype, Any]:
         """Shape, native chunks, numpy dtype and dims, without reading data."""
@@ -105,6 +113,8 @@ class _ChunkedZarrHooks:
     async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
         """Encoded bytes of chunk ``coords`` in the grid and codecs that ``meta`` describes."""
         region = meta.chunk_region(coords)  # raises ChunkOutOfRange before any read
+        if self.reads_from_memory and meta.chunk_bytes <= SMALL_CHUNK_BYTES:
+            return self._encode_region(region, meta)
         return await run_sync(self._encode_region, region, meta)
 
     def _encode_region(self, region: tuple[slice, ...], meta: ZarrArrayMeta) -> bytes:

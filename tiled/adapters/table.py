@@ -54,6 +54,13 @@ class _Partitions:
             return frame.copy(deep=False) if fields is None else frame
         return frame.compute()  # a dask partition: computed only now, when asked for
 
+    def column(self, index: int, name: str) -> pandas.Series:
+        """One column of one partition (a pandas column is selected without copying)."""
+        frame = self.frames[index]
+        if isinstance(frame, pandas.DataFrame):
+            return frame[name]
+        return frame[name].compute()
+
     def dtype(self, column: str) -> Any:
         # pandas and dask frames both report dtypes without touching values.
         return self.frames[0].dtypes[column]
@@ -283,6 +290,7 @@ class TableColumnAdapter(ArrayAdapterBase):
         self._column = column
         self._dtype = zarr_dtype_of(table._column_dtype(column))
         self._cached_structure: ArrayStructure | None = None
+        self.reads_from_memory = all(isinstance(f, pandas.DataFrame) for f in self._partitions.frames)
 
     @property
     def dims(self) -> None:
@@ -358,7 +366,7 @@ class TableColumnAdapter(ArrayAdapterBase):
         return is_variable_length_string(self._dtype)
 
     def _values(self, partition: int, a: int, b: int | None, for_zarr: bool) -> numpy.ndarray:
-        series = self._partitions.read(partition, [self._column])[self._column].iloc[a:b]
+        series = self._partitions.column(partition, self._column).iloc[a:b]
         return _column_values(series, self._dtype, for_zarr)
 
     def __repr__(self) -> str:

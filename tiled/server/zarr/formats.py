@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -48,26 +49,34 @@ def encoding_for(zarr_format: int | str) -> ZarrEncoding:
         raise UnsupportedZarrFormat(zarr_format) from None
 
 
-def _json_safe(value: Any) -> Any:
+@functools.lru_cache(maxsize=512)
+def zarr_data_type(dtype: Any) -> Any:
+    """zarr-python's data type for a numpy dtype (resolving it walks a registry: cache it)."""
+    from zarr.core.dtype import get_data_type_from_native_dtype
+
+    return get_data_type_from_native_dtype(dtype)
+
+
+def json_safe(value: Any) -> Any:
     # Strict JSON has no NaN/Infinity; use the strings zarr itself uses for such fill values.
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalar or 0-d array
-        return _json_safe(value.item() if getattr(value, "ndim", 0) == 0 else value.tolist())
+        return json_safe(value.item() if getattr(value, "ndim", 0) == 0 else value.tolist())
     if hasattr(value, "tolist"):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
 
 
 def json_document(document: Mapping[str, Any]) -> bytes:
-    """Strict JSON bytes of a zarr document (attributes may hold NaN and numpy values)."""
-    return orjson.dumps(_json_safe(document), option=orjson.OPT_INDENT_2)
+    """JSON bytes of a zarr document whose attributes already went through ``json_safe``."""
+    return orjson.dumps(document)
 
 
 def coords_from_separated(

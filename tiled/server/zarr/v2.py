@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 
-from zarr.core.dtype import get_data_type_from_native_dtype
-
 from ...errors import Unsupported
 from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta
-from .formats import coords_from_separated, json_document
+from .formats import coords_from_separated, json_document, json_safe, zarr_data_type
 
 _CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
 
@@ -18,7 +16,7 @@ class ZarrV2Encoding:
     document_names = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:
-        zdtype = get_data_type_from_native_dtype(meta.dtype)
+        zdtype = zarr_data_type(meta.dtype)
         dtype_json = zdtype.to_json(zarr_format=2)
         filters = [{"id": dtype_json["object_codec_id"]}] if dtype_json["object_codec_id"] else None
         if len(meta.compressors) > 1:
@@ -42,7 +40,7 @@ class ZarrV2Encoding:
         }
 
     def array_attributes(self, meta: ZarrArrayMeta) -> dict:
-        attributes = dict(meta.attributes)
+        attributes = json_safe(meta.attributes)
         if meta.dimension_names is not None:
             # xarray's convention for dimension names in zarr v2.
             attributes["_ARRAY_DIMENSIONS"] = list(meta.dimension_names)
@@ -52,7 +50,7 @@ class ZarrV2Encoding:
         return {".zarray": self.array_metadata(meta), ".zattrs": self.array_attributes(meta)}
 
     def group_json(self, meta: ZarrGroupMeta) -> dict[str, dict]:
-        return {".zgroup": {"zarr_format": 2}, ".zattrs": dict(meta.attributes)}
+        return {".zgroup": {"zarr_format": 2}, ".zattrs": json_safe(meta.attributes)}
 
     def consolidated(
         self, group: dict[str, dict], members: list[tuple[str, dict[str, dict]]]

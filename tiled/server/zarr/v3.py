@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
+import numcodecs
+import numpy
 from zarr.codecs import BytesCodec, VLenUTF8Codec
-from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.metadata.migrate_v3 import _convert_compressor
 
 from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
-from .formats import json_document
+from .formats import json_document, json_safe, zarr_data_type
 
 _CHUNK_KEY = re.compile(r"^c(/\d+)*$")
 
 
-def _serializer(meta: ZarrArrayMeta) -> dict:
-    if is_variable_length_string(meta.dtype):
+def _serializer(dtype: numpy.dtype) -> dict:
+    if is_variable_length_string(dtype):
         return VLenUTF8Codec().to_dict()
     # Declare the byte order the chunk bytes really have (upstream always said "little").
-    endian = "big" if meta.dtype.byteorder == ">" else "little"
+    endian = "big" if dtype.byteorder == ">" else "little"
     return BytesCodec(endian=endian).to_dict()
+
+
+def _frozen(config: dict) -> tuple:
+    return tuple(sorted(config.items()))
+
+
+@functools.lru_cache(maxsize=512)
+def _codecs_json(dtype: numpy.dtype, compressor_configs: tuple[tuple, ...]) -> list[dict]:
+    # The same (dtype, codecs) pair recurs across a tree; zarr-python builds its codec
+    # objects slowly, so their JSON is built once per pair.
+    zdtype = zarr_data_type(dtype)
+    codecs = [_serializer(dtype)]
+    for config in compressor_configs:
+        codec = numcodecs.get_codec(dict(config))
+        codecs.append(_convert_compressor(codec, zdtype).to_dict())
+    return codecs
 
 
 def _inline(metadata: dict) -> dict:
@@ -31,10 +49,9 @@ class ZarrV3Encoding:
     document_names = frozenset({"zarr.json"})
 
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:
-        zdtype = get_data_type_from_native_dtype(meta.dtype)
+        zdtype = zarr_data_type(meta.dtype)
         fill = zdtype.default_scalar() if meta.fill_value is None else meta.fill_value
-        codecs = [_serializer(meta)]
-        codecs += [_convert_compressor(c, zdtype).to_dict() for c in meta.compressors]
+        codecs = _codecs_json(meta.dtype, tuple(_frozen(c.get_config()) for c in meta.compressors))
         document = {
             "zarr_format": 3,
             "node_type": "array",
@@ -47,7 +64,7 @@ class ZarrV3Encoding:
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": zdtype.to_json_scalar(fill, zarr_format=3),
             "codecs": codecs,
-            "attributes": dict(meta.attributes),
+            "attributes": json_safe(meta.attributes),
             "storage_transformers": [],
         }
         if meta.dimension_names is not None:
@@ -55,7 +72,7 @@ class ZarrV3Encoding:
         return document
 
     def group_metadata(self, meta: ZarrGroupMeta) -> dict:
-        return {"zarr_format": 3, "node_type": "group", "attributes": dict(meta.attributes)}
+        return {"zarr_format": 3, "node_type": "group", "attributes": json_safe(meta.attributes)}
 
     def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]:
         return {"zarr.json": self.array_metadata(meta)}
