@@ -74,8 +74,16 @@ def static_server(directory: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def _nginx_binary() -> str | None:
+    return next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p)), None)
+
+
+def static_server_kind() -> str:
+    return "nginx" if _nginx_binary() else "python http.server"
+
+
 def _nginx_command(directory: Path, port: int) -> list[str] | None:
-    binary = next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p)), None)
+    binary = _nginx_binary()
     if binary is None:
         return None
     conf = directory.parent / f"nginx-{port}.conf"

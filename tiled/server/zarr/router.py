@@ -1,14 +1,22 @@
-"""One router factory serving the tree as a zarr store, mounted at /zarr/v2 and /zarr/v3."""
+"""One router factory serving the tree as a zarr store, mounted at /zarr/v2 and /zarr/v3.
+
+Zarr clients fire many small requests, so this is a plain Starlette route (no FastAPI
+parameter validation or dependency solving on the hot path); it calls the same identity,
+scope and lookup functions as /api/v1.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
 
 from ...errors import ZarrKeyNotFound
-from ..dependencies import CurrentIdentity, require_scope
+from ..authentication import get_identity
+from ..dependencies import require_scope
 from ..responses import json_bytes
 from .documents import documents_of
 from .formats import encoding_for
@@ -20,13 +28,13 @@ def _etag(*parts: object) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
-def zarr_router(zarr_format: int) -> APIRouter:
+def zarr_router(zarr_format: int) -> Router:
+    """An ASGI router answering GET and HEAD for every key of the zarr store."""
     encoding = encoding_for(zarr_format)
-    router = APIRouter(tags=[f"zarr v{zarr_format}"])
 
-    @router.get("/{path:path}", summary="Read a zarr key")
-    @router.head("/{path:path}", summary="Probe a zarr key")
-    async def read_key(request: Request, path: str, identity: CurrentIdentity) -> Response:
+    async def read_key(request: Request) -> Response:
+        path = request.path_params["path"]
+        identity = await get_identity(request)
         require_scope(identity, "read:metadata", request)
         settings = request.app.state.settings
         target = await resolve(request.app.state.root_tree, path, encoding)
@@ -52,7 +60,7 @@ def zarr_router(zarr_format: int) -> APIRouter:
             body = documents[target.key]
         return ranged_response(request, body, "application/json", _etag(body), headers)
 
-    return router
+    return Router(routes=[Route("/{path:path}", read_key, methods=["GET", "HEAD"])])
 
 
 def _listing_media_type(request: Request) -> str | None:
