@@ -70,7 +70,9 @@ class ArrayAdapter(ArrayAdapterBase):
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
         data = self._array[tuple(slice)] if slice else self._array
         if hasattr(data, "compute"):
-            data = data.compute()
+            # Reads already run on a worker thread; for a few dask chunks the threaded
+            # scheduler only adds overhead, for many it reads them in parallel.
+            data = data.compute(scheduler="sync" if data.npartitions <= 4 else "threads")
         return numpy.asarray(data)
 
     def __repr__(self) -> str:

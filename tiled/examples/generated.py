@@ -9,8 +9,10 @@ values match upstream's. The two big random arrays (``big_image``, 0.8 GB, and
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import string
+import threading
 from datetime import timedelta
 
 import dask.array
@@ -33,24 +35,44 @@ class _RandomStream:
     ``k``-th draw after the saved state; a read regenerates only the dim-0 rows it touches.
     """
 
+    # Readers walk chunks row by row, so the rows of one request usually serve the next few.
+    _CACHE_BYTES = 192 * 2**20
+
     def __init__(self, state: dict, shape: tuple[int, ...]):
         self._state = state
         self.shape = shape
         self.dtype = numpy.dtype("float64")
         self.ndim = len(shape)
+        self._lock = threading.Lock()
+        self._cache: collections.OrderedDict[tuple[int, int], numpy.ndarray] = (
+            collections.OrderedDict()
+        )
 
-    def __getitem__(self, key) -> numpy.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (self.ndim - len(key))
-        first = key[0] if isinstance(key[0], slice) else slice(key[0], key[0] + 1)
-        start, stop, _ = first.indices(self.shape[0])
-        stop = max(start, stop)
+    def _rows(self, start: int, stop: int) -> numpy.ndarray:
+        with self._lock:
+            if (start, stop) in self._cache:
+                self._cache.move_to_end((start, stop))
+                return self._cache[(start, stop)]
         row = math.prod(self.shape[1:])
         bit_generator = numpy.random.PCG64()
         bit_generator.state = self._state
         bit_generator.advance(start * row)
         rows = numpy.random.Generator(bit_generator).random((stop - start) * row)
         rows = rows.reshape((stop - start,) + self.shape[1:])
+        rows.flags.writeable = False
+        if rows.nbytes <= self._CACHE_BYTES // 2:
+            with self._lock:
+                self._cache[(start, stop)] = rows
+                while sum(block.nbytes for block in self._cache.values()) > self._CACHE_BYTES:
+                    self._cache.popitem(last=False)
+        return rows
+
+    def __getitem__(self, key) -> numpy.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        first = key[0] if isinstance(key[0], slice) else slice(key[0], key[0] + 1)
+        start, stop, _ = first.indices(self.shape[0])
+        rows = self._rows(start, max(start, stop))
         rest = (slice(None, None, first.step),) if isinstance(key[0], slice) else (0,)
         return rows[rest + key[1:]]
 

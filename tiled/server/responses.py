@@ -57,7 +57,9 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 
 def etag_of(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    """A content ETag. SHA-1 runs in hardware on current CPUs: several times faster than
+    BLAKE2 or MD5 here, which matters when every zarr chunk response carries one."""
+    return hashlib.sha1(body, usedforsecurity=False).hexdigest()[:32]
 
 
 def wants_msgpack(request: Request) -> bool:

@@ -7,7 +7,6 @@ scope and lookup functions as /api/v1.
 
 from __future__ import annotations
 
-import hashlib
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -17,15 +16,11 @@ from starlette.routing import Route, Router
 from ...errors import ZarrKeyNotFound
 from ..authentication import get_identity
 from ..dependencies import require_scope
-from ..responses import json_bytes
+from ..responses import etag_of, json_bytes
 from .documents import documents_of
 from .formats import encoding_for
 from .ranges import ranged_response
 from .resolve import resolve
-
-
-def _etag(*parts: object) -> str:
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
 def zarr_router(zarr_format: int) -> Router:
@@ -46,19 +41,18 @@ def zarr_router(zarr_format: int) -> Router:
             meta = await target.adapter.to_zarr_meta(settings.zarr)
             coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
-            etag = hashlib.blake2b(body, digest_size=16).hexdigest()
-            return ranged_response(request, body, "application/octet-stream", etag, headers)
+            return ranged_response(request, body, "application/octet-stream", etag_of(body), headers)
         if not target.key:
             body = json_bytes(await _listing(request, target, settings.zarr_listing_max))
             return ranged_response(
-                request, body, _listing_media_type(request), _etag(body), headers
+                request, body, _listing_media_type(request), etag_of(body), headers
             )
         else:
             documents = await documents_of(target.adapter, encoding, settings)
             if target.key not in documents:
                 raise ZarrKeyNotFound(f"No such key: {path!r}")
             body = documents[target.key]
-        return ranged_response(request, body, "application/json", _etag(body), headers)
+        return ranged_response(request, body, "application/json", etag_of(body), headers)
 
     return Router(routes=[Route("/{path:path}", read_key, methods=["GET", "HEAD"])])
 
