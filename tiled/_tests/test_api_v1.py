@@ -420,3 +420,20 @@ async def test_sliced_zarr_export_and_filename(client, demo_tree, tmp_path):
     )
     path.write_bytes(block.content)
     assert zarr.open(zarr.storage.ZipStore(path, mode="r"), mode="r").shape == (250, 100)
+
+
+async def test_response_size_limit_applies_to_tables(demo_tree):
+    small = build_app(
+        demo_tree,
+        authentication={"allow_anonymous_access": True},
+        server_settings={"response_bytesize_limit": 10_000},
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=small), base_url="http://t"
+    ) as client:
+        response = await client.get("/api/v1/table/full/tables/long_table")
+        assert (
+            response.status_code == 400
+            and "Response would exceed 10000" in response.json()["detail"]
+        )
+        assert (await client.get("/api/v1/table/full/tables/short_table")).status_code == 200

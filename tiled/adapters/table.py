@@ -290,7 +290,9 @@ class TableColumnAdapter(ArrayAdapterBase):
         self._column = column
         self._dtype = zarr_dtype_of(table._column_dtype(column))
         self._cached_structure: ArrayStructure | None = None
-        self.reads_from_memory = all(isinstance(f, pandas.DataFrame) for f in self._partitions.frames)
+        self.reads_from_memory = all(
+            isinstance(f, pandas.DataFrame) for f in self._partitions.frames
+        )
 
     @property
     def dims(self) -> None:

@@ -88,6 +88,7 @@ async def _encoded(
     key, media_type = state.serialization_registry.negotiate(
         keys, encoding.format, request.headers.get("accept")
     )
+    read = _size_limited(read, state.settings.response_bytesize_limit)
     registry = state.serialization_registry
     if sliced and registry.encodes_whole_node(key, media_type):
         # A whole-node encoder (e.g. a zarr zip) sees only the requested part.
@@ -102,6 +103,23 @@ async def _encoded(
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes_response(request, bytes(body), media_type, headers)
     return stream_response(body, media_type, headers)
+
+
+def _size_limited(read: Callable[[], Any], limit: int) -> Callable[[], Any]:
+    """Refuse data that turns out larger than the limit (tables cannot be sized before reading)."""
+
+    def limited() -> Any:
+        data = read()
+        size = getattr(data, "nbytes", None)
+        if size is None and hasattr(data, "memory_usage"):
+            size = int(data.memory_usage(index=False).sum())
+        if size is not None and size > limit:
+            raise BadRequest(
+                f"Response would exceed {limit}. Use slicing ('?slice=...') or request fewer columns or a partition."
+            )
+        return data
+
+    return limited
 
 
 def _in_memory_sparse(data: Any) -> Any:

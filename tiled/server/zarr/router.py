@@ -41,7 +41,9 @@ def zarr_router(zarr_format: int) -> Router:
             meta = await target.adapter.to_zarr_meta(settings.zarr)
             coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
-            return ranged_response(request, body, "application/octet-stream", etag_of(body), headers)
+            return ranged_response(
+                request, body, "application/octet-stream", etag_of(body), headers
+            )
         if not target.key:
             body = json_bytes(await _listing(request, target, settings.zarr_listing_max))
             return ranged_response(
