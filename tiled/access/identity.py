@@ -16,6 +16,8 @@ class Identity:
     principal: str | None
     scopes: frozenset[str]
     authenticated: bool = False
+    # Login names (e.g. "alice") this principal is known by, for policies that list users.
+    identity_ids: tuple[str, ...] = ()
 
     @property
     def is_anonymous(self) -> bool:

@@ -12,6 +12,8 @@ class Adapter:
     """Holds what every node has: a structure, a metadata dict and a list of specs."""
 
     structure_family: ClassVar[StructureFamily]
+    # Access-control data ({"tags": [...]}, ...) read by access policies; None inherits.
+    access_blob: dict[str, Any] | None = None
 
     def __init__(self, structure: Any = None, *, metadata: Mapping | None = None, specs=None):
         self._structure = structure

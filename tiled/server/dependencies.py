@@ -9,17 +9,28 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from ..access.identity import Identity
+from ..access.view import AccessView
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, WrongStructureFamily
-from .authentication import get_identity
+from .authentication import ANONYMOUS, get_identity
 
 
 @dataclass(frozen=True)
 class Node:
-    """A resolved node: its adapter, where it is, and who asked."""
+    """A resolved node: its adapter, where it is, who asked, and what they may see of it."""
 
     adapter: Any
     path_parts: tuple[str, ...]
     identity: Identity
+    view: AccessView | None = None
+    chain: tuple = ()
+
+    def members(self) -> Any:
+        """The node with only the members the identity may see (for listings and exports)."""
+        return self.view.members(self.chain) if self.view is not None else self.adapter
+
+    def subtree(self) -> Any:
+        """The node with only visible members at every depth (for whole-subtree exports)."""
+        return self.view.members_deep(self.chain) if self.view is not None else self.adapter
 
     @property
     def path(self) -> str:
@@ -40,12 +51,30 @@ def split_path(path: str) -> tuple[str, ...]:
 
 
 async def lookup(root: Any, parts: tuple[str, ...]) -> Any:
-    if not parts:
-        return root
-    lookup_adapter = getattr(root, "lookup_adapter", None)
-    if lookup_adapter is None:
+    """The adapter at ``parts`` with no access policy applied (used by trusted code)."""
+    return (await AccessView(ANONYMOUS).lookup(root, parts))[-1][1]
+
+
+async def resolve_node(
+    request: Request, identity: Identity, parts: tuple[str, ...], scope: str
+) -> Node:
+    """Authorize and look up a node, the same way for every route.
+
+    Missing credentials -> 401; a node the identity may not see -> 404 (its existence is not
+    revealed); a visible node without the scope the route needs -> 403.
+    """
+    require_scope(identity, scope, request)
+    view = AccessView(identity, request.app.state.access_policy)
+    chain = await view.lookup(request.app.state.root_tree, parts)
+    granted = view.scopes(chain)
+    if "read:metadata" not in granted:
         raise NoSuchEntry(list(parts))
-    return await lookup_adapter(list(parts))
+    if scope not in granted:
+        raise Forbidden(
+            "Not enough permissions to perform this action on this node. "
+            f"Requires scope {scope!r}; the node grants {sorted(granted)}"
+        )
+    return Node(chain[-1][1], parts, identity, view, tuple(chain))
 
 
 def require_scope(identity: Identity, scope: str, request: Request) -> None:

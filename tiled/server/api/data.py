@@ -231,7 +231,7 @@ def _subset(adapter: Any, keys: list[str] | None) -> Any:
 async def container_full(
     request: Request, node: ContainerNode, encoding: EncodingParams, body: Columns = None
 ):
-    target = _subset(node.adapter, request.query_params.getlist("field") or body)
+    target = _subset(node.subtree(), request.query_params.getlist("field") or body)
     return await _encoded(request, node, lambda: target, encoding, target=target)
 
 

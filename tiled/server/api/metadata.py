@@ -59,7 +59,7 @@ def _compile_jmespath(expression: str | None):
 @router.get("/metadata/{path:path}")
 async def metadata(request: Request, node: MetadataNode, root_path: bool = False):
     options = ResourceOptions(**_options_from(request))
-    resource = options.context(request, node.path_parts).resource(node.adapter, node.path_parts)
+    resource = options.context(request, node.path_parts).resource(node.members(), node.path_parts)
     meta = {"root_path": request.scope.get("root_path") or "/"} if root_path else {}
     return document_response(
         request, {"data": resource, "error": None, "links": None, "meta": meta}
@@ -118,7 +118,7 @@ async def search(
     offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
     limit: Annotated[int, Query(alias="page[limit]", ge=0, le=300)] = 100,
 ):
-    tree, lookup_key = _filtered(request, node.adapter)
+    tree, lookup_key = _filtered(request, node.members())
     sorting = _sorting_from(request.query_params.getlist("sort"))
     if sorting:
         sort = getattr(tree, "sort", None)
@@ -170,7 +170,7 @@ async def distinct(
     specs: bool = False,
     counts: bool = False,
 ):
-    tree, _ = _filtered(request, node.adapter)
+    tree, _ = _filtered(request, node.members())
     get_distinct = getattr(tree, "get_distinct", None)
     if get_distinct is None:
         raise Unsupported("This node does not support distinct.")

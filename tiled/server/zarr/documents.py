@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...access.view import AccessView
 from ...adapters.base import is_group
 from ...structures.zarr_meta import ZarrOptions
 from .formats import ZarrEncoding, json_document
@@ -15,13 +16,15 @@ async def node_json(adapter: Any, encoding: ZarrEncoding, options: ZarrOptions) 
 
 
 async def descendants(
-    adapter: Any, encoding: ZarrEncoding, options: ZarrOptions, max_nodes: int
+    chain: tuple, encoding: ZarrEncoding, options: ZarrOptions, max_nodes: int, view: AccessView
 ) -> list[tuple[str, dict[str, dict]]] | None:
-    """Documents of every node below ``adapter`` (breadth first), or None past ``max_nodes``."""
+    """Documents of every node below the end of ``chain`` that the viewer may see (breadth
+    first), or None past ``max_nodes``."""
     found: list[tuple[str, dict[str, dict]]] = []
-    pending: list[tuple[str, Any]] = [("", adapter)]
+    pending: list[tuple[str, tuple]] = [("", chain)]
     while pending:
-        prefix, group = pending.pop(0)
+        prefix, group_chain = pending.pop(0)
+        group = view.members(group_chain)
         keys = await group.zarr_member_keys(0, max_nodes - len(found) + 1)
         for key in keys:
             if len(found) >= max_nodes:
@@ -30,17 +33,19 @@ async def descendants(
             path = f"{prefix}{key}"
             found.append((path, await node_json(member, encoding, options)))
             if is_group(member):
-                pending.append((path + "/", member))
+                pending.append((path + "/", (*group_chain, (key, member))))
     return found
 
 
-async def documents_of(adapter: Any, encoding: ZarrEncoding, settings: Any) -> dict[str, bytes]:
+async def documents_of(
+    chain: tuple, encoding: ZarrEncoding, settings: Any, view: AccessView
+) -> dict[str, bytes]:
     """Every document of this node; a group's include the consolidated metadata when bounded."""
+    adapter = chain[-1][1]
     documents = await node_json(adapter, encoding, settings.zarr)
     if is_group(adapter):
-        members = await descendants(
-            adapter, encoding, settings.zarr, settings.zarr_consolidated_max_nodes
-        )
+        max_nodes = settings.zarr_consolidated_max_nodes
+        members = await descendants(chain, encoding, settings.zarr, max_nodes, view)
         if members is not None:
             documents = encoding.consolidated(documents, members)
     return {name: json_document(doc) for name, doc in documents.items()}

@@ -10,18 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...access.view import AccessView
 from ...adapters.base import is_group
 from ...errors import NoSuchEntry, ZarrKeyNotFound
-from ..dependencies import lookup, split_path
+from ..dependencies import split_path
 from .formats import ZarrEncoding
 
 
 @dataclass(frozen=True)
 class ZarrTarget:
-    adapter: Any
-    node_parts: tuple[str, ...]
+    chain: tuple[tuple[str, Any], ...]  # (key, adapter) from the root to the node
     key: str  # "" for the node itself (a listing)
     is_chunk: bool = False
+
+    @property
+    def adapter(self) -> Any:
+        return self.chain[-1][1]
 
 
 def _key_length(parts: tuple[str, ...], encoding: ZarrEncoding) -> list[int]:
@@ -34,19 +38,19 @@ def _key_length(parts: tuple[str, ...], encoding: ZarrEncoding) -> list[int]:
     return candidates
 
 
-async def resolve(root: Any, path: str, encoding: ZarrEncoding) -> ZarrTarget:
+async def resolve(root: Any, path: str, encoding: ZarrEncoding, view: AccessView) -> ZarrTarget:
     parts = split_path(path)
     for length in _key_length(parts, encoding):
         node_parts, key = parts[:-length], "/".join(parts[-length:])
         try:
-            adapter = await lookup(root, node_parts)
+            chain = tuple(await view.lookup(root, node_parts))
         except NoSuchEntry:
             continue
         if key in encoding.document_names:
-            return ZarrTarget(adapter, node_parts, key)
-        if not is_group(adapter):
-            return ZarrTarget(adapter, node_parts, key, is_chunk=True)
+            return ZarrTarget(chain, key)
+        if not is_group(chain[-1][1]):
+            return ZarrTarget(chain, key, is_chunk=True)
     try:
-        return ZarrTarget(await lookup(root, parts), parts, "")
+        return ZarrTarget(tuple(await view.lookup(root, parts)), "")
     except NoSuchEntry:
         raise ZarrKeyNotFound(f"No such key: {path!r}") from None

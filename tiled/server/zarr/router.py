@@ -7,13 +7,16 @@ scope and lookup functions as /api/v1.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from ...errors import ZarrKeyNotFound
+from ...access.view import AccessView
+from ...adapters.base import is_group
+from ...errors import Forbidden, ZarrKeyNotFound
 from ..authentication import get_identity
 from ..dependencies import require_scope
 from ..responses import etag_of, json_bytes
@@ -32,12 +35,18 @@ def zarr_router(zarr_format: int) -> Router:
         identity = await get_identity(request)
         require_scope(identity, "read:metadata", request)
         settings = request.app.state.settings
-        target = await resolve(request.app.state.root_tree, path, encoding)
+        view = AccessView(identity, request.app.state.access_policy)
+        target = await resolve(request.app.state.root_tree, path, encoding, view)
+        granted = view.scopes(target.chain)
+        if "read:metadata" not in granted:
+            raise ZarrKeyNotFound(f"No such key: {path!r}")
         headers = (
             {"Cache-Control": settings.zarr_cache_control} if settings.zarr_cache_control else {}
         )
         if target.is_chunk:
             require_scope(identity, "read:data", request)
+            if "read:data" not in granted:
+                raise Forbidden("Not enough permissions to read data of this node")
             meta = await target.adapter.to_zarr_meta(settings.zarr)
             coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
@@ -45,12 +54,14 @@ def zarr_router(zarr_format: int) -> Router:
                 request, body, "application/octet-stream", etag_of(body), headers
             )
         if not target.key:
-            body = json_bytes(await _listing(request, target, settings.zarr_listing_max))
+            body = json_bytes(
+                await _listing(request, view.members(target.chain), settings.zarr_listing_max)
+            )
             return ranged_response(
                 request, body, _listing_media_type(request), etag_of(body), headers
             )
         else:
-            documents = await documents_of(target.adapter, encoding, settings)
+            documents = await documents_of(target.chain, encoding, settings, view)
             if target.key not in documents:
                 raise ZarrKeyNotFound(f"No such key: {path!r}")
             body = documents[target.key]
@@ -66,14 +77,12 @@ def _listing_media_type(request: Request) -> str | None:
     return "application/json" if "application/json" in accepted else None
 
 
-async def _listing(request: Request, target, maximum: int) -> list[str]:
+async def _listing(request: Request, group: Any, maximum: int) -> list[str]:
     """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
-    from ...adapters.base import is_group
-
-    if not is_group(target.adapter):
+    if not is_group(group):
         raise ZarrKeyNotFound("Arrays have no listing")
     offset = int(request.query_params.get("offset", 0) or 0)
     limit = min(int(request.query_params.get("limit", maximum) or maximum), maximum)
-    keys = await target.adapter.zarr_member_keys(max(offset, 0), max(limit, 0))
+    keys = await group.zarr_member_keys(max(offset, 0), max(limit, 0))
     here = str(request.url.replace(query="")).rstrip("/")
     return [f"{here}/{quote(key, safe='')}" for key in keys]

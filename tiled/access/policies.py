@@ -1,0 +1,174 @@
+"""Access policies: which scopes an identity has on a node, and which children it may see.
+
+A policy sees the chain of ``(key, adapter)`` pairs from the root (key ``""``) to the node, so
+rules may depend on ancestors. Every route, /api/v1 and /zarr alike, asks the same two questions through
+``tiled.server.dependencies``:
+
+- ``allowed_scopes(identity, chain)``: the scopes the identity holds on ``chain[-1]``; a node
+  without ``read:metadata`` is invisible (404), one lacking the route's scope is forbidden (403);
+- ``visible(identity, chain, key, child)``: whether a child appears in listings, search results and
+  consolidated zarr metadata.
+
+Policies are configured in YAML as ``access_control: {access_policy: "pkg.mod:Class", args: {...}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .identity import Identity
+from .scopes import ALL_SCOPES
+
+ALL_ACCESS = "tiled.access.policies:ALL_ACCESS"  # upstream's spelling of "every top-level node"
+READ = frozenset({"read:metadata", "read:data"})
+
+
+Chain = Sequence[tuple[str, Any]]
+
+
+@runtime_checkable
+class AccessPolicy(Protocol):
+    def allowed_scopes(self, identity: Identity, chain: Chain) -> frozenset[str]: ...
+
+    def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool: ...
+
+
+def _names(identity: Identity) -> set[str]:
+    """Every name an identity may be listed under: its principal and its login ids."""
+    return {n for n in (identity.principal, *identity.identity_ids) if n}
+
+
+class AllowAll:
+    """Every authenticated request may do what its credentials allow, everywhere."""
+
+    def allowed_scopes(self, identity: Identity, chain: Chain) -> frozenset[str]:
+        return identity.scopes
+
+    def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
+        return True
+
+
+class SimpleAccessPolicy:
+    """Per-user lists of the top-level nodes each user may read (upstream's simple policy).
+
+    ``access_lists`` maps a user (principal or login id) to top-level keys, or to
+    ``ALL_ACCESS``; ``public`` lists top-level keys anyone may read, even anonymously;
+    ``admins`` see everything. Below the top level, access is inherited.
+    """
+
+    def __init__(
+        self,
+        access_lists: Mapping[str, Iterable[str] | str],
+        *,
+        public: Iterable[str] = (),
+        admins: Iterable[str] = (),
+        scopes: Iterable[str] | None = None,
+        provider: str | None = None,
+    ):
+        self.access_lists = {
+            user: ALL_ACCESS if keys == ALL_ACCESS else frozenset(keys)
+            for user, keys in access_lists.items()
+        }
+        self.public = frozenset(public)
+        self.admins = frozenset(admins)
+        self.scopes = frozenset(scopes) if scopes is not None else None
+
+    def _top_level_allowed(self, identity: Identity, key: str) -> bool:
+        if key in self.public:
+            return True
+        for name in _names(identity):
+            keys = self.access_lists.get(name)
+            if keys == ALL_ACCESS or (keys is not None and key in keys):
+                return True
+        return False
+
+    def _granted(self, identity: Identity) -> frozenset[str]:
+        return identity.scopes if self.scopes is None else identity.scopes & self.scopes
+
+    def allowed_scopes(self, identity: Identity, chain: Chain) -> frozenset[str]:
+        if _names(identity) & self.admins or len(chain) == 1:
+            return identity.scopes  # the root is listable; its children are filtered
+        return (
+            self._granted(identity)
+            if self._top_level_allowed(identity, chain[1][0])
+            else frozenset()
+        )
+
+    def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
+        if len(chain) > 1 or _names(identity) & self.admins:
+            return True
+        return self._top_level_allowed(identity, key)
+
+
+class TagBasedAccessPolicy:
+    """Access by tags: nodes carry ``access_blob = {"tags": [...]}``; tags grant scopes.
+
+    ``tags`` (a mapping, or the path of a YAML file holding ``tags:``) defines each tag as
+    ``{"users": {name: [scopes]}, "public": [scopes]}``. A node's effective tags are its own,
+    or else its nearest tagged ancestor's; a node with no effective tags is visible to admins
+    only. The root is always listable; its children are filtered.
+    """
+
+    def __init__(
+        self,
+        tags: Mapping[str, Any] | str | Path,
+        *,
+        admins: Iterable[str] = (),
+        provider: str | None = None,
+    ):
+        if isinstance(tags, str | Path):
+            import yaml
+
+            tags = yaml.safe_load(Path(tags).read_text())["tags"]
+        self.tags = {name: _tag_definition(name, spec) for name, spec in dict(tags).items()}
+        self.admins = frozenset(admins)
+
+    def _scopes_for_tags(self, identity: Identity, tags: Iterable[str]) -> frozenset[str]:
+        names = _names(identity)
+        granted: set[str] = set()
+        for tag in tags:
+            definition = self.tags.get(tag)
+            if definition is not None:
+                granted |= definition["public"]
+                for name in names:
+                    granted |= definition["users"].get(name, frozenset())
+        # Tags grant at most what the credentials carry (an API key may be narrower).
+        return frozenset(granted) & identity.scopes
+
+    def allowed_scopes(self, identity: Identity, chain: Chain) -> frozenset[str]:
+        if _names(identity) & self.admins or len(chain) == 1:
+            return identity.scopes  # the root is listable; its children are filtered
+        tags = _effective_tags(chain)
+        return self._scopes_for_tags(identity, tags) if tags else frozenset()
+
+    def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
+        return "read:metadata" in self.allowed_scopes(identity, [*chain, (key, child)])
+
+
+def _tag_definition(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(spec) - {"users", "public"}
+    if unknown:
+        raise ValueError(f"Tag {name!r} has unknown keys {sorted(unknown)}; allowed: users, public")
+    for scopes in [spec.get("public", []), *dict(spec.get("users", {})).values()]:
+        bad = set(scopes) - ALL_SCOPES
+        if bad:
+            raise ValueError(f"Tag {name!r} grants unknown scopes {sorted(bad)}")
+    return {
+        "public": frozenset(spec.get("public", [])),
+        "users": {user: frozenset(scopes) for user, scopes in dict(spec.get("users", {})).items()},
+    }
+
+
+def _own_tags(adapter: Any) -> tuple[str, ...]:
+    blob = getattr(adapter, "access_blob", None) or {}
+    return tuple(blob.get("tags", ()))
+
+
+def _effective_tags(chain: Chain) -> tuple[str, ...]:
+    for _, adapter in reversed(chain[1:]):
+        tags = _own_tags(adapter)
+        if tags:
+            return tags
+    return ()
