@@ -95,14 +95,10 @@ def node_dependency(scope: str, families: Iterable[str] | None = None):
     accepted = frozenset(families) if families is not None else None
 
     async def resolve(request: Request, path: str, identity: CurrentIdentity) -> Node:
-        require_scope(identity, scope, request)
-        parts = split_path(path)
-        adapter = await lookup(request.app.state.root_tree, parts)
-        if accepted is not None and adapter.structure_family.value not in accepted:
-            raise WrongStructureFamily(
-                "/" + "/".join(parts), adapter.structure_family.value, accepted
-            )
-        return Node(adapter, parts, identity)
+        node = await resolve_node(request, identity, split_path(path), scope)
+        if accepted is not None and node.family not in accepted:
+            raise WrongStructureFamily("/" + node.path, node.family, accepted)
+        return node
 
     return Depends(resolve)
 
