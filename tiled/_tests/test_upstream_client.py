@@ -7,12 +7,10 @@ and runs as a subprocess against a live server of ours.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import venv
-from pathlib import Path
 
 import pytest
+
+from .isolated_python import isolated_python, run_isolated
 
 SCRIPT = r"""
 import json, sys
@@ -38,25 +36,13 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="session")
-def upstream_python(tmp_path_factory) -> Path:
-    env = tmp_path_factory.mktemp("upstream-client")
-    venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "tiled[client]==0.2.16"], check=True, timeout=900
-    )
-    return python
+def upstream_python(tmp_path_factory):
+    return isolated_python(tmp_path_factory.mktemp("upstream_python"), "tiled[client]==0.2.16")
 
 
 @pytest.mark.slow
 def test_upstream_client_browses_and_reads(upstream_python, demo_server, demo_tree):
-    result = subprocess.run(
-        [upstream_python, "-I", "-c", SCRIPT, demo_server.url],
-        capture_output=True,
-        text=True,
-        cwd=upstream_python.parent,
-        timeout=300,
-    )
+    result = run_isolated(upstream_python, SCRIPT, demo_server.url)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got["root_keys"] == list(demo_tree)
@@ -74,4 +60,3 @@ def test_upstream_client_browses_and_reads(upstream_python, demo_server, demo_tr
     )
     assert got["sparse_nnz"] == 1001
     assert got["red"] == ["short_table", "wide_table"]
-    assert sys.version_info >= (3, 11)

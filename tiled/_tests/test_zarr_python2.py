@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import venv
 
 import numpy
 import pytest
+
+from .isolated_python import isolated_python, run_isolated
 
 SCRIPT = r"""
 import json, sys
@@ -32,26 +32,14 @@ print(json.dumps({
 
 @pytest.fixture(scope="session")
 def zarr2_python(tmp_path_factory):
-    env = tmp_path_factory.mktemp("zarr2")
-    venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "zarr>=2.18,<3", "fsspec", "aiohttp", "requests"],
-        check=True,
-        timeout=900,
+    return isolated_python(
+        tmp_path_factory.mktemp("zarr2_python"), "zarr>=2.18,<3", "fsspec", "aiohttp", "requests"
     )
-    return python
 
 
 @pytest.mark.slow
 def test_zarr_python_2_reads_the_demo_tree(zarr2_python, demo_server, demo_tree):
-    result = subprocess.run(
-        [zarr2_python, "-I", "-c", SCRIPT, demo_server.url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=zarr2_python.parent,
-    )
+    result = run_isolated(zarr2_python, SCRIPT, demo_server.url)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got["version"].startswith("2.18")
