@@ -49,7 +49,8 @@ class ZarrArrayHooks(Protocol):
         """Encoded bytes of one chunk, padded to the full chunk shape.
 
         ``meta`` is what ``to_zarr_meta`` returned. Raises ``ChunkOutOfRange`` for coordinates
-        of the wrong rank, negative, or outside the grid.
+        of the wrong rank, negative, or outside the grid, and may raise ``ZarrKeyNotFound`` for
+        a chunk that holds only the fill value (storage that never wrote it).
         """
         ...
 

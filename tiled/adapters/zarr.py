@@ -1,0 +1,177 @@
+"""Arrays and groups stored as zarr (format 2 or 3) as Tiled nodes.
+
+A stored array whose codecs a zarr client of either format can read as they are (one
+serializer writing raw bytes, at most one blosc/zstd/gzip compressor, no sharding) is served
+by **passing the stored chunk bytes through**: ``to_zarr_meta`` advertises the stored chunk
+grid, byte order, fill value and compressor, and ``to_zarr_chunk`` returns the stored file's
+bytes untouched. Any other array falls back to the default hooks (decode, re-encode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numcodecs
+import numpy
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+
+from ..errors import NoSuchEntry, ZarrKeyNotFound
+from ..ndslice import NDSlice
+from ..structures.array import ArrayStructure
+from ..structures.zarr_meta import ZarrArrayMeta, ZarrOptions
+from .base import ArrayAdapterBase, zarr_attributes
+from .mapping import MapAdapter
+
+# zarr v3 bytes-to-bytes codecs with a numcodecs twin that zarr v2 readers understand.
+_V3_TO_NUMCODECS = {
+    "blosc": lambda c: numcodecs.Blosc(
+        cname=c["cname"],
+        clevel=c["clevel"],
+        shuffle=_BLOSC_SHUFFLE[c["shuffle"]],
+        blocksize=c.get("blocksize", 0),
+    ),
+    "zstd": lambda c: numcodecs.Zstd(level=c["level"], checksum=c.get("checksum", False)),
+    "gzip": lambda c: numcodecs.GZip(level=c["level"]),
+}
+_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+_PASSABLE_V2 = frozenset({"blosc", "zstd", "gzip"})
+
+
+def _chunks_of(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    result = []
+    for size, chunk in zip(shape, chunk_shape, strict=True):
+        full, rest = divmod(size, chunk)
+        result.append((chunk,) * full + ((rest,) if rest else ()) or (0,))
+    return tuple(result)
+
+
+def _passable_v3(metadata: Any) -> tuple[numpy.dtype, tuple] | None:
+    codecs = [c.to_dict() for c in metadata.codecs]
+    if not codecs or codecs[0]["name"] != "bytes" or len(codecs) > 2:
+        return None
+    endian = codecs[0].get("configuration", {}).get("endian", "little")
+    compressors = []
+    for codec in codecs[1:]:
+        factory = _V3_TO_NUMCODECS.get(codec["name"])
+        if factory is None:
+            return None
+        compressors.append(factory(codec["configuration"]))
+    dtype = metadata.data_type.to_native_dtype()
+    if dtype.itemsize > 1 and dtype.fields is None:
+        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+    return dtype, tuple(compressors)
+
+
+def _passable_v2(metadata: Any) -> tuple[numpy.dtype, tuple] | None:
+    if metadata.filters or metadata.order != "C":
+        return None
+    compressor = metadata.compressor
+    if compressor is not None and compressor.codec_id not in _PASSABLE_V2:
+        return None
+    dtype = metadata.dtype.to_native_dtype()
+    return dtype, (compressor,) if compressor is not None else ()
+
+
+class ZarrArrayAdapter(ArrayAdapterBase):
+    """A stored zarr array (zarr-python ``Array``), with stored chunks passed through."""
+
+    def __init__(self, array: zarr.Array, structure: ArrayStructure, *, metadata=None, specs=None):
+        super().__init__(structure, metadata=metadata, specs=specs)
+        self._array = array
+        passable = _passable_v3 if array.metadata.zarr_format == 3 else _passable_v2
+        self._passthrough = passable(array.metadata) if not _sharded(array) else None
+
+    @classmethod
+    def from_array(
+        cls, array: zarr.Array, *, metadata=None, specs=None, dims=None
+    ) -> ZarrArrayAdapter:
+        dims = dims or _dimension_names(array)
+        shape = tuple(array.shape)
+        structure = ArrayStructure.from_array(
+            array, shape=shape, chunks=_chunks_of(shape, tuple(array.chunks)), dims=dims
+        )
+        metadata = dict(array.attrs) if metadata is None else metadata
+        metadata.pop("_ARRAY_DIMENSIONS", None)
+        return cls(array, structure, metadata=metadata, specs=specs)
+
+    @property
+    def passes_chunks_through(self) -> bool:
+        return self._passthrough is not None
+
+    def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
+        return numpy.asarray(self._array[tuple(slice)] if slice else self._array[...])
+
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        if self._passthrough is None:
+            return await super().to_zarr_meta(options)
+        dtype, compressors = self._passthrough
+        structure = self.structure()
+        return ZarrArrayMeta(
+            shape=structure.shape,
+            chunk_shape=tuple(self._array.chunks),
+            dtype=dtype,
+            fill_value=self._array.fill_value,
+            compressors=compressors,
+            dimension_names=structure.dims,
+            attributes=zarr_attributes(self),
+        )
+
+    async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
+        if self._passthrough is None:
+            return await super().to_zarr_chunk(coords, meta)
+        meta.chunk_region(coords)  # refuses coordinates outside the grid
+        key = self._array.metadata.encode_chunk_key(tuple(coords))
+        path = f"{self._array.path}/{key}" if self._array.path else key
+        buffer = await self._array.store.get(path, prototype=default_buffer_prototype())
+        if buffer is None:
+            # Never written: the stored fill value, which the metadata declares too.
+            raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")
+        return buffer.to_bytes()
+
+
+def _sharded(array: zarr.Array) -> bool:
+    return array.metadata.zarr_format == 3 and any(
+        c.to_dict()["name"] == "sharding_indexed" for c in array.metadata.codecs
+    )
+
+
+def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names) if names and all(isinstance(n, str) for n in names) else None
+
+
+class ZarrGroupAdapter(MapAdapter):
+    """A stored zarr group: members are its arrays and groups, attributes its metadata."""
+
+    def __init__(self, group: zarr.Group, *, metadata=None, specs=None):
+        members = {name: _adapter_for(member) for name, member in group.members()}
+        super().__init__(
+            members, metadata=dict(group.attrs) if metadata is None else metadata, specs=specs
+        )
+        self._group = group
+
+
+def _adapter_for(node: zarr.Array | zarr.Group) -> Any:
+    return (
+        ZarrGroupAdapter(node)
+        if isinstance(node, zarr.Group)
+        else ZarrArrayAdapter.from_array(node)
+    )
+
+
+class ZarrAdapter:
+    """Open a zarr store by URI or path as the matching adapter."""
+
+    @staticmethod
+    def from_uris(data_uri: str, **kwargs: Any) -> ZarrArrayAdapter | ZarrGroupAdapter:
+        path = data_uri.removeprefix("file://localhost").removeprefix("file://")
+        try:
+            node = zarr.open(path, mode="r")
+        except FileNotFoundError:
+            raise NoSuchEntry([data_uri]) from None
+        return _adapter_for(node)
+
+
+__all__ = ["ZarrAdapter", "ZarrArrayAdapter", "ZarrGroupAdapter"]
