@@ -105,3 +105,63 @@ class ContainerAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
 
 
 AnyAdapter = Union[ArrayAdapter, SparseAdapter, TableAdapter, ContainerAdapter]
+
+
+# --- Writing (the SQL catalog's nodes implement these; in-memory adapters do not) -----------
+@runtime_checkable
+class WritableContainer(Protocol):
+    async def create_node(
+        self,
+        *,
+        key: str | None,
+        structure_family: StructureFamily,
+        metadata: dict[str, Any],
+        specs: list[Spec],
+        data_sources: list[Any],
+        access_blob: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create a child (with its storage, for data-source-backed families); return its adapter.
+
+        All or nothing: on any failure no row and no file remains."""
+        ...
+
+
+@runtime_checkable
+class NodeWithHistory(Protocol):
+    async def replace_metadata(
+        self, metadata: dict | None = None, specs: list[Spec] | None = None,
+        access_blob: dict | None = None, drop_revision: bool = False,
+    ) -> None: ...  # fmt: skip
+
+    async def revisions(
+        self, offset: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def delete_revision(self, number: int) -> None: ...
+
+    async def delete(self, recursive: bool = False, external_only: bool = True) -> None: ...
+
+
+@runtime_checkable
+class WritableArray(Protocol):
+    async def write(self, data: numpy.ndarray) -> None: ...
+
+    async def write_block(self, data: numpy.ndarray, block: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
+class WritableTable(Protocol):
+    async def write(self, data: pandas.DataFrame) -> None: ...
+
+    async def write_partition(self, data: pandas.DataFrame, partition: int) -> None: ...
+
+    async def append_partition(self, data: pandas.DataFrame, partition: int) -> None: ...
+
+
+@runtime_checkable
+class WritableSparse(Protocol):
+    async def write(self, coords: numpy.ndarray, data: numpy.ndarray) -> None: ...
+
+    async def write_block(
+        self, coords: numpy.ndarray, data: numpy.ndarray, block: Sequence[int]
+    ) -> None: ...
