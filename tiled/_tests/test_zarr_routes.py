@@ -441,3 +441,19 @@ def test_proposal_snippet_with_an_api_key(zarr_format):
             zarr.open_group(fsspec.get_mapper(url), mode="r", zarr_format=zarr_format)["chunked"][
                 ...
             ]
+
+
+def test_conditional_and_range_edge_cases(server, zarr_format):
+    chunk = "chunked/0.0" if zarr_format == 2 else "chunked/c/0/0"
+    with httpx.Client(base_url=url_of(server, zarr_format)) as client:
+        full = client.get(chunk)
+        etag = full.headers["etag"]
+        assert etag.startswith('"') and etag.endswith('"')
+        for header in [etag, f"W/{etag}", f'"other", {etag}', "*"]:
+            assert client.get(chunk, headers={"If-None-Match": header}).status_code == 304, header
+        assert client.get(chunk, headers={"If-None-Match": '"other"'}).status_code == 200
+        multi = client.get(chunk, headers={"Range": "bytes=0-1,5-6"})
+        assert multi.status_code == 200 and multi.content == full.content  # multipart: ignored
+        for params in [{"offset": "x"}, {"limit": "-1"}]:
+            response = client.get("", params=params)
+            assert response.status_code == 400 and "non-negative" in response.json()["detail"]

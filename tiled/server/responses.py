@@ -57,9 +57,20 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 
 def etag_of(body: bytes) -> str:
-    """A content ETag. SHA-1 runs in hardware on current CPUs: several times faster than
-    BLAKE2 or MD5 here, which matters when every zarr chunk response carries one."""
-    return hashlib.sha1(body, usedforsecurity=False).hexdigest()[:32]
+    """A strong content ETag, quoted as HTTP wants. SHA-1 runs in hardware on current CPUs:
+    several times faster than BLAKE2 or MD5 here, which matters on every zarr chunk."""
+    return '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest()[:32] + '"'
+
+
+def matches_if_none_match(request: Request, etag: str) -> bool:
+    """RFC 9110 weak comparison against ``If-None-Match`` (a list, ``*``, ``W/`` tags)."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/").strip('"')
+    return any(tag.strip().removeprefix("W/").strip('"') == wanted for tag in header.split(","))
 
 
 def wants_msgpack(request: Request) -> bool:
@@ -73,7 +84,7 @@ def wants_msgpack(request: Request) -> bool:
 
 
 def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
-    if request.headers.get("if-none-match", "").strip('"') == etag:
+    if matches_if_none_match(request, etag):
         return Response(status_code=304, headers={**headers, "ETag": etag})
     return None
 

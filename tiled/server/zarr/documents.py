@@ -38,12 +38,15 @@ async def descendants(
 
 
 async def documents_of(
-    chain: tuple, encoding: ZarrEncoding, settings: Any, view: AccessView
+    chain: tuple, encoding: ZarrEncoding, settings: Any, view: AccessView, wanted: str | None = None
 ) -> dict[str, bytes]:
-    """Every document of this node; a group's include the consolidated metadata when bounded."""
+    """The documents of this node; a group's include the consolidated metadata when bounded.
+
+    With ``wanted`` given, the subtree is walked only if that document carries the consolidated
+    metadata (v3 ``zarr.json``, v2 ``.zmetadata``), not for v2's ``.zgroup`` or ``.zattrs``."""
     adapter = chain[-1][1]
     documents = await node_json(adapter, encoding, settings.zarr)
-    if is_group(adapter):
+    if is_group(adapter) and wanted in (None, encoding.consolidated_document):
         max_nodes = settings.zarr_consolidated_max_nodes
         members = await descendants(chain, encoding, settings.zarr, max_nodes, view)
         if members is not None:

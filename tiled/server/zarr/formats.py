@@ -19,6 +19,7 @@ class ZarrEncoding(Protocol):
 
     zarr_format: int
     document_names: frozenset[str]
+    consolidated_document: str  # the document that carries consolidated metadata
 
     def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]: ...
 

@@ -6,6 +6,8 @@ import re
 
 from fastapi import Request, Response
 
+from ..responses import matches_if_none_match
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -27,10 +29,10 @@ def ranged_response(
     request: Request, body: bytes, media_type: str | None, etag: str, headers: dict[str, str]
 ) -> Response:
     headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
-    if request.headers.get("if-none-match", "").strip('"') == etag:
+    if matches_if_none_match(request, etag):
         return Response(status_code=304, headers=headers)
     range_header = request.headers.get("range")
-    if range_header:
+    if range_header and "," not in range_header:  # multipart ranges: ignored, as RFC 9110 allows
         byte_range = _byte_range(range_header, len(body))
         if byte_range is None:
             headers["Content-Range"] = f"bytes */{len(body)}"

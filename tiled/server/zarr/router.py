@@ -16,7 +16,7 @@ from starlette.routing import Route, Router
 
 from ...access.view import AccessView
 from ...adapters.base import is_group
-from ...errors import Forbidden, ZarrKeyNotFound
+from ...errors import BadRequest, Forbidden, ZarrKeyNotFound
 from ..authentication import get_identity
 from ..dependencies import require_scope
 from ..responses import etag_of, json_bytes
@@ -61,7 +61,7 @@ def zarr_router(zarr_format: int) -> Router:
                 request, body, _listing_media_type(request), etag_of(body), headers
             )
         else:
-            documents = await documents_of(target.chain, encoding, settings, view)
+            documents = await documents_of(target.chain, encoding, settings, view, target.key)
             if target.key not in documents:
                 raise ZarrKeyNotFound(f"No such key: {path!r}")
             body = documents[target.key]
@@ -77,12 +77,21 @@ def _listing_media_type(request: Request) -> str | None:
     return "application/json" if "application/json" in accepted else None
 
 
+def _non_negative(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
 async def _listing(request: Request, group: Any, maximum: int) -> list[str]:
     """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
     if not is_group(group):
         raise ZarrKeyNotFound("Arrays have no listing")
-    offset = int(request.query_params.get("offset", 0) or 0)
-    limit = min(int(request.query_params.get("limit", maximum) or maximum), maximum)
+    offset = _non_negative(request, "offset", 0)
+    limit = min(_non_negative(request, "limit", maximum), maximum)
     keys = await group.zarr_member_keys(max(offset, 0), max(limit, 0))
     here = str(request.url.replace(query="")).rstrip("/")
     return [f"{here}/{quote(key, safe='')}" for key in keys]
