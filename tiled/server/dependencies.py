@@ -23,6 +23,12 @@ class Node:
     identity: Identity
     view: AccessView | None = None
     chain: tuple = ()
+    granted: frozenset[str] = frozenset()
+
+    def require(self, scope: str) -> None:
+        """Refuse (403) unless the identity holds ``scope`` on this node."""
+        if scope not in self.granted:
+            raise Forbidden(f"Not enough permissions: this action needs scope {scope!r} on this node")
 
     def members(self) -> Any:
         """The node with only the members the identity may see (for listings and exports)."""
@@ -74,7 +80,7 @@ async def resolve_node(
             "Not enough permissions to perform this action on this node. "
             f"Requires scope {scope!r}; the node grants {sorted(granted)}"
         )
-    return Node(chain[-1][1], parts, identity, view, tuple(chain))
+    return Node(chain[-1][1], parts, identity, view, tuple(chain), granted)
 
 
 def require_scope(identity: Identity, scope: str, request: Request) -> None:
