@@ -201,6 +201,15 @@ class ContainerAdapterBase(_GroupHooks, Adapter):
 
     structure_family = StructureFamily.container
 
+    # The async surface the server lists children through; an in-memory container answers from
+    # its mapping, a catalog overrides these with paged queries.
+    async def count(self) -> int:
+        return len(self)
+
+    async def items_range(self, offset: int = 0, limit: int | None = None) -> list[tuple[str, Any]]:
+        stop = None if limit is None else offset + limit
+        return list(self.items()[offset:stop])
+
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
         stop = None if limit is None else offset + limit
         return list(self.keys()[offset:stop])

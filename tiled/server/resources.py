@@ -50,19 +50,21 @@ LINKS_BY_FAMILY: dict[str, Callable[[str, str, Any], dict[str, str]]] = {
 }
 
 
-def _container_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+async def _container_structure(
+    adapter: Any, context: ResourceContext, depth: int
+) -> dict[str, Any]:
     inline = getattr(adapter, "inlined_contents_enabled", None)
     contents = None
     if inline is not None and inline(depth) and depth < context.max_depth:
-        items = list(adapter.items()[:MAX_INLINE_CHILDREN])
+        items = await adapter.items_range(0, MAX_INLINE_CHILDREN)
         contents = {
-            key: context.resource(child, context.path_parts_of(key), depth + 1)
+            key: await context.resource(child, context.path_parts_of(key), depth + 1)
             for key, child in items
         }
-    return {"contents": contents, "count": len(adapter)}
+    return {"contents": contents, "count": await adapter.count()}
 
 
-def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+async def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
     return adapter.structure().to_json()
 
 
@@ -83,11 +85,13 @@ class ResourceContext:
     def path_parts_of(self, key: str) -> tuple[str, ...]:
         return self.path_parts + (key,)
 
-    def resource(self, adapter: Any, path_parts: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
-        return build_resource(adapter, replace(self, path_parts=path_parts), depth)
+    async def resource(
+        self, adapter: Any, path_parts: tuple[str, ...], depth: int = 0
+    ) -> dict[str, Any]:
+        return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
 
 
-def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
+async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
     fields = context.fields
     family = adapter.structure_family.value
     is_container = family == "container"
@@ -101,7 +105,7 @@ def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> di
     wants_structure = "structure" in fields or (is_container and "count" in fields)
     structure = None
     if wants_structure:
-        structure = STRUCTURE_BY_FAMILY.get(family, _plain_structure)(adapter, context, depth)
+        structure = await STRUCTURE_BY_FAMILY.get(family, _plain_structure)(adapter, context, depth)
     attributes = {
         "ancestors": list(context.path_parts[:-1]),
         "structure_family": family

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from ...errors import BadRequest, Unsupported
+from ...errors import BadRequest, NoSuchEntry, Unsupported
 from ...queries import KeyLookup
 from ..dependencies import MetadataNode, node_dependency
 from ..resources import ALL_FIELDS, MAX_INLINE_DEPTH, ResourceContext
@@ -59,7 +59,9 @@ def _compile_jmespath(expression: str | None):
 @router.get("/metadata/{path:path}")
 async def metadata(request: Request, node: MetadataNode, root_path: bool = False):
     options = ResourceOptions(**_options_from(request))
-    resource = options.context(request, node.path_parts).resource(node.members(), node.path_parts)
+    resource = await options.context(request, node.path_parts).resource(
+        node.members(), node.path_parts
+    )
     meta = {"root_path": request.scope.get("root_path") or "/"} if root_path else {}
     return document_response(
         request, {"data": resource, "error": None, "links": None, "meta": meta}
@@ -128,17 +130,17 @@ async def search(
     options = ResourceOptions(**_options_from(request))
     context = options.context(request, node.path_parts)
     if lookup_key is not None:
-        items = [(lookup_key, tree[lookup_key])] if lookup_key in tree else []
+        try:
+            items = [(lookup_key, await tree.zarr_member(lookup_key))]
+        except NoSuchEntry:
+            items = []
         count = len(items)
         items = items[offset : offset + limit]
     else:
-        count = len(tree)
-        items = (
-            list(tree.items()[offset : offset + limit])
-            if limit and options.fields != {"count"}
-            else []
-        )
-    data = [context.resource(child, node.path_parts + (key,)) for key, child in items]
+        count = await tree.count()
+        wanted = limit and options.fields != {"count"}
+        items = await tree.items_range(offset, limit) if wanted else []
+    data = [await context.resource(child, node.path_parts + (key,)) for key, child in items]
     links = _page_links(base_url(request), node.path, offset, limit, count)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
