@@ -10,7 +10,8 @@ class Identity:
     """The outcome of authentication.
 
     ``principal`` is None for an anonymous request. ``scopes`` are what the credentials grant
-    (before any access policy narrows them per node).
+    (before any access policy narrows them per node). In multi-user mode ``principal`` is the
+    principal's uuid (hex); ``api_key_first_eight`` names the API key the request used, if any.
     """
 
     principal: str | None
@@ -18,6 +19,7 @@ class Identity:
     authenticated: bool = False
     # Login names (e.g. "alice") this principal is known by, for policies that list users.
     identity_ids: tuple[str, ...] = ()
+    api_key_first_eight: str | None = None
 
     @property
     def is_anonymous(self) -> bool:

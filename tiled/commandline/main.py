@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from .._version import __version__
+from .api_key import api_key_app
 from .serve import serve_app
 
 cli_app = typer.Typer(no_args_is_help=True, add_completion=False)
 cli_app.add_typer(serve_app, name="serve")
+cli_app.add_typer(api_key_app, name="api_key")
 
 
 def _print_version(value: bool) -> None:

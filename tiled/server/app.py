@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
 from .._version import __version__
-from ..config import Authentication
-from .authentication import SingleUserAuthenticator
+from ..config import Authentication, Database
+from .authentication import CSRFMiddleware, build_authenticator
 from .errors import install_error_handlers
 from .middleware import RequestIdMiddleware
 from .settings import ServerSettings
@@ -31,11 +32,26 @@ def _authentication(value: Authentication | Mapping | None) -> Authentication:
     return Authentication(**dict(value))
 
 
-def _lifespan(tree: Any, tasks: Mapping[str, list] | None):
+def _database(server_settings: Mapping | ServerSettings | None) -> Database | None:
+    """The authentication database settings: ``server_settings["database"]``, else
+    ``$TILED_DATABASE_URI``, else None (in-memory, used only in multi-user mode)."""
+    value = server_settings.get("database") if isinstance(server_settings, Mapping) else None
+    if value is None and os.environ.get("TILED_DATABASE_URI"):
+        value = {"uri": os.environ["TILED_DATABASE_URI"]}
+    if value is None or isinstance(value, Database):
+        return value
+    return Database.model_validate(dict(value))
+
+
+def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any):
     tasks = dict(tasks or {})
 
     def collected(kind: str) -> list:
-        return list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
+        # The authentication database opens first and closes last.
+        first = [authenticator.startup] if kind == "startup" else []
+        last = [authenticator.shutdown] if kind == "shutdown" else []
+        own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
+        return first + own + last
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -78,15 +94,18 @@ def build_app(
         if isinstance(server_settings, ServerSettings)
         else ServerSettings.from_mapping(server_settings)
     )
+    authenticator = build_authenticator(
+        _authentication(authentication), _database(server_settings), scalable
+    )
     app = FastAPI(
         title="Tiled",
         version=__version__,
-        lifespan=_lifespan(tree, tasks),
+        lifespan=_lifespan(tree, tasks, authenticator),
         root_path=settings.root_path,
     )
     app.state.root_tree = tree
     app.state.settings = settings
-    app.state.authenticator = SingleUserAuthenticator(_authentication(authentication))
+    app.state.authenticator = authenticator
     app.state.access_policy = access_policy
     app.state.query_registry = query_registry or default_query_registry
     app.state.serialization_registry = serialization_registry or default_serialization_registry
@@ -94,6 +113,8 @@ def build_app(
     install_error_handlers(app)
     for router in (about.router, metadata.router, data.router):
         app.include_router(router, prefix="/api/v1")
+    if authenticator.router is not None:  # multi-user: /api/v1/auth
+        app.include_router(authenticator.router, prefix="/api/v1")
     # Mounted ahead of every other route: zarr keys are the most frequent requests.
     for zarr_format in (3, 2):
         app.router.routes.insert(0, Mount(f"/zarr/v{zarr_format}", app=zarr_router(zarr_format)))
@@ -105,6 +126,7 @@ def build_app(
     async def healthz():
         return JSONResponse({"status": "ready"})
 
+    app.add_middleware(CSRFMiddleware)
     app.add_middleware(RequestIdMiddleware)
     if settings.allow_origins:
         app.add_middleware(

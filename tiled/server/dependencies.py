@@ -28,7 +28,9 @@ class Node:
     def require(self, scope: str) -> None:
         """Refuse (403) unless the identity holds ``scope`` on this node."""
         if scope not in self.granted:
-            raise Forbidden(f"Not enough permissions: this action needs scope {scope!r} on this node")
+            raise Forbidden(
+                f"Not enough permissions: this action needs scope {scope!r} on this node"
+            )
 
     def members(self) -> Any:
         """The node with only the members the identity may see (for listings and exports)."""

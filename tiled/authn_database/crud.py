@@ -1,0 +1,238 @@
+"""Every query of the authentication database; callers pass an ``AsyncSession``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..access.scopes import ALL_SCOPES
+from . import orm
+from .orm import utcnow
+
+# Upstream's default role for users who log in (observed).
+USER_SCOPES = frozenset(
+    {
+        "read:metadata", "read:data", "create:node", "write:metadata", "write:data",
+        "delete:revision", "delete:node", "create:apikeys", "revoke:apikeys",
+    }
+)  # fmt: skip
+SEED_ROLES = {
+    "user": (USER_SCOPES, "Default role for users"),
+    "admin": (ALL_SCOPES, "Role with all scopes, for administrators"),
+}
+INHERIT = "inherit"  # meta-scope of API keys: the owner's scopes at the time of use
+API_KEY_SECRET_BYTES = 36  # 72 hex characters
+ACTIVITY_RESOLUTION = timedelta(seconds=60)  # latest_activity is written at most this often
+
+
+def hash_secret(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
+def principal_scopes(principal: orm.Principal) -> frozenset[str]:
+    return frozenset(scope for role in principal.roles for scope in role.scopes)
+
+
+def api_key_scopes(key: orm.APIKey) -> frozenset[str]:
+    """What a key grants now: its scopes (``inherit`` expanded) within its owner's scopes."""
+    owned = principal_scopes(key.principal)
+    granted = set(key.scopes)
+    if INHERIT in granted:
+        granted = (granted - {INHERIT}) | owned
+    return frozenset(granted & owned)
+
+
+async def seed_roles(db: AsyncSession) -> None:
+    existing = set((await db.scalars(select(orm.Role.name))).all())
+    for name, (scopes, description) in SEED_ROLES.items():
+        if name not in existing:
+            db.add(orm.Role(name=name, scopes=sorted(scopes), description=description))
+    await db.commit()
+
+
+async def roles_named(db: AsyncSession, names: Iterable[str]) -> list[orm.Role]:
+    names = list(names)
+    roles = (await db.scalars(select(orm.Role).where(orm.Role.name.in_(names)))).all()
+    missing = set(names) - {role.name for role in roles}
+    if missing:
+        raise ValueError(f"No such roles: {sorted(missing)}")
+    return list(roles)
+
+
+async def find_identity(db: AsyncSession, provider: str, user_id: str) -> orm.Identity | None:
+    statement = select(orm.Identity).where(
+        orm.Identity.provider == provider, orm.Identity.id == user_id
+    )
+    return (await db.scalars(statement)).first()
+
+
+async def _user_principal(db: AsyncSession, provider: str, user_id: str, admin: bool):
+    """The principal of a login, created (with the user role) on first sight."""
+    identity = await find_identity(db, provider, user_id)
+    if identity is None:
+        principal = orm.Principal(uuid=uuid.uuid4().hex, type="user")
+        principal.roles = await roles_named(db, ["user", "admin"] if admin else ["user"])
+        identity = orm.Identity(id=user_id, provider=provider)
+        principal.identities = [identity]
+        db.add(principal)
+        return principal, identity
+    principal = await principal_by_id(db, identity.principal_id)
+    if admin and "admin" not in {role.name for role in principal.roles}:
+        principal.roles.extend(await roles_named(db, ["admin"]))
+    return principal, identity
+
+
+async def login(db: AsyncSession, provider: str, user_id: str, admin: bool) -> orm.Principal:
+    principal, identity = await _user_principal(db, provider, user_id, admin)
+    identity.latest_login = utcnow()
+    await db.commit()
+    return principal
+
+
+async def ensure_admins(db: AsyncSession, admins: Iterable[tuple[str, str]]) -> None:
+    """Give the configured admins the admin role, creating their principals if need be."""
+    for provider, user_id in admins:
+        await _user_principal(db, provider, user_id, admin=True)
+    await db.commit()
+
+
+async def principal_by_id(db: AsyncSession, principal_id: int) -> orm.Principal:
+    return (await db.scalars(select(orm.Principal).where(orm.Principal.id == principal_id))).one()
+
+
+async def principal_by_uuid(db: AsyncSession, principal_uuid: str) -> orm.Principal | None:
+    statement = select(orm.Principal).where(orm.Principal.uuid == principal_uuid)
+    return (await db.scalars(statement)).first()
+
+
+async def list_principals(
+    db: AsyncSession, offset: int, limit: int
+) -> tuple[list[orm.Principal], int]:
+    count = await db.scalar(select(func.count()).select_from(orm.Principal))
+    statement = select(orm.Principal).order_by(orm.Principal.id).offset(offset).limit(limit)
+    return list((await db.scalars(statement)).all()), count or 0
+
+
+async def create_service_principal(db: AsyncSession, role: str) -> orm.Principal:
+    principal = orm.Principal(uuid=uuid.uuid4().hex, type="service")
+    principal.roles = await roles_named(db, [role])
+    principal.identities = []
+    db.add(principal)
+    await db.commit()
+    return principal
+
+
+async def create_session(
+    db: AsyncSession, principal: orm.Principal, max_age: timedelta, state: dict
+) -> orm.Session:
+    session = orm.Session(
+        uuid=uuid.uuid4().hex,
+        principal_id=principal.id,
+        expiration_time=utcnow() + max_age,
+        state=dict(state),
+    )
+    db.add(session)
+    await db.commit()
+    return session
+
+
+async def session_by_uuid(db: AsyncSession, session_uuid: str) -> orm.Session | None:
+    statement = select(orm.Session).where(orm.Session.uuid == session_uuid)
+    return (await db.scalars(statement)).first()
+
+
+async def mark_refreshed(db: AsyncSession, session: orm.Session) -> None:
+    session.time_last_refreshed = utcnow()
+    session.refresh_count += 1
+    await db.commit()
+
+
+async def revoke_session(
+    db: AsyncSession, session_uuid: str, principal_id: int | None = None
+) -> bool:
+    """Revoke a session (only the given principal's, if one is given); False if none."""
+    session = await session_by_uuid(db, session_uuid)
+    if session is None or (principal_id is not None and session.principal_id != principal_id):
+        return False
+    session.revoked = True
+    await db.commit()
+    return True
+
+
+async def live_sessions(db: AsyncSession, principal_id: int) -> list[orm.Session]:
+    statement = (
+        select(orm.Session)
+        .where(orm.Session.principal_id == principal_id, orm.Session.expiration_time > utcnow())
+        .order_by(orm.Session.id)
+    )
+    return list((await db.scalars(statement)).all())
+
+
+async def create_api_key(
+    db: AsyncSession,
+    principal: orm.Principal,
+    scopes: list[str],
+    expires_in: float | None = None,
+    note: str | None = None,
+    access_tags: list[str] | None = None,
+) -> tuple[str, orm.APIKey]:
+    """A new key for ``principal``: returns its secret (hex, shown once) and its record."""
+    secret = secrets.token_bytes(API_KEY_SECRET_BYTES)
+    key = orm.APIKey(
+        first_eight=secret.hex()[:8],
+        hashed_secret=hash_secret(secret),
+        principal_id=principal.id,
+        expiration_time=utcnow() + timedelta(seconds=expires_in) if expires_in else None,
+        scopes=list(scopes),
+        access_tags=list(access_tags) if access_tags is not None else None,
+        note=note,
+    )
+    db.add(key)
+    await db.commit()
+    return secret.hex(), key
+
+
+async def lookup_api_key(db: AsyncSession, secret_hex: str) -> orm.APIKey | None:
+    """The key whose secret this is (expired or not), or None."""
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        return None
+    if len(secret) < 4:
+        return None
+    hashed = hash_secret(secret)
+    statement = select(orm.APIKey).where(orm.APIKey.first_eight == secret.hex()[:8])
+    for key in (await db.scalars(statement)).all():
+        if hmac.compare_digest(key.hashed_secret, hashed):
+            return key
+    return None
+
+
+async def touch_api_key(db: AsyncSession, key: orm.APIKey) -> None:
+    now = utcnow()
+    if key.latest_activity is None or now - key.latest_activity > ACTIVITY_RESOLUTION:
+        key.latest_activity = now
+        await db.commit()
+
+
+async def principal_api_keys(db: AsyncSession, principal_id: int) -> list[orm.APIKey]:
+    statement = (
+        select(orm.APIKey).where(orm.APIKey.principal_id == principal_id).order_by(orm.APIKey.id)
+    )
+    return list((await db.scalars(statement)).all())
+
+
+async def delete_api_keys(db: AsyncSession, principal_id: int, first_eight: str) -> int:
+    statement = delete(orm.APIKey).where(
+        orm.APIKey.principal_id == principal_id, orm.APIKey.first_eight == first_eight
+    )
+    result = await db.execute(statement)
+    await db.commit()
+    return result.rowcount

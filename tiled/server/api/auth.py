@@ -1,0 +1,162 @@
+"""``/api/v1/auth``: logins, sessions and API keys (multi-user servers only).
+
+The administrators' routes under ``/auth/principal`` are in ``principals.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ...access.identity import Identity
+from ...authn_database import crud, orm
+from ...authn_database.schemas import api_key_json, principal_json
+from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from ..authentication import BEARER, MultiUserAuthenticator, get_identity, read_credentials
+from ..dependencies import require_scope
+
+router = APIRouter(prefix="/auth", tags=["authentication"])
+CurrentIdentity = Annotated[Identity, Depends(get_identity)]
+
+
+def _authenticator(request: Request) -> MultiUserAuthenticator:
+    return request.app.state.authenticator
+
+
+Authenticator = Annotated[MultiUserAuthenticator, Depends(_authenticator)]
+
+
+class RefreshToken(BaseModel):
+    refresh_token: str
+
+
+class APIKeyParams(BaseModel):
+    expires_in: float | None = Field(None, gt=0, description="Lifetime in seconds")
+    scopes: list[str] | None = Field(None, description="None means ['inherit']")
+    access_tags: list[str] | None = None
+    note: str | None = Field(None, max_length=1023)
+
+
+async def principal_of(db, identity: Identity) -> orm.Principal:
+    if identity.principal is None:
+        raise Unauthenticated("This route needs credentials", BEARER)
+    principal = await crud.principal_by_uuid(db, identity.principal)
+    if principal is None:
+        raise Unauthenticated("The credentials name an unknown principal", BEARER)
+    return principal
+
+
+def key_scopes(requested: list[str] | None, allowed: frozenset[str], narrowed: bool):
+    """Scopes for a new key: never more than ``allowed``; ``inherit`` only if not narrowed."""
+    if requested is None:
+        return sorted(allowed) if narrowed else [crud.INHERIT]
+    excess = set(requested) - allowed - ({crud.INHERIT} if not narrowed else set())
+    if excess:
+        raise Forbidden(
+            f"Requested scopes {sorted(excess)} are not held by the key's owner (or by the "
+            f"credentials of this request); allowed scopes are {sorted(allowed)}"
+        )
+    return list(dict.fromkeys(requested))
+
+
+async def new_key(db, principal, params: APIKeyParams, scopes: list[str]) -> dict:
+    secret, key = await crud.create_api_key(
+        db, principal, scopes, params.expires_in, params.note, params.access_tags
+    )
+    return api_key_json(key, secret)
+
+
+async def describe(db, principal: orm.Principal) -> dict:
+    keys = await crud.principal_api_keys(db, principal.id)
+    return principal_json(principal, keys, await crud.live_sessions(db, principal.id))
+
+
+@router.post("/provider/{provider}/token")
+async def login(request: Request, provider: str, auth: Authenticator):
+    """OAuth2 password grant: form fields ``username`` and ``password``."""
+    body = (await request.body()).decode("utf-8", "replace")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            form = dict(json.loads(body))
+        except (ValueError, TypeError):
+            raise BadRequest("Expected a JSON object with username and password") from None
+    else:
+        form = dict(parse_qsl(body, keep_blank_values=True))
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    return await auth.login(provider, username, password)
+
+
+@router.post("/session/refresh")
+async def refresh_session(body: RefreshToken, auth: Authenticator):
+    return await auth.refresh(body.refresh_token)
+
+
+@router.post("/session/revoke", status_code=204)
+async def revoke_session(body: RefreshToken, auth: Authenticator):
+    await auth.revoke(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.delete("/session/revoke/{session_id}", status_code=204)
+async def revoke_session_by_id(session_id: str, identity: CurrentIdentity, auth: Authenticator):
+    async with auth.database.session() as db:
+        principal = await principal_of(db, identity)
+        if not await crud.revoke_session(db, session_id, principal.id):
+            raise NotFound(f"No session {session_id!r} of this principal")
+    return Response(status_code=204)
+
+
+@router.get("/whoami")
+async def whoami(identity: CurrentIdentity, auth: Authenticator):
+    if identity.principal is None:
+        return None
+    async with auth.database.session() as db:
+        return await describe(db, await principal_of(db, identity))
+
+
+@router.post("/apikey")
+async def create_apikey(
+    request: Request, params: APIKeyParams, identity: CurrentIdentity, auth: Authenticator
+):
+    require_scope(identity, "create:apikeys", request)
+    async with auth.database.session() as db:
+        principal = await principal_of(db, identity)
+        owned = crud.principal_scopes(principal)
+        allowed = identity.scopes & owned  # a token's scopes may predate a change of roles
+        scopes = key_scopes(params.scopes, allowed, narrowed=allowed < owned)
+        return await new_key(db, principal, params, scopes)
+
+
+@router.get("/apikey")
+async def current_apikey(request: Request, identity: CurrentIdentity, auth: Authenticator):
+    if identity.api_key_first_eight is None:
+        raise Unauthenticated("No API key was provided with this request.")
+    async with auth.database.session() as db:
+        key = await crud.lookup_api_key(db, read_credentials(request).secret)
+    if key is None:
+        raise Unauthenticated("Invalid API key")
+    return api_key_json(key)
+
+
+@router.delete("/apikey", status_code=204)
+async def revoke_apikey(
+    request: Request, first_eight: str, identity: CurrentIdentity, auth: Authenticator
+):
+    require_scope(identity, "revoke:apikeys", request)
+    async with auth.database.session() as db:
+        principal = await principal_of(db, identity)
+        if not await crud.delete_api_keys(db, principal.id, first_eight):
+            raise NotFound(f"No API key {first_eight!r} of this principal")
+    return Response(status_code=204)
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout():
+    response = JSONResponse({})
+    response.delete_cookie("tiled_api_key")
+    return response

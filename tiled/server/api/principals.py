@@ -1,0 +1,100 @@
+"""``/api/v1/auth/principal``: principals and their API keys, for administrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+
+from ...authn_database import crud, orm
+from ...errors import BadRequest, NotFound
+from ..dependencies import require_scope
+from ..urls import base_url
+from .auth import APIKeyParams, Authenticator, CurrentIdentity, describe, key_scopes, new_key
+
+router = APIRouter(prefix="/auth/principal", tags=["authentication"])
+
+
+def _page_links(url: str, offset: int, limit: int, count: int) -> dict:
+    first = f"{url}?page[limit]={limit}"
+    return {
+        "self": f"{url}?page[offset]={offset}&page[limit]={limit}" if offset else first,
+        "first": first,
+        "next": f"{url}?page[offset]={offset + limit}&page[limit]={limit}"
+        if offset + limit < count
+        else None,
+    }
+
+
+@router.get("")
+async def list_principals(
+    request: Request,
+    identity: CurrentIdentity,
+    auth: Authenticator,
+    offset: int = Query(0, alias="page[offset]", ge=0),
+    limit: int = Query(100, alias="page[limit]", ge=0, le=300),
+):
+    require_scope(identity, "read:principals", request)
+    async with auth.database.session() as db:
+        principals, count = await crud.list_principals(db, offset, limit)
+        data = [await describe(db, principal) for principal in principals]
+    links = _page_links(f"{base_url(request)}/auth/principal", offset, limit, count)
+    return {"data": data, "error": None, "links": links, "meta": {"count": count}}
+
+
+@router.post("")
+async def create_service_principal(
+    request: Request, role: str, identity: CurrentIdentity, auth: Authenticator
+):
+    require_scope(identity, "write:principals", request)
+    async with auth.database.session() as db:
+        try:
+            principal = await crud.create_service_principal(db, role)
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        return await describe(db, principal)
+
+
+async def _other(db, principal_uuid: str) -> orm.Principal:
+    principal = await crud.principal_by_uuid(db, principal_uuid)
+    if principal is None:
+        raise NotFound(f"No principal {principal_uuid!r}")
+    return principal
+
+
+@router.get("/{principal_uuid}")
+async def get_principal(
+    request: Request, principal_uuid: str, identity: CurrentIdentity, auth: Authenticator
+):
+    require_scope(identity, "read:principals", request)
+    async with auth.database.session() as db:
+        return await describe(db, await _other(db, principal_uuid))
+
+
+@router.post("/{principal_uuid}/apikey")
+async def create_principal_apikey(
+    request: Request,
+    principal_uuid: str,
+    params: APIKeyParams,
+    identity: CurrentIdentity,
+    auth: Authenticator,
+):
+    require_scope(identity, "admin:apikeys", request)
+    async with auth.database.session() as db:
+        principal = await _other(db, principal_uuid)
+        scopes = key_scopes(params.scopes, crud.principal_scopes(principal), narrowed=False)
+        return await new_key(db, principal, params, scopes)
+
+
+@router.delete("/{principal_uuid}/apikey", status_code=204)
+async def revoke_principal_apikey(
+    request: Request,
+    principal_uuid: str,
+    first_eight: str,
+    identity: CurrentIdentity,
+    auth: Authenticator,
+):
+    require_scope(identity, "admin:apikeys", request)
+    async with auth.database.session() as db:
+        principal = await _other(db, principal_uuid)
+        if not await crud.delete_api_keys(db, principal.id, first_eight):
+            raise NotFound(f"No API key {first_eight!r} of principal {principal_uuid!r}")
+    return Response(status_code=204)
