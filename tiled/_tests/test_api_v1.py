@@ -437,3 +437,23 @@ async def test_response_size_limit_applies_to_tables(demo_tree):
             and "Response would exceed 10000" in response.json()["detail"]
         )
         assert (await client.get("/api/v1/table/full/tables/short_table")).status_code == 200
+
+
+async def test_writes_to_an_in_memory_tree_are_405_not_500(demo_tree):
+    keyed = build_app(demo_tree, authentication={"single_user_api_key": "secret"})
+    headers = {"Authorization": "Apikey secret"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=keyed), base_url="http://t", headers=headers
+    ) as client:
+        created = await client.post(
+            "/api/v1/metadata/", json={"structure_family": "container", "data_sources": []}
+        )
+        assert created.status_code == 405 and "creating nodes" in created.json()["detail"]
+        written = await client.put("/api/v1/array/full/high_entropy", content=b"\0" * 80000)
+        assert written.status_code == 405
+        assert (await client.delete("/api/v1/metadata/high_entropy")).status_code == 405
+        assert (await client.get("/api/v1/revisions/high_entropy")).status_code == 405
+        bad = await client.post("/api/v1/metadata/", json={"structure_family": "nonsense"})
+        assert bad.status_code == 422
+        anonymous = await client.post("/api/v1/metadata/", json={}, headers={"Authorization": ""})
+        assert anonymous.status_code in (400, 401)
