@@ -124,3 +124,21 @@ def test_port_in_use_is_one_clear_line():
         result.stderr.strip()
         == f"Error: port {port} on 127.0.0.1 is already in use; choose another with --port"
     )
+
+
+def test_access_logs_do_not_show_api_keys():
+    import logging
+
+    from tiled.server.logging import RedactSecrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s"',
+        ("127.0.0.1", "GET", "/api/v1/?api_key=abc123&x=1"),
+        None,
+    )
+    RedactSecrets().filter(record)
+    assert "abc123" not in record.getMessage() and "api_key=[redacted]&x=1" in record.getMessage()

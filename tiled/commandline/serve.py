@@ -36,7 +36,12 @@ def _run(app, host: str, port: int, verbose: bool, url: str) -> None:
 
     _check_port(host, port)
     typer.echo(f"\n    Tiled server is running at: {url}\n", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    from ..server.logging import install as redact_secrets_in_logs
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
+    server = uvicorn.Server(config)  # configures logging; the filter goes on afterwards
+    redact_secrets_in_logs()
+    server.run()
 
 
 def _url(host: str, port: int, api_key: str | None) -> str:
