@@ -86,7 +86,7 @@ def build_app(
     """Build the application serving ``tree`` (any adapter, usually a container)."""
     from ..query_registration import default_query_registry
     from ..serialization import default_serialization_registry
-    from .api import about, data, metadata, writes
+    from .api import about, data, metadata, nodes, writes
     from .zarr.router import zarr_router
 
     settings = (
@@ -111,7 +111,7 @@ def build_app(
     app.state.serialization_registry = serialization_registry or default_serialization_registry
     app.state.authenticated = app.state.authenticator.required
     install_error_handlers(app)
-    for router in (about.router, metadata.router, data.router, writes.router):
+    for router in (about.router, metadata.router, data.router, nodes.router, writes.router):
         app.include_router(router, prefix="/api/v1")
     if authenticator.router is not None:  # multi-user: /api/v1/auth
         app.include_router(authenticator.router, prefix="/api/v1")

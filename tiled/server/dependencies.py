@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from ..access.identity import Identity
 from ..access.view import AccessView
-from ..errors import Forbidden, NoSuchEntry, Unauthenticated, WrongStructureFamily
+from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
 from .authentication import ANONYMOUS, get_identity
 
 
@@ -83,6 +83,13 @@ async def resolve_node(
             f"Requires scope {scope!r}; the node grants {sorted(granted)}"
         )
     return Node(chain[-1][1], parts, identity, view, tuple(chain), granted)
+
+
+def capable(adapter: Any, protocol: type, action: str) -> Any:
+    """``adapter`` if it implements ``protocol`` (a capability), else 405 naming ``action``."""
+    if not isinstance(adapter, protocol):
+        raise Unsupported(f"This node does not support {action}.")
+    return adapter
 
 
 def require_scope(identity: Identity, scope: str, request: Request) -> None:

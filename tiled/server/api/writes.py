@@ -1,4 +1,4 @@
-"""Write routes: create nodes, write array blocks and table partitions, edit and delete.
+"""Routes that write data: whole arrays, array blocks, tables and table partitions.
 
 Every handler validates the whole request before the node is touched, so a refused write
 changes nothing; the storage adapters make each file replacement atomic.
@@ -10,199 +10,18 @@ import io
 from typing import Annotated, Any
 
 import numpy
-from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
 
-from ...adapters.protocols import (
-    NodeWithHistory,
-    WritableArray,
-    WritableContainer,
-    WritableSparse,
-    WritableTable,
-)
-from ...errors import BadRequest, Unsupported, UnsupportedMediaType
+from ...adapters.protocols import WritableArray, WritableSparse, WritableTable
+from ...errors import BadRequest, UnsupportedMediaType
 from ...ndslice import NDBlock
-from ...structures.array import ArrayStructure
-from ...structures.core import StructureFamily, normalize_specs
-from ...structures.data_source import Asset, DataSource, Management
-from ...structures.patch import PATCHERS
-from ...structures.sparse import COOStructure
-from ...structures.table import TableStructure
-from ..dependencies import Node, node_dependency
-from ..resources import LINKS_BY_FAMILY
+from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
-from ..urls import base_url
 
 router = APIRouter()
 
-STRUCTURES = {"array": ArrayStructure, "sparse": COOStructure, "table": TableStructure}
-
-CreatingNode = Annotated[Node, node_dependency("write:metadata", {"container"})]
-WritingMetadata = Annotated[Node, node_dependency("write:metadata")]
 WritingArray = Annotated[Node, node_dependency("write:data", {"array", "sparse"})]
 WritingTable = Annotated[Node, node_dependency("write:data", {"table"})]
-DeletingNode = Annotated[Node, node_dependency("delete:node")]
-ReadingRevisions = Annotated[Node, node_dependency("read:metadata")]
-
-
-class DataSourceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: int | None = None
-    structure_family: StructureFamily
-    structure: dict[str, Any] | None = None
-    mimetype: str | None = None
-    parameters: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
-    assets: list[dict[str, Any]] = []
-    management: Management = Management.writable
-
-    def to_data_source(self) -> DataSource:
-        structure = (
-            STRUCTURES[self.structure_family.value].from_json(self.structure)
-            if self.structure
-            else None
-        )
-        return DataSource(
-            structure_family=self.structure_family, structure=structure, id=self.id, mimetype=self.mimetype,
-            parameters=self.parameters, properties=self.properties,
-            assets=[Asset.from_json(a) for a in self.assets], management=self.management,
-        )  # fmt: skip
-
-
-class PostMetadataRequest(BaseModel):
-    id: str | None = None
-    structure_family: StructureFamily
-    metadata: dict[str, Any] = {}
-    specs: list[Any] = Field(default_factory=list, max_length=20)
-    access_blob: dict[str, Any] | None = None
-    data_sources: list[DataSourceRequest] = []
-
-
-class PutMetadataRequest(BaseModel):
-    metadata: dict[str, Any] | None = None
-    specs: list[Any] | None = None
-    access_blob: dict[str, Any] | None = None
-
-
-def _capable(adapter: Any, protocol: type, action: str) -> Any:
-    if not isinstance(adapter, protocol):
-        raise Unsupported(f"This node does not support {action}.")
-    return adapter
-
-
-async def _create(request: Request, node: Node, body: PostMetadataRequest, register: bool) -> Any:
-    node.require("create:node")
-    if register:
-        node.require("register")
-    parent = _capable(node.adapter, WritableContainer, "creating nodes")
-    data_sources = [ds.to_data_source() for ds in body.data_sources]
-    if not register and any(ds.assets for ds in data_sources):
-        raise BadRequest("Data sources with assets must be registered with POST /register.")
-    child = await parent.create_node(
-        key=body.id, structure_family=body.structure_family, metadata=body.metadata,
-        specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=body.access_blob,
-    )  # fmt: skip
-    key = child.key if hasattr(child, "key") else body.id
-    path = "/".join((*node.path_parts, key))
-    base = base_url(request)
-    links = {"self": f"{base}/metadata/{path}"}
-    links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
-    sources = [ds.to_json() for ds in getattr(child, "data_sources", lambda: [])()]
-    return document_response(request, {"id": key, "links": links, "data_sources": sources})
-
-
-@router.post("/metadata/{path:path}")
-async def create_node(request: Request, node: CreatingNode, body: PostMetadataRequest):
-    return await _create(request, node, body, register=False)
-
-
-@router.post("/register/{path:path}")
-async def register_node(request: Request, node: CreatingNode, body: PostMetadataRequest):
-    return await _create(request, node, body, register=True)
-
-
-@router.put("/metadata/{path:path}")
-async def replace_metadata(
-    request: Request, node: WritingMetadata, body: PutMetadataRequest, drop_revision: bool = False
-):
-    target = _capable(node.adapter, NodeWithHistory, "metadata updates")
-    specs = normalize_specs(body.specs) if body.specs is not None else None
-    await target.replace_metadata(body.metadata, specs, body.access_blob, drop_revision)
-    return document_response(request, {"id": node.key})
-
-
-@router.patch("/metadata/{path:path}")
-async def patch_metadata(
-    request: Request,
-    node: WritingMetadata,
-    body: Annotated[dict[str, Any], Body()],
-    drop_revision: bool = False,
-):
-    target = _capable(node.adapter, NodeWithHistory, "metadata updates")
-    patcher = PATCHERS.get(body.get("content-type"))
-    if patcher is None:
-        raise UnsupportedMediaType(
-            f"Unsupported patch content-type {body.get('content-type')!r}; use one of {list(PATCHERS)}"
-        )
-    metadata = (
-        patcher(node.adapter.metadata(), body["metadata"])
-        if body.get("metadata") is not None
-        else None
-    )
-    specs = None
-    if body.get("specs") is not None:
-        current = [s.to_json() for s in node.adapter.specs]
-        specs = normalize_specs(patcher(current, body["specs"]))
-    access_blob = (
-        patcher(node.adapter.access_blob or {}, body["access_blob"])
-        if body.get("access_blob")
-        else None
-    )
-    await target.replace_metadata(metadata, specs, access_blob, drop_revision)
-    return document_response(request, {"id": node.key})
-
-
-@router.delete("/metadata/{path:path}")
-async def delete_node(
-    request: Request, node: DeletingNode, recursive: bool = False, external_only: bool = True
-):
-    if not node.path_parts:
-        raise BadRequest("The root cannot be deleted.")
-    await _capable(node.adapter, NodeWithHistory, "deletion").delete(
-        recursive=recursive, external_only=external_only
-    )
-    return document_response(request, None)
-
-
-@router.get("/revisions/{path:path}")
-async def revisions(
-    request: Request,
-    node: ReadingRevisions,
-    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
-    limit: Annotated[int, Query(alias="page[limit]", ge=0, le=300)] = 100,
-):
-    items, count = await _capable(node.adapter, NodeWithHistory, "revisions").revisions(
-        offset, limit
-    )
-    here = f"{base_url(request)}/revisions/{node.path}"
-    following = offset + limit
-    links = {
-        "self": f"{here}?page[offset]={offset}&page[limit]={limit}",
-        "first": f"{here}?page[limit]={limit}",
-        "next": f"{here}?page[offset]={following}&page[limit]={limit}"
-        if following < count
-        else None,
-    }
-    return document_response(
-        request, {"data": items, "error": None, "links": links, "meta": {"count": count}}
-    )
-
-
-@router.delete("/revisions/{path:path}")
-async def delete_revision(request: Request, node: WritingMetadata, number: int):
-    node.require("delete:revision")
-    await _capable(node.adapter, NodeWithHistory, "revisions").delete_revision(number)
-    return document_response(request, None)
 
 
 def _media_type(request: Request, default: str) -> str:
@@ -251,7 +70,7 @@ def _coo_from_body(body: bytes, media_type: str, ndim: int) -> tuple[numpy.ndarr
 
 async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
     structure = adapter.structure()
-    writer = _capable(adapter, WritableArray, "writing")
+    writer = capable(adapter, WritableArray, "writing")
     media_type = _media_type(request, "application/octet-stream")
     if block is None:
         await writer.write(_array_from_body(body, structure, structure.shape, media_type))
@@ -262,7 +81,7 @@ async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlo
 
 async def _write_sparse(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
     structure = adapter.structure()
-    writer = _capable(adapter, WritableSparse, "writing")
+    writer = capable(adapter, WritableSparse, "writing")
     media_type = _media_type(request, "application/vnd.apache.arrow.file")
     coords, data = _coo_from_body(body, media_type, len(structure.shape))
     if block is None:
@@ -297,13 +116,13 @@ async def _table_body(request: Request) -> Any:
 
 @router.put("/table/full/{path:path}")
 async def write_table(request: Request, node: WritingTable):
-    await _capable(node.adapter, WritableTable, "writing").write(await _table_body(request))
+    await capable(node.adapter, WritableTable, "writing").write(await _table_body(request))
     return document_response(request, None)
 
 
 @router.put("/table/partition/{path:path}")
 async def write_partition(request: Request, node: WritingTable, partition: int):
-    await _capable(node.adapter, WritableTable, "writing").write_partition(
+    await capable(node.adapter, WritableTable, "writing").write_partition(
         await _table_body(request), partition
     )
     return document_response(request, None)
@@ -311,7 +130,7 @@ async def write_partition(request: Request, node: WritingTable, partition: int):
 
 @router.patch("/table/partition/{path:path}")
 async def append_partition(request: Request, node: WritingTable, partition: int):
-    await _capable(node.adapter, WritableTable, "appending").append_partition(
+    await capable(node.adapter, WritableTable, "appending").append_partition(
         await _table_body(request), partition
     )
     return document_response(request, None)
