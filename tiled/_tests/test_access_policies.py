@@ -159,3 +159,35 @@ def test_listings_search_consolidated_and_exports_omit_invisible_nodes(public_se
     assert sorted(inline) == ["open", "open/x"]
     exported = httpx.get(f"{base}/api/v1/container/full/", params={"format": "json"}).json()
     assert list(exported["contents"]) == ["open"]
+
+
+def test_simple_policy_access_list_spellings():
+    assert (
+        SimpleAccessPolicy({"a": "tiled.access_policies:ALL_ACCESS"}).access_lists["a"]
+        == ALL_ACCESS
+    )
+    with pytest.raises(ValueError, match="list of keys or ALL_ACCESS"):
+        SimpleAccessPolicy({"a": "alpha"})
+
+
+async def test_search_results_inline_only_visible_members():
+    import xarray
+
+    from tiled.adapters.xarray import DatasetAdapter
+
+    dataset = DatasetAdapter.from_dataset(
+        xarray.Dataset({"v": ("x", [1.0, 2.0]), "hidden": ("x", [3.0, 4.0])})
+    )
+    dataset.access_blob = {"tags": ["public"]}
+    dataset["hidden"].access_blob = {"tags": ["bob-only"]}
+    app = build_app(
+        MapAdapter({"ds": dataset}),
+        authentication={"allow_anonymous_access": True},
+        access_policy=TagBasedAccessPolicy(TAGS),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        found = (await client.get("/api/v1/search/")).json()["data"][0]
+        assert list(found["attributes"]["structure"]["contents"]) == ["v"]
+        assert (await client.get("/api/v1/metadata/ds/hidden")).status_code == 404

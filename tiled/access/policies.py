@@ -67,10 +67,7 @@ class SimpleAccessPolicy:
         scopes: Iterable[str] | None = None,
         provider: str | None = None,
     ):
-        self.access_lists = {
-            user: ALL_ACCESS if keys == ALL_ACCESS else frozenset(keys)
-            for user, keys in access_lists.items()
-        }
+        self.access_lists = {user: _access_list(user, keys) for user, keys in access_lists.items()}
         self.public = frozenset(public)
         self.admins = frozenset(admins)
         self.scopes = frozenset(scopes) if scopes is not None else None
@@ -100,6 +97,16 @@ class SimpleAccessPolicy:
         if len(chain) > 1 or _names(identity) & self.admins:
             return True
         return self._top_level_allowed(identity, key)
+
+
+def _access_list(user: str, keys: Iterable[str] | str) -> frozenset[str] | str:
+    if isinstance(keys, str):
+        if keys in (ALL_ACCESS, "tiled.access_policies:ALL_ACCESS"):  # upstream's spelling too
+            return ALL_ACCESS
+        raise ValueError(
+            f"The access list of {user!r} must be a list of keys or ALL_ACCESS, not {keys!r}"
+        )
+    return frozenset(keys)
 
 
 class TagBasedAccessPolicy:

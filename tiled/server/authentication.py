@@ -98,7 +98,11 @@ class SingleUserAuthenticator:
     router = None
 
     def __init__(self, authentication: Authentication):
-        self.api_key = authentication.single_user_api_key or secrets.token_hex(32)
+        self.api_key = (
+            authentication.single_user_api_key
+            or os.environ.get("TILED_SINGLE_USER_API_KEY")
+            or secrets.token_hex(32)
+        )
         self.allow_anonymous_access = authentication.allow_anonymous_access
         self._key_bytes = self.api_key.encode()
 

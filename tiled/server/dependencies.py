@@ -36,6 +36,10 @@ class Node:
         """The node with only the members the identity may see (for listings and exports)."""
         return self.view.members(self.chain) if self.view is not None else self.adapter
 
+    def member_view(self, key: str, child: Any) -> Any:
+        """A child of this node with only the members the identity may see."""
+        return self.view.members((*self.chain, (key, child))) if self.view is not None else child
+
     def subtree(self) -> Any:
         """The node with only visible members at every depth (for whole-subtree exports)."""
         return self.view.members_deep(self.chain) if self.view is not None else self.adapter

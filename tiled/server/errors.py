@@ -33,7 +33,10 @@ def status_for(exception: Exception) -> int:
 
 async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:
     status = status_for(exception)
-    headers = getattr(exception, "headers", None)
+    headers = dict(getattr(exception, "headers", None) or {})
+    if status == 401:
+        # Every 401 names a scheme, so clients know credentials are what is missing.
+        headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse({"detail": str(exception)}, status_code=status, headers=headers)
 
 

@@ -140,7 +140,11 @@ async def search(
         count = await tree.count()
         wanted = limit and options.fields != {"count"}
         items = await tree.items_range(offset, limit) if wanted else []
-    data = [await context.resource(child, node.path_parts + (key,)) for key, child in items]
+    # Each child as this identity may see it (its inlined members are filtered too).
+    data = [
+        await context.resource(node.member_view(key, child), node.path_parts + (key,))
+        for key, child in items
+    ]
     links = _page_links(base_url(request), node.path, offset, limit, count)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
