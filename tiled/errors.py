@@ -16,6 +16,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     │   ├── InvalidStructure          a structure whose parts do not fit together
     │   ├── InvalidSlice              a slice or block specification that cannot be applied
     │   ├── InvalidQuery              a search query that cannot be decoded or evaluated
+    │   ├── InvalidKey                a node key that cannot be used
     │   ├── UnsupportedQuery          a query type the node cannot evaluate
     │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
     ├── Unauthenticated               no (valid) credentials where they are required
@@ -94,6 +95,10 @@ class InvalidSlice(BadRequest):
 
 class InvalidQuery(BadRequest):
     pass
+
+
+class InvalidKey(BadRequest):
+    """A key that cannot name a node (empty, or with '/', '..' or control characters)."""
 
 
 class UnsupportedQuery(BadRequest):

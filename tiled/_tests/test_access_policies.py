@@ -94,7 +94,10 @@ async def test_allow_all_and_deep_filtering():
     assert await visible_keys(AccessView(ALICE, AllowAll()), root) == ["open", "alpha", "untagged"]
     view = AccessView(ALICE, TagBasedAccessPolicy(TAGS))
     deep = view.members_deep(await view.lookup(root, ()))
-    assert list(deep) == ["open", "alpha"] and list(deep["alpha"]) == ["a"]
+    assert await deep.zarr_member_keys() == ["open", "alpha"]
+    assert await (await deep.zarr_member("alpha")).zarr_member_keys() == ["a"]
+    with pytest.raises(NoSuchEntry):
+        await (await deep.zarr_member("alpha")).zarr_member("secret")
 
 
 def test_tag_definitions_are_validated(tmp_path):

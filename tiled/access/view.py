@@ -51,11 +51,46 @@ class AccessView:
         )
 
     def members_deep(self, chain: Chain) -> Any:
-        """Like :meth:`members`, applied at every level below (for whole-subtree exports)."""
-        visible = self.members(chain)
-        if visible is chain[-1][1] and self.policy is None:
-            return visible
-        if not callable(getattr(visible, "new_variation", None)):
-            return visible
-        mapping = {key: self.members_deep((*chain, (key, child))) for key, child in visible.items()}
-        return visible.new_variation(mapping=mapping)
+        """The node at the end of ``chain`` with only visible members at every depth (exports)."""
+        adapter = chain[-1][1]
+        if self.policy is None or not callable(getattr(adapter, "zarr_member_keys", None)):
+            return adapter
+        return VisibleGroup(self, tuple(chain))
+
+
+class VisibleGroup:
+    """A group seen through an access view: its members (and theirs) filtered, all else as is.
+
+    Whole-subtree encoders walk groups through ``zarr_member_keys``/``zarr_member``; this
+    wrapper answers those with what the identity may see, whatever the container type.
+    """
+
+    def __init__(self, view: AccessView, chain: Chain):
+        self._view = view
+        self._chain = chain
+        self._adapter = chain[-1][1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    async def to_zarr_meta(self, options: Any = None) -> Any:
+        return await self._adapter.to_zarr_meta(options)
+
+    async def _visible(self) -> list[tuple[str, Any]]:
+        keys = await self._adapter.zarr_member_keys(0, None)
+        pairs = [(key, await self._adapter.zarr_member(key)) for key in keys]
+        return [
+            (k, c)
+            for k, c in pairs
+            if self._view.policy.visible(self._view.identity, self._chain, k, c)
+        ]
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        keys = [key for key, _ in await self._visible()]
+        return keys[offset : None if limit is None else offset + limit]
+
+    async def zarr_member(self, key: str) -> Any:
+        child = await self._adapter.zarr_member(key)
+        if not self._view.policy.visible(self._view.identity, self._chain, key, child):
+            raise NoSuchEntry([key])
+        return self._view.members_deep((*self._chain, (key, child)))

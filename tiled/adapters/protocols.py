@@ -119,6 +119,7 @@ class WritableContainer(Protocol):
         specs: list[Spec],
         data_sources: list[Any],
         access_blob: dict[str, Any] | None = None,
+        register: bool = False,
     ) -> Any:
         """Create a child (with its storage, for data-source-backed families); return its adapter.
 

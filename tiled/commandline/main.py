@@ -6,11 +6,13 @@ import typer
 
 from .._version import __version__
 from .api_key import api_key_app
+from .catalog import catalog_app
 from .serve import serve_app
 
 cli_app = typer.Typer(no_args_is_help=True, add_completion=False)
 cli_app.add_typer(serve_app, name="serve")
 cli_app.add_typer(api_key_app, name="api_key")
+cli_app.add_typer(catalog_app, name="catalog")
 
 
 def _print_version(value: bool) -> None:

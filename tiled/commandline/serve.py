@@ -1,4 +1,4 @@
-"""``tiled serve demo`` and ``tiled serve pyobject``."""
+"""``tiled serve demo|pyobject|catalog|config``: run a server in the foreground."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import errno
 import os
 import secrets
 import socket
+import tempfile
+from pathlib import Path
 
 import typer
 
@@ -31,14 +33,15 @@ def _check_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port}: {err.strerror}")
 
 
-def _run(app, host: str, port: int, verbose: bool, url: str) -> None:
+def _run(app, host: str, port: int, verbose: bool, url: str, **uvicorn_kwargs) -> None:
     import uvicorn
 
     _check_port(host, port)
     typer.echo(f"\n    Tiled server is running at: {url}\n", err=True)
     from ..server.logging import install as redact_secrets_in_logs
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning")
+    log_level = "info" if verbose else uvicorn_kwargs.pop("log_level", "warning")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_kwargs)
     server = uvicorn.Server(config)  # configures logging; the filter goes on afterwards
     redact_secrets_in_logs()
     server.run()
@@ -88,3 +91,231 @@ def serve_pyobject(
         tree, authentication={"single_user_api_key": key, "allow_anonymous_access": public}
     )
     _run(app, host, port, verbose, _url(host, port, None if api_key else key))
+
+
+PUBLIC = typer.Option(False, "--public", help="Allow anonymous read access.")
+API_KEY = typer.Option(
+    None,
+    "--api-key",
+    help="The single-user API key (default: $TILED_SINGLE_USER_API_KEY or random).",
+)
+SCALABLE = typer.Option(
+    False, "--scalable", help="Check that the configuration works with several server processes."
+)
+
+
+def _fail_lines(problems: list[str]) -> None:
+    for problem in problems:
+        typer.echo(f"Error: {problem}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def _single_user_key(api_key: str | None) -> tuple[str, str | None]:
+    """The key to use, and the key to show in the URL (None when given with --api-key)."""
+    key = api_key or os.environ.get("TILED_SINGLE_USER_API_KEY") or secrets.token_hex(32)
+    if not key.isalnum() or not key.isascii():
+        source = "--api-key" if api_key else "TILED_SINGLE_USER_API_KEY"
+        _fail(f"{source} must be letters and digits only")
+    return key, None if api_key else key
+
+
+def _build_from_config(config, scalable: bool, where: str | None = None):
+    from ..config import ConfigError
+    from ..server.app import build_app_from_config
+    from ..server.authentication import UnscalableConfig
+
+    prefix = f"{where}: " if where else ""
+    try:
+        return build_app_from_config(config, scalable=scalable)
+    except ConfigError as err:
+        _fail_lines([f"{prefix}{problem}" for problem in err.problems])
+    except (UnscalableConfig, ValueError) as err:
+        _fail(f"{prefix}{_first_line(err)}")
+
+
+def _mounted_catalogs(app) -> list:
+    try:
+        from ..catalog import CatalogRootAdapter
+    except ImportError:
+        return []
+    root = app.state.root_tree
+    mounted = getattr(root, "mounted_trees", [("/", root)])
+    return [(path, tree) for path, tree in mounted if isinstance(tree, CatalogRootAdapter)]
+
+
+def _check_catalogs(app) -> None:
+    """Open each catalog once before serving, so a missing or unreadable database is one line
+    here rather than a traceback from the server's startup."""
+    import asyncio
+
+    catalogs = _mounted_catalogs(app)
+
+    async def open_and_close(tree) -> None:
+        try:
+            for task in tree.startup_tasks:
+                await task()
+        finally:
+            for task in tree.shutdown_tasks:
+                await task()
+
+    for path, tree in catalogs:
+        where = "" if path == "/" else f" (mounted at {path})"
+        _check_sqlite_file(getattr(tree, "catalog", None), where)
+        try:
+            asyncio.run(open_and_close(tree))
+        except Exception as err:
+            _fail(f"cannot open the catalog{where}: {_first_line(err)}")
+
+
+def _check_sqlite_file(catalog, where: str) -> None:
+    # Opening a missing SQLite file would create an empty one; refuse before that happens.
+    url = getattr(catalog, "url", None)
+    if url is None or getattr(catalog, "init_if_not_exists", True):
+        return
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        if not database.startswith("file:") and not Path(database).exists():
+            _fail(
+                f"no catalog database at {database}{where}: create one with "
+                f"`tiled catalog init {database}`, or set init_if_not_exists"
+            )
+
+
+def _local_path(value: str) -> str:
+    """Plain paths are made absolute (against the working directory); URIs are left alone."""
+    return value if "://" in value else str(Path(value).expanduser().absolute())
+
+
+@serve_app.command("catalog")
+def serve_catalog(
+    database: str | None = typer.Argument(
+        None, help="The catalog database: a SQLite file path or a sqlite:/// or postgresql:// URI."
+    ),
+    init: bool = typer.Option(False, "--init", help="Create the catalog if it does not exist."),
+    temp: bool = typer.Option(
+        False, "--temp", help="Serve a new, writable catalog in a temporary directory."
+    ),
+    write: list[str] | None = typer.Option(
+        None,
+        "--write",
+        "-w",
+        help="Writable storage: a directory for new data (repeatable; the first is used).",
+    ),
+    read: list[str] | None = typer.Option(
+        None,
+        "--read",
+        "-r",
+        help="Readable storage: a directory whose files may be registered (repeatable).",
+    ),
+    public: bool = PUBLIC,
+    api_key: str | None = API_KEY,
+    host: str = HOST,
+    port: int = PORT,
+    scalable: bool = SCALABLE,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Serve a SQL catalog (read-only unless --write or --temp)."""
+    from ..config import ConfigError, validate_config
+
+    writable = [_local_path(item) for item in write or []]
+    if temp and database:
+        _fail("pass a DATABASE or --temp, not both")
+    if temp:
+        directory = Path(tempfile.mkdtemp(prefix="tiled-catalog-"))
+        uri = f"sqlite:///{directory / 'catalog.db'}"
+        writable.insert(0, str(directory / "data"))
+        init = True
+        typer.echo(f"Using a temporary catalog in {directory}", err=True)
+    elif database:
+        uri = database
+        if "://" not in database:
+            path = Path(database).expanduser().absolute()
+            if not path.exists() and not init:
+                _fail(
+                    f"no catalog database at {path}: create one with "
+                    f"`tiled catalog init {database}`, or pass --init"
+                )
+            uri = f"sqlite:///{path}"
+    else:
+        _fail("pass a DATABASE (a file path or URI), or --temp for a throw-away catalog")
+    key, shown = _single_user_key(api_key)
+    document = {
+        "catalog": {
+            "uri": uri,
+            "writable_storage": writable,
+            "readable_storage": [_local_path(item) for item in read or []],
+            "init_if_not_exists": init,
+        },
+        "authentication": {"single_user_api_key": key, "allow_anonymous_access": public},
+    }
+    try:
+        config = validate_config(document)
+    except ConfigError as err:
+        _fail_lines(err.problems)
+    app = _build_from_config(config, scalable)
+    _check_catalogs(app)
+    _run(app, host, port, verbose, _url(host, port, shown))
+
+
+@serve_app.command("config")
+def serve_config(
+    config_path: str | None = typer.Argument(
+        None,
+        help="A YAML file, or a directory of them (default: $TILED_CONFIG or ./config.yml).",
+    ),
+    public: bool = PUBLIC,
+    api_key: str | None = API_KEY,
+    host: str | None = typer.Option(
+        None, "--host", help="Address to bind (overrides uvicorn.host; default 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", help="Port to bind (overrides uvicorn.port; default 8000)."
+    ),
+    scalable: bool = SCALABLE,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Serve what a configuration file describes (see the configuration how-to)."""
+    import inspect
+
+    import uvicorn
+
+    from ..config import ConfigError, parse_configs
+
+    path = config_path or os.environ.get("TILED_CONFIG") or "config.yml"
+    try:
+        config = parse_configs(path)
+    except ConfigError as err:
+        _fail_lines(err.problems)
+    shown = None
+    if config.authentication.providers:
+        if api_key is not None:
+            _fail("--api-key is for single-user servers; this configuration has login providers")
+        config = config.with_overrides(public=public)
+    else:
+        configured = config.authentication.single_user_api_key
+        if configured and api_key is None:
+            key = configured
+        else:
+            key, shown = _single_user_key(api_key)
+        config = config.with_overrides(public=public, api_key=key)
+    server = config.uvicorn
+    if server.workers and server.workers > 1:
+        _fail(
+            "uvicorn.workers > 1 is not supported by `tiled serve config`; run "
+            "`uvicorn --factory tiled.server.app:app_factory --workers N` with TILED_CONFIG set"
+        )
+    extra = server.uvicorn_kwargs()
+    accepted = set(inspect.signature(uvicorn.Config).parameters) - {"app", "host", "port"}
+    unknown = sorted(set(extra) - accepted)
+    if unknown:
+        _fail(f"{path}: uvicorn does not accept the setting(s) {unknown}")
+    app = _build_from_config(config, scalable, where=path)
+    _check_catalogs(app)
+    host = host or server.host or "127.0.0.1"
+    port = port if port is not None else (server.port if server.port is not None else 8000)
+    _run(app, host, port, verbose, _url(host, port, shown), **extra)

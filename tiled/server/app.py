@@ -137,3 +137,39 @@ def build_app(
             expose_headers=["ETag", "Content-Length", "Content-Range"],
         )
     return app
+
+
+def build_app_from_config(
+    config: Any, scalable: bool = False, *, source_filepath: str | os.PathLike | None = None
+) -> FastAPI:
+    """Build the application a configuration describes.
+
+    ``config`` is a :class:`tiled.config.Config` (as returned by ``parse_configs``) or a plain
+    dict of the same keys, e.g. ``{"trees": [{"path": "/", "tree": "pkg.mod:tree"}]}``.
+    Raises :class:`tiled.config.ConfigError` for an unusable configuration.
+    """
+    from ..config import construct_build_app_kwargs
+
+    kwargs = construct_build_app_kwargs(config, source_filepath=source_filepath)
+    return build_app(**kwargs, scalable=scalable)
+
+
+def app_factory() -> FastAPI:
+    """The application of the configuration at ``$TILED_CONFIG`` (default ``config.yml``).
+
+    For ASGI servers that import an application factory, e.g.
+    ``uvicorn --factory tiled.server.app:app_factory`` or gunicorn with uvicorn workers.
+    """
+    from ..config import parse_configs
+
+    path = os.environ.get("TILED_CONFIG", "config.yml")
+    return build_app_from_config(parse_configs(path))
+
+
+def __getattr__(name: str) -> Any:
+    # ``tiled.server.app:app``, built from $TILED_CONFIG on first access (not at import).
+    if name == "app":
+        application = app_factory()
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

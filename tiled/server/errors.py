@@ -20,6 +20,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.InvalidSlice, 422),
+    (errors.InvalidKey, 422),
     (errors.BadRequest, 400),
 ]
 

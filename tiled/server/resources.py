@@ -81,6 +81,7 @@ class ResourceContext:
     omit_links: bool = False
     select_metadata: Callable[[dict], Any] | None = None
     max_depth: int = MAX_INLINE_DEPTH
+    include_data_sources: bool = False
 
     def path_parts_of(self, key: str) -> tuple[str, ...]:
         return self.path_parts + (key,)
@@ -116,7 +117,7 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
         "structure": structure,
         "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
         "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
-        "data_sources": None,
+        "data_sources": _data_sources(adapter) if context.include_data_sources else None,
     }
     links = None
     if not context.omit_links:
@@ -131,6 +132,11 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
         "links": links,
         "meta": None,
     }
+
+
+def _data_sources(adapter: Any) -> list[dict[str, Any]] | None:
+    data_sources = getattr(adapter, "data_sources", None)  # only storage-backed nodes have them
+    return [ds.to_json() for ds in data_sources()] if callable(data_sources) else None
 
 
 def _sorting(adapter: Any) -> list[dict[str, Any]] | None:

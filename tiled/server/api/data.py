@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from ...errors import BadRequest, InvalidSlice
+from ...errors import BadRequest, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
 from ..dependencies import ArrayNode, ContainerNode, GroupNode, Node, TableNode
@@ -213,17 +213,18 @@ async def table_full(
     return await _encoded(request, node, lambda: node.adapter.read(fields=columns), encoding)
 
 
-def _subset(adapter: Any, keys: list[str] | None) -> Any:
+async def _subset(adapter: Any, keys: list[str] | None) -> Any:
     if not keys:
         return adapter
     from ...adapters.mapping import MapAdapter
 
-    missing = [k for k in keys if k not in adapter]
-    if missing:
-        raise BadRequest(f"No such field(s) {missing}")
-    return MapAdapter(
-        {k: adapter[k] for k in keys}, metadata=adapter.metadata(), specs=adapter.specs
-    )
+    members = {}
+    for key in keys:
+        try:
+            members[key] = await adapter.zarr_member(key)
+        except NoSuchEntry:
+            raise BadRequest(f"No such field {key!r}") from None
+    return MapAdapter(members, metadata=adapter.metadata(), specs=adapter.specs)
 
 
 @router.get("/container/full/{path:path}")
@@ -231,7 +232,7 @@ def _subset(adapter: Any, keys: list[str] | None) -> Any:
 async def container_full(
     request: Request, node: ContainerNode, encoding: EncodingParams, body: Columns = None
 ):
-    target = _subset(node.subtree(), request.query_params.getlist("field") or body)
+    target = await _subset(node.subtree(), request.query_params.getlist("field") or body)
     return await _encoded(request, node, lambda: target, encoding, target=target)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -26,7 +27,9 @@ class ResourceOptions:
         select_metadata: str | None = None,
         omit_links: bool = False,
         max_depth: int = MAX_INLINE_DEPTH,
+        include_data_sources: bool = False,
     ):
+        self.include_data_sources = include_data_sources
         self.fields = frozenset(fields) if fields is not None else ALL_FIELDS
         self.select_metadata = _compile_jmespath(select_metadata)
         self.omit_links = omit_links
@@ -40,6 +43,7 @@ class ResourceOptions:
             self.omit_links,
             self.select_metadata,
             self.max_depth,
+            self.include_data_sources,
         )
 
 
@@ -68,6 +72,10 @@ async def metadata(request: Request, node: MetadataNode, root_path: bool = False
     )
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1", "yes")
+
+
 def _options_from(request: Request) -> dict[str, Any]:
     params = request.query_params
     fields = params.getlist("fields")
@@ -82,6 +90,7 @@ def _options_from(request: Request) -> dict[str, Any]:
         "select_metadata": params.get("select_metadata"),
         "omit_links": params.get("omit_links", "false").lower() in ("true", "1", "yes"),
         "max_depth": int(max_depth),
+        "include_data_sources": _flag(params.get("include_data_sources")),
     }
 
 
@@ -183,4 +192,6 @@ async def distinct(
     result = get_distinct(
         metadata=metadata, structure_families=structure_families, specs=specs, counts=counts
     )
+    if inspect.isawaitable(result):  # a catalog answers with a query
+        result = await result
     return document_response(request, result)

@@ -83,6 +83,7 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     child = await parent.create_node(
         key=body.id, structure_family=body.structure_family, metadata=body.metadata,
         specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=body.access_blob,
+        register=register,
     )  # fmt: skip
     key = child.key if hasattr(child, "key") else body.id
     path = "/".join((*node.path_parts, key))

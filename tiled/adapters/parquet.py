@@ -1,0 +1,182 @@
+"""Tables stored as Parquet files, one file per row partition.
+
+Reading goes through the in-memory table adapter's partition interface, so the column
+adapters and their zarr view (1-d arrays chunked along partitions) are shared; only
+partitions a request touches are read, and lengths come from the Parquet footers.
+A partition whose file does not exist yet reads as an empty frame of the table's schema.
+
+Writes are validated against the table's Arrow schema before any file is touched, then the
+files are replaced atomically (see :mod:`tiled.adapters.files`).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy
+import pandas
+import pyarrow
+import pyarrow.parquet
+
+from ..errors import BadRequest
+from ..structures.table import TableStructure
+from .base import TableAdapterBase
+from .files import FileTransaction, locked, path_from_uri, staged
+from .table import TableAdapter, _Partitions
+
+PARQUET_MIMETYPE = "application/x-parquet"
+
+
+class _ParquetPartitions(_Partitions):
+    """Partitions read from Parquet files when asked for; missing files are empty."""
+
+    def __init__(self, paths: Sequence[Path], meta: pandas.DataFrame):
+        self.paths = [Path(p) for p in paths]
+        self.meta = meta
+        self._lengths: tuple[int, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def frames(self) -> list[Path]:  # what the column adapters inspect: not in memory
+        return self.paths
+
+    def read(self, index: int, fields: Sequence[str] | None = None) -> pandas.DataFrame:
+        path = self.paths[index]
+        columns = list(fields) if fields is not None else None
+        if not path.exists():
+            return self.meta if columns is None else self.meta[columns]
+        table = pyarrow.parquet.read_table(path, columns=columns, use_pandas_metadata=True)
+        return table.to_pandas()
+
+    def column(self, index: int, name: str) -> pandas.Series:
+        return self.read(index, [name])[name]
+
+    def dtype(self, column: str) -> Any:
+        return self.meta.dtypes[column]
+
+    @property
+    def lengths_known(self) -> bool:
+        return self._lengths is not None
+
+    def _compute_lengths(self) -> tuple[int, ...]:
+        return tuple(
+            pyarrow.parquet.read_metadata(p).num_rows if p.exists() else 0 for p in self.paths
+        )
+
+    def forget_lengths(self) -> None:
+        self._lengths = None
+
+
+class ParquetTableAdapter(TableAdapter):
+    """A table whose partitions are Parquet files (``data_uris``, one per partition)."""
+
+    def __init__(
+        self, data_uris: Sequence[str], structure: TableStructure, *, metadata=None, specs=None
+    ):
+        TableAdapterBase.__init__(self, structure, metadata=metadata, specs=specs)
+        paths = [path_from_uri(uri) for uri in data_uris]
+        if len(paths) != structure.npartitions:
+            raise BadRequest(
+                f"A table of {structure.npartitions} partitions needs as many files, got {len(paths)}"
+            )
+        self._partitions = _ParquetPartitions(paths, structure.meta)
+        self._columns = {}
+
+    @classmethod
+    def from_uris(
+        cls, *data_uris: str, structure: TableStructure | None = None, **kwargs: Any
+    ) -> ParquetTableAdapter:
+        if structure is None:
+            schema = pyarrow.parquet.read_schema(path_from_uri(data_uris[0]))
+            structure = TableStructure.from_arrow_schema(schema, len(data_uris))
+        return cls(data_uris, structure, **kwargs)
+
+    @property
+    def paths(self) -> list[Path]:
+        return self._partitions.paths
+
+    def read(self, fields: Sequence[str] | None = None) -> pandas.DataFrame:
+        frame = super().read(fields)
+        index = (self.structure().arrow_schema_decoded.pandas_metadata or {}).get("index_columns")
+        if not any(isinstance(column, str) for column in index or ()):
+            # Unnamed row numbers are not stored; number the rows of the whole table instead
+            # of repeating each partition's 0..n.
+            frame = frame.reset_index(drop=True)
+        return frame
+
+    # --- writing (blocking: callers run these on a worker thread) ---
+
+    def write_frames(self, frames: dict[int, pandas.DataFrame]) -> None:
+        """Replace the given partitions, all of them or (on any failure) none."""
+        for partition in frames:
+            self._check_partition(partition)
+        tables = {i: to_arrow(frame, self.structure()) for i, frame in frames.items()}
+        payloads = {i: _parquet_bytes(table) for i, table in tables.items()}
+        directory = self.paths[0].parent
+        with locked(directory), staged(directory) as transaction:
+            for i, payload in payloads.items():
+                transaction.write(self.paths[i], payload)
+        self._partitions.forget_lengths()
+
+    def write_all(self, frame: pandas.DataFrame) -> None:
+        """Replace the whole table, splitting rows evenly over the partitions."""
+        count = self.structure().npartitions
+        if count < 1:
+            raise BadRequest("This table has no partitions to write to")
+        bounds = numpy.linspace(0, len(frame), count + 1).astype(int)
+        frames = {i: frame.iloc[bounds[i] : bounds[i + 1]] for i in range(count)}
+        self.write_frames(frames)
+
+    def append_frame(self, frame: pandas.DataFrame, partition: int) -> None:
+        """Add rows at the end of one partition."""
+        self._check_partition(partition)
+        table = to_arrow(frame, self.structure())
+        path = self.paths[partition]
+        with locked(path.parent), staged(path.parent) as transaction:
+            _append_staged(transaction, path, table)
+        self._partitions.forget_lengths()
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.structure().npartitions:
+            raise BadRequest(f"Partition {partition} out of range")
+
+    def __repr__(self) -> str:
+        return (
+            f"<ParquetTableAdapter {list(self.structure().columns)} npartitions={len(self.paths)}>"
+        )
+
+
+def _append_staged(transaction: FileTransaction, path: Path, table: pyarrow.Table) -> None:
+    if path.exists():
+        existing = pyarrow.parquet.read_table(path)
+        table = pyarrow.concat_tables([existing, table.cast(existing.schema)])
+    transaction.write(path, _parquet_bytes(table))
+
+
+def to_arrow(frame: pandas.DataFrame, structure: TableStructure) -> pyarrow.Table:
+    """``frame`` as Arrow in the table's schema; refuses other columns or unsafe casts."""
+    names = [str(c) for c in frame.columns]
+    if sorted(names) != sorted(structure.columns) or len(set(names)) != len(names):
+        raise BadRequest(f"Expected the columns {list(structure.columns)}, got {names}")
+    frame = frame.rename(columns=str)[list(structure.columns)]
+    schema = structure.arrow_schema_decoded
+    try:
+        table = pyarrow.Table.from_pandas(frame, schema=schema, safe=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, KeyError, ValueError) as err:
+        raise BadRequest(f"The data do not fit the table's schema: {err}") from None
+    if not table.schema.equals(schema, check_metadata=False):
+        raise BadRequest(f"The data have the schema {table.schema}, expected {schema}")
+    return table
+
+
+def _parquet_bytes(table: pyarrow.Table) -> memoryview:
+    sink = io.BytesIO()
+    pyarrow.parquet.write_table(table, sink)
+    return sink.getbuffer()
+
+
+__all__ = ["PARQUET_MIMETYPE", "ParquetTableAdapter", "to_arrow"]

@@ -1,0 +1,100 @@
+"""The SQL catalog: a tree of nodes kept in SQLite or PostgreSQL, data in server storage.
+
+::
+
+    from tiled.catalog import from_uri, in_memory
+
+    tree = from_uri("sqlite:///catalog.db", writable_storage="data/", init_if_not_exists=True)
+    tree = in_memory(writable_storage=tmp_path)
+
+Both return the root container adapter synchronously; the database is first touched by the
+first async call (or the server's startup task). See ``docs/source/explanation/architecture.md``
+for the layout: ``orm`` (tables), ``database`` (engines, migrations), ``queries`` (query -> SQL),
+``records`` (rows -> records), ``container`` and ``nodes`` (adapters), ``creation``, ``storage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .container import CatalogContainerAdapter, CatalogRootAdapter
+from .core import Catalog
+from .database import async_url, initialize_database, upgrade_database
+from .errors import DatabaseNotInitialized, InvalidKey, WouldDeleteData
+from .mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
+from .storage import storage_paths
+
+__all__ = [
+    "CatalogContainerAdapter",
+    "CatalogRootAdapter",
+    "DatabaseNotInitialized",
+    "InvalidKey",
+    "WouldDeleteData",
+    "async_url",
+    "from_uri",
+    "in_memory",
+    "initialize_database",
+    "upgrade_database",
+]
+
+_POOL_OPTIONS = {"catalog_pool_size": "pool_size", "catalog_max_overflow": "max_overflow"}
+
+
+def from_uri(
+    uri: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    specs: list[Any] | None = None,
+    writable_storage: Any = None,
+    readable_storage: Any = None,
+    init_if_not_exists: bool = False,
+    adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
+    top_level_access_blob: dict[str, Any] | None = None,
+    **options: Any,
+) -> CatalogRootAdapter:
+    """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
+
+    ``writable_storage``: a directory (path or ``file://`` URI) or a list of them; new arrays
+    and tables go in the first. ``readable_storage``: directories from which files may be
+    registered. Upstream's pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
+    honoured; its other options (cache, webhooks, mount nodes) are accepted and ignored.
+    """
+    writable = storage_paths(writable_storage)
+    for directory in writable:
+        directory.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(
+        async_url(uri),
+        writable_storage=writable,
+        readable_storage=storage_paths(readable_storage),
+        init_if_not_exists=init_if_not_exists,
+        adapters_by_mimetype={**DEFAULT_ADAPTERS_BY_MIMETYPE, **(adapters_by_mimetype or {})},
+        pool_options={_POOL_OPTIONS[k]: v for k, v in options.items() if k in _POOL_OPTIONS},
+    )
+    return CatalogRootAdapter(
+        catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob
+    )
+
+
+def in_memory(
+    *,
+    metadata: dict[str, Any] | None = None,
+    specs: list[Any] | None = None,
+    writable_storage: Any = None,
+    readable_storage: Any = None,
+    adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
+    top_level_access_blob: dict[str, Any] | None = None,
+    **ignored: Any,
+) -> CatalogRootAdapter:
+    """A catalog in an in-memory SQLite database (gone with the process), schema created."""
+    return from_uri(
+        "sqlite+aiosqlite:///:memory:",
+        metadata=metadata,
+        specs=specs,
+        writable_storage=writable_storage,
+        readable_storage=readable_storage,
+        init_if_not_exists=True,
+        adapters_by_mimetype=adapters_by_mimetype,
+        top_level_access_blob=top_level_access_blob,
+    )

@@ -1,0 +1,384 @@
+"""Catalog containers: listings, lookups, search, sorting and distinct values answered in SQL.
+
+A container adapter holds no children: each listing is a query. ``search`` and ``sort``
+return variations carrying more SQL conditions or another order; ``filter`` (used by access
+policies) carries Python predicates applied lazily while pages of rows are read. Every method
+that touches the database is async: ``count``, ``keys_range``, ``items_range``, ``get``,
+``lookup_adapter``, ``get_distinct``, ``create_node``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, false, func, or_, select
+
+from ..adapters.base import ContainerAdapterBase, _attrs_of_xarray_node, is_group
+from ..adapters.mapping import _MISSING, SortingItem, _distinct, lookup_dotted, normalize_sorting
+from ..errors import NoSuchEntry
+from ..queries import SpecsQuery
+from ..structures.core import Spec, StructureFamily
+from ..utils import run_sync
+from .core import Catalog, NodeRecord, join_path
+from .creation import create_child
+from .nodes import CatalogNode, open_leaf
+from .orm import nodes
+from .queries import condition_for
+from .records import fetch_records, records_query
+
+DEFAULT_SORTING = (SortingItem("", 1),)
+_GIVEN_ORDER = frozenset({"", "_"})
+PAGE = 100  # rows read at a time when Python predicates filter a listing
+
+Predicate = Callable[[str, Any], bool]
+
+
+@dataclass(frozen=True)
+class CatalogContainerStructure:
+    """A container's structure: its number of children (None when not known without a query)."""
+
+    count: int | None
+
+    def to_json(self, contents: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"contents": contents, "count": self.count}
+
+
+class CatalogContainerBase(ContainerAdapterBase):
+    """The listing, search and creation shared by the root and the container nodes."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        segments: tuple[str, ...],
+        *,
+        metadata: dict[str, Any] | None = None,
+        specs: Any = None,
+        access_blob: dict[str, Any] | None = None,
+        child_count: int | None = None,
+    ):
+        super().__init__(None, metadata=metadata, specs=specs)
+        self._catalog = catalog
+        self._segments = tuple(segments)
+        self._path = "/".join(self._segments)
+        self.access_blob = access_blob
+        self._child_count = child_count
+        self._conditions: tuple[Any, ...] = ()
+        self._predicates: tuple[Predicate, ...] = ()
+        self.sorting: list[SortingItem] = list(DEFAULT_SORTING)
+        self.must_revalidate = True
+
+    # --- variations ---
+
+    def new_variation(self, **changes: Any) -> CatalogContainerBase:
+        variation = copy.copy(self)
+        for name, value in changes.items():
+            setattr(variation, name, value)
+        return variation
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether this is the node's own listing (no search, no filter)."""
+        return not self._conditions and not self._predicates
+
+    def search(self, query: Any) -> CatalogContainerBase:
+        """A variation listing only the children matching ``query`` (evaluated in SQL)."""
+        condition = condition_for(query, self._catalog.dialect)
+        return self.new_variation(_conditions=(*self._conditions, condition))
+
+    def sort(self, sorting: Iterable[Any]) -> CatalogContainerBase:
+        """A variation ordered by dotted metadata keys (missing values last); "" = insertion."""
+        items = normalize_sorting(sorting) or list(DEFAULT_SORTING)
+        return self.new_variation(sorting=items)
+
+    def filter(self, predicate: Predicate) -> CatalogContainerBase:
+        """A variation keeping the children for which ``predicate(key, child)`` is true."""
+        return self.new_variation(_predicates=(*self._predicates, predicate))
+
+    # --- structure ---
+
+    def structure(self) -> CatalogContainerStructure:
+        return CatalogContainerStructure(self._child_count if self.is_plain else None)
+
+    def __len__(self) -> int:
+        if self._child_count is None or not self.is_plain:
+            raise TypeError(
+                "The number of children of a catalog container needs a query: use `await count()`"
+            )
+        return self._child_count
+
+    # --- SQL ---
+
+    def _where(self) -> list[Any]:
+        return [nodes.c.parent == self._path, *self._conditions]
+
+    def _order_for(self, table: Any) -> list[Any]:
+        """The listing's ORDER BY on ``table`` (the nodes table or a subquery of it)."""
+        order: list[Any] = []
+        for item in self.sorting:
+            if item.key in _GIVEN_ORDER:
+                order.append(table.c.id.desc() if item.direction < 0 else table.c.id.asc())
+                return order
+            value = self._catalog.dialect.sort_key(table.c.metadata, item.key)
+            order += [value.is_(None), value.desc() if item.direction < 0 else value.asc()]
+        return [*order, table.c.id.asc()]
+
+    async def _records(self, offset: int, limit: int | None) -> list[NodeRecord]:
+        query = records_query(self._where(), self._order_for, offset, limit)
+        async with self._catalog.connect() as connection:
+            return await fetch_records(connection, query)
+
+    async def _adapters(self, records: list[NodeRecord]) -> list[tuple[str, Any]]:
+        return await adapters_for(self._catalog, records)
+
+    async def _sql_items(self, offset: int, limit: int | None) -> list[tuple[str, Any]]:
+        return await self._adapters(await self._records(offset, limit))
+
+    async def _visible_items(self) -> AsyncIterator[tuple[str, Any]]:
+        """Children passing the predicates, read a page at a time."""
+        offset = 0
+        while True:
+            page = await self._sql_items(offset, PAGE)
+            for key, child in page:
+                if all(predicate(key, child) for predicate in self._predicates):
+                    yield key, child
+            if len(page) < PAGE:
+                return
+            offset += PAGE
+
+    # --- listing ---
+
+    async def count(self) -> int:
+        if self._predicates:
+            return sum([1 async for _ in self._visible_items()])
+        if self.is_plain and self._child_count is not None:
+            return self._child_count
+        query = select(func.count()).select_from(nodes).where(*self._where())
+        async with self._catalog.connect() as connection:
+            return (await connection.execute(query)).scalar_one()
+
+    async def items_range(self, offset: int = 0, limit: int | None = None) -> list[tuple[str, Any]]:
+        if not self._predicates:
+            return await self._sql_items(offset, limit)
+        found: list[tuple[str, Any]] = []
+        position = 0
+        async for item in self._visible_items():
+            if limit is not None and len(found) >= limit:
+                break
+            if position >= offset:
+                found.append(item)
+            position += 1
+        return found
+
+    async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        if self._predicates:
+            return [key for key, _ in await self.items_range(offset, limit)]
+        query = select(nodes.c.key).where(*self._where()).order_by(*self._order_for(nodes))
+        query = query.offset(offset or None).limit(limit)
+        async with self._catalog.connect() as connection:
+            return list((await connection.execute(query)).scalars())
+
+    async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        return await self.keys_range(offset, limit)
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The child ``key`` if this (possibly searched or filtered) listing has it."""
+        query = records_query([*self._where(), nodes.c.key == key])
+        async with self._catalog.connect() as connection:
+            records = await fetch_records(connection, query)
+        if not records:
+            return default
+        ((_, child),) = await self._adapters(records)
+        if not all(predicate(key, child) for predicate in self._predicates):
+            return default
+        return child
+
+    async def zarr_member(self, key: str) -> Any:
+        child = await self.get(key)
+        if child is None:
+            raise NoSuchEntry(list((*self._segments, key)))
+        return child
+
+    async def lookup_adapter(self, segments: Sequence[str]) -> Any:
+        """The node at ``segments`` below this one, found with one query.
+
+        Navigation ignores searches and filters (as path lookups do everywhere); a path that
+        continues inside a table (its columns) costs one more query to find the table.
+        """
+        if not segments:
+            return self
+        path = join_path(self._path, "/".join(segments))
+        parent, _, key = path.rpartition("/")
+        async with self._catalog.connect() as connection:
+            records = await fetch_records(
+                connection, records_query([nodes.c.parent == parent, nodes.c.key == key])
+            )
+            if not records:
+                return await self._lookup_inside(connection, list(segments))
+        return (await self._adapters(records))[0][1]
+
+    async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
+        """A path that goes on below a node with members of its own (a table's columns)."""
+        prefixes = [join_path(self._path, "/".join(segments[:n])) for n in range(1, len(segments))]
+        pairs = [
+            and_(nodes.c.parent == p.rpartition("/")[0], nodes.c.key == p.rpartition("/")[2])
+            for p in prefixes
+        ]
+        records = (
+            await fetch_records(connection, records_query([or_(false(), *pairs)])) if pairs else []
+        )
+        deepest = max(records, key=lambda r: len(r.segments), default=None)
+        missing = NoSuchEntry(list((*self._segments, *segments)))
+        if deepest is None or deepest.structure_family == StructureFamily.container:
+            raise missing
+        ((_, node),) = await self._adapters([deepest])
+        if not is_group(node):
+            raise missing
+        rest = segments[len(deepest.segments) - len(self._segments) :]
+        return await node.lookup_adapter(rest)
+
+    # --- distinct values ---
+
+    async def get_distinct(
+        self, metadata: Sequence[str] = (), structure_families: bool = False,
+        specs: bool = False, counts: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Distinct metadata values, families and spec lists among the listed children."""
+        if self._predicates:
+            return await self._distinct_in_python(metadata, structure_families, specs, counts)
+        result: dict[str, Any] = {"metadata": None, "structure_families": None, "specs": None}
+        async with self._catalog.connect() as connection:
+            if metadata:
+                result["metadata"] = {
+                    key: await self._distinct(
+                        connection, self._catalog.dialect.json_value(nodes.c.metadata, key), counts
+                    )
+                    for key in metadata
+                }
+            if structure_families:
+                result["structure_families"] = await self._distinct(
+                    connection, nodes.c.structure_family, counts
+                )
+            if specs:
+                result["specs"] = await self._distinct(connection, nodes.c.specs, counts)
+        return result
+
+    async def _distinct(self, connection: Any, value: Any, counts: bool) -> list[dict[str, Any]]:
+        first = func.min(nodes.c.id)
+        query = (
+            select(value.label("value"), func.count().label("count"))
+            .where(*self._where(), value.is_not(None))
+            .group_by(value)
+            .order_by(first)
+        )
+        rows = (await connection.execute(query)).all()
+        if counts:
+            return [{"value": row.value, "count": row.count} for row in rows]
+        return [{"value": row.value} for row in rows]
+
+    async def _distinct_in_python(
+        self, metadata: Sequence[str], structure_families: bool, specs: bool, counts: bool
+    ) -> dict[str, Any]:
+        children = [child async for _, child in self._visible_items()]
+        result: dict[str, Any] = {"metadata": None, "structure_families": None, "specs": None}
+        if metadata:
+            result["metadata"] = {
+                key: _distinct(_values_at(children, key), counts) for key in metadata
+            }
+        if structure_families:
+            result["structure_families"] = _distinct(
+                (str(c.structure_family) for c in children), counts
+            )
+        if specs:
+            result["specs"] = _distinct(([s.to_json() for s in c.specs] for c in children), counts)
+        return result
+
+    # --- zarr ---
+
+    async def to_zarr_meta(self, options: Any = None) -> Any:
+        if not any(spec.name == "xarray_dataset" for spec in self.specs):
+            return await super().to_zarr_meta(options)
+        # The default asks for children synchronously; here they come from one query.
+        from ..structures.zarr_meta import ZarrGroupMeta
+
+        attributes = _attrs_of_xarray_node(self)
+        coordinates = await self.search(SpecsQuery(["xarray_coord"])).keys_range()
+        if coordinates and "coordinates" not in attributes:
+            attributes["coordinates"] = " ".join(coordinates)
+        return ZarrGroupMeta(attributes=attributes)
+
+    # --- writing ---
+
+    async def create_node(
+        self,
+        *,
+        key: str | None = None,
+        structure_family: StructureFamily | str,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Spec | str | dict] | None = None,
+        data_sources: Sequence[Any] = (),
+        access_blob: dict[str, Any] | None = None,
+        register: bool = False,
+    ) -> Any:
+        """Create a child with its storage; all or nothing. See :mod:`tiled.catalog.creation`."""
+        record = await create_child(
+            self._catalog, self._path, key=key, structure_family=structure_family,
+            metadata=metadata, specs=specs, data_sources=data_sources,
+            access_blob=access_blob, register=register,
+        )  # fmt: skip
+        if self._child_count is not None:
+            self._child_count += 1  # counts are a snapshot taken with the row; keep ours true
+        ((_, child),) = await self._adapters([record])
+        return child
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} /{self._path}>"
+
+
+def _values_at(children: list[Any], key: str) -> Iterable[Any]:
+    values = (lookup_dotted(child.metadata(), key) for child in children)
+    return (value for value in values if value is not _MISSING)
+
+
+class CatalogRootAdapter(CatalogContainerBase):
+    """The root of a catalog: its metadata is configuration, not a row."""
+
+    def __init__(self, catalog: Catalog, *, metadata=None, specs=None, access_blob=None):
+        super().__init__(catalog, (), metadata=metadata, specs=specs, access_blob=access_blob)
+        self.startup_tasks = [catalog.startup]
+        self.shutdown_tasks = [catalog.dispose]
+        self.background_tasks: list[Any] = []
+        self.include_routers: list[Any] = []
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    async def shutdown(self) -> None:
+        await self._catalog.dispose()
+
+
+class CatalogContainerAdapter(CatalogNode, CatalogContainerBase):
+    """A container node: a row with children, history and deletion."""
+
+    def __init__(self, catalog: Catalog, record: NodeRecord):
+        CatalogContainerBase.__init__(
+            self, catalog, record.segments, metadata=record.metadata, specs=record.specs,
+            access_blob=record.access_blob, child_count=record.child_count,
+        )  # fmt: skip
+        self.bind(catalog, record)
+
+
+async def adapters_for(catalog: Catalog, records: list[NodeRecord]) -> list[tuple[str, Any]]:
+    """``(key, adapter)`` per record; storage of data nodes is opened on one worker thread."""
+    leaves = [r for r in records if r.structure_family != StructureFamily.container]
+    opened = await run_sync(lambda: {r.id: open_leaf(catalog, r) for r in leaves}) if leaves else {}
+    return [
+        (r.key, opened[r.id] if r.id in opened else CatalogContainerAdapter(catalog, r))
+        for r in records
+    ]
+
+
+__all__ = ["CatalogContainerAdapter", "CatalogContainerStructure", "CatalogRootAdapter"]

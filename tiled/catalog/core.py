@@ -1,0 +1,179 @@
+"""What all nodes of one catalog share: the database, the storage roots and the write locks.
+
+The engine is created on first use, in the event loop that uses it (asyncpg connections
+belong to one loop; a test client or a second server loop gets its own engine). An in-memory
+SQLite database lives on one shared connection, so its transactions are serialized; a SQLite
+file admits one writer at a time, so writes are serialized in-process rather than left to
+fail with "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..structures.core import Spec, StructureFamily
+from ..structures.data_source import DataSource
+from .database import check_schema, create_engine, is_memory
+from .queries import DIALECTS
+
+
+def json_default(value: Any) -> Any:
+    """Numpy scalars and arrays in metadata are stored as the JSON values they hold."""
+    for method in ("tolist", "item"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default)
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; every time the catalog writes is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def join_path(parent: str, key: str) -> str:
+    return f"{parent}/{key}" if parent else key
+
+
+@dataclass
+class NodeRecord:
+    """One row of ``nodes`` with its data sources: everything an adapter is built from."""
+
+    id: int
+    parent: str
+    key: str
+    structure_family: StructureFamily
+    metadata: dict[str, Any]
+    specs: list[Spec]
+    access_blob: dict[str, Any] | None
+    time_created: datetime
+    time_updated: datetime
+    data_sources: list[DataSource] = field(default_factory=list)
+    child_count: int | None = None
+
+    @property
+    def path(self) -> str:
+        return join_path(self.parent, self.key)
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.path.split("/"))
+
+
+class _LoopState:
+    """Engine and locks belonging to one event loop."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.write_lock = asyncio.Lock()
+        self.node_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+
+class Catalog:
+    """The shared context of the adapters of one catalog."""
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        writable_storage: list[Path],
+        readable_storage: list[Path],
+        init_if_not_exists: bool = False,
+        adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
+        pool_options: dict[str, Any] | None = None,
+    ):
+        self.url = url
+        self.dialect = DIALECTS[url.get_backend_name()]
+        self.writable_storage = writable_storage
+        self.readable_storage = readable_storage
+        self.init_if_not_exists = init_if_not_exists
+        self.adapters_by_mimetype = dict(adapters_by_mimetype or {})
+        self.pool_options = dict(pool_options or {})
+        self._states: weakref.WeakKeyDictionary[Any, _LoopState] = weakref.WeakKeyDictionary()
+        self._shared_engine: AsyncEngine | None = None  # SQLite: one engine for every loop
+        self._schema_checked = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect.name == "sqlite"
+
+    @property
+    def serialize_all(self) -> bool:
+        """Whether every transaction must wait its turn (one shared in-memory connection)."""
+        return is_memory(self.url)
+
+    def _new_engine(self) -> AsyncEngine:
+        if self.is_sqlite and self._shared_engine is not None:
+            return self._shared_engine
+        engine = create_engine(self.url, **self.pool_options, json_serializer=dumps)
+        if self.is_sqlite:
+            self._shared_engine = engine
+        return engine
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState(self._new_engine())
+        return state
+
+    def current_engine(self) -> AsyncEngine:
+        """The engine of the running event loop (e.g. to attach SQLAlchemy event listeners)."""
+        return self._state().engine
+
+    @property
+    def writable_root(self) -> Path | None:
+        return self.writable_storage[0] if self.writable_storage else None
+
+    def node_lock(self, path: str) -> asyncio.Lock:
+        """The lock serializing writes to the data of node ``path`` within this process."""
+        locks = self._state().node_locks
+        lock = locks.get(path)
+        if lock is None:
+            lock = asyncio.Lock()
+            locks[path] = lock
+        return lock
+
+    async def _ensure_schema(self, connection: AsyncConnection) -> None:
+        if not self._schema_checked:
+            await check_schema(connection, self.url, self.init_if_not_exists)
+            await connection.commit()
+            self._schema_checked = True
+
+    @contextlib.asynccontextmanager
+    async def connect(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed on success and rolled back on error."""
+        state = self._state()
+        serialize = self.serialize_all or (write and self.is_sqlite) or not self._schema_checked
+        async with state.write_lock if serialize else contextlib.nullcontext():
+            async with state.engine.connect() as connection:
+                await self._ensure_schema(connection)
+                async with connection.begin():
+                    yield connection
+
+    async def startup(self) -> None:
+        async with self.connect():
+            pass  # a missing schema is reported when the server starts, not on first request
+
+    async def dispose(self) -> None:
+        for state in list(self._states.values()):
+            with contextlib.suppress(Exception):
+                await state.engine.dispose()
+        self._states.clear()
+        self._shared_engine = None

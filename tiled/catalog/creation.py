@@ -1,0 +1,232 @@
+"""Creating nodes: checked keys, data sources prepared, rows and storage all or nothing.
+
+The node and data-source rows are inserted in one transaction; storage for writable data is
+created inside that transaction, before the commit. If anything fails (a duplicate key, a
+storage error, the commit itself) the transaction is rolled back and the directories created
+for it are removed, so neither a row nor a file remains.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..adapters.files import path_from_uri
+from ..errors import BadRequest, Conflict, InvalidStructure, Unsupported
+from ..structures.core import StructureFamily, normalize_specs
+from ..structures.data_source import Asset, DataSource, Management
+from ..utils import run_sync
+from .core import Catalog, NodeRecord
+from .errors import InvalidKey
+from .orm import assets, data_source_asset_association, data_sources, nodes, utcnow
+from .records import structure_from_json
+from .storage import (
+    check_readable,
+    check_writable_source,
+    create_storage,
+    new_directory,
+    remove_directories,
+)
+
+# Names a zarr client reads as documents of the parent, so a child by that name is unreachable.
+RESERVED_KEYS = frozenset({".", "..", "zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+MAX_KEY_LENGTH = 255
+
+
+def check_key(key: Any) -> str:
+    """``key`` if it can name a node in a path and a URL; else :class:`InvalidKey`."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("A key must be a non-empty string")
+    if "/" in key:
+        raise InvalidKey(f"A key may not contain '/': {key!r}")
+    if key in RESERVED_KEYS:
+        raise InvalidKey(f"The key {key!r} is reserved")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in key):
+        raise InvalidKey(f"A key may not contain control characters: {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"A key may have at most {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def as_data_source(value: Any, family: StructureFamily) -> DataSource:
+    """A :class:`DataSource` from one, or from its JSON form; structures parsed by family."""
+    if isinstance(value, dict):
+        known = {k: value[k] for k in ("id", "mimetype", "parameters", "properties") if k in value}
+        value = DataSource(
+            structure_family=StructureFamily(value.get("structure_family", family)),
+            structure=value.get("structure"),
+            assets=[Asset.from_json(a) for a in value.get("assets") or []],
+            management=Management(value.get("management", "writable")),
+            **known,
+        )
+    if not isinstance(value, DataSource):
+        raise BadRequest(f"Not a data source: {value!r}")
+    if StructureFamily(value.structure_family) != family:
+        raise BadRequest(
+            f"A {family.value} node needs a {family.value} data source, not {value.structure_family}"
+        )
+    if isinstance(value.structure, dict):
+        value = replace(value, structure=structure_from_json(family.value, value.structure))
+    return value
+
+
+def _check_sources(family: StructureFamily, sources: list[DataSource], register: bool) -> None:
+    if family == StructureFamily.container:
+        if sources:
+            raise BadRequest("A container has no data sources")
+        return
+    if len(sources) != 1:
+        raise BadRequest(f"A {family.value} node needs exactly one data source, got {len(sources)}")
+    if sources[0].assets and not register:
+        raise BadRequest("Data sources with assets must be registered (register=True)")
+
+
+def _registered(catalog: Catalog, source: DataSource) -> DataSource:
+    """An external data source checked by opening it; its structure read if not given."""
+    factory = catalog.adapters_by_mimetype.get(source.mimetype or "")
+    if factory is None:
+        raise BadRequest(
+            f"Cannot register data of type {source.mimetype!r}; "
+            f"known types: {sorted(catalog.adapters_by_mimetype)}"
+        )
+    roots = catalog.readable_storage + catalog.writable_storage
+    check_readable([path_from_uri(a.data_uri) for a in source.assets], roots)
+    adapter = factory(source, metadata={}, specs=[])
+    management = (
+        Management.external if source.management == Management.writable else source.management
+    )
+    return replace(source, structure=adapter.structure(), management=management)
+
+
+def _storage_directory(catalog: Catalog, source: DataSource) -> Path | None:
+    """Where a writable data source will be stored; None for registered data."""
+    if source.assets:
+        return None
+    if catalog.writable_root is None:
+        raise Unsupported("This catalog has no writable storage")
+    check_writable_source(source)
+    return new_directory(catalog.writable_root)
+
+
+def _materialize(catalog: Catalog, source: DataSource, directory: Path | None) -> DataSource:
+    """The data source as stored: registered data checked, writable storage created."""
+    if directory is None:
+        return _registered(catalog, source)
+    return create_storage(directory, source)
+
+
+async def _insert_node(connection: Any, record: NodeRecord) -> int:
+    query = nodes.insert().values(
+        parent=record.parent, key=record.key, structure_family=record.structure_family.value,
+        metadata=record.metadata, specs=[s.to_json() for s in record.specs],
+        access_blob=record.access_blob, time_created=record.time_created,
+        time_updated=record.time_updated,
+    )  # fmt: skip
+    return (await connection.execute(query.returning(nodes.c.id))).scalar_one()
+
+
+async def _asset_id(connection: Any, asset: Asset) -> int:
+    # The same file may back several registered nodes: one asset row, several associations.
+    found = await connection.execute(select(assets.c.id).where(assets.c.data_uri == asset.data_uri))
+    existing = found.scalar_one_or_none()
+    if existing is not None:
+        return existing
+    query = assets.insert().values(
+        data_uri=asset.data_uri, is_directory=asset.is_directory, size=asset.size
+    )
+    return (await connection.execute(query.returning(assets.c.id))).scalar_one()
+
+
+async def _insert_data_source(connection: Any, node_id: int, source: DataSource) -> DataSource:
+    structure = (
+        source.structure.to_json() if hasattr(source.structure, "to_json") else source.structure
+    )
+    query = data_sources.insert().values(
+        node_id=node_id, structure_family=StructureFamily(source.structure_family).value,
+        structure=structure, mimetype=source.mimetype, parameters=source.parameters,
+        properties=source.properties, management=Management(source.management).value,
+    )  # fmt: skip
+    source_id = (await connection.execute(query.returning(data_sources.c.id))).scalar_one()
+    stored = []
+    for asset in source.assets:
+        asset_id = await _asset_id(connection, asset)
+        await connection.execute(
+            data_source_asset_association.insert().values(
+                data_source_id=source_id,
+                asset_id=asset_id,
+                parameter=asset.parameter,
+                num=asset.num,
+            )
+        )
+        stored.append(replace(asset, id=asset_id))
+    return replace(source, id=source_id, assets=stored)
+
+
+def _new_record(
+    parent: str, key: str | None, structure_family: Any, metadata: Any, specs: Any, access_blob: Any
+) -> NodeRecord:
+    try:
+        family = StructureFamily(structure_family)
+        checked_specs = normalize_specs(specs)
+    except (ValueError, TypeError, KeyError) as err:
+        raise BadRequest(str(err)) from None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("metadata must be a JSON object")
+    now = utcnow()
+    return NodeRecord(
+        id=0, parent=parent, key=new_key() if key is None else check_key(key),
+        structure_family=family, metadata=dict(metadata or {}), specs=checked_specs,
+        access_blob=access_blob, time_created=now, time_updated=now,
+        child_count=0 if family == StructureFamily.container else None,
+    )  # fmt: skip
+
+
+async def create_child(
+    catalog: Catalog,
+    parent: str,
+    *,
+    key: str | None,
+    structure_family: Any,
+    metadata: dict[str, Any] | None,
+    specs: Sequence[Any] | None,
+    data_sources: Sequence[Any],
+    access_blob: dict[str, Any] | None,
+    register: bool,
+) -> NodeRecord:
+    """Insert a child of ``parent`` and create its storage; return its record."""
+    record = _new_record(parent, key, structure_family, metadata, specs, access_blob)
+    try:
+        sources = [as_data_source(ds, record.structure_family) for ds in data_sources]
+    except (InvalidStructure, ValueError, KeyError, TypeError) as err:
+        raise BadRequest(f"Invalid data source: {err}") from None
+    _check_sources(record.structure_family, sources, register)
+    directories: list[Path] = []
+    try:
+        async with catalog.connect(write=True) as connection:
+            record.id = await _insert_node(connection, record)
+            for source in sources:
+                directory = _storage_directory(catalog, source)
+                if directory is not None:
+                    directories.append(directory)  # known before anything is created in it
+                described = await run_sync(_materialize, catalog, source, directory)
+                record.data_sources.append(
+                    await _insert_data_source(connection, record.id, described)
+                )
+    except BaseException as err:
+        # Synchronously: awaiting here could be cut short by a cancellation, leaving files.
+        remove_directories(directories)
+        if isinstance(err, IntegrityError):
+            raise Conflict(f"There is already a node named {record.key!r} in /{parent}") from None
+        raise
+    return record

@@ -1,0 +1,211 @@
+"""Connecting to the catalog database: URIs, engines, SQLite functions, schema and migrations.
+
+``initialize_database`` and ``upgrade_database`` are what ``tiled catalog init`` and
+``tiled catalog upgrade-database`` run. Both are coroutines because they share the async
+engine code with the server; a command line calls them through ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from .errors import DatabaseNotInitialized
+from .orm import TABLE_NAMES, metadata_obj
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MEMORY = "sqlite+aiosqlite:///:memory:"
+
+
+def async_url(uri: str | Path) -> URL:
+    """The SQLAlchemy URL with an async driver: sqlite -> aiosqlite, postgresql -> asyncpg.
+
+    A plain path (no ``://``) is a SQLite file.
+    """
+    text = str(uri)
+    if "://" not in text:
+        return make_url(f"sqlite+aiosqlite:///{text}")
+    url = make_url(text)
+    if url.drivername == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        return url.set(drivername="postgresql+asyncpg")
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(f"Unsupported catalog database URI {url.render_as_string()!r}")
+    return url
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(
+    url: URL, pool_size: int = 5, max_overflow: int = 10, json_serializer: Any = None
+) -> AsyncEngine:
+    options: dict[str, Any] = {"json_serializer": json_serializer} if json_serializer else {}
+    if is_memory(url):
+        # One connection shared by everyone, or each connection would see its own empty database.
+        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif url.get_backend_name() != "sqlite":
+        options.update(pool_size=pool_size, max_overflow=max_overflow)
+    engine = create_async_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _prepare_sqlite)
+    return engine
+
+
+# --- SQLite: settings and the Python functions the query translation calls ---------------------
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str, flags: int) -> re.Pattern:
+    return re.compile(pattern, flags)
+
+
+def _regexp(pattern: str | None, value: Any, ignore_case: int) -> int | None:
+    if pattern is None or not isinstance(value, str):
+        return None
+    flags = re.IGNORECASE if ignore_case else 0
+    return int(_compiled(pattern, flags).search(value) is not None)
+
+
+def metadata_words(metadata: Any) -> set[str]:
+    """The lower-cased words of every string value in a metadata document."""
+    if isinstance(metadata, str):
+        return set(metadata.lower().split())
+    if isinstance(metadata, dict):
+        metadata = list(metadata.values())
+    if isinstance(metadata, list):
+        return set().union(*(metadata_words(v) for v in metadata)) if metadata else set()
+    return set()
+
+
+def _fulltext(metadata_json: str | None, text: str) -> int:
+    if metadata_json is None:
+        return 0
+    wanted = set(text.lower().split())
+    return int(not wanted.isdisjoint(metadata_words(json.loads(metadata_json))))
+
+
+def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite has no regular expressions nor word search of JSON; these are Python functions.
+    dbapi_connection.create_function("tiled_regexp", 3, _regexp, deterministic=True)
+    dbapi_connection.create_function("tiled_fulltext", 2, _fulltext, deterministic=True)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")  # SQLite ignores ON DELETE CASCADE without it
+    cursor.close()
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+def _alembic_config(url: URL) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    # configparser reads "%" as interpolation.
+    rendered = url.render_as_string(hide_password=False).replace("%", "%%")
+    config.set_main_option("sqlalchemy.url", rendered)
+    return config
+
+
+def _stamp(connection: Any, url: URL, revision: str) -> None:
+    from alembic import command
+
+    config = _alembic_config(url)
+    config.attributes["connection"] = connection
+    command.stamp(config, revision)
+
+
+def _upgrade(connection: Any, url: URL, revision: str) -> None:
+    from alembic import command
+
+    config = _alembic_config(url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _current_revision(connection: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(make_url(_MEMORY))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def _has_tables(connection: Any) -> bool:
+    existing = set(inspect(connection).get_table_names())
+    return all(name in existing for name in TABLE_NAMES)
+
+
+def _initialize(connection: Any, url: URL) -> None:
+    if _current_revision(connection) is not None:
+        _upgrade(connection, url, "head")  # already managed by alembic: only move forward
+        return
+    metadata_obj.create_all(connection)
+    _stamp(connection, url, "head")
+
+
+async def initialize_database(uri: str | Path | AsyncEngine) -> None:
+    """Create the catalog's tables and mark the database as being at the newest revision.
+
+    Idempotent: on a database that already has the schema it only upgrades to the newest.
+    """
+    async with _engine_for(uri) as (engine, url):
+        async with engine.begin() as connection:
+            await connection.run_sync(_initialize, url)
+
+
+async def upgrade_database(uri: str | Path | AsyncEngine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (on an empty database, all of them)."""
+    async with _engine_for(uri) as (engine, url):
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade, url, revision)
+
+
+async def check_schema(connection: AsyncConnection, url: URL, init_if_not_exists: bool) -> None:
+    """Refuse to run on a database without the catalog schema, or create it if asked to."""
+    revision = await connection.run_sync(_current_revision)
+    if revision is None and not await connection.run_sync(_has_tables):
+        if not init_if_not_exists:
+            raise DatabaseNotInitialized(
+                f"The database {url.render_as_string()} has no catalog. Create it with "
+                "`tiled catalog init URI` or pass init_if_not_exists=True."
+            )
+        await connection.run_sync(_initialize, url)
+        return
+    head = head_revision()
+    if revision != head:
+        raise DatabaseNotInitialized(
+            f"The catalog database is at revision {revision!r}, this version of tiled needs "
+            f"{head!r}. Run `tiled catalog upgrade-database URI`."
+        )
+
+
+@asynccontextmanager
+async def _engine_for(uri: str | Path | AsyncEngine) -> AsyncIterator[tuple[AsyncEngine, URL]]:
+    if isinstance(uri, AsyncEngine):
+        yield uri, uri.url
+        return
+    url = async_url(uri)
+    engine = create_engine(url)
+    try:
+        yield engine, url
+    finally:
+        await engine.dispose()

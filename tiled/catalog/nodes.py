@@ -1,0 +1,352 @@
+"""Catalog nodes with data: storage adapters extended with the node's row, history and writes.
+
+A node's adapter is the storage adapter of its data source (zarr array, Parquet table,
+Parquet sparse blocks) with :class:`CatalogNode` mixed in: metadata, specs and access blob
+from the row; ``replace_metadata``, ``revisions`` and ``delete``. Nodes whose storage the
+server manages (``writable``) also have the write methods of their family; registered
+(``external``) nodes are read-only, so they do not have them at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from ..adapters.files import path_from_uri
+from ..adapters.parquet import ParquetTableAdapter
+from ..adapters.sparse_parquet import ParquetSparseAdapter
+from ..adapters.zarr import ZarrArrayAdapter
+from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly, write_region
+from ..errors import BadRequest, Conflict, InvalidDtype, NoSuchEntry, NotFound, Unsupported
+from ..ndslice import NDBlock
+from ..structures.core import normalize_specs
+from ..structures.data_source import DataSource, Management
+from ..utils import run_sync
+from .core import Catalog, NodeRecord
+from .errors import WouldDeleteData
+from .orm import assets, data_source_asset_association, data_sources, nodes, revisions, utcnow
+from .storage import node_directories, remove_directories
+
+
+def subtree_condition(path: str) -> Any:
+    """Rows of the node at ``path`` and of all its descendants."""
+    parent, _, key = path.rpartition("/")
+    return or_(
+        and_(nodes.c.parent == parent, nodes.c.key == key),
+        nodes.c.parent == path,
+        nodes.c.parent.startswith(path + "/", autoescape=True),
+    )
+
+
+class CatalogNode:
+    """Mixin for adapters of catalog rows: attributes from the row, history, deletion."""
+
+    _catalog: Catalog
+    _record: NodeRecord
+
+    def bind(self, catalog: Catalog, record: NodeRecord) -> Any:
+        self._catalog = catalog
+        self._record = record
+        self._metadata = record.metadata
+        self._specs = list(record.specs)
+        self.access_blob = record.access_blob
+        return self
+
+    @property
+    def key(self) -> str:
+        return self._record.key
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return self._record.segments
+
+    @property
+    def time_created(self) -> Any:
+        return self._record.time_created
+
+    @property
+    def time_updated(self) -> Any:
+        return self._record.time_updated
+
+    def data_sources(self) -> list[DataSource]:
+        return list(self._record.data_sources)
+
+    async def replace_metadata(
+        self,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_blob: dict[str, Any] | None = None,
+        drop_revision: bool = False,
+    ) -> None:
+        """Replace the given parts (None = unchanged), keeping the old version as a revision."""
+        if metadata is not None and not isinstance(metadata, dict):
+            raise BadRequest("metadata must be a JSON object")
+        try:
+            new_specs = normalize_specs(specs) if specs is not None else None
+        except (ValueError, TypeError, KeyError) as err:
+            raise BadRequest(str(err)) from None
+        values: dict[str, Any] = {"time_updated": utcnow()}
+        if metadata is not None:
+            values["metadata"] = metadata
+        if new_specs is not None:
+            values["specs"] = [s.to_json() for s in new_specs]
+        if access_blob is not None:
+            values["access_blob"] = access_blob
+        async with self._catalog.connect(write=True) as connection:
+            await self._save_revision(connection, drop_revision)
+            await connection.execute(
+                update(nodes).where(nodes.c.id == self._record.id).values(values)
+            )
+        self._record.time_updated = values["time_updated"]
+        if metadata is not None:
+            self._record.metadata = self._metadata = metadata
+        if new_specs is not None:
+            self._record.specs = self._specs = new_specs
+        if access_blob is not None:
+            self._record.access_blob = self.access_blob = access_blob
+
+    async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
+        query = select(nodes.c.metadata, nodes.c.specs, nodes.c.access_blob, nodes.c.time_updated)
+        current = (
+            await connection.execute(query.where(nodes.c.id == self._record.id).with_for_update())
+        ).one_or_none()
+        if current is None:
+            raise NoSuchEntry(list(self.segments))
+        if drop_revision:
+            return
+        latest = select(func.coalesce(func.max(revisions.c.revision_number), 0)).where(
+            revisions.c.node_id == self._record.id
+        )
+        number = (await connection.execute(latest)).scalar_one() + 1
+        await connection.execute(
+            revisions.insert().values(
+                node_id=self._record.id, revision_number=number, metadata=current.metadata,
+                specs=current.specs, access_blob=current.access_blob,
+                time_updated=current.time_updated,
+            )
+        )  # fmt: skip
+
+    async def revisions(
+        self, offset: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Earlier versions, oldest first, and how many there are."""
+        mine = revisions.c.node_id == self._record.id
+        async with self._catalog.connect() as connection:
+            count = (await connection.execute(select(func.count()).where(mine))).scalar_one()
+            rows = await connection.execute(
+                select(revisions).where(mine).order_by(revisions.c.revision_number)
+                .offset(offset).limit(limit)
+            )  # fmt: skip
+        return [_revision_json(row) for row in rows], count
+
+    async def delete_revision(self, number: int) -> None:
+        async with self._catalog.connect(write=True) as connection:
+            result = await connection.execute(
+                delete(revisions).where(
+                    revisions.c.node_id == self._record.id, revisions.c.revision_number == number
+                )
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"No revision {number} of {'/'.join(self.segments)}")
+
+    async def delete(self, recursive: bool = False, external_only: bool = True) -> None:
+        """Delete this node (and, with ``recursive``, its descendants) and their stored data.
+
+        With ``external_only`` (the default) nodes whose data the server manages are refused
+        (:class:`WouldDeleteData`): their data would be lost, not just unregistered.
+        """
+        path = self._record.path
+        async with self._catalog.connect(write=True) as connection:
+            total = (
+                await connection.execute(select(func.count()).where(subtree_condition(path)))
+            ).scalar_one()
+            if total > 1 and not recursive:
+                raise Conflict(f"{path} has children; pass recursive=True to delete them too")
+            writable, asset_ids = await _stored_assets(connection, path)
+            if writable and external_only:
+                raise WouldDeleteData(
+                    f"Deleting {path} would delete data the server manages; "
+                    "pass external_only=False to delete it"
+                )
+            await connection.execute(delete(nodes).where(subtree_condition(path)))
+            await _delete_orphan_assets(connection, asset_ids)
+        # Only after the commit: a failed transaction must leave the files in place.
+        roots = self._catalog.writable_storage
+        await run_sync(remove_directories, node_directories(writable, roots))
+
+    async def _touch(self) -> None:
+        now = utcnow()
+        async with self._catalog.connect(write=True) as connection:
+            await connection.execute(
+                update(nodes).where(nodes.c.id == self._record.id).values(time_updated=now)
+            )
+        self._record.time_updated = now
+
+
+def _revision_json(row: Any) -> dict[str, Any]:
+    from .core import as_utc
+
+    return {
+        "revision_number": row.revision_number,
+        "attributes": {
+            "metadata": row.metadata,
+            "specs": row.specs,
+            "access_blob": row.access_blob,
+            "time_updated": as_utc(row.time_updated).isoformat(),
+        },
+    }
+
+
+async def _stored_assets(connection: Any, path: str) -> tuple[list[tuple[str, bool]], list[int]]:
+    """Writable assets ``(data_uri, is_directory)`` and all asset ids of the subtree."""
+    association = data_source_asset_association
+    query = (
+        select(assets.c.id, assets.c.data_uri, assets.c.is_directory, data_sources.c.management)
+        .select_from(
+            nodes.join(data_sources, data_sources.c.node_id == nodes.c.id)
+            .join(association, association.c.data_source_id == data_sources.c.id)
+            .join(assets, assets.c.id == association.c.asset_id)
+        )
+        .where(subtree_condition(path))
+    )
+    rows = (await connection.execute(query)).all()
+    writable = [(r.data_uri, bool(r.is_directory)) for r in rows if r.management == "writable"]
+    return writable, [r.id for r in rows]
+
+
+async def _delete_orphan_assets(connection: Any, asset_ids: list[int]) -> None:
+    if not asset_ids:
+        return
+    still_used = select(data_source_asset_association.c.asset_id)
+    await connection.execute(
+        delete(assets).where(assets.c.id.in_(asset_ids), assets.c.id.not_in(still_used))
+    )
+
+
+# --- writable leaves -----------------------------------------------------------------------------
+
+
+def _validated_array(data: Any, dtype: numpy.dtype, shape: tuple[int, ...]) -> numpy.ndarray:
+    """``data`` as ``dtype`` and ``shape``, refusing unsafe casts and other shapes."""
+    data = numpy.asarray(data)
+    if data.dtype != dtype:
+        if not numpy.can_cast(data.dtype, dtype, "safe"):
+            raise InvalidDtype(data.dtype.str, f"cannot be cast safely to {dtype.str}")
+        data = data.astype(dtype)
+    if data.shape != tuple(shape):
+        raise BadRequest(f"Expected data of shape {list(shape)}, got {list(data.shape)}")
+    return data
+
+
+class _LockedWrites:
+    """Writes run one at a time per node (in-process lock; the file lock covers processes)."""
+
+    async def _locked(self, function: Any, *args: Any) -> None:
+        async with self._catalog.node_lock(self._record.path):
+            await run_sync(function, *args)
+        await self._touch()
+
+
+class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
+    """An array the server stores as zarr v3; chunks are passed through to zarr clients."""
+
+    @property
+    def directory(self) -> Any:
+        return path_from_uri(self._record.data_sources[0].assets[0].data_uri)
+
+    async def write(self, data: Any) -> None:
+        structure = self.structure()
+        data = _validated_array(data, structure.data_type.to_numpy_dtype(), structure.shape)
+        region = tuple(slice(0, n) for n in structure.shape)
+        await self._locked(write_region, self.directory, region, data)
+
+    async def write_block(self, data: Any, block: Sequence[int]) -> None:
+        structure = self.structure()
+        region = NDBlock(*block).slices(structure.chunks)  # raises InvalidSlice off the grid
+        shape = tuple(r.stop - r.start for r in region)
+        data = _validated_array(data, structure.data_type.to_numpy_dtype(), shape)
+        await self._locked(write_region, self.directory, region, data)
+
+
+class WritableCatalogTableAdapter(_LockedWrites, CatalogNode, ParquetTableAdapter):
+    """A table the server stores as one Parquet file per partition."""
+
+    async def write(self, data: Any) -> None:
+        await self._locked(self.write_all, data)
+
+    async def write_partition(self, data: Any, partition: int) -> None:
+        self._check_partition(partition)
+        await self._locked(self.write_frames, {partition: data})
+
+    async def append_partition(self, data: Any, partition: int) -> None:
+        self._check_partition(partition)
+        await self._locked(self.append_frame, data, partition)
+
+
+class WritableCatalogSparseAdapter(_LockedWrites, CatalogNode, ParquetSparseAdapter):
+    """A sparse array the server stores as one Parquet file of COO entries per block."""
+
+    async def write(self, coords: Any, data: Any) -> None:
+        await self._locked(self.write_entries, coords, data)
+
+    async def write_block(self, coords: Any, data: Any, block: Sequence[int]) -> None:
+        NDBlock(*block).slices(self.structure().chunks)  # refuse a bad block before any I/O
+        await self._locked(self.write_block_entries, coords, data, block)
+
+
+def _open_array(source: DataSource, record: NodeRecord) -> Any:
+    array = open_readonly(path_from_uri(source.assets[0].data_uri))
+    return WritableCatalogArrayAdapter(array, source.structure, metadata=record.metadata)
+
+
+def _open_table(source: DataSource, record: NodeRecord) -> Any:
+    uris = [a.data_uri for a in sorted(source.assets, key=lambda a: a.num or 0)]
+    return WritableCatalogTableAdapter(uris, source.structure, metadata=record.metadata)
+
+
+def _open_sparse(source: DataSource, record: NodeRecord) -> Any:
+    uri = source.assets[0].data_uri
+    return WritableCatalogSparseAdapter(uri, source.structure, metadata=record.metadata)
+
+
+WRITABLE_OPENERS = {
+    ZARR_MIMETYPE: _open_array,
+    "application/x-parquet": _open_table,
+    "application/x-parquet;structure=sparse": _open_sparse,
+}
+
+
+@cache
+def node_class(cls: type) -> type:
+    """``cls`` with :class:`CatalogNode` mixed in (for adapters of registered data)."""
+    return type(cls.__name__, (CatalogNode, cls), {"__module__": cls.__module__})
+
+
+def open_leaf(catalog: Catalog, record: NodeRecord) -> Any:
+    """The adapter of a node with data (blocking: opens storage)."""
+    source = record.data_sources[0]
+    if source.management == Management.writable:
+        opener = WRITABLE_OPENERS.get(source.mimetype)
+        if opener is None:
+            raise Unsupported(f"No writable storage for {source.mimetype}")
+        return opener(source, record).bind(catalog, record)
+    factory = catalog.adapters_by_mimetype.get(source.mimetype)
+    if factory is None:
+        raise Unsupported(f"No adapter for data of type {source.mimetype!r}")
+    adapter = factory(source, metadata=record.metadata, specs=record.specs)
+    if not isinstance(adapter, CatalogNode):
+        adapter.__class__ = node_class(type(adapter))
+    return adapter.bind(catalog, record)
+
+
+__all__ = [
+    "CatalogNode",
+    "WritableCatalogArrayAdapter",
+    "WritableCatalogSparseAdapter",
+    "WritableCatalogTableAdapter",
+    "open_leaf",
+]

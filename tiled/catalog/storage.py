@@ -1,0 +1,113 @@
+"""Storage of the catalog's nodes: where new data goes, and what registered data may be read.
+
+Each node with writable data gets its own directory ``{writable_storage}/{uuid}``, named by a
+random id rather than the node's path, so that renaming-free deletes and re-creates of a key
+never collide and removing a node's data is removing one directory. Arrays are zarr v3
+directories; tables are one Parquet file per partition inside the node directory; sparse
+arrays are one Parquet file per block inside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..adapters.files import path_from_uri, uri_from_path
+from ..adapters.parquet import PARQUET_MIMETYPE
+from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE
+from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array
+from ..errors import BadRequest, Forbidden
+from ..structures.core import StructureFamily
+from ..structures.data_source import Asset, DataSource, Management
+
+WRITABLE_MIMETYPES = {
+    StructureFamily.array: ZARR_MIMETYPE,
+    StructureFamily.table: PARQUET_MIMETYPE,
+    StructureFamily.sparse: SPARSE_PARQUET_MIMETYPE,
+}
+
+
+def storage_paths(value: Any) -> list[Path]:
+    """Directories from a path, a ``file://`` URI, or a list of them (SQL URIs are skipped)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str | Path) else list(value)
+    paths = []
+    for item in items:
+        text = str(item)
+        if "://" in text and not text.startswith("file:"):
+            continue  # e.g. duckdb:// tabular storage: not supported by this catalog
+        paths.append(path_from_uri(text).absolute())
+    return paths
+
+
+def partition_name(index: int) -> str:
+    return f"partition-{index}.parquet"
+
+
+def new_directory(root: Path) -> Path:
+    """A fresh path for one node's data (not created yet)."""
+    return root / uuid.uuid4().hex
+
+
+def create_storage(directory: Path, source: DataSource) -> DataSource:
+    """Make the (empty) storage of a writable data source in ``directory``; describe it."""
+    family = StructureFamily(source.structure_family)
+    structure = source.structure
+    if family == StructureFamily.array:
+        structure = create_zarr_array(directory, structure)
+        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+    elif family == StructureFamily.table:
+        directory.mkdir(parents=True)
+        found = [
+            Asset(uri_from_path(directory / partition_name(i)), False, "data_uris", num=i)
+            for i in range(structure.npartitions)
+        ]
+    else:
+        directory.mkdir(parents=True)
+        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+    return replace(
+        source, structure=structure, mimetype=WRITABLE_MIMETYPES[family], assets=found,
+        management=Management.writable,
+    )  # fmt: skip
+
+
+def check_writable_source(source: DataSource) -> None:
+    family = StructureFamily(source.structure_family)
+    if family not in WRITABLE_MIMETYPES:
+        raise BadRequest(f"The catalog cannot store data of structure family {family.value}")
+    if source.structure is None:
+        raise BadRequest("A data source to be written needs a structure")
+    wanted = WRITABLE_MIMETYPES[family]
+    if source.mimetype not in (None, wanted):
+        raise BadRequest(
+            f"Data of family {family.value} are stored as {wanted}, not {source.mimetype}"
+        )
+
+
+def check_readable(paths: Iterable[Path], roots: list[Path]) -> None:
+    """Refuse to register files outside the directories the server was told it may read."""
+    for path in paths:
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+            raise Forbidden(f"Refusing to register {path}: it is outside the readable storage")
+
+
+def node_directories(uris: Iterable[tuple[str, bool]], roots: list[Path]) -> set[Path]:
+    """The per-node directories holding the given writable assets (``(data_uri, is_dir)``)."""
+    found = set()
+    for uri, is_directory in uris:
+        path = path_from_uri(uri)
+        directory = path if is_directory else path.parent
+        if any(directory.parent == root for root in roots):
+            found.add(directory)  # only ever a direct child of a storage root
+    return found
+
+
+def remove_directories(directories: Iterable[Path]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
