@@ -52,6 +52,7 @@ def from_uri(
     init_if_not_exists: bool = False,
     adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
     top_level_access_blob: dict[str, Any] | None = None,
+    lookup_cache_ttl: float = 1.0,
     **options: Any,
 ) -> CatalogRootAdapter:
     """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
@@ -60,6 +61,9 @@ def from_uri(
     and tables go in the first. ``readable_storage``: directories from which files may be
     registered. Upstream's pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
     honoured; its other options (cache, webhooks, mount nodes) are accepted and ignored.
+    ``lookup_cache_ttl``: seconds a resolved node may be reused without a query; writes through
+    this process drop the cache at once, so only other processes' writes can show this late
+    (0 disables it).
     """
     writable = storage_paths(writable_storage)
     for directory in writable:
@@ -71,6 +75,7 @@ def from_uri(
         init_if_not_exists=init_if_not_exists,
         adapters_by_mimetype={**DEFAULT_ADAPTERS_BY_MIMETYPE, **(adapters_by_mimetype or {})},
         pool_options={_POOL_OPTIONS[k]: v for k, v in options.items() if k in _POOL_OPTIONS},
+        lookup_cache_ttl=lookup_cache_ttl,
     )
     return CatalogRootAdapter(
         catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob

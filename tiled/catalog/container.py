@@ -210,6 +210,9 @@ class CatalogContainerBase(ContainerAdapterBase):
         if not segments:
             return self
         path = join_path(self._path, "/".join(segments))
+        cached = self._catalog.cached_lookup(path)
+        if cached is not None:
+            return cached
         parent, _, key = path.rpartition("/")
         async with self._catalog.connect() as connection:
             records = await fetch_records(
@@ -217,7 +220,9 @@ class CatalogContainerBase(ContainerAdapterBase):
             )
             if not records:
                 return await self._lookup_inside(connection, list(segments))
-        return (await self._adapters(records))[0][1]
+        adapter = (await self._adapters(records))[0][1]
+        self._catalog.remember_lookup(path, adapter)
+        return adapter
 
     async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
         """A path that goes on below a node with members of its own (a table's columns)."""

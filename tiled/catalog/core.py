@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class _LoopState:
         )
 
 
+_LOOKUP_CACHE_ENTRIES = 10_000
+
+
 class Catalog:
     """The shared context of the adapters of one catalog."""
 
@@ -97,8 +101,13 @@ class Catalog:
         init_if_not_exists: bool = False,
         adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
         pool_options: dict[str, Any] | None = None,
+        lookup_cache_ttl: float = 1.0,
     ):
         self.url = url
+        # Resolved nodes by path, reused for at most ``lookup_cache_ttl`` seconds and dropped at
+        # once by any write through this process (other processes' writes show within the TTL).
+        self.lookup_cache_ttl = lookup_cache_ttl
+        self._lookups: dict[str, tuple[float, Any]] = {}
         self.dialect = DIALECTS[url.get_backend_name()]
         self.writable_storage = writable_storage
         self.readable_storage = readable_storage
@@ -156,16 +165,36 @@ class Catalog:
             await connection.commit()
             self._schema_checked = True
 
+    def cached_lookup(self, path: str) -> Any | None:
+        entry = self._lookups.get(path)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def remember_lookup(self, path: str, adapter: Any) -> None:
+        if self.lookup_cache_ttl <= 0:
+            return
+        if len(self._lookups) >= _LOOKUP_CACHE_ENTRIES:
+            self._lookups.clear()
+        self._lookups[path] = (time.monotonic() + self.lookup_cache_ttl, adapter)
+
+    def forget_lookups(self) -> None:
+        self._lookups.clear()
+
     @contextlib.asynccontextmanager
     async def connect(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed on success and rolled back on error."""
         state = self._state()
         serialize = self.serialize_all or (write and self.is_sqlite) or not self._schema_checked
-        async with state.write_lock if serialize else contextlib.nullcontext():
-            async with state.engine.connect() as connection:
-                await self._ensure_schema(connection)
-                async with connection.begin():
-                    yield connection
+        try:
+            async with state.write_lock if serialize else contextlib.nullcontext():
+                async with state.engine.connect() as connection:
+                    await self._ensure_schema(connection)
+                    async with connection.begin():
+                        yield connection
+        finally:
+            if write:
+                self.forget_lookups()
 
     async def startup(self) -> None:
         async with self.connect():

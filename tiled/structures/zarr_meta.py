@@ -76,6 +76,22 @@ def is_variable_length_string(dtype: numpy.dtype) -> bool:
     return isinstance(dtype, numpy.dtypes.StringDType)
 
 
+class EncodedChunk(bytes):
+    """Chunk bytes that may carry an ETag their producer knows without hashing them.
+
+    Storage that passes stored chunks through tags them from the file's identity (inode,
+    size, modification time), as static file servers do; the server hashes only untagged bytes.
+    """
+
+    etag: str | None = None
+
+    @classmethod
+    def tagged(cls, payload: bytes, etag: str) -> EncodedChunk:
+        chunk = cls(payload)
+        chunk.etag = etag
+        return chunk
+
+
 @dataclass(frozen=True)
 class ZarrGroupMeta:
     attributes: Mapping[str, Any] = field(default_factory=dict)

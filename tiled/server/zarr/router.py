@@ -50,9 +50,8 @@ def zarr_router(zarr_format: int) -> Router:
             meta = await target.adapter.to_zarr_meta(settings.zarr)
             coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
-            return ranged_response(
-                request, body, "application/octet-stream", etag_of(body), headers
-            )
+            etag = getattr(body, "etag", None) or etag_of(body)  # stored chunks come tagged
+            return ranged_response(request, body, "application/octet-stream", etag, headers)
         if not target.key:
             body = json_bytes(
                 await _listing(request, view.members(target.chain), settings.zarr_listing_max)
