@@ -1,0 +1,246 @@
+"""The catalog through HTTP on SQLite and PostgreSQL: write with /api/v1, read with /api/v1 and
+zarr-python (both formats), stored chunks passed through, refused writes change nothing."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy
+import pandas
+import pyarrow
+import pytest
+import zarr
+from fsspec.implementations.http import HTTPFileSystem
+
+from tiled.catalog import from_uri
+from tiled.server.app import build_app
+from tiled.structures.array import ArrayStructure, data_type_from_numpy
+from tiled.structures.table import TableStructure
+
+from .live_server import serve
+from .test_catalog import database_uri, postgres_database, snapshot, storage  # noqa: F401 (fixtures)
+
+HEADERS = {"Authorization": "Apikey secret"}
+
+
+def array_request(key: str, data: numpy.ndarray, chunks) -> dict:
+    structure = ArrayStructure(data_type_from_numpy(data.dtype), chunks, data.shape)
+    return {
+        "id": key,
+        "structure_family": "array",
+        "metadata": {"units": "m"},
+        "specs": [],
+        "data_sources": [
+            {
+                "structure_family": "array",
+                "structure": structure.to_json(),
+                "assets": [],
+                "management": "writable",
+            }
+        ],
+    }
+
+
+def table_request(key: str, frame: pandas.DataFrame) -> dict:
+    structure = TableStructure.from_pandas(frame, npartitions=1)
+    return {
+        "id": key,
+        "structure_family": "table",
+        "metadata": {},
+        "specs": [],
+        "data_sources": [
+            {
+                "structure_family": "table",
+                "structure": structure.to_json(),
+                "assets": [],
+                "management": "writable",
+            }
+        ],
+    }
+
+
+def arrow_bytes(frame: pandas.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    table = pyarrow.Table.from_pandas(frame, preserve_index=False)
+    with pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+@pytest.fixture
+def live_catalog(database_uri, storage):  # noqa: F811
+    def start():
+        tree = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+        return serve(build_app(tree, authentication={"single_user_api_key": "secret"})), tree
+
+    return start
+
+
+def test_write_then_read_natively_and_with_zarr(live_catalog, storage):  # noqa: F811
+    data = numpy.arange(20 * 30, dtype="float64").reshape(20, 30)
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        assert (
+            client.post(
+                "/api/v1/metadata/",
+                json={"id": "c", "structure_family": "container", "metadata": {"a": 1}},
+            ).status_code
+            == 200
+        )
+        created = client.post(
+            "/api/v1/metadata/c", json=array_request("x", data, [[10, 10], [10, 10, 10]])
+        )
+        assert created.status_code == 200, created.text
+        source = created.json()["data_sources"][0]
+        assert source["mimetype"] == "application/x-zarr" and source["management"] == "writable"
+        assert client.put("/api/v1/array/full/c/x", content=data.tobytes()).status_code == 200
+        native = client.get("/api/v1/array/full/c/x")
+        numpy.testing.assert_array_equal(numpy.frombuffer(native.content).reshape(20, 30), data)
+        fs = HTTPFileSystem(client_kwargs={"headers": HEADERS})
+        for zarr_format in (2, 3):
+            root = zarr.open(fs.get_mapper(f"{server.url}/zarr/v{zarr_format}/"), mode="r")
+            numpy.testing.assert_array_equal(root["c/x"][...], data)
+            assert root["c/x"].attrs["units"] == "m" and root["c"].attrs["a"] == 1
+        # The chunk served is the stored file, byte for byte, in both formats.
+        stored = next(p for p in storage.rglob("c/1/2") if p.is_file()).read_bytes()
+        assert (
+            client.get("/zarr/v3/c/x/c/1/2").content
+            == stored
+            == client.get("/zarr/v2/c/x/1.2").content
+        )
+        before = client.get("/zarr/v3/c/x/c/1/2").headers["etag"]
+        document = client.get("/zarr/v3/c/x/zarr.json").content
+        block = -numpy.ones((10, 10))
+        assert (
+            client.put(
+                "/api/v1/array/block/c/x", params={"block": "1,2"}, content=block.tobytes()
+            ).status_code
+            == 200
+        )
+        assert client.get("/zarr/v3/c/x/c/1/2").headers["etag"] != before  # visible at once
+        assert client.get("/zarr/v3/c/x/zarr.json").content == document
+        root = zarr.open(fs.get_mapper(f"{server.url}/zarr/v3/"), mode="r")
+        numpy.testing.assert_array_equal(root["c/x"][10:, 20:], block)
+    server_context, _ = live_catalog()  # a new server on the same database and storage
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        again = numpy.frombuffer(client.get("/api/v1/array/full/c/x").content).reshape(20, 30)
+        numpy.testing.assert_array_equal(again[10:, 20:], block)
+
+
+def test_tables_metadata_revisions_and_delete(live_catalog, storage):  # noqa: F811
+    frame = pandas.DataFrame({"a": numpy.arange(5.0), "b": ["x", "y", "z", "w", "v"]})
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        assert client.post("/api/v1/metadata/", json=table_request("t", frame)).status_code == 200
+        assert (
+            client.put(
+                "/api/v1/table/full/t",
+                content=arrow_bytes(frame),
+                headers={"Content-Type": "application/vnd.apache.arrow.file"},
+            ).status_code
+            == 200
+        )
+        more = pandas.DataFrame({"a": [5.0], "b": ["u"]})
+        appended = client.patch(
+            "/api/v1/table/partition/t",
+            params={"partition": 0},
+            content=arrow_bytes(more),
+            headers={"Content-Type": "application/vnd.apache.arrow.file"},
+        )
+        assert appended.status_code == 200, appended.text
+        read = client.get("/api/v1/table/full/t", params={"format": "json"}).json()
+        assert read["a"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and read["b"][-1] == "u"
+        root = zarr.open(
+            HTTPFileSystem(client_kwargs={"headers": HEADERS}).get_mapper(f"{server.url}/zarr/v3/"),
+            mode="r",
+        )
+        assert list(root["t"]["b"][...]) == ["x", "y", "z", "w", "v", "u"]
+        assert client.put("/api/v1/metadata/t", json={"metadata": {"v": 2}}).status_code == 200
+        patch = {"content-type": "application/merge-patch+json", "metadata": {"w": 3}}
+        assert client.patch("/api/v1/metadata/t", json=patch).status_code == 200
+        assert client.get("/api/v1/metadata/t").json()["data"]["attributes"]["metadata"] == {
+            "v": 2,
+            "w": 3,
+        }
+        revisions = client.get("/api/v1/revisions/t").json()
+        assert revisions["meta"]["count"] == 2
+        assert [r["attributes"]["metadata"] for r in revisions["data"]] == [{}, {"v": 2}]
+        assert client.delete("/api/v1/metadata/t").status_code == 409  # would delete written data
+        assert (
+            client.delete("/api/v1/metadata/t", params={"external_only": False}).status_code == 200
+        )
+        assert client.get("/api/v1/metadata/t").status_code == 404
+        assert client.get("/zarr/v3/t/zarr.json").status_code == 404
+    assert [p for p in storage.rglob("*") if p.is_file()] == []
+
+
+REFUSED = [
+    ("put", "/api/v1/array/full/x", {"content": b"\0" * 7}, 400),
+    ("put", "/api/v1/array/block/x", {"params": {"block": "5,0"}, "content": b"\0" * 800}, 422),
+    ("put", "/api/v1/array/block/x", {"params": {"block": "0"}, "content": b"\0" * 800}, 422),
+    (
+        "put",
+        "/api/v1/array/full/x",
+        {"content": b"\0" * 3200, "headers": {"Content-Type": "text/csv"}},
+        406,
+    ),
+    ("post", "/api/v1/metadata/", {"json": {"id": "x", "structure_family": "container"}}, 409),
+    ("post", "/api/v1/metadata/", {"json": {"id": "a/b", "structure_family": "container"}}, 422),
+    ("post", "/api/v1/metadata/", {"json": {"id": "..", "structure_family": "container"}}, 422),
+    (
+        "post",
+        "/api/v1/metadata/",
+        {"json": {"id": "bad\u0001key", "structure_family": "container"}},
+        422,
+    ),
+    (
+        "post",
+        "/api/v1/metadata/",
+        {"json": {"id": "y", "structure_family": "array", "data_sources": []}},
+        400,
+    ),
+    (
+        "patch",
+        "/api/v1/metadata/x",
+        {
+            "json": {
+                "content-type": "application/json-patch+json",
+                "metadata": [{"op": "remove", "path": "/nope"}],
+            }
+        },
+        400,
+    ),
+    ("patch", "/api/v1/metadata/x", {"json": {"content-type": "text/plain", "metadata": {}}}, 406),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "kwargs", "status"), REFUSED)
+async def test_refused_writes_change_nothing(live_catalog, storage, method, url, kwargs, status):  # noqa: F811
+    data = numpy.arange(20 * 20, dtype="float64").reshape(20, 20)
+    server_context, tree = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        assert (
+            client.post(
+                "/api/v1/metadata/", json=array_request("x", data, [[10, 10], [10, 10]])
+            ).status_code
+            == 200
+        )
+        assert client.put("/api/v1/array/full/x", content=data.tobytes()).status_code == 200
+        before = (
+            client.get("/api/v1/array/full/x").content,
+            sorted(p.name for p in storage.rglob("*")),
+        )
+        kwargs = dict(kwargs)  # the parameter list is shared by both back ends
+        headers = {**HEADERS, **kwargs.pop("headers", {})}
+        response = getattr(client, method)(url, headers=headers, **kwargs)
+        assert response.status_code == status, response.text
+        assert "detail" in response.json()
+        after = (
+            client.get("/api/v1/array/full/x").content,
+            sorted(p.name for p in storage.rglob("*")),
+        )
+        assert after == before
+        assert client.get("/api/v1/metadata/x").json()["data"]["attributes"]["metadata"] == {
+            "units": "m"
+        }
