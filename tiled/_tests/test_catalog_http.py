@@ -244,3 +244,35 @@ async def test_refused_writes_change_nothing(live_catalog, storage, method, url,
         assert client.get("/api/v1/metadata/x").json()["data"]["attributes"]["metadata"] == {
             "units": "m"
         }
+
+
+@pytest.mark.parametrize("policy_name", ["tags", "simple"])
+def test_access_policies_on_a_catalog(database_uri, storage, policy_name):  # noqa: F811
+    from tiled.access.policies import SimpleAccessPolicy, TagBasedAccessPolicy
+
+    policies = {
+        "tags": TagBasedAccessPolicy({"open": {"public": ["read:metadata", "read:data"]}}),
+        "simple": SimpleAccessPolicy({}, public=["seen"]),
+    }
+    tree = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    writer = build_app(tree, authentication={"single_user_api_key": "secret"})
+    with serve(writer) as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        for key, tags in [("seen", ["open"]), ("hidden", ["closed"]), ("untagged", None)]:
+            body = {
+                "id": key,
+                "structure_family": "container",
+                "access_blob": {"tags": tags} if tags else None,
+            }
+            assert client.post("/api/v1/metadata/", json=body).status_code == 200
+    public = build_app(
+        tree, authentication={"allow_anonymous_access": True}, access_policy=policies[policy_name]
+    )
+    with serve(public) as server, httpx.Client(base_url=server.url) as client:
+        assert [item["id"] for item in client.get("/api/v1/search/").json()["data"]] == ["seen"]
+        assert client.get("/api/v1/search/").json()["meta"]["count"] == 1
+        assert client.get("/zarr/v3/").json() == [f"{server.url}/zarr/v3/seen"]
+        assert sorted(
+            client.get("/zarr/v3/zarr.json").json()["consolidated_metadata"]["metadata"]
+        ) == ["seen"]
+        assert client.get("/api/v1/metadata/hidden").status_code == 404
+        assert client.get("/zarr/v2/untagged/.zgroup").status_code == 404

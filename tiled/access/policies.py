@@ -98,6 +98,20 @@ class SimpleAccessPolicy:
             return True
         return self._top_level_allowed(identity, key)
 
+    def child_query(self, identity: Identity, chain: Chain) -> Any | None:
+        """The rule of :meth:`visible` as a query on the root's children (SQL in a catalog)."""
+        if len(chain) > 1 or _names(identity) & self.admins:
+            return None
+        keys = set(self.public)
+        for name in _names(identity):
+            listed = self.access_lists.get(name)
+            if listed == ALL_ACCESS:
+                return None
+            keys |= set(listed or ())
+        from ..queries import KeysFilter
+
+        return KeysFilter(sorted(keys))
+
 
 def _access_list(user: str, keys: Iterable[str] | str) -> frozenset[str] | str:
     if isinstance(keys, str):
@@ -152,6 +166,17 @@ class TagBasedAccessPolicy:
 
     def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
         return "read:metadata" in self.allowed_scopes(identity, [*chain, (key, child)])
+
+    def child_query(self, identity: Identity, chain: Chain) -> Any | None:
+        """Under an untagged parent a child is visible exactly when its own tags grant
+        ``read:metadata``: a tags-intersection query (SQL in a catalog). Under a tagged parent,
+        untagged children inherit, which that query cannot say: None (the predicate applies)."""
+        if _names(identity) & self.admins or _effective_tags(chain):
+            return None
+        readable = [t for t in self.tags if "read:metadata" in self._scopes_for_tags(identity, [t])]
+        from ..queries import AccessBlobFilter
+
+        return AccessBlobFilter(None, readable)
 
 
 def _tag_definition(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:

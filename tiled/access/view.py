@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NoSuchEntry
+from ..errors import NoSuchEntry, UnsupportedQuery
 from .identity import Identity
 from .policies import AccessPolicy, Chain
 
@@ -44,11 +44,30 @@ class AccessView:
     def members(self, chain: Chain) -> Any:
         """The node at the end of ``chain``, keeping only the members this identity may see."""
         adapter = chain[-1][1]
-        if self.policy is None or not callable(getattr(adapter, "filter", None)):
+        if self.policy is None:
             return adapter
-        return adapter.filter(
-            lambda key, child: self.policy.visible(self.identity, chain, key, child)
-        )
+        narrowed = self._by_query(chain, adapter)
+        if narrowed is not None:
+            return narrowed
+        if not callable(getattr(adapter, "filter", None)):
+            return adapter
+        policy, identity = self.policy, self.identity
+        return adapter.filter(lambda key, child: policy.visible(identity, chain, key, child))
+
+    def _by_query(self, chain: Chain, adapter: Any) -> Any | None:
+        """The members through the policy's query form of its rule, which a catalog turns into
+        SQL; None when the policy has none here or the container cannot evaluate it."""
+        child_query = getattr(self.policy, "child_query", None)  # optional part of a policy
+        search = getattr(adapter, "search", None)
+        if child_query is None or search is None:
+            return None
+        query = child_query(self.identity, chain)
+        if query is None:
+            return None
+        try:
+            return search(query)
+        except UnsupportedQuery:
+            return None
 
     def members_deep(self, chain: Chain) -> Any:
         """The node at the end of ``chain`` with only visible members at every depth (exports)."""
