@@ -276,3 +276,30 @@ def test_access_policies_on_a_catalog(database_uri, storage, policy_name):  # no
         ) == ["seen"]
         assert client.get("/api/v1/metadata/hidden").status_code == 404
         assert client.get("/zarr/v2/untagged/.zgroup").status_code == 404
+
+
+def test_client_disconnect_mid_upload_changes_nothing(live_catalog, storage):  # noqa: F811
+    import socket
+    import time
+
+    data = numpy.arange(100, dtype="float64")
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        assert (
+            client.post("/api/v1/metadata/", json=array_request("x", data, [[50, 50]])).status_code
+            == 200
+        )
+        assert client.put("/api/v1/array/full/x", content=data.tobytes()).status_code == 200
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in storage.rglob("*") if p.is_file())
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            head = (
+                "PUT /api/v1/array/full/x HTTP/1.1\r\nHost: x\r\nAuthorization: Apikey secret\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 800\r\n\r\n"
+            )
+            raw.sendall(head.encode() + b"\xff" * 300)  # then hang up, 500 bytes short
+        time.sleep(0.5)
+        after = sorted((p.name, p.stat().st_mtime_ns) for p in storage.rglob("*") if p.is_file())
+        assert after == before
+        numpy.testing.assert_array_equal(
+            numpy.frombuffer(client.get("/api/v1/array/full/x").content), data
+        )

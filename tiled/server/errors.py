@@ -6,6 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from .. import errors
 
@@ -46,6 +47,14 @@ async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 
+async def _client_gone(request: Request, exception: ClientDisconnect) -> JSONResponse:
+    # The client hung up mid-request (e.g. during an upload): nothing was written, nobody
+    # is left to answer; not a server error.
+    logger.info("Client disconnected during %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Client disconnected"}, status_code=400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(errors.TiledError, _tiled_error)
     app.add_exception_handler(Exception, _unexpected)
