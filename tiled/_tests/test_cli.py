@@ -6,12 +6,13 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+
+from .processes import running_tiled
 
 TILED = [str(Path(sys.executable).parent / "tiled")]
 
@@ -24,30 +25,8 @@ def free_port() -> int:
 
 @contextmanager
 def running(*args: str):
-    process = subprocess.Popen(
-        [*TILED, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 60
-        while "running at" not in banner:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                raise AssertionError(f"server exited: {banner}{process.stderr.read()}")
-            banner += line
-            assert time.monotonic() < deadline, banner
-        url = re.search(r"http://\S+", banner).group(0)
-        base = url.split("?")[0]
-        for _ in range(200):  # the banner comes just before uvicorn binds
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+    with running_tiled(*args) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_version():

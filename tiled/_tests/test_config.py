@@ -7,9 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,6 +27,7 @@ from tiled.config import (
 from tiled.server.app import app_factory, build_app_from_config
 
 from .live_server import serve
+from .processes import running_tiled
 from .test_cli import TILED, free_port
 
 
@@ -619,33 +618,7 @@ def _env(**changes):
     return env
 
 
-@contextmanager
-def running(*args: str, env: dict | None = None, cwd: Path | None = None):
-    """A ``tiled`` server process; yields the URL it prints (like test_cli.running)."""
-    process = subprocess.Popen(
-        [*TILED, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
-    )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 60
-        while "running at" not in banner:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                raise AssertionError(f"server exited: {banner}{process.stderr.read()}")
-            banner += line
-            assert time.monotonic() < deadline, banner
-        url = re.search(r"http://\S+", banner.split("running at")[1]).group(0)
-        base = url.split("?")[0].replace("localhost", "127.0.0.1")
-        for _ in range(200):  # the banner comes just before uvicorn binds
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield url, banner
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+running = running_tiled
 
 
 @pytest.mark.slow

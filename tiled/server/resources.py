@@ -150,3 +150,19 @@ def _as_pair(item: Any) -> tuple[str, int]:
     if isinstance(item, tuple | list):
         return item[0], item[1]
     return item.key, item.direction
+
+
+def page_links(here: str, offset: int, limit: int, count: int) -> dict[str, str | None]:
+    """Pagination links of a listing at ``here`` (upstream's shape: self, first, next)."""
+    self_link = (
+        f"{here}?page[offset]={offset}&page[limit]={limit}"
+        if offset
+        else f"{here}?page[limit]={limit}"
+    )
+    following = offset + limit
+    next_link = (
+        f"{here}?page[offset]={following}&page[limit]={limit}"
+        if limit and following < count
+        else None
+    )
+    return {"self": self_link, "first": f"{here}?page[limit]={limit}", "next": next_link}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from ...errors import BadRequest, NoSuchEntry, Unsupported
 from ...queries import KeyLookup
 from ..dependencies import MetadataNode, node_dependency
-from ..resources import ALL_FIELDS, MAX_INLINE_DEPTH, ResourceContext
+from ..resources import ALL_FIELDS, MAX_INLINE_DEPTH, ResourceContext, page_links
 from ..responses import document_response
 from ..urls import base_url
 
@@ -154,26 +154,10 @@ async def search(
         await context.resource(node.member_view(key, child), node.path_parts + (key,))
         for key, child in items
     ]
-    links = _page_links(base_url(request), node.path, offset, limit, count)
+    links = page_links(f"{base_url(request)}/search/{node.path}", offset, limit, count)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
     )
-
-
-def _page_links(base: str, path: str, offset: int, limit: int, count: int) -> dict[str, str | None]:
-    here = f"{base}/search/{path}"
-    self_link = (
-        f"{here}?page[offset]={offset}&page[limit]={limit}"
-        if offset
-        else f"{here}?page[limit]={limit}"
-    )
-    following = offset + limit
-    next_link = (
-        f"{here}?page[offset]={following}&page[limit]={limit}"
-        if limit and following < count
-        else None
-    )
-    return {"self": self_link, "first": f"{here}?page[limit]={limit}", "next": next_link}
 
 
 @router.get("/distinct/{path:path}")

@@ -19,7 +19,7 @@ from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
-from ..resources import LINKS_BY_FAMILY
+from ..resources import LINKS_BY_FAMILY, page_links
 from ..responses import document_response
 from ..urls import base_url
 
@@ -167,15 +167,7 @@ async def revisions(
     items, count = await capable(node.adapter, NodeWithHistory, "revisions").revisions(
         offset, limit
     )
-    here = f"{base_url(request)}/revisions/{node.path}"
-    following = offset + limit
-    links = {
-        "self": f"{here}?page[offset]={offset}&page[limit]={limit}",
-        "first": f"{here}?page[limit]={limit}",
-        "next": f"{here}?page[offset]={following}&page[limit]={limit}"
-        if following < count
-        else None,
-    }
+    links = page_links(f"{base_url(request)}/revisions/{node.path}", offset, limit, count)
     return document_response(
         request, {"data": items, "error": None, "links": links, "meta": {"count": count}}
     )

@@ -7,21 +7,11 @@ from fastapi import APIRouter, Query, Request, Response
 from ...authn_database import crud, orm
 from ...errors import BadRequest, NotFound
 from ..dependencies import require_scope
+from ..resources import page_links
 from ..urls import base_url
 from .auth import APIKeyParams, Authenticator, CurrentIdentity, describe, key_scopes, new_key
 
 router = APIRouter(prefix="/auth/principal", tags=["authentication"])
-
-
-def _page_links(url: str, offset: int, limit: int, count: int) -> dict:
-    first = f"{url}?page[limit]={limit}"
-    return {
-        "self": f"{url}?page[offset]={offset}&page[limit]={limit}" if offset else first,
-        "first": first,
-        "next": f"{url}?page[offset]={offset + limit}&page[limit]={limit}"
-        if offset + limit < count
-        else None,
-    }
 
 
 @router.get("")
@@ -36,7 +26,7 @@ async def list_principals(
     async with auth.database.session() as db:
         principals, count = await crud.list_principals(db, offset, limit)
         data = [await describe(db, principal) for principal in principals]
-    links = _page_links(f"{base_url(request)}/auth/principal", offset, limit, count)
+    links = page_links(f"{base_url(request)}/auth/principal", offset, limit, count)
     return {"data": data, "error": None, "links": links, "meta": {"count": count}}
 
 
