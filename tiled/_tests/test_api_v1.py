@@ -457,3 +457,12 @@ async def test_writes_to_an_in_memory_tree_are_405_not_500(demo_tree):
         assert bad.status_code == 422
         anonymous = await client.post("/api/v1/metadata/", json={}, headers={"Authorization": ""})
         assert anonymous.status_code in (400, 401)
+
+
+async def test_whole_subtree_exports_respect_the_size_limit(client):
+    for fmt in ("h5", "zarr"):
+        response = await client.get("/api/v1/container/full/", params={"format": fmt})
+        assert response.status_code == 400 and "Response would exceed" in response.json()["detail"]
+    assert (
+        await client.get("/api/v1/container/full/scalars", params={"format": "h5"})
+    ).status_code == 200

@@ -233,7 +233,31 @@ async def container_full(
     request: Request, node: ContainerNode, encoding: EncodingParams, body: Columns = None
 ):
     target = await _subset(node.subtree(), request.query_params.getlist("field") or body)
+    await _check_subtree_size(request, target)
     return await _encoded(request, node, lambda: target, encoding, target=target)
+
+
+async def _check_subtree_size(request: Request, container: Any) -> None:
+    """Refuse a whole-subtree export whose arrays alone exceed the response size limit.
+
+    The size comes from structures (nothing is read), and the walk stops once over the limit.
+    """
+    limit = request.app.state.settings.response_bytesize_limit
+    total, pending = 0, [container]
+    while pending:
+        group = pending.pop()
+        for key in await group.zarr_member_keys():
+            member = await group.zarr_member(key)
+            if callable(getattr(member, "zarr_member_keys", None)):
+                pending.append(member)
+            elif callable(getattr(member, "zarr_dtype", None)):
+                shape = member.structure().shape
+                total += math.prod(shape) * (member.zarr_dtype().itemsize or 1)
+            if total > limit:
+                raise BadRequest(
+                    f"Response would exceed {limit}. Export a smaller part of the tree "
+                    "(a sub-container, or field=... to choose children)."
+                )
 
 
 # /node/full predates the family-specific routes; it reads a table or a container whole.
