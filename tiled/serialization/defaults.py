@@ -48,7 +48,7 @@ def _register_tables(registry: SerializationRegistry) -> None:
 
 def _register_containers(registry: SerializationRegistry) -> None:
     registry.register("container", HDF5, container.encode_hdf5, kind="node")
-    registry.register("container", JSON, container.encode_json, kind="node")
+    registry.register("container", JSON, container.encode_json, kind="node", metadata_only=True)
     for media_type, encoder in _table_encoders().items():
         if media_type == HDF5:
             continue  # a dataset's HDF5 form is the container one

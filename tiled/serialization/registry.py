@@ -46,6 +46,7 @@ class EncodeOptions:
 class _Entry:
     encoder: Callable[..., Any]
     kind: EncoderKind
+    metadata_only: bool = False
 
 
 class SerializationRegistry:
@@ -61,12 +62,18 @@ class SerializationRegistry:
         encoder: Callable[..., Any],
         *,
         kind: EncoderKind = "data",
+        metadata_only: bool = False,
     ) -> Callable[..., Any]:
         """Register ``encoder`` for nodes with spec or family ``key``; returns the encoder."""
         if kind not in ("data", "node"):
             raise ValueError(f"kind must be 'data' or 'node', not {kind!r}")
-        self._entries.setdefault(key, {})[media_type.lower()] = _Entry(encoder, kind)
+        self._entries.setdefault(key, {})[media_type.lower()] = _Entry(encoder, kind, metadata_only)
         return encoder
+
+    def reads_data(self, key: str, media_type: str) -> bool:
+        """Whether the encoder reads array or table values (not only metadata)."""
+        entry = self._entries.get(key, {}).get(media_type.lower())
+        return entry is None or not entry.metadata_only
 
     def encodes_whole_node(self, key: str, media_type: str) -> bool:
         """Whether the encoder works from the node itself (and so ignores slicing)."""

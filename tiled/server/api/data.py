@@ -233,7 +233,11 @@ async def container_full(
     request: Request, node: ContainerNode, encoding: EncodingParams, body: Columns = None
 ):
     target = await _subset(node.subtree(), request.query_params.getlist("field") or body)
-    await _check_subtree_size(request, target)
+    keys = [spec.name for spec in target.specs] + [target.structure_family.value]
+    registry = request.app.state.serialization_registry
+    key, media_type = registry.negotiate(keys, encoding.format, request.headers.get("accept"))
+    if registry.reads_data(key, media_type):
+        await _check_subtree_size(request, target)
     return await _encoded(request, node, lambda: target, encoding, target=target)
 
 
