@@ -232,6 +232,8 @@ class CatalogConfig(BaseModel):
     init_if_not_exists: bool = False
     metadata: dict[str, Any] | None = None
     specs: list[Any] | None = None
+    # Seconds a resolved node is reused without a query (writes of this process drop it).
+    lookup_cache_ttl: float | None = None
 
     @field_validator("writable_storage", "readable_storage", mode="before")
     @classmethod
