@@ -17,6 +17,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     │   ├── InvalidSlice              a slice or block specification that cannot be applied
     │   ├── InvalidQuery              a search query that cannot be decoded or evaluated
     │   ├── InvalidKey                a node key that cannot be used
+    │   ├── InvalidSpecs              specs malformed, repeated or too many
     │   ├── UnsupportedQuery          a query type the node cannot evaluate
     │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
     ├── Unauthenticated               no (valid) credentials where they are required
@@ -95,6 +96,10 @@ class InvalidSlice(BadRequest):
 
 class InvalidQuery(BadRequest):
     pass
+
+
+class InvalidSpecs(BadRequest):
+    """Specs that are malformed, repeated, or too many."""
 
 
 class InvalidKey(BadRequest):

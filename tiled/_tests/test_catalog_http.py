@@ -303,3 +303,21 @@ def test_client_disconnect_mid_upload_changes_nothing(live_catalog, storage):  #
         numpy.testing.assert_array_equal(
             numpy.frombuffer(client.get("/api/v1/array/full/x").content), data
         )
+
+
+def test_bad_specs_are_422(live_catalog):
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        for specs in (["x", "x"], [f"s{i}" for i in range(21)], [{"version": "1"}]):
+            response = client.post(
+                "/api/v1/metadata/",
+                json={"id": "n", "structure_family": "container", "specs": specs},
+            )
+            assert response.status_code == 422, response.text
+        assert (
+            client.post(
+                "/api/v1/metadata/", json={"id": "n", "structure_family": "container"}
+            ).status_code
+            == 200
+        )
+        assert client.put("/api/v1/metadata/n", json={"specs": ["a", "a"]}).status_code == 422

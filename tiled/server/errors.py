@@ -22,6 +22,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.Forbidden, 403),
     (errors.InvalidSlice, 422),
     (errors.InvalidKey, 422),
+    (errors.InvalidSpecs, 422),
     (errors.BadRequest, 400),
 ]
 

@@ -52,9 +52,14 @@ class Spec:
 
 def normalize_specs(specs: Any) -> list[Spec]:
     """Accept specs as Spec objects, bare names or JSON dicts; keep order, refuse duplicates."""
-    result = [Spec.from_json(s) for s in (specs or [])]
+    from ..errors import InvalidSpecs
+
+    try:
+        result = [Spec.from_json(s) for s in (specs or [])]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InvalidSpecs(f"Invalid specs {specs!r}: {err}") from None
     if len(result) > MAX_ALLOWED_SPECS:
-        raise ValueError(f"A node may carry at most {MAX_ALLOWED_SPECS} specs")
+        raise InvalidSpecs(f"A node may carry at most {MAX_ALLOWED_SPECS} specs")
     if len(set(result)) != len(result):
-        raise ValueError(f"Duplicate specs in {[s.name for s in result]}")
+        raise InvalidSpecs(f"Duplicate specs in {[s.name for s in result]}")
     return result
