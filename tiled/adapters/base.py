@@ -7,6 +7,7 @@ Storage-backed adapters override a hook only to do better (e.g. pass stored chun
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -231,5 +232,18 @@ class TableAdapterBase(_GroupHooks, Adapter):
 
 
 def is_group(adapter: Any) -> bool:
-    """Whether a node has members (and so is a zarr group)."""
-    return isinstance(adapter, _GroupHooks)
+    """Whether a node has members (and so is a zarr group): it has the group hooks, by
+    inheritance or structurally (as access-filtered views of groups do)."""
+    return _is_group_type(type(adapter))
+
+
+@functools.cache
+def _is_group_type(cls: type) -> bool:
+    # Decided once per class (the members of protocols.ZarrGroupHooks): a runtime protocol
+    # check is slow, and this runs on every zarr request.
+    return issubclass(cls, _GroupHooks) or all(
+        callable(getattr(cls, name, None)) for name in _GROUP_HOOKS
+    )
+
+
+_GROUP_HOOKS = ("to_zarr_meta", "zarr_member_keys", "zarr_member")

@@ -121,9 +121,11 @@ class WritableContainer(Protocol):
         access_blob: dict[str, Any] | None = None,
         register: bool = False,
     ) -> Any:
-        """Create a child (with its storage, for data-source-backed families); return its adapter.
+        """Create a child (with its storage, for data-source-backed families); return its adapter,
+        which carries its ``key`` and its ``data_sources()``.
 
-        All or nothing: on any failure no row and no file remains."""
+        Data sources with assets (external files) are refused unless ``register``. All or
+        nothing: on any failure no row and no file remains."""
         ...
 
 

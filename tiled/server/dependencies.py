@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from ..access.identity import Identity
 from ..access.view import AccessView
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
-from .authentication import ANONYMOUS, get_identity
+from .authentication import get_identity
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,6 @@ class Node:
 def split_path(path: str) -> tuple[str, ...]:
     # Empty segments are dropped, as upstream does: /a//b/ is /a/b.
     return tuple(part for part in path.split("/") if part)
-
-
-async def lookup(root: Any, parts: tuple[str, ...]) -> Any:
-    """The adapter at ``parts`` with no access policy applied (used by trusted code)."""
-    return (await AccessView(ANONYMOUS).lookup(root, parts))[-1][1]
 
 
 async def resolve_node(

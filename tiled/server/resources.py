@@ -117,7 +117,7 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
         "structure": structure,
         "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
         "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
-        "data_sources": _data_sources(adapter) if context.include_data_sources else None,
+        "data_sources": data_sources_json(adapter) if context.include_data_sources else None,
     }
     links = None
     if not context.omit_links:
@@ -134,7 +134,7 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
     }
 
 
-def _data_sources(adapter: Any) -> list[dict[str, Any]] | None:
+def data_sources_json(adapter: Any) -> list[dict[str, Any]] | None:
     data_sources = getattr(adapter, "data_sources", None)  # only storage-backed nodes have them
     return [ds.to_json() for ds in data_sources()] if callable(data_sources) else None
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
+from ...adapters.base import is_group
 from ...errors import BadRequest, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
@@ -246,17 +247,18 @@ async def _check_subtree_size(request: Request, container: Any) -> None:
 
     The size comes from structures (nothing is read), and the walk stops once over the limit.
     """
-    limit = request.app.state.settings.response_bytesize_limit
+    settings = request.app.state.settings
+    limit = settings.response_bytesize_limit
     total, pending = 0, [container]
     while pending:
         group = pending.pop()
         for key in await group.zarr_member_keys():
             member = await group.zarr_member(key)
-            if callable(getattr(member, "zarr_member_keys", None)):
+            if is_group(member):
                 pending.append(member)
-            elif callable(getattr(member, "zarr_dtype", None)):
-                shape = member.structure().shape
-                total += math.prod(shape) * (member.zarr_dtype().itemsize or 1)
+            else:
+                meta = await member.to_zarr_meta(settings.zarr)  # reads no data
+                total += math.prod(meta.shape) * (meta.dtype.itemsize or 1)
             if total > limit:
                 raise BadRequest(
                     f"Response would exceed {limit}. Export a smaller part of the tree "

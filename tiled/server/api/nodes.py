@@ -19,7 +19,7 @@ from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
-from ..resources import LINKS_BY_FAMILY, page_links
+from ..resources import LINKS_BY_FAMILY, data_sources_json, page_links
 from ..responses import document_response
 from ..urls import base_url
 
@@ -78,20 +78,17 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
         node.require("register")
     parent = capable(node.adapter, WritableContainer, "creating nodes")
     data_sources = [ds.to_data_source() for ds in body.data_sources]
-    if not register and any(ds.assets for ds in data_sources):
-        raise BadRequest("Data sources with assets must be registered with POST /register.")
     child = await parent.create_node(
         key=body.id, structure_family=body.structure_family, metadata=body.metadata,
         specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=body.access_blob,
         register=register,
     )  # fmt: skip
-    key = child.key if hasattr(child, "key") else body.id
-    path = "/".join((*node.path_parts, key))
+    path = "/".join((*node.path_parts, child.key))
     base = base_url(request)
     links = {"self": f"{base}/metadata/{path}"}
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
-    sources = [ds.to_json() for ds in getattr(child, "data_sources", lambda: [])()]
-    return document_response(request, {"id": key, "links": links, "data_sources": sources})
+    sources = data_sources_json(child) or []
+    return document_response(request, {"id": child.key, "links": links, "data_sources": sources})
 
 
 @router.post("/metadata/{path:path}")
