@@ -58,6 +58,16 @@ class DictionaryAuthenticator(InternalAuthenticator):
         return UserSessionState(username)
 
 
+class DummyAuthenticator(InternalAuthenticator):
+    """Any username with any password logs in: for development only (upstream's name)."""
+
+    def __init__(self, confirmation_message: str | None = None):
+        self.confirmation_message = confirmation_message
+
+    async def authenticate(self, username: str, password: str) -> UserSessionState | None:
+        return UserSessionState(username)
+
+
 class PAMAuthenticator(InternalAuthenticator):
     """Check credentials against the host's PAM stack (needs the ``pamela`` package)."""
 

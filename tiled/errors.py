@@ -24,6 +24,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── Forbidden                     credentials valid, but not allowed to do this
     ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
     ├── Unsupported                   the node cannot perform the operation at all
+    ├── DataUnavailable               the node's data is in a form this server cannot read
     └── Conflict                      the operation collides with existing state
 """
 
@@ -138,3 +139,10 @@ class Unsupported(TiledError):
 
 class Conflict(TiledError):
     pass
+
+
+class DataUnavailable(TiledError):
+    """The node exists and is listed, but its data is stored in a form this server cannot read
+    (a media type with no adapter, a structure family it does not serve); the message names it.
+    """
+

@@ -74,7 +74,10 @@ def matrix(tmp_path_factory):
         tree(),
         authentication=authentication(access_token_max_age=1, tiled_admins=[]),
         server_settings={
-            "database": {"uri": f"sqlite:///{tmp_path_factory.mktemp('m') / 'authn.db'}"}
+            "database": {
+                "uri": f"sqlite:///{tmp_path_factory.mktemp('m') / 'authn.db'}",
+                "init_if_not_exists": True,
+            }
         },
         access_policy=policy,
     )

@@ -122,7 +122,8 @@ def test_login_whoami_refresh_revoke(client):
     assert tokens["identity"] == {"id": "alice", "provider": "toy"}
     assert tokens["expires_in"] == 15 * 60 and tokens["refresh_token_expires_in"] == 7 * 86400
     me = client.get("/auth/whoami", headers=bearer(tokens)).json()
-    assert me["uuid"] == tokens["principal"] and me["type"] == "user"
+    # As upstream: whoami gives the dashed form of the UUID, the tokens its hex form.
+    assert me["uuid"].replace("-", "") == tokens["principal"] and me["type"] == "user"
     assert [i["id"] for i in me["identities"]] == ["alice"]
     assert {role["name"] for role in me["roles"]} == {"user", "admin"}  # a tiled_admin
     assert client.get("/metadata/x", headers=bearer(tokens)).status_code == 200
@@ -397,7 +398,12 @@ async def test_existing_database_without_tables_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="init_if_not_exists"):
         await database.startup()
     await database.shutdown()
-    fresh = AuthnDatabase(Database(uri=str(tmp_path / "new.db")))  # a new file is created
+    # As upstream: a new database is created only when init_if_not_exists says so.
+    missing = AuthnDatabase(Database(uri=str(tmp_path / "new.db")))
+    with pytest.raises(RuntimeError, match="tiled admin initialize-database"):
+        await missing.startup()
+    assert not (tmp_path / "new.db").exists()
+    fresh = AuthnDatabase(Database(uri=str(tmp_path / "new.db"), init_if_not_exists=True))
     await fresh.startup()
     await fresh.shutdown()
 

@@ -23,6 +23,7 @@ from tiled.config import (
     construct_build_app_kwargs,
     parse_configs,
     resolve_relative_path,
+    validate_config,
 )
 from tiled.server.app import app_factory, build_app_from_config
 
@@ -52,6 +53,7 @@ def write(path: Path, text: str) -> Path:
 
 
 DEMO = "tiled.examples.generated:tree"
+NOT_CODE = "tiled.config.sections:UNSUPPORTED"  # importable, but a dict
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def test_unknown_keys_one_line_per_problem(tmp_path):
     text = "\n".join(problems)
     assert "trees[0]: unknown key 'colour'" in text
     assert "allow_anonymus_access" in text
-    assert "'streaming_cache' is an upstream Tiled setting" in text
+    assert "streaming_cache: not supported by this server" in text
     assert "unknown key 'unknown_thing'" in text
     assert "zarr.codec: unknown codec 'nope'" in text
 
@@ -242,7 +244,7 @@ async def _async_factory():
         ),
         ({"trees": [{"path": "/", "tree": DEMO}, {"path": "/b", "tree": DEMO}]}, "may not nest"),
         ({"trees": [{"path": "/a", "tree": DEMO}, {"path": "/a", "tree": DEMO}]}, "appears twice"),
-        ({"trees": [{"path": "a", "tree": DEMO}]}, "must start with '/'"),
+        ({"trees": [{"path": "/a/../b", "tree": DEMO}]}, "may not contain '.' or '..'"),
         ({"trees": [{"path": "/", "tree": "catalog"}]}, "needs args.uri"),
         ({"trees": [{"path": "/", "tree": "nothing"}]}, "neither 'catalog' nor an import path"),
         ({"trees": [{"path": "/", "tree": "no.such.module:tree"}]}, "cannot import"),
@@ -262,6 +264,26 @@ async def _async_factory():
                 "authentication": {"single_user_api_key": "a b"},
             },
             "alphanumeric",
+        ),
+        (
+            {"trees": [{"path": "/", "tree": DEMO}], "media_types": {"array": {"t/x": NOT_CODE}}},
+            f"media_types.array.t/x: {NOT_CODE!r} is not a function",
+        ),
+        ({"trees": [{"path": "/", "tree": DEMO}], "routers": [NOT_CODE]}, "not an APIRouter"),
+        (
+            {"trees": [{"path": "/", "tree": DEMO}], "access_control": {"access_policy": NOT_CODE}},
+            "access_control.access_policy: 'tiled.config.sections:UNSUPPORTED' gave a dict object",
+        ),
+        (
+            {
+                "trees": [{"path": "/", "tree": DEMO}],
+                "authentication": {"providers": [{"provider": "p", "authenticator": NOT_CODE}]},
+            },
+            "authentication.providers[0] (p): 'tiled.config.sections:UNSUPPORTED' is not an authenticator",
+        ),
+        (
+            {"trees": [{"path": "/", "tree": "tiled.config:parse_configs", "args": {"x": 1}}]},
+            "trees[0] (/): could not call 'tiled.config:parse_configs'",
         ),
     ],
 )
@@ -290,25 +312,68 @@ def test_empty_directory(tmp_path):
         parse_configs(tmp_path)
 
 
-def test_environment_fills_what_the_file_leaves_unset(monkeypatch):
+def test_sources_explicit_then_environment_then_file(monkeypatch):
+    # As upstream: a TILED_* variable overrides the file; an explicit argument overrides both.
+    base = {"trees": [{"path": "/", "tree": DEMO}]}
+    file = {
+        **base,
+        "authentication": {"single_user_api_key": "filekey"},
+        "allow_origins": ["https://file.example"],
+        "response_bytesize_limit": 5,
+    }
+    kwargs = construct_build_app_kwargs(file)
+    assert kwargs["authentication"].single_user_api_key == "filekey"
+    assert kwargs["server_settings"]["allow_origins"] == ["https://file.example"]
+    assert kwargs["server_settings"]["response_bytesize_limit"] == 5
+
     monkeypatch.setenv("TILED_SINGLE_USER_API_KEY", "envkey")
     monkeypatch.setenv("TILED_ALLOW_ORIGINS", '["https://a.example"]')
     monkeypatch.setenv("TILED_RESPONSE_BYTESIZE_LIMIT", "77")
-    base = {"trees": [{"path": "/", "tree": DEMO}]}
-    kwargs = construct_build_app_kwargs(base)
-    assert kwargs["authentication"].single_user_api_key == "envkey"
-    assert kwargs["server_settings"]["allow_origins"] == ["https://a.example"]
-    assert kwargs["server_settings"]["response_bytesize_limit"] == 77
-    explicit = {
-        **base,
-        "authentication": {"single_user_api_key": "filekey"},
-        "allow_origins": [],
-        "response_bytesize_limit": 5,
-    }
-    kwargs = construct_build_app_kwargs(explicit)
-    assert kwargs["authentication"].single_user_api_key == "filekey"
-    assert kwargs["server_settings"]["allow_origins"] == []
-    assert kwargs["server_settings"]["response_bytesize_limit"] == 5
+    monkeypatch.setenv("TILED_ACCESS_TOKEN_MAX_AGE", "60")
+    for document in (base, file):
+        kwargs = construct_build_app_kwargs(document)
+        assert kwargs["authentication"].single_user_api_key == "envkey"
+        assert kwargs["authentication"].access_token_max_age.total_seconds() == 60
+        assert kwargs["server_settings"]["allow_origins"] == ["https://a.example"]
+        assert kwargs["server_settings"]["response_bytesize_limit"] == 77
+    explicit = validate_config(file, overrides={"authentication": {"single_user_api_key": "cli"}})
+    assert explicit.authentication.single_user_api_key == "cli"
+    assert explicit.with_overrides(api_key="again").authentication.single_user_api_key == "again"
+
+
+def test_environment_reaches_build_app_directly(monkeypatch):
+    from tiled.adapters.mapping import MapAdapter
+    from tiled.server.app import build_app
+
+    monkeypatch.setenv("TILED_SINGLE_USER_API_KEY", "envkey")
+    monkeypatch.setenv("TILED_RESPONSE_BYTESIZE_LIMIT", "1234")
+    monkeypatch.setenv("TILED_DATABASE_URI", "sqlite:///ignored-in-single-user-mode.db")
+    app = build_app(MapAdapter({}))
+    assert app.state.authenticator.api_key == "envkey"
+    assert app.state.settings.response_bytesize_limit == 1234
+    explicit = build_app(
+        MapAdapter({}),
+        authentication={"single_user_api_key": "given"},
+        server_settings={"response_bytesize_limit": 10},
+    )
+    assert explicit.state.authenticator.api_key == "given"
+    assert explicit.state.settings.response_bytesize_limit == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TILED_RESPONSE_BYTESIZE_LIMIT", "lots", "TILED_RESPONSE_BYTESIZE_LIMIT: "),
+        ("TILED_ALLOW_ANONYMOUS_ACCESS", "perhaps", "TILED_ALLOW_ANONYMOUS_ACCESS: "),
+        ("TILED_SECRET_KEYS", "[not json", "TILED_SECRET_KEYS: must be a JSON list"),
+        ("TILED_SINGLE_USER_API_KEY", "a b", "TILED_SINGLE_USER_API_KEY: "),
+        ("TILED_STREAMING_CACHE_URI", "memory", "TILED_STREAMING_CACHE_URI: streaming_cache"),
+    ],
+)
+def test_bad_environment_variables_are_named(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        construct_build_app_kwargs({"trees": [{"path": "/", "tree": DEMO}]})
 
 
 def test_several_trees_carry_their_tasks_and_routers_to_the_root():
@@ -547,11 +612,33 @@ def test_cli_invalid_yaml(tmp_path):
 
 
 def test_cli_validation_errors_one_line_each(tmp_path):
-    path = write(tmp_path / "config.yml", "trees: [{path: nope, tree: x}]\nwhat: 1\n")
+    path = write(tmp_path / "config.yml", "trees: [{path: /a/../b, tree: x}]\nwhat: 1\n")
     result = run_cli("serve", "config", str(path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith(f"Error: {path}: ") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("files", "fragments"),
+    [
+        ({"mod.py": "raise RuntimeError('broken at import')\n"}, ["cannot import", "RuntimeError"]),
+        ({"mod.py": "def make():\n    return 1 / 0\n"}, ["could not call", "ZeroDivisionError"]),
+        ({"mod.py": "def make(:\n"}, ["cannot import", "SyntaxError"]),
+    ],
+)
+def test_cli_broken_tree_module_is_one_line(tmp_path, files, fragments):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    path = write(tmp_path / "config.yml", "trees: [{path: /, tree: './mod.py:make'}]\n")
+    line = assert_one_line_error(run_cli("serve", "config", str(path)), *fragments)
+    assert line.startswith(f"Error: {path}: trees[0] (/): ")
+
+
+def test_cli_bad_environment_variable_is_one_line(tmp_path):
+    path = write(tmp_path / "config.yml", f"trees: [{{path: /, tree: '{DEMO}'}}]\n")
+    result = run_cli("serve", "config", str(path), env=_env(TILED_EXACT_COUNT_LIMIT="many"))
+    assert_one_line_error(result, "environment variable TILED_EXACT_COUNT_LIMIT")
 
 
 def test_cli_bad_import_path(tmp_path):

@@ -280,6 +280,20 @@ def test_missing_and_malformed_keys_are_404(server, zarr_format):
             assert "detail" in response.json()
 
 
+def test_an_arrays_own_path_answers_its_metadata_document(server, zarr_format):
+    document = ".zarray" if zarr_format == 2 else "zarr.json"
+    with httpx.Client(base_url=url_of(server, zarr_format)) as client:
+        for path in ["chunked", "table/x", "sparse", "grp/1.2"]:
+            expected = client.get(f"{path}/{document}")
+            for own in (path, f"{path}/"):
+                answer = client.get(own)
+                assert answer.status_code == 200, own
+                assert answer.headers["content-type"] == "application/json"
+                assert answer.content == expected.content
+                assert answer.headers["etag"] == expected.headers["etag"]
+        assert client.get("chunked/nope").status_code == 404
+
+
 def test_head_range_etag_and_not_modified(server, zarr_format):
     chunk = "chunked/0.0" if zarr_format == 2 else "chunked/c/0/0"
     document = ".zarray" if zarr_format == 2 else "zarr.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from ..structures.zarr_meta import EncodedChunk, ZarrArrayMeta, ZarrOptions
 from ..utils import run_sync
 from .base import ArrayAdapterBase, zarr_attributes
 from .mapping import MapAdapter
+
+# Upstream's public flag: True when the installed zarr-python is major version 2.
+ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
 
 # zarr v3 bytes-to-bytes codecs with a numcodecs twin that zarr v2 readers understand.
 _V3_TO_NUMCODECS = {

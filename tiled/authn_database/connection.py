@@ -1,4 +1,4 @@
-"""Open the authentication database: URI normalization, engine, tables, sessions."""
+"""Open the authentication database: URI normalization, engine, schema check, sessions."""
 
 from __future__ import annotations
 
@@ -7,43 +7,106 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import StaticPool
 
 from ..config import Database
-from .orm import Base
 
 IN_MEMORY = "sqlite+aiosqlite://"
 _MEMORY_FORMS = {"", ":memory:", "sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite://"}
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
 
 
 def async_url(uri: str | None) -> URL:
     """The SQLAlchemy async URL for ``uri``: sqlite -> aiosqlite, postgresql -> asyncpg.
 
     A bare path is a SQLite file; None (or ``:memory:``) is an in-memory SQLite database.
+    Raises ValueError for anything else.
     """
     if uri is None or uri in _MEMORY_FORMS or uri == IN_MEMORY + "/:memory:":
         return make_url(IN_MEMORY)
     if "://" not in uri:
         return make_url(f"sqlite+aiosqlite:///{uri}")
-    url = make_url(uri)
-    if url.drivername == "sqlite":
-        url = url.set(drivername="sqlite+aiosqlite")
-    elif url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+asyncpg")
+    try:
+        url = make_url(uri)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises several kinds for one problem
+        raise ValueError(f"{uri!r} is not a database URI") from None
+    url = url.set(drivername=_ASYNC_DRIVERS.get(url.drivername, url.drivername))
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(
+            f"Unsupported database URI {url.render_as_string(hide_password=True)!r}: use "
+            "sqlite:///path/to/file.db or postgresql://user@host/database"
+        )
     return url
 
 
+def is_memory(url: URL) -> bool:
+    """An in-memory SQLite database, including SQLite URI filenames with ``mode=memory``
+    (upstream's default ``sqlite:///file:authdb?mode=memory&cache=shared&uri=true``)."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def sqlite_file_missing(url: URL) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (connecting would create it)."""
+    if url.get_backend_name() != "sqlite" or is_memory(url):
+        return False
+    database = url.database or ""
+    if database.startswith("file:"):  # an SQLite URI filename: leave it to SQLite
+        return False
+    return not Path(database).exists()
+
+
+def create_engine(url: URL, settings: Database | None = None) -> AsyncEngine:
+    """An engine for the authentication database (``settings`` for pooling and schema)."""
+    settings = settings or Database()
+    if is_memory(url):
+        # One connection shared by everyone, or each connection would see its own database.
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    elif url.get_backend_name() == "sqlite":
+        options = {}
+    else:
+        options = {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_pre_ping": settings.pool_pre_ping,
+        }
+        if settings.schema_:
+            # Every table, type and the alembic stamp live in that schema.
+            options["connect_args"] = {"server_settings": {"search_path": settings.schema_}}
+    engine = create_async_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
+    return engine
+
+
 class AuthnDatabase:
-    """The engine and session factory, made at startup and disposed of at shutdown."""
+    """The engine and session factory, made at startup and disposed of at shutdown.
+
+    At startup the database must be at upstream's newest revision
+    (:data:`~tiled.authn_database.migration.HEAD`); an empty one is created only when
+    ``init_if_not_exists`` says so (or when it lives in memory).
+    """
 
     def __init__(self, settings: Database | None = None):
         self.settings = settings or Database()
         self.url = async_url(self.settings.uri)
-        self.in_memory = self.url.get_backend_name() == "sqlite" and not self.url.database
-        self.engine = None
+        self.in_memory = is_memory(self.url)
+        self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         # One shared in-memory connection: transactions must not interleave on it.
         self._lock: asyncio.Lock | None = None
@@ -52,56 +115,26 @@ class AuthnDatabase:
     def display_url(self) -> str:
         return self.url.render_as_string(hide_password=True)
 
-    def _engine_options(self) -> dict:
-        if self.in_memory:
-            return {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        options = {
-            "pool_size": self.settings.pool_size,
-            "max_overflow": self.settings.max_overflow,
-            "pool_pre_ping": self.settings.pool_pre_ping,
-        }
-        if self.settings.schema_:
-            options["execution_options"] = {"schema_translate_map": {None: self.settings.schema_}}
-        return options
-
     async def startup(self) -> None:
-        self.engine = create_async_engine(self.url, **self._engine_options())
-        if self.url.get_backend_name() == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_foreign_keys)
+        from .migration import uninitialized
+
+        create = self.in_memory or self.settings.init_if_not_exists
+        if sqlite_file_missing(self.url) and not create:
+            raise uninitialized(self.display_url)
+        self.engine = create_engine(self.url, self.settings)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._lock = asyncio.Lock() if self.in_memory else None
-        await self._ensure_tables()
-
-    def _new_sqlite_file(self) -> bool:
-        if self.url.get_backend_name() != "sqlite" or self.in_memory:
-            return False
-        path = Path(self.url.database)
-        return not path.exists() or path.stat().st_size == 0
-
-    async def _ensure_tables(self) -> None:
-        """Create the tables in a new database; refuse an existing one that lacks them
-        unless ``init_if_not_exists`` says so (it may be the wrong database)."""
-        schema = self.settings.schema_
-        create = self.in_memory or self.settings.init_if_not_exists or self._new_sqlite_file()
-        async with self.engine.begin() as connection:
-            if schema and create:
-                await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            exists = await connection.run_sync(
-                lambda sync: inspect(sync).has_table("principals", schema=schema)
-            )
-            if exists:
-                return
-            if not create:
-                raise RuntimeError(
-                    f"The authentication database {self.display_url} has no tables. "
-                    "Set 'init_if_not_exists: true' under 'database' to create them."
-                )
-            await connection.run_sync(Base.metadata.create_all)
+        try:
+            await check_schema(self.engine, self.display_url, create, self.settings.schema_)
+        except BaseException:
+            await self.shutdown()
+            raise
 
     async def shutdown(self) -> None:
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
+            self._sessions = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -111,6 +144,21 @@ class AuthnDatabase:
             if self._lock is not None:
                 await stack.enter_async_context(self._lock)
             yield await stack.enter_async_context(self._sessions())
+
+
+async def check_schema(
+    engine: AsyncEngine, display_url: str, create: bool, schema: str | None = None
+) -> bool:
+    """Refuse a database not at the newest revision; create an empty one if ``create``.
+
+    Returns True if the database was created.
+    """
+    from .migration import check
+
+    async with engine.begin() as connection:
+        if schema and create and engine.dialect.name == "postgresql":
+            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        return await connection.run_sync(check, display_url, create)
 
 
 def _sqlite_foreign_keys(dbapi_connection, _record) -> None:

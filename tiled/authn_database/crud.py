@@ -1,9 +1,15 @@
-"""Every query of the authentication database; callers pass an ``AsyncSession``."""
+"""Every query of the authentication database; callers pass an ``AsyncSession``.
+
+API keys are hashed as upstream hashes them (SHA-256 of the secret's bytes; the first eight
+characters of the secret's hex form kept beside it), so keys made by either server work on
+both. Principals and sessions are named by the hex form of their UUID, as in upstream's
+tokens; either form of a UUID is accepted where one is looked up.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
+import json
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -12,28 +18,28 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..access.scopes import ALL_SCOPES
+from ..errors import BadRequest
 from . import orm
 from .orm import utcnow
 
-# Upstream's default role for users who log in (observed).
-USER_SCOPES = frozenset(
-    {
-        "read:metadata", "read:data", "create:node", "write:metadata", "write:data",
-        "delete:revision", "delete:node", "create:apikeys", "revoke:apikeys",
-    }
-)  # fmt: skip
-SEED_ROLES = {
-    "user": (USER_SCOPES, "Default role for users"),
-    "admin": (ALL_SCOPES, "Role with all scopes, for administrators"),
-}
 INHERIT = "inherit"  # meta-scope of API keys: the owner's scopes at the time of use
-API_KEY_SECRET_BYTES = 36  # 72 hex characters
+API_KEY_SECRET_BYTES = 36  # 72 hex characters, as upstream makes them
 ACTIVITY_RESOLUTION = timedelta(seconds=60)  # latest_activity is written at most this often
+LIST_COLUMN_LENGTH = 511  # scopes and access tags are JSON text in VARCHAR(511)
 
 
 def hash_secret(secret: bytes) -> bytes:
     return hashlib.sha256(secret).digest()
+
+
+def parse_uuid(text: str | uuid.UUID) -> uuid.UUID | None:
+    """A UUID from its hex or dashed form; None if ``text`` is neither."""
+    if isinstance(text, uuid.UUID):
+        return text
+    try:
+        return uuid.UUID(str(text))
+    except ValueError:
+        return None
 
 
 def principal_scopes(principal: orm.Principal) -> frozenset[str]:
@@ -49,21 +55,13 @@ def api_key_scopes(key: orm.APIKey) -> frozenset[str]:
     return frozenset(granted & owned)
 
 
-async def seed_roles(db: AsyncSession) -> None:
-    existing = set((await db.scalars(select(orm.Role.name))).all())
-    for name, (scopes, description) in SEED_ROLES.items():
-        if name not in existing:
-            db.add(orm.Role(name=name, scopes=sorted(scopes), description=description))
-    await db.commit()
-
-
 async def roles_named(db: AsyncSession, names: Iterable[str]) -> list[orm.Role]:
     names = list(names)
     roles = (await db.scalars(select(orm.Role).where(orm.Role.name.in_(names)))).all()
     missing = set(names) - {role.name for role in roles}
     if missing:
         raise ValueError(f"No such roles: {sorted(missing)}")
-    return list(roles)
+    return sorted(roles, key=lambda role: names.index(role.name))
 
 
 async def find_identity(db: AsyncSession, provider: str, user_id: str) -> orm.Identity | None:
@@ -77,7 +75,7 @@ async def _user_principal(db: AsyncSession, provider: str, user_id: str, admin: 
     """The principal of a login, created (with the user role) on first sight."""
     identity = await find_identity(db, provider, user_id)
     if identity is None:
-        principal = orm.Principal(uuid=uuid.uuid4().hex, type="user")
+        principal = orm.Principal(uuid=uuid.uuid4(), type="user")
         principal.roles = await roles_named(db, ["user", "admin"] if admin else ["user"])
         identity = orm.Identity(id=user_id, provider=provider)
         principal.identities = [identity]
@@ -108,7 +106,10 @@ async def principal_by_id(db: AsyncSession, principal_id: int) -> orm.Principal:
 
 
 async def principal_by_uuid(db: AsyncSession, principal_uuid: str) -> orm.Principal | None:
-    statement = select(orm.Principal).where(orm.Principal.uuid == principal_uuid)
+    parsed = parse_uuid(principal_uuid)
+    if parsed is None:
+        return None
+    statement = select(orm.Principal).where(orm.Principal.uuid == parsed)
     return (await db.scalars(statement)).first()
 
 
@@ -121,7 +122,7 @@ async def list_principals(
 
 
 async def create_service_principal(db: AsyncSession, role: str) -> orm.Principal:
-    principal = orm.Principal(uuid=uuid.uuid4().hex, type="service")
+    principal = orm.Principal(uuid=uuid.uuid4(), type="service")
     principal.roles = await roles_named(db, [role])
     principal.identities = []
     db.add(principal)
@@ -133,7 +134,7 @@ async def create_session(
     db: AsyncSession, principal: orm.Principal, max_age: timedelta, state: dict
 ) -> orm.Session:
     session = orm.Session(
-        uuid=uuid.uuid4().hex,
+        uuid=uuid.uuid4(),
         principal_id=principal.id,
         expiration_time=utcnow() + max_age,
         state=dict(state),
@@ -144,7 +145,10 @@ async def create_session(
 
 
 async def session_by_uuid(db: AsyncSession, session_uuid: str) -> orm.Session | None:
-    statement = select(orm.Session).where(orm.Session.uuid == session_uuid)
+    parsed = parse_uuid(session_uuid)
+    if parsed is None:
+        return None
+    statement = select(orm.Session).where(orm.Session.uuid == parsed)
     return (await db.scalars(statement)).first()
 
 
@@ -175,6 +179,13 @@ async def live_sessions(db: AsyncSession, principal_id: int) -> list[orm.Session
     return list((await db.scalars(statement)).all())
 
 
+def _fits(name: str, values: list[str] | None) -> None:
+    if values is not None and len(json.dumps(values)) > LIST_COLUMN_LENGTH:
+        raise BadRequest(
+            f"Too many {name}: their JSON list exceeds {LIST_COLUMN_LENGTH} characters"
+        )
+
+
 async def create_api_key(
     db: AsyncSession,
     principal: orm.Principal,
@@ -184,14 +195,18 @@ async def create_api_key(
     access_tags: list[str] | None = None,
 ) -> tuple[str, orm.APIKey]:
     """A new key for ``principal``: returns its secret (hex, shown once) and its record."""
+    scopes = list(scopes)
+    access_tags = list(access_tags) if access_tags is not None else None
+    _fits("scopes", scopes)
+    _fits("access tags", access_tags)
     secret = secrets.token_bytes(API_KEY_SECRET_BYTES)
     key = orm.APIKey(
         first_eight=secret.hex()[:8],
         hashed_secret=hash_secret(secret),
         principal_id=principal.id,
         expiration_time=utcnow() + timedelta(seconds=expires_in) if expires_in else None,
-        scopes=list(scopes),
-        access_tags=list(access_tags) if access_tags is not None else None,
+        scopes=scopes,
+        access_tags=access_tags,
         note=note,
     )
     db.add(key)
@@ -207,12 +222,11 @@ async def lookup_api_key(db: AsyncSession, secret_hex: str) -> orm.APIKey | None
         return None
     if len(secret) < 4:
         return None
-    hashed = hash_secret(secret)
-    statement = select(orm.APIKey).where(orm.APIKey.first_eight == secret.hex()[:8])
-    for key in (await db.scalars(statement)).all():
-        if hmac.compare_digest(key.hashed_secret, hashed):
-            return key
-    return None
+    statement = select(orm.APIKey).where(
+        orm.APIKey.first_eight == secret.hex()[:8],
+        orm.APIKey.hashed_secret == hash_secret(secret),
+    )
+    return (await db.scalars(statement)).first()
 
 
 async def touch_api_key(db: AsyncSession, key: orm.APIKey) -> None:
@@ -224,7 +238,9 @@ async def touch_api_key(db: AsyncSession, key: orm.APIKey) -> None:
 
 async def principal_api_keys(db: AsyncSession, principal_id: int) -> list[orm.APIKey]:
     statement = (
-        select(orm.APIKey).where(orm.APIKey.principal_id == principal_id).order_by(orm.APIKey.id)
+        select(orm.APIKey)
+        .where(orm.APIKey.principal_id == principal_id)
+        .order_by(orm.APIKey.time_created, orm.APIKey.first_eight)
     )
     return list((await db.scalars(statement)).all())
 

@@ -1,4 +1,7 @@
-"""The JSON shapes of principals, API keys and sessions (as upstream Tiled reports them)."""
+"""The JSON shapes of principals, API keys and sessions (as upstream Tiled reports them).
+
+UUIDs are written in their 32-character hex form, as in tokens (``sub``, ``sid``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,11 @@ from . import orm
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=UTC).isoformat() if value is not None else None
+    if value is None:
+        return None
+    return (
+        value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    ).isoformat()
 
 
 def api_key_json(key: orm.APIKey, secret: str | None = None) -> dict[str, Any]:
@@ -28,7 +35,7 @@ def api_key_json(key: orm.APIKey, secret: str | None = None) -> dict[str, Any]:
 
 def session_json(session: orm.Session) -> dict[str, Any]:
     return {
-        "uuid": session.uuid,
+        "uuid": str(session.uuid),
         "expiration_time": iso(session.expiration_time),
         "revoked": session.revoked,
         "state": session.state or {},
@@ -40,10 +47,10 @@ def principal_json(
 ) -> dict[str, Any]:
     moments = [identity.latest_login for identity in principal.identities]
     moments += [key.latest_activity for key in api_keys]
-    moments += [session.time_last_refreshed or session.created for session in sessions]
+    moments += [session.time_last_refreshed or session.time_created for session in sessions]
     known = [moment for moment in moments if moment is not None]
     return {
-        "uuid": principal.uuid,
+        "uuid": str(principal.uuid),
         "type": principal.type,
         "identities": [
             {"id": i.id, "provider": i.provider, "latest_login": iso(i.latest_login)}

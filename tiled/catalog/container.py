@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import func, select
 
 from ..adapters.base import ContainerAdapterBase, _attrs_of_xarray_node, is_group
 from ..adapters.mapping import _MISSING, SortingItem, _distinct, lookup_dotted, normalize_sorting
@@ -24,10 +24,10 @@ from ..structures.core import Spec, StructureFamily
 from ..utils import run_sync
 from .core import Catalog, NodeRecord, join_path
 from .creation import create_child
-from .nodes import CatalogNode, open_leaf
-from .orm import nodes
+from .nodes import CatalogNode, UnavailableNode, open_leaf
+from .orm import ROOT_ID, nodes
 from .queries import condition_for
-from .records import fetch_records, records_query
+from .records import fetch_records, node_at, path_ids, records_query
 
 DEFAULT_SORTING = (SortingItem("", 1),)
 _GIVEN_ORDER = frozenset({"", "_"})
@@ -58,9 +58,11 @@ class CatalogContainerBase(ContainerAdapterBase):
         specs: Any = None,
         access_blob: dict[str, Any] | None = None,
         child_count: int | None = None,
+        node_id: int = ROOT_ID,
     ):
         super().__init__(None, metadata=metadata, specs=specs)
         self._catalog = catalog
+        self._node_id = node_id
         self._segments = tuple(segments)
         self._path = "/".join(self._segments)
         self.access_blob = access_blob
@@ -112,7 +114,7 @@ class CatalogContainerBase(ContainerAdapterBase):
     # --- SQL ---
 
     def _where(self) -> list[Any]:
-        return [nodes.c.parent == self._path, *self._conditions]
+        return [nodes.c.parent == self._node_id, *self._conditions]
 
     def _order_for(self, table: Any) -> list[Any]:
         """The listing's ORDER BY on ``table`` (the nodes table or a subquery of it)."""
@@ -128,7 +130,7 @@ class CatalogContainerBase(ContainerAdapterBase):
     async def _records(self, offset: int, limit: int | None) -> list[NodeRecord]:
         query = records_query(self._where(), self._order_for, offset, limit)
         async with self._catalog.connect() as connection:
-            return await fetch_records(connection, query)
+            return await fetch_records(connection, query, self._path)
 
     async def _adapters(self, records: list[NodeRecord]) -> list[tuple[str, Any]]:
         return await adapters_for(self._catalog, records)
@@ -187,7 +189,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         """The child ``key`` if this (possibly searched or filtered) listing has it."""
         query = records_query([*self._where(), nodes.c.key == key])
         async with self._catalog.connect() as connection:
-            records = await fetch_records(connection, query)
+            records = await fetch_records(connection, query, self._path)
         if not records:
             return default
         ((_, child),) = await self._adapters(records)
@@ -213,10 +215,10 @@ class CatalogContainerBase(ContainerAdapterBase):
         cached = self._catalog.cached_lookup(path)
         if cached is not None:
             return cached
-        parent, _, key = path.rpartition("/")
+        parent = path.rpartition("/")[0]
         async with self._catalog.connect() as connection:
             records = await fetch_records(
-                connection, records_query([nodes.c.parent == parent, nodes.c.key == key])
+                connection, records_query([node_at(self._node_id, segments)]), parent
             )
             if not records:
                 return await self._lookup_inside(connection, list(segments))
@@ -226,23 +228,27 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
         """A path that goes on below a node with members of its own (a table's columns)."""
-        prefixes = [join_path(self._path, "/".join(segments[:n])) for n in range(1, len(segments))]
-        pairs = [
-            and_(nodes.c.parent == p.rpartition("/")[0], nodes.c.key == p.rpartition("/")[2])
-            for p in prefixes
-        ]
-        records = (
-            await fetch_records(connection, records_query([or_(false(), *pairs)])) if pairs else []
-        )
-        deepest = max(records, key=lambda r: len(r.segments), default=None)
         missing = NoSuchEntry(list((*self._segments, *segments)))
+        if len(segments) < 2:
+            raise missing
+        ids = (await connection.execute(path_ids(self._node_id, segments[:-1]))).one_or_none()
+        found = [node_id for node_id in (ids or ()) if node_id is not None]
+        if not found:
+            raise missing
+        depth = len(found)
+        parent = join_path(self._path, "/".join(segments[: depth - 1]))
+        records = await fetch_records(
+            connection, records_query([nodes.c.id == found[-1]]), parent
+        )
+        deepest = records[0] if records else None
         if deepest is None or deepest.structure_family == StructureFamily.container:
             raise missing
         ((_, node),) = await self._adapters([deepest])
+        if isinstance(node, UnavailableNode):
+            raise node.unavailable()  # whatever lies inside it, this server cannot read it
         if not is_group(node):
             raise missing
-        rest = segments[len(deepest.segments) - len(self._segments) :]
-        return await node.lookup_adapter(rest)
+        return await node.lookup_adapter(segments[depth:])
 
     # --- distinct values ---
 
@@ -329,7 +335,7 @@ class CatalogContainerBase(ContainerAdapterBase):
     ) -> Any:
         """Create a child with its storage; all or nothing. See :mod:`tiled.catalog.creation`."""
         record = await create_child(
-            self._catalog, self._path, key=key, structure_family=structure_family,
+            self._catalog, self._node_id, self._path, key=key, structure_family=structure_family,
             metadata=metadata, specs=specs, data_sources=data_sources,
             access_blob=access_blob, register=register,
         )  # fmt: skip
@@ -371,7 +377,7 @@ class CatalogContainerAdapter(CatalogNode, CatalogContainerBase):
     def __init__(self, catalog: Catalog, record: NodeRecord):
         CatalogContainerBase.__init__(
             self, catalog, record.segments, metadata=record.metadata, specs=record.specs,
-            access_blob=record.access_blob, child_count=record.child_count,
+            access_blob=record.access_blob, child_count=record.child_count, node_id=record.id,
         )  # fmt: skip
         self.bind(catalog, record)
 

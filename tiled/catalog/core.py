@@ -55,7 +55,8 @@ class NodeRecord:
     """One row of ``nodes`` with its data sources: everything an adapter is built from."""
 
     id: int
-    parent: str
+    parent_id: int | None
+    parent: str  # the parent's path ("" for children of the root)
     key: str
     structure_family: StructureFamily
     metadata: dict[str, Any]

@@ -8,6 +8,8 @@ for it are removed, so neither a row nor a file remains.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from ..adapters.files import path_from_uri
@@ -23,9 +27,10 @@ from ..errors import BadRequest, Conflict, InvalidStructure, Unsupported
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..utils import run_sync
+from .access import set_node_tags
 from .core import Catalog, NodeRecord
 from .errors import InvalidKey
-from .orm import assets, data_source_asset_association, data_sources, nodes, utcnow
+from .orm import assets, data_source_asset_association, data_sources, nodes, structures, utcnow
 from .records import structure_from_json
 from .storage import (
     check_readable,
@@ -128,12 +133,34 @@ def _materialize(catalog: Catalog, source: DataSource, directory: Path | None) -
 
 async def _insert_node(connection: Any, record: NodeRecord) -> int:
     query = nodes.insert().values(
-        parent=record.parent, key=record.key, structure_family=record.structure_family.value,
+        parent=record.parent_id, key=record.key, structure_family=record.structure_family.value,
         metadata=record.metadata, specs=[s.to_json() for s in record.specs],
-        access_blob=record.access_blob, time_created=record.time_created,
-        time_updated=record.time_updated,
+        time_created=record.time_created, time_updated=record.time_updated,
     )  # fmt: skip
-    return (await connection.execute(query.returning(nodes.c.id))).scalar_one()
+    node_id = (await connection.execute(query.returning(nodes.c.id))).scalar_one()
+    await set_node_tags(connection, node_id, record.access_blob)
+    return node_id
+
+
+def structure_id(structure: Any) -> str:
+    """The key of a structure in ``structures``: MD5 of its canonical (RFC 8785) JSON."""
+    canonical = json.dumps(
+        structure, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.md5(canonical.encode("utf-8")).hexdigest()
+
+
+async def _insert_structure(connection: Any, structure: Any) -> str | None:
+    """Store ``structure`` once (equal structures share a row); return its id."""
+    if structure is None:
+        return None
+    key = structure_id(structure)
+    dialect = connection.dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    await connection.execute(
+        insert(structures).values(id=key, structure=structure).on_conflict_do_nothing()
+    )
+    return key
 
 
 async def _asset_id(connection: Any, asset: Asset) -> int:
@@ -154,7 +181,7 @@ async def _insert_data_source(connection: Any, node_id: int, source: DataSource)
     )
     query = data_sources.insert().values(
         node_id=node_id, structure_family=StructureFamily(source.structure_family).value,
-        structure=structure, mimetype=source.mimetype, parameters=source.parameters,
+        structure_id=await _insert_structure(connection, structure), mimetype=source.mimetype, parameters=source.parameters,
         properties=source.properties, management=Management(source.management).value,
     )  # fmt: skip
     source_id = (await connection.execute(query.returning(data_sources.c.id))).scalar_one()
@@ -174,7 +201,7 @@ async def _insert_data_source(connection: Any, node_id: int, source: DataSource)
 
 
 def _new_record(
-    parent: str, key: str | None, structure_family: Any, metadata: Any, specs: Any, access_blob: Any
+    parent_id: int, parent: str, key: str | None, structure_family: Any, metadata: Any, specs: Any, access_blob: Any
 ) -> NodeRecord:
     try:
         family = StructureFamily(structure_family)
@@ -185,7 +212,7 @@ def _new_record(
         raise BadRequest("metadata must be a JSON object")
     now = utcnow()
     return NodeRecord(
-        id=0, parent=parent, key=new_key() if key is None else check_key(key),
+        id=0, parent_id=parent_id, parent=parent, key=new_key() if key is None else check_key(key),
         structure_family=family, metadata=dict(metadata or {}), specs=checked_specs,
         access_blob=access_blob, time_created=now, time_updated=now,
         child_count=0 if family == StructureFamily.container else None,
@@ -194,6 +221,7 @@ def _new_record(
 
 async def create_child(
     catalog: Catalog,
+    parent_id: int,
     parent: str,
     *,
     key: str | None,
@@ -205,7 +233,7 @@ async def create_child(
     register: bool,
 ) -> NodeRecord:
     """Insert a child of ``parent`` and create its storage; return its record."""
-    record = _new_record(parent, key, structure_family, metadata, specs, access_blob)
+    record = _new_record(parent_id, parent, key, structure_family, metadata, specs, access_blob)
     try:
         sources = [as_data_source(ds, record.structure_family) for ds in data_sources]
     except (InvalidStructure, ValueError, KeyError, TypeError) as err:

@@ -20,8 +20,16 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from .ddl import create_extensions, create_triggers
 from .errors import DatabaseNotInitialized
-from .orm import TABLE_NAMES, metadata_obj
+from .orm import (
+    ROOT_ID,
+    TABLE_NAMES,
+    access_tags,
+    metadata_obj,
+    node_access_tags_association,
+    nodes,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MEMORY = "sqlite+aiosqlite:///:memory:"
@@ -154,11 +162,30 @@ def _has_tables(connection: Any) -> bool:
     return all(name in existing for name in TABLE_NAMES)
 
 
+PUBLIC_TAG = "public"
+
+
+def _create_schema(connection: Any) -> None:
+    """Tables, triggers, the root node (id 0) and upstream's ``public`` tag on the root."""
+    create_extensions(connection)
+    metadata_obj.create_all(connection)
+    create_triggers(connection)
+    connection.execute(
+        nodes.insert().values(
+            id=ROOT_ID, parent=None, key="", structure_family="container", metadata={}, specs=[]
+        )
+    )
+    tag_id = connection.execute(
+        access_tags.insert().values(name=PUBLIC_TAG, is_public=True).returning(access_tags.c.id)
+    ).scalar_one()
+    connection.execute(node_access_tags_association.insert().values(node_id=ROOT_ID, tag_id=tag_id))
+
+
 def _initialize(connection: Any, url: URL) -> None:
     if _current_revision(connection) is not None:
         _upgrade(connection, url, "head")  # already managed by alembic: only move forward
         return
-    metadata_obj.create_all(connection)
+    _create_schema(connection)
     _stamp(connection, url, "head")
 
 

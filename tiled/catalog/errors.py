@@ -7,14 +7,15 @@
     Conflict
     └── WouldDeleteData         deleting would remove server-managed (writable) data
     TiledError
-    └── DatabaseNotInitialized  the database has no catalog schema (run `tiled catalog init`)
+    ├── DatabaseNotInitialized  the database has no catalog schema (run `tiled catalog init`)
+    └── MigrationRefused        an upgrade step this server cannot apply (too old a database)
 """
 
 from __future__ import annotations
 
 from ..errors import Conflict, InvalidKey, TiledError
 
-__all__ = ["DatabaseNotInitialized", "InvalidKey", "WouldDeleteData"]
+__all__ = ["DatabaseNotInitialized", "InvalidKey", "MigrationRefused", "WouldDeleteData"]
 
 
 class WouldDeleteData(Conflict):
@@ -23,3 +24,7 @@ class WouldDeleteData(Conflict):
 
 class DatabaseNotInitialized(TiledError):
     """The database holds no catalog schema, or one at an older revision."""
+
+
+class MigrationRefused(TiledError):
+    """An upgrade or downgrade step this server does not apply; the message says what to do."""

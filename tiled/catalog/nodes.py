@@ -10,36 +10,42 @@ server manages (``writable``) also have the write methods of their family; regis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import numpy
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 
 from ..adapters.files import path_from_uri
 from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly, write_region
-from ..errors import BadRequest, Conflict, InvalidDtype, NoSuchEntry, NotFound, Unsupported
+from ..errors import BadRequest, Conflict, DataUnavailable, InvalidDtype, NoSuchEntry, NotFound
 from ..ndslice import NDBlock
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
+from .access import set_node_tags
 from .core import Catalog, NodeRecord
 from .errors import WouldDeleteData
-from .orm import assets, data_source_asset_association, data_sources, nodes, revisions, utcnow
+from .orm import (
+    assets,
+    data_source_asset_association,
+    data_sources,
+    nodes,
+    nodes_closure,
+    revisions,
+    utcnow,
+)
 from .storage import node_directories, remove_directories
 
 
-def subtree_condition(path: str) -> Any:
-    """Rows of the node at ``path`` and of all its descendants."""
-    parent, _, key = path.rpartition("/")
-    return or_(
-        and_(nodes.c.parent == parent, nodes.c.key == key),
-        nodes.c.parent == path,
-        nodes.c.parent.startswith(path + "/", autoescape=True),
-    )
+def subtree_condition(node_id: int) -> Any:
+    """Rows of the node ``node_id`` and of all its descendants (from the closure table)."""
+    below = select(nodes_closure.c.descendant).where(nodes_closure.c.ancestor == node_id)
+    return nodes.c.id.in_(below)
 
 
 class CatalogNode:
@@ -94,13 +100,13 @@ class CatalogNode:
             values["metadata"] = metadata
         if new_specs is not None:
             values["specs"] = [s.to_json() for s in new_specs]
-        if access_blob is not None:
-            values["access_blob"] = access_blob
         async with self._catalog.connect(write=True) as connection:
             await self._save_revision(connection, drop_revision)
             await connection.execute(
                 update(nodes).where(nodes.c.id == self._record.id).values(values)
             )
+            if access_blob is not None:
+                await set_node_tags(connection, self._record.id, access_blob)
         self._record.time_updated = values["time_updated"]
         if metadata is not None:
             self._record.metadata = self._metadata = metadata
@@ -110,7 +116,7 @@ class CatalogNode:
             self._record.access_blob = self.access_blob = access_blob
 
     async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
-        query = select(nodes.c.metadata, nodes.c.specs, nodes.c.access_blob, nodes.c.time_updated)
+        query = select(nodes.c.metadata, nodes.c.specs, nodes.c.time_updated)
         current = (
             await connection.execute(query.where(nodes.c.id == self._record.id).with_for_update())
         ).one_or_none()
@@ -125,8 +131,8 @@ class CatalogNode:
         await connection.execute(
             revisions.insert().values(
                 node_id=self._record.id, revision_number=number, metadata=current.metadata,
-                specs=current.specs, access_blob=current.access_blob,
-                time_updated=current.time_updated,
+                specs=current.specs, time_created=utcnow(),
+                time_updated=current.time_updated or utcnow(),
             )
         )  # fmt: skip
 
@@ -160,19 +166,20 @@ class CatalogNode:
         (:class:`WouldDeleteData`): their data would be lost, not just unregistered.
         """
         path = self._record.path
+        node_id = self._record.id
         async with self._catalog.connect(write=True) as connection:
             total = (
-                await connection.execute(select(func.count()).where(subtree_condition(path)))
+                await connection.execute(select(func.count()).where(subtree_condition(node_id)))
             ).scalar_one()
             if total > 1 and not recursive:
                 raise Conflict(f"{path} has children; pass recursive=True to delete them too")
-            writable, asset_ids = await _stored_assets(connection, path)
+            writable, asset_ids = await _stored_assets(connection, node_id)
             if writable and external_only:
                 raise WouldDeleteData(
                     f"Deleting {path} would delete data the server manages; "
                     "pass external_only=False to delete it"
                 )
-            await connection.execute(delete(nodes).where(subtree_condition(path)))
+            await connection.execute(delete(nodes).where(subtree_condition(node_id)))
             await _delete_orphan_assets(connection, asset_ids)
         # Only after the commit: a failed transaction must leave the files in place.
         roots = self._catalog.writable_storage
@@ -195,13 +202,12 @@ def _revision_json(row: Any) -> dict[str, Any]:
         "attributes": {
             "metadata": row.metadata,
             "specs": row.specs,
-            "access_blob": row.access_blob,
             "time_updated": as_utc(row.time_updated).isoformat(),
         },
     }
 
 
-async def _stored_assets(connection: Any, path: str) -> tuple[list[tuple[str, bool]], list[int]]:
+async def _stored_assets(connection: Any, node_id: int) -> tuple[list[tuple[str, bool]], list[int]]:
     """Writable assets ``(data_uri, is_directory)`` and all asset ids of the subtree."""
     association = data_source_asset_association
     query = (
@@ -211,7 +217,7 @@ async def _stored_assets(connection: Any, path: str) -> tuple[list[tuple[str, bo
             .join(association, association.c.data_source_id == data_sources.c.id)
             .join(assets, assets.c.id == association.c.asset_id)
         )
-        .where(subtree_condition(path))
+        .where(subtree_condition(node_id))
     )
     rows = (await connection.execute(query)).all()
     writable = [(r.data_uri, bool(r.is_directory)) for r in rows if r.management == "writable"]
@@ -326,17 +332,85 @@ def node_class(cls: type) -> type:
     return type(cls.__name__, (CatalogNode, cls), {"__module__": cls.__module__})
 
 
-def open_leaf(catalog: Catalog, record: NodeRecord) -> Any:
-    """The adapter of a node with data (blocking: opens storage)."""
+@dataclass(frozen=True)
+class StoredStructure:
+    """A structure kept as the JSON stored with it (for families this server does not parse)."""
+
+    value: Any
+
+    def to_json(self) -> Any:
+        return self.value.to_json() if hasattr(self.value, "to_json") else self.value
+
+
+class UnavailableNode(CatalogNode):
+    """A node whose data this server cannot read: listed with its metadata, data refused.
+
+    Catalogs written by upstream may hold families or media types this server has no adapter
+    for; such a node keeps its place in listings and searches, and every request for its data
+    answers :class:`~tiled.errors.DataUnavailable` naming what is missing.
+    """
+
+    def __init__(self, catalog: Catalog, record: NodeRecord, reason: str):
+        self.structure_family = record.structure_family
+        self.reason = reason
+        self.bind(catalog, record)
+
+    @property
+    def specs(self) -> list[Any]:
+        return self._specs
+
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    def structure(self) -> StoredStructure:
+        sources = self._record.data_sources
+        return StoredStructure(sources[0].structure if sources else None)
+
+    def unavailable(self) -> DataUnavailable:
+        return DataUnavailable(f"/{self._record.path}: {self.reason}")
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.unavailable()
+
+    read_block = read_partition = read
+
+    async def to_zarr_meta(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.unavailable()
+
+    async def to_zarr_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.unavailable()
+
+
+def _reason_unreadable(catalog: Catalog, record: NodeRecord) -> str | None:
+    """Why this server cannot open the node's data, or None if it can."""
+    if record.structure_family.value not in SERVED_FAMILIES:
+        return f"this server does not serve nodes of the {record.structure_family.value!r} family"
+    if not record.data_sources:
+        return "the node has no data source"
     source = record.data_sources[0]
     if source.management == Management.writable:
-        opener = WRITABLE_OPENERS.get(source.mimetype)
-        if opener is None:
-            raise Unsupported(f"No writable storage for {source.mimetype}")
-        return opener(source, record).bind(catalog, record)
-    factory = catalog.adapters_by_mimetype.get(source.mimetype)
-    if factory is None:
-        raise Unsupported(f"No adapter for data of type {source.mimetype!r}")
+        if source.mimetype not in WRITABLE_OPENERS:
+            return f"this server has no reader for stored data of type {source.mimetype!r}"
+    elif source.mimetype not in catalog.adapters_by_mimetype:
+        return (
+            f"no adapter is configured for registered data of type {source.mimetype!r} "
+            "(adapters_by_mimetype)"
+        )
+    return None
+
+
+SERVED_FAMILIES = frozenset({"array", "sparse", "table"})
+
+
+def open_leaf(catalog: Catalog, record: NodeRecord) -> Any:
+    """The adapter of a node with data (blocking: opens storage)."""
+    reason = _reason_unreadable(catalog, record)
+    if reason is not None:
+        return UnavailableNode(catalog, record, reason)
+    source = record.data_sources[0]
+    if source.management == Management.writable:
+        return WRITABLE_OPENERS[source.mimetype](source, record).bind(catalog, record)
+    factory = catalog.adapters_by_mimetype[source.mimetype]
     adapter = factory(source, metadata=record.metadata, specs=record.specs)
     if not isinstance(adapter, CatalogNode):
         adapter.__class__ = node_class(type(adapter))
@@ -345,6 +419,7 @@ def open_leaf(catalog: Catalog, record: NodeRecord) -> Any:
 
 __all__ = [
     "CatalogNode",
+    "UnavailableNode",
     "WritableCatalogArrayAdapter",
     "WritableCatalogSparseAdapter",
     "WritableCatalogTableAdapter",

@@ -51,6 +51,7 @@ from ..queries import (
     StructureFamilyQuery,
 )
 from ..query_registration import default_query_registry
+from .access import has_any_tag, owned_by
 from .orm import nodes
 
 _COMPARE = {
@@ -152,13 +153,6 @@ class SQLiteJSON:
         named = func.json_extract(each.c.value, "$.name") == name
         return exists(select(literal(1)).select_from(each).where(named))
 
-    def has_any_tag(self, tags: list[str]) -> ColumnElement:
-        each = func.json_each(nodes.c.access_blob, "$.tags").table_valued("value")
-        return exists(select(literal(1)).select_from(each).where(each.c.value.in_(tags)))
-
-    def user_is(self, user_id: str) -> ColumnElement:
-        return self.eq(nodes.c.access_blob, "user", user_id)
-
     def sort_key(self, column: Any, key: str) -> Any:
         return self.value(column, key)
 
@@ -226,13 +220,6 @@ class PostgresJSON:
     def has_spec(self, name: str) -> ColumnElement:
         return self.jsonb(nodes.c.specs).contains(self._jsonb([{"name": name}]))
 
-    def has_any_tag(self, tags: list[str]) -> ColumnElement:
-        blob = self.jsonb(nodes.c.access_blob)
-        return or_(false(), *(blob.contains(self._jsonb({"tags": [t]})) for t in tags))
-
-    def user_is(self, user_id: str) -> ColumnElement:
-        return self.jsonb(nodes.c.access_blob).contains(self._jsonb({"user": user_id}))
-
     def sort_key(self, column: Any, key: str) -> Any:
         return self.at(column, key)
 
@@ -268,9 +255,9 @@ def _specs(query: SpecsQuery, d: Dialect) -> ColumnElement:
 
 
 def _access_blob(query: AccessBlobFilter, d: Dialect) -> ColumnElement:
-    clauses = [d.has_any_tag(list(query.tags))] if query.tags else []
+    clauses = [has_any_tag(list(query.tags))] if query.tags else []
     if query.user_id is not None:
-        clauses.append(d.user_is(query.user_id))
+        clauses.append(owned_by(query.user_id))
     return or_(false(), *clauses)
 
 

@@ -1,8 +1,10 @@
-"""Reading node rows: one query returns nodes with their data sources, assets and child counts.
+"""Reading node rows: one query returns nodes with their data sources, assets, tags and counts.
 
-Both a lookup (``WHERE parent = :p AND key = :k``) and a page of a listing are one statement:
-the nodes are selected (filtered, ordered, paged) in a subquery that numbers its rows, then
-joined to their data sources and assets; rows are grouped back into :class:`NodeRecord`.
+Both a lookup and a page of a listing are one statement: the nodes are selected (filtered,
+ordered, paged) in a subquery, then joined to their data sources (with their structures),
+assets and access tags; rows are grouped back into :class:`NodeRecord`. A path is resolved to
+a node id inside the same statement by a chain of joins on ``(key, parent)``, the unique
+index of ``nodes``, so a node at any depth costs one query.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..structures.array import ArrayStructure
@@ -18,20 +20,55 @@ from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..structures.sparse import COOStructure
 from ..structures.table import TableStructure
+from .access import blob_of_tags
 from .core import NodeRecord, as_utc
-from .orm import assets, data_source_asset_association, data_sources, nodes
+from .orm import (
+    access_tags,
+    assets,
+    data_source_asset_association,
+    data_sources,
+    node_access_tags_association,
+    nodes,
+    structures,
+)
 
 STRUCTURES = {"array": ArrayStructure, "sparse": COOStructure, "table": TableStructure}
 _children = nodes.alias("children")
 
 
-def child_path(table: Any) -> ColumnElement:
-    """The path of a node row as its children's ``parent`` value."""
-    return case((table.c.parent == "", table.c.key), else_=table.c.parent + "/" + table.c.key)
-
-
 def _by_id(table: Any) -> list[Any]:
     return [table.c.id]
+
+
+def path_ids(base_id: int, segments: Sequence[str]) -> Select:
+    """One row: the ids of the nodes along ``segments`` below node ``base_id`` (NULL if absent).
+
+    Outer joins, so the row also tells how deep the path exists.
+    """
+    steps = [nodes.alias(f"step{n}") for n in range(len(segments))]
+    joined = steps[0]
+    for above, below, key in zip(steps, steps[1:], segments[1:], strict=False):
+        joined = joined.outerjoin(below, and_(below.c.parent == above.c.id, below.c.key == key))
+    return (
+        select(*(step.c.id.label(f"id{n}") for n, step in enumerate(steps)))
+        .select_from(joined)
+        .where(steps[0].c.parent == base_id, steps[0].c.key == segments[0])
+    )
+
+
+def node_at(base_id: int, segments: Sequence[str]) -> ColumnElement:
+    """SQL: the row of ``nodes`` at ``segments`` below node ``base_id``."""
+    steps = [nodes.alias(f"step{n}") for n in range(len(segments))]
+    joined = steps[0]
+    for above, below, key in zip(steps, steps[1:], segments[1:], strict=False):
+        joined = joined.join(below, and_(below.c.parent == above.c.id, below.c.key == key))
+    found = (
+        select(steps[-1].c.id)
+        .select_from(joined)
+        .where(steps[0].c.parent == base_id, steps[0].c.key == segments[0])
+        .scalar_subquery()
+    )
+    return nodes.c.id == found
 
 
 def records_query(
@@ -57,21 +94,26 @@ def records_query(
     count = (
         select(func.count())
         .select_from(_children)
-        .where(_children.c.parent == child_path(page))
+        .where(_children.c.parent == page.c.id)
         .scalar_subquery()
     )
     child_count = case((page.c.structure_family == "container", count), else_=None)
     association = data_source_asset_association
+    tagged = node_access_tags_association
     joined = page.outerjoin(data_sources, data_sources.c.node_id == page.c.id)
+    joined = joined.outerjoin(structures, structures.c.id == data_sources.c.structure_id)
     joined = joined.outerjoin(association, association.c.data_source_id == data_sources.c.id)
     joined = joined.outerjoin(assets, assets.c.id == association.c.asset_id)
+    joined = joined.outerjoin(tagged, tagged.c.node_id == page.c.id)
+    joined = joined.outerjoin(access_tags, access_tags.c.id == tagged.c.tag_id)
     return (
         select(
             page,
             child_count.label("child_count"),
+            access_tags.c.name.label("tag_name"),
             data_sources.c.id.label("ds_id"),
             data_sources.c.structure_family.label("ds_structure_family"),
-            data_sources.c.structure.label("ds_structure"),
+            structures.c.structure.label("ds_structure"),
             data_sources.c.mimetype.label("ds_mimetype"),
             data_sources.c.parameters.label("ds_parameters"),
             data_sources.c.properties.label("ds_properties"),
@@ -88,17 +130,18 @@ def records_query(
     )
 
 
-def _record(row: Any) -> NodeRecord:
+def _record(row: Any, parent: str) -> NodeRecord:
     return NodeRecord(
         id=row.id,
-        parent=row.parent,
+        parent_id=row.parent,
+        parent=parent,
         key=row.key,
         structure_family=StructureFamily(row.structure_family),
         metadata=row.metadata or {},
         specs=normalize_specs(row.specs),
-        access_blob=row.access_blob,
+        access_blob=None,
         time_created=as_utc(row.time_created),
-        time_updated=as_utc(row.time_updated),
+        time_updated=as_utc(row.time_updated or row.time_created),
         child_count=row.child_count,
     )
 
@@ -132,22 +175,33 @@ def _asset(row: Any) -> Asset:
     )
 
 
-def group_rows(rows: Sequence[Any]) -> list[NodeRecord]:
-    """Rows of :func:`records_query` (one per asset) as records, in order."""
+def group_rows(rows: Sequence[Any], parent: str) -> list[NodeRecord]:
+    """Rows of :func:`records_query` (one per asset and tag) as records, in order."""
     records: dict[int, NodeRecord] = {}
     sources: dict[int, DataSource] = {}
+    seen_assets: set[tuple[int, int]] = set()
+    tags: dict[int, set[str]] = {}
     for row in rows:
         record = records.get(row.id)
         if record is None:
-            record = records[row.id] = _record(row)
+            record = records[row.id] = _record(row, parent)
+            tags[row.id] = set()
+        if row.tag_name is not None:
+            tags[row.id].add(row.tag_name)
         if row.ds_id is not None and row.ds_id not in sources:
             sources[row.ds_id] = _data_source(row)
             record.data_sources.append(sources[row.ds_id])
-        if row.asset_id is not None:
+        if row.asset_id is not None and (row.ds_id, row.asset_id) not in seen_assets:
+            seen_assets.add((row.ds_id, row.asset_id))
             sources[row.ds_id].assets.append(_asset(row))
+    for node_id, record in records.items():
+        record.access_blob = blob_of_tags(tags[node_id])
     return list(records.values())
 
 
-async def fetch_records(connection: AsyncConnection, query: Select) -> list[NodeRecord]:
+async def fetch_records(
+    connection: AsyncConnection, query: Select, parent: str
+) -> list[NodeRecord]:
+    """The records of ``query``'s nodes, all children of the node at path ``parent``."""
     result = await connection.execute(query)
-    return group_rows(result.all())
+    return group_rows(result.all(), parent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import secrets
 import socket
 import tempfile
@@ -47,6 +46,17 @@ def _run(app, host: str, port: int, verbose: bool, url: str, **uvicorn_kwargs) -
     server.run()
 
 
+def _environment():
+    """The ``TILED_*`` variables (a bad value is a one-line error per variable)."""
+    from ..config import ConfigError
+    from ..server.settings import read_environment
+
+    try:
+        return read_environment()
+    except ConfigError as err:
+        _fail_lines(err.problems)
+
+
 def _url(host: str, port: int, api_key: str | None) -> str:
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
     base = f"http://{shown}:{port}"
@@ -86,11 +96,12 @@ def serve_pyobject(
         tree = import_object(object_path)
     except (ImportError, AttributeError) as err:
         _fail(f"could not import {object_path!r}: {err}")
-    key = api_key or os.environ.get("TILED_SINGLE_USER_API_KEY") or secrets.token_hex(32)
+    key, shown = _single_user_key(api_key)
     app = build_app(
-        tree, authentication={"single_user_api_key": key, "allow_anonymous_access": public}
+        tree,
+        authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
     )
-    _run(app, host, port, verbose, _url(host, port, None if api_key else key))
+    _run(app, host, port, verbose, _url(host, port, shown))
 
 
 PUBLIC = typer.Option(False, "--public", help="Allow anonymous read access.")
@@ -117,7 +128,7 @@ def _first_line(err: BaseException) -> str:
 
 def _single_user_key(api_key: str | None) -> tuple[str, str | None]:
     """The key to use, and the key to show in the URL (None when given with --api-key)."""
-    key = api_key or os.environ.get("TILED_SINGLE_USER_API_KEY") or secrets.token_hex(32)
+    key = api_key or _environment().single_user_api_key or secrets.token_hex(32)
     if not key.isalnum() or not key.isascii():
         source = "--api-key" if api_key else "TILED_SINGLE_USER_API_KEY"
         _fail(f"{source} must be letters and digits only")
@@ -132,8 +143,8 @@ def _build_from_config(config, scalable: bool, where: str | None = None):
     prefix = f"{where}: " if where else ""
     try:
         return build_app_from_config(config, scalable=scalable)
-    except ConfigError as err:
-        _fail_lines([f"{prefix}{problem}" for problem in err.problems])
+    except ConfigError as err:  # its lines name the file (or variable) and the key already
+        _fail_lines(err.problems)
     except (UnscalableConfig, ValueError) as err:
         _fail(f"{prefix}{_first_line(err)}")
 
@@ -170,6 +181,33 @@ def _check_catalogs(app) -> None:
             asyncio.run(open_and_close(tree))
         except Exception as err:
             _fail(f"cannot open the catalog{where}: {_first_line(err)}")
+
+
+def _check_authentication_database(app) -> None:
+    """Open the authentication database once before serving, so that one behind the newest
+    revision (or missing) is a message here rather than a traceback from the server's startup."""
+    import asyncio
+
+    from ..authn_database.migration import AuthnDatabaseError
+    from ..server.authentication import MultiUserAuthenticator
+
+    authenticator = app.state.authenticator
+    if not isinstance(authenticator, MultiUserAuthenticator) or authenticator.database.in_memory:
+        return
+    database = authenticator.database
+
+    async def open_and_close() -> None:
+        try:
+            await database.startup()
+        finally:
+            await database.shutdown()
+
+    try:
+        asyncio.run(open_and_close())
+    except AuthnDatabaseError as err:
+        _fail(str(err).strip())
+    except Exception as err:
+        _fail(f"cannot open the authentication database {database.display_url}: {_first_line(err)}")
 
 
 def _check_sqlite_file(catalog, where: str) -> None:
@@ -251,10 +289,10 @@ def serve_catalog(
             "readable_storage": [_local_path(item) for item in read or []],
             "init_if_not_exists": init,
         },
-        "authentication": {"single_user_api_key": key, "allow_anonymous_access": public},
     }
+    given = {"single_user_api_key": key, "allow_anonymous_access": public or None}
     try:
-        config = validate_config(document)
+        config = validate_config(document, overrides={"authentication": given})
     except ConfigError as err:
         _fail_lines(err.problems)
     app = _build_from_config(config, scalable)
@@ -286,7 +324,8 @@ def serve_config(
 
     from ..config import ConfigError, parse_configs
 
-    path = config_path or os.environ.get("TILED_CONFIG") or "config.yml"
+    environment = _environment()
+    path = config_path or environment.config or "config.yml"
     try:
         config = parse_configs(path)
     except ConfigError as err:
@@ -297,9 +336,12 @@ def serve_config(
             _fail("--api-key is for single-user servers; this configuration has login providers")
         config = config.with_overrides(public=public)
     else:
+        # --api-key, else TILED_SINGLE_USER_API_KEY, else the file, else random. Keys from the
+        # environment or made up here are printed; keys the user wrote are not.
         configured = config.authentication.single_user_api_key
         if configured and api_key is None:
             key = configured
+            shown = key if key == environment.single_user_api_key else None
         else:
             key, shown = _single_user_key(api_key)
         config = config.with_overrides(public=public, api_key=key)
@@ -316,6 +358,7 @@ def serve_config(
         _fail(f"{path}: uvicorn does not accept the setting(s) {unknown}")
     app = _build_from_config(config, scalable, where=path)
     _check_catalogs(app)
+    _check_authentication_database(app)
     host = host or server.host or "127.0.0.1"
     port = port if port is not None else (server.port if server.port is not None else 8000)
     _run(app, host, port, verbose, _url(host, port, shown), **extra)

@@ -54,6 +54,7 @@ class SerializationRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, _Entry]] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(
         self,
@@ -69,6 +70,10 @@ class SerializationRegistry:
             raise ValueError(f"kind must be 'data' or 'node', not {kind!r}")
         self._entries.setdefault(key, {})[media_type.lower()] = _Entry(encoder, kind, metadata_only)
         return encoder
+
+    def register_alias(self, extension: str, media_type: str) -> None:
+        """Let ``?format=extension`` stand for ``media_type`` (ahead of the built-in aliases)."""
+        self._aliases[extension.lstrip(".").lower()] = media_type.lower()
 
     def reads_data(self, key: str, media_type: str) -> bool:
         """Whether the encoder reads array or table values (not only metadata)."""
@@ -89,7 +94,10 @@ class SerializationRegistry:
     def aliases(self) -> dict[str, dict[str, list[str]]]:
         result = {}
         for key, entries in self._entries.items():
-            named = {mt: extensions_for(mt) for mt in entries}
+            named = {
+                mt: extensions_for(mt) + [e for e, target in self._aliases.items() if target == mt]
+                for mt in entries
+            }
             result[key] = {mt: exts for mt, exts in named.items() if exts}
         return result
 
@@ -101,7 +109,7 @@ class SerializationRegistry:
         ``keys`` are the node's spec names, most specific first, then its structure family.
         Raises :class:`UnsupportedMediaType` when nothing requested can be served.
         """
-        requested = _requested(format, accept)
+        requested = _requested(format, accept, self._aliases)
         for candidates in requested.values():
             for candidate in candidates:
                 match = self._match(candidate, keys)
@@ -161,11 +169,18 @@ def _read_and_encode(encoder: Callable[..., bytes], read: Callable[[], Any], met
     return encoder(read(), metadata)
 
 
-def _requested(format: str | None, accept: str | None) -> dict[str, list[str]]:
+def _requested(
+    format: str | None, accept: str | None, aliases: dict[str, str]
+) -> dict[str, list[str]]:
     """What the client asked for, as spelled, each with the media types it may stand for."""
     if format:
         tokens = [t.strip() for t in format.split(",") if t.strip()]
-        return {token: resolve_alias(token) for token in tokens}
+        return {
+            token: [aliases[token.lstrip(".").lower()]]
+            if token.lstrip(".").lower() in aliases
+            else resolve_alias(token)
+            for token in tokens
+        }
     if accept and accept.strip():
         return {media_type: [media_type] for media_type in parse_accept(accept)}
     return {"*/*": ["*/*"]}

@@ -19,28 +19,37 @@ from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator
 from .errors import install_error_handlers
 from .middleware import RequestIdMiddleware
-from .settings import ServerSettings
+from .settings import Environment, ServerSettings, read_environment
 
 logger = logging.getLogger(__name__)
 
 
-def _authentication(value: Authentication | Mapping | None) -> Authentication:
-    if value is None:
-        return Authentication()
+def _authentication(value: Authentication | Mapping | None, env: Environment) -> Authentication:
+    """The given fields, then the ``TILED_*`` variables, then defaults."""
     if isinstance(value, Authentication):
-        return value
-    return Authentication(**dict(value))
+        given = {name: getattr(value, name) for name in value.model_fields_set}
+    else:
+        given = dict(value or {})
+    given = {name: item for name, item in given.items() if item is not None}
+    return Authentication.model_validate({**env.section("authentication"), **given})
 
 
-def _database(server_settings: Mapping | ServerSettings | None) -> Database | None:
+def _database(server_settings: Mapping | ServerSettings | None, env: Environment):
     """The authentication database settings: ``server_settings["database"]``, else
-    ``$TILED_DATABASE_URI``, else None (in-memory, used only in multi-user mode)."""
+    ``TILED_DATABASE_*``, else None (in-memory, used only in multi-user mode)."""
     value = server_settings.get("database") if isinstance(server_settings, Mapping) else None
-    if value is None and os.environ.get("TILED_DATABASE_URI"):
-        value = {"uri": os.environ["TILED_DATABASE_URI"]}
+    if value is None:
+        value = env.section("database") or None
     if value is None or isinstance(value, Database):
         return value
     return Database.model_validate(dict(value))
+
+
+def _settings(server_settings: Mapping | ServerSettings | None, env: Environment):
+    if isinstance(server_settings, ServerSettings):
+        return server_settings
+    given = {k: v for k, v in dict(server_settings or {}).items() if v is not None}
+    return ServerSettings.from_mapping({**env.server_settings(), **given})
 
 
 def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any):
@@ -83,19 +92,20 @@ def build_app(
     access_policy=None,
     include_routers=None,
 ) -> FastAPI:
-    """Build the application serving ``tree`` (any adapter, usually a container)."""
+    """Build the application serving ``tree`` (any adapter, usually a container).
+
+    Settings not given in ``authentication`` and ``server_settings`` come from the ``TILED_*``
+    environment variables (see :mod:`tiled.server.settings`), then defaults.
+    """
     from ..query_registration import default_query_registry
     from ..serialization import default_serialization_registry
     from .api import about, data, metadata, nodes, writes
     from .zarr.router import zarr_router
 
-    settings = (
-        server_settings
-        if isinstance(server_settings, ServerSettings)
-        else ServerSettings.from_mapping(server_settings)
-    )
+    env = read_environment()
+    settings = _settings(server_settings, env)
     authenticator = build_authenticator(
-        _authentication(authentication), _database(server_settings), scalable
+        _authentication(authentication, env), _database(server_settings, env), scalable
     )
     app = FastAPI(
         title="Tiled",
@@ -162,8 +172,7 @@ def app_factory() -> FastAPI:
     """
     from ..config import parse_configs
 
-    path = os.environ.get("TILED_CONFIG", "config.yml")
-    return build_app_from_config(parse_configs(path))
+    return build_app_from_config(parse_configs(read_environment().config or "config.yml"))
 
 
 def __getattr__(name: str) -> Any:

@@ -17,9 +17,7 @@ import asyncio
 import functools
 import hmac
 import inspect
-import json
 import logging
-import os
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -98,11 +96,7 @@ class SingleUserAuthenticator:
     router = None
 
     def __init__(self, authentication: Authentication):
-        self.api_key = (
-            authentication.single_user_api_key
-            or os.environ.get("TILED_SINGLE_USER_API_KEY")
-            or secrets.token_hex(32)
-        )
+        self.api_key = authentication.single_user_api_key or secrets.token_hex(32)
         self.allow_anonymous_access = authentication.allow_anonymous_access
         self._key_bytes = self.api_key.encode()
 
@@ -166,10 +160,15 @@ class TokenSigner:
         return jwt.encode({**claims, "exp": expires}, self.secret_keys[0], algorithm="HS256")
 
     def decode(self, token: str, kind: str, expired_message: str, verify_exp=True) -> dict:
-        """The claims of a valid token of type ``kind``; Unauthenticated otherwise."""
+        """The claims of a valid token of type ``kind``; Unauthenticated otherwise.
+
+        Access tokens name their principal (``sub``), refresh tokens their session (``sid``;
+        upstream's carry no ``sub``, and work here too).
+        """
         import jwt
 
-        options = {"require": ["exp", "type", "sub"], "verify_exp": verify_exp}
+        options = {"require": ["exp", "type"], "verify_exp": verify_exp}
+        subject = "sid" if kind == "refresh" else "sub"
         for key in self.secret_keys:
             try:
                 claims = jwt.decode(token, key, algorithms=["HS256"], options=options)
@@ -179,24 +178,15 @@ class TokenSigner:
                 continue
             except jwt.InvalidTokenError:
                 break
-            if claims.get("type") == kind and isinstance(claims.get("sub"), str):
+            if claims.get("type") == kind and isinstance(claims.get(subject), str):
                 return claims
             break
         raise Unauthenticated(INVALID_TOKEN, BEARER)
 
 
 def _secret_keys(authentication: Authentication, scalable: bool) -> list[str]:
-    if authentication.secret_keys:
-        return list(authentication.secret_keys)
-    text = os.environ.get("TILED_SECRET_KEYS", "").strip()
-    if text:
-        try:
-            keys = json.loads(text)
-        except ValueError:
-            keys = [text]
-        keys = [keys] if isinstance(keys, str) else keys
-        if not (isinstance(keys, list) and keys and all(isinstance(k, str) and k for k in keys)):
-            raise ValueError("TILED_SECRET_KEYS must be a JSON list of non-empty strings")
+    keys = [key for key in authentication.secret_keys if key]
+    if keys:
         return keys
     if scalable:
         raise UnscalableConfig(
@@ -275,7 +265,6 @@ class MultiUserAuthenticator:
 
         await self.database.startup()
         async with self.database.session() as db:
-            await crud.seed_roles(db)
             await crud.ensure_admins(db, sorted(self.admins))
 
     async def shutdown(self) -> None:
@@ -308,7 +297,7 @@ class MultiUserAuthenticator:
             await crud.touch_api_key(db, key)
         principal = key.principal
         return Identity(
-            principal.uuid,
+            principal.uuid.hex,
             crud.api_key_scopes(key),
             authenticated=True,
             identity_ids=tuple(identity.id for identity in principal.identities),
@@ -339,7 +328,7 @@ class MultiUserAuthenticator:
             )
         tokens = self._tokens(principal, session)
         tokens["identity"] = {"id": state.user_name, "provider": provider_name}
-        tokens["principal"] = principal.uuid
+        tokens["principal"] = principal.uuid.hex
         return tokens
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -373,14 +362,14 @@ class MultiUserAuthenticator:
         access_age = self.settings.access_token_max_age
         refresh_age = min(self.settings.refresh_token_max_age, session.expiration_time - utcnow())
         access_claims = {
-            "sub": principal.uuid,
+            "sub": principal.uuid.hex,
             "sub_typ": principal.type,
             "scp": sorted(crud.principal_scopes(principal)),
             "state": session.state or {},
             "ids": [{"id": i.id, "idp": i.provider} for i in principal.identities],
             "type": "access",
         }
-        refresh_claims = {"sid": session.uuid, "sub": principal.uuid, "type": "refresh"}
+        refresh_claims = {"sid": session.uuid.hex, "sub": principal.uuid.hex, "type": "refresh"}
         return {
             "access_token": self.signer.encode(access_claims, access_age),
             "expires_in": access_age.total_seconds(),
@@ -397,11 +386,10 @@ def build_authenticator(
     if authentication.providers:
         return MultiUserAuthenticator(authentication, database, scalable)
     if scalable and not authentication.single_user_api_key:
-        if not os.environ.get("TILED_SINGLE_USER_API_KEY"):
-            raise UnscalableConfig(
-                "With several server processes, every process must use the same API key: "
-                "set authentication.single_user_api_key or TILED_SINGLE_USER_API_KEY."
-            )
+        raise UnscalableConfig(
+            "With several server processes, every process must use the same API key: "
+            "set authentication.single_user_api_key or TILED_SINGLE_USER_API_KEY."
+        )
     return SingleUserAuthenticator(authentication)
 
 

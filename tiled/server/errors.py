@@ -17,6 +17,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.NotFound, 404),
     (errors.UnsupportedMediaType, 406),
     (errors.Unsupported, 405),
+    (errors.DataUnavailable, 415),
     (errors.Conflict, 409),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),

@@ -1,13 +1,163 @@
-"""Server settings: immutable, built once per app."""
+"""Server settings: the ``TILED_*`` environment (read here and nowhere else) and the immutable
+settings of one application.
+
+:class:`Environment` is the one reader of the server's environment variables (pydantic-settings,
+prefix ``TILED_``). Everything else receives values: :func:`read_environment` returns them,
+:meth:`Environment.document` places them where they go in a configuration document, and
+:func:`variable` looks up the ``${NAME}`` references of configuration files.
+
+Sources are layered in one order everywhere: explicit arguments (command-line options, Python
+arguments), then ``TILED_*`` environment variables, then the configuration file(s), then
+defaults.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..structures.zarr_meta import ZarrOptions
+
+# Each variable TILED_<FIELD> of Environment, and where its value goes in a configuration.
+LOCATIONS: dict[str, tuple[str, ...]] = {
+    "single_user_api_key": ("authentication", "single_user_api_key"),
+    "allow_anonymous_access": ("authentication", "allow_anonymous_access"),
+    "secret_keys": ("authentication", "secret_keys"),
+    "access_token_max_age": ("authentication", "access_token_max_age"),
+    "refresh_token_max_age": ("authentication", "refresh_token_max_age"),
+    "session_max_age": ("authentication", "session_max_age"),
+    "database_uri": ("database", "uri"),
+    "database_init_if_not_exists": ("database", "init_if_not_exists"),
+    "database_pool_size": ("database", "pool_size"),
+    "database_pool_pre_ping": ("database", "pool_pre_ping"),
+    "database_max_overflow": ("database", "max_overflow"),
+    "allow_origins": ("allow_origins",),
+    "response_bytesize_limit": ("response_bytesize_limit",),
+    "exact_count_limit": ("exact_count_limit",),
+    "reject_undeclared_specs": ("reject_undeclared_specs",),
+    "expose_raw_assets": ("expose_raw_assets",),
+    "catalog_pool_size": ("catalog_pool_size",),
+    "catalog_max_overflow": ("catalog_max_overflow",),
+    "storage_pool_size": ("storage_pool_size",),
+    "storage_max_overflow": ("storage_max_overflow",),
+    "streaming_cache_uri": ("streaming_cache", "uri"),
+    "webhooks_secret_keys": ("webhooks", "secret_keys"),
+}
+SERVER_SETTINGS = ("allow_origins", "response_bytesize_limit", "exact_count_limit")
+
+
+def _string_list(value: Any) -> Any:
+    """A JSON list of strings, or one plain string standing for a list of one."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError("must be a JSON list of strings") from None
+    return [text] if text else []
+
+
+StringList = Annotated[list[str] | None, NoDecode]
+
+
+class Environment(BaseSettings):
+    """The ``TILED_*`` variables: ``TILED_CONFIG`` and one per entry of :data:`LOCATIONS`."""
+
+    model_config = SettingsConfigDict(env_prefix="TILED_", extra="ignore", frozen=True)
+
+    config: str | None = None
+    single_user_api_key: str | None = None
+    allow_anonymous_access: bool | None = None
+    secret_keys: StringList = None
+    access_token_max_age: timedelta | None = None
+    refresh_token_max_age: timedelta | None = None
+    session_max_age: timedelta | None = None
+    database_uri: str | None = None
+    database_init_if_not_exists: bool | None = None
+    database_pool_size: int | None = None
+    database_pool_pre_ping: bool | None = None
+    database_max_overflow: int | None = None
+    allow_origins: StringList = None
+    response_bytesize_limit: int | None = None
+    exact_count_limit: int | None = None
+    reject_undeclared_specs: bool | None = None
+    expose_raw_assets: bool | None = None
+    catalog_pool_size: int | None = None
+    catalog_max_overflow: int | None = None
+    storage_pool_size: int | None = None
+    storage_max_overflow: int | None = None
+    streaming_cache_uri: str | None = None
+    webhooks_secret_keys: StringList = None
+
+    @field_validator("secret_keys", "allow_origins", "webhooks_secret_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _string_list(value)
+
+    @field_validator(
+        "access_token_max_age", "refresh_token_max_age", "session_max_age", mode="before"
+    )
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        # A number of seconds, as in configuration files (ISO 8601 durations work too).
+        try:
+            return float(value) if isinstance(value, str) else value
+        except ValueError:
+            return value
+
+    def document(self) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+        """The values that are set, nested as in a configuration document, and for each
+        location the variable it came from (for error messages)."""
+        document: dict[str, Any] = {}
+        origins: dict[tuple[str, ...], str] = {}
+        for name, location in LOCATIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            level = document
+            for key in location[:-1]:
+                level = level.setdefault(key, {})
+            level[location[-1]] = value
+            origins[location] = f"TILED_{name.upper()}"
+        return document, origins
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The values set for one section of the configuration (``authentication``...)."""
+        return dict(self.document()[0].get(name, {}))
+
+    def server_settings(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in SERVER_SETTINGS}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+def read_environment() -> Environment:
+    """The ``TILED_*`` variables now; a bad value is a ``ConfigError`` naming the variable."""
+    from ..config.errors import ConfigError
+
+    try:
+        return Environment()
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            name = f"TILED_{str(error['loc'][0]).upper()}" if error["loc"] else "TILED_*"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"environment variable {name}: {message}")
+        raise ConfigError(problems) from None
+
+
+def variable(name: str) -> str | None:
+    """The environment variable ``name`` (for ``${NAME}`` in configuration files)."""
+    return os.environ.get(name)
 
 
 @dataclass(frozen=True)
@@ -29,7 +179,7 @@ class ServerSettings:
         """Build from upstream-style ``server_settings`` (unknown keys are ignored)."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in known}
+        kwargs = {k: v for k, v in values.items() if k in known and v is not None}
         if "allow_origins" in kwargs:
             kwargs["allow_origins"] = tuple(kwargs["allow_origins"] or ())
         zarr = values.get("zarr")

@@ -12,8 +12,11 @@ class StructureFamily(str, enum.Enum):
     array = "array"
     sparse = "sparse"
     table = "table"
-    # Reserved so that structures from upstream servers parse; this fork serves no awkward nodes.
+    # Upstream's other families, so that its catalogs and responses parse; nodes of these
+    # families are listed, and their data answers a 4xx naming what is not supported.
     awkward = "awkward"
+    ragged = "ragged"
+    bytes = "bytes"
 
     def __str__(self) -> str:
         return self.value

@@ -6,6 +6,7 @@ from typing import Any
 
 from ...access.view import AccessView
 from ...adapters.base import is_group
+from ...errors import DataUnavailable
 from ...structures.zarr_meta import ZarrOptions
 from .formats import ZarrEncoding, json_document
 
@@ -31,7 +32,10 @@ async def descendants(
                 return None
             member = await group.zarr_member(key)
             path = f"{prefix}{key}"
-            found.append((path, await node_json(member, encoding, options)))
+            try:
+                found.append((path, await node_json(member, encoding, options)))
+            except DataUnavailable:
+                continue  # left out: its own documents answer why it cannot be read
             if is_group(member):
                 pending.append((path + "/", (*group_chain, (key, member))))
     return found

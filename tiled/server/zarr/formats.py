@@ -20,6 +20,7 @@ class ZarrEncoding(Protocol):
     zarr_format: int
     document_names: frozenset[str]
     consolidated_document: str  # the document that carries consolidated metadata
+    array_document: str  # an array's metadata document, also served at the array's own path
 
     def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]: ...
 

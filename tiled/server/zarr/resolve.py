@@ -1,8 +1,10 @@
 """Split a zarr request path into a node and the key asked of it.
 
 Walks the tree as far as the path names nodes; what remains is the key: a document name, a
-chunk key, or nothing (a listing). A member whose name looks like a chunk key (``0``, ``1.2``)
-is still a member: groups have no chunks, so the key grammar is tried only on arrays.
+chunk key, or nothing. Nothing after a group asks for its listing; nothing after an array asks
+for its metadata document (``.zarray`` or ``zarr.json``), so every node's own path answers.
+A member whose name looks like a chunk key (``0``, ``1.2``) is still a member: groups have no
+chunks, so the key grammar is tried only on arrays.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .formats import ZarrEncoding
 @dataclass(frozen=True)
 class ZarrTarget:
     chain: tuple[tuple[str, Any], ...]  # (key, adapter) from the root to the node
-    key: str  # "" for the node itself (a listing)
+    key: str  # "" for a group itself (a listing)
     is_chunk: bool = False
 
     @property
@@ -51,6 +53,7 @@ async def resolve(root: Any, path: str, encoding: ZarrEncoding, view: AccessView
         if not is_group(chain[-1][1]):
             return ZarrTarget(chain, key, is_chunk=True)
     try:
-        return ZarrTarget(tuple(await view.lookup(root, parts)), "")
+        chain = tuple(await view.lookup(root, parts))
     except NoSuchEntry:
         raise ZarrKeyNotFound(f"No such key: {path!r}") from None
+    return ZarrTarget(chain, "" if is_group(chain[-1][1]) else encoding.array_document)

@@ -15,7 +15,6 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from ...access.view import AccessView
-from ...adapters.base import is_group
 from ...errors import BadRequest, Forbidden, ZarrKeyNotFound
 from ..authentication import get_identity
 from ..dependencies import require_scope
@@ -87,8 +86,6 @@ def _non_negative(request: Request, name: str, default: int) -> int:
 
 async def _listing(request: Request, group: Any, maximum: int) -> list[str]:
     """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
-    if not is_group(group):
-        raise ZarrKeyNotFound("Arrays have no listing")
     offset = _non_negative(request, "offset", 0)
     limit = min(_non_negative(request, "limit", maximum), maximum)
     keys = await group.zarr_member_keys(max(offset, 0), max(limit, 0))

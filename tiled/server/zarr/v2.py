@@ -14,6 +14,7 @@ _CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
 class ZarrV2Encoding:
     zarr_format = 2
     consolidated_document = ".zmetadata"
+    array_document = ".zarray"
     document_names = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:

@@ -58,6 +58,7 @@ def _inline(metadata: dict) -> dict:
 class ZarrV3Encoding:
     zarr_format = 3
     consolidated_document = "zarr.json"
+    array_document = "zarr.json"
     document_names = frozenset({"zarr.json"})
 
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:

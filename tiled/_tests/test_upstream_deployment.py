@@ -1,0 +1,283 @@
+"""A deployment built by upstream Tiled 0.2.20 is served by this server unchanged, and back.
+
+Upstream's released package (``tiled[all]==0.2.20``, in a virtual environment of its own)
+serves a catalog and an authentication database from one YAML configuration, with a password
+user (alice, an administrator); alice logs in, makes an API key, and with upstream's client writes
+arrays, tables and metadata and registers a directory with upstream's `tiled register`. Then
+upstream stops and this server starts on the same configuration, databases and storage: the old
+API key and the password work, and the principal is the same. Upstream's client must read the
+same tree, metadata, revisions and values; zarr-python must read every array and column in
+both zarr formats; a new write must succeed; and upstream, started again on the same files,
+must read everything, including what this server wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy
+import pytest
+
+from .isolated_python import run_isolated
+from .test_catalog import POSTGRES_ADMIN_URI, _admin
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "alice-password"
+
+WRITE = r"""
+import sys, numpy, pandas
+from tiled.client import from_uri
+client = from_uri(sys.argv[1], api_key=sys.argv[2])
+client.write_array(numpy.arange(12.0).reshape(3, 4), key="a", metadata={"color": "red"})
+group = client.create_container("g", metadata={"n": 1}, specs=["run"])
+group.write_array(numpy.arange(2000, dtype="int32").reshape(20, 100), key="b", dims=["y", "x"])
+group.write_table(pandas.DataFrame({"A": [1, 2, 3], "B": [1.5, 2.5, 3.5]}), key="t")
+group["t"].update_metadata({"n": 2})
+client["a"].update_metadata({"color": "blue"})
+client.create_container("empty")
+"""
+
+WRITE_AGAIN = r"""
+import sys, numpy
+from tiled.client import from_uri
+client = from_uri(sys.argv[1], api_key=sys.argv[2])
+client["g"].write_array(numpy.full((2, 2), 7, dtype="uint8"), key="new", metadata={"by": "fork"})
+client["g"].update_metadata({"n": 3})
+"""
+
+# Everything upstream's client can tell about the tree, as JSON.
+READ = r"""
+import json, sys
+from tiled.client import from_uri
+client = from_uri(sys.argv[1], api_key=sys.argv[2])
+
+def walk(node, path, out):
+    entry = {
+        "family": str(node.structure_family.value if hasattr(node.structure_family, "value")
+                      else node.structure_family),
+        "metadata": dict(node.metadata),
+        "specs": [spec.name for spec in node.specs],
+    }
+    if path:
+        entry["revisions"] = [
+            dict(revision["attributes"]["metadata"]) for revision in node.metadata_revisions[:]
+        ]
+    if path.startswith("/files/"):
+        pass  # registered files: this server reads them once it has their adapters
+    elif entry["family"] == "container":
+        entry["keys"] = list(node)
+        for key in node:
+            walk(node[key], f"{path}/{key}", out)
+    elif entry["family"] == "array":
+        entry["values"] = node.read().tolist()
+        entry["dtype"] = str(node.dtype)
+    elif entry["family"] == "table":
+        entry["values"] = node.read().to_dict(orient="list")
+    out[path or "/"] = entry
+
+out = {}
+walk(client, "", out)
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+CONFIG = """
+authentication:
+  providers:
+    - provider: toy
+      authenticator: tiled.authenticators:DictionaryAuthenticator
+      args:
+        users_to_passwords:
+          alice: {password}
+  secret_keys: ["a-secret-key-for-signing-tokens-of-this-test-only"]
+  tiled_admins:
+    - provider: toy
+      id: alice
+database:
+  uri: {authn_uri}
+  init_if_not_exists: true
+trees:
+  - path: /
+    tree: catalog
+    args:
+      uri: {catalog_uri}
+      writable_storage: {storage}
+      readable_storage: [{files}]
+      init_if_not_exists: true
+"""
+
+
+@contextmanager
+def _server(command: list[str], cwd: Path):
+    """A server process on a free port; yields its base URL once it answers."""
+    port = _free_port()
+    log_path = cwd / f"server-{port}.log"
+    log = open(log_path, "w")  # noqa: SIM115  (closed below)
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _login(url: str) -> dict:
+    """Alice's tokens, from her password, and who the server says she is."""
+    response = httpx.post(
+        f"{url}/api/v1/auth/provider/toy/token", data={"username": "alice", "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    whoami = httpx.get(
+        f"{url}/api/v1/auth/whoami",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    assert whoami.status_code == 200, whoami.text
+    return {"tokens": tokens, "whoami": whoami.json()}
+
+
+def _new_api_key(url: str, access_token: str) -> str:
+    response = httpx.post(
+        f"{url}/api/v1/auth/apikey",
+        json={"expires_in": None, "scopes": ["inherit"], "note": "made under upstream"},
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["secret"]
+
+
+def _run(python: Path, script: str, url: str, api_key: str) -> str:
+    result = run_isolated(python, script, url, api_key)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _read(python: Path, url: str, api_key: str) -> dict:
+    return json.loads(_run(python, READ, url, api_key).strip().splitlines()[-1])
+
+
+def _database_uris(backend: str, directory: Path):
+    """(catalog, authentication) database URIs on one back end, and a cleanup."""
+    if backend == "sqlite":
+        return (
+            f"sqlite:///{directory / 'catalog.db'}",
+            f"sqlite:///{directory / 'authn.db'}",
+        ), lambda: None
+    import asyncio
+    import uuid
+
+    names = [f"tiled_upstream_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("catalog", "authn")]
+    for name in names:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URI.rsplit("/", 1)[0]
+
+    def drop():
+        for name in names:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return tuple(f"{base}/{name}" for name in names), drop
+
+
+def _zarr_values(url: str, path: str, zarr_format: int, api_key: str):
+    import zarr
+    from zarr.storage import FsspecStore
+
+    store = FsspecStore.from_url(
+        f"{url}/zarr/v{zarr_format}/{path}",
+        read_only=True,
+        storage_options={"headers": {"Authorization": f"Apikey {api_key}"}},
+    )
+    return zarr.open(store, mode="r", zarr_format=zarr_format)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_path):
+    upstream = [str(upstream_tiled.parent / "tiled")]
+    ours = [str(Path(sys.executable).parent / "tiled")]
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "table.csv").write_text("x,y\n1,2\n3,4\n")
+    (catalog_uri, authn_uri), drop_databases = _database_uris(backend, tmp_path)
+    config = tmp_path / "config.yml"
+    config.write_text(
+        CONFIG.format(
+            password=PASSWORD, authn_uri=authn_uri, catalog_uri=catalog_uri,
+            storage=tmp_path / "data", files=files,
+        )
+    )  # fmt: skip
+    serve = ["serve", "config", str(config)]
+    try:
+        with _server([*upstream, *serve], tmp_path) as url:
+            alice = _login(url)
+            api_key = _new_api_key(url, alice["tokens"]["access_token"])
+            _run(upstream_tiled, WRITE, url, api_key)
+            subprocess.run(
+                [*upstream, "register", url, str(files), "--prefix", "files",
+                 "--api-key", api_key],
+                check=True, capture_output=True, cwd=tmp_path,
+            )  # fmt: skip
+            written = _read(upstream_tiled, url, api_key)
+        assert written["/files"]["keys"] == ["table"]
+        assert written["/a"]["values"] == numpy.arange(12.0).reshape(3, 4).tolist()
+        assert written["/a"]["revisions"] == [{"color": "red"}]
+
+        with _server([*ours, *serve], tmp_path) as url:
+            # The password and the API key made under upstream work; alice is the same principal.
+            assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
+            assert _read(upstream_tiled, url, api_key) == written
+            for zarr_format in (2, 3):
+                for path in ("a", "g/b"):
+                    values = _zarr_values(url, path, zarr_format, api_key)[...].tolist()
+                    assert values == written[f"/{path}"]["values"]
+                table = _zarr_values(url, "g/t", zarr_format, api_key)
+                for column in ("A", "B"):
+                    assert table[column][...].tolist() == written["/g/t"]["values"][column]
+            # A registered file whose adapter this server lacks: listed, its data a clear 4xx.
+            headers = {"Authorization": f"Apikey {api_key}"}
+            for route in ("api/v1/table/full/files/table", "zarr/v3/files/table/x/c/0"):
+                response = httpx.get(f"{url}/{route}", headers=headers)
+                assert response.status_code == 415, response.text
+                assert "text/csv" in response.json()["detail"]
+            assert httpx.get(f"{url}/zarr/v3/", headers=headers).status_code == 200
+            _run(upstream_tiled, WRITE_AGAIN, url, api_key)
+            after = _read(upstream_tiled, url, api_key)
+            # A key made here works for upstream too.
+            new_key = _new_api_key(url, _login(url)["tokens"]["access_token"])
+        assert after["/g/new"]["values"] == [[7, 7], [7, 7]]
+        assert after["/g"]["metadata"] == {"n": 3}
+        assert after["/g"]["revisions"] == [{"n": 1}]
+
+        with _server([*upstream, *serve], tmp_path) as url:
+            assert _read(upstream_tiled, url, api_key) == after
+            assert _read(upstream_tiled, url, new_key) == after
+            assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
+    finally:
+        drop_databases()

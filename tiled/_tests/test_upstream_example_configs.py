@@ -1,0 +1,200 @@
+"""Upstream Tiled's example configurations, file by file: served, or refused naming the key.
+
+The files are upstream's own, unchanged: the ``example_configs/`` folder of upstream's released
+0.2.20 source distribution, which the ``upstream_example_configs`` fixture (``conftest.py``)
+downloads from PyPI at test time; they are not kept in this repository. :data:`OUTCOMES`
+states what this server does with each Tiled configuration file in it, :data:`NOT_TILED_CONFIGS`
+names the other YAML files there; a YAML file in neither, or an entry without a file, fails the
+test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tiled.config import ConfigError, construct_build_app_kwargs, parse_configs
+from tiled.server.app import build_app, build_app_from_config
+
+from .live_server import serve
+from .test_cli import TILED
+
+# Every module test reads the downloaded source distribution.
+pytestmark = pytest.mark.slow
+# The variables the examples reference (${NAME}); the values are made up.
+ENVIRONMENT = {
+    "ALICE_PASSWORD": "alicepw",
+    "BOB_PASSWORD": "bobpw",
+    "CARA_PASSWORD": "carapw",
+    "POSTGRES_PASSWORD": "pgpw",
+    "REDIS_PASSWORD": "redispw",
+    "GOOGLE_CLIENT_ID": "id",
+    "GOOGLE_CLIENT_SECRET": "secret",
+    "ORCID_CLIENT_ID": "id",
+    "ORCID_CLIENT_SECRET": "secret",
+    "OIDC_CLIENT_ID": "id",
+    "OIDC_CLIENT_SECRET": "secret",
+    "OIDC_BASE_URL": "http://localhost:9000",
+}
+
+
+@dataclass(frozen=True)
+class Serves:
+    """Parses, builds, and answers on a live server: ``check(url, headers)`` passes, with
+    ``api_key`` as the single-user key (``environment``: more variables to set)."""
+
+    check: Callable[[str, dict], None]
+    api_key: str
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A ConfigError with exactly these problems: (key, fragment of the why) each."""
+
+    problems: tuple[tuple[str, str], ...]
+
+
+def _minimal_tree(url: str, headers: dict) -> None:
+    assert httpx.get(f"{url}/api/v1/metadata/A").status_code == 401
+    node = httpx.get(f"{url}/api/v1/metadata/A", headers=headers).json()["data"]
+    assert node["attributes"]["structure"]["shape"] == [100, 100]
+    root = httpx.get(f"{url}/api/v1/metadata/", headers=headers).json()["data"]
+    assert root["attributes"]["metadata"] == {"thing": "stuff"}
+    listing = httpx.get(f"{url}/api/v1/search/", headers=headers).json()["data"]
+    assert [item["id"] for item in listing] == ["A", "B", "C", "D"]
+    zarr = httpx.get(f"{url}/zarr/v3/B/zarr.json", headers=headers).json()
+    assert zarr["shape"] == [100, 100, 100]
+
+
+def _empty_catalog(url: str, headers: dict) -> None:
+    assert httpx.get(f"{url}/api/v1/metadata/").status_code == 401
+    root = httpx.get(f"{url}/api/v1/metadata/", headers=headers)
+    assert root.status_code == 200, root.text
+    assert root.json()["data"]["attributes"]["structure_family"] == "container"
+
+
+NOT_SUPPORTED = "not supported by this server"
+OIDC = "OpenID Connect login (OIDCAuthenticator) is not implemented"
+SQL_STORAGE = f"{NOT_SUPPORTED}: SQL tabular storage is not implemented"
+BUCKETS = f"{NOT_SUPPORTED}: bucket (object) storage is not implemented"
+STREAMING = f"{NOT_SUPPORTED}: there is no cache for streaming live data"
+
+OUTCOMES = {
+    "small_single_user_demo.yml": Serves(
+        _minimal_tree, "demokey", (("TILED_SINGLE_USER_API_KEY", "demokey"),)
+    ),
+    "graphs/graph_example_config.yml": Serves(_empty_catalog, api_key="secret"),
+    "toy_authentication.yml": Refused(
+        (("access_control.args.access_tags_parser", f"{NOT_SUPPORTED}: tag definitions"),)
+    ),
+    "config_for_containerfile.yml": Refused(
+        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
+    ),
+    "scalable_catalog_single_user.yml": Refused(
+        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
+    ),
+    "single_catalog_single_user.yml": Refused(
+        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
+    ),
+    "bucket_storage/bucket_storage.yml": Refused((("trees[0].args.writable_storage[0]", BUCKETS),)),
+    "multiple_providers.yml": Refused(
+        (("trees[0] (/)", "cannot import 'tiled.examples.nexus:build_tree'"),)
+    ),
+    "saml.yml": Refused(
+        (("authentication.providers[0].authenticator", "SAML login (SAMLAuthenticator)"),)
+    ),
+    "google_auth.yml": Refused((("authentication.providers[0].authenticator", OIDC),)),
+    "orcid_auth.yml": Refused((("authentication.providers[0].authenticator", OIDC),)),
+}
+
+# The YAML files in upstream's example_configs/ that are not Tiled server configurations.
+NOT_TILED_CONFIGS = {
+    "access_tags/tag_definitions.yml": "access-tag definitions, input of compile_tags.py",
+    "bucket_storage/docker-compose.yml": "Docker Compose file (MinIO and Tiled)",
+    "keycloak_oidc/compose.yaml": "Docker Compose file (Keycloak, OAuth2 Proxy, Tiled)",
+    "keycloak_oidc/oauth2-alpha.yaml": "OAuth2 Proxy alpha configuration",
+}
+
+
+def test_every_example_has_an_outcome(upstream_example_configs):
+    files = {
+        path.relative_to(upstream_example_configs).as_posix()
+        for path in upstream_example_configs.rglob("*")
+        if path.suffix in (".yml", ".yaml")
+    }
+    assert files == set(OUTCOMES) | set(NOT_TILED_CONFIGS)
+    assert not set(OUTCOMES) & set(NOT_TILED_CONFIGS)
+
+
+@pytest.fixture
+def examples(upstream_example_configs, tmp_path, monkeypatch):
+    """A copy of upstream's ``example_configs/`` in the working directory (the catalogs write
+    to ``./example_configs/...``), with the variables the examples reference set."""
+    copy = tmp_path / "example_configs"
+    shutil.copytree(upstream_example_configs, copy)
+    monkeypatch.chdir(tmp_path)
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    return copy
+
+
+@pytest.mark.parametrize("name", sorted(OUTCOMES))
+def test_example(examples, monkeypatch, name):
+    path = examples / name
+    outcome = OUTCOMES[name]
+    for variable, value in getattr(outcome, "environment", ()):
+        monkeypatch.setenv(variable, value)
+    if isinstance(outcome, Refused):
+        with pytest.raises(ConfigError) as info:
+            construct_build_app_kwargs(parse_configs(path))
+        problems = info.value.problems
+        assert len(problems) == len(outcome.problems), problems
+        for line, (key, fragment) in zip(problems, outcome.problems, strict=True):
+            prefix = f"{path}: {key}: " if key else f"{path}: "
+            assert line.startswith(prefix) and fragment in line, (line, prefix, fragment)
+        return
+    config = parse_configs(path)
+    with serve(build_app(**construct_build_app_kwargs(config))) as server:
+        outcome.check(server.url, {"Authorization": f"Apikey {outcome.api_key}"})
+
+
+def test_the_environment_overrides_the_example_file(examples, monkeypatch):
+    """graph_example_config.yml sets the key "secret"; TILED_SINGLE_USER_API_KEY wins over
+    the file."""
+    monkeypatch.setenv("TILED_SINGLE_USER_API_KEY", "fromenv")
+    app = build_app_from_config(parse_configs(examples / "graphs/graph_example_config.yml"))
+    with serve(app) as server:
+        metadata = f"{server.url}/api/v1/metadata/"
+        assert httpx.get(metadata, headers={"Authorization": "Apikey fromenv"}).is_success
+        assert httpx.get(metadata, headers={"Authorization": "Apikey secret"}).status_code == 401
+
+
+def test_refusal_on_the_command_line_is_one_line_per_problem(examples):
+    """`tiled serve config` with an example this server refuses: exit 1, no traceback."""
+    import os
+
+    path = examples / "config_for_containerfile.yml"
+    env = {**os.environ, **ENVIRONMENT}
+    result = subprocess.run(
+        [*TILED, "serve", "config", str(path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"Error: {path}: catalog.writable_storage[1]: {SQL_STORAGE}; tables are written as "
+        "Parquet files in the first writable directory",
+        f"Error: {path}: streaming_cache: {STREAMING} (Redis or memory)",
+    ]
+    assert not (examples / "storage").exists()
+
+
+def test_the_same_example_from_python(examples):
+    """build_app_from_config refuses the same way (no server, no traceback to read)."""
+    with pytest.raises(ConfigError, match=r"streaming_cache: not supported by this server"):
+        build_app_from_config(parse_configs(examples / "config_for_containerfile.yml"))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the authentication database (upstream Tiled's revision chain)."""

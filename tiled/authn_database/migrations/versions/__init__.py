@@ -1,0 +1,1 @@
+"""Revision scripts of the authentication database (upstream Tiled's identifiers)."""

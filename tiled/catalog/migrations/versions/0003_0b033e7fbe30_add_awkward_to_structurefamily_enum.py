@@ -1,0 +1,21 @@
+"""Add awkward to structurefamily enum (upstream revision 0b033e7fbe30).
+
+A revision from before upstream 0.2.0: databases this old are upgraded with upstream's
+own `tiled catalog upgrade-database` (any 0.2.x release) first; see
+``tiled.catalog.migrations.refuse``.
+"""
+
+from tiled.catalog.migrations.refuse import refuse_downgrade, refuse_upgrade
+
+revision = "0b033e7fbe30"
+down_revision = "83889e049ddc"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    refuse_upgrade(revision)
+
+
+def downgrade() -> None:
+    refuse_downgrade(revision)

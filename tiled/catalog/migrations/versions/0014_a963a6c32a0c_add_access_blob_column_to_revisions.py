@@ -1,0 +1,21 @@
+"""Add access blob column to revisions (upstream revision a963a6c32a0c).
+
+A revision from before upstream 0.2.0: databases this old are upgraded with upstream's
+own `tiled catalog upgrade-database` (any 0.2.x release) first; see
+``tiled.catalog.migrations.refuse``.
+"""
+
+from tiled.catalog.migrations.refuse import refuse_downgrade, refuse_upgrade
+
+revision = "a963a6c32a0c"
+down_revision = "e05e918092c3"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    refuse_upgrade(revision)
+
+
+def downgrade() -> None:
+    refuse_downgrade(revision)

@@ -1,0 +1,406 @@
+"""The sections of a configuration: one pydantic model each, with upstream's keys.
+
+``null`` means "not set"; unknown keys are errors. A key naming an upstream feature this server
+does not implement is declared too, and refused (:func:`_refuse_unless`) with the reason from
+:data:`UNSUPPORTED`, so that the error names the key and says why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from . import build
+
+# Why each upstream setting that this server does not implement is refused.
+UNSUPPORTED = {
+    "streaming_cache": "there is no cache for streaming live data (Redis or memory)",
+    "webhooks": "webhooks are not implemented",
+    "mount_node": "a catalog is always served from the root node of its database",
+    "create_mount_nodes_if_not_exist": "catalogs are not mounted at nodes (mount_node)",
+    "cache_config": "there is no cache for streaming live data",
+    "webhook_secret_keys": "webhooks are not implemented",
+    "reject_undeclared_specs": "uploads are not checked against the declared specs",
+    "validator": "spec validators are not run on uploads",
+    "expose_raw_assets": "there are no raw-asset download routes (/asset/bytes)",
+    "prometheus": "there is no Prometheus /metrics endpoint",
+    "sql_storage": "SQL tabular storage is not implemented; tables are written as Parquet "
+    "files in the first writable directory",
+    "bucket_storage": "bucket (object) storage is not implemented; storage must be directories",
+}
+UNSUPPORTED_AUTHENTICATORS = {
+    "OIDCAuthenticator": "OpenID Connect login",
+    "ProxiedOIDCAuthenticator": "OpenID Connect login behind a proxy",
+    "EntraAuthenticator": "Microsoft Entra ID login",
+    "SAMLAuthenticator": "SAML login",
+    "LDAPAuthenticator": "LDAP login",
+}
+
+
+def _refuse_unless(key: str, *accepted: Any):
+    """A value that must be unset (None) or one of ``accepted``: else 'not supported'."""
+
+    def check(value: Any) -> Any:
+        if value is None or any(type(value) is type(ok) and value == ok for ok in accepted):
+            return value
+        raise ValueError(f"not supported by this server: {UNSUPPORTED[key]}")
+
+    return Annotated[Any, AfterValidator(check)]
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: item for key, item in value.items() if item is not None}
+    return value
+
+
+MountNode = _refuse_unless("mount_node", "", "/", [])
+CreateMountNodes = _refuse_unless("create_mount_nodes_if_not_exist", False)
+CacheConfig = _refuse_unless("cache_config")
+WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
+RejectUndeclaredSpecs = _refuse_unless("reject_undeclared_specs", False)
+ExposeRawAssets = _refuse_unless("expose_raw_assets", False)
+Prometheus = _refuse_unless("prometheus", False)
+SpecValidator = _refuse_unless("validator")
+StreamingCache = _refuse_unless("streaming_cache")
+Webhooks = _refuse_unless("webhooks")
+
+
+class _Section(BaseModel):
+    """A configuration section: unknown keys are errors, ``null`` means 'not set'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, value: Any) -> Any:
+        return _drop_nulls(value)
+
+
+class AuthenticationProviderSpec(BaseModel):
+    """One identity provider: a name, an authenticator (import string, class or object), args."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    provider: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    authenticator: Any
+    args: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)] = {}
+
+    @field_validator("authenticator")
+    @classmethod
+    def _implemented(cls, value: Any) -> Any:
+        name = re.split(r"[:.]", value)[-1] if isinstance(value, str) else None
+        if (
+            isinstance(value, str)
+            and value.startswith("tiled.")
+            and name in UNSUPPORTED_AUTHENTICATORS
+        ):
+            raise ValueError(
+                f"not supported by this server: {UNSUPPORTED_AUTHENTICATORS[name]} ({name}) is "
+                "not implemented; use a username/password authenticator such as "
+                "tiled.authenticators:PAMAuthenticator or DictionaryAuthenticator"
+            )
+        return value
+
+    def build(self) -> Any:
+        """The authenticator object: import it if named, instantiate it if it is a class."""
+        built = build.authenticators([self], None)[0]
+        return built.authenticator
+
+
+class Authentication(BaseModel):
+    """How a server authenticates requests (upstream's ``authentication`` section).
+
+    With no providers the server is single-user: ``single_user_api_key`` (or a random key)
+    grants every scope, and ``allow_anonymous_access`` lets requests without credentials read.
+    With providers it is multi-user: users log in to get JWT sessions and create API keys,
+    which are kept in the authentication database (see :class:`Database`). Token ages are
+    seconds (or durations); ``null`` means the default.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    providers: list[AuthenticationProviderSpec] = []
+    tiled_admins: list[dict[str, str]] = []
+    secret_keys: list[str] = []
+    allow_anonymous_access: bool = False
+    single_user_api_key: str | None = None
+    access_token_max_age: timedelta = timedelta(minutes=15)
+    refresh_token_max_age: timedelta = timedelta(days=7)
+    session_max_age: timedelta = timedelta(days=365)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, value: Any) -> Any:
+        return _drop_nulls(value)
+
+    @field_validator("single_user_api_key")
+    @classmethod
+    def _alphanumeric(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]+", value):
+            raise ValueError("single_user_api_key must be a non-empty alphanumeric string")
+        return value
+
+    @field_validator("tiled_admins")
+    @classmethod
+    def _admin_entries(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        for entry in value:
+            if set(entry) != {"provider", "id"}:
+                raise ValueError("each tiled_admins entry needs exactly 'provider' and 'id'")
+        return value
+
+    @model_validator(mode="after")
+    def _providers_consistent(self) -> Authentication:
+        names = [spec.provider for spec in self.providers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"provider names must be unique, got {names}")
+        unknown = {entry["provider"] for entry in self.tiled_admins} - set(names)
+        if unknown:
+            raise ValueError(f"tiled_admins name providers that are not configured: {unknown}")
+        return self
+
+    @property
+    def authenticators(self) -> dict[str, Any]:
+        """Provider name -> authenticator object (built anew on each access)."""
+        return {spec.provider: spec.build() for spec in self.providers}
+
+
+class Database(_Section):
+    """The authentication database (principals, API keys, sessions): the ``database`` section.
+
+    ``uri``: ``sqlite:///path.db`` / ``sqlite+aiosqlite:///path.db`` or ``postgresql://...``;
+    None is an in-memory SQLite database, lost when the server stops. ``schema`` (PostgreSQL
+    only) keeps the tables in a schema of their own.
+    """
+
+    uri: str | None = None
+    init_if_not_exists: bool = False
+    pool_size: int = Field(5, ge=2)
+    pool_pre_ping: bool = True
+    max_overflow: int = Field(5, ge=0)
+    schema_: str | None = Field(None, alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _storage_item(item: Any) -> str:
+    if isinstance(item, Mapping):
+        raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
+    text = str(item) if isinstance(item, Path) else item
+    if not isinstance(text, str) or not text:
+        raise ValueError("must be a directory path or a file:// URI")
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in ("", "file"):
+        return text
+    if scheme.split("+")[0] in ("duckdb", "sqlite", "postgresql", "postgres"):
+        raise ValueError(f"not supported by this server: {UNSUPPORTED['sql_storage']}")
+    if scheme in ("s3", "gs", "gcs", "az", "abfs", "azure", "http", "https"):
+        raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
+    raise ValueError(f"{text!r}: unrecognized storage URI scheme {scheme!r}")
+
+
+def _storage_list(value: Any) -> Any:
+    """``writable_storage: ./data`` means ``[./data]``; absent means ``[]``."""
+    if isinstance(value, Mapping):  # upstream's bucket form, {bucket: {uri, key, secret}}
+        raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
+    return [value] if isinstance(value, str | Path) else value
+
+
+Storage = Annotated[
+    list[Annotated[Any, AfterValidator(_storage_item)]], BeforeValidator(_storage_list)
+]
+
+
+class CatalogConfig(_Section):
+    """A SQL catalog: the ``catalog`` section, or the ``args`` of ``tree: catalog``.
+
+    Without ``writable_storage`` the catalog is read-only. ``top_level_access_tags`` (upstream
+    0.2.20) becomes the root's ``access_blob`` ``{"tags": [...]}``.
+    """
+
+    uri: str
+    writable_storage: Storage = []
+    readable_storage: Storage = []
+    init_if_not_exists: bool = False
+    metadata: dict[str, Any] | None = None
+    specs: list[Any] | None = None
+    adapters_by_mimetype: dict[str, Any] = {}
+    top_level_access_tags: list[str] | None = None
+    top_level_access_blob: dict[str, Any] | None = None
+    catalog_pool_size: int | None = Field(None, ge=1)
+    catalog_max_overflow: int | None = Field(None, ge=0)
+    # Pools of SQL tabular storage, which this server does not have: no effect.
+    storage_pool_size: int | None = None
+    storage_max_overflow: int | None = None
+    # Seconds a resolved node is reused without a query (writes of this process drop it).
+    lookup_cache_ttl: float | None = None
+    mount_node: MountNode = None
+    create_mount_nodes_if_not_exist: CreateMountNodes = None
+    cache_config: CacheConfig = None
+    webhook_secret_keys: WebhookSecretKeys = None
+
+    def from_uri_kwargs(self, pools: Mapping[str, int | None], directory: Path | None) -> dict:
+        """The arguments of ``tiled.catalog.from_uri``; ``pools`` are the top-level defaults."""
+        kwargs: dict[str, Any] = {
+            "uri": self.uri,
+            "writable_storage": list(self.writable_storage),
+            "readable_storage": list(self.readable_storage),
+            "init_if_not_exists": self.init_if_not_exists,
+        }
+        for name in ("metadata", "specs", "lookup_cache_ttl", "top_level_access_blob"):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        if self.top_level_access_tags is not None:
+            kwargs["top_level_access_blob"] = {"tags": list(self.top_level_access_tags)}
+        for name in ("catalog_pool_size", "catalog_max_overflow"):
+            value = getattr(self, name) if getattr(self, name) is not None else pools.get(name)
+            if value is not None:
+                kwargs[name] = value
+        if self.adapters_by_mimetype:
+            kwargs["adapters_by_mimetype"] = {
+                mimetype: build.resolve(ref, directory, f"adapters_by_mimetype.{mimetype}")
+                for mimetype, ref in self.adapters_by_mimetype.items()
+            }
+        return kwargs
+
+
+def _normalized_tree(value: Any) -> Any:
+    return "catalog" if value == "tiled.catalog:from_uri" else value
+
+
+def _tree_kind(value: Any) -> str:
+    tree = value.get("tree") if isinstance(value, Mapping) else getattr(value, "tree", None)
+    return "catalog" if _normalized_tree(tree) == "catalog" else "object"
+
+
+class _TreeBase(_Section):
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        segments = [segment for segment in value.split("/") if segment]
+        if any(segment in (".", "..") for segment in segments):
+            raise ValueError(f"{value!r} may not contain '.' or '..' segments")
+        return "/" + "/".join(segments)  # upstream accepts "a" for "/a" too
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(segment for segment in self.path.split("/") if segment)
+
+
+class TreeSpec(_TreeBase):
+    """One entry of ``trees``: ``tree`` (an import path ``package.module:attribute``, a file
+    ``path/to/file.py:attribute`` or the object itself) served at ``path``; an imported class
+    or function is called with ``args``."""
+
+    tree: Any
+    args: dict[str, Any] = {}
+
+    @field_validator("tree")
+    @classmethod
+    def _tree_reference(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.search(r"[:.]", value):
+            raise ValueError(
+                f"{value!r} is neither 'catalog' nor an import path 'package.module:attribute'"
+            )
+        return value
+
+
+class CatalogTreeSpec(_TreeBase):
+    """A ``trees`` entry ``tree: catalog`` (or ``tiled.catalog:from_uri``): a SQL catalog."""
+
+    tree: Annotated[Literal["catalog"], BeforeValidator(_normalized_tree)]
+    args: CatalogConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_args(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and not value.get("args"):
+            raise ValueError("a 'catalog' tree needs args.uri (the catalog database)")
+        return value
+
+
+AnyTreeSpec = Annotated[
+    Annotated[TreeSpec, Tag("object")] | Annotated[CatalogTreeSpec, Tag("catalog")],
+    Discriminator(_tree_kind),
+]
+_TAGS = ("object", "catalog")
+
+
+class AccessControl(_Section):
+    """The ``access_control`` section: a policy (import path, class or object) and its args."""
+
+    access_policy: Any = None
+    args: dict[str, Any] = {}
+
+    def build(self, directory: str | Path | None = None) -> Any:
+        if self.access_policy is None:
+            return None
+        return build.access_policy(self.access_policy, self.args, directory)
+
+
+class ZarrConfig(_Section):
+    """The ``zarr`` section: how the zarr views encode chunks."""
+
+    codec: str = "blosc-lz4"
+    chunk_budget_bytes: int = Field(4 * 1024 * 1024, ge=1)
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        from ..structures.zarr_meta import CODEC_NAMES
+
+        if value not in CODEC_NAMES:
+            raise ValueError(f"unknown codec {value!r}; choose one of {list(CODEC_NAMES)}")
+        return value
+
+
+class UvicornConfig(_Section):
+    """The ``uvicorn`` section: ``uvicorn.run``'s arguments for ``tiled serve config``.
+
+    ``host``/``port`` yield to ``--host``/``--port``; ``root_path`` goes to the application.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    host: str | None = None
+    port: int | None = Field(None, ge=0, le=65535)
+    root_path: str | None = None
+    workers: int | None = Field(None, ge=1)
+    log_level: str | None = None
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str | None) -> str | None:
+        stripped = (value or "").strip("/")  # "tiled", "/tiled/" -> "/tiled", as upstream
+        return f"/{stripped}" if stripped else None
+
+    def uvicorn_kwargs(self) -> dict[str, Any]:
+        """What goes to ``uvicorn.run`` besides host and port."""
+        values = self.model_dump(exclude_none=True)
+        for name in ("host", "port", "root_path", "workers"):
+            values.pop(name, None)
+        return values
+
+
+class MetricsConfig(_Section):
+    prometheus: Prometheus = None
+
+
+class SpecDeclaration(_Section):
+    spec: str
+    validator: SpecValidator = None
