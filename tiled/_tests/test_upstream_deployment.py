@@ -14,6 +14,7 @@ must read everything, including what this server wrote.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -121,14 +122,20 @@ trees:
 """
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment without PYTHONPATH, which would lend our package to upstream's
+    commands (their own isolation is their virtual environment)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 @contextmanager
-def _server(command: list[str], cwd: Path):
+def _server(command: list[str], cwd: Path, env: dict[str, str] | None = None):
     """A server process on a free port; yields its base URL once it answers."""
     port = _free_port()
     log_path = cwd / f"server-{port}.log"
     log = open(log_path, "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+        [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -235,14 +242,14 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
     )  # fmt: skip
     serve = ["serve", "config", str(config)]
     try:
-        with _server([*upstream, *serve], tmp_path) as url:
+        with _server([*upstream, *serve], tmp_path, _environment()) as url:
             alice = _login(url)
             api_key = _new_api_key(url, alice["tokens"]["access_token"])
             _run(upstream_tiled, WRITE, url, api_key)
             subprocess.run(
                 [*upstream, "register", url, str(files), "--prefix", "files",
                  "--api-key", api_key],
-                check=True, capture_output=True, cwd=tmp_path,
+                check=True, capture_output=True, cwd=tmp_path, env=_environment(),
             )  # fmt: skip
             written = _read(upstream_tiled, url, api_key)
         assert written["/files"]["keys"] == ["table"]
@@ -275,7 +282,7 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
         assert after["/g"]["metadata"] == {"n": 3}
         assert after["/g"]["revisions"] == [{"n": 1}]
 
-        with _server([*upstream, *serve], tmp_path) as url:
+        with _server([*upstream, *serve], tmp_path, _environment()) as url:
             assert _read(upstream_tiled, url, api_key) == after
             assert _read(upstream_tiled, url, new_key) == after
             assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]

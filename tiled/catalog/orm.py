@@ -61,7 +61,7 @@ GRANT_SCOPES = (
 
 structure_family_type = Enum(*STRUCTURE_FAMILIES, name="structurefamily")
 management_type = Enum(*MANAGEMENT_MODES, name="management")
-scope_name_type = Enum(*GRANT_SCOPES, name="scope_name")
+scope_name_type = Enum(*GRANT_SCOPES, name="scope_name", create_constraint=True)
 
 
 def utcnow() -> datetime:

@@ -1,9 +1,11 @@
-"""Add b tree index on parent id in nodes (upstream revision bf2fe0eb8ee8).
+"""Add a b-tree index on (parent, id) in nodes (upstream revision bf2fe0eb8ee8).
 
-Not implemented yet: see ``tiled.catalog.migrations.refuse``.
+``ix_nodes_parent_id`` serves paging through a container's children in id order.
+Downgrade is refused.
 """
 
-from tiled.catalog.migrations.refuse import refuse_downgrade, refuse_upgrade
+from tiled.catalog.migrations.refuse import refuse_downgrade
+from tiled.catalog.migrations.support import create_index
 
 revision = "bf2fe0eb8ee8"
 down_revision = "85a47342e78e"
@@ -12,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    refuse_upgrade(revision)
+    create_index("ix_nodes_parent_id", "nodes", ["parent", "id"])
 
 
 def downgrade() -> None:

@@ -1,9 +1,13 @@
-"""Add support for ragged array structures (upstream revision e8956581ecd5).
+"""Add the ragged structure family (upstream revision e8956581ecd5).
 
-Not implemented yet: see ``tiled.catalog.migrations.refuse``.
+PostgreSQL: the enum type ``structurefamily`` gains 'ragged', placed after 'container'.
+SQLite stores the family as text: nothing to change. The new value is not used in the same
+transaction, which PostgreSQL 12 and later allow. Downgrade is refused (PostgreSQL cannot
+remove an enum value).
 """
 
-from tiled.catalog.migrations.refuse import refuse_downgrade, refuse_upgrade
+from tiled.catalog.migrations.refuse import refuse_downgrade
+from tiled.catalog.migrations.support import is_postgresql, run
 
 revision = "e8956581ecd5"
 down_revision = "bf2fe0eb8ee8"
@@ -12,7 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    refuse_upgrade(revision)
+    if is_postgresql():
+        run("ALTER TYPE structurefamily ADD VALUE IF NOT EXISTS 'ragged' AFTER 'container'")
 
 
 def downgrade() -> None:

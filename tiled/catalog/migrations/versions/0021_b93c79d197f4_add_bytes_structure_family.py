@@ -1,9 +1,12 @@
-"""Add bytes structure family (upstream revision b93c79d197f4).
+"""Add the bytes structure family (upstream revision b93c79d197f4).
 
-Not implemented yet: see ``tiled.catalog.migrations.refuse``.
+PostgreSQL: the enum type ``structurefamily`` gains 'bytes', placed after 'awkward'. SQLite
+stores the family as text: nothing to change. Downgrade is refused (PostgreSQL cannot remove
+an enum value).
 """
 
-from tiled.catalog.migrations.refuse import refuse_downgrade, refuse_upgrade
+from tiled.catalog.migrations.refuse import refuse_downgrade
+from tiled.catalog.migrations.support import is_postgresql, run
 
 revision = "b93c79d197f4"
 down_revision = "e8956581ecd5"
@@ -12,7 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    refuse_upgrade(revision)
+    if is_postgresql():
+        run("ALTER TYPE structurefamily ADD VALUE IF NOT EXISTS 'bytes' AFTER 'awkward'")
 
 
 def downgrade() -> None:
