@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -41,3 +43,50 @@ def running_tiled(*args: str, env: dict | None = None, cwd: Path | None = None):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def without_pythonpath() -> dict[str, str]:
+    """This environment without PYTHONPATH, which would lend our package to another
+    environment's commands (upstream's ``tiled``, isolated by its own virtual environment)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
+@contextmanager
+def server_process(command: list, cwd: Path, *, env: dict | None = None, timeout: float = 120):
+    """``command --port P`` (any Tiled server's command line) on a free port; yields its base
+    URL once ``/api/v1/`` answers. Its output goes to a log file in ``cwd``, shown on failure."""
+    port = free_port()
+    log_path = cwd / f"server-{port}.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [*map(str, command), "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(url):
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from tiled.config import Database, parse_configs
 from tiled.server.app import build_app_from_config
 
 from .live_server import serve
+from .processes import free_port, server_process, without_pythonpath
 
 POSTGRES_ADMIN = os.environ.get(
     "TILED_TEST_POSTGRESQL_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -458,50 +457,10 @@ def write_config(directory: Path, uri: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class UpstreamServer:
-    """Upstream's ``tiled serve config`` in a process of its own."""
-
-    def __init__(self, upstream_tiled: Path, config: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        command = [str(upstream_tiled.parent / "tiled"), "serve", "config", str(config)]
-        self.process = subprocess.Popen(
-            [*command, "--port", str(self.port)],
-            cwd=config.parent,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def __enter__(self) -> UpstreamServer:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"upstream's server stopped: {self.process.stderr.read()}")
-            try:
-                if httpx.get(f"{self.url}/", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("upstream's server did not start")
-
-    def __exit__(self, *_) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def upstream_server(upstream_tiled: Path, config: Path):
+    """Upstream's ``tiled serve config`` in a process of its own; yields its base URL."""
+    command = [upstream_tiled.parent / "tiled", "serve", "config", config]
+    return server_process(command, config.parent, env=without_pythonpath())
 
 
 def login(client: httpx.Client) -> dict:
@@ -529,8 +488,8 @@ def test_a_database_shared_with_upstream(backend, new_database, upstream_tiled, 
     """Upstream makes the database, a user and API keys; this server, on the same database
     and configuration, honours them (and upstream honours what this server adds)."""
     config = write_config(tmp_path, new_database(backend))
-    with UpstreamServer(upstream_tiled, config) as upstream:
-        with httpx.Client(base_url=upstream.url, timeout=30) as client:
+    with upstream_server(upstream_tiled, config) as upstream:
+        with httpx.Client(base_url=f"{upstream}/api/v1", timeout=30) as client:
             tokens = login(client)
             inherit = create_key(client, tokens, note="from upstream")
             narrow = create_key(client, tokens, scopes=["read:metadata"], expires_in=3600)
@@ -559,8 +518,8 @@ def test_a_database_shared_with_upstream(backend, new_database, upstream_tiled, 
         assert uuid.UUID(ours["principal"]) == principal
         added = create_key(client, ours, note="from this server")
 
-    with UpstreamServer(upstream_tiled, config) as upstream:
-        with httpx.Client(base_url=upstream.url, timeout=30) as client:
+    with upstream_server(upstream_tiled, config) as upstream:
+        with httpx.Client(base_url=f"{upstream}/api/v1", timeout=30) as client:
             back = whoami(client, added["secret"])
             assert back.status_code == 200, back.text
             assert uuid.UUID(back.json()["uuid"]) == principal

@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy
 import pandas
 import pytest
@@ -49,6 +46,7 @@ from tiled.catalog.errors import MigrationRefused
 from tiled.catalog.orm import metadata_obj
 
 from .isolated_python import isolated_python, run_isolated
+from .processes import server_process, without_pythonpath
 from .test_catalog import POSTGRES_ADMIN_URI, _admin
 
 API_KEY = "secret"
@@ -128,34 +126,11 @@ def _postgres_database():
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@contextmanager
 def _upstream_server(python: Path, uri: str, directory: Path):
     """Upstream's ``tiled serve catalog --init`` on a free port; yields its URL once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     command = [python.parent / "tiled", "serve", "catalog", uri, "--init",
-               "-w", directory / "data", "--api-key", API_KEY, "--port", str(port)]  # fmt: skip
-    log_path = directory / "upstream-server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 90
-            while not _answers(url):
-                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+               "-w", directory / "data", "--api-key", API_KEY]  # fmt: skip
+    return server_process(command, directory, env=without_pythonpath())
 
 
 def _run_upstream(python: Path, script: str, *args: str) -> None:

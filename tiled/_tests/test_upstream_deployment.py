@@ -14,12 +14,8 @@ must read everything, including what this server wrote.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,6 +23,7 @@ import numpy
 import pytest
 
 from .isolated_python import run_isolated
+from .processes import server_process, without_pythonpath
 from .test_catalog import POSTGRES_ADMIN_URI, _admin
 
 pytestmark = pytest.mark.slow
@@ -44,6 +41,11 @@ group.write_table(pandas.DataFrame({"A": [1, 2, 3], "B": [1.5, 2.5, 3.5]}), key=
 group["t"].update_metadata({"n": 2})
 client["a"].update_metadata({"color": "blue"})
 client.create_container("empty")
+group.write_sparse(
+    coords=numpy.array([[0, 2, 5]]), data=numpy.array([1.5, 2.5, 3.5]), shape=(6,), key="s"
+)
+import awkward
+client.write_awkward(awkward.Array([[1, 2], [], [3]]), key="ragged_lists")
 """
 
 WRITE_AGAIN = r"""
@@ -52,6 +54,9 @@ from tiled.client import from_uri
 client = from_uri(sys.argv[1], api_key=sys.argv[2])
 client["g"].write_array(numpy.full((2, 2), 7, dtype="uint8"), key="new", metadata={"by": "fork"})
 client["g"].update_metadata({"n": 3})
+client["g"].write_sparse(
+    coords=numpy.array([[0, 3], [1, 2]]), data=numpy.array([4.0, 5.0]), shape=(4, 3), key="s2"
+)
 """
 
 # Everything upstream's client can tell about the tree, as JSON.
@@ -71,8 +76,8 @@ def walk(node, path, out):
         entry["revisions"] = [
             dict(revision["attributes"]["metadata"]) for revision in node.metadata_revisions[:]
         ]
-    if path.startswith("/files/"):
-        pass  # registered files: this server reads them once it has their adapters
+    if path.startswith("/files/") or entry["family"] == "awkward":
+        pass  # registered files and awkward data: this server reads them once it has adapters
     elif entry["family"] == "container":
         entry["keys"] = list(node)
         for key in node:
@@ -82,18 +87,14 @@ def walk(node, path, out):
         entry["dtype"] = str(node.dtype)
     elif entry["family"] == "table":
         entry["values"] = node.read().to_dict(orient="list")
+    elif entry["family"] == "sparse":
+        entry["values"] = node.read().todense().tolist()
     out[path or "/"] = entry
 
 out = {}
 walk(client, "", out)
 print(json.dumps(out, sort_keys=True))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 CONFIG = """
@@ -120,40 +121,6 @@ trees:
       readable_storage: [{files}]
       init_if_not_exists: true
 """
-
-
-def _environment() -> dict[str, str]:
-    """This process's environment without PYTHONPATH, which would lend our package to upstream's
-    commands (their own isolation is their virtual environment)."""
-    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-
-
-@contextmanager
-def _server(command: list[str], cwd: Path, env: dict[str, str] | None = None):
-    """A server process on a free port; yields its base URL once it answers."""
-    port = _free_port()
-    log_path = cwd / f"server-{port}.log"
-    log = open(log_path, "w")  # noqa: SIM115  (closed below)
-    process = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def _login(url: str) -> dict:
@@ -242,26 +209,28 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
     )  # fmt: skip
     serve = ["serve", "config", str(config)]
     try:
-        with _server([*upstream, *serve], tmp_path, _environment()) as url:
+        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
             alice = _login(url)
             api_key = _new_api_key(url, alice["tokens"]["access_token"])
             _run(upstream_tiled, WRITE, url, api_key)
             subprocess.run(
                 [*upstream, "register", url, str(files), "--prefix", "files",
                  "--api-key", api_key],
-                check=True, capture_output=True, cwd=tmp_path, env=_environment(),
+                check=True, capture_output=True, cwd=tmp_path, env=without_pythonpath(),
             )  # fmt: skip
             written = _read(upstream_tiled, url, api_key)
         assert written["/files"]["keys"] == ["table"]
         assert written["/a"]["values"] == numpy.arange(12.0).reshape(3, 4).tolist()
         assert written["/a"]["revisions"] == [{"color": "red"}]
+        assert written["/g/s"]["values"] == [1.5, 0.0, 2.5, 0.0, 0.0, 3.5]
+        assert written["/ragged_lists"]["family"] == "awkward"
 
-        with _server([*ours, *serve], tmp_path) as url:
+        with server_process([*ours, *serve], tmp_path) as url:
             # The password and the API key made under upstream work; alice is the same principal.
             assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
             assert _read(upstream_tiled, url, api_key) == written
             for zarr_format in (2, 3):
-                for path in ("a", "g/b"):
+                for path in ("a", "g/b", "g/s"):
                     values = _zarr_values(url, path, zarr_format, api_key)[...].tolist()
                     assert values == written[f"/{path}"]["values"]
                 table = _zarr_values(url, "g/t", zarr_format, api_key)
@@ -269,20 +238,26 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
                     assert table[column][...].tolist() == written["/g/t"]["values"][column]
             # A registered file whose adapter this server lacks: listed, its data a clear 4xx.
             headers = {"Authorization": f"Apikey {api_key}"}
-            for route in ("api/v1/table/full/files/table", "zarr/v3/files/table/x/c/0"):
+            unreadable = {
+                "api/v1/table/full/files/table": "text/csv",
+                "zarr/v3/files/table/x/c/0": "text/csv",
+                "zarr/v2/ragged_lists/.zarray": "awkward",
+            }
+            for route, named in unreadable.items():
                 response = httpx.get(f"{url}/{route}", headers=headers)
                 assert response.status_code == 415, response.text
-                assert "text/csv" in response.json()["detail"]
+                assert named in response.json()["detail"]
             assert httpx.get(f"{url}/zarr/v3/", headers=headers).status_code == 200
             _run(upstream_tiled, WRITE_AGAIN, url, api_key)
             after = _read(upstream_tiled, url, api_key)
             # A key made here works for upstream too.
             new_key = _new_api_key(url, _login(url)["tokens"]["access_token"])
         assert after["/g/new"]["values"] == [[7, 7], [7, 7]]
+        assert after["/g/s2"]["values"] == [[0, 4.0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 5.0]]
         assert after["/g"]["metadata"] == {"n": 3}
         assert after["/g"]["revisions"] == [{"n": 1}]
 
-        with _server([*upstream, *serve], tmp_path, _environment()) as url:
+        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
             assert _read(upstream_tiled, url, api_key) == after
             assert _read(upstream_tiled, url, new_key) == after
             assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]

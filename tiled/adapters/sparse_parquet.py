@@ -23,11 +23,18 @@ from .files import locked, path_from_uri, staged
 from .sparse import COOAdapter
 
 SPARSE_PARQUET_MIMETYPE = "application/x-parquet;structure=sparse"
-_BLOCK_NAME = re.compile(r"^block((?:-\d+)*)\.parquet$")
+# Upstream's names: block (1, 2) of an array is ``block-1.2.parquet``.
+_BLOCK_NAME = re.compile(r"^block-((?:\d+(?:\.\d+)*)?)\.parquet$")
 
 
 def block_path(directory: Path, block: Sequence[int]) -> Path:
-    return directory / ("block" + "".join(f"-{int(i)}" for i in block) + ".parquet")
+    return directory / ("block-" + ".".join(str(int(i)) for i in block) + ".parquet")
+
+
+def blocks_directory(data_uri: str, is_directory: bool) -> Path:
+    """The directory of an array's block files, from its directory's asset or a block's."""
+    path = path_from_uri(data_uri)
+    return path if is_directory else path.parent
 
 
 class ParquetBlocks(Mapping):
@@ -50,7 +57,7 @@ class ParquetBlocks(Mapping):
         if not self.directory.is_dir():
             return []
         found = (_BLOCK_NAME.match(p.name) for p in self.directory.iterdir())
-        keys = [tuple(int(i) for i in m.group(1).split("-")[1:]) for m in found if m]
+        keys = [tuple(int(i) for i in m.group(1).split(".") if i) for m in found if m]
         return [k for k in keys if len(k) == self.ndim]
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:

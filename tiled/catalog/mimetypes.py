@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..adapters.files import path_from_uri
+from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import PARQUET_MIMETYPE, ParquetTableAdapter
-from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, ParquetSparseAdapter
+from ..adapters.sparse_parquet import (
+    SPARSE_PARQUET_MIMETYPE,
+    ParquetSparseAdapter,
+    blocks_directory,
+)
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly
 from ..errors import BadRequest
@@ -52,8 +56,12 @@ def parquet_table(source: DataSource, *, metadata=None, specs=None) -> ParquetTa
 def parquet_sparse(source: DataSource, *, metadata=None, specs=None) -> ParquetSparseAdapter:
     if source.structure is None:
         raise BadRequest("Sparse Parquet data must be registered with their structure")
+    if not source.assets:
+        raise BadRequest("Sparse Parquet data need their block files (or directory) as assets")
+    asset = source.assets[0]
+    directory = blocks_directory(asset.data_uri, asset.is_directory)
     return ParquetSparseAdapter(
-        _single_uri(source), source.structure, metadata=metadata, specs=specs
+        uri_from_path(directory), source.structure, metadata=metadata, specs=specs
     )
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy
 from sqlalchemy import delete, func, select, update
 
-from ..adapters.files import path_from_uri
+from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import ParquetTableAdapter
-from ..adapters.sparse_parquet import ParquetSparseAdapter
+from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly, write_region
 from ..errors import BadRequest, Conflict, DataUnavailable, InvalidDtype, NoSuchEntry, NotFound
@@ -315,8 +315,11 @@ def _open_table(source: DataSource, record: NodeRecord) -> Any:
 
 
 def _open_sparse(source: DataSource, record: NodeRecord) -> Any:
-    uri = source.assets[0].data_uri
-    return WritableCatalogSparseAdapter(uri, source.structure, metadata=record.metadata)
+    asset = source.assets[0]
+    directory = blocks_directory(asset.data_uri, asset.is_directory)
+    return WritableCatalogSparseAdapter(
+        uri_from_path(directory), source.structure, metadata=record.metadata
+    )
 
 
 WRITABLE_OPENERS = {

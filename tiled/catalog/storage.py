@@ -9,6 +9,7 @@ arrays are one Parquet file per block inside it.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import PARQUET_MIMETYPE
-from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE
+from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array
 from ..errors import BadRequest, Forbidden
 from ..structures.core import StructureFamily
@@ -68,8 +69,13 @@ def create_storage(directory: Path, source: DataSource) -> DataSource:
             for i in range(structure.npartitions)
         ]
     else:
+        # As upstream: one asset per block file (written when the block is), in block order.
         directory.mkdir(parents=True)
-        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+        grid = itertools.product(*(range(len(sizes)) for sizes in structure.chunks))
+        found = [
+            Asset(uri_from_path(block_path(directory, block)), False, "data_uris", num=number)
+            for number, block in enumerate(grid)
+        ]
     return replace(
         source, structure=structure, mimetype=WRITABLE_MIMETYPES[family], assets=found,
         management=Management.writable,
