@@ -27,7 +27,7 @@ from .creation import create_child
 from .nodes import CatalogNode, UnavailableNode, open_leaf
 from .orm import ROOT_ID, nodes
 from .queries import condition_for
-from .records import fetch_records, node_at, path_ids, records_query
+from .records import fetch_records, lookup_parameters, lookup_query, path_ids, records_query
 
 DEFAULT_SORTING = (SortingItem("", 1),)
 _GIVEN_ORDER = frozenset({"", "_"})
@@ -218,7 +218,10 @@ class CatalogContainerBase(ContainerAdapterBase):
         parent = path.rpartition("/")[0]
         async with self._catalog.connect() as connection:
             records = await fetch_records(
-                connection, records_query([node_at(self._node_id, segments)]), parent
+                connection,
+                lookup_query(len(segments)),
+                parent,
+                lookup_parameters(self._node_id, segments),
             )
             if not records:
                 return await self._lookup_inside(connection, list(segments))

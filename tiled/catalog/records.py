@@ -9,10 +9,11 @@ index of ``nodes``, so a node at any depth costs one query.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..structures.array import ArrayStructure
@@ -56,19 +57,31 @@ def path_ids(base_id: int, segments: Sequence[str]) -> Select:
     )
 
 
-def node_at(base_id: int, segments: Sequence[str]) -> ColumnElement:
-    """SQL: the row of ``nodes`` at ``segments`` below node ``base_id``."""
-    steps = [nodes.alias(f"step{n}") for n in range(len(segments))]
+@functools.lru_cache(maxsize=64)
+def lookup_query(depth: int) -> Select:
+    """The records query of the node ``depth`` steps below node ``:base_id``, by the keys
+    ``:key0`` .. ``:key{depth-1}`` (see :func:`lookup_parameters`).
+
+    Built once per depth with bound parameters: constructing the joins costs more than running
+    them, and a statement of the same shape hits SQLAlchemy's compiled cache too.
+    """
+    steps = [nodes.alias(f"step{n}") for n in range(depth)]
     joined = steps[0]
-    for above, below, key in zip(steps, steps[1:], segments[1:], strict=False):
-        joined = joined.join(below, and_(below.c.parent == above.c.id, below.c.key == key))
+    for n, (above, below) in enumerate(zip(steps, steps[1:], strict=False), start=1):
+        joined = joined.join(
+            below, and_(below.c.parent == above.c.id, below.c.key == bindparam(f"key{n}"))
+        )
     found = (
         select(steps[-1].c.id)
         .select_from(joined)
-        .where(steps[0].c.parent == base_id, steps[0].c.key == segments[0])
+        .where(steps[0].c.parent == bindparam("base_id"), steps[0].c.key == bindparam("key0"))
         .scalar_subquery()
     )
-    return nodes.c.id == found
+    return records_query([nodes.c.id == found])
+
+
+def lookup_parameters(base_id: int, segments: Sequence[str]) -> dict[str, Any]:
+    return {"base_id": base_id, **{f"key{n}": key for n, key in enumerate(segments)}}
 
 
 def records_query(
@@ -200,8 +213,8 @@ def group_rows(rows: Sequence[Any], parent: str) -> list[NodeRecord]:
 
 
 async def fetch_records(
-    connection: AsyncConnection, query: Select, parent: str
+    connection: AsyncConnection, query: Select, parent: str, parameters: dict | None = None
 ) -> list[NodeRecord]:
     """The records of ``query``'s nodes, all children of the node at path ``parent``."""
-    result = await connection.execute(query)
+    result = await connection.execute(query, parameters or {})
     return group_rows(result.all(), parent)
