@@ -145,11 +145,13 @@ def test_environment_variables_are_expanded(tmp_path, monkeypatch):
         parse_configs(path)
 
 
-def test_relative_paths_resolve_from_the_config_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not where the config is
-    directory = tmp_path / "deploy"
+def test_relative_paths_resolve_from_the_working_directory(tmp_path, monkeypatch):
+    # As upstream: the same file means the same paths whichever server reads it.
+    directory = tmp_path / "cwd"
+    directory.mkdir()
+    monkeypatch.chdir(directory)  # not where the config is
     path = write(
-        directory / "config.yml",
+        tmp_path / "deploy" / "config.yml",
         """
         catalog:
           uri: ./catalog.db
@@ -548,8 +550,9 @@ def test_bytesize_limit_routers_and_media_types(configured_server):
 
 
 @needs_catalog
-def test_catalog_tree_next_to_other_trees(tmp_path):
+def test_catalog_tree_next_to_other_trees(tmp_path, monkeypatch):
     # The catalog's startup and shutdown tasks must run although it is not the root.
+    monkeypatch.chdir(tmp_path)
     path = write(
         tmp_path / "config.yml",
         """

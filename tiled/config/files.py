@@ -145,7 +145,9 @@ def load_document(path: Path) -> dict[str, Any]:
             f"{path}: the configuration must be a mapping of keys, not {type(document).__name__}"
         )
     document = expand_environment_variables(document, where=str(path))
-    return resolve_relative_paths(document, path.parent.absolute())
+    # As upstream: a relative path means the same file whichever server reads the configuration,
+    # relative to the working directory (made absolute here, so messages name the real file).
+    return resolve_relative_paths(document, Path.cwd())
 
 
 def config_files(path: Path) -> list[Path]:
