@@ -263,3 +263,57 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
             assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
     finally:
         drop_databases()
+
+
+READ_HERE_WRITTEN = r"""
+import sys
+from tiled.client import from_uri
+client = from_uri(sys.argv[1], api_key=sys.argv[2])
+print(client["x"].read().tolist(), dict(client["x"].metadata), client["t"].read()["c"].tolist(),
+      client["s"].read().todense().tolist(), list(client["g"]))
+"""
+
+
+async def _write_here(catalog_uri: str, storage: Path) -> None:
+    """Create and write a catalog with this package (the code the server's routes call)."""
+    import pandas
+
+    from tiled.catalog import from_uri
+
+    from .test_catalog import array_source, make, sparse_source, table_source
+
+    root = from_uri(catalog_uri, writable_storage=storage, init_if_not_exists=True)
+    try:
+        array = await make(
+            root, "x", "array", {"made": "here"}, sources=[array_source(numpy.arange(4))]
+        )
+        await array.write(numpy.arange(4))
+        frame = pandas.DataFrame({"c": [1.5, 2.5]})
+        table = await make(root, "t", "table", sources=[table_source(frame)])
+        await table.write(frame)
+        coo = await make(root, "s", "sparse", sources=[sparse_source((3,), ((3,),))])
+        await coo.write(numpy.array([[2]]), numpy.array([7.0]))
+        group = await make(root, "g")
+        await make(group, "inner")
+        await array.replace_metadata({"made": "here"})  # a revision too
+    finally:
+        await root.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_catalog_made_here_is_served_by_upstream(upstream_tiled, backend, tmp_path):
+    """A catalog created and written by this server opens with upstream with no step."""
+    import asyncio
+
+    (catalog_uri, _), drop_databases = _database_uris(backend, tmp_path)
+    storage = tmp_path / "data"
+    key = "secret"
+    upstream = [str(upstream_tiled.parent / "tiled")]
+    serve = ["serve", "catalog", catalog_uri, "-w", str(storage), "--api-key", key]
+    try:
+        asyncio.run(_write_here(catalog_uri, storage))
+        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
+            printed = _run(upstream_tiled, READ_HERE_WRITTEN, url, key).strip()
+        assert printed == "[0, 1, 2, 3] {'made': 'here'} [1.5, 2.5] [0.0, 0.0, 7.0] ['inner']"
+    finally:
+        drop_databases()

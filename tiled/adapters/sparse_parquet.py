@@ -143,7 +143,9 @@ def _split_into_blocks(
 
 
 def _block_bytes(coords: numpy.ndarray, data: numpy.ndarray) -> memoryview:
-    columns = {f"dim{i}": row for i, row in enumerate(coords)}
+    # Coordinates are stored as int64 whatever their declared type, as upstream stores them
+    # (its reader, numpy.ravel_multi_index, refuses unsigned 64-bit indices).
+    columns = {f"dim{i}": row.astype(numpy.int64) for i, row in enumerate(coords)}
     columns["data"] = data
     sink = io.BytesIO()
     pyarrow.parquet.write_table(pyarrow.table(columns), sink)
