@@ -856,3 +856,52 @@ def test_uri_forms(tmp_path):
     assert async_url("postgresql+asyncpg://u@h/db").drivername == "postgresql+asyncpg"
     with pytest.raises(ValueError):
         async_url("mysql://u@h/db")
+
+
+async def test_deep_paths_resolve_and_miss_cleanly(root):
+    # More segments than one SQL statement may join (SQLite: 64 tables) are resolved in stretches.
+    node = root
+    for _ in range(70):
+        node = await make(node, "d")
+    found = await root.lookup_adapter(["d"] * 70)
+    assert found.segments == tuple(["d"] * 70)
+    with pytest.raises(NoSuchEntry):
+        await root.lookup_adapter(["d"] * 69 + ["missing"])
+    with pytest.raises(NoSuchEntry):
+        await root.lookup_adapter(["d"] * 100)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        {"tags": 5},
+        {"tags": "abc"},
+        {"tags": ["user:bob"]},
+        {"owner": "bob"},
+        ["tags"],
+        {"tags": ["x" * 256]},
+        {"user": 7},
+    ],
+)
+async def test_access_blobs_tags_cannot_store_are_refused(root, storage, blob):
+    node = await make(root, "m", access_blob={"tags": ["a"], "user": "alice"})
+    before = await snapshot(root, storage)
+    with pytest.raises(BadRequest):
+        await make(root, "n", access_blob=blob)
+    with pytest.raises(BadRequest):
+        await node.replace_metadata(access_blob=blob)
+    assert (await root.lookup_adapter(["m"])).access_blob == {"tags": ["a"], "user": "alice"}
+    assert await snapshot(root, storage) == before  # nothing changed
+
+
+async def test_assets_given_twice_are_refused(root, tmp_path):
+    directory = tmp_path / "external"
+    directory.mkdir(exist_ok=True)
+    uri = f"file://localhost{directory / 'a.parquet'}"
+    twice = DataSource(
+        structure_family="table", structure=None, mimetype="application/x-parquet",
+        assets=[Asset(uri, False, "data_uris", num=0), Asset(uri, False, "data_uris", num=0)],
+        management=Management.external,
+    )  # fmt: skip
+    with pytest.raises(BadRequest, match="asset parameter"):
+        await make(root, "t", "table", sources=[twice], register=True)

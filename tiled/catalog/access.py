@@ -12,20 +12,40 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..errors import BadRequest
 from .orm import access_tags, node_access_tags_association, nodes
 
 USER_PREFIX = "user:"
 PUBLIC_TAG = "public"
 
 
-def tags_of_blob(blob: dict[str, Any] | None) -> list[str]:
-    """The tag names that store ``blob`` (empty: no blob)."""
+MAX_TAG_LENGTH = 255  # access_tags.name
+
+
+def tags_of_blob(blob: Any) -> list[str]:
+    """The tag names that store ``blob`` (empty: no blob); :class:`BadRequest` for a blob that
+    tags cannot store: other keys than ``tags`` and ``user``, tags that are not a list of
+    strings, a tag spelling an owner (``user:...``), names too long."""
     if not blob:
         return []
-    names = [str(tag) for tag in blob.get("tags") or []]
-    if blob.get("user") is not None:
-        names.append(USER_PREFIX + str(blob["user"]))
+    if not isinstance(blob, dict) or not set(blob) <= {"tags", "user"}:
+        raise BadRequest(
+            'An access blob is {"tags": [names...]} and/or {"user": name}, not ' + repr(blob)
+        )
+    tags = blob.get("tags") or []
+    user = blob.get("user")
+    if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
+        raise BadRequest(f"access_blob.tags must be a list of names, not {tags!r}")
+    if any(tag.startswith(USER_PREFIX) for tag in tags):
+        raise BadRequest(f"A tag may not start with {USER_PREFIX!r}: owners are given as 'user'")
+    if user is not None and (not isinstance(user, str) or not user):
+        raise BadRequest(f"access_blob.user must be a name, not {user!r}")
+    names = [*tags, *([USER_PREFIX + user] if user is not None else [])]
+    if any(len(name) > MAX_TAG_LENGTH for name in names):
+        raise BadRequest(f"Access tags have at most {MAX_TAG_LENGTH} characters")
     return list(dict.fromkeys(names))
 
 
@@ -54,18 +74,17 @@ async def set_node_tags(connection: Any, node_id: int, blob: dict[str, Any] | No
     names = tags_of_blob(blob)
     if not names:
         return
+    # Insert-or-keep, so that two servers adding the same new tag at once both succeed.
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    await connection.execute(
+        insert(access_tags)
+        .values([{"name": name, "is_public": name == PUBLIC_TAG} for name in names])
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
     found = await connection.execute(
         select(access_tags.c.name, access_tags.c.id).where(access_tags.c.name.in_(names))
     )
     ids = dict(found.all())
-    for name in names:
-        if name not in ids:
-            inserted = await connection.execute(
-                access_tags.insert()
-                .values(name=name, is_public=name == PUBLIC_TAG)
-                .returning(access_tags.c.id)
-            )
-            ids[name] = inserted.scalar_one()
     await connection.execute(
         node_access_tags_association.insert(),
         [{"node_id": node_id, "tag_id": ids[name]} for name in names],

@@ -32,6 +32,7 @@ from .records import fetch_records, lookup_parameters, lookup_query, path_ids, r
 DEFAULT_SORTING = (SortingItem("", 1),)
 _GIVEN_ORDER = frozenset({"", "_"})
 PAGE = 100  # rows read at a time when Python predicates filter a listing
+MAX_JOINED_STEPS = 32  # path segments resolved by one statement (one join each)
 
 Predicate = Callable[[str, Any], bool]
 
@@ -211,6 +212,12 @@ class CatalogContainerBase(ContainerAdapterBase):
         """
         if not segments:
             return self
+        if len(segments) > MAX_JOINED_STEPS:
+            # SQLite joins at most 64 tables: a longer path is resolved a stretch at a time.
+            head = await self.lookup_adapter(segments[:MAX_JOINED_STEPS])
+            if not is_group(head):
+                raise NoSuchEntry(list((*self._segments, *segments)))
+            return await head.lookup_adapter(segments[MAX_JOINED_STEPS:])
         path = join_path(self._path, "/".join(segments))
         cached = self._catalog.cached_lookup(path)
         if cached is not None:

@@ -95,6 +95,14 @@ def _check_sources(family: StructureFamily, sources: list[DataSource], register:
         raise BadRequest(f"A {family.value} node needs exactly one data source, got {len(sources)}")
     if sources[0].assets and not register:
         raise BadRequest("Data sources with assets must be registered (register=True)")
+    for source in sources:
+        places = [(asset.parameter, asset.num) for asset in source.assets]
+        single = {parameter for parameter, num in places if num is None}
+        numbered = {parameter for parameter, num in places if num is not None}
+        if len(set(places)) != len(places) or single & numbered:
+            raise BadRequest(
+                "Each asset parameter takes one asset (num null) or a numbered sequence, once"
+            )
 
 
 def _registered(catalog: Catalog, source: DataSource) -> DataSource:
@@ -255,6 +263,11 @@ async def create_child(
         # Synchronously: awaiting here could be cut short by a cancellation, leaving files.
         remove_directories(directories)
         if isinstance(err, IntegrityError):
-            raise Conflict(f"There is already a node named {record.key!r} in /{parent}") from None
+            text = str(err.orig)
+            if "key_parent_unique_constraint" in text or "nodes.key, nodes.parent" in text:
+                raise Conflict(
+                    f"There is already a node named {record.key!r} in /{parent}"
+                ) from None
+            raise Conflict(f"The node's data sources conflict: {text.splitlines()[0]}") from None
         raise
     return record
