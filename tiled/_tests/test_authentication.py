@@ -25,6 +25,7 @@ from tiled.server.app import build_app
 from tiled.server.authentication import FailureDelays
 
 from .live_server import serve
+from .postgres import require_postgresql
 
 USERS = {"alice": "secret1", "bob": "secret2", "dave": "secret4"}
 SECRET_KEY = "0123456789abcdef0123456789abcdef"
@@ -469,23 +470,6 @@ def test_upstream_client_logs_in(tmp_path, monkeypatch):
     assert got["after_revoke"] == [] and got["via_key"] == ["x"]
 
 
-def _postgres_reachable() -> str | None:
-    try:
-        import asyncpg
-    except ImportError:
-        return "asyncpg is not installed"
-
-    async def probe():
-        connection = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test", timeout=3)
-        await connection.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as err:  # noqa: BLE001 - any failure means "no server to test against"
-        return f"PostgreSQL at 127.0.0.1:5432/test is not reachable ({type(err).__name__})"
-    return None
-
-
 def _drop_schema(schema: str) -> None:
     import asyncpg
 
@@ -500,9 +484,7 @@ def _drop_schema(schema: str) -> None:
 
 
 def test_postgresql_database():
-    reason = _postgres_reachable()
-    if reason:
-        pytest.skip(reason)
+    require_postgresql()
     schema = f"tiled_authn_test_{uuid.uuid4().hex[:12]}"
     database = {"uri": POSTGRES, "schema": schema, "init_if_not_exists": True}
     app = build_app(tree(), authentication(), server_settings={"database": database})

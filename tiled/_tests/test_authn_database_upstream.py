@@ -27,6 +27,7 @@ from tiled.config import Database, parse_configs
 from tiled.server.app import build_app_from_config
 
 from .live_server import serve
+from .postgres import require_postgresql
 from .processes import free_port, server_process, without_pythonpath
 
 POSTGRES_ADMIN = os.environ.get(
@@ -64,11 +65,9 @@ def new_database(tmp_path):
     def make(backend: str, name: str = "authn") -> str:
         if backend == "sqlite":
             return f"sqlite:///{tmp_path / f'{name}.db'}"
+        require_postgresql()
         database = f"tiled_authn_{uuid.uuid4().hex[:12]}"
-        try:
-            asyncio.run(_postgres(f'CREATE DATABASE "{database}"'))
-        except (OSError, TimeoutError) as err:
-            pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN} ({err!r})")
+        asyncio.run(_postgres(f'CREATE DATABASE "{database}"'))
         created.append(database)
         return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + database
 

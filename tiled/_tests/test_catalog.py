@@ -1,16 +1,14 @@
 """The SQL catalog on SQLite and PostgreSQL: nodes, storage, search, writes, history, failures.
 
-Every test runs on both back ends. PostgreSQL is expected at TILED_TEST_POSTGRESQL_URI
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``); a fresh database is created for the
-session and dropped after it. If PostgreSQL cannot be reached the tests fail: CI runs both.
+Every test runs on both back ends. PostgreSQL is found as :mod:`tiled._tests.postgres` says: a
+database of its own is created for the session and dropped after it; without PostgreSQL its
+tests are skipped, or fail where ``TILED_TEST_REQUIRE_POSTGRESQL`` is set (as in CI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import uuid
 from pathlib import Path
 
 import numpy
@@ -59,37 +57,19 @@ from tiled.structures.sparse import COOStructure
 from tiled.structures.table import TableStructure
 from tiled.structures.zarr_meta import ZarrOptions
 
-POSTGRES_ADMIN_URI = os.environ.get(
-    "TILED_TEST_POSTGRESQL_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from .postgres import ADMIN_URI, temporary_database
+
+POSTGRES_ADMIN_URI = ADMIN_URI
 
 
 # --- back ends ---------------------------------------------------------------------------------
 
 
-async def _admin(statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URI, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_database():
     """A database of its own for this test session, dropped at the end."""
-    name = f"tiled_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (TimeoutError, OSError) as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URI} ({err!r}). The catalog tests "
-            "need it: start PostgreSQL or set TILED_TEST_POSTGRESQL_URI."
-        )
-    yield POSTGRES_ADMIN_URI.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with temporary_database() as uri:
+        yield uri
 
 
 async def _reset_postgres(uri: str) -> None:

@@ -28,7 +28,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,8 +45,8 @@ from tiled.catalog.errors import MigrationRefused
 from tiled.catalog.orm import metadata_obj
 
 from .isolated_python import isolated_python, run_isolated
+from .postgres import temporary_database
 from .processes import server_process, without_pythonpath
-from .test_catalog import POSTGRES_ADMIN_URI, _admin
 
 API_KEY = "secret"
 HEAD = "917dbbcfc4b1"
@@ -116,14 +115,8 @@ asyncio.run(main(sys.argv[1]))
 # --- databases -----------------------------------------------------------------------------------
 
 
-@contextmanager
 def _postgres_database():
-    name = f"tiled_migrations_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URI.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return temporary_database("tiled_migrations")
 
 
 def _upstream_server(python: Path, uri: str, directory: Path):

@@ -23,8 +23,8 @@ import numpy
 import pytest
 
 from .isolated_python import run_isolated
+from .postgres import temporary_database
 from .processes import server_process, without_pythonpath
-from .test_catalog import POSTGRES_ADMIN_URI, _admin
 
 pytestmark = pytest.mark.slow
 
@@ -158,26 +158,15 @@ def _read(python: Path, url: str, api_key: str) -> dict:
     return json.loads(_run(python, READ, url, api_key).strip().splitlines()[-1])
 
 
-def _database_uris(backend: str, directory: Path):
-    """(catalog, authentication) database URIs on one back end, and a cleanup."""
-    if backend == "sqlite":
-        return (
-            f"sqlite:///{directory / 'catalog.db'}",
-            f"sqlite:///{directory / 'authn.db'}",
-        ), lambda: None
-    import asyncio
-    import uuid
-
-    names = [f"tiled_upstream_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("catalog", "authn")]
-    for name in names:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URI.rsplit("/", 1)[0]
-
-    def drop():
-        for name in names:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return tuple(f"{base}/{name}" for name in names), drop
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_uris(request, tmp_path):
+    """(catalog, authentication) database URIs on one back end."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}", f"sqlite:///{tmp_path / 'authn.db'}"
+        return
+    with temporary_database("tiled_upstream_catalog") as catalog:
+        with temporary_database("tiled_upstream_authn") as authn:
+            yield catalog, authn
 
 
 def _zarr_values(url: str, path: str, zarr_format: int, api_key: str):
@@ -192,14 +181,13 @@ def _zarr_values(url: str, path: str, zarr_format: int, api_key: str):
     return zarr.open(store, mode="r", zarr_format=zarr_format)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_path):
+def test_upstream_deployment_moves_here_and_back(upstream_tiled, database_uris, tmp_path):
     upstream = [str(upstream_tiled.parent / "tiled")]
     ours = [str(Path(sys.executable).parent / "tiled")]
     files = tmp_path / "files"
     files.mkdir()
     (files / "table.csv").write_text("x,y\n1,2\n3,4\n")
-    (catalog_uri, authn_uri), drop_databases = _database_uris(backend, tmp_path)
+    catalog_uri, authn_uri = database_uris
     config = tmp_path / "config.yml"
     config.write_text(
         CONFIG.format(
@@ -208,61 +196,58 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, backend, tmp_pa
         )
     )  # fmt: skip
     serve = ["serve", "config", str(config)]
-    try:
-        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
-            alice = _login(url)
-            api_key = _new_api_key(url, alice["tokens"]["access_token"])
-            _run(upstream_tiled, WRITE, url, api_key)
-            subprocess.run(
-                [*upstream, "register", url, str(files), "--prefix", "files",
-                 "--api-key", api_key],
-                check=True, capture_output=True, cwd=tmp_path, env=without_pythonpath(),
-            )  # fmt: skip
-            written = _read(upstream_tiled, url, api_key)
-        assert written["/files"]["keys"] == ["table"]
-        assert written["/a"]["values"] == numpy.arange(12.0).reshape(3, 4).tolist()
-        assert written["/a"]["revisions"] == [{"color": "red"}]
-        assert written["/g/s"]["values"] == [1.5, 0.0, 2.5, 0.0, 0.0, 3.5]
-        assert written["/ragged_lists"]["family"] == "awkward"
+    with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
+        alice = _login(url)
+        api_key = _new_api_key(url, alice["tokens"]["access_token"])
+        _run(upstream_tiled, WRITE, url, api_key)
+        subprocess.run(
+            [*upstream, "register", url, str(files), "--prefix", "files",
+             "--api-key", api_key],
+            check=True, capture_output=True, cwd=tmp_path, env=without_pythonpath(),
+        )  # fmt: skip
+        written = _read(upstream_tiled, url, api_key)
+    assert written["/files"]["keys"] == ["table"]
+    assert written["/a"]["values"] == numpy.arange(12.0).reshape(3, 4).tolist()
+    assert written["/a"]["revisions"] == [{"color": "red"}]
+    assert written["/g/s"]["values"] == [1.5, 0.0, 2.5, 0.0, 0.0, 3.5]
+    assert written["/ragged_lists"]["family"] == "awkward"
 
-        with server_process([*ours, *serve], tmp_path) as url:
-            # The password and the API key made under upstream work; alice is the same principal.
-            assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
-            assert _read(upstream_tiled, url, api_key) == written
-            for zarr_format in (2, 3):
-                for path in ("a", "g/b", "g/s"):
-                    values = _zarr_values(url, path, zarr_format, api_key)[...].tolist()
-                    assert values == written[f"/{path}"]["values"]
-                table = _zarr_values(url, "g/t", zarr_format, api_key)
-                for column in ("A", "B"):
-                    assert table[column][...].tolist() == written["/g/t"]["values"][column]
-            # A registered file whose adapter this server lacks: listed, its data a clear 4xx.
-            headers = {"Authorization": f"Apikey {api_key}"}
-            unreadable = {
-                "api/v1/table/full/files/table": "text/csv",
-                "zarr/v3/files/table/x/c/0": "text/csv",
-                "zarr/v2/ragged_lists/.zarray": "awkward",
-            }
-            for route, named in unreadable.items():
-                response = httpx.get(f"{url}/{route}", headers=headers)
-                assert response.status_code == 415, response.text
-                assert named in response.json()["detail"]
-            assert httpx.get(f"{url}/zarr/v3/", headers=headers).status_code == 200
-            _run(upstream_tiled, WRITE_AGAIN, url, api_key)
-            after = _read(upstream_tiled, url, api_key)
-            # A key made here works for upstream too.
-            new_key = _new_api_key(url, _login(url)["tokens"]["access_token"])
-        assert after["/g/new"]["values"] == [[7, 7], [7, 7]]
-        assert after["/g/s2"]["values"] == [[0, 4.0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 5.0]]
-        assert after["/g"]["metadata"] == {"n": 3}
-        assert after["/g"]["revisions"] == [{"n": 1}]
+    with server_process([*ours, *serve], tmp_path) as url:
+        # The password and the API key made under upstream work; alice is the same principal.
+        assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
+        assert _read(upstream_tiled, url, api_key) == written
+        for zarr_format in (2, 3):
+            for path in ("a", "g/b", "g/s"):
+                values = _zarr_values(url, path, zarr_format, api_key)[...].tolist()
+                assert values == written[f"/{path}"]["values"]
+            table = _zarr_values(url, "g/t", zarr_format, api_key)
+            for column in ("A", "B"):
+                assert table[column][...].tolist() == written["/g/t"]["values"][column]
+        # A registered file whose adapter this server lacks: listed, its data a clear 4xx.
+        headers = {"Authorization": f"Apikey {api_key}"}
+        unreadable = {
+            "api/v1/table/full/files/table": "text/csv",
+            "zarr/v3/files/table/x/c/0": "text/csv",
+            "zarr/v2/ragged_lists/.zarray": "awkward",
+        }
+        for route, named in unreadable.items():
+            response = httpx.get(f"{url}/{route}", headers=headers)
+            assert response.status_code == 415, response.text
+            assert named in response.json()["detail"]
+        assert httpx.get(f"{url}/zarr/v3/", headers=headers).status_code == 200
+        _run(upstream_tiled, WRITE_AGAIN, url, api_key)
+        after = _read(upstream_tiled, url, api_key)
+        # A key made here works for upstream too.
+        new_key = _new_api_key(url, _login(url)["tokens"]["access_token"])
+    assert after["/g/new"]["values"] == [[7, 7], [7, 7]]
+    assert after["/g/s2"]["values"] == [[0, 4.0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 5.0]]
+    assert after["/g"]["metadata"] == {"n": 3}
+    assert after["/g"]["revisions"] == [{"n": 1}]
 
-        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
-            assert _read(upstream_tiled, url, api_key) == after
-            assert _read(upstream_tiled, url, new_key) == after
-            assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
-    finally:
-        drop_databases()
+    with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
+        assert _read(upstream_tiled, url, api_key) == after
+        assert _read(upstream_tiled, url, new_key) == after
+        assert _login(url)["whoami"]["uuid"] == alice["whoami"]["uuid"]
 
 
 READ_HERE_WRITTEN = r"""
@@ -300,20 +285,16 @@ async def _write_here(catalog_uri: str, storage: Path) -> None:
         await root.shutdown()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_catalog_made_here_is_served_by_upstream(upstream_tiled, backend, tmp_path):
+def test_a_catalog_made_here_is_served_by_upstream(upstream_tiled, database_uris, tmp_path):
     """A catalog created and written by this server opens with upstream with no step."""
     import asyncio
 
-    (catalog_uri, _), drop_databases = _database_uris(backend, tmp_path)
+    catalog_uri, _ = database_uris
     storage = tmp_path / "data"
     key = "secret"
     upstream = [str(upstream_tiled.parent / "tiled")]
     serve = ["serve", "catalog", catalog_uri, "-w", str(storage), "--api-key", key]
-    try:
-        asyncio.run(_write_here(catalog_uri, storage))
-        with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
-            printed = _run(upstream_tiled, READ_HERE_WRITTEN, url, key).strip()
-        assert printed == "[0, 1, 2, 3] {'made': 'here'} [1.5, 2.5] [0.0, 0.0, 7.0] ['inner']"
-    finally:
-        drop_databases()
+    asyncio.run(_write_here(catalog_uri, storage))
+    with server_process([*upstream, *serve], tmp_path, env=without_pythonpath()) as url:
+        printed = _run(upstream_tiled, READ_HERE_WRITTEN, url, key).strip()
+    assert printed == "[0, 1, 2, 3] {'made': 'here'} [1.5, 2.5] [0.0, 0.0, 7.0] ['inner']"
