@@ -7,7 +7,6 @@ Tests marked ``slow`` use upstream's own ``tiled`` (the ``upstream_tiled`` envir
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -26,13 +25,11 @@ from tiled.commandline.main import cli_app
 from tiled.config import Database, parse_configs
 from tiled.server.app import build_app_from_config
 
+from . import postgres
 from .live_server import serve
-from .postgres import require_postgresql
+from .postgres import database_uri, require_postgresql
 from .processes import free_port, server_process, without_pythonpath
 
-POSTGRES_ADMIN = os.environ.get(
-    "TILED_TEST_POSTGRESQL_URI", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 OUR_TILED = str(Path(sys.executable).parent / "tiled")
 OLD_USER_SCOPES = {
     "read:metadata",
@@ -47,16 +44,6 @@ OLD_USER_SCOPES = {
 # --- databases ---------------------------------------------------------------------------------
 
 
-async def _postgres(statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(POSTGRES_ADMIN, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def new_database(tmp_path):
     """Make URIs of new, empty databases of a backend; PostgreSQL ones are dropped after."""
@@ -67,13 +54,13 @@ def new_database(tmp_path):
             return f"sqlite:///{tmp_path / f'{name}.db'}"
         require_postgresql()
         database = f"tiled_authn_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_postgres(f'CREATE DATABASE "{database}"'))
+        asyncio.run(postgres.admin(f'CREATE DATABASE "{database}"'))
         created.append(database)
-        return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + database
+        return database_uri(database)
 
     yield make
     for database in created:
-        asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(postgres.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 def _describe(connection) -> dict:
@@ -156,14 +143,13 @@ def admin(*args: str):
 
 
 def upstream_admin(upstream_tiled: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
         [str(upstream_tiled.parent / "tiled"), "admin", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=cwd,
-        env=env,
+        env=without_pythonpath(),
     )
 
 
