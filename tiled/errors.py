@@ -145,4 +145,3 @@ class DataUnavailable(TiledError):
     """The node exists and is listed, but its data is stored in a form this server cannot read
     (a media type with no adapter, a structure family it does not serve); the message names it.
     """
-

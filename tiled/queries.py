@@ -24,6 +24,7 @@ from .structures.core import Spec, StructureFamily
 
 __all__ = [
     "AccessBlobFilter",
+    "AccessTagsFilter",
     "Comparison",
     "Contains",
     "Eq",
@@ -297,6 +298,18 @@ class AccessBlobFilter(QueryBase):
 
     def __post_init__(self) -> None:
         _check_type("user_id", self.user_id, str | None)
+        _set(self, "tags", _as_tuple("tags", self.tags, str))
+
+
+@register(name="access_tags_filter")
+@dataclass(frozen=True)
+class AccessTagsFilter(QueryBase):
+    """Nodes carrying at least one of ``tags`` (upstream 0.2.20's access-tag query)."""
+
+    tags: tuple[str, ...]
+    _json_fields: ClassVar[frozenset[str]] = frozenset({"tags"})
+
+    def __post_init__(self) -> None:
         _set(self, "tags", _as_tuple("tags", self.tags, str))
 
 

@@ -17,10 +17,10 @@ from tiled.server.app import build_app
 
 from .live_server import serve
 
-ALICE = Identity("uuid-a", SINGLE_USER_SCOPES, authenticated=True, identity_ids=("alice",))
-BOB = Identity("uuid-b", SINGLE_USER_SCOPES, authenticated=True, identity_ids=("bob",))
+ALICE = Identity("uuid-a", SINGLE_USER_SCOPES, authenticated=True, identities=(("toy", "alice"),))
+BOB = Identity("uuid-b", SINGLE_USER_SCOPES, authenticated=True, identities=(("toy", "bob"),))
 READER = Identity(
-    "uuid-r", frozenset({"read:metadata"}), authenticated=True, identity_ids=("alice",)
+    "uuid-r", frozenset({"read:metadata"}), authenticated=True, identities=(("toy", "alice"),)
 )
 ANONYMOUS = Identity(None, PUBLIC_SCOPES)
 
@@ -82,7 +82,7 @@ async def test_simple_policy_lists_top_level_nodes():
     policy = SimpleAccessPolicy({"alice": ["alpha"], "carol": ALL_ACCESS}, public=["open"])
     assert await visible_keys(AccessView(ALICE, policy), root) == ["open", "alpha"]
     assert await visible_keys(AccessView(BOB, policy), root) == ["open"]
-    carol = Identity("uuid-c", SINGLE_USER_SCOPES, True, ("carol",))
+    carol = Identity("uuid-c", SINGLE_USER_SCOPES, True, (("toy", "carol"),))
     assert await visible_keys(AccessView(carol, policy), root) == ["open", "alpha", "untagged"]
     assert await visible_keys(AccessView(ALICE, policy), root, ("alpha",)) == ["a", "secret"]
     with pytest.raises(NoSuchEntry):

@@ -66,6 +66,7 @@ async def test_metadata_resource_shape(client):
         "access_blob",
         "sorting",
         "data_sources",
+        "access_tags",
     }
     assert attributes["ancestors"] == ["nested", "images"]
     assert attributes["structure"]["chunks"] == [[250] * 4, [100] * 10]

@@ -524,7 +524,10 @@ def test_sqlite_copy_survives_a_round_trip(new_database, tmp_path):
     with serve(build_app_from_config(parse_configs(config))) as live:
         with httpx.Client(base_url=f"{live.url}/api/v1", timeout=30) as client:
             tokens = login(client)
-            key = create_key(client, tokens, note="kept", access_tags=["a"], expires_in=600)
+            key = create_key(
+                client, tokens, note="kept", access_tags=["a"], expires_in=600,
+                scopes=["read:metadata"],
+            )  # fmt: skip
     shutil.copy(tmp_path / "authn.db", tmp_path / "copy.db")
     with serve(build_app_from_config(parse_configs(config))) as live:
         with httpx.Client(base_url=f"{live.url}/api/v1", timeout=30) as client:

@@ -754,9 +754,7 @@ def _schema_differences(connection) -> list:
 
     sqlite = connection.dialect.name == "sqlite"
 
-    context = MigrationContext.configure(
-        connection, opts={"include_object": not_full_text_index}
-    )
+    context = MigrationContext.configure(connection, opts={"include_object": not_full_text_index})
     return compare_metadata(context, metadata_obj)
 
 

@@ -289,8 +289,12 @@ def test_upstream_policy_paths_on_a_live_server():
     tags = {"public_tag": {"public": ["read:metadata", "read:data"]}}
     limited = TagBasedAccessPolicy(tags=tags, scopes=["read:metadata"])
     assert limited.scopes == frozenset({"read:metadata"})
-    with pytest.raises(ConfigError, match="access_tags_parser: not supported"):
-        TagBasedAccessPolicy(provider="toy", access_tags_parser="x:y")
+    from_database = TagBasedAccessPolicy(
+        provider="toy", access_tags_parser="tiled.access_control.access_tags:AccessTagsParser"
+    )
+    assert from_database.provider == "toy"
+    with pytest.raises(ConfigError, match="tags_db: not supported"):
+        TagBasedAccessPolicy(provider="toy", access_tags_parser="x:y", tags_db={"uri": "x"})
 
 
 def test_dummy_authenticator_logs_anyone_in():

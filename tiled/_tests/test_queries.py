@@ -10,6 +10,7 @@ import pytest
 from tiled.errors import InvalidQuery
 from tiled.queries import (
     AccessBlobFilter,
+    AccessTagsFilter,
     Comparison,
     Contains,
     Eq,
@@ -65,6 +66,11 @@ CASES = [
         {"user_id": '"alice"', "tags": '["beamline_a"]'},
     ),
     (AccessBlobFilter(None, []), "access_blob_filter", {"user_id": "null", "tags": "[]"}),
+    (
+        AccessTagsFilter(["data_A", "public"]),
+        "access_tags_filter",
+        {"tags": '["data_A", "public"]'},
+    ),
     (StructureFamilyQuery("table"), "structure_family", {"value": "table"}),
 ]
 
@@ -96,7 +102,8 @@ def test_registered_names_match_upstream_order():
         "keypresent",
         "like",
         "specs",
-        "access_blob_filter",
+        "access_blob_filter",  # upstream before 0.2.19
+        "access_tags_filter",  # upstream 0.2.19 and later
         "structure_family",
     ]
 

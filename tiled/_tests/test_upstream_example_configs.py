@@ -79,6 +79,33 @@ def _empty_catalog(url: str, headers: dict) -> None:
     assert root.json()["data"]["attributes"]["structure_family"] == "container"
 
 
+def _tag_policy_from_the_catalog(url: str, headers: dict) -> None:
+    """toy_authentication.yml: the tag policy reads tags from the catalog (none compiled yet):
+    the root is public, and what the admin tags ``public`` anyone logged in sees."""
+
+    def login(user: str, password: str) -> dict:
+        response = httpx.post(
+            f"{url}/api/v1/auth/provider/toy/token", data={"username": user, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    alice, admin = login("alice", ENVIRONMENT["ALICE_PASSWORD"]), login("admin", "admin")
+    root = httpx.get(f"{url}/api/v1/metadata/", headers=alice).json()["data"]
+    assert root["attributes"]["access_tags"] == ["public"]
+    for body, status in [({"access_tags": ["public"]}, 200), ({}, 200)]:
+        made = httpx.post(
+            f"{url}/api/v1/metadata/", json={"structure_family": "container", **body}, headers=admin
+        )
+        assert made.status_code == status, made.text
+    listing = httpx.get(f"{url}/api/v1/search/", headers=alice).json()["data"]
+    assert [item["attributes"]["access_tags"] for item in listing] == [["public"]]
+    refused = httpx.post(
+        f"{url}/api/v1/metadata/", json={"structure_family": "container"}, headers=alice
+    )
+    assert refused.status_code == 403, refused.text
+
+
 NOT_SUPPORTED = "not supported by this server"
 OIDC = "OpenID Connect login (OIDCAuthenticator) is not implemented"
 SQL_STORAGE = f"{NOT_SUPPORTED}: SQL tabular storage is not implemented"
@@ -90,9 +117,7 @@ OUTCOMES = {
         _minimal_tree, "demokey", (("TILED_SINGLE_USER_API_KEY", "demokey"),)
     ),
     "graphs/graph_example_config.yml": Serves(_empty_catalog, api_key="secret"),
-    "toy_authentication.yml": Refused(
-        (("access_control.args.access_tags_parser", f"{NOT_SUPPORTED}: tag definitions"),)
-    ),
+    "toy_authentication.yml": Serves(_tag_policy_from_the_catalog, api_key=""),
     "config_for_containerfile.yml": Refused(
         (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
     ),

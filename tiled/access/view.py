@@ -15,6 +15,13 @@ class AccessView:
     identity: Identity
     policy: AccessPolicy | None = None
 
+    async def prepare(self, root: Any) -> None:
+        """Let the policy bring its state up to date before a request on the tree ``root``
+        (optional part of a policy: the catalog tag policy reloads stale tag definitions)."""
+        prepare = getattr(self.policy, "prepare", None)
+        if prepare is not None:
+            await prepare(root)
+
     async def lookup(self, root: Any, parts: tuple[str, ...]) -> Chain:
         """The ``(key, adapter)`` chain from the root to ``parts``; invisible nodes do not exist."""
         if not parts:

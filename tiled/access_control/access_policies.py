@@ -7,11 +7,11 @@ they mean something here, and refusing, with the argument's name and why, where 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from ..access import policies
+from ..access.catalog_tags import CatalogTagPolicy
 from ..access.policies import ALL_ACCESS, SimpleAccessPolicy
 from ..access.scopes import ALL_SCOPES
 from ..config.errors import UnsupportedSetting
@@ -24,10 +24,9 @@ __all__ = [
     "TagBasedAccessPolicy",
 ]
 
-_TAGS_IN_DATABASE = (
-    "tag definitions compiled into a database (upstream's access-tags parser and tags "
-    "database) are not read by this server; give the definitions themselves as args.tags "
-    "(a mapping or a YAML file, see the access-control guide)"
+_TAGS_DB = (
+    "the separate tags database of earlier upstream releases is not read; compile the tag "
+    "definitions into the catalog database (AccessTagsCompiler) and give access_tags_parser"
 )
 
 
@@ -38,26 +37,10 @@ class AllowAllAccessPolicy(policies.AllowAll):
 DummyAccessPolicy = AllowAllAccessPolicy  # upstream 0.2.20's name for the same policy
 
 
-class TagBasedAccessPolicy(policies.TagBasedAccessPolicy):
-    """Access by tags, with upstream's arguments: ``provider`` and ``scopes`` (the most any tag
-    may grant) are honoured; ``access_tags_parser`` and ``tags_db`` are refused."""
+class _TagsFromYaml(policies.TagBasedAccessPolicy):
+    """This server's tag policy with the definitions given in the configuration (``tags``)."""
 
-    def __init__(
-        self,
-        *,
-        tags: Mapping[str, Any] | str | Path | None = None,
-        provider: str | None = None,
-        scopes: Iterable[str] | None = None,
-        admins: Iterable[str] = (),
-        access_tags_parser: Any = None,
-        tags_db: Any = None,
-    ):
-        if access_tags_parser is not None:
-            raise UnsupportedSetting("access_tags_parser", _TAGS_IN_DATABASE)
-        if tags_db is not None:
-            raise UnsupportedSetting("tags_db", _TAGS_IN_DATABASE)
-        if tags is None:
-            raise TypeError("TagBasedAccessPolicy needs args.tags (the tag definitions)")
+    def __init__(self, *, tags, provider=None, scopes=None, admins=()):
         unknown = set(scopes or ()) - ALL_SCOPES
         if unknown:
             raise ValueError(f"unknown scopes {sorted(unknown)}")
@@ -66,3 +49,44 @@ class TagBasedAccessPolicy(policies.TagBasedAccessPolicy):
 
     def _scopes_for_tags(self, identity, tags) -> frozenset[str]:
         return super()._scopes_for_tags(identity, tags) & self.scopes
+
+
+class TagBasedAccessPolicy(CatalogTagPolicy):
+    """Access by tags, with upstream's arguments.
+
+    With ``access_tags_parser`` (upstream 0.2.20's form), tag definitions are read from the
+    catalog database, where ``AccessTagsCompiler`` writes them: :class:`CatalogTagPolicy`.
+    With ``tags`` (this server's form), they are given in the configuration and inherited down
+    the tree: :class:`tiled.access.policies.TagBasedAccessPolicy`.
+    """
+
+    def __new__(cls, *args: Any, tags: Any = None, **kwargs: Any):
+        if tags is not None:
+            if kwargs.get("access_tags_parser") is not None:
+                raise ValueError("TagBasedAccessPolicy takes tags or access_tags_parser, not both")
+            if kwargs.get("tags_db") is not None:
+                raise UnsupportedSetting("tags_db", _TAGS_DB)
+            return _TagsFromYaml(tags=tags, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        access_tags_parser: Any = None,
+        scopes: Iterable[str] | None = None,
+        refresh_seconds: float = 1.0,
+        tags_db: Any = None,
+        tags: None = None,
+    ):
+        if tags_db is not None:
+            raise UnsupportedSetting("tags_db", _TAGS_DB)
+        if access_tags_parser is None:
+            raise TypeError(
+                "TagBasedAccessPolicy needs access_tags_parser (tag definitions compiled into "
+                "the catalog database) or tags (the definitions themselves)"
+            )
+        super().__init__(
+            provider=provider, access_tags_parser=access_tags_parser, scopes=scopes,
+            refresh_seconds=refresh_seconds,
+        )  # fmt: skip

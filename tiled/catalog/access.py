@@ -8,60 +8,19 @@ what the other wrote.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..errors import BadRequest
+from ..access.blobs import PUBLIC_TAG, USER_PREFIX, tags_of_blob
 from .orm import access_tags, node_access_tags_association, nodes
 
-USER_PREFIX = "user:"
-PUBLIC_TAG = "public"
 
-
-MAX_TAG_LENGTH = 255  # access_tags.name
-
-
-def tags_of_blob(blob: Any) -> list[str]:
-    """The tag names that store ``blob`` (empty: no blob); :class:`BadRequest` for a blob that
-    tags cannot store: other keys than ``tags`` and ``user``, tags that are not a list of
-    strings, a tag spelling an owner (``user:...``), names too long."""
-    if not blob:
-        return []
-    if not isinstance(blob, dict) or not set(blob) <= {"tags", "user"}:
-        raise BadRequest(
-            'An access blob is {"tags": [names...]} and/or {"user": name}, not ' + repr(blob)
-        )
-    tags = blob.get("tags") or []
-    user = blob.get("user")
-    if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
-        raise BadRequest(f"access_blob.tags must be a list of names, not {tags!r}")
-    if any(tag.startswith(USER_PREFIX) for tag in tags):
-        raise BadRequest(f"A tag may not start with {USER_PREFIX!r}: owners are given as 'user'")
-    if user is not None and (not isinstance(user, str) or not user):
-        raise BadRequest(f"access_blob.user must be a name, not {user!r}")
-    names = [*tags, *([USER_PREFIX + user] if user is not None else [])]
-    if any(len(name) > MAX_TAG_LENGTH for name in names):
-        raise BadRequest(f"Access tags have at most {MAX_TAG_LENGTH} characters")
-    return list(dict.fromkeys(names))
-
-
-def blob_of_tags(names: Iterable[str]) -> dict[str, Any] | None:
-    """The access blob that ``names`` store (None for a node with no tags)."""
-    names = sorted(set(names))
-    if not names:
-        return None
-    users = [name[len(USER_PREFIX) :] for name in names if name.startswith(USER_PREFIX)]
-    tags = [name for name in names if not name.startswith(USER_PREFIX)]
-    blob: dict[str, Any] = {}
-    if users:
-        blob["user"] = users[0]
-    if tags or not users:
-        blob["tags"] = tags
-    return blob
+def tags_of_node(blob: dict[str, Any] | None) -> frozenset[str]:
+    """The tag names of a catalog node whose access blob is ``blob`` (as policies read them)."""
+    return frozenset(tags_of_blob(blob))
 
 
 async def set_node_tags(connection: Any, node_id: int, blob: dict[str, Any] | None) -> None:

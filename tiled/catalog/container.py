@@ -22,6 +22,7 @@ from ..errors import NoSuchEntry
 from ..queries import SpecsQuery
 from ..structures.core import Spec, StructureFamily
 from ..utils import run_sync
+from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
 from .creation import create_child
 from .nodes import CatalogNode, UnavailableNode, open_leaf
@@ -72,6 +73,10 @@ class CatalogContainerBase(ContainerAdapterBase):
         self._predicates: tuple[Predicate, ...] = ()
         self.sorting: list[SortingItem] = list(DEFAULT_SORTING)
         self.must_revalidate = True
+
+    @property
+    def access_tags(self) -> frozenset[str]:
+        return tags_of_node(self.access_blob)
 
     # --- variations ---
 
@@ -247,9 +252,7 @@ class CatalogContainerBase(ContainerAdapterBase):
             raise missing
         depth = len(found)
         parent = join_path(self._path, "/".join(segments[: depth - 1]))
-        records = await fetch_records(
-            connection, records_query([nodes.c.id == found[-1]]), parent
-        )
+        records = await fetch_records(connection, records_query([nodes.c.id == found[-1]]), parent)
         deepest = records[0] if records else None
         if deepest is None or deepest.structure_family == StructureFamily.container:
             raise missing

@@ -209,7 +209,13 @@ async def _insert_data_source(connection: Any, node_id: int, source: DataSource)
 
 
 def _new_record(
-    parent_id: int, parent: str, key: str | None, structure_family: Any, metadata: Any, specs: Any, access_blob: Any
+    parent_id: int,
+    parent: str,
+    key: str | None,
+    structure_family: Any,
+    metadata: Any,
+    specs: Any,
+    access_blob: Any,
 ) -> NodeRecord:
     try:
         family = StructureFamily(structure_family)

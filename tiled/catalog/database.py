@@ -15,11 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from ..access.blobs import PUBLIC_TAG
 from .ddl import create_extensions, create_triggers
 from .errors import DatabaseNotInitialized
 from .orm import (
@@ -162,9 +163,6 @@ def _has_tables(connection: Any) -> bool:
     return all(name in existing for name in TABLE_NAMES)
 
 
-PUBLIC_TAG = "public"
-
-
 def _create_schema(connection: Any) -> None:
     """Tables, triggers, the root node (id 0) and upstream's ``public`` tag on the root."""
     create_extensions(connection)
@@ -175,9 +173,14 @@ def _create_schema(connection: Any) -> None:
             id=ROOT_ID, parent=None, key="", structure_family="container", metadata={}, specs=[]
         )
     )
+    # The tag compiler may have made the tag tables, ``public`` included, before the catalog.
     tag_id = connection.execute(
-        access_tags.insert().values(name=PUBLIC_TAG, is_public=True).returning(access_tags.c.id)
-    ).scalar_one()
+        select(access_tags.c.id).where(access_tags.c.name == PUBLIC_TAG)
+    ).scalar_one_or_none()
+    if tag_id is None:
+        tag_id = connection.execute(
+            access_tags.insert().values(name=PUBLIC_TAG, is_public=True).returning(access_tags.c.id)
+        ).scalar_one()
     connection.execute(node_access_tags_association.insert().values(node_id=ROOT_ID, tag_id=tag_id))
 
 

@@ -27,7 +27,7 @@ from ..ndslice import NDBlock
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
-from .access import set_node_tags
+from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
 from .errors import WouldDeleteData
 from .orm import (
@@ -61,6 +61,10 @@ class CatalogNode:
         self._specs = list(record.specs)
         self.access_blob = record.access_blob
         return self
+
+    @property
+    def access_tags(self) -> frozenset[str]:
+        return tags_of_node(self.access_blob)
 
     @property
     def key(self) -> str:

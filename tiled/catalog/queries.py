@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from ..errors import InvalidQuery, UnsupportedQuery
 from ..queries import (
     AccessBlobFilter,
+    AccessTagsFilter,
     Comparison,
     Contains,
     Eq,
@@ -277,6 +278,7 @@ QUERY_TRANSLATIONS: dict[type, Callable[[Any, Dialect], ColumnElement]] = {
     KeysFilter: lambda q, d: nodes.c.key.in_(list(q.keys)) if q.keys else false(),
     KeyLookup: lambda q, d: nodes.c.key == q.key,
     AccessBlobFilter: _access_blob,
+    AccessTagsFilter: lambda q, d: has_any_tag(list(q.tags)) if q.tags else false(),
 }
 
 

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..access.blobs import blob_of_tags
 from ..structures.array import ArrayStructure
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..structures.sparse import COOStructure
 from ..structures.table import TableStructure
-from .access import blob_of_tags
 from .core import NodeRecord, as_utc
 from .orm import (
     access_tags,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -52,14 +53,17 @@ def _settings(server_settings: Mapping | ServerSettings | None, env: Environment
     return ServerSettings.from_mapping({**env.server_settings(), **given})
 
 
-def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any):
+def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any, policy: Any):
     tasks = dict(tasks or {})
 
     def collected(kind: str) -> list:
-        # The authentication database opens first and closes last.
+        # The authentication database opens first and closes last; a policy that reads the
+        # tree's catalog (its startup is optional) starts after the tree.
         first = [authenticator.startup] if kind == "startup" else []
         last = [authenticator.shutdown] if kind == "shutdown" else []
         own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
+        if kind == "startup" and callable(getattr(policy, "startup", None)):
+            own.append(functools.partial(policy.startup, tree))
         return first + own + last
 
     @contextlib.asynccontextmanager
@@ -110,7 +114,7 @@ def build_app(
     app = FastAPI(
         title="Tiled",
         version=__version__,
-        lifespan=_lifespan(tree, tasks, authenticator),
+        lifespan=_lifespan(tree, tasks, authenticator, access_policy),
         root_path=settings.root_path,
     )
     app.state.root_tree = tree

@@ -279,10 +279,16 @@ class MultiUserAuthenticator:
         claims = self.signer.decode(credentials.secret, "access", EXPIRED_ACCESS_TOKEN)
         try:
             scopes = frozenset(claims.get("scp") or ())
-            ids = tuple(str(entry["id"]) for entry in claims.get("ids") or ())
-        except (TypeError, KeyError):
+            identities = tuple(
+                (str(entry.get("idp")), str(entry["id"])) for entry in claims.get("ids") or ()
+            )
+            principal_type = str(claims.get("sub_typ") or "user")
+        except (TypeError, KeyError, AttributeError):
             raise Unauthenticated(INVALID_TOKEN, BEARER) from None
-        return Identity(claims["sub"], scopes, authenticated=True, identity_ids=ids)
+        return Identity(
+            claims["sub"], scopes, authenticated=True, identities=identities,
+            principal_type=principal_type,
+        )  # fmt: skip
 
     async def _identify_api_key(self, secret: str) -> Identity:
         from ..authn_database import crud
@@ -300,8 +306,10 @@ class MultiUserAuthenticator:
             principal.uuid.hex,
             crud.api_key_scopes(key),
             authenticated=True,
-            identity_ids=tuple(identity.id for identity in principal.identities),
+            identities=tuple((i.provider, i.id) for i in principal.identities),
             api_key_first_eight=key.first_eight,
+            principal_type=str(principal.type),
+            access_tags=frozenset(key.access_tags) if key.access_tags is not None else None,
         )
 
     async def login(self, provider_name: str, username: str, password: str) -> dict[str, Any]:

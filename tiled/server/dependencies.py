@@ -72,6 +72,7 @@ async def resolve_node(
     """
     require_scope(identity, scope, request)
     view = AccessView(identity, request.app.state.access_policy)
+    await view.prepare(request.app.state.root_tree)
     chain = await view.lookup(request.app.state.root_tree, parts)
     granted = view.scopes(chain)
     if "read:metadata" not in granted:

@@ -16,6 +16,7 @@ ALL_FIELDS = frozenset(
         "specs",
         "data_sources",
         "access_blob",
+        "access_tags",
     }
 )
 MAX_INLINE_DEPTH = 5
@@ -92,6 +93,11 @@ class ResourceContext:
         return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
 
 
+def _access_tags(adapter: Any) -> list[str] | None:
+    tags = getattr(adapter, "access_tags", None)  # catalog nodes carry tags; others do not
+    return None if tags is None else sorted(tags)
+
+
 async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
     fields = context.fields
     family = adapter.structure_family.value
@@ -116,6 +122,7 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
         "metadata": metadata,
         "structure": structure,
         "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
+        "access_tags": _access_tags(adapter) if "access_tags" in fields else None,
         "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
         "data_sources": data_sources_json(adapter) if context.include_data_sources else None,
     }

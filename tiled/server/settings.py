@@ -160,6 +160,19 @@ def variable(name: str) -> str | None:
     return os.environ.get(name)
 
 
+@dataclass(unsafe_hash=True)
+class DatabaseSettings:
+    """Where a database is and how its connection pool is sized (upstream's name and fields).
+
+    Hashable: :mod:`tiled.server.connection_pool` keeps one engine per distinct settings object.
+    """
+
+    uri: str | None = None
+    pool_size: int = 5
+    pool_pre_ping: bool = True
+    max_overflow: int = 5
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     root_path: str = ""

@@ -64,7 +64,16 @@ def key_scopes(requested: list[str] | None, allowed: frozenset[str], narrowed: b
     return list(dict.fromkeys(requested))
 
 
+# A key limited to some tags may not carry scopes that reach past tags (as upstream rules).
+NOT_LIMITED_BY_TAGS = frozenset({"admin:apikeys", crud.INHERIT})
+
+
 async def new_key(db, principal, params: APIKeyParams, scopes: list[str]) -> dict:
+    if params.access_tags is not None and NOT_LIMITED_BY_TAGS & set(scopes):
+        raise Forbidden(
+            f"Requested scopes {scopes} contain scopes {sorted(NOT_LIMITED_BY_TAGS & set(scopes))}"
+            ", which cannot be combined with access tag restrictions."
+        )
     secret, key = await crud.create_api_key(
         db, principal, scopes, params.expires_in, params.note, params.access_tags
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...access.blobs import blob_of_tags, tags_of_blob
 from ...adapters.protocols import (
     NodeWithHistory,
     WritableContainer,
@@ -62,14 +63,44 @@ class PostMetadataRequest(BaseModel):
     structure_family: StructureFamily
     metadata: dict[str, Any] = {}
     specs: list[Any] = Field(default_factory=list, max_length=20)
-    access_blob: dict[str, Any] | None = None
+    access_tags: list[str] | None = None
+    access_blob: dict[str, Any] | None = None  # the spelling of clients before upstream 0.2.19
     data_sources: list[DataSourceRequest] = []
 
 
 class PutMetadataRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     specs: list[Any] | None = None
+    access_tags: list[str] | None = None
     access_blob: dict[str, Any] | None = None
+
+
+def _requested_tags(access_tags: Any, access_blob: Any) -> list[str] | None:
+    """The tags a request asks for, in either spelling; None when it asks for none."""
+    if access_tags is not None and access_blob is not None:
+        raise BadRequest("Give access_tags or the deprecated access_blob, not both.")
+    if access_tags is not None:
+        if not isinstance(access_tags, list) or not all(isinstance(t, str) for t in access_tags):
+            raise BadRequest(f"access_tags must be a list of tag names, not {access_tags!r}")
+        return access_tags
+    return tags_of_blob(access_blob) if access_blob else None
+
+
+def _approved(node: Node, current: frozenset[str] | None, requested: list[str] | None):
+    """``(access blob to store or None for unchanged, tags to report or None)``.
+
+    A policy that decides tags (``approve_tags``: the catalog tag policy) may refuse (403) or
+    change them; under other policies the request's tags are stored as given.
+    """
+    approve = getattr(node.view.policy if node.view else None, "approve_tags", None)
+    if approve is None:
+        return (blob_of_tags(requested) if requested is not None else None), None
+    tags = approve(node.identity, current, requested)
+    # Reported when the policy made them differ from the request (as upstream reports).
+    reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
+    if current is not None and tags == current:
+        return None, reported
+    return blob_of_tags(tags) or {}, reported
 
 
 async def _create(request: Request, node: Node, body: PostMetadataRequest, register: bool) -> Any:
@@ -78,9 +109,12 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
         node.require("register")
     parent = capable(node.adapter, WritableContainer, "creating nodes")
     data_sources = [ds.to_data_source() for ds in body.data_sources]
+    access_blob, reported_tags = _approved(
+        node, None, _requested_tags(body.access_tags, body.access_blob)
+    )
     child = await parent.create_node(
         key=body.id, structure_family=body.structure_family, metadata=body.metadata,
-        specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=body.access_blob,
+        specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=access_blob,
         register=register,
     )  # fmt: skip
     path = "/".join((*node.path_parts, child.key))
@@ -88,7 +122,10 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     links = {"self": f"{base}/metadata/{path}"}
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
     sources = data_sources_json(child) or []
-    return document_response(request, {"id": child.key, "links": links, "data_sources": sources})
+    document = {"id": child.key, "links": links, "data_sources": sources}
+    if reported_tags is not None:
+        document["access_tags"] = reported_tags
+    return document_response(request, document)
 
 
 @router.post("/metadata/{path:path}")
@@ -107,8 +144,11 @@ async def replace_metadata(
 ):
     target = capable(node.adapter, NodeWithHistory, "metadata updates")
     specs = normalize_specs(body.specs) if body.specs is not None else None
-    await target.replace_metadata(body.metadata, specs, body.access_blob, drop_revision)
-    return document_response(request, {"id": node.key})
+    access_blob, reported_tags = _approved(
+        node, _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
+    )
+    await target.replace_metadata(body.metadata, specs, access_blob, drop_revision)
+    return _updated(request, node, reported_tags)
 
 
 @router.patch("/metadata/{path:path}")
@@ -133,13 +173,30 @@ async def patch_metadata(
     if body.get("specs") is not None:
         current = [s.to_json() for s in node.adapter.specs]
         specs = normalize_specs(patcher(current, body["specs"]))
-    access_blob = (
-        patcher(node.adapter.access_blob or {}, body["access_blob"])
-        if body.get("access_blob")
-        else None
-    )
+    if body.get("access_tags") is not None and body.get("access_blob"):
+        raise BadRequest("Give access_tags or the deprecated access_blob, not both.")
+    requested = None
+    if body.get("access_tags") is not None:
+        requested = patcher(sorted(_current_tags(node) or ()), body["access_tags"])
+    elif body.get("access_blob"):
+        requested = _requested_tags(
+            None, patcher(node.adapter.access_blob or {}, body["access_blob"])
+        )
+    access_blob, reported_tags = _approved(node, _current_tags(node), requested)
     await target.replace_metadata(metadata, specs, access_blob, drop_revision)
-    return document_response(request, {"id": node.key})
+    return _updated(request, node, reported_tags)
+
+
+def _current_tags(node: Node) -> frozenset[str]:
+    tags = getattr(node.adapter, "access_tags", None)
+    return frozenset(tags) if tags is not None else frozenset()
+
+
+def _updated(request: Request, node: Node, reported_tags: list[str] | None) -> Any:
+    document: dict[str, Any] = {"id": node.key}
+    if reported_tags is not None:
+        document["access_tags"] = reported_tags
+    return document_response(request, document)
 
 
 @router.delete("/metadata/{path:path}")

@@ -35,6 +35,7 @@ def zarr_router(zarr_format: int) -> Router:
         require_scope(identity, "read:metadata", request)
         settings = request.app.state.settings
         view = AccessView(identity, request.app.state.access_policy)
+        await view.prepare(request.app.state.root_tree)
         target = await resolve(request.app.state.root_tree, path, encoding, view)
         granted = view.scopes(target.chain)
         if "read:metadata" not in granted:
