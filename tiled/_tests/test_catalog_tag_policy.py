@@ -22,6 +22,7 @@ from tiled.server.connection_pool import close_database_connection_pool
 from tiled.server.settings import DatabaseSettings
 
 from .live_server import serve
+from .postgres import temporary_database
 
 PASSWORDS = {"alice": "a-pw", "bob": "b-pw", "cara": "c-pw", "root": "r-pw"}
 READ = ["read:metadata", "read:data"]
@@ -64,10 +65,19 @@ def authentication() -> dict:
     }
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_uri(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    with temporary_database("tiled_tag_policy") as uri:
+        yield uri
+
+
 @pytest.fixture
-def deployment(tmp_path):
+def deployment(tmp_path, catalog_uri):
     """A catalog with tags compiled in, served with the policy; yields (url, catalog uri)."""
-    uri = f"sqlite:///{tmp_path / 'catalog.db'}"
+    uri = catalog_uri
     compile_into(uri, DEFINITIONS)  # before the catalog exists, as compile_tags.py advises
     catalog = from_uri(
         uri, writable_storage=tmp_path / "data", init_if_not_exists=True,
