@@ -108,3 +108,14 @@ def upstream_example_configs(tmp_path_factory):
             pytest.fail(f"{tarball} holds no {prefix}")
         archive.extractall(folder, members=members, filter="data")
     return folder / prefix
+
+
+@pytest.fixture(scope="session")
+def zarr2_python(tmp_path_factory):
+    """A virtual environment with zarr-python 2.18 (and fsspec over HTTP), shared by the tests
+    that read this server's /zarr/v2 with the older library."""
+    from .isolated_python import isolated_python
+
+    return isolated_python(
+        tmp_path_factory.mktemp("zarr2_python"), "zarr>=2.18,<3", "fsspec", "aiohttp", "requests"
+    )

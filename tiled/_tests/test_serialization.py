@@ -98,6 +98,14 @@ async def test_array_json_values_and_non_finite_floats():
     assert decoded == [[0.5, None], [None, None]]
 
 
+async def test_array_json_long_doubles_are_doubles():
+    """numpy's tolist keeps long doubles as numpy scalars; JSON gets doubles (was a 500)."""
+    data = numpy.array([0.5, 1.25], dtype=numpy.longdouble)
+    assert json.loads(await encode(ArrayAdapter.from_array(data), "json")) == [0.5, 1.25]
+    complex_data = numpy.array([1 + 2j], dtype=numpy.clongdouble)
+    assert json.loads(await encode(ArrayAdapter.from_array(complex_data), "json")) == [[1.0, 2.0]]
+
+
 async def test_array_json_scalar_is_bare_value():
     assert json.loads(await encode(ArrayAdapter.from_array(numpy.array(3.14159)), "json")) == (
         3.14159

@@ -7,7 +7,7 @@ import json
 import numpy
 import pytest
 
-from .isolated_python import isolated_python, run_isolated
+from .isolated_python import run_isolated
 
 SCRIPT = r"""
 import json, sys
@@ -28,13 +28,6 @@ print(json.dumps({
     "consolidated": len(list(zarr.open_consolidated(fsspec.get_mapper(sys.argv[1] + "/zarr/v2/"), mode="r").group_keys())),
 }))
 """
-
-
-@pytest.fixture(scope="session")
-def zarr2_python(tmp_path_factory):
-    return isolated_python(
-        tmp_path_factory.mktemp("zarr2_python"), "zarr>=2.18,<3", "fsspec", "aiohttp", "requests"
-    )
 
 
 @pytest.mark.slow

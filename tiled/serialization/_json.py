@@ -88,9 +88,14 @@ def _timedeltas(array: numpy.ndarray) -> Any:
     return _with_nulls(seconds, missing)
 
 
+def _floats(array: numpy.ndarray) -> Any:
+    # numpy's tolist keeps long doubles as numpy scalars, which JSON cannot hold: as doubles.
+    return (array.astype(numpy.float64) if array.dtype.itemsize > 8 else array).tolist()
+
+
 def _complexes(array: numpy.ndarray) -> Any:
     # orjson writes the non-finite parts as null.
-    return numpy.stack([array.real, array.imag], axis=-1).tolist()
+    return _floats(numpy.stack([array.real, array.imag], axis=-1))
 
 
 def _byte_strings(array: numpy.ndarray) -> Any:
@@ -101,6 +106,7 @@ def _byte_strings(array: numpy.ndarray) -> Any:
 _CONVERTERS = {
     "M": _datetimes,
     "m": _timedeltas,
+    "f": _floats,
     "c": _complexes,
     "S": _byte_strings,
 }

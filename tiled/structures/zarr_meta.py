@@ -103,8 +103,9 @@ class ZarrArrayMeta:
 
     ``dtype`` is a numpy dtype; ``numpy.dtypes.StringDType()`` stands for variable-length
     UTF-8 strings. ``fill_value`` None means "none declared" (v2 null, v3 the type's default).
-    ``compressors`` are the bytes-to-bytes codecs applied after the array is serialized
-    (raw little/big-endian bytes as the dtype says, or vlen-utf8 for strings).
+    ``compressors`` are the bytes-to-bytes codecs applied, in order, after the array is
+    serialized (raw little/big-endian bytes as the dtype says, or vlen-utf8 for strings); a
+    chain of several (shuffle, then zlib) is written in v2 as filters followed by a compressor.
     """
 
     shape: tuple[int, ...]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from ...errors import Unsupported
 from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta
 from .formats import coords_from_separated, json_document, json_safe, zarr_data_type
 
@@ -20,10 +19,11 @@ class ZarrV2Encoding:
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:
         zdtype = zarr_data_type(meta.dtype)
         dtype_json = zdtype.to_json(zarr_format=2)
-        filters = [{"id": dtype_json["object_codec_id"]}] if dtype_json["object_codec_id"] else None
-        if len(meta.compressors) > 1:
-            raise Unsupported("zarr v2 can describe at most one compressor")
-        compressor = meta.compressors[0].get_config() if meta.compressors else None
+        filters = [{"id": dtype_json["object_codec_id"]}] if dtype_json["object_codec_id"] else []
+        # v2 has one compressor, applied after the filters: a chain of bytes-to-bytes codecs
+        # (e.g. HDF5's shuffle then deflate) puts all but its last codec among the filters.
+        filters += [codec.get_config() for codec in meta.compressors[:-1]]
+        compressor = meta.compressors[-1].get_config() if meta.compressors else None
         fill_value = (
             None
             if meta.fill_value is None
@@ -36,7 +36,7 @@ class ZarrV2Encoding:
             "dtype": dtype_json["name"],
             "compressor": compressor,
             "fill_value": fill_value,
-            "filters": filters,
+            "filters": filters or None,
             "order": "C",
             "dimension_separator": ".",
         }
