@@ -962,3 +962,41 @@ def test_zarr_python_2_reads_file_nodes(zarr2_python, served_files):
         # JSON carries plain numbers: rebuild them in the expected type, native byte order.
         values = numpy.array(got[name], dtype=expected.dtype.newbyteorder("="))
         numpy.testing.assert_array_equal(values, expected, err_msg=name)
+
+
+# --- defects found in review ------------------------------------------------------------------
+
+
+async def test_zarr_metadata_of_re_encoded_files_is_read_off_the_event_loop(tmp_path, monkeypatch):
+    import threading
+
+    path = write_image(tmp_path / "a.png", (IMAGE[..., 0] // 256).astype("uint8"))
+    adapter = PNGAdapter.from_uris(uri(path))
+    on_loop = []
+    real_opened = sequence_module.opened
+
+    def recording(file_path):
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(file_path)
+        return real_opened(file_path)
+
+    monkeypatch.setattr(sequence_module, "opened", recording)
+    meta = await adapter.to_zarr_meta()
+    assert meta.attributes["zarr_view"]["chunks"] == "re-encoded"
+    assert on_loop == []  # each open is blocking I/O: never on the event loop
+
+
+def test_excel_workbooks_opened_from_a_path_are_closed(tmp_path):
+    import gc
+    import warnings
+
+    workbook = tmp_path / "book.xlsx"
+    TABLE.to_excel(workbook, sheet_name="data", index=False)
+    gc.collect()  # files other tests left to the collector are not this test's concern
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        adapter = ExcelAdapter.from_file(str(workbook))
+        gc.collect()
+    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not [w for w in unclosed if str(workbook) in str(w.message)]
+    assert list(adapter["data"].read().columns) == list(TABLE.columns)

@@ -24,8 +24,8 @@ import zarr
 from numpy.lib.recfunctions import repack_fields
 
 from tiled.adapters import hdf5 as hdf5_module
+from tiled.adapters.files import file_identity, identity_etag
 from tiled.adapters.hdf5 import (
-    ZARR_VIEW_KEY,
     HDF5Adapter,
     HDF5ArrayAdapter,
     contiguous_chunk_shape,
@@ -39,7 +39,7 @@ from tiled.queries import Eq
 from tiled.server.app import build_app
 from tiled.server.zarr.formats import encoding_for
 from tiled.structures.data_source import Asset, DataSource
-from tiled.structures.zarr_meta import ZarrOptions
+from tiled.structures.zarr_meta import ZARR_VIEW_KEY, ZarrOptions
 
 from .isolated_python import run_isolated
 from .live_server import serve
@@ -315,7 +315,7 @@ def _array(name: str) -> HDF5ArrayAdapter:
 @pytest.mark.parametrize("name", PASS_THROUGH)
 def test_what_passes_through(name):
     adapter = _array(name)
-    assert ZARR_VIEW_KEY not in adapter.metadata()
+    assert adapter.metadata()[ZARR_VIEW_KEY]["chunks"] == "stored"
     with h5py.File(sample()[0], "r") as f:
         assert not isinstance(zarr_storage(f[name]), str)
 
@@ -455,7 +455,12 @@ def test_groups_attributes_links_and_search():
     data = entry["data"]
     assert data.metadata()["axes"] == ["x", "y"]
     counts = data["counts"]
-    assert counts.metadata() == {"units": "counts", "long_name": "Counts", "shape": [45, 33]}
+    assert counts.metadata() == {
+        "units": "counts",
+        "long_name": "Counts",
+        "shape": [45, 33],
+        ZARR_VIEW_KEY: {"chunks": "stored", "codec": "shuffle+zlib"},
+    }
     numpy.testing.assert_array_equal(root["link"].read(), counts.read())
     found = root.search(Eq("NX_class", "NXentry"))
     assert list(found) == ["entry"]
@@ -708,7 +713,7 @@ async def test_permission_denied_is_data_unavailable(tmp_path, monkeypatch):
             return real_open(name, *args, **kwargs)
 
         monkeypatch.setattr(hdf5_module.os, "open", refuse)
-    with pytest.raises(DataUnavailable, match="not permitted"):
+    with pytest.raises(DataUnavailable, match="permission denied"):
         await HDF5Adapter.from_uris(str(path)).to_zarr_meta()
 
 
@@ -775,11 +780,14 @@ def test_zarr_python_reads_what_h5py_reads(sample_server, zarr_format, how):
 def test_served_chunks_are_the_stored_chunks(sample_server, zarr_format):
     with h5py.File(sample()[0], "r") as f:
         mask, raw = f["entry/data/counts"].id.read_direct_chunk((10, 16))
+        where = f["entry/data/counts"].id.get_chunk_info_by_coord((10, 16))
     key = "1.2" if zarr_format == 2 else "c/1/2"
     url = f"{sample_server.url}/zarr/v{zarr_format}/sample/entry/data/counts/{key}"
     response = httpx.get(url)
     assert response.status_code == 200 and response.content == raw
-    assert response.headers["etag"].startswith('"h5-')
+    # Tagged from the file's version and the byte range, as static file servers do.
+    identity = file_identity(os.stat(sample()[0]))
+    assert response.headers["etag"] == identity_etag(identity, where.byte_offset, where.size)
     missing = "1.1" if zarr_format == 2 else "c/1/1"  # never written: the fill value
     url = f"{sample_server.url}/zarr/v{zarr_format}/sample/fill_unwritten/{missing}"
     assert httpx.get(url).status_code == 404
@@ -829,3 +837,58 @@ def test_zarr_python_2_reads_the_stored_chunks(zarr2_python, sample_server):
     expected = sample()[1]
     for name in names:
         assert got[name] == expected[name].tolist(), name
+
+
+# --- defects found in review -------------------------------------------------------------------
+
+
+@pytest.fixture
+def file_opens_on_the_event_loop(monkeypatch):
+    """Records each time the file registry is asked for a file on the event loop's thread (the
+    main one here): every such call may stat or open the file, which blocks the loop."""
+    import threading
+
+    calls: list[str] = []
+    current = hdf5_module._Registry.current
+
+    def recording(self, path, options):
+        if threading.current_thread() is threading.main_thread():
+            calls.append(path)
+        return current(self, path, options)
+
+    monkeypatch.setattr(hdf5_module._Registry, "current", recording)
+    return calls
+
+
+async def test_zarr_hooks_do_no_file_io_on_the_event_loop(tmp_path, file_opens_on_the_event_loop):
+    path = tmp_path / "cold.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "x", data=numpy.arange(40.0).reshape(8, 5), chunks=(4, 5), compression="gzip"
+        )
+        f.create_dataset("lzf", data=numpy.arange(6.0), chunks=(3,), compression="lzf")
+    adapters = [
+        HDF5ArrayAdapter.from_uris(str(path), dataset="x"),
+        HDF5ArrayAdapter.from_uris(str(path), dataset="lzf"),  # re-encoded
+        HDF5ArrayAdapter.from_uris(str(path), dataset="x", slice="1:7"),  # combined
+    ]
+    for adapter in adapters:
+        meta = await adapter.to_zarr_meta()
+        hdf5_module._registry.peek(str(path)).retire()  # closed: the chunk must open it again
+        await adapter.to_zarr_chunk((0,) * len(meta.shape), meta)
+    assert file_opens_on_the_event_loop == []
+
+
+async def test_a_chunk_declared_before_the_file_was_rewritten_keeps_the_declared_codecs(tmp_path):
+    path = tmp_path / "rewritten.h5"
+    data = numpy.arange(40.0).reshape(8, 5)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(4, 5), compression="gzip")
+    adapter = HDF5ArrayAdapter.from_uris(str(path), dataset="x")
+    meta = await adapter.to_zarr_meta()  # declares zlib
+    replacement = tmp_path / "replacement.h5"
+    with h5py.File(replacement, "w") as f:  # same shape and chunks, now stored uncompressed
+        f.create_dataset("x", data=data + 1, chunks=(4, 5))
+    os.replace(replacement, path)
+    chunk = await adapter.to_zarr_chunk((1, 0), meta)
+    numpy.testing.assert_array_equal(meta.decode_chunk(chunk), data[4:8] + 1)

@@ -96,6 +96,11 @@ class _ChunkedZarrHooks:
         return numpy.asarray(self.read(slice=NDSlice(*region)))
 
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        return self.default_zarr_meta(options)
+
+    def default_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        """The zarr metadata made from the primary methods alone (synchronous, so that an
+        adapter whose primary methods read files can call it on a worker thread)."""
         from ..structures.zarr_meta import ZarrArrayMeta, choose_chunk_shape
 
         options = options or _default_options()

@@ -25,15 +25,16 @@ from ..errors import BadRequest
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure, data_type_from_numpy
 from ..structures.table import TableStructure
+from ..structures.zarr_meta import re_encoded_view, with_zarr_view
 from .base import ArrayAdapterBase, TableAdapterBase
-from .files import path_from_uri
-from .sequence import DECODED, FileChanged, FileUnreadable, bounding_box, opened, uris_of
+from .files import asset_uris, path_from_uri
+from .sequence import DECODED, FileChanged, FileUnreadable, bounding_box, opened
 from .table import TableAdapter, _Partitions
 
 if TYPE_CHECKING:
     from ..structures.data_source import DataSource
 
-ZARR_VIEW = {"chunks": "re-encoded", "reason": "CSV text is parsed, then encoded"}
+ZARR_VIEW = re_encoded_view("CSV text is parsed, then encoded")
 _NUMERIC_KINDS = "biufcmM"
 
 
@@ -131,7 +132,32 @@ def _paths(data_uris: Iterable[str], owner: str) -> list[Path]:
     return paths
 
 
-class CSVAdapter(TableAdapter):
+class _CSVFiles:
+    """What the CSV table and the CSV array share: how a catalog opens them, and the zarr
+    view note (text has no zarr codec)."""
+
+    _metadata: dict[str, Any]
+
+    @classmethod
+    def from_uris(cls, *data_uris: str, **kwargs: Any) -> Any:
+        return cls(data_uris, **kwargs)
+
+    @classmethod
+    def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> Any:
+        uris = kwargs.pop("data_uris", None) or asset_uris(data_source)
+        return cls(
+            uris,
+            structure=data_source.structure,
+            metadata=node.metadata_,
+            specs=node.specs,
+            **kwargs,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return with_zarr_view(self._metadata, ZARR_VIEW)
+
+
+class CSVAdapter(_CSVFiles, TableAdapter):
     """A table read from CSV files, one per row partition.
 
     ``CSVAdapter(data_uris, structure=None, *, metadata=None, specs=None, **read_csv_kwargs)``
@@ -160,27 +186,9 @@ class CSVAdapter(TableAdapter):
         self._columns = {}
         self._read_csv_kwargs = dict(kwargs)
 
-    @classmethod
-    def from_uris(cls, *data_uris: str, **kwargs: Any) -> CSVAdapter:
-        return cls(data_uris, **kwargs)
-
-    @classmethod
-    def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> CSVAdapter:
-        uris = kwargs.pop("data_uris", None) or uris_of(data_source)
-        return cls(
-            uris,
-            structure=data_source.structure,
-            metadata=node.metadata_,
-            specs=node.specs,
-            **kwargs,
-        )
-
     @property
     def paths(self) -> list[Path]:
         return list(self._partitions.paths)
-
-    def metadata(self) -> dict[str, Any]:
-        return {**self._metadata, "zarr_view": dict(ZARR_VIEW)}
 
     def read(self, fields: Sequence[str] | None = None) -> pandas.DataFrame:
         frame = super().read(fields)
@@ -214,7 +222,7 @@ def _text(series: pandas.Series) -> numpy.ndarray:
     return series.astype(str).to_numpy(dtype=str) if len(series) else numpy.empty(0, "<U1")
 
 
-class CSVArrayAdapter(ArrayAdapterBase):
+class CSVArrayAdapter(_CSVFiles, ArrayAdapterBase):
     """An array read from headerless CSV files, one per block of rows.
 
     ``CSVArrayAdapter(data_uris, structure=None, *, metadata=None, specs=None, **read_csv_kwargs)``
@@ -247,24 +255,6 @@ class CSVArrayAdapter(ArrayAdapterBase):
                 f"got {len(paths)}"
             )
         super().__init__(structure, metadata=metadata, specs=specs)
-
-    @classmethod
-    def from_uris(cls, *data_uris: str, **kwargs: Any) -> CSVArrayAdapter:
-        return cls(data_uris, **kwargs)
-
-    @classmethod
-    def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> CSVArrayAdapter:
-        uris = kwargs.pop("data_uris", None) or uris_of(data_source)
-        return cls(
-            uris,
-            structure=data_source.structure,
-            metadata=node.metadata_,
-            specs=node.specs,
-            **kwargs,
-        )
-
-    def metadata(self) -> dict[str, Any]:
-        return {**self._metadata, "zarr_view": dict(ZARR_VIEW)}
 
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
         shape = self.structure().shape

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas
 
-from .files import path_from_uri
+from ..structures.zarr_meta import re_encoded_view, with_zarr_view
+from .files import asset_uris, path_from_uri
 from .mapping import MapAdapter
-from .sequence import opened, uris_of
+from .sequence import opened
 from .table import TableAdapter
 
 if TYPE_CHECKING:
     from ..structures.data_source import DataSource
 
-ZARR_VIEW = {"chunks": "re-encoded", "reason": "spreadsheet cells are parsed, then encoded"}
+ZARR_VIEW = re_encoded_view("spreadsheet cells are parsed, then encoded")
 
 
 def _sheets(excel_file: pandas.ExcelFile) -> dict[str, TableAdapter]:
@@ -28,7 +29,7 @@ def _sheets(excel_file: pandas.ExcelFile) -> dict[str, TableAdapter]:
         str(name): TableAdapter.from_pandas(
             pandas.read_excel(excel_file, sheet_name=name),
             npartitions=1,
-            metadata={"zarr_view": dict(ZARR_VIEW)},
+            metadata=with_zarr_view({}, ZARR_VIEW),
         )
         for name in excel_file.sheet_names
     }
@@ -41,26 +42,29 @@ class ExcelAdapter(MapAdapter):
     def from_file(cls, file: Any, **kwargs: Any) -> ExcelAdapter:
         """From a ``pandas.ExcelFile``, a path or an open binary file; ``kwargs`` go to the
         container (``metadata``, ``specs``, ...)."""
-        excel_file = file if isinstance(file, pandas.ExcelFile) else pandas.ExcelFile(file)
-        return cls._of(_sheets(excel_file), **kwargs)
+        if isinstance(file, pandas.ExcelFile):
+            return cls._of(_sheets(file), **kwargs)
+        # A workbook opened here is closed here: every sheet is read into memory first.
+        with pandas.ExcelFile(file) as excel_file:
+            return cls._of(_sheets(excel_file), **kwargs)
 
     @classmethod
     def from_uris(cls, data_uri: str, **kwargs: Any) -> ExcelAdapter:
         path = path_from_uri(data_uri)
-        with opened(Path(path)) as file:  # a corrupt or unreadable workbook: a clear 4xx
-            sheets = _sheets(pandas.ExcelFile(file.file))
+        with opened(Path(path)) as file, pandas.ExcelFile(file.file) as excel_file:
+            sheets = _sheets(excel_file)  # a corrupt or unreadable workbook: a clear 4xx
         # Upstream passes the data source's structure along; a container has none to use.
         kwargs.pop("structure", None)
         return cls._of(sheets, **kwargs)
 
     @classmethod
     def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> ExcelAdapter:
-        uri = kwargs.pop("data_uri", None) or uris_of(data_source)[0]
+        uri = kwargs.pop("data_uri", None) or asset_uris(data_source)[0]
         return cls.from_uris(uri, metadata=node.metadata_, specs=node.specs)
 
     @classmethod
     def _of(cls, sheets: dict[str, TableAdapter], **kwargs: Any) -> ExcelAdapter:
-        metadata = {**(kwargs.pop("metadata", None) or {}), "zarr_view": dict(ZARR_VIEW)}
+        metadata = with_zarr_view(kwargs.pop("metadata", None) or {}, ZARR_VIEW)
         return cls(sheets, metadata=metadata, **kwargs)
 
 

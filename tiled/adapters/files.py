@@ -1,4 +1,9 @@
-"""Files written by storage adapters: staged, then moved into place all together.
+"""Local files of adapters: their URIs, their identity (and ETags made from it), why one
+cannot be opened, and files written by storage adapters, staged then moved into place together.
+
+A file's identity (device, inode, size, modification time) changes whenever it is rewritten or
+replaced, so bytes read from one version of a file are tagged from it and the offset, as
+static file servers do, without hashing them.
 
 A write never leaves a partial file where a reader looks: every new file is first written to
 a temporary file in a staging directory on the same file system, and only when every file of
@@ -17,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 STAGING_SUFFIX = ".partial"
@@ -34,6 +40,46 @@ def path_from_uri(uri: str) -> Path:
 
 def uri_from_path(path: str | Path) -> str:
     return "file://localhost" + quote(str(Path(path).absolute()))
+
+
+def asset_uris(data_source: Any) -> list[str]:
+    """The URIs of a data source's data files, in their order (``num``; a lone asset has none):
+    the assets that fill an adapter's ``data_uri``/``data_uris`` parameter, or all of them when
+    none names its parameter."""
+    assets = list(getattr(data_source, "assets", None) or [])
+    named = [a for a in assets if getattr(a, "parameter", None) in ("data_uri", "data_uris")]
+    ordered = sorted(named or assets, key=lambda a: -1 if a.num is None else a.num)
+    return [a.data_uri for a in ordered]
+
+
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(info: os.stat_result) -> FileIdentity:
+    """What changes when a file is rewritten or replaced: device, inode, size, mtime."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def identity_etag(identity: FileIdentity, *where: int) -> str:
+    """The ETag of bytes taken from the file version ``identity``, at ``where`` in it."""
+    _, inode, size, mtime = identity
+    return '"' + "-".join(f"{int(v):x}" for v in (inode, mtime, size, *where)) + '"'
+
+
+# Why a file could not be opened, by the class of the OSError (the first that matches).
+_OPEN_FAILURES: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "does not exist"),
+    (PermissionError, "cannot be read: permission denied"),
+    (IsADirectoryError, "is a directory, not a file"),
+)
+
+
+def open_failure(err: OSError) -> str:
+    """Why opening a file failed, in words that follow its name."""
+    for kind, reason in _OPEN_FAILURES:
+        if isinstance(err, kind):
+            return reason
+    return f"cannot be opened: {err.strerror or err}"
 
 
 def write_temp_file(path: Path, data: bytes | memoryview) -> None:

@@ -55,14 +55,21 @@ from ..structures.array import ArrayStructure, data_type_from_numpy
 from ..structures.core import StructureFamily
 from ..structures.zarr_meta import (
     VARIABLE_LENGTH_STRING,
+    ZARR_VIEW_KEY,
     EncodedChunk,
     ZarrArrayMeta,
     ZarrGroupMeta,
     ZarrOptions,
+    re_encoded_view,
+    regular_chunks,
+    same_codecs,
+    stored_chunks_view,
+    unavailable_view,
+    with_zarr_view,
 )
 from ..utils import run_sync
 from .base import ArrayAdapterBase, zarr_attributes
-from .files import path_from_uri
+from .files import asset_uris, file_identity, identity_etag, open_failure, path_from_uri
 from .mapping import MapAdapter
 
 with contextlib.suppress(ImportError):
@@ -74,8 +81,6 @@ logger = logging.getLogger(__name__)
 SWMR_DEFAULT = bool(int(os.getenv("TILED_HDF5_SWMR_DEFAULT", "1")))
 # Open files kept per process; the least recently used beyond this are closed.
 MAX_OPEN_FILES = int(os.getenv("TILED_HDF5_MAX_OPEN_FILES", "128"))
-# The metadata key that explains a dataset whose zarr chunks are re-encoded, not passed through.
-ZARR_VIEW_KEY = "zarr_view"
 
 T = TypeVar("T")
 
@@ -91,10 +96,8 @@ def _file_errors(path: str) -> Iterator[None]:
         yield
     except TiledError:
         raise
-    except FileNotFoundError:
-        raise DataUnavailable(f"HDF5 file {name!r} does not exist (any more)") from None
-    except PermissionError:
-        raise DataUnavailable(f"The server is not permitted to read HDF5 file {name!r}") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise DataUnavailable(f"HDF5 file {name!r} {open_failure(err)}") from None
     except (OSError, RuntimeError, ValueError) as err:
         # h5py reports corrupt, truncated and unreadable files (and missing filter plugins)
         # as OSError, and a few lower-level failures as RuntimeError/ValueError.
@@ -115,10 +118,6 @@ class _Options:
     locking: bool | str | None = None
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-
-
 _MISSING = object()
 
 
@@ -137,7 +136,7 @@ class _OpenFile:
         self._memo: dict[Any, Any] = {}
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         weakref.finalize(self, os.close, self.fd)
-        self.identity = _identity(os.fstat(self.fd))
+        self.identity = file_identity(os.fstat(self.fd))
         kwargs: dict[str, Any] = {"swmr": options.swmr, "libver": options.libver}
         if options.locking is not None:
             kwargs["locking"] = options.locking
@@ -194,7 +193,7 @@ class _Registry:
         if handle is None or handle.closed:
             return None
         try:
-            current = _identity(os.stat(path))
+            current = file_identity(os.stat(path))
         except OSError:
             return None
         return handle if current == handle.identity else None
@@ -203,7 +202,7 @@ class _Registry:
         """The handle of ``path`` as the file is now, opening or reopening it as needed."""
         with _file_errors(path):
             try:
-                identity = _identity(os.stat(path))
+                identity = file_identity(os.stat(path))
             except OSError:
                 with self._lock:
                     gone = self._handles.pop(path, None)
@@ -218,7 +217,7 @@ class _Registry:
             with opening:
                 handle = self._handles.get(path)
                 if handle is not None:
-                    if handle.identity == _identity(os.stat(path)) and not handle.closed:
+                    if handle.identity == file_identity(os.stat(path)) and not handle.closed:
                         return handle
                     handle.retire()
                 handle = _OpenFile(path, options)
@@ -470,14 +469,6 @@ def contiguous_chunk_shape(shape: Sequence[int], itemsize: int, budget: int) -> 
     return tuple(shape)
 
 
-def _as_dask_chunks(shape: Sequence[int], chunk: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    result = []
-    for size, step in zip(shape, chunk, strict=True):
-        full, rest = divmod(size, step)
-        result.append((step,) * full + ((rest,) if rest else ()) or (0,))
-    return tuple(result)
-
-
 # --- chunk index -------------------------------------------------------------------------------
 
 
@@ -558,7 +549,7 @@ class _Description:
         # Upstream's blocks, so that structures registered by upstream match: the HDF5 chunks,
         # else (contiguous storage, variable-length strings) the whole dataset.
         if self.chunks is not None and not self.vlen_string:
-            return _as_dask_chunks(self.shape, self.chunks)
+            return regular_chunks(self.shape, self.chunks)
         return tuple((size,) for size in self.shape)
 
 
@@ -583,6 +574,16 @@ def _describe(dataset: h5py.Dataset, path: str) -> _Description:
         unsupported=unsupported,
         zarr_unsupported=unsupported or _zarr_type_reason(_Description.zarr_type_of(dtype)),
     )
+
+
+def _zarr_view(description: _Description) -> dict[str, str]:
+    """How the zarr view serves a dataset's chunks, for its metadata."""
+    if description.zarr_unsupported is not None:
+        return unavailable_view(description.zarr_unsupported)
+    storage = description.storage
+    if isinstance(storage, str):
+        return re_encoded_view(storage)
+    return stored_chunks_view("+".join(c.codec_id for c in storage.compressors) or "none")
 
 
 def _in_other_file(dataset: h5py.Dataset, path: str) -> str | None:
@@ -735,15 +736,7 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             # Listings show the node still; reading it answers the error.
             logger.warning("%s", err)
             return dict(self._metadata)
-        result = {**attributes, **self._metadata}
-        if description.zarr_unsupported is not None:
-            result[ZARR_VIEW_KEY] = {
-                "chunks": "unavailable",
-                "reason": description.zarr_unsupported,
-            }
-        elif isinstance(description.storage, str):
-            result[ZARR_VIEW_KEY] = {"chunks": "re-encoded", "reason": description.storage}
-        return result
+        return with_zarr_view({**attributes, **self._metadata}, _zarr_view(description))
 
     # --- native reads ---
 
@@ -798,16 +791,16 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         return data.astype(description.zarr_dtype) if data.dtype.fields is not None else data
 
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
-        if not self._source.warm(("describe", self._name), ("attrs", self._name)):
-            # Opening the file and describing the dataset is blocking I/O: on a worker thread.
-            await run_sync(lambda: (self._description(), self.metadata()))
+        # Every step may open the file (checking it is current is a stat): on a worker thread.
+        return await run_sync(self._zarr_meta, options or ZarrOptions())
+
+    def _zarr_meta(self, options: ZarrOptions) -> ZarrArrayMeta:
         description = self._description()
         if description.zarr_unsupported is not None:
             raise DataUnavailable(f"{self._name}: {description.zarr_unsupported}")
         storage = description.storage
         if isinstance(storage, str):
-            return await super().to_zarr_meta(options)  # decoded by h5py, re-encoded
-        options = options or ZarrOptions()
+            return self.default_zarr_meta(options)  # decoded by h5py, re-encoded
         if storage.layout == "chunked":
             chunk_shape = storage.chunk_shape
         else:
@@ -824,13 +817,19 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         )
 
     async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
+        region = meta.chunk_region(coords)  # refuses coordinates outside the grid before any I/O
+        # Describing the dataset may open the file: the whole decision is on a worker thread.
+        return await run_sync(self._zarr_chunk, tuple(coords), region, meta)
+
+    def _zarr_chunk(
+        self, coords: tuple[int, ...], region: tuple[slice, ...], meta: ZarrArrayMeta
+    ) -> bytes:
         storage = self._description().storage
-        if isinstance(storage, str) or meta.dtype != storage.dtype:
-            return await super().to_zarr_chunk(coords, meta)
-        meta.chunk_region(coords)  # refuses coordinates outside the grid before any I/O
+        if isinstance(storage, str) or not _declares(meta, storage):
+            return self._encode_region(region, meta)
         for attempt in range(2):
             try:
-                return await run_sync(self._stored_chunk, tuple(coords), meta)
+                return self._stored_chunk(coords, meta)
             except _FileChanged:
                 if attempt:
                     raise Conflict(
@@ -848,8 +847,11 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             handle, ("describe", name), lambda: _describe(_dataset(handle, name), handle.path)
         )
         storage = description.storage
-        if not isinstance(storage, ZarrStorage) or description.shape != meta.shape:
+        if description.shape != meta.shape:
             raise _FileChanged  # the file changed between the metadata and this chunk
+        if not isinstance(storage, ZarrStorage) or not _declares(meta, storage):
+            # Rewritten with other filters since: the declared chain, re-encoded.
+            return self._encode_region(meta.chunk_region(coords), meta)
         if storage.layout == "contiguous":
             return _contiguous_chunk(handle, storage, coords, meta)
         index = _learn(handle, ("index", name), lambda: _ChunkIndex.build(_dataset(handle, name)))
@@ -866,6 +868,11 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             # edge chunk HDF5 stores unfiltered): decode it and encode it with the declared chain.
             return meta.encode_chunk(self.read(slice=NDSlice(*meta.chunk_region(coords))))
         return _pread(handle, offset, size)
+
+
+def _declares(meta: ZarrArrayMeta, storage: ZarrStorage) -> bool:
+    """Whether ``meta`` declares the stored bytes as they are (element type and codecs)."""
+    return meta.dtype == storage.dtype and same_codecs(meta.compressors, storage.compressors)
 
 
 def _learn(handle: _OpenFile, key: Any, build: Callable[[], T]) -> T:
@@ -918,13 +925,12 @@ def _pread(handle: _OpenFile, offset: int, size: int) -> EncodedChunk:
     """``size`` bytes at ``offset``, checked to come from the file as it was indexed."""
     try:
         payload = os.pread(handle.fd, size, offset)
-        identity = _identity(os.fstat(handle.fd))
+        identity = file_identity(os.fstat(handle.fd))
     except OSError as err:
         raise DataUnavailable(f"Cannot read HDF5 file {Path(handle.path).name!r}: {err}") from None
     if len(payload) != size or identity != handle.identity:
         raise _FileChanged
-    device, inode, length, mtime = handle.identity
-    return EncodedChunk.tagged(payload, f'"h5-{inode:x}-{mtime:x}-{length:x}-{offset:x}-{size:x}"')
+    return EncodedChunk.tagged(payload, identity_etag(handle.identity, offset, size))
 
 
 def _dataset(handle: _OpenFile, name: str) -> h5py.Dataset:
@@ -1000,6 +1006,10 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
     def structure(self) -> ArrayStructure:
         return ArrayStructure.from_array(self._array())
 
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        # The structure and metadata are read from every part's file: on a worker thread.
+        return await run_sync(self.default_zarr_meta, options)
+
     def metadata(self) -> dict[str, Any]:
         first = self._parts[0].metadata()
         first.pop(ZARR_VIEW_KEY, None)
@@ -1008,11 +1018,7 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
             if len(self._parts) > 1
             else "a part of the stored dataset"
         )
-        return {
-            **first,
-            **self._metadata,
-            ZARR_VIEW_KEY: {"chunks": "re-encoded", "reason": reason},
-        }
+        return with_zarr_view({**first, **self._metadata}, re_encoded_view(reason))
 
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
         array = self._array()
@@ -1250,14 +1256,10 @@ def _as_ndslice(value: str | NDSlice | None) -> NDSlice | None:
 
 
 def _data_uris(data_source: Any) -> list[str]:
-    assets = list(getattr(data_source, "assets", None) or [])
-    if not assets:
+    uris = asset_uris(data_source)
+    if not uris:
         raise InvalidStructure("An HDF5 data source needs at least one asset")
-    named = sorted(
-        (a for a in assets if getattr(a, "parameter", None) == "data_uris"),
-        key=lambda a: getattr(a, "num", None) or 0,
-    )
-    return [a.data_uri for a in named] or [assets[0].data_uri]
+    return uris
 
 
 def _given_structure(data_source: Any) -> ArrayStructure | None:
@@ -1273,7 +1275,6 @@ __all__ = [
     "HDF5Adapter",
     "HDF5ArrayAdapter",
     "SWMR_DEFAULT",
-    "ZARR_VIEW_KEY",
     "ZarrStorage",
     "contiguous_chunk_shape",
     "json_value",

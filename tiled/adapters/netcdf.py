@@ -19,18 +19,16 @@ import xarray
 
 from ..ndslice import NDSlice
 from ..structures.core import Spec, normalize_specs
+from ..structures.zarr_meta import re_encoded_view, with_zarr_view
 from .array import ArrayAdapter
-from .files import path_from_uri
-from .sequence import opened, uris_of
+from .files import asset_uris, path_from_uri
+from .sequence import opened
 from .xarray import DatasetAdapter
 
 if TYPE_CHECKING:
     from ..structures.data_source import DataSource
 
-ZARR_VIEW = {
-    "chunks": "re-encoded",
-    "reason": "netCDF variables are decoded by xarray, then encoded",
-}
+ZARR_VIEW = re_encoded_view("netCDF variables are decoded by xarray, then encoded")
 
 
 class _VariableAdapter(ArrayAdapter):
@@ -43,7 +41,7 @@ class _VariableAdapter(ArrayAdapter):
             return super().read(slice)
 
     def metadata(self) -> dict[str, Any]:
-        return {**self._metadata, "zarr_view": dict(ZARR_VIEW)}
+        return with_zarr_view(self._metadata, ZARR_VIEW)
 
 
 def _variable(variable: xarray.Variable, spec: str, path: Path) -> _VariableAdapter:
@@ -75,7 +73,7 @@ class NetCDFAdapter(DatasetAdapter):
 
     @classmethod
     def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> NetCDFAdapter:
-        uri = kwargs.pop("data_uri", None) or uris_of(data_source)[0]
+        uri = kwargs.pop("data_uri", None) or asset_uris(data_source)[0]
         return cls.from_uris(uri, metadata=node.metadata_, specs=node.specs, **kwargs)
 
     @classmethod
@@ -90,7 +88,7 @@ class NetCDFAdapter(DatasetAdapter):
         all_specs = normalize_specs(specs)
         if Spec("xarray_dataset") not in all_specs:
             all_specs.append(Spec("xarray_dataset"))
-        own = {"attrs": dict(dataset.attrs), **(metadata or {}), "zarr_view": dict(ZARR_VIEW)}
+        own = with_zarr_view({"attrs": dict(dataset.attrs), **(metadata or {})}, ZARR_VIEW)
         adapter = cls(mapping, metadata=own, specs=all_specs)
         adapter._dataset = dataset  # keeps the file open while the node lives
         return adapter

@@ -44,10 +44,25 @@ import numpy
 from ..errors import BadRequest, DataUnavailable, TiledError
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure, data_type_from_numpy
-from ..structures.zarr_meta import EncodedChunk, ZarrArrayMeta, ZarrOptions
+from ..structures.zarr_meta import (
+    EncodedChunk,
+    ZarrArrayMeta,
+    ZarrOptions,
+    re_encoded_view,
+    stored_chunks_view,
+    unavailable_view,
+    with_zarr_view,
+)
 from ..utils import run_sync
 from .base import ArrayAdapterBase, zarr_attributes
-from .files import path_from_uri
+from .files import (
+    FileIdentity,
+    asset_uris,
+    file_identity,
+    identity_etag,
+    open_failure,
+    path_from_uri,
+)
 
 if TYPE_CHECKING:
     from ..structures.data_source import DataSource
@@ -83,12 +98,6 @@ def _short(err: BaseException) -> str:
 
 # --- opening files ----------------------------------------------------------------------------
 
-Identity = tuple[int, int, int, int]
-
-
-def _identity(stat: os.stat_result) -> Identity:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
 
 class OpenedFile:
     """An open file and the identity it had when opened."""
@@ -96,7 +105,7 @@ class OpenedFile:
     def __init__(self, path: Path, file: Any):
         self.path = path
         self.file = file
-        self.identity = _identity(os.fstat(file.fileno()))
+        self.identity = file_identity(os.fstat(file.fileno()))
 
     @property
     def name(self) -> str:
@@ -122,14 +131,12 @@ class OpenedFile:
     def unchanged(self) -> bool:
         # The open descriptor's own file: rewriting it in place changes its size or time; a
         # file replaced by rename leaves the version being read intact, which is no error.
-        return _identity(os.fstat(self.file.fileno())) == self.identity
+        return file_identity(os.fstat(self.file.fileno())) == self.identity
 
     def tagged(self, payload: bytes, *parts: int) -> EncodedChunk:
         """Chunk bytes taken from this version of the file, with an ETag made from the file's
         identity and ``parts`` (where in the file), as static file servers do: no hashing."""
-        _, inode, size, mtime = self.identity
-        etag = '"' + "-".join(f"{int(v):x}" for v in (inode, mtime, size, *parts)) + '"'
-        return EncodedChunk.tagged(payload, etag)
+        return EncodedChunk.tagged(payload, identity_etag(self.identity, *parts))
 
 
 @contextlib.contextmanager
@@ -143,14 +150,8 @@ def opened(path: Path) -> Iterator[OpenedFile]:
     name = path.name
     try:
         file = open(path, "rb")  # noqa: SIM115 (closed by the with block below)
-    except FileNotFoundError:
-        raise FileUnreadable(f"{name} does not exist") from None
-    except PermissionError:
-        raise FileUnreadable(f"{name} cannot be read: permission denied") from None
-    except IsADirectoryError:
-        raise FileUnreadable(f"{name} is a directory, not a file") from None
     except OSError as err:
-        raise FileUnreadable(f"{name} cannot be opened: {err.strerror or err}") from None
+        raise FileUnreadable(f"{name} {open_failure(err)}") from None
     with file:
         handle = OpenedFile(path, file)
         try:
@@ -163,19 +164,13 @@ def opened(path: Path) -> Iterator[OpenedFile]:
             if isinstance(err, TiledError):
                 raise
             if isinstance(err, PermissionError):
-                raise FileUnreadable(f"{name} cannot be read: permission denied") from err
+                raise FileUnreadable(f"{name} {open_failure(err)}") from err
             logger.warning("Cannot read %s", path, exc_info=True)
             raise FileUnreadable(
                 f"{name} cannot be read; it may be corrupt or truncated ({_short(err)})"
             ) from err
         if not handle.unchanged():
             raise FileChanged(f"{name} changed while it was read; try again")
-
-
-def uris_of(data_source: DataSource) -> list[str]:
-    """The URIs of a data source's assets in their order (``num``; a single asset has none)."""
-    assets = sorted(data_source.assets, key=lambda a: -1 if a.num is None else a.num)
-    return [a.data_uri for a in assets]
 
 
 # --- decoded frames -------------------------------------------------------------------------
@@ -259,20 +254,8 @@ class FrameLayout:
         return None
 
 
-def same_codecs(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return [c.get_config() for c in a] == [c.get_config() for c in b]
-
-
 def whole_chunks(shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     return tuple((int(n),) for n in shape)
-
-
-def split(size: int, chunk: int) -> tuple[int, ...]:
-    """``size`` cut into pieces of ``chunk`` (the last may be shorter); ``(0,)`` when empty."""
-    if size == 0:
-        return (0,)
-    full, rest = divmod(size, chunk)
-    return (chunk,) * full + ((rest,) if rest else ())
 
 
 class FrameReader:
@@ -282,7 +265,7 @@ class FrameReader:
     def __init__(self, path: Path):
         self.path = path
         self.expect: tuple[tuple[int, ...] | None, numpy.dtype | None] = (None, None)
-        self._cached: tuple[Identity, FrameLayout] | None = None
+        self._cached: tuple[FileIdentity, FrameLayout] | None = None
 
     # --- per format ---
 
@@ -474,7 +457,7 @@ class FileArrayAdapter(ArrayAdapterBase):
         if isinstance(uris, str):
             uris = [uris]
         return cls._build(
-            list(uris or uris_of(data_source)),
+            list(uris or asset_uris(data_source)),
             structure=data_source.structure,
             metadata=node.metadata_,
             specs=node.specs,
@@ -577,16 +560,14 @@ class FileArrayAdapter(ArrayAdapterBase):
             return None
         return self._reader(0).describe().stored(budget)
 
-    def _plan_and_attributes(self, budget: int) -> tuple[StoredChunks | None, dict[str, Any]]:
-        # One trip to a worker thread parses the first file (if not yet) for both answers.
-        return self._stored_plan(budget), zarr_attributes(self)
-
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
-        options = options or ZarrOptions()
-        plan, attributes = await run_sync(self._plan_and_attributes, options.chunk_budget_bytes)
+        # Every answer here opens a file (its layout, its metadata): on a worker thread.
+        return await run_sync(self._zarr_meta, options or ZarrOptions())
+
+    def _zarr_meta(self, options: ZarrOptions) -> ZarrArrayMeta:
+        plan = self._stored_plan(options.chunk_budget_bytes)
         if plan is None:
-            # The layout is parsed by now, so the defaults' look at metadata() costs a stat.
-            return await super().to_zarr_meta(options)
+            return self.default_zarr_meta(options)
         structure = self.structure()
         return ZarrArrayMeta(
             shape=structure.shape,
@@ -595,7 +576,7 @@ class FileArrayAdapter(ArrayAdapterBase):
             fill_value=plan.fill_value,
             compressors=plan.compressors,
             dimension_names=structure.dims,
-            attributes=attributes,
+            attributes=zarr_attributes(self),
         )
 
     async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
@@ -622,24 +603,22 @@ class FileArrayAdapter(ArrayAdapterBase):
 
     # --- metadata ---
 
-    def zarr_view(self) -> dict[str, Any]:
+    def zarr_view(self) -> dict[str, str]:
         """How the zarr view serves this node's chunks, for its metadata."""
         try:
             if self._is_reshaped():
-                return {
-                    "chunks": "re-encoded",
-                    "reason": "the node reshapes its files' arrays",
-                }
+                return re_encoded_view("the node reshapes its files' arrays")
             layout = self._reader(0).describe()
         except TiledError as err:
-            return {"chunks": "unavailable", "reason": str(err)}
+            return unavailable_view(str(err))
         if layout.reason is not None:
-            return {"chunks": "re-encoded", "reason": layout.reason}
+            return re_encoded_view(layout.reason)
         plan = layout.stored(ZarrOptions().chunk_budget_bytes)
-        view = {"chunks": "stored", "codec": plan.codec if plan else "none"}
+        codec = plan.codec if plan else "none"
         if self.stacked:
-            view["note"] = "files laid out unlike the first are decoded and re-encoded"
-        return view
+            note = "files laid out unlike the first are decoded and re-encoded"
+            return stored_chunks_view(codec, note=note)
+        return stored_chunks_view(codec)
 
     def file_metadata(self) -> dict[str, Any]:
         """What the file says about itself (single files only: a sequence has many)."""
@@ -652,7 +631,7 @@ class FileArrayAdapter(ArrayAdapterBase):
 
     def metadata(self) -> dict[str, Any]:
         # Never raises: a listing must go on when one file is unreadable; the reason is shown.
-        return {**self.file_metadata(), **self._metadata, "zarr_view": self.zarr_view()}
+        return with_zarr_view({**self.file_metadata(), **self._metadata}, self.zarr_view())
 
     def __repr__(self) -> str:
         s = self.structure()
@@ -746,5 +725,4 @@ __all__ = [
     "StoredChunks",
     "bounding_box",
     "opened",
-    "uris_of",
 ]

@@ -32,7 +32,7 @@ import numcodecs
 import numpy
 import tifffile
 
-from ..structures.zarr_meta import ZarrArrayMeta
+from ..structures.zarr_meta import ZarrArrayMeta, same_codecs, split_dimension
 from .sequence import (
     FileSequenceAdapter,
     FileUnreadable,
@@ -43,8 +43,6 @@ from .sequence import (
     StoredChunks,
     box_shape,
     decoded_array,
-    same_codecs,
-    split,
     whole_chunks,
 )
 
@@ -151,7 +149,8 @@ class _Segments:
 
     def chunks(self) -> tuple[tuple[int, ...], ...]:
         lead = tuple((1,) * n for n in self.lead)
-        ys, xs = split(self.height, self.rows), split(self.width, self.cols)
+        ys = split_dimension(self.height, self.rows)
+        xs = split_dimension(self.width, self.cols)
         if self.separate:
             return (*lead, (1,) * self.samples, ys, xs)
         if self.samples > 1:

@@ -24,9 +24,10 @@ from zarr.storage import LocalStore
 from ..errors import NoSuchEntry, ZarrKeyNotFound
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
-from ..structures.zarr_meta import EncodedChunk, ZarrArrayMeta, ZarrOptions
+from ..structures.zarr_meta import EncodedChunk, ZarrArrayMeta, ZarrOptions, regular_chunks
 from ..utils import run_sync
 from .base import ArrayAdapterBase, zarr_attributes
+from .files import file_identity, identity_etag
 from .mapping import MapAdapter
 
 # Upstream's public flag: True when the installed zarr-python is major version 2.
@@ -45,14 +46,6 @@ _V3_TO_NUMCODECS = {
 }
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _PASSABLE_V2 = frozenset({"blosc", "zstd", "gzip"})
-
-
-def _chunks_of(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    result = []
-    for size, chunk in zip(shape, chunk_shape, strict=True):
-        full, rest = divmod(size, chunk)
-        result.append((chunk,) * full + ((rest,) if rest else ()) or (0,))
-    return tuple(result)
 
 
 def _passable_v3(metadata: Any) -> tuple[numpy.dtype, tuple] | None:
@@ -98,7 +91,7 @@ class ZarrArrayAdapter(ArrayAdapterBase):
         dims = dims or _dimension_names(array)
         shape = tuple(array.shape)
         structure = ArrayStructure.from_array(
-            array, shape=shape, chunks=_chunks_of(shape, tuple(array.chunks)), dims=dims
+            array, shape=shape, chunks=regular_chunks(shape, tuple(array.chunks)), dims=dims
         )
         metadata = dict(array.attrs) if metadata is None else metadata
         metadata.pop("_ARRAY_DIMENSIONS", None)
@@ -149,7 +142,7 @@ def _read_chunk_file(path: Path, coords: Sequence[int]) -> EncodedChunk:
             payload = file.read()
     except FileNotFoundError:
         raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value") from None
-    return EncodedChunk.tagged(payload, f'"{info.st_ino:x}-{info.st_mtime_ns:x}-{info.st_size:x}"')
+    return EncodedChunk.tagged(payload, identity_etag(file_identity(info)))
 
 
 def _sharded(array: zarr.Array) -> bool:

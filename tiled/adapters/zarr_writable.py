@@ -19,8 +19,8 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
+from ..structures.zarr_meta import regular_chunks
 from .files import FileTransaction, locked, staged
-from .zarr import _chunks_of
 
 ZARR_MIMETYPE = "application/x-zarr"
 
@@ -53,7 +53,7 @@ def create_zarr_array(path: Path, structure: ArrayStructure) -> ArrayStructure:
         zarr_format=3,
         **_codecs(structure),
     )
-    chunks = _chunks_of(structure.shape, chunk_shape)
+    chunks = regular_chunks(structure.shape, chunk_shape)
     return ArrayStructure(structure.data_type, chunks, structure.shape, structure.dims)
 
 

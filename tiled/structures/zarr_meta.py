@@ -76,6 +76,45 @@ def is_variable_length_string(dtype: numpy.dtype) -> bool:
     return isinstance(dtype, numpy.dtypes.StringDType)
 
 
+# The node metadata key under which an adapter says how its zarr view serves the chunks: the
+# stored bytes passed through ("stored", with the codec), decoded and encoded again
+# ("re-encoded", with the reason), or not at all ("unavailable", with the reason).
+ZARR_VIEW_KEY = "zarr_view"
+
+
+def stored_chunks_view(codec: str, **details: str) -> dict[str, str]:
+    return {"chunks": "stored", "codec": codec, **details}
+
+
+def re_encoded_view(reason: str) -> dict[str, str]:
+    return {"chunks": "re-encoded", "reason": reason}
+
+
+def unavailable_view(reason: str) -> dict[str, str]:
+    return {"chunks": "unavailable", "reason": reason}
+
+
+def with_zarr_view(metadata: Mapping[str, Any], view: Mapping[str, str]) -> dict[str, Any]:
+    """``metadata`` with the zarr view note (a fresh dict: callers may change it)."""
+    return {**metadata, ZARR_VIEW_KEY: dict(view)}
+
+
+def same_codecs(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two codec chains encode alike (same codecs, same configurations, same order)."""
+    return [c.get_config() for c in a] == [c.get_config() for c in b]
+
+
+def split_dimension(size: int, chunk: int) -> tuple[int, ...]:
+    """``size`` cut into pieces of ``chunk`` (the last may be shorter); ``(0,)`` when empty."""
+    full, rest = divmod(size, chunk)
+    return (chunk,) * full + ((rest,) if rest else ()) or (0,)
+
+
+def regular_chunks(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The dask-style chunks of a regular grid of ``chunk_shape`` over ``shape``."""
+    return tuple(split_dimension(s, c) for s, c in zip(shape, chunk_shape, strict=True))
+
+
 class EncodedChunk(bytes):
     """Chunk bytes that may carry an ETag their producer knows without hashing them.
 
@@ -220,10 +259,18 @@ __all__ = [
     "CODEC_NAMES",
     "DEFAULT_CHUNK_BUDGET_BYTES",
     "VARIABLE_LENGTH_STRING",
+    "ZARR_VIEW_KEY",
     "ZarrArrayMeta",
     "ZarrGroupMeta",
     "ZarrOptions",
     "choose_chunk_shape",
     "compressors_for",
     "is_variable_length_string",
+    "re_encoded_view",
+    "regular_chunks",
+    "same_codecs",
+    "split_dimension",
+    "stored_chunks_view",
+    "unavailable_view",
+    "with_zarr_view",
 ]
