@@ -1000,3 +1000,12 @@ def test_excel_workbooks_opened_from_a_path_are_closed(tmp_path):
     unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert not [w for w in unclosed if str(workbook) in str(w.message)]
     assert list(adapter["data"].read().columns) == list(TABLE.columns)
+
+
+def test_every_registry_entry_names_an_adapter_with_upstreams_constructors():
+    from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
+
+    for mimetype in DEFAULT_ADAPTERS_BY_MIMETYPE:
+        adapter = DEFAULT_ADAPTERS_BY_MIMETYPE[mimetype]
+        assert callable(getattr(adapter, "from_uris", None)), mimetype
+        assert callable(getattr(adapter, "from_catalog", None)), mimetype

@@ -23,6 +23,7 @@ and re-encoded with the server's codec, and its metadata says why under ``zarr_v
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -170,6 +171,7 @@ class _OpenFile:
         with self.lock:
             if not self.closed:
                 self.closed = True
+                self._memo.clear()  # it may hold h5py objects of this file
                 with contextlib.suppress(Exception):
                     self.h5.close()
 
@@ -231,8 +233,19 @@ class _Registry:
             old.retire()
         return handle
 
+    def close_all(self) -> None:
+        with self._lock:
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            handle.retire()
+
 
 _registry = _Registry(MAX_OPEN_FILES)
+# h5py objects left alive until the interpreter tears modules down are freed after the HDF5
+# library has shut down, which crashes the process at exit: close everything first (atexit
+# runs this before h5py's own handler, registered when h5py was imported, earlier).
+atexit.register(_registry.close_all)
 
 
 @dataclass(frozen=True)

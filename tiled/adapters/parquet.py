@@ -95,6 +95,16 @@ class ParquetTableAdapter(TableAdapter):
             structure = TableStructure.from_arrow_schema(schema, len(data_uris))
         return cls(data_uris, structure, **kwargs)
 
+    @classmethod
+    def from_catalog(cls, data_source: Any, node: Any, /, **kwargs: Any) -> ParquetTableAdapter:
+        """What a catalog registered: one partition per asset, in their order."""
+        from .files import asset_uris
+
+        return cls.from_uris(
+            *asset_uris(data_source), structure=data_source.structure,
+            metadata=getattr(node, "metadata_", None), specs=getattr(node, "specs", None),
+        )  # fmt: skip
+
     @property
     def paths(self) -> list[Path]:
         return self._partitions.paths
@@ -179,4 +189,6 @@ def _parquet_bytes(table: pyarrow.Table) -> memoryview:
     return sink.getbuffer()
 
 
-__all__ = ["PARQUET_MIMETYPE", "ParquetTableAdapter", "to_arrow"]
+ParquetDatasetAdapter = ParquetTableAdapter  # upstream's name
+
+__all__ = ["PARQUET_MIMETYPE", "ParquetDatasetAdapter", "ParquetTableAdapter", "to_arrow"]

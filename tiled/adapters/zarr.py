@@ -187,5 +187,12 @@ class ZarrAdapter:
             raise NoSuchEntry([data_uri]) from None
         return _adapter_for(node)
 
+    @staticmethod
+    def from_catalog(data_source: Any, node: Any, /, **kwargs: Any) -> Any:
+        """The store a catalog registered (its first asset), as array or group."""
+        from .files import asset_uris
+
+        return ZarrAdapter.from_uris(asset_uris(data_source)[0])
+
 
 __all__ = ["ZarrAdapter", "ZarrArrayAdapter", "ZarrGroupAdapter"]

@@ -23,7 +23,7 @@ from .container import CatalogContainerAdapter, CatalogRootAdapter
 from .core import Catalog
 from .database import async_url, initialize_database, upgrade_database
 from .errors import DatabaseNotInitialized, InvalidKey, WouldDeleteData
-from .mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
+from .mimetypes import AdapterRegistry
 from .storage import storage_paths
 
 __all__ = [
@@ -50,7 +50,7 @@ def from_uri(
     writable_storage: Any = None,
     readable_storage: Any = None,
     init_if_not_exists: bool = False,
-    adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
+    adapters_by_mimetype: dict[str, Any] | None = None,
     top_level_access_blob: dict[str, Any] | None = None,
     lookup_cache_ttl: float = 1.0,
     **options: Any,
@@ -59,7 +59,10 @@ def from_uri(
 
     ``writable_storage``: a directory (path or ``file://`` URI) or a list of them; new arrays
     and tables go in the first. ``readable_storage``: directories from which files may be
-    registered. Upstream's pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
+    registered (writable storage is readable too). ``adapters_by_mimetype``: mimetype -> adapter
+    class (upstream's style: ``from_catalog``/``from_uris``) or factory, or the import path of
+    one; these take precedence over the defaults (:mod:`tiled.catalog.mimetypes`). Upstream's
+    pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
     honoured; its other options (cache, webhooks, mount nodes) are accepted and ignored.
     ``lookup_cache_ttl``: seconds a resolved node may be reused without a query; writes through
     this process drop the cache at once, so only other processes' writes can show this late
@@ -73,7 +76,7 @@ def from_uri(
         writable_storage=writable,
         readable_storage=storage_paths(readable_storage),
         init_if_not_exists=init_if_not_exists,
-        adapters_by_mimetype={**DEFAULT_ADAPTERS_BY_MIMETYPE, **(adapters_by_mimetype or {})},
+        adapters_by_mimetype=AdapterRegistry.default(adapters_by_mimetype),
         pool_options={_POOL_OPTIONS[k]: v for k, v in options.items() if k in _POOL_OPTIONS},
         lookup_cache_ttl=lookup_cache_ttl,
     )

@@ -25,7 +25,7 @@ from ..utils import run_sync
 from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
 from .creation import create_child
-from .nodes import CatalogNode, UnavailableNode, open_leaf
+from .nodes import CatalogNode, ListedNode, UnavailableNode, is_registered, open_node
 from .orm import ROOT_ID, nodes
 from .queries import condition_for
 from .records import fetch_records, lookup_parameters, lookup_query, path_ids, records_query
@@ -138,11 +138,14 @@ class CatalogContainerBase(ContainerAdapterBase):
         async with self._catalog.connect() as connection:
             return await fetch_records(connection, query, self._path)
 
-    async def _adapters(self, records: list[NodeRecord]) -> list[tuple[str, Any]]:
-        return await adapters_for(self._catalog, records)
+    async def _adapters(
+        self, records: list[NodeRecord], open_registered: bool = True
+    ) -> list[tuple[str, Any]]:
+        return await adapters_for(self._catalog, records, open_registered)
 
     async def _sql_items(self, offset: int, limit: int | None) -> list[tuple[str, Any]]:
-        return await self._adapters(await self._records(offset, limit))
+        # A listing shows registered nodes from their rows: it opens none of their files.
+        return await self._adapters(await self._records(offset, limit), open_registered=False)
 
     async def _visible_items(self) -> AsyncIterator[tuple[str, Any]]:
         """Children passing the predicates, read a page at a time."""
@@ -236,13 +239,16 @@ class CatalogContainerBase(ContainerAdapterBase):
                 lookup_parameters(self._node_id, segments),
             )
             if not records:
-                return await self._lookup_inside(connection, list(segments))
+                adapter = await self._lookup_inside(connection, list(segments))
+                self._catalog.remember_lookup(path, adapter)
+                return adapter
         adapter = (await self._adapters(records))[0][1]
         self._catalog.remember_lookup(path, adapter)
         return adapter
 
     async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
-        """A path that goes on below a node with members of its own (a table's columns)."""
+        """A path that goes on below a node with members of its own: a table's columns, the
+        members of a registered HDF5 file or zarr group (at any depth)."""
         missing = NoSuchEntry(list((*self._segments, *segments)))
         if len(segments) < 2:
             raise missing
@@ -251,12 +257,20 @@ class CatalogContainerBase(ContainerAdapterBase):
         if not found:
             raise missing
         depth = len(found)
-        parent = join_path(self._path, "/".join(segments[: depth - 1]))
-        records = await fetch_records(connection, records_query([nodes.c.id == found[-1]]), parent)
-        deepest = records[0] if records else None
-        if deepest is None or deepest.structure_family == StructureFamily.container:
-            raise missing
-        ((_, node),) = await self._adapters([deepest])
+        node_path = join_path(self._path, "/".join(segments[:depth]))
+        # A registered file is opened once for a burst of requests inside it (zarr chunks).
+        node = self._catalog.cached_lookup(node_path)
+        if node is None:
+            parent = join_path(self._path, "/".join(segments[: depth - 1]))
+            query = records_query([nodes.c.id == found[-1]])
+            records = await fetch_records(connection, query, parent)
+            deepest = records[0] if records else None
+            if deepest is None or not has_members_of_its_own(deepest):
+                raise missing
+            ((_, node),) = await self._adapters([deepest])
+            self._catalog.remember_lookup(node_path, node)
+        elif isinstance(node, CatalogContainerBase):
+            raise missing  # its children are rows, and the query found none there
         if isinstance(node, UnavailableNode):
             raise node.unavailable()  # whatever lies inside it, this server cannot read it
         if not is_group(node):
@@ -354,7 +368,8 @@ class CatalogContainerBase(ContainerAdapterBase):
         )  # fmt: skip
         if self._child_count is not None:
             self._child_count += 1  # counts are a snapshot taken with the row; keep ours true
-        ((_, child),) = await self._adapters([record])
+        # Registration has just opened the files; the answer needs only the row.
+        ((_, child),) = await self._adapters([record], open_registered=False)
         return child
 
     def __repr__(self) -> str:
@@ -395,14 +410,39 @@ class CatalogContainerAdapter(CatalogNode, CatalogContainerBase):
         self.bind(catalog, record)
 
 
-async def adapters_for(catalog: Catalog, records: list[NodeRecord]) -> list[tuple[str, Any]]:
-    """``(key, adapter)`` per record; storage of data nodes is opened on one worker thread."""
-    leaves = [r for r in records if r.structure_family != StructureFamily.container]
-    opened = await run_sync(lambda: {r.id: open_leaf(catalog, r) for r in leaves}) if leaves else {}
-    return [
-        (r.key, opened[r.id] if r.id in opened else CatalogContainerAdapter(catalog, r))
-        for r in records
-    ]
+def is_catalog_container(record: NodeRecord) -> bool:
+    """A container whose children are catalog rows (not one registered from a file)."""
+    return record.structure_family == StructureFamily.container and not record.data_sources
+
+
+def has_members_of_its_own(record: NodeRecord) -> bool:
+    """A node whose members come from its data, not from rows: a table (its columns), a
+    registered container (an HDF5 file's groups and datasets, a zarr group's members)."""
+    return not is_catalog_container(record) and record.structure_family in (
+        StructureFamily.table, StructureFamily.container,
+    )  # fmt: skip
+
+
+async def adapters_for(
+    catalog: Catalog, records: list[NodeRecord], open_registered: bool = True
+) -> list[tuple[str, Any]]:
+    """``(key, adapter)`` per record; storage of data nodes is opened on one worker thread.
+
+    With ``open_registered`` false (listings), registered nodes are :class:`ListedNode`: their
+    files are opened only if something asks for their data.
+    """
+    built: dict[int, Any] = {}
+    to_open = []
+    for record in records:
+        if is_catalog_container(record):
+            built[record.id] = CatalogContainerAdapter(catalog, record)
+        elif not open_registered and is_registered(record):
+            built[record.id] = ListedNode(catalog, record)
+        else:
+            to_open.append(record)
+    if to_open:
+        built.update(await run_sync(lambda: {r.id: open_node(catalog, r) for r in to_open}))
+    return [(record.key, built[record.id]) for record in records]
 
 
 __all__ = ["CatalogContainerAdapter", "CatalogContainerStructure", "CatalogRootAdapter"]

@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from .database import check_schema, create_engine, is_memory
+from .mimetypes import AdapterRegistry
 from .queries import DIALECTS
 
 
@@ -100,7 +101,7 @@ class Catalog:
         writable_storage: list[Path],
         readable_storage: list[Path],
         init_if_not_exists: bool = False,
-        adapters_by_mimetype: dict[str, Callable[..., Any]] | None = None,
+        adapters_by_mimetype: AdapterRegistry | dict[str, Any] | None = None,
         pool_options: dict[str, Any] | None = None,
         lookup_cache_ttl: float = 1.0,
     ):
@@ -113,7 +114,12 @@ class Catalog:
         self.writable_storage = writable_storage
         self.readable_storage = readable_storage
         self.init_if_not_exists = init_if_not_exists
-        self.adapters_by_mimetype = dict(adapters_by_mimetype or {})
+        # Loaded on first use per mimetype (see .mimetypes): copying it would import them all.
+        self.adapters_by_mimetype = (
+            adapters_by_mimetype
+            if isinstance(adapters_by_mimetype, AdapterRegistry)
+            else AdapterRegistry.default(adapters_by_mimetype)
+        )
         self.pool_options = dict(pool_options or {})
         self._states: weakref.WeakKeyDictionary[Any, _LoopState] = weakref.WeakKeyDictionary()
         self._shared_engine: AsyncEngine | None = None  # SQLite: one engine for every loop
@@ -146,6 +152,11 @@ class Catalog:
     def current_engine(self) -> AsyncEngine:
         """The engine of the running event loop (e.g. to attach SQLAlchemy event listeners)."""
         return self._state().engine
+
+    @property
+    def readable_roots(self) -> list[Path]:
+        """Where registered files may lie: the readable storage, and the writable (as upstream)."""
+        return [*self.readable_storage, *self.writable_storage]
 
     @property
     def writable_root(self) -> Path | None:

@@ -22,7 +22,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from ..adapters.files import path_from_uri
 from ..errors import BadRequest, Conflict, InvalidStructure, Unsupported
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
@@ -32,8 +31,8 @@ from .core import Catalog, NodeRecord
 from .errors import InvalidKey
 from .orm import assets, data_source_asset_association, data_sources, nodes, structures, utcnow
 from .records import structure_from_json
+from .registered import NodeView, checked_registration
 from .storage import (
-    check_readable,
     check_writable_source,
     create_storage,
     new_directory,
@@ -87,10 +86,13 @@ def as_data_source(value: Any, family: StructureFamily) -> DataSource:
 
 
 def _check_sources(family: StructureFamily, sources: list[DataSource], register: bool) -> None:
-    if family == StructureFamily.container:
-        if sources:
-            raise BadRequest("A container has no data sources")
+    if family == StructureFamily.container and not sources:
         return
+    if family == StructureFamily.container and not (register and all(s.assets for s in sources)):
+        raise BadRequest(
+            "A container has no data sources, unless it is registered from files "
+            "(an HDF5 file, a zarr group: register=True, with assets)"
+        )
     if len(sources) != 1:
         raise BadRequest(f"A {family.value} node needs exactly one data source, got {len(sources)}")
     if sources[0].assets and not register:
@@ -105,21 +107,17 @@ def _check_sources(family: StructureFamily, sources: list[DataSource], register:
             )
 
 
-def _registered(catalog: Catalog, source: DataSource) -> DataSource:
-    """An external data source checked by opening it; its structure read if not given."""
-    factory = catalog.adapters_by_mimetype.get(source.mimetype or "")
-    if factory is None:
-        raise BadRequest(
-            f"Cannot register data of type {source.mimetype!r}; "
-            f"known types: {sorted(catalog.adapters_by_mimetype)}"
-        )
-    roots = catalog.readable_storage + catalog.writable_storage
-    check_readable([path_from_uri(a.data_uri) for a in source.assets], roots)
-    adapter = factory(source, metadata={}, specs=[])
+def _registered(catalog: Catalog, source: DataSource, record: NodeRecord) -> DataSource:
+    """An external data source checked by opening its files (inside the readable storage,
+    structure as declared); its structure read from them if not given."""
+    node = NodeView(record.metadata, list(record.specs), record.structure_family, record.key)
+    checked = checked_registration(
+        catalog.adapters_by_mimetype, source, node, catalog.readable_roots
+    )
     management = (
         Management.external if source.management == Management.writable else source.management
     )
-    return replace(source, structure=adapter.structure(), management=management)
+    return replace(checked, management=management)
 
 
 def _storage_directory(catalog: Catalog, source: DataSource) -> Path | None:
@@ -130,13 +128,6 @@ def _storage_directory(catalog: Catalog, source: DataSource) -> Path | None:
         raise Unsupported("This catalog has no writable storage")
     check_writable_source(source)
     return new_directory(catalog.writable_root)
-
-
-def _materialize(catalog: Catalog, source: DataSource, directory: Path | None) -> DataSource:
-    """The data source as stored: registered data checked, writable storage created."""
-    if directory is None:
-        return _registered(catalog, source)
-    return create_storage(directory, source)
 
 
 async def _insert_node(connection: Any, record: NodeRecord) -> int:
@@ -253,6 +244,12 @@ async def create_child(
     except (InvalidStructure, ValueError, KeyError, TypeError) as err:
         raise BadRequest(f"Invalid data source: {err}") from None
     _check_sources(record.structure_family, sources, register)
+    # Registered files are opened and checked before the write transaction: reading them may
+    # take a while, and a SQLite catalog admits one writer at a time.
+    sources = [
+        await run_sync(_registered, catalog, source, record) if source.assets else source
+        for source in sources
+    ]
     directories: list[Path] = []
     try:
         async with catalog.connect(write=True) as connection:
@@ -261,7 +258,9 @@ async def create_child(
                 directory = _storage_directory(catalog, source)
                 if directory is not None:
                     directories.append(directory)  # known before anything is created in it
-                described = await run_sync(_materialize, catalog, source, directory)
+                    described = await run_sync(create_storage, directory, source)
+                else:
+                    described = source  # registered: checked above
                 record.data_sources.append(
                     await _insert_data_source(connection, record.id, described)
                 )

@@ -5,10 +5,16 @@ Parquet sparse blocks) with :class:`CatalogNode` mixed in: metadata, specs and a
 from the row; ``replace_metadata``, ``revisions`` and ``delete``. Nodes whose storage the
 server manages (``writable``) also have the write methods of their family; registered
 (``external``) nodes are read-only, so they do not have them at all.
+
+Registered nodes are opened through the catalog's adapter registry (:mod:`.registered`);
+a registered container (an HDF5 file, a zarr group) is its adapter, members and all. A
+listing shows registered nodes from their rows (:class:`ListedNode`) without opening files;
+a node that cannot be opened, or whose files fail when read, answers 4xx saying why.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -22,7 +28,15 @@ from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly, write_region
-from ..errors import BadRequest, Conflict, DataUnavailable, InvalidDtype, NoSuchEntry, NotFound
+from ..errors import (
+    BadRequest,
+    Conflict,
+    DataUnavailable,
+    InvalidDtype,
+    NoSuchEntry,
+    NotFound,
+    TiledError,
+)
 from ..ndslice import NDBlock
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
@@ -39,6 +53,7 @@ from .orm import (
     revisions,
     utcnow,
 )
+from .registered import NodeView, open_external, outside_readable_storage, why_unopenable
 from .storage import node_directories, remove_directories
 
 
@@ -65,6 +80,11 @@ class CatalogNode:
     @property
     def access_tags(self) -> frozenset[str]:
         return tags_of_node(self.access_blob)
+
+    def metadata(self) -> dict[str, Any]:
+        """The node's metadata is its row's, whatever its adapter would add (notes about the
+        files): a listing and the node itself show the same, as upstream's catalog does."""
+        return self._metadata
 
     @property
     def key(self) -> str:
@@ -339,6 +359,93 @@ def node_class(cls: type) -> type:
     return type(cls.__name__, (CatalogNode, cls), {"__module__": cls.__module__})
 
 
+# --- registered files that fail when read -------------------------------------------------------
+#
+# Files registered with the catalog may change, vanish or turn out corrupt after they were
+# opened; what a reader then raises (OSError, ArrowInvalid, h5py's errors...) is a problem
+# of the files, for the client to hear about (4xx naming it), not a server error. The adapter
+# of a registered node, and every member looked up below it, answers so.
+
+_READS = ("read", "read_block", "read_partition")
+_ASYNC_READS = ("to_zarr_meta", "to_zarr_chunk", "count", "items_range", "keys_range",
+                "zarr_member_keys")  # fmt: skip
+_MEMBER_LOOKUPS = ("lookup_adapter", "zarr_member")
+
+
+def _unreadable(adapter: Any, err: Exception) -> DataUnavailable:
+    where, mimetype = getattr(adapter, "_registered_as", ("", None))
+    return DataUnavailable(f"{where}: {why_unopenable(mimetype, err).replace('open', 'read', 1)}")
+
+
+def _guard_read(original: Any) -> Any:
+    @functools.wraps(original)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        except TiledError:
+            raise
+        except Exception as err:
+            raise _unreadable(self, err) from None
+
+    return guarded
+
+
+def _guard_async_read(original: Any) -> Any:
+    @functools.wraps(original)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except TiledError:
+            raise
+        except Exception as err:
+            raise _unreadable(self, err) from None
+
+    return guarded
+
+
+def _guard_member_lookup(original: Any) -> Any:
+    @functools.wraps(original)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            member = await original(self, *args, **kwargs)
+        except TiledError:
+            raise
+        except Exception as err:
+            raise _unreadable(self, err) from None
+        return guard_registered(member, self._registered_as)
+
+    return guarded
+
+
+_GUARDS = [
+    *((name, _guard_read) for name in _READS),
+    *((name, _guard_async_read) for name in _ASYNC_READS),
+    *((name, _guard_member_lookup) for name in _MEMBER_LOOKUPS),
+]
+
+
+@cache
+def guarded_class(cls: type) -> type:
+    """``cls`` whose reads answer :class:`DataUnavailable` for failures of the files."""
+    namespace: dict[str, Any] = {"__module__": cls.__module__, "_guards_files": True}
+    for name, guard in _GUARDS:
+        if callable(getattr(cls, name, None)):
+            namespace[name] = guard(getattr(cls, name))
+    return type(cls.__name__, (cls,), namespace)
+
+
+def guard_registered(adapter: Any, registered_as: tuple[str, str | None]) -> Any:
+    """``adapter`` (read from registered files) answering 4xx when they fail to be read."""
+    if getattr(type(adapter), "_guards_files", False) or not hasattr(adapter, "structure_family"):
+        return adapter
+    try:
+        adapter.__class__ = guarded_class(type(adapter))
+    except TypeError:  # an object whose class cannot be changed: served as it is
+        return adapter
+    adapter._registered_as = registered_as
+    return adapter
+
+
 @dataclass(frozen=True)
 class StoredStructure:
     """A structure kept as the JSON stored with it (for families this server does not parse)."""
@@ -349,12 +456,21 @@ class StoredStructure:
         return self.value.to_json() if hasattr(self.value, "to_json") else self.value
 
 
+def _stored_key_count(record: NodeRecord) -> int | None:
+    """The number of members a registered container declared (upstream's ``{"keys": [...]}``)."""
+    sources = record.data_sources
+    structure = sources[0].structure if sources else None
+    keys = structure.get("keys") if isinstance(structure, dict) else None
+    return len(keys) if isinstance(keys, list) else None
+
+
 class UnavailableNode(CatalogNode):
     """A node whose data this server cannot read: listed with its metadata, data refused.
 
     Catalogs written by upstream may hold families or media types this server has no adapter
-    for; such a node keeps its place in listings and searches, and every request for its data
-    answers :class:`~tiled.errors.DataUnavailable` naming what is missing.
+    for, and registered files may have gone missing, become unreadable or corrupt since; such a
+    node keeps its place in listings and searches, and every request for its data answers
+    :class:`~tiled.errors.DataUnavailable` naming what is wrong.
     """
 
     def __init__(self, catalog: Catalog, record: NodeRecord, reason: str):
@@ -369,9 +485,11 @@ class UnavailableNode(CatalogNode):
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
-    def structure(self) -> StoredStructure:
+    def structure(self) -> Any:
         sources = self._record.data_sources
-        return StoredStructure(sources[0].structure if sources else None)
+        stored = sources[0].structure if sources else None
+        # Parsed (array, table, sparse) as data routes read it before reading; else as stored.
+        return stored if hasattr(stored, "to_json") else StoredStructure(stored)
 
     def unavailable(self) -> DataUnavailable:
         return DataUnavailable(f"/{self._record.path}: {self.reason}")
@@ -379,7 +497,7 @@ class UnavailableNode(CatalogNode):
     def read(self, *args: Any, **kwargs: Any) -> Any:
         raise self.unavailable()
 
-    read_block = read_partition = read
+    read_block = read_partition = zarr_dtype = zarr_layout = read
 
     async def to_zarr_meta(self, *args: Any, **kwargs: Any) -> Any:
         raise self.unavailable()
@@ -388,8 +506,40 @@ class UnavailableNode(CatalogNode):
         raise self.unavailable()
 
 
+class UnavailableContainer(UnavailableNode):
+    """A registered container (an HDF5 file, a zarr group) that cannot be opened: its parent
+    lists it with the member count it was registered with; its members answer 4xx."""
+
+    async def count(self) -> int:
+        return _stored_key_count(self._record) or 0
+
+    async def items_range(self, *args: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+        raise self.unavailable()
+
+    async def keys_range(self, *args: Any, **kwargs: Any) -> list[str]:
+        raise self.unavailable()
+
+    zarr_member_keys = keys_range
+
+    async def zarr_member(self, key: str) -> Any:
+        raise self.unavailable()
+
+    async def lookup_adapter(self, segments: Sequence[str]) -> Any:
+        if not segments:
+            return self
+        raise self.unavailable()
+
+
+UNAVAILABLE_BY_FAMILY: dict[str, type[UnavailableNode]] = {"container": UnavailableContainer}
+
+
+def unavailable_node(catalog: Catalog, record: NodeRecord, reason: str) -> UnavailableNode:
+    cls = UNAVAILABLE_BY_FAMILY.get(record.structure_family.value, UnavailableNode)
+    return cls(catalog, record, reason)
+
+
 def _reason_unreadable(catalog: Catalog, record: NodeRecord) -> str | None:
-    """Why this server cannot open the node's data, or None if it can."""
+    """Why this server cannot open the node's data, or None if it can try."""
     if record.structure_family.value not in SERVED_FAMILIES:
         return f"this server does not serve nodes of the {record.structure_family.value!r} family"
     if not record.data_sources:
@@ -398,37 +548,116 @@ def _reason_unreadable(catalog: Catalog, record: NodeRecord) -> str | None:
     if source.management == Management.writable:
         if source.mimetype not in WRITABLE_OPENERS:
             return f"this server has no reader for stored data of type {source.mimetype!r}"
-    elif source.mimetype not in catalog.adapters_by_mimetype:
+        return None
+    if source.mimetype not in catalog.adapters_by_mimetype:
         return (
             f"no adapter is configured for registered data of type {source.mimetype!r} "
             "(adapters_by_mimetype)"
         )
+    outside = outside_readable_storage(source, catalog.readable_roots)
+    if outside is not None:
+        return f"refusing to read it: {outside}"
     return None
 
 
-SERVED_FAMILIES = frozenset({"array", "sparse", "table"})
+SERVED_FAMILIES = frozenset({"array", "sparse", "table", "container"})
 
 
-def open_leaf(catalog: Catalog, record: NodeRecord) -> Any:
-    """The adapter of a node with data (blocking: opens storage)."""
+def is_registered(record: NodeRecord) -> bool:
+    """Whether the node's data are files registered with the catalog (not stored by it)."""
+    return bool(record.data_sources) and record.data_sources[0].management != Management.writable
+
+
+def open_node(catalog: Catalog, record: NodeRecord) -> Any:
+    """The adapter of a node with data (blocking: opens storage). A node whose data cannot be
+    opened (no adapter, files missing, unreadable or outside the readable storage) is an
+    :class:`UnavailableNode` saying why, so that listings of its parent keep working."""
     reason = _reason_unreadable(catalog, record)
     if reason is not None:
-        return UnavailableNode(catalog, record, reason)
+        return unavailable_node(catalog, record, reason)
     source = record.data_sources[0]
     if source.management == Management.writable:
         return WRITABLE_OPENERS[source.mimetype](source, record).bind(catalog, record)
-    factory = catalog.adapters_by_mimetype[source.mimetype]
-    adapter = factory(source, metadata=record.metadata, specs=record.specs)
+    node = NodeView(
+        record.metadata, list(record.specs), record.structure_family, record.key, record.id
+    )
+    try:
+        adapter = open_external(catalog.adapters_by_mimetype, source, node)
+    except Exception as err:
+        return unavailable_node(catalog, record, why_unopenable(source.mimetype, err))
+    if adapter.structure_family != record.structure_family:
+        return unavailable_node(
+            catalog, record,
+            f"its {source.mimetype} data now hold a {adapter.structure_family.value}, "
+            f"not a {record.structure_family.value}",
+        )  # fmt: skip
+    guard_registered(adapter, (f"/{record.path}", source.mimetype))
     if not isinstance(adapter, CatalogNode):
         adapter.__class__ = node_class(type(adapter))
     return adapter.bind(catalog, record)
 
 
+open_leaf = open_node  # the name before registered containers were opened too
+
+
+class ListedNode(CatalogNode):
+    """A registered node as a listing shows it: its row and stored structure, files unopened.
+
+    Listing a directory of registered files must not open every file. The attributes a
+    listing reads come from the row; anything else asked of this node (its data) opens the
+    files then, once, and is answered by the opened adapter.
+    """
+
+    # Probed by listings and access views: a listed node offers no member views of its own.
+    search = filter = sort = get_distinct = zarr_member_keys = None
+    inlined_contents_enabled = sorting = None
+
+    def __init__(self, catalog: Catalog, record: NodeRecord):
+        self.structure_family = record.structure_family
+        self._opened_adapter: Any = None
+        self.bind(catalog, record)
+
+    @property
+    def specs(self) -> list[Any]:
+        return self._specs
+
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    def structure(self) -> Any:
+        stored = self._record.data_sources[0].structure
+        if stored is None or self.structure_family.value == "container":
+            return self.opened().structure()
+        # Parsed for the families this server reads; other families' as they were stored.
+        return stored if hasattr(stored, "to_json") else StoredStructure(stored)
+
+    async def count(self) -> int:
+        """Members of a registered container (as registered; else counted in the files)."""
+        stored = _stored_key_count(self._record)
+        if stored is not None:
+            return stored
+        return await (await run_sync(self.opened)).count()
+
+    def opened(self) -> Any:
+        """The adapter with the files open (blocking)."""
+        if self._opened_adapter is None:
+            self._opened_adapter = open_node(self._catalog, self._record)
+        return self._opened_adapter
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.opened(), name)
+
+
 __all__ = [
     "CatalogNode",
+    "ListedNode",
+    "UnavailableContainer",
     "UnavailableNode",
     "WritableCatalogArrayAdapter",
     "WritableCatalogSparseAdapter",
     "WritableCatalogTableAdapter",
     "open_leaf",
+    "open_node",
 ]

@@ -21,7 +21,7 @@ from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import PARQUET_MIMETYPE
 from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest
 from ..structures.core import StructureFamily
 from ..structures.data_source import Asset, DataSource, Management
 
@@ -93,14 +93,6 @@ def check_writable_source(source: DataSource) -> None:
         raise BadRequest(
             f"Data of family {family.value} are stored as {wanted}, not {source.mimetype}"
         )
-
-
-def check_readable(paths: Iterable[Path], roots: list[Path]) -> None:
-    """Refuse to register files outside the directories the server was told it may read."""
-    for path in paths:
-        resolved = path.resolve()
-        if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-            raise Forbidden(f"Refusing to register {path}: it is outside the readable storage")
 
 
 def node_directories(uris: Iterable[tuple[str, bool]], roots: list[Path]) -> set[Path]:

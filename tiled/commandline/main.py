@@ -8,6 +8,7 @@ from .._version import __version__
 from .admin import admin_app
 from .api_key import api_key_app
 from .catalog import catalog_app
+from .register import register
 from .serve import serve_app
 
 cli_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -15,6 +16,7 @@ cli_app.add_typer(serve_app, name="serve")
 cli_app.add_typer(api_key_app, name="api_key")
 cli_app.add_typer(catalog_app, name="catalog")
 cli_app.add_typer(admin_app, name="admin")
+cli_app.command("register")(register)
 
 
 def _print_version(value: bool) -> None:

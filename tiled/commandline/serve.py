@@ -1,4 +1,4 @@
-"""``tiled serve demo|pyobject|catalog|config``: run a server in the foreground."""
+"""``tiled serve demo|pyobject|catalog|directory|config``: run a server in the foreground."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import typer
+
+from . import register as register_options
 
 serve_app = typer.Typer(no_args_is_help=True, help="Run a Tiled server.")
 
@@ -297,6 +299,52 @@ def serve_catalog(
         _fail_lines(err.problems)
     app = _build_from_config(config, scalable)
     _check_catalogs(app)
+    _run(app, host, port, verbose, _url(host, port, shown))
+
+
+@serve_app.command("directory")
+def serve_directory(
+    directory: str = typer.Argument(..., help="A directory to serve"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log every request, and the details of the walk."
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="Update the catalog when files are added, removed, or changed."
+    ),
+    public: bool = PUBLIC,
+    api_key: str | None = API_KEY,
+    keep_ext: bool = register_options.KEEP_EXT,
+    include_ext: list[str] | None = register_options.INCLUDE_EXT,
+    ext: list[str] | None = register_options.EXT,
+    mimetype_hook: str | None = register_options.MIMETYPE_HOOK,
+    adapters: list[str] | None = register_options.ADAPTER,
+    host: str = HOST,
+    port: int = PORT,
+) -> None:
+    """Serve the files of a directory (indexed into a temporary catalog while serving)."""
+    from ..catalog.directory import directory_tree
+    from ..server.app import build_app
+
+    path = Path(directory).expanduser().absolute()
+    if not path.is_dir():
+        _fail(f"{directory} is not a directory")
+    settings, adapters_by_mimetype = register_options.walk_settings(
+        keep_ext, include_ext, ext, mimetype_hook, adapters
+    )
+    register_options.log_walk(verbose)
+
+    def report(message: str) -> None:
+        typer.echo(message, err=True)
+
+    tree, database = directory_tree(
+        path, settings, follow=watch, adapters_by_mimetype=adapters_by_mimetype, report=report
+    )
+    typer.echo(f"Indexing {path} into a temporary catalog at {database}", err=True)
+    key, shown = _single_user_key(api_key)
+    app = build_app(
+        tree,
+        authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
+    )
     _run(app, host, port, verbose, _url(host, port, shown))
 
 

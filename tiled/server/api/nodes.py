@@ -46,11 +46,9 @@ class DataSourceRequest(BaseModel):
     management: Management = Management.writable
 
     def to_data_source(self) -> DataSource:
-        structure = (
-            STRUCTURES[self.structure_family.value].from_json(self.structure)
-            if self.structure
-            else None
-        )
+        parse = STRUCTURES.get(self.structure_family.value)
+        # A registered container's structure stays JSON (upstream's {"keys": [...]}).
+        structure = parse.from_json(self.structure) if parse and self.structure else self.structure
         return DataSource(
             structure_family=self.structure_family, structure=structure, id=self.id, mimetype=self.mimetype,
             parameters=self.parameters, properties=self.properties,

@@ -1,0 +1,169 @@
+"""A directory served through a catalog of its own (``tiled serve directory``).
+
+The walk of :mod:`tiled.client.register` writes straight into the catalog in this process
+(:class:`CatalogTarget`, no HTTP). The server answers while the first walk goes on, which
+logs its progress; with ``watch`` the catalog then follows every change of the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..client.register import (
+    ExistingNode,
+    KeyCollision,
+    RegistrationRefused,
+    Settings,
+    Walker,
+    watch,
+)
+from ..errors import Conflict, NotFound, TiledError
+from .container import CatalogContainerBase, CatalogRootAdapter
+
+logger = logging.getLogger(__name__)
+
+PAGE = 500
+
+
+class CatalogTarget:
+    """Registration straight into a catalog (the server's own routes are not involved)."""
+
+    def __init__(self, root: CatalogRootAdapter):
+        self.root = root
+
+    async def _container(self, segments: Sequence[str]) -> CatalogContainerBase:
+        try:
+            node = await self.root.lookup_adapter(list(segments))
+        except NotFound:
+            raise KeyError("/".join(segments)) from None
+        if not isinstance(node, CatalogContainerBase):
+            raise KeyError("/".join(segments))
+        return node
+
+    async def children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
+        container = await self._container(segments)
+        found: dict[str, ExistingNode] = {}
+        offset = 0
+        while True:
+            page = await container.items_range(offset, PAGE)
+            for key, child in page:
+                sources = (
+                    child.data_sources() if callable(getattr(child, "data_sources", None)) else []
+                )
+                found[key] = ExistingNode(
+                    child.structure_family.value, [source.to_json() for source in sources]
+                )
+            if len(page) < PAGE:
+                return found
+            offset += PAGE
+
+    async def _create(self, segments: Sequence[str], key: str, **node: Any) -> None:
+        container = await self._container(segments)
+        try:
+            await container.create_node(key=key, **node)
+        except Conflict as err:
+            raise KeyCollision(str(err)) from None
+        except TiledError as err:
+            raise RegistrationRefused(str(err)) from None
+
+    async def create_container(self, segments: Sequence[str], key: str) -> None:
+        await self._create(segments, key, structure_family="container", metadata={}, specs=[])
+
+    async def register(self, segments: Sequence[str], key: str, node: dict[str, Any]) -> None:
+        await self._create(
+            segments, key, structure_family=node["structure_family"],
+            metadata=node.get("metadata") or {}, specs=node.get("specs") or [],
+            data_sources=node.get("data_sources") or [], register=True,
+        )  # fmt: skip
+
+    async def delete(self, segments: Sequence[str], key: str) -> None:
+        container = await self._container(segments)
+        try:
+            node = await container.lookup_adapter([key])
+            await node.delete(recursive=True)
+        except NotFound:
+            return
+        except TiledError as err:
+            raise RegistrationRefused(str(err)) from None
+
+
+def temporary_catalog(
+    directory: Path, adapters_by_mimetype: dict[str, Any] | None = None
+) -> tuple[CatalogRootAdapter, Path]:
+    """A new catalog in a temporary SQLite file, allowed to read ``directory`` only."""
+    from . import from_uri
+
+    database = Path(tempfile.mkdtemp(prefix="tiled-directory-")) / "catalog.db"
+    tree = from_uri(
+        f"sqlite:///{database}",
+        readable_storage=[directory],
+        init_if_not_exists=True,
+        adapters_by_mimetype=adapters_by_mimetype,
+    )
+    return tree, database
+
+
+def indexing_task(
+    walker: Walker,
+    *,
+    follow: bool,
+    progress_interval: float = 2.0,
+    report: Callable[[str], None] = logger.warning,
+) -> Callable[[], Any]:
+    """The background task of a server serving ``walker``'s directory: the first walk, with
+    its progress reported every ``progress_interval`` seconds, then (``follow``) changes."""
+
+    async def index() -> None:
+        finished = asyncio.Event()
+
+        async def report_progress() -> None:
+            while not finished.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(finished.wait(), progress_interval)
+                if not finished.is_set():
+                    report(f"Indexing {walker.root}: {walker.progress.summary()} so far")
+
+        reporter = asyncio.create_task(report_progress())
+        try:
+            if follow:
+                watcher = asyncio.create_task(watch(walker, initial_walk_complete=finished))
+                await finished.wait()
+                report(f"Indexed {walker.root}: {walker.progress.summary()}; watching for changes")
+                await watcher
+            else:
+                await walker.run()
+                finished.set()
+                report(f"Indexed {walker.root}: {walker.progress.summary()}")
+        except Exception:
+            logger.exception("Indexing %s failed", walker.root)
+        finally:
+            finished.set()
+            await reporter
+
+    return index
+
+
+def directory_tree(
+    directory: str | Path,
+    settings: Settings,
+    *,
+    follow: bool = False,
+    adapters_by_mimetype: dict[str, Any] | None = None,
+    report: Callable[[str], None] = logger.warning,
+) -> tuple[CatalogRootAdapter, Path]:
+    """The root of a catalog indexing ``directory`` (in the background once served) and the
+    path of its database."""
+    path = Path(directory).absolute()
+    tree, database = temporary_catalog(path, adapters_by_mimetype)
+    walker = Walker(CatalogTarget(tree), path, "/", settings)
+    tree.background_tasks.append(indexing_task(walker, follow=follow, report=report))
+    return tree, database
+
+
+__all__ = ["CatalogTarget", "directory_tree", "indexing_task", "temporary_catalog"]
