@@ -284,6 +284,18 @@ def test_a_walk_removes_only_what_it_registered(tmp_path):
         assert "sub" not in keys(url) and "by_a_client" in keys(url)
 
 
+def test_symlink_loops_are_skipped(tmp_path):
+    files = make_files(tmp_path / "files")
+    (files / "sub" / "up").symlink_to(files, target_is_directory=True)
+    (files / "sub" / "self").symlink_to(files / "sub", target_is_directory=True)
+    (files / "sub" / "a").symlink_to(files / "sub" / "b")  # a loop of links: resolves to nothing
+    (files / "sub" / "b").symlink_to(files / "sub" / "a")
+    with catalog_server(tmp_path, files) as url:
+        walker, _ = walk(url, files)
+        assert keys(url, "sub") == ["deep"]
+        assert walker.progress.skipped >= 2
+
+
 def test_files_that_would_share_a_key_are_both_skipped(tmp_path, caplog):
     files = tmp_path / "files"
     files.mkdir()

@@ -53,6 +53,7 @@ def from_uri(
     adapters_by_mimetype: dict[str, Any] | None = None,
     top_level_access_blob: dict[str, Any] | None = None,
     lookup_cache_ttl: float = 1.0,
+    durable: bool = True,
     **options: Any,
 ) -> CatalogRootAdapter:
     """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
@@ -66,7 +67,8 @@ def from_uri(
     honoured; its other options (cache, webhooks, mount nodes) are accepted and ignored.
     ``lookup_cache_ttl``: seconds a resolved node may be reused without a query; writes through
     this process drop the cache at once, so only other processes' writes can show this late
-    (0 disables it).
+    (0 disables it). ``durable=False``: a SQLite catalog that may be lost with a crash of the
+    machine (a temporary index) commits without waiting for the disk.
     """
     writable = storage_paths(writable_storage)
     for directory in writable:
@@ -77,7 +79,10 @@ def from_uri(
         readable_storage=storage_paths(readable_storage),
         init_if_not_exists=init_if_not_exists,
         adapters_by_mimetype=AdapterRegistry.default(adapters_by_mimetype),
-        pool_options={_POOL_OPTIONS[k]: v for k, v in options.items() if k in _POOL_OPTIONS},
+        pool_options={
+            **{_POOL_OPTIONS[k]: v for k, v in options.items() if k in _POOL_OPTIONS},
+            **({} if durable else {"durable": False}),
+        },
         lookup_cache_ttl=lookup_cache_ttl,
     )
     return CatalogRootAdapter(

@@ -59,8 +59,15 @@ def is_memory(url: URL) -> bool:
 
 
 def create_engine(
-    url: URL, pool_size: int = 5, max_overflow: int = 10, json_serializer: Any = None
+    url: URL,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    json_serializer: Any = None,
+    durable: bool = True,
 ) -> AsyncEngine:
+    """An engine for the catalog at ``url``. ``durable=False`` (SQLite: a catalog nobody
+    would miss after a crash, such as the temporary index of ``tiled serve directory``)
+    commits without waiting for the disk."""
     options: dict[str, Any] = {"json_serializer": json_serializer} if json_serializer else {}
     if is_memory(url):
         # One connection shared by everyone, or each connection would see its own empty database.
@@ -70,7 +77,15 @@ def create_engine(
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _prepare_sqlite)
+        if not durable:
+            event.listen(engine.sync_engine, "connect", _without_flushing)
     return engine
+
+
+def _without_flushing(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=OFF")
+    cursor.close()
 
 
 # --- SQLite: settings and the Python functions the query translation calls ---------------------

@@ -105,6 +105,7 @@ def temporary_catalog(
         readable_storage=[directory],
         init_if_not_exists=True,
         adapters_by_mimetype=adapters_by_mimetype,
+        durable=False,  # rebuilt from the directory at every start: no need to wait for disks
     )
     return tree, database
 

@@ -406,15 +406,33 @@ class DirectoryPlan:
     skipped_files: int = 0  # of no known format, or vanished
 
 
+def _loops_back(link: Path, directory: Path) -> bool:
+    """Whether the directory ``link`` points to holds ``directory`` (walking it never ends)."""
+    try:
+        return directory.resolve().is_relative_to(link.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links that resolves to nothing
+        return True
+
+
 def plan_directory(directory: Path, settings: Settings) -> DirectoryPlan:
     """Group and name what ``directory`` holds (blocking: lists and stats it)."""
     files, directories = [], []
+    plan = DirectoryPlan()
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         path = Path(entry.path)
         if not settings.filter(path):
             continue
-        (directories if entry.is_dir() else files).append(path)
-    plan = DirectoryPlan()
+        try:
+            is_directory = entry.is_dir()
+        except OSError as err:  # e.g. a loop of symbolic links
+            logger.info("    SKIPPED: '%s' cannot be followed: %s", path, err.strerror)
+            plan.skipped_files += 1
+            continue
+        if is_directory and entry.is_symlink() and _loops_back(path, directory):
+            logger.info("    SKIPPED: '%s' links back to a directory that holds it", path)
+            plan.skipped_files += 1
+            continue
+        (directories if is_directory else files).append(path)
     by_key: dict[str, list[Any]] = collections.defaultdict(list)
     sequences: dict[str, list[Path]] = collections.defaultdict(list)
     singles = []
