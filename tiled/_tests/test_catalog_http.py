@@ -212,6 +212,19 @@ REFUSED = [
         400,
     ),
     ("patch", "/api/v1/metadata/x", {"json": {"content-type": "text/plain", "metadata": {}}}, 406),
+    # A patch of access_tags must leave a list of tag names (was a 500, or stored dict keys).
+    (
+        "patch",
+        "/api/v1/metadata/x",
+        {"json": {"content-type": "application/merge-patch+json", "access_tags": [1, 2]}},
+        400,
+    ),
+    (
+        "patch",
+        "/api/v1/metadata/x",
+        {"json": {"content-type": "application/merge-patch+json", "access_tags": {"a": "b"}}},
+        400,
+    ),
 ]
 
 

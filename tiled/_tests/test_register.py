@@ -345,6 +345,37 @@ def test_files_outside_the_readable_storage_are_refused(tmp_path):
         assert "secret" not in response.text.replace("secret.parquet", "")
 
 
+def test_file_parameters_outside_the_readable_storage_are_refused(tmp_path):
+    # Adapters read data_uri(s) parameters in place of the assets: they are checked alike.
+    files = tmp_path / "files"
+    files.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    numpy.save(files / "public.npy", numpy.zeros(3))
+    numpy.save(outside / "secret.npy", numpy.full(3, 42.0))
+    secret = f"file://localhost{outside}/secret.npy"
+    with catalog_server(tmp_path, files) as url:
+        for key, value in (("many", [secret]), ("one", secret)):
+            body = {
+                "id": key,
+                "structure_family": "array",
+                "data_sources": [
+                    {
+                        "structure_family": "array",
+                        "mimetype": "application/x-npy",
+                        "management": "external",
+                        "parameters": {"data_uris": value},
+                        "assets": [{"data_uri": f"file://localhost{files}/public.npy",
+                                    "is_directory": False, "parameter": "data_uri"}],
+                    }
+                ],
+            }  # fmt: skip
+            response = register_node(url, "", body)
+            assert response.status_code == 403, response.text
+            assert "outside the readable storage" in response.json()["detail"]
+            assert get(url, f"metadata/{key}").status_code == 404
+
+
 def test_a_declared_structure_must_match_the_files(tmp_path):
     files = make_files(tmp_path / "files")
     image = files / "image.zarr"

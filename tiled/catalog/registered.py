@@ -54,20 +54,36 @@ class NodeView:
 # --- readable storage -------------------------------------------------------------------------------
 
 
-def outside_readable_storage(source: DataSource, roots: Sequence[Path]) -> str | None:
-    """Why one of the data source's assets may not be read, or None when all may.
+# Parameters that adapters' ``from_catalog`` take as the files to read, in place of the assets.
+FILE_PARAMETERS = ("data_uri", "data_uris")
 
-    Each asset is resolved (symlinks followed, ``..`` collapsed) before it is compared with the
-    resolved roots, so neither a link nor a relative step leads out of the readable storage.
+
+def _file_uris(source: DataSource) -> list[Any]:
+    """Every URI the data source's adapter may open: its assets, and any file parameter."""
+    uris: list[Any] = [asset.data_uri for asset in source.assets]
+    for name in FILE_PARAMETERS:
+        value = (source.parameters or {}).get(name)
+        if value is not None:
+            uris.extend([value] if isinstance(value, str) else list(value))
+    return uris
+
+
+def outside_readable_storage(source: DataSource, roots: Sequence[Path]) -> str | None:
+    """Why one of the files the data source names may not be read, or None when all may.
+
+    Each asset (and each file named by the ``data_uri``/``data_uris`` parameters, which
+    adapters read in place of the assets) is resolved (symlinks followed, ``..`` collapsed)
+    before it is compared with the resolved roots, so neither a link nor a relative step leads
+    out of the readable storage.
     """
     resolved_roots = [Path(root).resolve() for root in roots]
-    for asset in source.assets:
+    for uri in _file_uris(source):
         try:
-            path = path_from_uri(asset.data_uri).resolve()
-        except (ValueError, OSError) as err:
-            return f"{asset.data_uri} is not a readable local file: {err}"
+            path = path_from_uri(uri).resolve()
+        except (ValueError, OSError, TypeError, AttributeError) as err:
+            return f"{uri!r} is not a readable local file: {err}"
         if not any(path.is_relative_to(root) for root in resolved_roots):
-            return f"{asset.data_uri} is outside the readable storage"
+            return f"{uri} is outside the readable storage"
     return None
 
 

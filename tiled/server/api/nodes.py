@@ -175,7 +175,8 @@ async def patch_metadata(
         raise BadRequest("Give access_tags or the deprecated access_blob, not both.")
     requested = None
     if body.get("access_tags") is not None:
-        requested = patcher(sorted(_current_tags(node) or ()), body["access_tags"])
+        # The patched document is checked like a PUT's access_tags (a list of names).
+        requested = _requested_tags(patcher(sorted(_current_tags(node)), body["access_tags"]), None)
     elif body.get("access_blob"):
         requested = _requested_tags(
             None, patcher(node.adapter.access_blob or {}, body["access_blob"])
