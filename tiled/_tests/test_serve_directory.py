@@ -140,3 +140,18 @@ def test_serve_directory_refuses_what_is_not_a_directory(tmp_path):
         [TILED, "serve", "directory", str(tmp_path / "missing")], capture_output=True, text=True
     )
     assert done.returncode == 1 and "is not a directory" in done.stderr
+
+
+def test_the_temporary_catalog_is_removed_when_the_server_stops(tmp_path):
+    from tiled.catalog.directory import directory_tree
+    from tiled.client.register import Settings
+    from tiled.server.app import build_app
+
+    from .live_server import serve
+
+    files = make_files(tmp_path / "files")
+    tree, database = directory_tree(files, Settings.init())
+    with serve(build_app(tree, authentication={"single_user_api_key": KEY})) as server:
+        _eventually(lambda: "table" in keys(server.url))
+        assert database.exists()
+    assert not database.parent.exists()

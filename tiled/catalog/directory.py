@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -162,6 +163,11 @@ def directory_tree(
     path of its database."""
     path = Path(directory).absolute()
     tree, database = temporary_catalog(path, adapters_by_mimetype)
+
+    async def remove_catalog() -> None:  # after the catalog's own shutdown closed the database
+        shutil.rmtree(database.parent, ignore_errors=True)
+
+    tree.shutdown_tasks.append(remove_catalog)
     walker = Walker(CatalogTarget(tree), path, "/", settings)
     tree.background_tasks.append(indexing_task(walker, follow=follow, report=report))
     return tree, database

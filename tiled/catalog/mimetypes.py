@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .. import mimetypes as registry_defaults
-from ..adapters.files import path_from_uri, uri_from_path
+from ..adapters.files import asset_uris, path_from_uri, uri_from_path
 from ..adapters.parquet import PARQUET_MIMETYPE, ParquetTableAdapter
 from ..adapters.sparse_parquet import (
     SPARSE_PARQUET_MIMETYPE,
@@ -41,12 +41,6 @@ from ..utils import import_object
 class AdapterUnavailable(Exception):
     """The registry lists the mimetype, but its adapter cannot be loaded here (a module or an
     optional dependency is missing); the message says which and why."""
-
-
-def ordered_uris(source: DataSource) -> list[str]:
-    """The data source's asset URIs, a numbered sequence in its order."""
-    ordered = sorted(source.assets, key=lambda a: (a.num is not None, a.num or 0))
-    return [asset.data_uri for asset in ordered]
 
 
 def _single_uri(source: DataSource) -> str:
@@ -90,7 +84,7 @@ def zarr_array(source: DataSource, *, metadata=None, specs=None) -> ZarrArrayAda
 
 
 def parquet_table(source: DataSource, *, metadata=None, specs=None) -> ParquetTableAdapter:
-    uris = ordered_uris(source)
+    uris = asset_uris(source)
     if not uris:
         raise BadRequest("Parquet tables need at least one asset")
     return ParquetTableAdapter.from_uris(
@@ -193,7 +187,6 @@ __all__ = [
     "AdapterRegistry",
     "AdapterUnavailable",
     "default_registry",
-    "ordered_uris",
     "parquet_sparse",
     "parquet_table",
     "zarr_array",

@@ -26,14 +26,14 @@ from ..adapters.base import (
     SparseAdapterBase,
     TableAdapterBase,
 )
-from ..adapters.files import path_from_uri
+from ..adapters.files import asset_uris, path_from_uri
 from ..adapters.mapping import MapAdapter
 from ..adapters.table import TableAdapter, _Partitions
 from ..errors import BadRequest, Forbidden, NoSuchEntry, TiledError
 from ..ndslice import NDSlice
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import DataSource
-from .mimetypes import AdapterRegistry, AdapterUnavailable, ordered_uris
+from .mimetypes import AdapterRegistry, AdapterUnavailable
 from .records import structure_from_json
 
 # --- the node as upstream-style adapters read it --------------------------------------------------
@@ -110,7 +110,7 @@ def open_external(
     if hasattr(entry, "from_catalog"):
         adapter = entry.from_catalog(source, node, **source.parameters)
     elif hasattr(entry, "from_uris"):
-        adapter = entry.from_uris(*ordered_uris(source), **source.parameters)
+        adapter = entry.from_uris(*asset_uris(source), **source.parameters)
     else:
         adapter = entry(source, metadata=node.metadata_, specs=node.specs)
     return conform(adapter)
@@ -121,7 +121,7 @@ def read_files(registry: AdapterRegistry, source: DataSource, node: NodeView) ->
     (False: the format cannot tell its structure, so the declared one was used)."""
     entry = registry[source.mimetype]
     if hasattr(entry, "from_uris"):
-        return conform(entry.from_uris(*ordered_uris(source), **source.parameters)), True
+        return conform(entry.from_uris(*asset_uris(source), **source.parameters)), True
     if hasattr(entry, "from_catalog"):
         bare = replace(source, structure=None)
         try:
