@@ -26,12 +26,12 @@ from ..errors import BadRequest
 from ..structures.table import TableStructure
 from .base import TableAdapterBase
 from .files import FileTransaction, locked, path_from_uri, staged
-from .table import TableAdapter, _Partitions
+from .table import TableAdapter, _StoredPartitions
 
 PARQUET_MIMETYPE = "application/x-parquet"
 
 
-class _ParquetPartitions(_Partitions):
+class _ParquetPartitions(_StoredPartitions):
     """Partitions read from Parquet files when asked for; missing files are empty."""
 
     def __init__(self, paths: Sequence[Path], meta: pandas.DataFrame):
@@ -51,16 +51,6 @@ class _ParquetPartitions(_Partitions):
             return self.meta if columns is None else self.meta[columns]
         table = pyarrow.parquet.read_table(path, columns=columns, use_pandas_metadata=True)
         return table.to_pandas()
-
-    def column(self, index: int, name: str) -> pandas.Series:
-        return self.read(index, [name])[name]
-
-    def dtype(self, column: str) -> Any:
-        return self.meta.dtypes[column]
-
-    @property
-    def lengths_known(self) -> bool:
-        return self._lengths is not None
 
     def _compute_lengths(self) -> tuple[int, ...]:
         return tuple(

@@ -91,6 +91,23 @@ class _Partitions:
         return tuple(lengths)
 
 
+class _StoredPartitions(_Partitions):
+    """Partitions kept outside memory (files, another adapter), read when asked for; ``meta``
+    (an empty frame of the table's schema) answers for dtypes without reading values."""
+
+    meta: Any
+
+    def column(self, index: int, name: str) -> pandas.Series:
+        return self.read(index, [name])[name]
+
+    def dtype(self, column: str) -> Any:
+        return self.meta.dtypes[column]
+
+    @property
+    def lengths_known(self) -> bool:
+        return self._lengths is not None
+
+
 def _check_fields(fields: Sequence[str] | None, columns: Sequence[str]) -> None:
     for field in fields or ():
         if field not in columns:

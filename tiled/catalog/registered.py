@@ -28,7 +28,7 @@ from ..adapters.base import (
 )
 from ..adapters.files import asset_uris, path_from_uri
 from ..adapters.mapping import MapAdapter
-from ..adapters.table import TableAdapter, _Partitions
+from ..adapters.table import TableAdapter, _StoredPartitions
 from ..errors import BadRequest, Forbidden, NoSuchEntry, TiledError
 from ..ndslice import NDSlice
 from ..structures.core import StructureFamily, normalize_specs
@@ -316,7 +316,7 @@ class ForeignSparse(SparseAdapterBase):
         return self.inner.read_block(block, slice=slice) if slice else self.inner.read_block(block)
 
 
-class _ForeignPartitions(_Partitions):
+class _ForeignPartitions(_StoredPartitions):
     """The partitions of an upstream-style table, read through its ``read_partition``."""
 
     def __init__(self, inner: Any, npartitions: int, meta: Any):
@@ -331,16 +331,6 @@ class _ForeignPartitions(_Partitions):
         else:
             frame = self.inner.read(columns)
         return frame.compute() if hasattr(frame, "compute") else frame
-
-    def column(self, index: int, name: str) -> Any:
-        return self.read(index, [name])[name]
-
-    def dtype(self, column: str) -> Any:
-        return self.meta.dtypes[column]
-
-    @property
-    def lengths_known(self) -> bool:
-        return self._lengths is not None
 
     def _compute_lengths(self) -> tuple[int, ...]:
         return tuple(len(self.read(i)) for i in range(len(self.frames)))
