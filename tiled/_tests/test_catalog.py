@@ -883,3 +883,82 @@ async def test_assets_given_twice_are_refused(root, tmp_path):
     )  # fmt: skip
     with pytest.raises(BadRequest, match="asset parameter"):
         await make(root, "t", "table", sources=[twice], register=True)
+
+
+async def test_bulk_registration_refuses_each_bad_node_alone(root, storage):
+    """``register_children`` stores a batch in one transaction; every refusal (a key taken,
+    a key twice, files outside the readable storage, a declared structure the files do not
+    have) is that node's alone, and nodes sharing a file share its asset row."""
+    external = storage.parent / "external"
+    external.mkdir()
+    for name, values in (("a", numpy.arange(4)), ("b", numpy.ones((2, 3)))):
+        numpy.save(external / f"{name}.npy", values)
+    numpy.save(storage.parent / "secret.npy", numpy.zeros(2))
+
+    def npy(name, shape=None, directory=external):
+        structure = None
+        if shape is not None:
+            structure = ArrayStructure.from_array(numpy.zeros(shape, dtype="int64")).to_json()
+        source = {
+            "structure_family": "array", "structure": structure,
+            "mimetype": "application/x-npy", "management": "external",
+            "assets": [{"data_uri": f"file://localhost{directory / name}.npy",
+                        "is_directory": False, "parameter": "data_uri", "num": None}],
+        }  # fmt: skip
+        return {"structure_family": "array", "metadata": {"file": name}, "data_sources": [source]}
+
+    await make(root, "taken")
+    children = [
+        {"key": "a", **npy("a", (4,))},
+        {"key": "also_a", **npy("a")},  # the same file as "a": one asset
+        {"key": "a", **npy("b")},  # the key twice in one batch
+        {"key": "taken", **npy("b")},  # a key the catalog has
+        {"key": "wrong", **npy("b", (7,))},  # declared shape not the file's
+        {"key": "secret", **npy("secret", directory=storage.parent)},  # outside readable
+        {"key": "bad/key", **npy("b")},
+        {"key": "b", **npy("b")},
+    ]
+    outcomes = await root.register_children(children)
+    assert [type(o).__name__ for o in outcomes] == [
+        "NoneType", "NoneType", "Conflict", "Conflict", "BadRequest", "Forbidden",
+        "InvalidKey", "NoneType",
+    ]  # fmt: skip
+    assert sorted(key for key, _ in await root.items_range()) == ["a", "also_a", "b", "taken"]
+    a, also_a = await root.lookup_adapter(["a"]), await root.lookup_adapter(["also_a"])
+    assert a.read().tolist() == also_a.read().tolist() == [0, 1, 2, 3]
+    assert a.data_sources()[0].assets[0].id == also_a.data_sources()[0].assets[0].id
+    assert (await root.lookup_adapter(["b"])).structure().shape == (2, 3)
+    assert (await root.lookup_adapter(["b"])).metadata() == {"file": "b"}
+    assert await root.count() == 4
+    # files_read trusts a structure the caller has just read, never the readable storage.
+    trusted = await root.register_children(
+        [{"key": "c", **npy("b", (2, 3))},
+         {"key": "secret", **npy("secret", (2,), directory=storage.parent)}],
+        files_read=True,
+    )  # fmt: skip
+    assert [type(o).__name__ for o in trusted] == ["NoneType", "Forbidden"]
+
+
+async def test_a_node_the_database_cannot_hold_refuses_only_itself(root, storage):
+    from tiled.catalog.directory import CatalogTarget
+    from tiled.client.register import RegistrationRefused
+
+    external = storage.parent / "external"
+    external.mkdir()
+    numpy.save(external / "a.npy", numpy.arange(3))
+    source = {
+        "structure_family": "array", "mimetype": "application/x-npy", "management": "external",
+        "assets": [{"data_uri": f"file://localhost{external / 'a.npy'}", "is_directory": False,
+                    "parameter": "data_uri", "num": None}],
+    }  # fmt: skip
+
+    def node(metadata):
+        return {"structure_family": "array", "metadata": metadata, "data_sources": [source]}
+
+    # A value no JSON column takes (an attribute read from a file, say), beside a good node.
+    outcomes = await CatalogTarget(root).register_many(
+        [], [("good", node({"n": 1})), ("bad", node({"v": object()}))]
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], RegistrationRefused)
+    assert sorted(key for key, _ in await root.items_range()) == ["good"]

@@ -30,7 +30,15 @@ async def set_node_tags(connection: Any, node_id: int, blob: dict[str, Any] | No
             node_access_tags_association.c.node_id == node_id
         )
     )
-    names = tags_of_blob(blob)
+    await set_tags_of_new_nodes(connection, [(node_id, blob)])
+
+
+async def set_tags_of_new_nodes(
+    connection: Any, blobs: list[tuple[int, dict[str, Any] | None]]
+) -> None:
+    """Give nodes that have no tags yet the tags of their blobs, ``(node_id, blob)`` pairs."""
+    wanted = [(node_id, tags_of_blob(blob)) for node_id, blob in blobs]
+    names = sorted({name for _, tags in wanted for name in tags})
     if not names:
         return
     # Insert-or-keep, so that two servers adding the same new tag at once both succeed.
@@ -46,7 +54,7 @@ async def set_node_tags(connection: Any, node_id: int, blob: dict[str, Any] | No
     ids = dict(found.all())
     await connection.execute(
         node_access_tags_association.insert(),
-        [{"node_id": node_id, "tag_id": ids[name]} for name in names],
+        [{"node_id": node_id, "tag_id": ids[name]} for node_id, tags in wanted for name in tags],
     )
 
 

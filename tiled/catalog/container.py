@@ -24,7 +24,7 @@ from ..structures.core import Spec, StructureFamily
 from ..utils import run_sync
 from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
-from .creation import create_child
+from .creation import create_child, register_children
 from .nodes import CatalogNode, ListedNode, UnavailableNode, is_registered, open_node
 from .orm import ROOT_ID, nodes
 from .queries import condition_for
@@ -371,6 +371,19 @@ class CatalogContainerBase(ContainerAdapterBase):
         # Registration has just opened the files; the answer needs only the row.
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
+
+    async def register_children(
+        self, children: Sequence[dict[str, Any]], *, files_read: bool = False
+    ) -> list[Any]:
+        """Register many children in one transaction (see
+        :func:`tiled.catalog.creation.register_children`): per child, in order, ``None`` or
+        the :class:`TiledError` that refused it."""
+        results = await register_children(
+            self._catalog, self._node_id, self._path, children, files_read=files_read
+        )
+        if self._child_count is not None:
+            self._child_count += sum(isinstance(r, NodeRecord) for r in results)
+        return [None if isinstance(r, NodeRecord) else r for r in results]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{self._path}>"

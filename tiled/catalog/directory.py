@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ..client.register import (
     ExistingNode,
     KeyCollision,
@@ -32,11 +34,27 @@ logger = logging.getLogger(__name__)
 PAGE = 500
 
 
+# A node whose metadata the database refuses (NaN in PostgreSQL's JSONB, say) or cannot
+# encode: an error of that node, not of the walk.
+UNSTORABLE = (SQLAlchemyError, TypeError, ValueError)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _refusal(err: TiledError) -> RegistrationRefused:
+    return KeyCollision(str(err)) if isinstance(err, Conflict) else RegistrationRefused(str(err))
+
+
 class CatalogTarget:
     """Registration straight into a catalog (the server's own routes are not involved)."""
 
-    def __init__(self, root: CatalogRootAdapter):
+    def __init__(self, root: CatalogRootAdapter, *, files_read: bool = False):
         self.root = root
+        # True when the walk's adapters are the catalog's: what it read need not be re-read.
+        self.files_read = files_read
 
     async def _container(self, segments: Sequence[str]) -> CatalogContainerBase:
         try:
@@ -68,10 +86,10 @@ class CatalogTarget:
         container = await self._container(segments)
         try:
             await container.create_node(key=key, **node)
-        except Conflict as err:
-            raise KeyCollision(str(err)) from None
         except TiledError as err:
-            raise RegistrationRefused(str(err)) from None
+            raise _refusal(err) from None
+        except UNSTORABLE as err:
+            raise RegistrationRefused(f"The catalog cannot store it: {_first_line(err)}") from None
 
     async def create_container(self, segments: Sequence[str], key: str) -> None:
         await self._create(segments, key, structure_family="container", metadata={}, specs=[])
@@ -82,6 +100,33 @@ class CatalogTarget:
             metadata=node.get("metadata") or {}, specs=node.get("specs") or [],
             data_sources=node.get("data_sources") or [], register=True,
         )  # fmt: skip
+
+    async def register_many(
+        self, segments: Sequence[str], nodes: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[BaseException | None]:
+        container = await self._container(segments)
+        children = [
+            {"key": key, "structure_family": node["structure_family"],
+             "metadata": node.get("metadata") or {}, "specs": node.get("specs") or [],
+             "data_sources": node.get("data_sources") or []}
+            for key, node in nodes
+        ]  # fmt: skip
+        try:
+            errors = await container.register_children(children, files_read=self.files_read)
+        except UNSTORABLE:
+            # Something in one node (a value the database cannot hold) failed the whole
+            # transaction: node by node, so that it refuses only itself.
+            return [await self._one_by_one(segments, key, node) for key, node in nodes]
+        return [None if err is None else _refusal(err) for err in errors]
+
+    async def _one_by_one(
+        self, segments: Sequence[str], key: str, node: dict[str, Any]
+    ) -> BaseException | None:
+        try:
+            await self.register(segments, key, node)
+        except RegistrationRefused as err:
+            return err
+        return None
 
     async def delete(self, segments: Sequence[str], key: str) -> None:
         container = await self._container(segments)
@@ -168,7 +213,7 @@ def directory_tree(
         shutil.rmtree(database.parent, ignore_errors=True)
 
     tree.shutdown_tasks.append(remove_catalog)
-    walker = Walker(CatalogTarget(tree), path, "/", settings)
+    walker = Walker(CatalogTarget(tree, files_read=True), path, "/", settings)
     tree.background_tasks.append(indexing_task(walker, follow=follow, report=report))
     return tree, database
 

@@ -224,6 +224,13 @@ class RegistrationTarget(Protocol):
         data sources), as ``POST /api/v1/register`` takes it."""
         ...
 
+    async def register_many(
+        self, segments: Sequence[str], nodes: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[BaseException | None]:
+        """Register several children ``(key, node)`` of one container; per child, in order,
+        None or the error (:class:`KeyCollision`, :class:`RegistrationRefused`) refusing it."""
+        ...
+
     async def delete(self, segments: Sequence[str], key: str) -> None: ...
 
 
@@ -307,6 +314,14 @@ class HTTPTarget:
 
     async def register(self, segments: Sequence[str], key: str, node: dict[str, Any]) -> None:
         await self._post("register", segments, {"id": key, **node})
+
+    async def register_many(
+        self, segments: Sequence[str], nodes: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[BaseException | None]:
+        # One request per node, as many at once as the connection pool allows.
+        return await asyncio.gather(
+            *(self.register(segments, key, node) for key, node in nodes), return_exceptions=True
+        )
 
     async def delete(self, segments: Sequence[str], key: str) -> None:
         path = _url_path([*segments, key])
@@ -541,6 +556,62 @@ class Progress:
         )
 
 
+class _Batches:
+    """Registrations gathered per container and sent to the target together: a batch leaves
+    when it is full or when no new node has joined it for a moment, so the first nodes of a
+    long walk are visible early and the rest cost one transaction per batch, not per node."""
+
+    def __init__(self, target: RegistrationTarget, size: int = 250, linger: float = 0.02):
+        self.target = target
+        self.size = size
+        self.linger = linger
+        self._pending: dict[tuple[str, ...], list[tuple[str, dict, asyncio.Future]]] = {}
+        self._timers: dict[tuple[str, ...], asyncio.TimerHandle] = {}
+        self._sending: set[asyncio.Task] = set()
+
+    async def register(self, segments: tuple[str, ...], key: str, node: dict[str, Any]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        batch = self._pending.setdefault(segments, [])
+        batch.append((key, node, future))
+        if len(batch) >= self.size:
+            self._send(segments)
+        else:
+            timer = self._timers.pop(segments, None)
+            if timer is not None:
+                timer.cancel()
+            self._timers[segments] = asyncio.get_running_loop().call_later(
+                self.linger, self._send, segments
+            )
+        await future
+
+    def _send(self, segments: tuple[str, ...]) -> None:
+        timer = self._timers.pop(segments, None)
+        if timer is not None:
+            timer.cancel()
+        batch = self._pending.pop(segments, [])
+        if batch:
+            task = asyncio.create_task(self._deliver(segments, batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _deliver(
+        self, segments: tuple[str, ...], batch: list[tuple[str, dict, asyncio.Future]]
+    ) -> None:
+        try:
+            outcomes = await self.target.register_many(
+                segments, [(key, node) for key, node, _ in batch]
+            )
+        except BaseException as err:  # the whole batch failed: each waiter hears why
+            outcomes = [err] * len(batch)
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+
+
 class Walker:
     """Registers the tree at ``path`` under ``prefix`` of a target, incrementally."""
 
@@ -550,14 +621,15 @@ class Walker:
         path: str | Path,
         prefix: str = "/",
         settings: Settings | None = None,
-        concurrency: int = 8,
+        concurrency: int = 4,
     ):
         self.target = target
         self.root = Path(path).absolute()
         self.prefix = tuple(segment for segment in prefix.split("/") if segment)
         self.settings = settings or Settings.init()
         self.progress = Progress()
-        self._slots = asyncio.Semaphore(concurrency)  # files opened and nodes posted at once
+        self._slots = asyncio.Semaphore(concurrency)  # files opened at once
+        self._batches = _Batches(target)
         self._directory_items: set[Path] = set()  # directories registered as one node (stores)
 
     # --- entry points ---
@@ -752,32 +824,32 @@ class Walker:
             self.progress.unchanged += 1
             return True
         where = "/".join((*segments, item.key))
-        async with self._slots:
-            try:
+        try:
+            async with self._slots:
                 node = await asyncio.to_thread(describe, item, self.settings)
-            except Exception as err:
-                logger.info(
-                    "    SKIPPED: Cannot read '%s' as %s: %s", item.paths[0], item.mimetype,
-                    _one_line(err),
-                )  # fmt: skip
-                self.progress.skipped += 1
-                if existing is not None and existing.is_registered:
-                    await self._remove(segments, item.key)
-                if item.is_directory:
-                    self._directory_items.discard(item.paths[0])
-                return False
-            if existing is not None:
-                await self._remove(segments, item.key, replaced=True)
-            try:
-                await self.target.register(segments, item.key, node)
-            except KeyCollision:
-                logger.warning("    COLLISION: '/%s' exists already; not replaced.", where)
-                self.progress.skipped += 1
-                return True
-            except RegistrationRefused as err:
-                logger.info("    SKIPPED: The catalog refused '%s': %s", item.paths[0], err)
-                self.progress.skipped += 1
-                return True
+        except Exception as err:
+            logger.info(
+                "    SKIPPED: Cannot read '%s' as %s: %s", item.paths[0], item.mimetype,
+                _one_line(err),
+            )  # fmt: skip
+            self.progress.skipped += 1
+            if existing is not None and existing.is_registered:
+                await self._remove(segments, item.key)
+            if item.is_directory:
+                self._directory_items.discard(item.paths[0])
+            return False
+        if existing is not None:
+            await self._remove(segments, item.key, replaced=True)
+        try:
+            await self._batches.register(segments, item.key, node)
+        except KeyCollision:
+            logger.warning("    COLLISION: '/%s' exists already; not replaced.", where)
+            self.progress.skipped += 1
+            return True
+        except RegistrationRefused as err:
+            logger.info("    SKIPPED: The catalog refused '%s': %s", item.paths[0], err)
+            self.progress.skipped += 1
+            return True
         logger.info("    Registered '/%s' (%s)", where, item.mimetype)
         self.progress.registered += 1
         return True
