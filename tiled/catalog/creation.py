@@ -25,12 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import BadRequest, Conflict, InvalidStructure, TiledError, Unsupported
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
+from ..structures.families import structure_from_json
 from ..utils import run_sync
 from .access import set_node_tags, set_tags_of_new_nodes
 from .core import Catalog, NodeRecord
 from .errors import InvalidKey
 from .orm import assets, data_source_asset_association, data_sources, nodes, structures, utcnow
-from .records import structure_from_json
 from .registered import NodeView, check_readable_storage, checked_registration
 from .storage import (
     check_writable_source,

@@ -17,11 +17,9 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, selec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..access.blobs import blob_of_tags
-from ..structures.array import ArrayStructure
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
-from ..structures.sparse import COOStructure
-from ..structures.table import TableStructure
+from ..structures.families import structure_from_json
 from .core import NodeRecord, as_utc
 from .orm import (
     access_tags,
@@ -33,7 +31,6 @@ from .orm import (
     structures,
 )
 
-STRUCTURES = {"array": ArrayStructure, "sparse": COOStructure, "table": TableStructure}
 _children = nodes.alias("children")
 
 
@@ -157,12 +154,6 @@ def _record(row: Any, parent: str) -> NodeRecord:
         time_updated=as_utc(row.time_updated or row.time_created),
         child_count=row.child_count,
     )
-
-
-def structure_from_json(family: str, value: Any) -> Any:
-    if value is None or family not in STRUCTURES:
-        return value
-    return STRUCTURES[family].from_json(value)
 
 
 def _data_source(row: Any) -> DataSource:

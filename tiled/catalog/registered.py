@@ -33,8 +33,8 @@ from ..errors import BadRequest, Forbidden, NoSuchEntry, TiledError
 from ..ndslice import NDSlice
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import DataSource
+from ..structures.families import structure_from_json
 from .mimetypes import AdapterRegistry, AdapterUnavailable
-from .records import structure_from_json
 
 # --- the node as upstream-style adapters read it --------------------------------------------------
 

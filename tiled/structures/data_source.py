@@ -70,3 +70,20 @@ class DataSource:
             "assets": [a.to_json() for a in self.assets],
             "management": Management(self.management).value,
         }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> DataSource:
+        """A data source from its JSON form, its structure parsed by family."""
+        from .families import structure_from_json
+
+        family = StructureFamily(value["structure_family"])
+        return cls(
+            structure_family=family,
+            structure=structure_from_json(family.value, value.get("structure")),
+            id=value.get("id"),
+            mimetype=value.get("mimetype"),
+            parameters=dict(value.get("parameters") or {}),
+            properties=dict(value.get("properties") or {}),
+            assets=[Asset.from_json(a) for a in value.get("assets") or []],
+            management=Management(value.get("management") or Management.writable),
+        )

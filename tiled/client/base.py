@@ -1,0 +1,317 @@
+"""What every node client has: its item (the JSON API resource), metadata, structure, links,
+metadata updates, revisions, deletion, and a zarr view."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..structures.core import Spec, StructureFamily
+from .utils import DictView, path_url
+
+if TYPE_CHECKING:
+    from .context import Context
+
+# Marks a metadata key for removal in ``update_metadata``.
+DELETE_KEY = object()
+
+
+def _merge_patch(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7396) from an update where DELETE_KEY removes a key."""
+    return {
+        key: None if value is DELETE_KEY else (
+            _merge_patch(value) if isinstance(value, dict) else value
+        )
+        for key, value in metadata.items()
+    }  # fmt: skip
+
+
+class BaseClient:
+    """A node of a Tiled server. Structure-family clients derive from this."""
+
+    # How many characters a URL may have before a GET becomes a POST (upstream's name).
+    URL_CHARACTER_LIMIT = 2000
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        item: dict[str, Any],
+        structure_clients: Any,
+        include_data_sources: bool = False,
+    ):
+        self.context = context
+        self._item = item
+        self.structure_clients = structure_clients
+        self._include_data_sources = include_data_sources
+        self._structure_cache: Any = None
+
+    # --- identity ---
+
+    @property
+    def item(self) -> dict[str, Any]:
+        """The JSON API resource of this node, as the server sent it."""
+        return self._item
+
+    @property
+    def path_parts(self) -> list[str]:
+        attributes = self._item["attributes"]
+        return [*(attributes.get("ancestors") or []), self._item["id"]] if self._item["id"] else []
+
+    @property
+    def _path(self) -> str:
+        return path_url(self.path_parts)
+
+    @property
+    def uri(self) -> str:
+        return self._item.get("links", {}).get("self") or self.context.url(f"metadata/{self._path}")
+
+    @property
+    def structure_family(self) -> StructureFamily:
+        return StructureFamily(self._item["attributes"]["structure_family"])
+
+    @property
+    def metadata(self) -> DictView:
+        return DictView(self._item["attributes"].get("metadata") or {})
+
+    def metadata_copy(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self._item["attributes"].get("metadata") or {}))
+
+    @property
+    def specs(self) -> list[Spec]:
+        return [Spec.from_json(s) for s in self._item["attributes"].get("specs") or []]
+
+    @property
+    def access_blob(self) -> dict[str, Any] | None:
+        return self._item["attributes"].get("access_blob")
+
+    @property
+    def access_tags(self) -> list[str] | None:
+        return self._item["attributes"].get("access_tags")
+
+    @property
+    def formats(self) -> list[str]:
+        """The media types this node can be exported as."""
+        family = self._item["attributes"]["structure_family"]
+        formats = self.context.server_info.get("formats", {})
+        for spec in self.specs:
+            if spec.name in formats:
+                return list(formats[spec.name])
+        return list(formats.get(family, []))
+
+    def structure(self) -> Any:
+        if self._structure_cache is None:
+            from ..structures.families import structure_from_json
+
+            self._structure_cache = structure_from_json(
+                self._item["attributes"]["structure_family"],
+                self._item["attributes"].get("structure"),
+            )
+        return self._structure_cache
+
+    def data_sources(self) -> list[Any]:
+        """The node's data sources (storage, mimetype, assets); fetched when not at hand."""
+        from ..structures.data_source import DataSource
+
+        sources = self._item["attributes"].get("data_sources")
+        if sources is None:
+            item = self.context.get_json(
+                f"metadata/{self._path}", params={"include_data_sources": "true"}
+            )["data"]
+            sources = item["attributes"].get("data_sources") or []
+        return [DataSource.from_json(s) for s in sources]
+
+    def include_data_sources(self) -> BaseClient:
+        """A copy of this client whose items carry their data sources."""
+        return self.new_variation(include_data_sources=True).refresh()
+
+    # --- variations ---
+
+    def new_variation(self, **changes: Any) -> BaseClient:
+        arguments = {
+            "item": self._item,
+            "structure_clients": self.structure_clients,
+            "include_data_sources": self._include_data_sources,
+            **changes,
+        }
+        return type(self)(self.context, **arguments)
+
+    def client_for_item(self, item: dict[str, Any]) -> BaseClient:
+        """The client of another node (a child, a lookup) read through this context."""
+        from .constructors import client_class_for
+
+        cls = client_class_for(item, self.structure_clients)
+        return cls(
+            self.context, item=item, structure_clients=self.structure_clients,
+            include_data_sources=self._include_data_sources,
+        )  # fmt: skip
+
+    def refresh(self) -> BaseClient:
+        """Read the node again (its metadata and structure may have changed)."""
+        params = {"include_data_sources": "true"} if self._include_data_sources else None
+        self._item = self.context.get_json(f"metadata/{self._path}", params=params)["data"]
+        self._structure_cache = None
+        return self
+
+    @property
+    def parent(self) -> BaseClient | None:
+        from .constructors import from_context
+
+        if not self.path_parts:
+            return None
+        return from_context(
+            self.context, self.structure_clients, node_path_parts=self.path_parts[:-1]
+        )
+
+    # --- metadata ---
+
+    def update_metadata(
+        self,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+        *,
+        drop_revision: bool = False,
+    ) -> None:
+        """Merge ``metadata`` into the node's (``DELETE_KEY`` removes a key); replace specs
+        and access tags when given."""
+        body: dict[str, Any] = {"content-type": "application/merge-patch+json"}
+        if metadata is not None:
+            body["metadata"] = _merge_patch(dict(metadata))
+        if specs is not None:
+            body["specs"] = [Spec.from_json(s).to_json() if not isinstance(s, Spec) else
+                             s.to_json() for s in specs]  # fmt: skip
+        if access_tags is not None:
+            body["access_tags"] = list(access_tags)
+        self._send_patch(body, drop_revision)
+
+    def patch_metadata(
+        self,
+        metadata_patch: Any = None,
+        specs_patch: Any = None,
+        access_blob_patch: Any = None,
+        content_type: str = "application/json-patch+json",
+        drop_revision: bool = False,
+    ) -> None:
+        """Apply a JSON Patch (or, with that content type, a merge patch) to the metadata,
+        the specs and the access blob."""
+        body: dict[str, Any] = {"content-type": content_type}
+        if metadata_patch is not None:
+            body["metadata"] = metadata_patch
+        if specs_patch is not None:
+            body["specs"] = specs_patch
+        if access_blob_patch is not None:
+            body["access_blob"] = access_blob_patch
+        self._send_patch(body, drop_revision)
+
+    def _send_patch(self, body: dict[str, Any], drop_revision: bool) -> None:
+        params = {"drop_revision": "true"} if drop_revision else None
+        self.context.request("PATCH", f"metadata/{self._path}", json=body, params=params)
+        self.refresh()
+
+    def replace_metadata(
+        self,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+        drop_revision: bool = False,
+    ) -> None:
+        """Replace the node's metadata (and specs, access tags) whole."""
+        body: dict[str, Any] = {"metadata": metadata}
+        if specs is not None:
+            body["specs"] = [s.to_json() if isinstance(s, Spec) else Spec.from_json(s).to_json()
+                             for s in specs]  # fmt: skip
+        if access_tags is not None:
+            body["access_tags"] = list(access_tags)
+        params = {"drop_revision": "true"} if drop_revision else None
+        self.context.request("PUT", f"metadata/{self._path}", json=body, params=params)
+        self.refresh()
+
+    @property
+    def metadata_revisions(self) -> MetadataRevisions:
+        return MetadataRevisions(self.context, self._path)
+
+    def delete(self, recursive: bool = False, external_only: bool = True) -> None:
+        """Delete this node (a container's contents too with ``recursive``)."""
+        params = {"recursive": str(recursive).lower(), "external_only": str(external_only).lower()}
+        self.context.request("DELETE", f"metadata/{self._path}", params=params)
+
+    # --- zarr ---
+
+    def zarr_store(self, format: int = 3) -> Any:
+        """A read-only zarr-python store of this node (``/zarr/v{format}``), carrying the
+        client's credentials: ``zarr.open(node.zarr_store())``, ``xarray.open_zarr(...)``."""
+        return self.context.zarr_store(self.path_parts, format)
+
+    # --- export ---
+
+    def export(self, filepath: Any, *, format: str | None = None, **params: Any) -> None:
+        """Write the node to ``filepath`` (a path or a writable binary file) in ``format``
+        (a media type or a file extension; default: from the file's suffix)."""
+        media_type = self._export_media_type(filepath, format)
+        content = self.context.get_content(
+            f"{self._export_route}/{self._path}", params={"format": media_type, **params}
+        )
+        if hasattr(filepath, "write"):
+            filepath.write(content)
+        else:
+            with open(filepath, "wb") as file:
+                file.write(content)
+
+    _export_route = "node/full"
+
+    def _export_media_type(self, filepath: Any, format: str | None) -> str:
+        if format is None:
+            name = str(getattr(filepath, "name", filepath))
+            if "." not in name:
+                raise ValueError("Give format=... or a file name with a suffix")
+            format = name.rsplit(".", 1)[1]
+        if "/" in format:
+            return format
+        family = self._item["attributes"]["structure_family"]
+        aliases = self.context.server_info.get("aliases", {}).get(family, {})
+        for media_type, extensions in aliases.items():
+            if format in extensions:
+                return media_type
+        raise ValueError(f"Unknown format {format!r}; known: {sorted(aliases)}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} /{'/'.join(self.path_parts)}>"
+
+
+class MetadataRevisions:
+    """The earlier versions of a node's metadata, newest first: ``node.metadata_revisions[0]``."""
+
+    def __init__(self, context: Context, path: str):
+        self.context = context
+        self._path = path
+
+    def _page(self, offset: int, limit: int) -> dict[str, Any]:
+        return self.context.get_json(
+            f"revisions/{self._path}", params={"page[offset]": offset, "page[limit]": limit}
+        )
+
+    def __len__(self) -> int:
+        return int(self._page(0, 1)["meta"]["count"])
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            found = self._page(start, max(stop - start, 0))["data"]
+            return [item["attributes"] for item in found][::step]
+        if index < 0:
+            index += len(self)
+        found = self._page(index, 1)["data"]
+        if not found:
+            raise IndexError(index)
+        return found[0]["attributes"]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self[:])
+
+    def delete_revision(self, number: int) -> None:
+        self.context.request("DELETE", f"revisions/{self._path}", params={"number": number})
+
+
+__all__ = ["DELETE_KEY", "BaseClient", "MetadataRevisions"]

@@ -1,0 +1,308 @@
+"""A connection to a Tiled server: base URL, credentials, one HTTP client, retries, errors.
+
+Every node client holds the :class:`Context` it was read through. Requests go through
+:meth:`Context.request`, which retries on connection errors and 502/503/504 (with backoff) and
+turns error answers into :class:`~tiled.client.utils.ClientError` with the server's ``detail``.
+Bulk array bytes travel through the zarr routes (``/zarr/v3``) concurrently; see
+:meth:`Context.zarr_store`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from .._version import __version__
+from .logger import log_request, log_response
+from .utils import handle_error, with_retries
+
+UNSET: Any = object()
+APP_BASE = "http://local-tiled-app"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+
+
+def _split_api_key(uri: str) -> tuple[str, str | None]:
+    """``uri`` without an ``api_key`` query parameter, and that key."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    keys = [value for name, value in query if name == "api_key"]
+    rest = urlencode([(name, value) for name, value in query if name != "api_key"])
+    return urlunsplit(parts._replace(query=rest)), (keys[0] if keys else None)
+
+
+def api_root_and_path(uri: str) -> tuple[str, list[str]]:
+    """The API root (``.../api/v1``) of any Tiled URI and the node path it names.
+
+    ``http://host:8000`` -> ``http://host:8000/api/v1``; ``.../api`` -> ``.../api/v1``;
+    ``.../api/v1/metadata/a/b`` -> (``.../api/v1``, ``["a", "b"]``).
+    """
+    from urllib.parse import unquote
+
+    parts = urlsplit(uri)
+    path = parts.path.rstrip("/")
+    node: list[str] = []
+    if "/api/v1/" in f"{path}/":
+        root, _, rest = f"{path}/".partition("/api/v1/")
+        segments = [unquote(s) for s in rest.strip("/").split("/") if s]
+        if segments and segments[0] in ("metadata", "search", "array", "table", "node"):
+            segments = segments[1:] if segments[0] in ("metadata", "search") else segments[2:]
+        node = segments
+        path = f"{root}/api/v1"
+    elif path.endswith("/api"):
+        path = f"{path}/v1"
+    else:
+        path = f"{path}/api/v1"
+    return urlunsplit(parts._replace(path=path, query="", fragment="")), node
+
+
+class Context:
+    """Credentials and an HTTP client for one Tiled server, shared by the nodes read from it.
+
+    ``uri`` is the server (``http://host:8000``) or its API root (``.../api/v1``). The API
+    key comes from ``api_key``, an ``?api_key=`` in ``uri``, or ``TILED_API_KEY``.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
+        cache: Any = UNSET,
+        timeout: httpx.Timeout | float | None = None,
+        verify: bool | str = True,
+        app: Any = None,
+        raise_server_exceptions: bool = True,
+        max_connections: int = 8,
+        show_progress: bool | None = None,
+    ):
+        uri, key_in_uri = _split_api_key(uri)
+        self.api_uri, _ = api_root_and_path(uri)
+        self.app = app
+        self.max_connections = max_connections
+        self.show_progress = (
+            os.environ.get("TILED_SHOW_PROGRESS", "1") not in ("0", "false", "")
+            if show_progress is None
+            else show_progress
+        )
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self._verify = verify
+        self._headers = {
+            "user-agent": f"python-tiled/{__version__}",
+            **dict(headers or {}),
+        }
+        if app is not None:
+            import warnings
+
+            with warnings.catch_warnings():
+                # Starlette would rather see httpx2; the test client works the same with httpx.
+                warnings.simplefilter("ignore")
+                from starlette.testclient import TestClient
+
+                self.http_client: httpx.Client = TestClient(
+                    app, base_url=APP_BASE, raise_server_exceptions=raise_server_exceptions
+                )
+            self.http_client.headers.update(self._headers)
+            self.http_client.timeout = self._timeout
+            self.http_client.__enter__()  # runs the app's startup
+        else:
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+            self.http_client = httpx.Client(
+                headers=self._headers, timeout=self._timeout, verify=verify, limits=limits
+            )
+        self.http_client.event_hooks = {"request": [log_request], "response": [log_response]}
+        self._api_key: str | None = None
+        self._async_clients: dict[int, httpx.AsyncClient] = {}
+        self._lock = threading.Lock()
+        self.api_key = api_key or key_in_uri or os.environ.get("TILED_API_KEY") or None
+        self.server_info: dict[str, Any] = self.get_json("")
+
+    # --- construction ---
+
+    @classmethod
+    def from_any_uri(cls, uri: str, **kwargs: Any) -> tuple[Context, list[str]]:
+        """A context for the server of ``uri`` and the path of the node ``uri`` names."""
+        plain, key = _split_api_key(uri)
+        api, path = api_root_and_path(plain)
+        if key is not None and kwargs.get("api_key") is None:
+            kwargs["api_key"] = key
+        return cls(api, **kwargs), path
+
+    @classmethod
+    def from_app(
+        cls,
+        app: Any,
+        *,
+        api_key: Any = UNSET,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        raise_server_exceptions: bool = True,
+        uri: str | None = None,
+        **kwargs: Any,
+    ) -> Context:
+        """A context that calls an ASGI app in this process (tests, notebooks).
+
+        Left unset, ``api_key`` is the app's own single-user key, so that
+        ``Context.from_app(build_app(tree))`` just works.
+        """
+        if api_key is UNSET:
+            authenticator = getattr(getattr(app, "state", None), "authenticator", None)
+            api_key = getattr(authenticator, "api_key", None)
+        kwargs.pop("cache", None)
+        return cls(
+            uri or f"{APP_BASE}/api/v1", app=app, api_key=api_key, headers=headers,
+            timeout=timeout, raise_server_exceptions=raise_server_exceptions, **kwargs,
+        )  # fmt: skip
+
+    # --- credentials ---
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._api_key = value
+        if value:
+            self.http_client.headers["Authorization"] = f"Apikey {value}"
+        else:
+            self.http_client.headers.pop("Authorization", None)
+        for client in self._async_clients.values():
+            client.headers.update(self.auth_headers())
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry this context's credentials."""
+        value = self.http_client.headers.get("Authorization")
+        return {"Authorization": value} if value else {}
+
+    @property
+    def base_url(self) -> str:
+        return self.api_uri.rsplit("/api/v1", 1)[0]
+
+    @property
+    def authentication_providers(self) -> list[dict[str, Any]]:
+        return list(self.server_info.get("authentication", {}).get("providers", []))
+
+    @property
+    def authentication_required(self) -> bool:
+        return bool(self.server_info.get("authentication", {}).get("required"))
+
+    def whoami(self) -> dict[str, Any] | None:
+        """The principal these credentials act as (None when anonymous)."""
+        response = self.request("GET", "auth/whoami", check=False)
+        if response.status_code == 401:
+            return None
+        handle_error(response)
+        return response.json()
+
+    def which_api_key(self) -> dict[str, Any]:
+        """What the server knows of the API key in use (scopes, expiry, note)."""
+        return self.get_json("auth/apikey")
+
+    def create_api_key(
+        self,
+        scopes: list[str] | None = None,
+        expires_in: int | None = None,
+        note: str | None = None,
+        access_tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A new API key for the current principal; its ``secret`` is shown only now."""
+        body = {"scopes": scopes, "expires_in": expires_in, "note": note}
+        if access_tags is not None:
+            body["access_tags"] = access_tags
+        return self.request("POST", "auth/apikey", json=body).json()
+
+    def revoke_api_key(self, first_eight: str) -> None:
+        self.request("DELETE", "auth/apikey", params={"first_eight": first_eight})
+
+    # --- requests ---
+
+    def url(self, path: str) -> str:
+        return f"{self.api_uri}/{path}" if path else f"{self.api_uri}/"
+
+    def request(
+        self, method: str, path: str, *, check: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request to ``{api root}/{path}``, retrying what may succeed on a second try;
+        error answers raise :class:`ClientError` unless ``check`` is false."""
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        response = with_retries(lambda: self.http_client.request(method, url, **kwargs))
+        return handle_error(response) if check else response
+
+    def get_json(self, path: str, params: Any = None) -> Any:
+        return self.request(
+            "GET", path, params=params, headers={"Accept": "application/json"}
+        ).json()
+
+    def get_content(self, path: str, params: Any = None, accept: str | None = None) -> bytes:
+        headers = {"Accept": accept} if accept else {}
+        return self.request("GET", path, params=params, headers=headers).content
+
+    # --- zarr ---
+
+    def zarr_store(self, path_parts: list[str] | tuple[str, ...] = (), format: int = 3) -> Any:
+        """A read-only zarr-python store of the node at ``path_parts``, through ``/zarr/v{format}``,
+        carrying this context's credentials."""
+        from .zarr import TiledZarrStore
+
+        return TiledZarrStore(self, list(path_parts), format)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """An async HTTP client for the running event loop (httpx clients belong to one)."""
+        import asyncio
+
+        loop = id(asyncio.get_running_loop())
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                limits = httpx.Limits(
+                    max_connections=self.max_connections * 2,
+                    max_keepalive_connections=self.max_connections * 2,
+                )
+                client = httpx.AsyncClient(
+                    headers={**self._headers, **self.auth_headers()}, timeout=self._timeout,
+                    verify=self._verify, limits=limits,
+                )  # fmt: skip
+                self._async_clients[loop] = client
+            return client
+
+    # --- lifetime ---
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.http_client.__exit__(None, None, None)
+        else:
+            self.http_client.close()
+        self._async_clients.clear()  # their loops close them with the connections
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Context {self.api_uri}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.app is not None:
+            raise TypeError("A context of an in-process app cannot be pickled")
+        return {
+            "uri": self.api_uri, "api_key": self.api_key, "headers": self._headers,
+            "timeout": self._timeout, "verify": self._verify,
+            "max_connections": self.max_connections, "show_progress": self.show_progress,
+        }  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        uri = state.pop("uri")
+        self.__init__(uri, **state)  # type: ignore[misc]
+
+
+__all__ = ["Context", "api_root_and_path"]

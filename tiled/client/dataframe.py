@@ -1,0 +1,155 @@
+"""Table clients: partitions read as Arrow, concurrently; writes by partition."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .base import BaseClient
+from .utils import ClientError, path_url
+
+ARROW = "application/vnd.apache.arrow.file"
+
+
+def _arrow_to_pandas(content: bytes) -> Any:
+    import pyarrow
+
+    return pyarrow.ipc.open_file(pyarrow.py_buffer(content)).read_pandas()
+
+
+def _pandas_to_arrow(frame: Any) -> bytes:
+    import pyarrow
+
+    table = pyarrow.Table.from_pandas(frame)
+    sink = pyarrow.BufferOutputStream()
+    with pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def as_partitions(data: Any) -> tuple[list[Any], Any]:
+    """The partitions (pandas frames, or dask delayed parts) of a table to write and an empty
+    frame with its columns and dtypes."""
+    import pandas
+
+    if isinstance(data, dict):
+        data = pandas.DataFrame(data)
+    if hasattr(data, "to_delayed") and hasattr(data, "npartitions"):  # a dask DataFrame
+        return list(data.to_delayed()), data._meta
+    if not isinstance(data, pandas.DataFrame):
+        raise TypeError(
+            f"Expected a pandas or dask DataFrame, or a dict of columns, not {type(data)}"
+        )
+    return [data], data.iloc[:0]
+
+
+class DataFrameClient(BaseClient):
+    """A table node: ``read()`` gives a pandas DataFrame; ``node["A"]`` a column's array."""
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.structure().columns)
+
+    @property
+    def npartitions(self) -> int:
+        return int(self.structure().npartitions)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        raise TypeError("len() of a table is not known without reading it; use len(node.read())")
+
+    def __getitem__(self, column: str) -> BaseClient:
+        """The column ``column`` as an array client."""
+        path = path_url([*self.path_parts, column])
+        try:
+            item = self.context.get_json(f"metadata/{path}")["data"]
+        except ClientError as error:
+            if error.status_code == 404:
+                raise KeyError(column) from None
+            raise
+        return self.client_for_item(item)
+
+    def _params(self, columns: Sequence[str] | None) -> list[tuple[str, str]]:
+        return [("column", c) for c in columns or []]
+
+    def read_partition(self, partition: int, columns: Sequence[str] | None = None) -> Any:
+        """One partition as a pandas DataFrame."""
+        params = [("partition", str(partition)), *self._params(columns)]
+        content = self.context.get_content(
+            f"table/partition/{self._path}", params=params, accept=ARROW
+        )
+        return _arrow_to_pandas(content)
+
+    def read(self, columns: Sequence[str] | None = None) -> Any:
+        """The whole table (or some of its ``columns``) as a pandas DataFrame; partitions are
+        fetched concurrently."""
+        import pandas
+
+        if columns is not None and isinstance(columns, str):
+            columns = [columns]
+        count = self.npartitions
+        if count == 0:
+            meta = self.structure().meta
+            return meta[list(columns)] if columns else meta
+        if count == 1:
+            return self.read_partition(0, columns)
+        with concurrent.futures.ThreadPoolExecutor(self.context.max_connections) as pool:
+            parts = list(pool.map(lambda i: self.read_partition(i, columns), range(count)))
+        return pandas.concat(parts)
+
+    def write(self, dataframe: Any) -> None:
+        """Replace the whole table (one partition)."""
+        self.context.request(
+            "PUT", f"table/full/{self._path}", content=_pandas_to_arrow(dataframe),
+            headers={"Content-Type": ARROW},
+        )  # fmt: skip
+
+    def write_partition(self, dataframe: Any, partition: int) -> None:
+        """Replace partition ``partition``."""
+        if hasattr(dataframe, "compute"):
+            dataframe = dataframe.compute()
+        self.context.request(
+            "PUT", f"table/partition/{self._path}", params={"partition": partition},
+            content=_pandas_to_arrow(dataframe), headers={"Content-Type": ARROW},
+        )  # fmt: skip
+
+    def append_partition(self, dataframe: Any, partition: int) -> None:
+        """Append rows to partition ``partition``."""
+        self.context.request(
+            "PATCH", f"table/partition/{self._path}", params={"partition": partition},
+            content=_pandas_to_arrow(dataframe), headers={"Content-Type": ARROW},
+        )  # fmt: skip
+
+    def export(
+        self, filepath: Any, columns: Sequence[str] | None = None, *, format: str | None = None
+    ) -> None:
+        params = {"column": list(columns)} if columns else {}
+        super().export(filepath, format=format, **params)
+
+    _export_route = "table/full"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.columns}>"
+
+
+class DaskDataFrameClient(DataFrameClient):
+    """A table read lazily: ``read()`` gives a dask DataFrame, one partition per partition."""
+
+    def read(self, columns: Sequence[str] | None = None) -> Any:
+        import dask
+        import dask.dataframe
+
+        meta = self.structure().meta
+        if columns:
+            meta = meta[list(columns)]
+        parts = [dask.delayed(self.read_partition)(i, columns) for i in range(self.npartitions)]
+        return dask.dataframe.from_delayed(parts, meta=meta) if parts else meta
+
+    def compute(self) -> Any:
+        return DataFrameClient.read(self)
+
+
+__all__ = ["DaskDataFrameClient", "DataFrameClient"]

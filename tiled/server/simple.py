@@ -1,0 +1,98 @@
+"""Servers in a background thread of this process: :class:`BackgroundServer` for any app, and
+:class:`SimpleTiledServer`, a throw-away writable catalog for tests and notebooks."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class BackgroundServer:
+    """uvicorn serving ``app`` on loopback in a daemon thread (port 0: any free port)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.host = host
+
+    def start(self, timeout: float = 30) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("The server did not start")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=timeout)
+
+
+class SimpleTiledServer:
+    """A Tiled server with a new writable SQLite catalog, running until :meth:`close`.
+
+    ``directory`` holds the catalog (``catalog.db``) and written data (``data/``); by default a
+    temporary directory, removed on close. ``api_key`` defaults to a random one;
+    ``server.uri`` carries it, so ``from_uri(server.uri)`` connects.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        api_key: str | None = None,
+        port: int = 0,
+        readable_storage: list[str | Path] | None = None,
+    ):
+        from ..catalog import from_uri as catalog_from_uri
+        from .app import build_app
+
+        self._temporary = directory is None
+        self.directory = Path(tempfile.mkdtemp(prefix="tiled-simple-") if directory is None
+                              else directory).absolute()  # fmt: skip
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.api_key = api_key or secrets.token_hex(32)
+        self.catalog = catalog_from_uri(
+            f"sqlite:///{self.directory / 'catalog.db'}",
+            writable_storage=[data],
+            readable_storage=list(readable_storage or []),
+            init_if_not_exists=True,
+        )
+        self.app = build_app(self.catalog, authentication={"single_user_api_key": self.api_key})
+        self._server = BackgroundServer(self.app, port=port).start()
+        self.port = self._server.port
+        self.uri = f"http://127.0.0.1:{self.port}/api/v1?api_key={self.api_key}"
+
+    def close(self) -> None:
+        self._server.stop()
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> SimpleTiledServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SimpleTiledServer http://127.0.0.1:{self.port} at {self.directory}>"
+
+
+__all__ = ["BackgroundServer", "SimpleTiledServer"]
