@@ -70,4 +70,57 @@ def user_profiles_directory() -> Path:
     return paths[-1]
 
 
-__all__ = ["ProfileError", "load_profiles", "paths", "user_profiles_directory"]
+def _default_file() -> Path:
+    return user_profiles_directory().parent / "default_profile"
+
+
+def get_default_profile_name() -> str | None:
+    """The profile used when none is named (``tiled profile set-default``)."""
+    try:
+        name = _default_file().read_text().strip()
+    except OSError:
+        return None
+    return name or None
+
+
+def set_default_profile_name(name: str | None) -> None:
+    path = _default_file()
+    if name is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(name + "\n")
+
+
+def create_profile(name: str, settings: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Write profile ``name`` to a file of its own in the user's profiles directory."""
+    import yaml
+
+    path = user_profiles_directory() / f"{name}.yml"
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({name: settings}, sort_keys=False))
+    load_profiles.cache_clear()
+    return path
+
+
+def delete_profile(name: str) -> None:
+    """Remove the file :func:`create_profile` wrote for ``name``."""
+    path = user_profiles_directory() / f"{name}.yml"
+    if not path.exists():
+        raise KeyError(f"No profile file {path}")
+    path.unlink()
+    load_profiles.cache_clear()
+
+
+__all__ = [
+    "ProfileError",
+    "create_profile",
+    "delete_profile",
+    "get_default_profile_name",
+    "load_profiles",
+    "paths",
+    "set_default_profile_name",
+    "user_profiles_directory",
+]

@@ -18,12 +18,32 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .._version import __version__
+from .auth import TiledAuth, TokenCache
 from .logger import log_request, log_response
-from .utils import handle_error, with_retries
+from .utils import detail_of, handle_error, with_retries
 
 UNSET: Any = object()
 APP_BASE = "http://local-tiled-app"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+
+
+class PasswordRejected(RuntimeError):
+    """The server did not accept the username and password."""
+
+
+def username_input() -> str:
+    """Ask for a username (on standard error, so that standard output stays clean)."""
+    import sys
+
+    sys.stderr.write("Username: ")
+    sys.stderr.flush()
+    return input()
+
+
+def password_input() -> str:
+    import getpass
+
+    return getpass.getpass("Password: ", stream=None)
 
 
 def _split_api_key(uri: str) -> tuple[str, str | None]:
@@ -194,6 +214,92 @@ class Context:
     def authentication_required(self) -> bool:
         return bool(self.server_info.get("authentication", {}).get("required"))
 
+    # --- logins (multi-user servers) ---
+
+    @property
+    def tokens(self) -> dict[str, Any] | None:
+        """The access and refresh tokens of a login (None with an API key or anonymous)."""
+        auth = self.http_client.auth
+        return dict(auth.tokens) if isinstance(auth, TiledAuth) else None
+
+    def _password_providers(self) -> list[str]:
+        return [p["provider"] for p in self.authentication_providers if p.get("mode") in
+                ("internal", "password")]  # fmt: skip
+
+    def _start_session(self, tokens: dict[str, Any], remember_me: bool) -> None:
+        cache = TokenCache(self.api_uri) if remember_me else None
+        if cache is not None:
+            cache.save(tokens)
+        self.http_client.auth = TiledAuth(self.url("auth/session/refresh"), tokens, cache)
+        self.api_key = None
+        self._async_clients.clear()
+
+    def authenticate(
+        self,
+        remember_me: bool = True,
+        *,
+        provider: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """Log in with a username and password (prompted for when not given). With
+        ``remember_me`` the session is remembered for this server until :meth:`logout`."""
+        if remember_me and username is None and self.use_cached_tokens():
+            return
+        providers = self._password_providers()
+        if not providers:
+            raise RuntimeError("This server offers no username/password login; use an API key")
+        if provider is not None and provider not in providers:
+            raise ValueError(f"No provider {provider!r}; this server has {providers}")
+        username = username if username is not None else username_input()
+        password = password if password is not None else password_input()
+        response = self.request(
+            "POST", f"auth/provider/{provider or providers[0]}/token",
+            data={"username": username, "password": password}, check=False,
+        )  # fmt: skip
+        if response.status_code == 401:
+            raise PasswordRejected(f"Username or password not recognized: {detail_of(response)}")
+        handle_error(response)
+        self._start_session(response.json(), remember_me)
+
+    login = authenticate
+
+    def use_cached_tokens(self) -> bool:
+        """Resume the session remembered for this server; False if there is none (or it
+        has expired)."""
+        cache = TokenCache(self.api_uri)
+        remembered = cache.load()
+        if remembered is None:
+            return False
+        response = self.request(
+            "POST", "auth/session/refresh", json={"refresh_token": remembered["refresh_token"]},
+            check=False,
+        )  # fmt: skip
+        if response.status_code != 200:
+            cache.clear()
+            return False
+        self._start_session(response.json(), remember_me=True)
+        return True
+
+    def force_auth_refresh(self) -> None:
+        auth = self.http_client.auth
+        if not isinstance(auth, TiledAuth):
+            raise RuntimeError("There is no login to refresh")
+        auth.accept_refresh(self.http_client.send(auth.refresh_request(), auth=None))
+
+    def logout(self) -> None:
+        """End the login: revoke the session on the server and forget its tokens."""
+        auth = self.http_client.auth
+        if isinstance(auth, TiledAuth):
+            self.request("POST", "auth/session/revoke",
+                         json={"refresh_token": auth.tokens["refresh_token"]}, check=False)  # fmt: skip
+        TokenCache(self.api_uri).clear()
+        self.http_client.auth = None
+        self._async_clients.clear()
+
+    def revoke_session(self, session_id: str) -> None:
+        self.request("DELETE", f"auth/session/revoke/{session_id}")
+
     def whoami(self) -> dict[str, Any] | None:
         """The principal these credentials act as (None when anonymous)."""
         response = self.request("GET", "auth/whoami", check=False)
@@ -268,7 +374,7 @@ class Context:
                 )
                 client = httpx.AsyncClient(
                     headers={**self._headers, **self.auth_headers()}, timeout=self._timeout,
-                    verify=self._verify, limits=limits,
+                    verify=self._verify, limits=limits, auth=self.http_client.auth,
                 )  # fmt: skip
                 self._async_clients[loop] = client
             return client
@@ -305,4 +411,4 @@ class Context:
         self.__init__(uri, **state)  # type: ignore[misc]
 
 
-__all__ = ["Context", "api_root_and_path"]
+__all__ = ["Context", "PasswordRejected", "api_root_and_path", "password_input", "username_input"]

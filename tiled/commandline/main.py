@@ -8,6 +8,7 @@ from .._version import __version__
 from .admin import admin_app
 from .api_key import api_key_app
 from .catalog import catalog_app
+from .client import register_commands
 from .register import register
 from .serve import serve_app
 
@@ -17,6 +18,7 @@ cli_app.add_typer(api_key_app, name="api_key")
 cli_app.add_typer(catalog_app, name="catalog")
 cli_app.add_typer(admin_app, name="admin")
 cli_app.command("register")(register)
+register_commands(cli_app)
 
 
 def _print_version(value: bool) -> None:
