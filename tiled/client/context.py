@@ -46,6 +46,18 @@ def password_input() -> str:
     return getpass.getpass("Password: ", stream=None)
 
 
+def password_grant(
+    http_client: httpx.Client, auth_endpoint: str, provider: str, username: str, password: str
+) -> dict[str, Any]:
+    """The tokens of a login (OAuth2 password grant) at ``auth_endpoint``; raises
+    :class:`PasswordRejected` on a 401."""
+    response = http_client.post(auth_endpoint, data={"username": username, "password": password})
+    if response.status_code == 401:
+        raise PasswordRejected(f"Username or password not recognized: {detail_of(response)}")
+    handle_error(response)
+    return response.json()
+
+
 def _split_api_key(uri: str) -> tuple[str, str | None]:
     """``uri`` without an ``api_key`` query parameter, and that key."""
     parts = urlsplit(uri)
@@ -253,14 +265,10 @@ class Context:
             raise ValueError(f"No provider {provider!r}; this server has {providers}")
         username = username if username is not None else username_input()
         password = password if password is not None else password_input()
-        response = self.request(
-            "POST", f"auth/provider/{provider or providers[0]}/token",
-            data={"username": username, "password": password}, check=False,
-        )  # fmt: skip
-        if response.status_code == 401:
-            raise PasswordRejected(f"Username or password not recognized: {detail_of(response)}")
-        handle_error(response)
-        self._start_session(response.json(), remember_me)
+        endpoint = self.url(f"auth/provider/{provider or providers[0]}/token")
+        tokens = password_grant(self.http_client, endpoint, provider or providers[0],
+                                username, password)  # fmt: skip
+        self._start_session(tokens, remember_me)
 
     login = authenticate
 
@@ -411,4 +419,11 @@ class Context:
         self.__init__(uri, **state)  # type: ignore[misc]
 
 
-__all__ = ["Context", "PasswordRejected", "api_root_and_path", "password_input", "username_input"]
+__all__ = [
+    "Context",
+    "PasswordRejected",
+    "api_root_and_path",
+    "password_grant",
+    "password_input",
+    "username_input",
+]
