@@ -46,6 +46,12 @@ def password_input() -> str:
     return getpass.getpass("Password: ", stream=None)
 
 
+def _interactive() -> bool:
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def password_grant(
     http_client: httpx.Client, auth_endpoint: str, provider: str, username: str, password: str
 ) -> dict[str, Any]:
@@ -117,11 +123,13 @@ class Context:
         self.api_uri, _ = api_root_and_path(uri)
         self.app = app
         self.max_connections = max_connections
-        self.show_progress = (
-            os.environ.get("TILED_SHOW_PROGRESS", "1") not in ("0", "false", "")
-            if show_progress is None
-            else show_progress
-        )
+        if show_progress is None:
+            # Progress bars for people watching, not for logs: only on a terminal by default.
+            setting = os.environ.get("TILED_SHOW_PROGRESS")
+            show_progress = (
+                setting not in ("0", "false", "") if setting is not None else _interactive()
+            )
+        self.show_progress = show_progress
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self._verify = verify
         self._headers = {
