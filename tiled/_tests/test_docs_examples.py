@@ -1,6 +1,6 @@
 """The examples of the how-to pages run.
 
-For each page under ``docs/source/how-to``, the ```` ```python ```` blocks are joined in order
+For each page under ``docs/source/how-to`` and ``docs/source/tutorials``, the ```` ```python ```` blocks are joined in order
 and executed in one namespace, with ``http://localhost:8000`` pointing at a live demo server.
 Lines outside those blocks are blanked rather than dropped, so a traceback names the line of
 the page itself. Blocks fenced as ```` ```{code-block} python ```` or ```` ```sh ```` are
@@ -13,9 +13,17 @@ from pathlib import Path
 
 import pytest
 
-HOW_TO = Path(__file__).resolve().parents[2] / "docs" / "source" / "how-to"
-# The guides; index.md only lists them.
-PAGES = sorted(p for p in HOW_TO.glob("*.md") if p.name != "index.md") if HOW_TO.is_dir() else []
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "source"
+# The how-to guides and the client tutorials; each index.md only lists them.
+SECTIONS = ("how-to", "tutorials")
+PAGES = [
+    page
+    for section in SECTIONS
+    if (DOCS / section).is_dir()
+    for page in sorted((DOCS / section).glob("*.md"))
+    if page.name != "index.md"
+]
+IDS = [f"{page.parent.name}/{page.stem}" for page in PAGES]  # names repeat across sections
 PLACEHOLDER_URL = "http://localhost:8000"
 OPENING, CLOSING = "```python", "```"
 
@@ -45,14 +53,16 @@ def test_block_extraction_keeps_line_numbers():
 
 @pytest.mark.skipif(not PAGES, reason="the documentation sources are not present")
 def test_every_guide_has_examples():
-    without = [p.name for p in PAGES if not executable_source(p.read_text()).strip()]
-    assert not without, f"how-to pages without runnable examples: {without}"
+    without = [
+        f"{p.parent.name}/{p.name}" for p in PAGES if not executable_source(p.read_text()).strip()
+    ]
+    assert not without, f"pages without runnable examples: {without}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
-def test_how_to_examples_run(page, demo_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", PAGES, ids=IDS)
+def test_page_examples_run(page, demo_server, tmp_path, monkeypatch):
     source = executable_source(page.read_text())
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     source = source.replace(PLACEHOLDER_URL, demo_server.url)
-    namespace = {"__name__": f"docs_how_to_{page.stem}"}
+    namespace = {"__name__": f"docs_{page.parent.name.replace('-', '_')}_{page.stem}"}
     exec(compile(source, str(page), "exec"), namespace)

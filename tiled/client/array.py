@@ -128,6 +128,7 @@ class ArrayClient(BaseClient):
         return numpy.frombuffer(content, dtype=dtype).reshape(shape).copy()
 
     def _read_through_zarr(self, parts: tuple[int | slice, ...], nbytes: int) -> Any:
+        import numpy
         import zarr
 
         store = self.zarr_store(3)
@@ -147,7 +148,8 @@ class ArrayClient(BaseClient):
             if bar is not None:
                 bar.n = bar.total
                 bar.close()
-        return values
+        # zarr gives native byte order; a read returns the node's dtype whatever its size.
+        return numpy.asarray(values).astype(self.dtype, copy=False)
 
     def read_block(self, block: Sequence[int], slice: Any = ...) -> Any:  # noqa: A002
         """Block ``block`` of the chunk grid (optionally a selection within it)."""
@@ -173,7 +175,8 @@ class ArrayClient(BaseClient):
         """Replace the whole array's values."""
         import numpy
 
-        array = numpy.ascontiguousarray(array, dtype=self.dtype)
+        # Not ascontiguousarray: it makes 0-d arrays 1-d.
+        array = numpy.asarray(array, dtype=self.dtype, order="C")
         if array.shape != self.shape:
             raise ValueError(f"Expected shape {self.shape}, got {array.shape}")
         self.context.request(
@@ -185,7 +188,7 @@ class ArrayClient(BaseClient):
         """Replace block ``block`` of the chunk grid."""
         import numpy
 
-        array = numpy.ascontiguousarray(array, dtype=self.dtype)
+        array = numpy.asarray(array, dtype=self.dtype, order="C")
         self.context.request(
             "PUT", f"array/block/{self._path}", params={"block": ",".join(map(str, block))},
             content=array.tobytes(), headers={"Content-Type": OCTET_STREAM},

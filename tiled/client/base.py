@@ -126,6 +126,25 @@ class BaseClient:
         """A copy of this client whose items carry their data sources."""
         return self.new_variation(include_data_sources=True).refresh()
 
+    # --- logins (the context's; upstream offers them on every node) ---
+
+    def login(
+        self,
+        username: str | None = None,
+        provider: str | None = None,
+        *,
+        password: str | None = None,
+        remember_me: bool = True,
+    ) -> None:
+        """Log in to a multi-user server (prompting for what is not given)."""
+        self.context.authenticate(
+            remember_me=remember_me, provider=provider, username=username, password=password
+        )
+
+    def logout(self) -> None:
+        """End the login of this node's context (every node read through it)."""
+        self.context.logout()
+
     # --- variations ---
 
     def new_variation(self, **changes: Any) -> BaseClient:
@@ -281,7 +300,9 @@ class BaseClient:
 
 
 class MetadataRevisions:
-    """The earlier versions of a node's metadata, newest first: ``node.metadata_revisions[0]``."""
+    """The earlier versions of a node's metadata, oldest first, as the server's items (as
+    upstream: ``node.metadata_revisions[0]["attributes"]["metadata"]``, and
+    ``["revision_number"]`` for ``delete_revision``)."""
 
     def __init__(self, context: Context, path: str):
         self.context = context
@@ -299,13 +320,13 @@ class MetadataRevisions:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             found = self._page(start, max(stop - start, 0))["data"]
-            return [item["attributes"] for item in found][::step]
+            return found[::step]
         if index < 0:
             index += len(self)
         found = self._page(index, 1)["data"]
         if not found:
             raise IndexError(index)
-        return found[0]["attributes"]
+        return found[0]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self[:])

@@ -60,7 +60,8 @@ def from_context(
     """The client of the node at ``node_path_parts`` (default the root) of ``context``."""
     if isinstance(structure_clients, str) and structure_clients not in DISPATCH:
         raise ValueError(f"structure_clients must be one of {list(DISPATCH)} or a mapping")
-    if context.authentication_required and not context.api_key:
+    # Credentials already at hand (a key, a login, a header given by the caller) are used.
+    if context.authentication_required and not context.auth_headers() and context.tokens is None:
         if not context.authentication_providers:
             raise RuntimeError(
                 "This server requires API key authentication: pass api_key=... or set "

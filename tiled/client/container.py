@@ -225,7 +225,7 @@ class Container(BaseClient, collections.abc.Mapping):
     ) -> BaseClient:
         """Store ``array`` (numpy, dask, or anything ``numpy.asarray`` takes) as a new array
         node; a dask array keeps its chunks, a numpy array is split into chunks of at most
-        100 MB along its first axis."""
+        ``WRITE_CHUNK_BYTES`` (32 MiB) along its first axis, written concurrently."""
         import numpy
 
         from ..structures.array import ArrayStructure
@@ -324,6 +324,14 @@ class Container(BaseClient, collections.abc.Mapping):
                 ),
                 keys,
             ))  # fmt: skip
+
+    def export(
+        self, filepath: Any, fields: Sequence[str] | None = None, *, format: str | None = None
+    ) -> None:
+        """Write the container (or only its children ``fields``) to ``filepath``, as
+        upstream's ``Container.export``."""
+        params = {"field": list(fields)} if fields else {}
+        super().export(filepath, format=format, **params)
 
     _export_route = "container/full"
 

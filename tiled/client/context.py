@@ -212,8 +212,9 @@ class Context:
         self._api_key = value
         if value:
             self.http_client.headers["Authorization"] = f"Apikey {value}"
-        else:
-            self.http_client.headers.pop("Authorization", None)
+        elif self.http_client.headers.get("Authorization", "").startswith("Apikey "):
+            # Only a key is withdrawn: credentials given in ``headers=`` stay.
+            del self.http_client.headers["Authorization"]
         for client in self._async_clients.values():
             client.headers.update(self.auth_headers())
 

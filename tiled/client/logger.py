@@ -13,14 +13,17 @@ _handler: logging.Handler | None = None
 
 
 def log_request(request: Any) -> None:
-    """An httpx event hook: every context's client calls it (cheap unless logging is on)."""
+    """An httpx event hook: every context's client calls it (cheap unless logging is on).
+    The request rides along on the record, for :func:`record_history`."""
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("-> %s %s", request.method, request.url)
+        logger.debug("-> %s %s", request.method, request.url, extra={"request": request})
 
 
 def log_response(response: Any) -> None:
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("<- %s %s", response.status_code, response.request.url)
+        logger.debug(
+            "<- %s %s", response.status_code, response.request.url, extra={"response": response}
+        )
 
 
 def show_logs(level: int = logging.DEBUG) -> None:
@@ -43,8 +46,9 @@ def hide_logs() -> None:
 
 @contextlib.contextmanager
 def record_history() -> Iterator[History]:
-    """Record the requests sent inside the block: ``with record_history() as h: ...``;
-    ``h.requests``, ``h.responses``."""
+    """Record the requests sent inside the block, from any thread: ``with record_history()
+    as h: ...``; ``h.requests`` (``httpx.Request``), ``h.responses`` (``httpx.Response``),
+    as upstream."""
     history = History()
     handler = _Recorder(history)
     logger.addHandler(handler)
@@ -59,8 +63,8 @@ def record_history() -> Iterator[History]:
 
 class History:
     def __init__(self) -> None:
-        self.requests: list[str] = []
-        self.responses: list[str] = []
+        self.requests: list[Any] = []
+        self.responses: list[Any] = []
 
 
 class _Recorder(logging.Handler):
@@ -69,10 +73,10 @@ class _Recorder(logging.Handler):
         self.history = history
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        (self.history.requests if text.startswith("->") else self.history.responses).append(
-            text[3:]
-        )
+        if hasattr(record, "request"):
+            self.history.requests.append(record.request)
+        elif hasattr(record, "response"):
+            self.history.responses.append(record.response)
 
 
 __all__ = ["hide_logs", "record_history", "show_logs"]

@@ -122,6 +122,7 @@ class DictView(dict):
         )
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]  # ``metadata |= {...}`` would change it silently
 
     def __copy__(self) -> dict:
         return dict(self)

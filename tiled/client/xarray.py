@@ -23,7 +23,25 @@ class DatasetClient(Container):
         dataset = xarray.open_zarr(self.zarr_store(3), consolidated=False, zarr_format=3)
         if variables is not None:
             dataset = dataset[list(variables)]
-        return dataset
+        # zarr lists a group's members in whatever order their documents arrive; give the
+        # variables the node's order (the dataset's own, as written), as upstream does.
+        rank = {name: i for i, name in enumerate(self._variable_order())}
+
+        def ordered(names: Any) -> list[Any]:
+            return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+        result = xarray.Dataset(
+            {name: dataset.variables[name] for name in ordered(dataset.data_vars)},
+            coords={name: dataset.variables[name] for name in ordered(dataset.coords)},
+            attrs=dataset.attrs,
+        )
+        result.encoding = dataset.encoding
+        return result
+
+    def _variable_order(self) -> list[str]:
+        # Servers inline a dataset's few variables in its structure; else list them.
+        contents = (self._item["attributes"].get("structure") or {}).get("contents")
+        return list(contents) if contents else list(self)
 
 
 class DaskDatasetClient(DatasetClient):

@@ -21,6 +21,7 @@ from zarr.abc.store import (
     SuffixByteRequest,
 )
 
+from .logger import log_request, log_response
 from .utils import RETRY_STATUSES, handle_error, path_url, retry_attempts
 
 if TYPE_CHECKING:
@@ -89,12 +90,17 @@ class TiledZarrStore(Store):
         delay = 0.1
         attempts = retry_attempts()
         for attempt in range(1, attempts + 1):
+            request = client.build_request("GET", url, headers=headers)
+            # Logged here rather than by event hooks: an async client's hooks must be
+            # coroutines, and the context's synchronous hooks are shared with its other client.
+            log_request(request)
             try:
-                response = await client.get(url, headers=headers)
+                response = await client.send(request)
             except httpx.TransportError:
                 if attempt == attempts:
                     raise
             else:
+                log_response(response)
                 if response.status_code not in RETRY_STATUSES or attempt == attempts:
                     return response
             await asyncio.sleep(delay)
