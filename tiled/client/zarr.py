@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 from zarr.abc.store import (
     ByteRequest,
@@ -86,26 +87,44 @@ class TiledZarrStore(Store):
             # An app in this process is called through its own (synchronous) client.
             client = self.context.http_client
             return await asyncio.to_thread(client.get, url, headers=headers)
-        client = self.context._async_client()
         delay = 0.1
         attempts = retry_attempts()
+        refreshed = False
         for attempt in range(1, attempts + 1):
-            request = client.build_request("GET", url, headers=headers)
-            # Logged here rather than by event hooks: an async client's hooks must be
-            # coroutines, and the context's synchronous hooks are shared with its other client.
-            log_request(request)
             try:
-                response = await client.send(request)
-            except httpx.TransportError:
+                response = await self._send(url, headers)
+            except (TimeoutError, aiohttp.ClientConnectionError):
                 if attempt == attempts:
                     raise
             else:
-                log_response(response)
+                if response.status_code == 401 and self.context.tokens and not refreshed:
+                    # The login's access token expired: refresh it (once) and send again.
+                    await asyncio.to_thread(self.context.force_auth_refresh)
+                    refreshed = True
+                    continue
                 if response.status_code not in RETRY_STATUSES or attempt == attempts:
                     return response
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        """One GET through the context's aiohttp session, as an httpx response (so that
+        errors, logs and history treat it like every other request of the client)."""
+        request = httpx.Request(
+            "GET", url, headers={**self.context.credential_headers(), **headers}
+        )
+        # Logged here rather than by event hooks, which only the httpx clients have.
+        log_request(request)
+        async with self.context.chunk_session().get(url, headers=dict(request.headers)) as answer:
+            content = await answer.read()
+            response = httpx.Response(
+                answer.status, headers=[(k, v) for k, v in answer.headers.items()
+                                        if k.lower() not in ("content-encoding", "content-length")],
+                content=content, request=request,
+            )  # fmt: skip
+        log_response(response)
+        return response
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
