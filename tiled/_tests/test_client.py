@@ -1301,3 +1301,40 @@ def test_show_logs_prints_requests(demo, capsys):
     demo["nested"]
     err = capsys.readouterr().err
     assert "/metadata/scalars" in err and "/metadata/nested" not in err
+
+
+# --- details found while writing the tutorials ---
+
+
+def test_formats_and_export_names_follow_specs_then_family(demo, demo_tree, tmp_path):
+    dataset = demo["structured_data"]["xarray_dataset"]
+    about = dataset.context.server_info
+    assert dataset.formats == list(
+        dict.fromkeys([*about["formats"]["xarray_dataset"], *about["formats"]["container"]])
+    )
+    dataset.export(tmp_path / "dataset.csv")  # "csv" is a name the spec's table gives
+    exported = pandas.read_csv(tmp_path / "dataset.csv")
+    assert len(exported) == demo_tree["structured_data"]["xarray_dataset"]["time"].read().size * 4
+    with pytest.raises(ValueError, match="Unknown format 'nope'"):
+        dataset.export(tmp_path / "dataset.nope")
+
+
+def test_from_uri_refuses_unknown_arguments_and_warns_on_retired_ones(demo_server):
+    with pytest.raises(TypeError, match="api_kye"):
+        from_uri(demo_server.url, api_kye="secret")
+    with pytest.warns(DeprecationWarning, match="username"):
+        from_uri(demo_server.url, username="alice")
+
+
+def test_whoami_on_a_server_without_logins_is_none(demo):
+    assert demo.context.whoami() is None
+
+
+def test_a_simple_server_removes_its_temporary_directory(tmp_path):
+    server = SimpleTiledServer()
+    directory = server.directory
+    from_uri(server.uri).write_array(numpy.arange(3), key="a")
+    assert (directory / "catalog.db").exists()
+    server.close()
+    assert not directory.exists()
+    server.close()  # closing twice is harmless

@@ -194,8 +194,16 @@ class ArrayClient(BaseClient):
             content=array.tobytes(), headers={"Content-Type": OCTET_STREAM},
         )  # fmt: skip
 
-    def export(self, filepath: Any, *, format: str | None = None, slice: Any = None) -> None:  # noqa: A002
-        params = {} if slice is None else {"slice": _query(normalize_key(slice, self.shape)[0])}
+    def export(
+        self,
+        filepath: Any,
+        *,
+        format: str | None = None,
+        slice: Any = None,
+        **params: Any,  # noqa: A002
+    ) -> None:
+        if slice is not None:
+            params["slice"] = _query(normalize_key(slice, self.shape)[0])
         super().export(filepath, format=format, **params)
 
     _export_route = "array/full"

@@ -92,13 +92,14 @@ class BaseClient:
 
     @property
     def formats(self) -> list[str]:
-        """The media types this node can be exported as."""
-        family = self._item["attributes"]["structure_family"]
+        """The media types this node can be exported as: those of its specs (an xarray
+        dataset exports as a table too), then those of its structure family."""
         formats = self.context.server_info.get("formats", {})
-        for spec in self.specs:
-            if spec.name in formats:
-                return list(formats[spec.name])
-        return list(formats.get(family, []))
+        return list(dict.fromkeys(m for key in self._format_keys() for m in formats.get(key, [])))
+
+    def _format_keys(self) -> list[str]:
+        """Where the server's format and alias tables list this node: specs, then family."""
+        return [*(spec.name for spec in self.specs), self._item["attributes"]["structure_family"]]
 
     def structure(self) -> Any:
         if self._structure_cache is None:
@@ -288,12 +289,14 @@ class BaseClient:
             format = name.rsplit(".", 1)[1]
         if "/" in format:
             return format
-        family = self._item["attributes"]["structure_family"]
-        aliases = self.context.server_info.get("aliases", {}).get(family, {})
-        for media_type, extensions in aliases.items():
-            if format in extensions:
-                return media_type
-        raise ValueError(f"Unknown format {format!r}; known: {sorted(aliases)}")
+        tables = self.context.server_info.get("aliases", {})
+        known: list[str] = []
+        for key in self._format_keys():
+            for media_type, extensions in tables.get(key, {}).items():
+                if format in extensions:
+                    return media_type
+                known.extend(extensions)
+        raise ValueError(f"Unknown format {format!r}; known: {sorted(set(known))}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{'/'.join(self.path_parts)}>"

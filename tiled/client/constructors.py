@@ -26,7 +26,11 @@ DASK_CLIENTS: dict[str, str] = {
     "xarray_dataset": "tiled.client.xarray:DaskDatasetClient",
 }
 DISPATCH = {"numpy": NUMPY_CLIENTS, "dask": DASK_CLIENTS}
-FALLBACK = "tiled.client.base:BaseClient"  # families this client has no class for yet
+FALLBACK = "tiled.client.base:BaseClient"
+# Arguments upstream's from_uri took once and now ignores.
+DEPRECATED_ARGUMENTS = frozenset(
+    {"username", "auth_provider", "prompt_for_reauthentication"}
+)  # families this client has no class for yet
 
 
 def _resolve(entry: Any) -> type:
@@ -101,6 +105,16 @@ def from_uri(
 ) -> Any:
     """The client of the node ``uri`` names: a server (``http://host:8000``), its API root, or
     a node (``.../api/v1/metadata/a/b``). ``?api_key=`` in ``uri`` is sent as a header."""
+    unknown = set(deprecated) - DEPRECATED_ARGUMENTS
+    if unknown:
+        raise TypeError(f"from_uri() got unexpected keyword arguments {sorted(unknown)}")
+    if deprecated:
+        import warnings
+
+        warnings.warn(
+            f"from_uri() ignores {sorted(deprecated)}, as upstream's later versions do",
+            DeprecationWarning, stacklevel=2,
+        )  # fmt: skip
     context, path = Context.from_any_uri(
         uri, api_key=api_key, headers=headers, timeout=timeout, verify=verify,
         max_connections=max_connections, show_progress=show_progress,

@@ -336,7 +336,7 @@ class Context:
     def whoami(self) -> dict[str, Any] | None:
         """The principal these credentials act as (None when anonymous)."""
         response = self.request("GET", "auth/whoami", check=False)
-        if response.status_code == 401:
+        if response.status_code in (401, 404):  # anonymous, or a server without logins
             return None
         handle_error(response)
         return response.json()

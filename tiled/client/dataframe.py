@@ -144,9 +144,15 @@ class DataFrameClient(BaseClient):
         )  # fmt: skip
 
     def export(
-        self, filepath: Any, columns: Sequence[str] | None = None, *, format: str | None = None
+        self,
+        filepath: Any,
+        columns: Sequence[str] | None = None,
+        *,
+        format: str | None = None,
+        **params: Any,
     ) -> None:
-        params = {"column": list(columns)} if columns else {}
+        if columns:
+            params["column"] = list(columns)
         super().export(filepath, format=format, **params)
 
     _export_route = "table/full"

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ class BackgroundServer:
         self._thread.join(timeout=timeout)
 
 
+def _stop(server: BackgroundServer, directory: Path | None) -> None:
+    server.stop()
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class SimpleTiledServer:
     """A Tiled server with a new writable SQLite catalog, running until :meth:`close`.
 
@@ -79,11 +86,13 @@ class SimpleTiledServer:
         self._server = BackgroundServer(self.app, port=port).start()
         self.port = self._server.port
         self.uri = f"http://127.0.0.1:{self.port}/api/v1?api_key={self.api_key}"
+        # Stopped and cleaned up when closed, forgotten, or at the latest when Python exits.
+        self._finalizer = weakref.finalize(
+            self, _stop, self._server, self.directory if self._temporary else None
+        )
 
     def close(self) -> None:
-        self._server.stop()
-        if self._temporary:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        self._finalizer()
 
     def __enter__(self) -> SimpleTiledServer:
         return self
