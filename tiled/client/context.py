@@ -361,6 +361,11 @@ class Context:
     def revoke_api_key(self, first_eight: str) -> None:
         self.request("DELETE", "auth/apikey", params={"first_eight": first_eight})
 
+    @property
+    def admin(self) -> Admin:
+        """Administration of principals (needs an administrator's credentials)."""
+        return Admin(self)
+
     # --- requests ---
 
     def url(self, path: str) -> str:
@@ -463,7 +468,46 @@ class Context:
         self.__init__(uri, **state)  # type: ignore[misc]
 
 
+class Admin:
+    """The principals of a multi-user server: ``context.admin.list_principals()``, ..."""
+
+    def __init__(self, context: Context):
+        self.context = context
+
+    def list_principals(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self.context.get_json(
+            "auth/principal", params={"page[offset]": offset, "page[limit]": limit}
+        )["data"]
+
+    def show_principal(self, uuid: str) -> dict[str, Any]:
+        return self.context.get_json(f"auth/principal/{uuid}")
+
+    def create_service_principal(self, role: str) -> dict[str, Any]:
+        """A new principal for a service (no login), with ``role`` (``user``, ``admin``)."""
+        return self.context.request("POST", "auth/principal", params={"role": role}).json()
+
+    def create_api_key(
+        self,
+        uuid: str,
+        scopes: list[str] | None = None,
+        expires_in: int | None = None,
+        note: str | None = None,
+        access_tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A new API key of principal ``uuid`` (a service principal, say)."""
+        body: dict[str, Any] = {"scopes": scopes, "expires_in": expires_in, "note": note}
+        if access_tags is not None:
+            body["access_tags"] = access_tags
+        return self.context.request("POST", f"auth/principal/{uuid}/apikey", json=body).json()
+
+    def revoke_api_key(self, uuid: str, first_eight: str) -> None:
+        self.context.request(
+            "DELETE", f"auth/principal/{uuid}/apikey", params={"first_eight": first_eight}
+        )
+
+
 __all__ = [
+    "Admin",
     "Context",
     "PasswordRejected",
     "api_root_and_path",
