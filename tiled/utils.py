@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,3 +32,24 @@ def import_object(path: str) -> Any:
     for part in attribute.split(".") if attribute else []:
         obj = getattr(obj, part)
     return obj
+
+
+# The async drivers this project runs SQL through, by the scheme a user may write.
+ASYNC_SQL_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+
+def ensure_specified_sql_driver(uri: str | os.PathLike) -> str:
+    """``uri`` with this project's async driver when it names none (``sqlite://...`` ->
+    ``sqlite+aiosqlite://...``, ``postgresql://`` -> ``postgresql+asyncpg://``); a plain path
+    is a SQLite file; a driver given explicitly is kept (upstream's name)."""
+    text = os.fspath(uri)
+    if "://" not in text:
+        return f"sqlite+aiosqlite:///{text}"
+    scheme, rest = text.split("://", 1)
+    return f"{ASYNC_SQL_DRIVERS.get(scheme, scheme)}://{rest}"

@@ -18,16 +18,11 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from ..config import Database
+from ..utils import ASYNC_SQL_DRIVERS
 
 IN_MEMORY = "sqlite+aiosqlite://"
 _MEMORY_FORMS = {"", ":memory:", "sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite://"}
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+psycopg2": "postgresql+asyncpg",
-    "postgresql+psycopg": "postgresql+asyncpg",
-}
+_ASYNC_DRIVERS = ASYNC_SQL_DRIVERS
 
 
 def async_url(uri: str | None) -> URL:

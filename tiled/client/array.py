@@ -11,6 +11,7 @@ from typing import Any
 
 from ..ndslice import NDBlock, NDSlice
 from .base import BaseClient
+from .utils import is_interactive
 
 # A selection at least this large is read through the zarr chunk routes, concurrently.
 ZARR_READ_THRESHOLD = 4 * 2**20
@@ -79,8 +80,9 @@ class ArrayClient(BaseClient):
         return tuple(self.structure().chunks)
 
     @property
-    def dims(self) -> tuple[str, ...] | None:
-        return self.structure().dims
+    def dims(self) -> list[str] | None:
+        dims = self.structure().dims
+        return list(dims) if dims is not None else None
 
     @property
     def ndim(self) -> int:
@@ -133,7 +135,7 @@ class ArrayClient(BaseClient):
 
         store = self.zarr_store(3)
         bar = None
-        if self.context.show_progress and nbytes >= PROGRESS_THRESHOLD:
+        if self.context.show_progress and nbytes >= PROGRESS_THRESHOLD and is_interactive():
             try:
                 from tqdm.auto import tqdm
             except ImportError:

@@ -44,7 +44,7 @@ class TokenCache:
         temporary = self.path.with_suffix(".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
-            json.dump({"api_uri": self.api_uri, "refresh_token": tokens["refresh_token"]}, file)
+            json.dump({"api_uri": self.api_uri, **tokens}, file)
         os.replace(temporary, self.path)
 
     def clear(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..structures.core import Spec, StructureFamily
-from .utils import DictView, path_url
+from .utils import DictView, json_body, path_url
 
 if TYPE_CHECKING:
     from .context import Context
@@ -25,6 +25,11 @@ def _merge_patch(metadata: dict[str, Any]) -> dict[str, Any]:
         )
         for key, value in metadata.items()
     }  # fmt: skip
+
+
+def _check_metadata(metadata: Any) -> None:
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
 
 
 class BaseClient:
@@ -196,6 +201,7 @@ class BaseClient:
     ) -> None:
         """Merge ``metadata`` into the node's (``DELETE_KEY`` removes a key); replace specs
         and access tags when given."""
+        _check_metadata(metadata)
         body: dict[str, Any] = {"content-type": "application/merge-patch+json"}
         if metadata is not None:
             body["metadata"] = _merge_patch(dict(metadata))
@@ -227,7 +233,7 @@ class BaseClient:
 
     def _send_patch(self, body: dict[str, Any], drop_revision: bool) -> None:
         params = {"drop_revision": "true"} if drop_revision else None
-        self.context.request("PATCH", f"metadata/{self._path}", json=body, params=params)
+        self.context.request("PATCH", f"metadata/{self._path}", params=params, **json_body(body))
         self.refresh()
 
     def replace_metadata(
@@ -238,6 +244,7 @@ class BaseClient:
         drop_revision: bool = False,
     ) -> None:
         """Replace the node's metadata (and specs, access tags) whole."""
+        _check_metadata(metadata)
         body: dict[str, Any] = {"metadata": metadata}
         if specs is not None:
             body["specs"] = [s.to_json() if isinstance(s, Spec) else Spec.from_json(s).to_json()
@@ -245,7 +252,7 @@ class BaseClient:
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         params = {"drop_revision": "true"} if drop_revision else None
-        self.context.request("PUT", f"metadata/{self._path}", json=body, params=params)
+        self.context.request("PUT", f"metadata/{self._path}", params=params, **json_body(body))
         self.refresh()
 
     @property

@@ -71,7 +71,8 @@ def from_context(
                 "This server requires API key authentication: pass api_key=... or set "
                 "TILED_API_KEY."
             )
-        context.authenticate(remember_me=remember_me)  # type: ignore[attr-defined]
+        if not (remember_me and context.use_cached_tokens()):
+            context.authenticate(remember_me=remember_me)
     params = {"include_data_sources": "true"} if include_data_sources else None
     path = path_url(node_path_parts or [])
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..structures.core import Spec
 from .base import BaseClient
-from .utils import ClientError, path_url
+from .utils import ClientError, json_body, path_url
 
 ASCENDING = 1
 DESCENDING = -1
@@ -179,6 +179,8 @@ class Container(BaseClient, collections.abc.Mapping):
     ) -> BaseClient:
         """Create a child node; registered data (data sources with assets) is sent to
         ``/register``, anything else to ``/metadata``. Returns its client."""
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
         sources = [s.to_json() if hasattr(s, "to_json") else dict(s) for s in data_sources]
         body: dict[str, Any] = {
             "structure_family": str(getattr(structure_family, "value", structure_family)),
@@ -191,7 +193,7 @@ class Container(BaseClient, collections.abc.Mapping):
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         route = "register" if any(s.get("assets") for s in sources) else "metadata"
-        created = self.context.request("POST", f"{route}/{self._path}", json=body).json()
+        created = self.context.request("POST", f"{route}/{self._path}", **json_body(body)).json()
         return self._child(created["id"])
 
     def _child(self, key: str) -> BaseClient:
@@ -268,7 +270,7 @@ class Container(BaseClient, collections.abc.Mapping):
             "table", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
         )
         for number, partition in enumerate(partitions):
-            client.write_partition(partition, number)  # type: ignore[attr-defined]
+            client.write_partition(number, partition)  # type: ignore[attr-defined]
         return client
 
     write_table = write_dataframe
@@ -368,25 +370,39 @@ class ListView(collections.abc.Sequence):
             yield self._convert(item)
 
     def __getitem__(self, index: int | slice) -> Any:
-        keys_only = self._kind == "keys"
         if isinstance(index, slice):
-            if index.step not in (None, 1):
-                return self[index.start : index.stop][:: index.step]  # type: ignore[misc]
-            start, stop = index.start or 0, index.stop
-            if start < 0 or (stop is not None and stop < 0):
-                start, stop, _ = index.indices(len(self))
-            if stop is not None and stop <= start:
-                return []
-            items = self._container._iter(start, stop, keys_only=keys_only)
-            return [self._convert(item) for item in items]
+            return self._slice(index)
         if index < 0:
             index += len(self)
             if index < 0:
                 raise IndexError(index)
-        found = list(self._container._iter(index, index + 1, keys_only=keys_only))
+        found = self._window(index, index + 1)
         if not found:
             raise IndexError(index)
         return self._convert(found[0])
+
+    def _window(self, start: int, stop: int | None) -> list[dict[str, Any]]:
+        return list(self._container._iter(start, stop, keys_only=self._kind == "keys"))
+
+    def _slice(self, index: slice) -> list[Any]:
+        """Python's slice semantics, reading only the window of entries it touches; the
+        length is asked for only when a bound counts from the end."""
+        step = 1 if index.step is None else index.step
+        if step == 0:
+            raise ValueError("slice step cannot be zero")
+        start, stop = index.start, index.stop
+        from_end = any(v is not None and v < 0 for v in (start, stop))
+        if step > 0 and not from_end:
+            start = start or 0
+            if stop is not None and stop <= start:
+                return []
+            return [self._convert(item) for item in self._window(start, stop)][::step]
+        positions = range(*index.indices(len(self)))
+        if not positions:
+            return []
+        low, high = min(positions), max(positions)
+        window = self._window(low, high + 1)
+        return [self._convert(window[i - low]) for i in positions if i - low < len(window)]
 
     def head(self, n: int = 5) -> list[Any]:
         return self[:n]

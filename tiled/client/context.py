@@ -24,6 +24,7 @@ from .logger import log_request, log_response
 from .utils import detail_of, handle_error, with_retries
 
 UNSET: Any = object()
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 APP_BASE = "http://local-tiled-app"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=120.0)
 
@@ -62,12 +63,6 @@ def _close_sessions(sessions: dict[int, tuple[Any, Any]]) -> None:
         except Exception:  # a loop shutting down at exit: nothing left to release
             pass
     sessions.clear()
-
-
-def _interactive() -> bool:
-    import sys
-
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def password_grant(
@@ -138,15 +133,14 @@ class Context:
         show_progress: bool | None = None,
     ):
         uri, key_in_uri = _split_api_key(uri)
-        self.api_uri, _ = api_root_and_path(uri)
+        root, _ = api_root_and_path(uri)
+        self.api_uri = f"{root}/"  # upstream's form: requests are ``api_uri + path``
         self.app = app
         self.max_connections = max_connections
         if show_progress is None:
-            # Progress bars for people watching, not for logs: only on a terminal by default.
-            setting = os.environ.get("TILED_SHOW_PROGRESS")
-            show_progress = (
-                setting not in ("0", "false", "") if setting is not None else _interactive()
-            )
+            setting = os.environ.get("TILED_SHOW_PROGRESS", "1").strip().lower()
+            show_progress = setting not in ("0", "false", "no", "off", "")
+        # Whether reads may show progress bars; they appear only on a terminal (is_interactive).
         self.show_progress = show_progress
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self._verify = verify
@@ -243,7 +237,7 @@ class Context:
 
     @property
     def base_url(self) -> str:
-        return self.api_uri.rsplit("/api/v1", 1)[0]
+        return self.api_uri.rsplit("/api/v1/", 1)[0]
 
     @property
     def authentication_providers(self) -> list[dict[str, Any]]:
@@ -282,8 +276,6 @@ class Context:
     ) -> None:
         """Log in with a username and password (prompted for when not given). With
         ``remember_me`` the session is remembered for this server until :meth:`logout`."""
-        if remember_me and username is None and self.use_cached_tokens():
-            return
         providers = self._password_providers()
         if not providers:
             raise RuntimeError("This server offers no username/password login; use an API key")
@@ -301,18 +293,20 @@ class Context:
     def use_cached_tokens(self) -> bool:
         """Resume the session remembered for this server; False if there is none (or it
         has expired)."""
-        cache = TokenCache(self.api_uri)
-        remembered = cache.load()
+        remembered = TokenCache(self.api_uri).load()
         if remembered is None:
             return False
-        response = self.request(
-            "POST", "auth/session/refresh", json={"refresh_token": remembered["refresh_token"]},
-            check=False,
-        )  # fmt: skip
-        if response.status_code != 200:
-            cache.clear()
-            return False
-        self._start_session(response.json(), remember_me=True)
+        if not remembered.get("access_token"):  # an older cache file: refresh now
+            response = self.request(
+                "POST", "auth/session/refresh",
+                json={"refresh_token": remembered["refresh_token"]}, check=False,
+            )  # fmt: skip
+            if response.status_code != 200:
+                TokenCache(self.api_uri).clear()
+                return False
+            remembered = response.json()
+        # Used as they are: an expired access token is refreshed on its first 401.
+        self._start_session(remembered, remember_me=True)
         return True
 
     def force_auth_refresh(self) -> None:
@@ -336,9 +330,16 @@ class Context:
     def whoami(self) -> dict[str, Any] | None:
         """The principal these credentials act as (None when anonymous)."""
         response = self.request("GET", "auth/whoami", check=False)
-        if response.status_code in (401, 404):  # anonymous, or a server without logins
+        if response.status_code == 404:  # a server without logins
+            import warnings
+
+            warnings.warn(
+                "Authentication providers were not configured on the server.", stacklevel=2
+            )
             return None
-        handle_error(response)
+        if response.status_code == 401 and not self.credential_headers():
+            return None  # anonymous
+        handle_error(response)  # credentials the server refuses (a revoked key) raise
         return response.json()
 
     def which_api_key(self) -> dict[str, Any]:
@@ -369,7 +370,7 @@ class Context:
     # --- requests ---
 
     def url(self, path: str) -> str:
-        return f"{self.api_uri}/{path}" if path else f"{self.api_uri}/"
+        return f"{self.api_uri}{path}"
 
     def request(
         self, method: str, path: str, *, check: bool = True, **kwargs: Any
@@ -377,7 +378,10 @@ class Context:
         """Send a request to ``{api root}/{path}``, retrying what may succeed on a second try;
         error answers raise :class:`ClientError` unless ``check`` is false."""
         url = path if path.startswith(("http://", "https://")) else self.url(path)
-        response = with_retries(lambda: self.http_client.request(method, url, **kwargs))
+        response = with_retries(
+            lambda: self.http_client.request(method, url, **kwargs),
+            idempotent=method.upper() in IDEMPOTENT_METHODS,
+        )
         return handle_error(response) if check else response
 
     def get_json(self, path: str, params: Any = None) -> Any:
@@ -452,7 +456,13 @@ class Context:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Context {self.api_uri}>"
+        if self.api_key:
+            who = f"with API key '{self.api_key[:8]}...'"
+        elif self.tokens is not None:
+            who = "authenticated"
+        else:
+            who = "(unauthenticated)"
+        return f"<Context {self.api_uri} {who}>"
 
     def __getstate__(self) -> dict[str, Any]:
         if self.app is not None:

@@ -53,6 +53,19 @@ def index_is_row_numbers(structure: Any) -> bool:
     return not any(isinstance(column, str) for column in index)
 
 
+def _partition_first(partition: Any, dataframe: Any, method: str) -> tuple[int, Any]:
+    """Upstream swapped these arguments once; the old order still works, with a warning."""
+    if isinstance(partition, int):
+        return partition, dataframe
+    import warnings
+
+    warnings.warn(
+        f"The order of arguments has changed: please use {method}(partition, dataframe).",
+        DeprecationWarning, stacklevel=3,
+    )  # fmt: skip
+    return dataframe, partition
+
+
 class DataFrameClient(BaseClient):
     """A table node: ``read()`` gives a pandas DataFrame; ``node["A"]`` a column's array."""
 
@@ -127,8 +140,9 @@ class DataFrameClient(BaseClient):
             headers={"Content-Type": ARROW},
         )  # fmt: skip
 
-    def write_partition(self, dataframe: Any, partition: int) -> None:
+    def write_partition(self, partition: int, dataframe: Any) -> None:
         """Replace partition ``partition``."""
+        partition, dataframe = _partition_first(partition, dataframe, "write_partition")
         if hasattr(dataframe, "compute"):
             dataframe = dataframe.compute()
         self.context.request(
@@ -136,8 +150,10 @@ class DataFrameClient(BaseClient):
             content=_pandas_to_arrow(dataframe), headers={"Content-Type": ARROW},
         )  # fmt: skip
 
-    def append_partition(self, dataframe: Any, partition: int) -> None:
-        """Append rows to partition ``partition``."""
+    def append_partition(self, partition: int, dataframe: Any) -> None:
+        """Append rows to partition ``partition`` (not retried once sent: appending twice
+        would add the rows twice)."""
+        partition, dataframe = _partition_first(partition, dataframe, "append_partition")
         self.context.request(
             "PATCH", f"table/partition/{self._path}", params={"partition": partition},
             content=_pandas_to_arrow(dataframe), headers={"Content-Type": ARROW},

@@ -18,8 +18,9 @@ class SparseClient(BaseClient):
         return tuple(self.structure().shape)
 
     @property
-    def dims(self) -> tuple[str, ...] | None:
-        return self.structure().dims
+    def dims(self) -> list[str] | None:
+        dims = self.structure().dims
+        return list(dims) if dims is not None else None
 
     @property
     def chunks(self) -> tuple[tuple[int, ...], ...]:

@@ -75,11 +75,17 @@ def retry_timeout() -> float:
     return float(os.environ.get("TILED_RETRY_TIMEOUT", "45"))
 
 
+# Failures after which a request surely never reached the server: safe to send again even
+# when sending twice would not be (a POST creating a node, a PATCH appending rows).
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
 def with_retries(
     send: Callable[[], httpx.Response],
     *,
     attempts: int | None = None,
     timeout: float | None = None,
+    idempotent: bool = True,
 ) -> httpx.Response:
     """``send()`` until it answers something other than a retryable failure, with exponential
     backoff (0.1 s doubling, at most 5 s), for at most ``attempts`` tries and ``timeout``
@@ -90,11 +96,14 @@ def with_retries(
     for attempt in range(1, max(attempts, 1) + 1):
         try:
             response = send()
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             if attempt >= attempts or time.monotonic() + delay > deadline:
                 raise
+            if not idempotent and not isinstance(error, NEVER_SENT):
+                raise  # it may have been processed: the caller decides
         else:
-            if response.status_code not in RETRY_STATUSES or attempt >= attempts:
+            retryable = RETRY_STATUSES if idempotent else {503}
+            if response.status_code not in retryable or attempt >= attempts:
                 return response
             after = response.headers.get("retry-after", "")
             if after.isdigit():
@@ -131,6 +140,38 @@ class DictView(dict):
         import copy
 
         return copy.deepcopy(dict(self), memo)
+
+
+def is_interactive() -> bool:
+    """Whether someone watches: standard error is a terminal (progress bars appear only then)."""
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def json_default(value: Any) -> Any:
+    """JSON for what metadata often holds besides JSON: numpy values, dates, bytes (as a data
+    URI, as upstream sends them)."""
+    import base64
+    import datetime
+
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return "data:application/octet-stream;base64," + base64.b64encode(value).decode()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def json_body(value: Any) -> dict[str, Any]:
+    """``httpx`` request arguments sending ``value`` as JSON (with :func:`json_default`)."""
+    import json
+
+    content = json.dumps(value, default=json_default, allow_nan=False)
+    return {"content": content, "headers": {"Content-Type": "application/json"}}
 
 
 def path_url(parts: list[str] | tuple[str, ...]) -> str:

@@ -14,6 +14,7 @@ defaults.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -153,6 +154,13 @@ def read_environment() -> Environment:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"environment variable {name}: {message}")
         raise ConfigError(problems) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Environment:
+    """The ``TILED_*`` environment, read once; ``get_settings.cache_clear()`` reads it again
+    (upstream's name, which its tests use)."""
+    return read_environment()
 
 
 def variable(name: str) -> str | None:

@@ -1,0 +1,5 @@
+"""``python -m tiled ...``: the ``tiled`` command line."""
+
+from .commandline.main import main
+
+main()
