@@ -57,57 +57,64 @@ UPSTREAM_INDEX = "https://pypi.org/simple/tiled/"
 
 
 @pytest.fixture(scope="session")
-def upstream_example_configs(tmp_path_factory):
-    """Upstream Tiled 0.2.20's ``example_configs/`` folder, from its source distribution.
-
-    The sdist is downloaded from PyPI (its sha256, as the index gives it, is checked), or read
-    from ``TILED_TEST_UPSTREAM_SDIST`` (the path of an already downloaded tarball); only
-    ``tiled-0.2.20/example_configs/`` is extracted. Upstream's files are not kept in this
-    repository. Skips when PyPI cannot be reached.
-    """
+def upstream_sdist(tmp_path_factory):
+    """Upstream Tiled 0.2.20's source distribution (a tarball), read from
+    ``TILED_TEST_UPSTREAM_SDIST`` or downloaded from PyPI with its sha256 checked against the
+    index; skips when PyPI cannot be reached. Upstream's files are never kept in this
+    repository: tests extract what they need from it (:func:`extract_from_sdist`)."""
     import hashlib
     import html
     import os
     import re
-    import tarfile
     from pathlib import Path
     from urllib.parse import urldefrag, urljoin
 
     import httpx
 
     given = os.environ.get("TILED_TEST_UPSTREAM_SDIST")
-    folder = tmp_path_factory.mktemp("upstream_sdist")
     if given:
-        tarball = Path(given)
-    else:
-        try:
-            with httpx.Client(follow_redirects=True, timeout=60) as client:
-                index = client.get(UPSTREAM_INDEX)
-                index.raise_for_status()
-                hrefs = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', index.text)]
-                found = [h for h in hrefs if urldefrag(h).url.endswith(f"/{UPSTREAM_SDIST}")]
-                if not found:
-                    pytest.fail(f"{UPSTREAM_INDEX} lists no {UPSTREAM_SDIST}")
-                url, fragment = urldefrag(urljoin(str(index.url), found[0]))
-                response = client.get(url)
-                response.raise_for_status()
-        except httpx.TransportError as error:
-            pytest.skip(f"cannot download upstream's {UPSTREAM_SDIST} from PyPI: {error!r}")
-        algorithm, _, expected = fragment.partition("=")
-        if algorithm != "sha256" or not expected:
-            pytest.fail(f"{UPSTREAM_INDEX} gives no sha256 for {UPSTREAM_SDIST}: {fragment!r}")
-        actual = hashlib.sha256(response.content).hexdigest()
-        if actual != expected:
-            pytest.fail(f"{url}: sha256 {actual}, the index says {expected}")
-        tarball = folder / UPSTREAM_SDIST
-        tarball.write_bytes(response.content)
-    prefix = "tiled-0.2.20/example_configs/"
+        return Path(given)
+    try:
+        with httpx.Client(follow_redirects=True, timeout=60) as client:
+            index = client.get(UPSTREAM_INDEX)
+            index.raise_for_status()
+            hrefs = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', index.text)]
+            found = [h for h in hrefs if urldefrag(h).url.endswith(f"/{UPSTREAM_SDIST}")]
+            if not found:
+                pytest.fail(f"{UPSTREAM_INDEX} lists no {UPSTREAM_SDIST}")
+            url, fragment = urldefrag(urljoin(str(index.url), found[0]))
+            response = client.get(url)
+            response.raise_for_status()
+    except httpx.TransportError as error:
+        pytest.skip(f"cannot download upstream's {UPSTREAM_SDIST} from PyPI: {error!r}")
+    algorithm, _, expected = fragment.partition("=")
+    if algorithm != "sha256" or not expected:
+        pytest.fail(f"{UPSTREAM_INDEX} gives no sha256 for {UPSTREAM_SDIST}: {fragment!r}")
+    actual = hashlib.sha256(response.content).hexdigest()
+    if actual != expected:
+        pytest.fail(f"{url}: sha256 {actual}, the index says {expected}")
+    tarball = tmp_path_factory.mktemp("upstream_sdist") / UPSTREAM_SDIST
+    tarball.write_bytes(response.content)
+    return tarball
+
+
+def extract_from_sdist(tarball, prefix: str, folder):
+    """Extract the members of ``tarball`` under ``prefix`` into ``folder``; ``folder/prefix``."""
+    import tarfile
+
     with tarfile.open(tarball) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
         if not members:
             pytest.fail(f"{tarball} holds no {prefix}")
         archive.extractall(folder, members=members, filter="data")
     return folder / prefix
+
+
+@pytest.fixture(scope="session")
+def upstream_example_configs(upstream_sdist, tmp_path_factory):
+    """Upstream Tiled 0.2.20's ``example_configs/`` folder, from its source distribution."""
+    folder = tmp_path_factory.mktemp("upstream_example_configs")
+    return extract_from_sdist(upstream_sdist, "tiled-0.2.20/example_configs/", folder)
 
 
 @pytest.fixture(scope="session")

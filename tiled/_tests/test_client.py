@@ -1343,3 +1343,38 @@ def test_a_simple_server_removes_its_temporary_directory(tmp_path):
     server.close()
     assert not directory.exists()
     server.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize(
+    "index",
+    [slice(None), slice(2, 5), slice(3, None), slice(-3, None), slice(None, -2), slice(-3, None, -1),
+     slice(-2, -6, -1), slice(None, None, -1), slice(1, 7, 2), slice(6, 1, -2), slice(5, 2),
+     slice(100, None), 0, 3, -1, -5],
+)  # fmt: skip
+def test_listing_views_slice_like_lists(demo, index):
+    keys = list(demo)
+    assert demo.keys()[index] == keys[index]
+    values = demo.values()[index]
+    expected = keys[index]
+    if isinstance(index, slice):
+        assert [v.path_parts[-1] for v in values] == expected
+        assert [k for k, _ in demo.items()[index]] == expected
+    else:
+        assert values.path_parts[-1] == expected
+
+
+def test_metadata_with_numpy_values_dates_and_bytes_is_sent_as_json(scratch):
+    import datetime
+
+    node = scratch.write_array(
+        numpy.arange(3),
+        metadata={"n": numpy.int64(3), "v": numpy.arange(2), "when": datetime.date(2026, 1, 2),
+                  "raw": b"\x00\x01"},
+    )  # fmt: skip
+    assert node.metadata == {
+        "n": 3, "v": [0, 1], "when": "2026-01-02",
+        "raw": "data:application/octet-stream;base64,AAE=",
+    }  # fmt: skip
+    for bad in (1, 1.2, True, [1, 2], (1, 2), {1}):
+        with pytest.raises(ValueError, match="must be a dict"):
+            node.update_metadata(metadata=bad)

@@ -29,11 +29,11 @@ import pytest
 
 import tiled
 
+from .conftest import extract_from_sdist
+
 # Each case starts a pytest of its own and reads the downloaded source distribution.
 pytestmark = pytest.mark.slow
 
-UPSTREAM_SDIST = "tiled-0.2.20.tar.gz"
-UPSTREAM_INDEX = "https://pypi.org/simple/tiled/"
 UPSTREAM_TESTS = "tiled-0.2.20/tests/"
 # Upper bound of one module's run (the slowest listed takes about 20 s).
 MODULE_TIMEOUT = 150
@@ -137,58 +137,15 @@ asyncio_default_fixture_loop_scope = function
 """
 
 
-def _sdist(folder: Path) -> Path:
-    """Upstream's source distribution: ``TILED_TEST_UPSTREAM_SDIST``, else downloaded from
-    PyPI (sha256 checked against the index) into ``folder``; skips when PyPI is unreachable."""
-    import hashlib
-    import html
-    import re
-    from urllib.parse import urldefrag, urljoin
-
-    import httpx
-
-    given = os.environ.get("TILED_TEST_UPSTREAM_SDIST")
-    if given:
-        return Path(given)
-    try:
-        with httpx.Client(follow_redirects=True, timeout=60) as client:
-            index = client.get(UPSTREAM_INDEX)
-            index.raise_for_status()
-            hrefs = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', index.text)]
-            found = [h for h in hrefs if urldefrag(h).url.endswith(f"/{UPSTREAM_SDIST}")]
-            if not found:
-                pytest.fail(f"{UPSTREAM_INDEX} lists no {UPSTREAM_SDIST}")
-            url, fragment = urldefrag(urljoin(str(index.url), found[0]))
-            response = client.get(url)
-            response.raise_for_status()
-    except httpx.TransportError as error:
-        pytest.skip(f"cannot download upstream's {UPSTREAM_SDIST} from PyPI: {error!r}")
-    algorithm, _, expected = fragment.partition("=")
-    if algorithm != "sha256" or not expected:
-        pytest.fail(f"{UPSTREAM_INDEX} gives no sha256 for {UPSTREAM_SDIST}: {fragment!r}")
-    actual = hashlib.sha256(response.content).hexdigest()
-    if actual != expected:
-        pytest.fail(f"{url}: sha256 {actual}, the index says {expected}")
-    tarball = folder / UPSTREAM_SDIST
-    tarball.write_bytes(response.content)
-    return tarball
-
-
 @pytest.fixture(scope="session")
-def upstream_test_suite(tmp_path_factory):
+def upstream_test_suite(upstream_sdist, tmp_path_factory):
     """``(root, shims)``: ``root`` holds upstream 0.2.20's ``tests/`` package (only that is
     extracted) and a pytest.ini of ours; ``shims`` is the folder of the stand-ins to put on
     the subprocess' path."""
     import importlib.util
-    import tarfile
 
     folder = tmp_path_factory.mktemp("upstream_tests")
-    tarball = _sdist(folder)
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith(UPSTREAM_TESTS)]
-        if not members:
-            pytest.fail(f"{tarball} holds no {UPSTREAM_TESTS}")
-        archive.extractall(folder, members=members, filter="data")
+    extract_from_sdist(upstream_sdist, UPSTREAM_TESTS, folder)
     root = folder / "tiled-0.2.20"
     (root / "pytest.ini").write_text(INI)  # not upstream's: it asks for pytest-xdist
     shims = folder / "shims"

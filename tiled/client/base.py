@@ -206,8 +206,7 @@ class BaseClient:
         if metadata is not None:
             body["metadata"] = _merge_patch(dict(metadata))
         if specs is not None:
-            body["specs"] = [Spec.from_json(s).to_json() if not isinstance(s, Spec) else
-                             s.to_json() for s in specs]  # fmt: skip
+            body["specs"] = [Spec.from_json(s).to_json() for s in specs]
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         self._send_patch(body, drop_revision)
@@ -247,8 +246,7 @@ class BaseClient:
         _check_metadata(metadata)
         body: dict[str, Any] = {"metadata": metadata}
         if specs is not None:
-            body["specs"] = [s.to_json() if isinstance(s, Spec) else Spec.from_json(s).to_json()
-                             for s in specs]  # fmt: skip
+            body["specs"] = [Spec.from_json(s).to_json() for s in specs]
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         params = {"drop_revision": "true"} if drop_revision else None

@@ -8,7 +8,8 @@ import concurrent.futures
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..structures.core import Spec
+from ..structures.core import Spec, StructureFamily
+from ..structures.data_source import DataSource
 from .base import BaseClient
 from .utils import ClientError, json_body, path_url
 
@@ -30,8 +31,9 @@ def _sort_param(sorting: Sequence[tuple[str, int]]) -> str:
     return ",".join(key if direction > 0 else f"-{key}" for key, direction in sorting)
 
 
-def _spec_json(spec: Any) -> dict[str, Any]:
-    return (spec if isinstance(spec, Spec) else Spec.from_json(spec)).to_json()
+def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """Specs given as ``Spec``, names or JSON, as JSON."""
+    return [Spec.from_json(spec).to_json() for spec in specs or []]
 
 
 class Container(BaseClient, collections.abc.Mapping):
@@ -185,7 +187,7 @@ class Container(BaseClient, collections.abc.Mapping):
         body: dict[str, Any] = {
             "structure_family": str(getattr(structure_family, "value", structure_family)),
             "metadata": dict(metadata or {}),
-            "specs": [_spec_json(s) for s in specs or []],
+            "specs": specs_json(specs),
             "data_sources": sources,
         }
         if key is not None:
@@ -238,9 +240,7 @@ class Container(BaseClient, collections.abc.Mapping):
         structure = ArrayStructure.from_array(
             array, chunks=default_chunks(array), dims=tuple(dims) if dims else None
         )
-        source = {"structure_family": "array", "structure": structure.to_json(),
-                  "mimetype": None, "parameters": {}, "properties": {}, "assets": [],
-                  "management": "writable"}  # fmt: skip
+        source = DataSource(StructureFamily.array, structure)  # stored by the server
         client = self.new(
             "array", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
         )
@@ -263,9 +263,7 @@ class Container(BaseClient, collections.abc.Mapping):
 
         partitions, meta = as_partitions(dataframe)
         structure = TableStructure.from_pandas(meta, npartitions=len(partitions))
-        source = {"structure_family": "table", "structure": structure.to_json(),
-                  "mimetype": None, "parameters": {}, "properties": {}, "assets": [],
-                  "management": "writable"}  # fmt: skip
+        source = DataSource(StructureFamily.table, structure)  # stored by the server
         client = self.new(
             "table", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
         )
@@ -298,9 +296,7 @@ class Container(BaseClient, collections.abc.Mapping):
             chunks=tuple((int(s),) for s in shape), shape=tuple(int(s) for s in shape),
             data_type=data_type_from_numpy(data.dtype), dims=tuple(dims) if dims else None,
         )  # fmt: skip
-        source = {"structure_family": "sparse", "structure": structure.to_json(),
-                  "mimetype": None, "parameters": {}, "properties": {}, "assets": [],
-                  "management": "writable"}  # fmt: skip
+        source = DataSource(StructureFamily.sparse, structure)  # stored by the server
         client = self.new(
             "sparse", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
         )
