@@ -56,7 +56,13 @@ def _close_sessions(sessions: dict[int, tuple[Any, Any]]) -> None:
         if session.closed or loop.is_closed():
             continue
         try:
-            if loop.is_running():
+            try:
+                current = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            if current is loop:  # freed on the session's own loop: it cannot be waited for here
+                loop.create_task(session.close())
+            elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
             else:
                 loop.run_until_complete(session.close())
