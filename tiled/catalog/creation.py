@@ -27,7 +27,7 @@ from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..structures.families import structure_from_json
 from ..utils import run_sync
-from .access import set_node_tags, set_tags_of_new_nodes
+from .access import set_tags_of_new_nodes
 from .core import Catalog, NodeRecord
 from .errors import InvalidKey
 from .orm import assets, data_source_asset_association, data_sources, nodes, structures, utcnow
@@ -140,73 +140,12 @@ def _storage_directory(catalog: Catalog, source: DataSource) -> Path | None:
     return new_directory(catalog.writable_root)
 
 
-async def _insert_node(connection: Any, record: NodeRecord) -> int:
-    query = nodes.insert().values(
-        parent=record.parent_id, key=record.key, structure_family=record.structure_family.value,
-        metadata=record.metadata, specs=[s.to_json() for s in record.specs],
-        time_created=record.time_created, time_updated=record.time_updated,
-    )  # fmt: skip
-    node_id = (await connection.execute(query.returning(nodes.c.id))).scalar_one()
-    await set_node_tags(connection, node_id, record.access_blob)
-    return node_id
-
-
 def structure_id(structure: Any) -> str:
     """The key of a structure in ``structures``: MD5 of its canonical (RFC 8785) JSON."""
     canonical = json.dumps(
         structure, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     return hashlib.md5(canonical.encode("utf-8")).hexdigest()
-
-
-async def _insert_structure(connection: Any, structure: Any) -> str | None:
-    """Store ``structure`` once (equal structures share a row); return its id."""
-    if structure is None:
-        return None
-    key = structure_id(structure)
-    dialect = connection.dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    await connection.execute(
-        insert(structures).values(id=key, structure=structure).on_conflict_do_nothing()
-    )
-    return key
-
-
-async def _asset_id(connection: Any, asset: Asset) -> int:
-    # The same file may back several registered nodes: one asset row, several associations.
-    found = await connection.execute(select(assets.c.id).where(assets.c.data_uri == asset.data_uri))
-    existing = found.scalar_one_or_none()
-    if existing is not None:
-        return existing
-    query = assets.insert().values(
-        data_uri=asset.data_uri, is_directory=asset.is_directory, size=asset.size
-    )
-    return (await connection.execute(query.returning(assets.c.id))).scalar_one()
-
-
-async def _insert_data_source(connection: Any, node_id: int, source: DataSource) -> DataSource:
-    structure = (
-        source.structure.to_json() if hasattr(source.structure, "to_json") else source.structure
-    )
-    query = data_sources.insert().values(
-        node_id=node_id, structure_family=StructureFamily(source.structure_family).value,
-        structure_id=await _insert_structure(connection, structure), mimetype=source.mimetype, parameters=source.parameters,
-        properties=source.properties, management=Management(source.management).value,
-    )  # fmt: skip
-    source_id = (await connection.execute(query.returning(data_sources.c.id))).scalar_one()
-    stored = []
-    for asset in source.assets:
-        asset_id = await _asset_id(connection, asset)
-        await connection.execute(
-            data_source_asset_association.insert().values(
-                data_source_id=source_id,
-                asset_id=asset_id,
-                parameter=asset.parameter,
-                num=asset.num,
-            )
-        )
-        stored.append(replace(asset, id=asset_id))
-    return replace(source, id=source_id, assets=stored)
 
 
 def _new_record(
@@ -289,17 +228,14 @@ async def create_child(
     directories: list[Path] = []
     try:
         async with catalog.connect(write=True) as connection:
-            record.id = await _insert_node(connection, record)
+            described = []
             for source in sources:
                 directory = _storage_directory(catalog, source)
-                if directory is not None:
+                if directory is not None:  # writable; a registered one was checked above
                     directories.append(directory)  # known before anything is created in it
-                    described = await run_sync(create_storage, directory, source)
-                else:
-                    described = source  # registered: checked above
-                record.data_sources.append(
-                    await _insert_data_source(connection, record.id, described)
-                )
+                    source = await run_sync(create_storage, directory, source)
+                described.append(source)
+            await _insert_many(connection, [(record, described)])
     except BaseException as err:
         # Synchronously: awaiting here could be cut short by a cancellation, leaving files.
         remove_directories(directories)
@@ -375,7 +311,8 @@ async def register_children(
 async def _insert_many(
     connection: Any, children: list[tuple[NodeRecord, list[DataSource]]]
 ) -> None:
-    """Insert new nodes with their (registered) data sources: a few statements in all.
+    """Insert new nodes with their data sources (storage already made): a few statements
+    in all, however many nodes.
 
     Rows are inserted with one ``executemany`` per table and their ids read back by natural
     key afterwards (a node by its parent and key, a data source by its node, in id order),

@@ -27,9 +27,14 @@ def _merge_patch(metadata: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _check_metadata(metadata: Any) -> None:
+def check_metadata(metadata: Any) -> None:
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
+
+
+def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """Specs given as ``Spec``, names or JSON, as JSON."""
+    return [Spec.from_json(spec).to_json() for spec in specs or []]
 
 
 class BaseClient:
@@ -201,12 +206,12 @@ class BaseClient:
     ) -> None:
         """Merge ``metadata`` into the node's (``DELETE_KEY`` removes a key); replace specs
         and access tags when given."""
-        _check_metadata(metadata)
+        check_metadata(metadata)
         body: dict[str, Any] = {"content-type": "application/merge-patch+json"}
         if metadata is not None:
             body["metadata"] = _merge_patch(dict(metadata))
         if specs is not None:
-            body["specs"] = [Spec.from_json(s).to_json() for s in specs]
+            body["specs"] = specs_json(specs)
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         self._send_patch(body, drop_revision)
@@ -243,10 +248,10 @@ class BaseClient:
         drop_revision: bool = False,
     ) -> None:
         """Replace the node's metadata (and specs, access tags) whole."""
-        _check_metadata(metadata)
+        check_metadata(metadata)
         body: dict[str, Any] = {"metadata": metadata}
         if specs is not None:
-            body["specs"] = [Spec.from_json(s).to_json() for s in specs]
+            body["specs"] = specs_json(specs)
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         params = {"drop_revision": "true"} if drop_revision else None

@@ -8,9 +8,9 @@ import concurrent.futures
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..structures.core import Spec, StructureFamily
+from ..structures.core import StructureFamily
 from ..structures.data_source import DataSource
-from .base import BaseClient
+from .base import BaseClient, check_metadata, specs_json
 from .utils import ClientError, json_body, path_url
 
 ASCENDING = 1
@@ -29,11 +29,6 @@ def _query_params(queries: Sequence[Any]) -> list[tuple[str, str]]:
 
 def _sort_param(sorting: Sequence[tuple[str, int]]) -> str:
     return ",".join(key if direction > 0 else f"-{key}" for key, direction in sorting)
-
-
-def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
-    """Specs given as ``Spec``, names or JSON, as JSON."""
-    return [Spec.from_json(spec).to_json() for spec in specs or []]
 
 
 class Container(BaseClient, collections.abc.Mapping):
@@ -181,8 +176,7 @@ class Container(BaseClient, collections.abc.Mapping):
     ) -> BaseClient:
         """Create a child node; registered data (data sources with assets) is sent to
         ``/register``, anything else to ``/metadata``. Returns its client."""
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
+        check_metadata(metadata)
         sources = [s.to_json() if hasattr(s, "to_json") else dict(s) for s in data_sources]
         body: dict[str, Any] = {
             "structure_family": str(getattr(structure_family, "value", structure_family)),
