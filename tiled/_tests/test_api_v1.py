@@ -329,6 +329,33 @@ async def test_compression_by_accept_encoding(client, demo_tree):
     )
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+async def test_incompressible_bodies_are_sent_as_they_are(client, encoding):
+    """Random floats do not compress: the body is sent uncompressed (the server finds that
+    out from samples of it), whatever encodings the client accepts."""
+    url = "/api/v1/array/full/nested/images/medium_image"
+    response = await client.get(
+        url, headers={"Accept-Encoding": encoding, "Accept": "application/octet-stream"}
+    )
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert len(response.content) == 1000 * 1000 * 8
+
+
+def test_large_compressible_bodies_are_compressed():
+    """A body larger than the sampled size is compressed when its samples compress."""
+    from starlette.requests import Request
+
+    from tiled.server.responses import compress
+
+    request = Request({"type": "http", "headers": [(b"accept-encoding", b"gzip")], "method": "GET"})
+    body = numpy.arange(2_000_000, dtype="<i8").tobytes()  # 16 MB, very regular
+    compressed, encoding = compress(request, body, "application/octet-stream", 1000)
+    assert encoding == "gzip" and gzip.decompress(compressed) == body
+    noise = numpy.random.default_rng(0).random(2_000_000).tobytes()
+    assert compress(request, noise, "application/octet-stream", 1000) == (noise, None)
+
+
 async def test_response_size_limit(demo_tree):
     small = build_app(
         demo_tree,

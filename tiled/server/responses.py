@@ -27,6 +27,12 @@ COMPRESSIBLE = frozenset(
     }
 )
 
+# A compressed body is sent only when it is at most this fraction of the original.
+WORTH_COMPRESSING = 0.9
+# A large body is sampled (SAMPLES pieces of SAMPLE_BYTES, spread over it) before compressing.
+SAMPLES = 4
+SAMPLE_BYTES = 64 * 1024
+
 
 def _default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays and scalars
@@ -102,15 +108,25 @@ def compress(
     if "zstd" in accepted:
         import zstandard
 
-        compressed, encoding = zstandard.ZstdCompressor(level=3).compress(body), "zstd"
+        encoding = "zstd"
+        encode = zstandard.ZstdCompressor(level=3).compress
     elif "gzip" in accepted:
-        compressed, encoding = (
-            gzip.compress(body, compresslevel=1 if media_type != "application/json" else 6),
-            "gzip",
-        )
+        level = 1 if media_type != "application/json" else 6
+        encoding = "gzip"
+
+        def encode(data: bytes) -> bytes:
+            return gzip.compress(data, compresslevel=level)
     else:
         return body, None
-    if len(compressed) > 0.9 * len(body):
+    # Measured data (random floats, noisy images) rarely compresses: try samples first, so
+    # that a large incompressible body costs a few small compressions, not a whole one.
+    if len(body) > SAMPLE_BYTES * SAMPLES * 4:
+        stride = len(body) // SAMPLES
+        sample = b"".join(body[i * stride : i * stride + SAMPLE_BYTES] for i in range(SAMPLES))
+        if len(encode(sample)) > WORTH_COMPRESSING * len(sample):
+            return body, None
+    compressed = encode(body)
+    if len(compressed) > WORTH_COMPRESSING * len(body):
         return body, None
     return compressed, encoding
 
