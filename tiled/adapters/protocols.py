@@ -153,6 +153,16 @@ class WritableArray(Protocol):
 
 
 @runtime_checkable
+class PatchableArray(Protocol):
+    async def patch(
+        self, data: numpy.ndarray, offset: Sequence[int], extend: bool
+    ) -> ArrayStructure:
+        """Write ``data`` at ``offset``; with ``extend``, grow the array to hold it (never
+        shrink). Returns the structure after the write."""
+        ...
+
+
+@runtime_checkable
 class WritableTable(Protocol):
     async def write(self, data: pandas.DataFrame) -> None: ...
 

@@ -89,5 +89,17 @@ def write_region(path: Path, region: tuple[slice, ...], data: numpy.ndarray) -> 
         array[region] = data
 
 
+def patch_region(
+    path: Path, region: tuple[slice, ...], data: numpy.ndarray, shape: tuple[int, ...]
+) -> None:
+    """Write ``data`` into ``region`` of the array at ``path``, first growing it to ``shape``
+    if it is smaller: the new metadata and the chunks are replaced together or not at all."""
+    with locked(path), staged(path) as transaction:
+        array = zarr.open_array(store=StagingStore(path, transaction), mode="r+")
+        if tuple(array.shape) != tuple(shape):
+            array.resize(shape)
+        array[region] = data
+
+
 def open_readonly(path: Path) -> zarr.Array:
     return zarr.open_array(str(path), mode="r")

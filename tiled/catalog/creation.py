@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -355,12 +355,7 @@ async def _insert_many(
         if key is not None:
             structure_rows[key] = structure
         structure_ids.append(key)
-    if structure_rows:
-        insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        await connection.execute(
-            insert(structures).on_conflict_do_nothing(),
-            [{"id": key, "structure": value} for key, value in structure_rows.items()],
-        )
+    await store_structures(connection, structure_rows)
     await connection.execute(
         data_sources.insert(),
         [
@@ -400,6 +395,28 @@ async def _insert_many(
             record.data_sources.append(replace(source, id=source_id, assets=stored))
     if associations:
         await connection.execute(data_source_asset_association.insert(), associations)
+
+
+async def store_structures(connection: Any, rows: dict[str, Any]) -> None:
+    """Store structures ``{structure id: JSON}`` that are not stored yet (rows are shared by
+    every data source with that structure)."""
+    if not rows:
+        return
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    await connection.execute(
+        insert(structures).on_conflict_do_nothing(),
+        [{"id": key, "structure": value} for key, value in rows.items()],
+    )
+
+
+async def replace_structure(connection: Any, data_source_id: int, structure: Any) -> None:
+    """Point data source ``data_source_id`` at ``structure`` (an array that grew)."""
+    value = structure.to_json() if hasattr(structure, "to_json") else structure
+    key = structure_id(value)
+    await store_structures(connection, {key: value})
+    await connection.execute(
+        update(data_sources).where(data_sources.c.id == data_source_id).values(structure_id=key)
+    )
 
 
 IN_LIST = 500  # values per IN (...) list: well below every database's parameter limit

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -27,7 +27,13 @@ from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
 from ..adapters.zarr import ZarrArrayAdapter
-from ..adapters.zarr_writable import ZARR_MIMETYPE, open_readonly, write_region
+from ..adapters.zarr_writable import (
+    ZARR_MIMETYPE,
+    open_readonly,
+    patch_region,
+    regular_chunk_shape,
+    write_region,
+)
 from ..errors import (
     BadRequest,
     Conflict,
@@ -38,11 +44,14 @@ from ..errors import (
     TiledError,
 )
 from ..ndslice import NDBlock
+from ..structures.array import ArrayStructure
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
+from ..structures.zarr_meta import regular_chunks
 from ..utils import run_sync
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
+from .creation import replace_structure
 from .errors import WouldDeleteData
 from .orm import (
     assets,
@@ -300,6 +309,54 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         shape = tuple(r.stop - r.start for r in region)
         data = _validated_array(data, structure.data_type.to_numpy_dtype(), shape)
         await self._locked(write_region, self.directory, region, data)
+
+    async def patch(self, data: Any, offset: Sequence[int], extend: bool) -> ArrayStructure:
+        """Write ``data`` at ``offset``; with ``extend``, grow the array (the stored zarr array
+        and the catalog's structure, in one step) so that it holds it."""
+        data = numpy.asarray(data)
+        async with self._catalog.node_lock(self._record.path):
+            structure = self.structure()
+            region, shape = patched_region(structure.shape, offset, data.shape, extend)
+            data = _validated_array(data, structure.data_type.to_numpy_dtype(), data.shape)
+            grown = structure
+            if shape != structure.shape:
+                chunk_shape = regular_chunk_shape(structure.chunks)
+                grown = replace(structure, shape=shape, chunks=regular_chunks(shape, chunk_shape))
+            source = self._record.data_sources[0]
+            # The catalog's row changes in the transaction that the file replacement runs in:
+            # if the files cannot be written, the structure stays as it was.
+            async with self._catalog.connect(write=True) as connection:
+                if grown is not structure:
+                    await replace_structure(connection, source.id, grown)
+                await connection.execute(
+                    update(nodes).where(nodes.c.id == self._record.id).values(time_updated=utcnow())
+                )
+                await run_sync(patch_region, self.directory, region, data, shape)
+            if grown is not structure:
+                self._record.data_sources[0] = replace(source, structure=grown)
+                self._structure = grown
+                self._array = await run_sync(open_readonly, self.directory)
+        return grown
+
+
+def patched_region(
+    shape: tuple[int, ...], offset: Sequence[int], data_shape: tuple[int, ...], extend: bool
+) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """Where data of ``data_shape`` at ``offset`` (missing trailing offsets are 0) lands, and
+    the array's shape after the write; refuses a region outside an array it may not grow."""
+    if len(data_shape) != len(shape):
+        raise BadRequest(f"The data have {len(data_shape)} dimensions; the array has {len(shape)}")
+    if len(offset) > len(shape) or any(o < 0 for o in offset):
+        raise BadRequest(f"Invalid offset {list(offset)} for an array of shape {list(shape)}")
+    offset = tuple(offset) + (0,) * (len(shape) - len(offset))
+    region = tuple(slice(o, o + n) for o, n in zip(offset, data_shape, strict=True))
+    needed = tuple(max(size, r.stop) for size, r in zip(shape, region, strict=True))
+    if needed != tuple(shape) and not extend:
+        raise Conflict(
+            f"Data of shape {list(data_shape)} at offset {list(offset)} do not fit within the "
+            f"array's shape {list(shape)}. Use ?extend=true to grow the array."
+        )
+    return region, needed
 
 
 class WritableCatalogTableAdapter(_LockedWrites, CatalogNode, ParquetTableAdapter):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import numpy
 from fastapi import APIRouter, Request
 
-from ...adapters.protocols import WritableArray, WritableSparse, WritableTable
+from ...adapters.protocols import PatchableArray, WritableArray, WritableSparse, WritableTable
 from ...errors import BadRequest, UnsupportedMediaType
 from ...ndslice import NDBlock
 from ..dependencies import Node, capable, node_dependency
@@ -22,6 +22,7 @@ router = APIRouter()
 
 WritingArray = Annotated[Node, node_dependency("write:data", {"array", "sparse"})]
 WritingTable = Annotated[Node, node_dependency("write:data", {"table"})]
+PatchingArray = Annotated[Node, node_dependency("write:data", {"array"})]
 
 
 def _media_type(request: Request, default: str) -> str:
@@ -106,6 +107,42 @@ async def write_array_block(request: Request, node: WritingArray, block: str):
     parsed = NDBlock.from_query(block)
     await ARRAY_BODY_WRITERS[node.family](request, node.adapter, await request.body(), parsed)
     return document_response(request, None)
+
+
+def _integers(text: str, name: str) -> tuple[int, ...]:
+    """``"3,4"`` as ``(3, 4)``; the empty string as ``()``."""
+    try:
+        return tuple(int(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        raise BadRequest(f"{name} must be comma-separated integers, not {text!r}") from None
+
+
+@router.patch("/array/full/{path:path}")
+async def patch_array(
+    request: Request,
+    node: PatchingArray,
+    offset: str,
+    shape: str,
+    extend: bool = False,
+    persist: bool = True,
+):
+    """Write a region of an array at ``offset``; with ``extend``, grow the array to hold it.
+    Answers the array's structure after the write."""
+    if extend and not persist:
+        raise BadRequest("extend=true needs persist=true: an array grows only by storing data")
+    adapter = capable(node.adapter, PatchableArray, "patching (writing a region, extending)")
+    structure = node.adapter.structure()
+    dims = _integers(shape, "shape")
+    if any(n < 0 for n in dims):
+        raise BadRequest(f"Invalid shape {list(dims)}")
+    data = _array_from_body(
+        await request.body(), structure, dims, _media_type(request, "application/octet-stream")
+    )
+    if not persist:
+        # Nothing here streams unstored updates to subscribers: there is nothing to do.
+        return document_response(request, structure.to_json())
+    grown = await adapter.patch(data, _integers(offset, "offset"), extend)
+    return document_response(request, grown.to_json())
 
 
 async def _table_body(request: Request) -> Any:
