@@ -141,3 +141,44 @@ def test_arrays_that_cannot_grow_say_so(live_catalog):  # noqa: F811
     with serve(app) as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
         response = patch(client, "a", numpy.ones((1, 2)), (2,), extend="true")
         assert response.status_code == 405 and response.json()["detail"]
+
+
+UPSTREAM_PATCH = r"""
+import json, sys
+import numpy
+from tiled.client import from_uri
+
+client = from_uri(sys.argv[1], api_key="secret")
+array = client.write_array(numpy.ones((3, 2, 2)), key="grown")
+array.patch(numpy.zeros((1, 2, 2)), offset=(3,), extend=True)
+array.patch(numpy.full((2, 2, 2), 5.0), offset=(4,), extend=True)
+array.patch(numpy.full((1, 1, 1), 9.0), offset=(0, 1, 1))
+try:
+    array.patch(numpy.ones((1, 2, 2)), offset=(9,))
+    refused = None
+except Exception as err:
+    refused = type(err).__name__
+fresh = from_uri(sys.argv[1], api_key="secret")["grown"]
+print(json.dumps({"shape": list(fresh.shape), "values": fresh.read().tolist(),
+                  "refused": refused}))
+"""
+
+
+@pytest.mark.slow
+def test_upstream_client_grows_an_array(upstream_tiled, live_catalog):  # noqa: F811
+    """Upstream 0.2.20's client: ``ArrayClient.patch(..., extend=True)`` against this server."""
+    import json
+
+    from .isolated_python import run_isolated
+
+    server_context, _ = live_catalog()
+    with server_context as server:
+        result = run_isolated(upstream_tiled, UPSTREAM_PATCH, server.url)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    expected = numpy.concatenate([numpy.ones((3, 2, 2)), numpy.zeros((1, 2, 2)),
+                                  numpy.full((2, 2, 2), 5.0)])  # fmt: skip
+    expected[0, 1, 1] = 9.0
+    assert got["shape"] == [6, 2, 2]
+    assert got["values"] == expected.tolist()
+    assert got["refused"] is not None  # 409, raised as an error by upstream's client
