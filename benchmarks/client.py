@@ -37,25 +37,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
-import os
-import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy
-from _common import free_port
+from _common import clean_env, our_bin, run_json, running_server, upstream_venv
 
 API_KEY = "secret"
-UPSTREAM_REQUIREMENT = "tiled[all]==0.2.20"
 IMAGES = ("big_image", "medium_image")
 IMPORTS = ("import tiled.client", "from tiled.client import from_uri")
 
@@ -114,69 +108,6 @@ tree = MapAdapter(
     )}
 )
 """
-
-
-def upstream_venv() -> Path:
-    venv = Path(os.environ.get("TILED_BENCH_UPSTREAM_VENV", "/tmp/tiled-upstream-venv"))
-    if not (venv / "bin" / "tiled").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", UPSTREAM_REQUIREMENT], check=True
-        )
-    return venv / "bin"
-
-
-def our_bin() -> Path:
-    return Path(sys.executable).parent
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without PYTHONPATH (so that neither project sees the other)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TILED_API_KEY")}
-    env.update(extra)
-    return env
-
-
-@contextlib.contextmanager
-def running_server(
-    command: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
-) -> Iterator[str]:
-    """``command --port P`` in a subprocess, until it answers ``/api/v1/``; stopped on exit
-    (SIGINT, then kill)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [*command, "--port", str(port)], cwd=cwd, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not answer within {timeout} s")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/api/v1/", timeout=5).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def run_json(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``command``; its last line of output, as JSON."""
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{command[:3]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def timed(function: Callable[[], Any]) -> tuple[float, Any]:

@@ -30,22 +30,14 @@ from pathlib import Path
 import h5py
 import httpx
 import numpy
-from _common import free_port
+from _common import free_port, upstream_venv
 
 API_KEY = "secret"
 HEADERS = {"Authorization": f"Apikey {API_KEY}"}
-UPSTREAM_REQUIREMENT = "tiled[all]==0.2.20"
 
 
 def upstream_tiled() -> Path:
-    venv = Path(os.environ.get("TILED_BENCH_UPSTREAM_VENV", "/tmp/tiled-upstream-venv"))
-    tiled = venv / "bin" / "tiled"
-    if not tiled.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", UPSTREAM_REQUIREMENT], check=True
-        )
-    return tiled
+    return upstream_venv() / "tiled"
 
 
 def our_tiled() -> Path:

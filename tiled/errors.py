@@ -25,6 +25,9 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
     ├── Unsupported                   the node cannot perform the operation at all
     ├── DataUnavailable               the node's data is in a form this server cannot read
+    ├── ShapeMismatchError            stored data cannot be served at the advertised shape
+    │   ├── DataNotReadyError         the structure is ahead of the data (retry later)
+    │   └── IncompatibleShapeError    the data can never take the advertised shape
     └── Conflict                      the operation collides with existing state
 """
 
@@ -137,11 +140,32 @@ class Unsupported(TiledError):
     """The node does not implement the requested operation."""
 
 
-class Conflict(TiledError):
-    pass
+class Conflict(TiledError, ValueError):
+    """Also a ValueError: upstream's ``tiled.utils.Conflicts`` (this class) is one."""
 
 
 class DataUnavailable(TiledError):
     """The node exists and is listed, but its data is stored in a form this server cannot read
     (a media type with no adapter, a structure family it does not serve); the message names it.
     """
+
+
+class ShapeMismatchError(TiledError, ValueError):
+    """Stored data cannot be served at the shape its structure advertises."""
+
+
+class DataNotReadyError(ShapeMismatchError):
+    """The structure advertises more along the leading axis than the storage holds yet (a
+    file still being appended to): the same read may succeed later, so clients may retry."""
+
+    # Seconds a client should wait before retrying; sent as Retry-After.
+    retry_after = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class IncompatibleShapeError(ShapeMismatchError):
+    """The data cannot take the advertised shape however long one waits (the trailing
+    dimensions or the total sizes disagree)."""

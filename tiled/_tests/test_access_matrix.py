@@ -48,7 +48,7 @@ def expected(credentials: str, route: str) -> int:
     if credentials == "user without access":
         return 404
     if credentials == "key lacking read:data":
-        return 403 if route in DATA_ROUTES else 200
+        return 401 if route in DATA_ROUTES else 200  # upstream: scope the credentials lack
     return 200
 
 

@@ -182,3 +182,25 @@ def test_upstream_client_grows_an_array(upstream_tiled, live_catalog):  # noqa: 
     assert got["shape"] == [6, 2, 2]
     assert got["values"] == expected.tolist()
     assert got["refused"] is not None  # 409, raised as an error by upstream's client
+
+
+def test_a_client_that_knows_fewer_frames_reads_those(tmp_path):
+    """An array client that read the shape before the array grew reads the part it knows of,
+    through both read paths (small bodies by httpx, large ones by aiohttp)."""
+    from tiled.client import from_uri
+    from tiled.server.simple import SimpleTiledServer
+
+    server = SimpleTiledServer(directory=tmp_path)
+    try:
+        writer = from_uri(server.uri)
+        for key, rows in (("small", 2), ("large", 200)):  # 16 kB and 1.6 MB
+            data = numpy.arange(rows * 1000.0).reshape(rows, 1000)
+            array = writer.write_array(data, key=key)
+            reader = from_uri(server.uri)[key]
+            assert reader.shape == (rows, 1000)
+            array.patch(numpy.ones((3, 1000)), offset=(rows,), extend=True)
+            numpy.testing.assert_array_equal(reader.read(), data)
+            assert reader.refresh().shape == (rows + 3, 1000)
+            numpy.testing.assert_array_equal(reader.read()[rows:], numpy.ones((3, 1000)))
+    finally:
+        server.close()

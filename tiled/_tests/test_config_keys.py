@@ -65,8 +65,8 @@ UPSTREAM = [
     ("catalog.top_level_access_tags", lambda t: _catalog(t, top_level_access_tags=["a"]), "yes"),
     ("catalog.catalog_pool_size", lambda t: _catalog(t, catalog_pool_size=3), "yes"),
     ("catalog.catalog_max_overflow", lambda t: _catalog(t, catalog_max_overflow=2), "yes"),
-    ("catalog.storage_pool_size", lambda t: _catalog(t, storage_pool_size=3), "no effect"),
-    ("catalog.storage_max_overflow", lambda t: _catalog(t, storage_max_overflow=3), "no effect"),
+    ("catalog.storage_pool_size", lambda t: _catalog(t, storage_pool_size=3), "yes"),
+    ("catalog.storage_max_overflow", lambda t: _catalog(t, storage_max_overflow=3), "yes"),
     ("catalog.mount_node", lambda t: _catalog(t, mount_node="/a/b"), "refused"),
     ("trees[0].args.cache_config", lambda t: _tree_catalog(t, cache_config={}), "refused"),
     (
@@ -81,8 +81,8 @@ UPSTREAM = [
     ),
     (
         "catalog.writable_storage[1]",
-        lambda t: _catalog(t, writable_storage=[str(t), "duckdb:///data.duckdb"]),
-        "refused",
+        lambda t: _catalog(t, writable_storage=[str(t), f"sqlite:///{t / 'tables.db'}"]),
+        "yes",  # SQL storage of appendable tables
     ),
     (
         "catalog.writable_storage[0]",
@@ -178,8 +178,8 @@ UPSTREAM = [
     ("exact_count_limit", lambda t: {**TREES, "exact_count_limit": 10}, "yes"),
     ("catalog_pool_size", lambda t: {**TREES, "catalog_pool_size": 4}, "yes"),
     ("catalog_max_overflow", lambda t: {**TREES, "catalog_max_overflow": 4}, "yes"),
-    ("storage_pool_size", lambda t: {**TREES, "storage_pool_size": 4}, "no effect"),
-    ("storage_max_overflow", lambda t: {**TREES, "storage_max_overflow": 4}, "no effect"),
+    ("storage_pool_size", lambda t: {**TREES, "storage_pool_size": 4}, "yes"),
+    ("storage_max_overflow", lambda t: {**TREES, "storage_max_overflow": 4}, "yes"),
     ("allow_origins", lambda t: {**TREES, "allow_origins": ["https://a.example"]}, "yes"),
     (
         "uvicorn",
@@ -217,7 +217,7 @@ UPSTREAM = [
         lambda t: {**TREES, "reject_undeclared_specs": False},
         "yes",
     ),
-    ("expose_raw_assets", lambda t: {**TREES, "expose_raw_assets": True}, "refused"),
+    ("expose_raw_assets", lambda t: {**TREES, "expose_raw_assets": True}, "yes"),
     ("expose_raw_assets: false", lambda t: {**TREES, "expose_raw_assets": False}, "yes"),
     ("routers", lambda t: {**TREES, "routers": ["tiled.server.api.about:router"]}, "yes"),
     ("streaming_cache", lambda t: {**TREES, "streaming_cache": {"uri": "memory"}}, "refused"),

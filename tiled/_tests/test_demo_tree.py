@@ -31,7 +31,7 @@ ARRAYS = {
 CONTAINERS = {
     "": ([ "scalars", "nested", "tables", "structured_data", "flat_array", "low_entropy", "high_entropy", "dynamic"], {}),
     "scalars": (["pi", "e_arr", "fsc", "fortytwo"], {"numbers": "constants", "precision": 5}),
-    "nested": (["images", "cubes", "sparse_image"], CAT_GREEN),
+    "nested": (["images", "cubes", "sparse_image", "awkward_array"], CAT_GREEN),
     "nested/images": (["tiny_image", "small_image", "medium_image", "big_image"], CAT_GREEN),
     "nested/cubes": (["tiny_cube", "tiny_hypercube"], DOG_RED),
     "tables": (["short_table", "long_table", "wide_table"], {}),

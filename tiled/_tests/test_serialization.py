@@ -325,13 +325,13 @@ def _tree() -> MapAdapter:
             "ints": ArrayAdapter.from_array(numpy.arange(30, dtype="int16")),
             "sparse": COOAdapter.from_coo(_coo()),
         },
-        metadata={"level": "root", "nested": {"not": "representable"}},
+        metadata={"level": "root"},
     )
 
 
 async def test_container_hdf5_walks_the_tree():
     with h5py.File(io.BytesIO(await encode(_tree(), None)), "r") as file:
-        assert file.attrs["level"] == "root" and "nested" not in file.attrs
+        assert file.attrs["level"] == "root"
         assert file["inner"].attrs["level"] == "inner"
         numpy.testing.assert_array_equal(file["inner/image"][()], numpy.arange(20.0).reshape(4, 5))
         assert file["inner/image"].attrs["k"] == 1
@@ -339,6 +339,13 @@ async def test_container_hdf5_walks_the_tree():
         assert list(file["inner/table/name"].asstr()[()])[:2] == ["item-0", "item-1"]
         numpy.testing.assert_array_equal(file["ints"][()], numpy.arange(30))
         numpy.testing.assert_array_equal(file["sparse"][()], _coo().todense())
+
+
+async def test_container_hdf5_refuses_metadata_hdf5_cannot_hold():
+    # Upstream refuses it too: an export that drops metadata silently looks faithful.
+    tree = MapAdapter({}, metadata={"level": "root", "nested": {"not": "representable"}})
+    with pytest.raises(UnsupportedMediaType, match="does not fit into HDF5"):
+        await encode(tree, None)
 
 
 async def test_container_json_is_metadata_only():

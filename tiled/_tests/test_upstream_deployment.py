@@ -229,12 +229,21 @@ def test_upstream_deployment_moves_here_and_back(upstream_tiled, database_uris, 
                         params={"format": "application/json"})  # fmt: skip
         assert csv.status_code == 200, csv.text
         assert _zarr_values(url, "files/table", 3, api_key)["y"][...].tolist() == [2, 4]
-        # A family this server does not serve yet: listed, its data a clear 4xx.
-        unreadable = {"zarr/v2/ragged_lists/.zarray": "awkward"}
-        for route, named in unreadable.items():
-            response = httpx.get(f"{url}/{route}", headers=headers)
-            assert response.status_code == 415, response.text
-            assert named in response.json()["detail"]
+        # The awkward array upstream stored is read here, natively and as a zarr group of its
+        # buffers (with its form and length in the group's attributes).
+        import awkward
+        import zarr
+        from fsspec.implementations.http import HTTPFileSystem
+
+        fs = HTTPFileSystem(client_kwargs={"headers": headers})
+        for zarr_format in (2, 3):
+            group = zarr.open_group(
+                fs.get_mapper(f"{url}/zarr/v{zarr_format}/ragged_lists"), mode="r"
+            )
+            layout = group.attrs["awkward"]
+            buffers = {name: group[name][...] for name in group.array_keys()}
+            rebuilt = awkward.from_buffers(layout["form"], layout["length"], buffers)
+            assert rebuilt.tolist() == [[1, 2], [], [3]]
         assert httpx.get(f"{url}/zarr/v3/", headers=headers).status_code == 200
         _run(upstream_tiled, WRITE_AGAIN, url, api_key)
         after = _read(upstream_tiled, url, api_key)

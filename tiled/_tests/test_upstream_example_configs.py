@@ -108,7 +108,6 @@ def _tag_policy_from_the_catalog(url: str, headers: dict) -> None:
 
 NOT_SUPPORTED = "not supported by this server"
 OIDC = "OpenID Connect login (OIDCAuthenticator) is not implemented"
-SQL_STORAGE = f"{NOT_SUPPORTED}: SQL tabular storage is not implemented"
 BUCKETS = f"{NOT_SUPPORTED}: bucket (object) storage is not implemented"
 STREAMING = f"{NOT_SUPPORTED}: there is no cache for streaming live data"
 
@@ -118,15 +117,9 @@ OUTCOMES = {
     ),
     "graphs/graph_example_config.yml": Serves(_empty_catalog, api_key="secret"),
     "toy_authentication.yml": Serves(_tag_policy_from_the_catalog, api_key=""),
-    "config_for_containerfile.yml": Refused(
-        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
-    ),
-    "scalable_catalog_single_user.yml": Refused(
-        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
-    ),
-    "single_catalog_single_user.yml": Refused(
-        (("catalog.writable_storage[1]", SQL_STORAGE), ("streaming_cache", STREAMING))
-    ),
+    "config_for_containerfile.yml": Refused((("streaming_cache", STREAMING),)),
+    "scalable_catalog_single_user.yml": Refused((("streaming_cache", STREAMING),)),
+    "single_catalog_single_user.yml": Refused((("streaming_cache", STREAMING),)),
     "bucket_storage/bucket_storage.yml": Refused((("trees[0].args.writable_storage[0]", BUCKETS),)),
     "multiple_providers.yml": Refused(
         (("trees[0] (/)", "cannot import 'tiled.examples.nexus:build_tree'"),)
@@ -211,11 +204,7 @@ def test_refusal_on_the_command_line_is_one_line_per_problem(examples):
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines == [
-        f"Error: {path}: catalog.writable_storage[1]: {SQL_STORAGE}; tables are written as "
-        "Parquet files in the first writable directory",
-        f"Error: {path}: streaming_cache: {STREAMING} (Redis or memory)",
-    ]
+    assert lines == [f"Error: {path}: streaming_cache: {STREAMING} (Redis or memory)"]
     assert not (examples / "storage").exists()
 
 

@@ -9,6 +9,7 @@ import numpy
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
 from .base import ArrayAdapterBase
+from .utils import force_reshape
 
 
 def _as_plain_array(array: Any) -> Any:
@@ -68,12 +69,17 @@ class ArrayAdapter(ArrayAdapterBase):
         return cls(array, structure, metadata=metadata, specs=specs)
 
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
-        data = self._array[tuple(slice)] if slice else self._array
+        structure = self.structure()
+        # The array may have grown (or not yet grown) since the structure was recorded; serve
+        # exactly the advertised shape or say why not (see force_reshape).
+        data = force_reshape(self._array, structure.shape)
+        data = data[tuple(slice)] if slice else data
         if hasattr(data, "compute"):
             # Reads already run on a worker thread; for a few dask chunks the threaded
             # scheduler only adds overhead, for many it reads them in parallel.
             data = data.compute(scheduler="sync" if data.npartitions <= 4 else "threads")
-        return numpy.asarray(data)
+        # The bytes sent are read as the advertised dtype, whatever the array holds.
+        return numpy.asarray(data, dtype=structure.data_type.to_numpy_dtype())
 
     def __repr__(self) -> str:
         s = self.structure()

@@ -16,7 +16,7 @@ import builtins
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy
 import pandas
@@ -229,6 +229,10 @@ class CSVArrayAdapter(_CSVFiles, ArrayAdapterBase):
     Columns of one type make a 2-d array ``(rows, columns)``; columns of different types make
     a record array of shape ``(rows, 1)``, one field per column.
     """
+
+    # A catalog may declare another data type (or other field names): the text is parsed
+    # into it, as upstream's does (see tiled.catalog.registered.DECLARED_CHANGES).
+    declared_structure_changes: ClassVar[frozenset[str]] = frozenset({"data_type"})
 
     def __init__(
         self,

@@ -19,6 +19,14 @@ blosc, zstd, or none) and uncompressed contiguous datasets. Their chunks are ser
 ranges of the file, read with one ``pread`` and never decoded; a chunk the file never wrote is
 an absent zarr key, which zarr reads as the fill value. Every other dataset is decoded by h5py
 and re-encoded with the server's codec, and its metadata says why under ``zarr_view``.
+
+As upstream serves them
+-----------------------
+Scalar and empty datasets have a leading axis of one (a scalar is ``(1,)``); broken soft and
+external links are listed and answer :class:`~tiled.utils.BrokenLink` (404) when looked up;
+variable-length strings are fixed-length bytes and other variable-length data an empty
+placeholder, both with a ``UserWarning``; a catalog's structure of another shape reshapes the
+data (re-encoded in the zarr view); a group's /metadata inlines its tree to ``INLINED_DEPTH``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +57,7 @@ from ..errors import (
     DataUnavailable,
     InvalidStructure,
     NoSuchEntry,
+    NotFound,
     TiledError,
     ZarrKeyNotFound,
 )
@@ -68,10 +78,11 @@ from ..structures.zarr_meta import (
     unavailable_view,
     with_zarr_view,
 )
-from ..utils import run_sync
+from ..utils import BrokenLink, run_sync
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import asset_uris, file_identity, identity_etag, open_failure, path_from_uri
 from .mapping import MapAdapter
+from .utils import force_reshape
 
 with contextlib.suppress(ImportError):
     import hdf5plugin  # noqa: F401  (registers blosc, zstd, bitshuffle, ... with HDF5 when present)
@@ -82,6 +93,9 @@ logger = logging.getLogger(__name__)
 SWMR_DEFAULT = bool(int(os.getenv("TILED_HDF5_SWMR_DEFAULT", "1")))
 # Open files kept per process; the least recently used beyond this are closed.
 MAX_OPEN_FILES = int(os.getenv("TILED_HDF5_MAX_OPEN_FILES", "128"))
+# Upstream's name and environment variable: how deep a group's /metadata inlines its members
+# (read when a request is answered, so it can be changed at run time).
+INLINED_DEPTH = int(os.getenv("TILED_HDF5_INLINED_CONTENTS_MAX_DEPTH", "7"))
 
 T = TypeVar("T")
 
@@ -122,6 +136,14 @@ class _Options:
 _MISSING = object()
 
 
+@dataclass(frozen=True)
+class _Uncached:
+    """A value learnt through an external link: true of another file, whose changes this
+    file's identity does not show, so it is used once and not remembered."""
+
+    value: Any
+
+
 class _OpenFile:
     """An HDF5 file open at one identity, with what has been learnt from it.
 
@@ -157,7 +179,10 @@ class _OpenFile:
             with self.lock:
                 value = self._memo.get(key, _MISSING)
                 if value is _MISSING:
-                    value = self._memo[key] = build()
+                    value = build()
+                    if isinstance(value, _Uncached):
+                        return value.value
+                    self._memo[key] = value
         return value
 
     def known(self, key: Any) -> Any:
@@ -280,15 +305,44 @@ class _Source:
 
 
 def _node(handle: _OpenFile, name: str) -> Any:
-    """The h5py object at ``name`` (cached per open file)."""
+    """The h5py object at ``name`` (cached per open file, unless it is in a linked file).
+
+    A name that is not in the file is a :class:`~tiled.errors.NoSuchEntry`; a name that is,
+    as a soft or external link whose target is missing, a :class:`~tiled.utils.BrokenLink`
+    (both KeyErrors, both 404).
+    """
 
     def lookup() -> Any:
+        if name in ("", "/"):
+            return handle.h5
         try:
-            return handle.h5[name] if name not in ("", "/") else handle.h5
+            found = handle.h5[name]
         except KeyError:
-            raise NoSuchEntry(name) from None
+            _raise_missing(handle, name)
+        return _Uncached(found) if _elsewhere(handle, found) else found
 
     return handle.memo(("node", name), lookup)
+
+
+def _raise_missing(handle: _OpenFile, name: str) -> None:
+    """Why ``name`` cannot be opened: a link on the way to it is broken, or it is not there."""
+    node, walked = handle.h5, ""
+    for segment in name.strip("/").split("/"):
+        walked = f"{walked}/{segment}"
+        if not isinstance(node, h5py.Group) or node.get(segment, getlink=True) is None:
+            raise NoSuchEntry(name)
+        try:
+            node = node[segment]
+        except (KeyError, OSError):
+            raise BrokenLink(
+                f"{walked} in {Path(handle.path).name!r} is a link whose target is missing"
+            ) from None
+    raise NoSuchEntry(name)
+
+
+def _elsewhere(handle: _OpenFile, node: Any) -> bool:
+    """Whether an h5py object lives in another file than ``handle``'s (an external link)."""
+    return node.file.id != handle.h5.id
 
 
 # --- attributes --------------------------------------------------------------------------------
@@ -311,6 +365,12 @@ def json_value(value: Any) -> Any:
     if isinstance(value, h5py.Empty):
         return None
     return str(value)  # references and other exotic values: their text form
+
+
+def _attributes_at(handle: _OpenFile, name: str) -> dict[str, Any] | _Uncached:
+    node = _node(handle, name)
+    attributes = _attributes(node)
+    return _Uncached(attributes) if _elsewhere(handle, node) else attributes
 
 
 def _attributes(node: Any) -> dict[str, Any]:
@@ -530,7 +590,13 @@ class _ChunkIndex:
 
 @dataclass(frozen=True)
 class _Description:
-    """What a dataset is, learnt once per open file without reading its data."""
+    """What a dataset is, learnt once per open file without reading its data.
+
+    ``shape`` is the shape served. A scalar or empty dataset has no first axis along which
+    the files of a multi-file node are concatenated, so (as upstream does) it is served with a
+    leading axis of one (``lead``): a scalar is ``(1,)``, an empty ``(0,)`` is ``(1, 0)``. The
+    stored bytes are the same, so this changes neither reads nor the zarr pass-through.
+    """
 
     shape: tuple[int, ...]
     dtype: numpy.dtype  # what h5py reads
@@ -539,6 +605,8 @@ class _Description:
     fill_value: Any
     unsupported: str | None  # elements neither native reads nor zarr can serve
     zarr_unsupported: str | None  # elements zarr cannot hold, even re-encoded
+    lead: bool = False  # served with a leading axis of one
+    placeholder: bool = False  # variable-length non-text elements, served as empty bytes
 
     @property
     def vlen_string(self) -> bool:
@@ -561,32 +629,64 @@ class _Description:
     def native_chunks(self) -> tuple[tuple[int, ...], ...]:
         # Upstream's blocks, so that structures registered by upstream match: the HDF5 chunks,
         # else (contiguous storage, variable-length strings) the whole dataset.
-        if self.chunks is not None and not self.vlen_string:
+        if self.chunks is not None and not self.vlen_string and not self.lead:
             return regular_chunks(self.shape, self.chunks)
         return tuple((size,) for size in self.shape)
 
 
-def _describe(dataset: h5py.Dataset, path: str) -> _Description:
-    shape = (0,) if dataset.shape is None else tuple(dataset.shape)
+_PLACEHOLDER_DTYPE = numpy.dtype("S1")
+
+
+def _served_shape(stored: tuple[int, ...] | None) -> tuple[tuple[int, ...], bool]:
+    """The shape a dataset of shape ``stored`` is served at, and whether a leading axis of one
+    was added (see :class:`_Description`). A null dataspace (h5py.Empty) has neither elements
+    nor dimensions: ``(0,)``, as it reads."""
+    if stored is None:
+        return (0,), False
+    if stored == () or 0 in stored:
+        return (1, *stored), True
+    return tuple(stored), False
+
+
+def _is_placeholder(dtype: numpy.dtype) -> bool:
+    return dtype.hasobject and dtype.fields is None and h5py.check_string_dtype(dtype) is None
+
+
+def _describe(dataset: h5py.Dataset, path: str) -> _Description | _Uncached:
+    shape, lead = _served_shape(dataset.shape)
     dtype = dataset.dtype
-    unsupported = None
-    if dtype.hasobject and h5py.check_string_dtype(dtype) is None:
-        unsupported = "variable-length sequences and references are not supported"
+    unsupported, placeholder = None, False
+    if _is_placeholder(dtype):
+        # Upstream serves these (with a warning) as empty bytes of the dataset's shape.
+        placeholder = True
     elif dtype.fields is not None and any(dtype.fields[name][0].hasobject for name in dtype.names):
         unsupported = "compound types with variable-length members are not supported"
     try:
-        fill_value = dataset.fillvalue if unsupported is None else None
+        fill_value = dataset.fillvalue if unsupported is None and not placeholder else None
     except (OSError, TypeError, ValueError):
         fill_value = None
-    return _Description(
+    elsewhere = _in_other_file(dataset, path)
+    storage = elsewhere or zarr_storage(dataset)
+    if lead and isinstance(storage, ZarrStorage) and storage.layout == "chunked":
+        storage = "no elements"  # chunks of the stored rank, none of them written
+    zarr_unsupported = unsupported or _zarr_type_reason(_Description.zarr_type_of(dtype))
+    description = _Description(
         shape=shape,
         dtype=dtype,
         chunks=tuple(dataset.chunks) if dataset.chunks else None,
-        storage=_in_other_file(dataset, path) or zarr_storage(dataset),
+        storage=storage,
         fill_value=fill_value,
         unsupported=unsupported,
-        zarr_unsupported=unsupported or _zarr_type_reason(_Description.zarr_type_of(dtype)),
+        zarr_unsupported=(
+            "variable-length sequences and references have no zarr form"
+            if placeholder
+            else zarr_unsupported
+        ),
+        lead=lead,
+        placeholder=placeholder,
     )
+    # Through an external link: the other file may change unseen, so describe it each time.
+    return _Uncached(description) if elsewhere else description
 
 
 def _zarr_view(description: _Description) -> dict[str, str]:
@@ -679,9 +779,10 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         if len(sources) == 1 and not slice and not squeeze:
             return cls(sources[0], name, structure=structure, metadata=metadata, specs=specs)
         return _CombinedArrayAdapter(
-            [cls(source, name) for source in sources],
+            [HDF5ArrayAdapter(source, name) for source in sources],
             slice=_as_ndslice(slice),
             squeeze=squeeze,
+            structure=structure,
             metadata=metadata,
             specs=specs,
         )
@@ -709,6 +810,8 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
     def _native_dtype(self, description: _Description) -> numpy.dtype:
         if description.unsupported is not None:
             return numpy.dtype("V8")  # a placeholder: reading the data answers why it cannot be
+        if description.placeholder:
+            return _PLACEHOLDER_DTYPE
         if description.vlen_string:
             # Upstream serves variable-length strings as fixed-length UTF-8 bytes, as wide as
             # the longest: learnt once per open file.
@@ -721,15 +824,42 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             return repack_fields(description.dtype)
         return description.dtype
 
+    def _served_as(self, description: _Description) -> ArrayStructure | None:
+        """The catalog's structure when the data are served at its shape rather than the
+        file's (upstream's reshaping: trimmed to it, or reshaped to the same size), else None.
+        A catalog structure of another data type describes another dataset: the file wins."""
+        given = self._structure
+        if given is None or tuple(given.shape) == description.shape:
+            return None
+        if given.data_type.to_numpy_dtype() != self._native_dtype(description):
+            return None
+        return given
+
+    def _warn_if_objects(self, description: _Description) -> None:
+        # Upstream warns so, and its users filter on "The dataset".
+        if description.vlen_string:
+            warnings.warn(
+                f"The dataset {self._name} holds variable-length strings; they are served as "
+                "fixed-length UTF-8 bytes, as wide as the longest. Store fixed-length strings "
+                "to avoid this.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif description.placeholder:
+            warnings.warn(
+                f"The dataset {self._name} holds variable-length sequences or references, "
+                "which cannot be served; an empty placeholder of its shape is served instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def structure(self) -> ArrayStructure:
         description = self._description()
+        self._warn_if_objects(description)
         dtype = self._native_dtype(description)
         given = self._structure
-        if (
-            given is not None
-            and tuple(given.shape) == description.shape
-            and given.data_type.to_numpy_dtype() == dtype
-        ):
+        if given is not None and given.data_type.to_numpy_dtype() == dtype:
+            # At the file's shape, or another one that reads reshape the data to.
             return given
         return ArrayStructure(
             data_type=data_type_from_numpy(dtype),
@@ -741,15 +871,16 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
     def metadata(self) -> dict[str, Any]:
         try:
             name = self._name
-            attributes = self._source.learn(
-                ("attrs", name), lambda h: _attributes(_dataset(h, name))
-            )
-            description = self._description()
+            description = self._description()  # refuses a group, as reads do
+            attributes = self._source.learn(("attrs", name), lambda h: _attributes_at(h, name))
         except DataUnavailable as err:
             # Listings show the node still; reading it answers the error.
             logger.warning("%s", err)
             return dict(self._metadata)
-        return with_zarr_view({**attributes, **self._metadata}, _zarr_view(description))
+        view = _zarr_view(description)
+        if view["chunks"] != "unavailable" and self._served_as(description) is not None:
+            view = re_encoded_view("served at the shape its catalog entry gives, not the file's")
+        return with_zarr_view({**attributes, **self._metadata}, view)
 
     # --- native reads ---
 
@@ -757,21 +888,41 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         description = self._description()
         if description.unsupported is not None:
             raise DataUnavailable(f"{self._name}: {description.unsupported}")
+        self._warn_if_objects(description)
         dtype = self._native_dtype(description)
-        data = self._read_h5(NDSlice(*slice) if slice else NDSlice(), as_text=False)
+        data = self._read_served(description, NDSlice(*slice) if slice else NDSlice(), False)
         if data.dtype != dtype:
             data = data.astype(dtype)
         return data
+
+    def _read_served(
+        self, description: _Description, ndslice: NDSlice, as_text: bool
+    ) -> numpy.ndarray:
+        """``ndslice`` of the data at the shape served (the catalog's, when it differs)."""
+        target = self._served_as(description)
+        if target is None:
+            return self._read_h5(ndslice, as_text=as_text)
+        shape, stored = tuple(target.shape), description.shape
+        whole = NDSlice()
+        if len(shape) == len(stored) and shape[1:] == stored[1:] and stored[0] > shape[0]:
+            whole = NDSlice(slice(0, shape[0]))  # grown since registered: only what is served
+        return _numpy_select(force_reshape(self._read_h5(whole, as_text=as_text), shape), ndslice)
 
     def _read_h5(self, ndslice: NDSlice, *, as_text: bool) -> numpy.ndarray:
         name = self._name
 
         def read(handle: _OpenFile) -> numpy.ndarray:
             dataset = _dataset(handle, name)
+            shape, lead = _served_shape(dataset.shape)
             if dataset.shape is None:
                 return numpy.zeros((0,), dtype=dataset.dtype)
-            selection, rest = _h5_selection(ndslice, tuple(dataset.shape))
+            if _is_placeholder(dataset.dtype):
+                empty = numpy.broadcast_to(numpy.zeros((), _PLACEHOLDER_DTYPE), shape)
+                return numpy.ascontiguousarray(_numpy_select(empty, ndslice))
             source = dataset.asstr(errors="replace") if as_text else dataset
+            if lead:  # at most one element: read it whole, then select
+                return _numpy_select(numpy.asarray(source[()])[numpy.newaxis], ndslice)
+            selection, rest = _h5_selection(ndslice, shape)
             data = numpy.asarray(source[selection] if selection else source[()])
             return data[rest] if rest is not None else data
 
@@ -783,8 +934,10 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         # Not structure(): that may read every variable-length string to learn their width.
         description = self._description()
         given = self._structure
-        if given is not None and tuple(given.shape) == description.shape:
-            return description.shape, given.chunks, description.zarr_dtype, given.dims
+        if given is not None and (
+            tuple(given.shape) == description.shape or self._served_as(description) is not None
+        ):
+            return tuple(given.shape), given.chunks, description.zarr_dtype, given.dims
         return description.shape, description.native_chunks(), description.zarr_dtype, None
 
     def zarr_dtype(self) -> numpy.dtype:
@@ -799,7 +952,7 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
     def read_zarr_region(self, region: tuple[slice, ...]) -> numpy.ndarray:
         description = self._description()
         if description.vlen_string:
-            return self._read_h5(NDSlice(*region), as_text=True)
+            return self._read_served(description, NDSlice(*region), True)
         data = self.read(slice=NDSlice(*region))
         return data.astype(description.zarr_dtype) if data.dtype.fields is not None else data
 
@@ -812,7 +965,7 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         if description.zarr_unsupported is not None:
             raise DataUnavailable(f"{self._name}: {description.zarr_unsupported}")
         storage = description.storage
-        if isinstance(storage, str):
+        if isinstance(storage, str) or self._served_as(description) is not None:
             return self.default_zarr_meta(options)  # decoded by h5py, re-encoded
         if storage.layout == "chunked":
             chunk_shape = storage.chunk_shape
@@ -837,8 +990,13 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
     def _zarr_chunk(
         self, coords: tuple[int, ...], region: tuple[slice, ...], meta: ZarrArrayMeta
     ) -> bytes:
-        storage = self._description().storage
-        if isinstance(storage, str) or not _declares(meta, storage):
+        description = self._description()
+        storage = description.storage
+        if (
+            isinstance(storage, str)
+            or not _declares(meta, storage)
+            or self._served_as(description) is not None  # at the catalog's shape
+        ):
             return self._encode_region(region, meta)
         for attempt in range(2):
             try:
@@ -881,6 +1039,15 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             # edge chunk HDF5 stores unfiltered): decode it and encode it with the declared chain.
             return meta.encode_chunk(self.read(slice=NDSlice(*meta.chunk_region(coords))))
         return _pread(handle, offset, size)
+
+
+def _numpy_select(data: numpy.ndarray, ndslice: NDSlice) -> numpy.ndarray:
+    """``ndslice`` of an array in memory, checked as h5py selections are."""
+    if not ndslice:
+        return data
+    selection, rest = _h5_selection(ndslice, data.shape)
+    data = data[selection]
+    return data[rest] if rest is not None else data
 
 
 def _declares(meta: ZarrArrayMeta, storage: ZarrStorage) -> bool:
@@ -978,9 +1145,11 @@ class _DatasetReader:
         return self.adapter.read(NDSlice(*key))
 
 
-class _CombinedArrayAdapter(ArrayAdapterBase):
-    """Datasets of several files concatenated along the first axis (scalars and empty datasets
-    are stacked on a new one), optionally sliced and squeezed. Its zarr chunks are re-encoded."""
+class _CombinedArrayAdapter(HDF5ArrayAdapter):
+    """Datasets of several files concatenated along the first axis (scalar and empty datasets
+    have a leading axis of one, so they are stacked), optionally sliced and squeezed, and
+    served at the catalog's ``structure`` when one is given. It is an :class:`HDF5ArrayAdapter`
+    as upstream's is; its zarr chunks are re-encoded (the generic hooks below)."""
 
     def __init__(
         self,
@@ -988,13 +1157,18 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
         *,
         slice: NDSlice | None,
         squeeze: bool,
+        structure: ArrayStructure | None = None,
         metadata: Mapping[str, Any] | None = None,
         specs: Any = None,
     ):
-        super().__init__(None, metadata=metadata, specs=specs)
+        ArrayAdapterBase.__init__(self, structure, metadata=metadata, specs=specs)
         self._parts = parts
         self._slice = slice
         self._squeeze = squeeze
+        self._source, self._name = parts[0]._source, parts[0]._name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name} of {len(self._parts)} file(s)>"
 
     def _array(self) -> Any:
         import dask.array
@@ -1004,12 +1178,7 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
             dask.array.from_array(r, chunks=r.chunks or -1, asarray=True, lock=False, fancy=False)
             for r in readers
         ]
-        if all(not r.shape or 0 in r.shape for r in readers):
-            array = dask.array.stack(arrays)
-        elif len(arrays) > 1:
-            array = dask.array.concatenate(arrays, axis=0)
-        else:
-            array = arrays[0]
+        array = dask.array.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
         if self._slice:
             array = array[tuple(self._slice)]
         if self._squeeze:
@@ -1017,11 +1186,11 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
         return array
 
     def structure(self) -> ArrayStructure:
-        return ArrayStructure.from_array(self._array())
-
-    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
-        # The structure and metadata are read from every part's file: on a worker thread.
-        return await run_sync(self.default_zarr_meta, options)
+        array = self._array()
+        given = self._structure
+        if given is not None and given.data_type.to_numpy_dtype() == array.dtype:
+            return given  # reads reshape the data to it
+        return ArrayStructure.from_array(array)
 
     def metadata(self) -> dict[str, Any]:
         first = self._parts[0].metadata()
@@ -1035,32 +1204,63 @@ class _CombinedArrayAdapter(ArrayAdapterBase):
 
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
         array = self._array()
+        given = self._structure
+        if given is not None and given.data_type.to_numpy_dtype() == array.dtype:
+            array = force_reshape(array, given.shape)
         if slice:
             array = array[tuple(slice)]
         return numpy.asarray(array.compute(scheduler="sync"))
+
+    # The zarr view of a combination is re-encoded from read(): the generic hooks.
+    zarr_layout = ArrayAdapterBase.zarr_layout
+    zarr_dtype = ArrayAdapterBase.zarr_dtype
+    zarr_fill_value = ArrayAdapterBase.zarr_fill_value
+    read_zarr_region = ArrayAdapterBase.read_zarr_region
+    to_zarr_chunk = ArrayAdapterBase.to_zarr_chunk
+
+    async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
+        # The structure and metadata are read from every part's file: on a worker thread.
+        return await run_sync(self.default_zarr_meta, options)
 
 
 # --- groups -----------------------------------------------------------------------------------
 
 
-def _members(handle: _OpenFile, group: str) -> dict[str, bool]:
-    """The members of a group that can be served, in the file's order: name -> is a group.
+# What a member of a group is, as listed.
+_GROUP, _DATASET, _BROKEN = "group", "dataset", "broken link"
+_KINDS = {h5py.Group: _GROUP, h5py.Dataset: _DATASET, None: _BROKEN}
 
-    Broken soft and external links, and named data types, are left out: they name nothing
-    that could be read.
+
+def _members(handle: _OpenFile, group: str) -> dict[str, str] | _Uncached:
+    """The members of a group, in the file's order: name -> group, dataset or broken link.
+
+    Broken soft and external links are listed, as upstream lists them (a file's layout says
+    they are there), and answer 404 when looked up; named data types are left out.
     """
     node = _node(handle, group)
     if not isinstance(node, h5py.Group):
         raise DataUnavailable(f"{group} in {Path(handle.path).name!r} is a dataset, not a group")
-    members = {}
+    members, external = {}, False
     for name in node:
+        # What an external link names can change without this file changing: a listing
+        # holding one is learnt again each time.
+        external = external or node.get(name, getclass=True, getlink=True) is h5py.ExternalLink
         try:
             kind = node.get(name, getclass=True)
         except (KeyError, OSError, RuntimeError):
-            continue  # an external link to a missing file
-        if kind is h5py.Group or kind is h5py.Dataset:
-            members[name] = kind is h5py.Group
-    return members
+            kind = None  # a dangling soft link, an external link to a missing file or object
+        if kind in _KINDS:
+            members[name] = _KINDS[kind]
+    return _Uncached(members) if external or _elsewhere(handle, node) else members
+
+
+class _BrokenLinkNode(MapAdapter):
+    """What a listing shows for a broken link: an empty container saying so. Looking the
+    link up answers :class:`~tiled.utils.BrokenLink` (404); an export leaves it empty."""
+
+    def __init__(self, reason: str):
+        super().__init__({}, metadata={"broken_link": reason})
+        self.reason = reason
 
 
 class _GroupMembers(Mapping):
@@ -1073,14 +1273,18 @@ class _GroupMembers(Mapping):
     def __init__(self, source: _Source, group: str, more: tuple[_Source, ...] = ()):
         self.source, self.group, self.more = source, group, more
 
-    def listing(self) -> dict[str, bool]:
+    def listing(self) -> dict[str, str]:
         group = self.group
         return self.source.learn(("members", group), lambda h: _members(h, group))
 
     def __getitem__(self, key: str) -> Any:
-        is_group = self.listing()[key]  # KeyError for a missing member
+        kind = self.listing()[key]  # KeyError for a missing member
         name = f"{self.group.rstrip('/')}/{key}"
-        if is_group:
+        if kind == _BROKEN:
+            return _BrokenLinkNode(
+                f"{name} in {Path(self.source.path).name!r} is a link whose target is missing"
+            )
+        if kind == _GROUP:
             return HDF5Adapter(self.source, name, more=self.more)
         if self.more:
             parts = [HDF5ArrayAdapter(s, name) for s in (self.source, *self.more)]
@@ -1190,8 +1394,8 @@ class HDF5Adapter(MapAdapter):
     def metadata(self) -> dict[str, Any]:
         source, group = self._members.source, self._members.group
         try:
-            attributes = source.learn(("attrs", group), lambda h: _attributes(_node(h, group)))
-        except (DataUnavailable, NoSuchEntry) as err:
+            attributes = source.learn(("attrs", group), lambda h: _attributes_at(h, group))
+        except (DataUnavailable, NotFound) as err:
             # The listing that holds this node keeps working; the node's own reads answer.
             logger.warning("%s", err)
             return dict(self._metadata)
@@ -1205,7 +1409,7 @@ class HDF5Adapter(MapAdapter):
     async def count(self) -> int:
         try:
             return len(self) if self._listed() else await run_sync(len, self)
-        except DataUnavailable as err:
+        except (DataUnavailable, NotFound) as err:
             # Counted as empty where its parent lists it; listing it answers the error.
             logger.warning("%s", err)
             return 0
@@ -1225,9 +1429,24 @@ class HDF5Adapter(MapAdapter):
 
         return await run_sync(items)
 
+    def __getitem__(self, key: str) -> Any:
+        child = super().__getitem__(key)
+        if isinstance(child, _BrokenLinkNode):
+            raise BrokenLink(child.reason)
+        return child
+
+    def inlined_contents_enabled(self, depth: int) -> bool:
+        # Upstream's choice: a file's tree is described in one request, to INLINED_DEPTH.
+        return depth <= INLINED_DEPTH
+
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        # A broken link has nothing to read: the zarr group leaves it out.
         stop = None if limit is None else offset + limit
-        return await run_sync(lambda: list(self.keys()[offset:stop]))
+
+        def readable() -> list[str]:
+            return [k for k, kind in self._members.listing().items() if kind != _BROKEN]
+
+        return (await run_sync(readable))[offset:stop]
 
     async def lookup_adapter(self, segments: Sequence[str]) -> Any:
         if len(segments) == 1 and self._listed():
@@ -1241,6 +1460,8 @@ class HDF5Adapter(MapAdapter):
                 raise NoSuchEntry(list(segments[: depth + 1]))
             try:
                 node = node[key]
+            except BrokenLink:
+                raise
             except KeyError:
                 raise NoSuchEntry(list(segments[: depth + 1])) from None
         return node

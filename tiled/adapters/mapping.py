@@ -308,7 +308,11 @@ class MapAdapter(ContainerAdapterBase):
             families = (str(child.structure_family) for child in children)
             result["structure_families"] = _distinct(families, counts)
         if specs:
-            spec_lists = ([s.to_json() for s in child.specs] for child in children)
+            # As upstream's MapAdapter reports them: a spec without a version by its name.
+            spec_lists = (
+                [s.to_json() if s.version is not None else s.name for s in child.specs]
+                for child in children
+            )
             result["specs"] = _distinct(spec_lists, counts)
         return result
 

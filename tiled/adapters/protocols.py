@@ -178,3 +178,25 @@ class WritableSparse(Protocol):
     async def write_block(
         self, coords: numpy.ndarray, data: numpy.ndarray, block: Sequence[int]
     ) -> None: ...
+
+
+@runtime_checkable
+class WritableAwkward(Protocol):
+    async def write(self, buffers: dict[str, bytes]) -> None:
+        """Replace all buffers (named as ``awkward.to_buffers`` names them) at once."""
+        ...
+
+
+@runtime_checkable
+class WritableRagged(Protocol):
+    async def write(self, array: Any) -> None: ...
+
+    async def write_block(self, array: Any, block: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
+class PatchableRagged(Protocol):
+    async def patch(self, array: Any, offset: Sequence[int], extend: bool) -> Any:
+        """Append ``array``'s rows at ``offset`` (the current length) with ``extend``; returns
+        the structure after the append."""
+        ...

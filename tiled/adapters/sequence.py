@@ -77,6 +77,10 @@ MAX_READERS = 256
 # Decoded whole files kept for formats that can only be decoded whole (JPEG, PNG, irregular
 # TIFF): a zarr view cuts a frame into several chunks, which must not decode it each time.
 DECODED_CACHE_BYTES = 256 * 1024 * 1024
+# Soft cap on the bytes of whole frames held at once by one read of many files: each worker
+# holds about one frame while it reads, so this bounds the threads (at least one) a read
+# uses. Upstream's name and environment variable, so its deployments tune it alike.
+READ_BATCH_BYTES = int(os.environ.get("TILED_SEQUENCE_READ_BATCH_BYTES") or (1 << 30))
 _MESSAGE_LIMIT = 300
 
 
@@ -373,13 +377,20 @@ def box_shape(box: Sequence[builtins.slice]) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in box)
 
 
-def run_all(function: Callable[[Any], None], items: Sequence[Any]) -> None:
-    """Call ``function`` on every item, on a few threads when there are several."""
-    if len(items) <= 1:
+def run_all(function: Callable[[Any], None], items: Sequence[Any], item_bytes: int = 0) -> None:
+    """Call ``function`` on every item, on a few threads when there are several.
+
+    ``item_bytes``: the memory one call holds while it runs (a whole frame); the threads are
+    limited so that together they hold about :data:`READ_BATCH_BYTES` at most.
+    """
+    workers = min(IO_WORKERS, len(items))
+    if item_bytes > 0:
+        workers = min(workers, READ_BATCH_BYTES // item_bytes)
+    if workers <= 1:
         for item in items:
             function(item)
         return
-    with ThreadPoolExecutor(max_workers=min(IO_WORKERS, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in pool.map(function, items):
             pass  # consume, so the first failure is raised here
 
@@ -412,6 +423,9 @@ class FileArrayAdapter(ArrayAdapterBase):
 
     reader_type: ClassVar[type[FrameReader]]
     stacked: ClassVar[bool] = False
+    # A catalog may declare another shape of as many elements: reads reshape the files'
+    # values (see tiled.catalog.registered.DECLARED_CHANGES).
+    declared_structure_changes: ClassVar[frozenset[str]] = frozenset({"shape"})
 
     def __init__(
         self,
@@ -533,25 +547,35 @@ class FileArrayAdapter(ArrayAdapterBase):
             at = tuple(i - s.start for i, s in zip(cell, lead_box, strict=True))
             out[at] = self._reader(self._file_index(cell)).read(frame_box)
 
-        run_all(fill, cells)
+        run_all(fill, cells, self._frame_bytes())
         return out
 
+    def _frame_bytes(self) -> int:
+        """The bytes of one whole file's values (what a reader may decode to read a part);
+        not reshaped, a file holds the structure's trailing dimensions."""
+        itemsize = self.structure().data_type.to_numpy_dtype().itemsize
+        return math.prod(self._frame or ()) * itemsize
+
     def _read_reshaped(self) -> numpy.ndarray:
-        frames: list[Any] = [None] * len(self._paths)
+        frame = self._reader(0).describe()  # every other file must match it (the expectation)
+        size = math.prod(frame.shape)
+        shape = self.structure().shape
+        if size * len(self._paths) != math.prod(shape):
+            raise FileChanged(
+                f"The files hold {size * len(self._paths)} values, which cannot be shaped as "
+                f"this node's {list(shape)}"
+            )
+        # Each file's values go straight to their place in the result: no second copy.
+        flat = numpy.empty(
+            size * len(self._paths), dtype=self.structure().data_type.to_numpy_dtype()
+        )
+        whole = tuple(slice(0, n) for n in frame.shape)
 
         def load(index: int) -> None:
-            frame = self._reader(index).describe()
-            frames[index] = self._reader(index).read(tuple(slice(0, n) for n in frame.shape))
+            flat[index * size : (index + 1) * size] = self._reader(index).read(whole).ravel()
 
-        run_all(load, range(len(self._paths)))
-        stacked = numpy.stack(frames) if self.stacked else frames[0]
-        shape = self.structure().shape
-        if stacked.size != math.prod(shape):
-            raise FileChanged(
-                f"The files hold {stacked.size} values, which cannot be shaped as this node's "
-                f"{list(shape)}"
-            )
-        return stacked.reshape(shape)
+        run_all(load, range(len(self._paths)), size * frame.dtype.itemsize)
+        return flat.reshape(shape)
 
     # --- zarr ---
 
@@ -721,6 +745,7 @@ __all__ = [
     "FrameLayout",
     "FrameReader",
     "OpenedFile",
+    "READ_BATCH_BYTES",
     "SingleFileAdapter",
     "StoredChunks",
     "bounding_box",

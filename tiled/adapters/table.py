@@ -7,6 +7,7 @@ never reads column values; chunk requests read only the partitions they overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -294,6 +295,10 @@ def _row_selection(parts: Sequence[Any], nrows: int) -> int | range:
     return part % nrows if isinstance(part, int) else range(*part.indices(nrows))
 
 
+# Rows per zarr chunk of a column of a table that rows are appended to.
+GROWING_TABLE_CHUNK_ROWS = 65536
+
+
 class TableColumnAdapter(ArrayAdapterBase):
     """One column of a :class:`TableAdapter`, as a 1-d array chunked along its partitions.
 
@@ -304,6 +309,8 @@ class TableColumnAdapter(ArrayAdapterBase):
     def __init__(self, table: TableAdapter, column: str):
         super().__init__(None, metadata={}, specs=[])
         self._partitions = table._partitions
+        # Rows may be appended to this table (it can append_partition): see to_zarr_meta.
+        self._growing = callable(getattr(table, "append_partition", None))
         self._column = column
         self._dtype = zarr_dtype_of(table._column_dtype(column))
         self._cached_structure: ArrayStructure | None = None
@@ -325,7 +332,13 @@ class TableColumnAdapter(ArrayAdapterBase):
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
         if not self._partitions.lengths_known:
             await run_sync(self._partitions.lengths)  # dask lengths: compute off the event loop
-        return await super().to_zarr_meta(options)
+        meta = await super().to_zarr_meta(options)
+        if self._growing:
+            # Chunks that do not depend on the current row count: a zarr reader that read the
+            # metadata before rows were appended still decodes every chunk (the last one is
+            # padded to full size), and sees the rows it knew of.
+            meta = dataclasses.replace(meta, chunk_shape=(GROWING_TABLE_CHUNK_ROWS,))
+        return meta
 
     def structure(self) -> ArrayStructure:
         if self._cached_structure is None:

@@ -102,7 +102,11 @@ class ZarrArrayAdapter(ArrayAdapterBase):
         return self._passthrough is not None
 
     def read(self, slice: NDSlice = NDSlice()) -> numpy.ndarray:
-        return numpy.asarray(self._array[tuple(slice)] if slice else self._array[...])
+        if not slice:
+            return numpy.asarray(self._array[...])
+        # zarr refuses negative steps: read forward, then reverse in memory.
+        forward, reorder = NDSlice(slice).forward_for_shape(self._array.shape)
+        return numpy.asarray(self._array[tuple(forward)])[tuple(reorder)]
 
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
         if self._passthrough is None:

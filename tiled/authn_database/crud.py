@@ -24,7 +24,7 @@ from .orm import utcnow
 
 INHERIT = "inherit"  # meta-scope of API keys: the owner's scopes at the time of use
 API_KEY_SECRET_BYTES = 36  # 72 hex characters, as upstream makes them
-ACTIVITY_RESOLUTION = timedelta(seconds=60)  # latest_activity is written at most this often
+ACTIVITY_RESOLUTION = timedelta(seconds=1)  # latest_activity is written at most this often
 LIST_COLUMN_LENGTH = 511  # scopes and access tags are JSON text in VARCHAR(511)
 
 

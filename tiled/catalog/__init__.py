@@ -24,7 +24,7 @@ from .core import Catalog
 from .database import async_url, initialize_database, upgrade_database
 from .errors import DatabaseNotInitialized, InvalidKey, WouldDeleteData
 from .mimetypes import AdapterRegistry
-from .storage import storage_paths
+from .storage import is_sql_uri, storage_paths
 
 __all__ = [
     "CatalogContainerAdapter",
@@ -59,8 +59,11 @@ def from_uri(
     """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
 
     ``writable_storage``: a directory (path or ``file://`` URI) or a list of them; new arrays
-    and tables go in the first. ``readable_storage``: directories from which files may be
-    registered (writable storage is readable too). ``adapters_by_mimetype``: mimetype -> adapter
+    and tables go in the first. SQL URIs among them (``sqlite:///``, ``duckdb:///``,
+    ``postgresql://``) hold appendable tables (the first; ``storage_pool_size`` and
+    ``storage_max_overflow`` size their connection pools). ``readable_storage``: directories
+    from which files may be registered, and SQL databases whose tables may be read (writable
+    storage is readable too). ``adapters_by_mimetype``: mimetype -> adapter
     class (upstream's style: ``from_catalog``/``from_uris``) or factory, or the import path of
     one; these take precedence over the defaults (:mod:`tiled.catalog.mimetypes`). Upstream's
     pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
@@ -73,6 +76,14 @@ def from_uri(
     writable = storage_paths(writable_storage)
     for directory in writable:
         directory.mkdir(parents=True, exist_ok=True)
+    sql_storage = []
+    if any(is_sql_uri(item) for item in _items(writable_storage) + _items(readable_storage)):
+        from .sql_tables import configure_sql_storage  # ADBC drivers only when needed
+
+        sql_storage = configure_sql_storage(
+            writable_storage, readable_storage, pool_size=options.get("storage_pool_size"),
+            max_overflow=options.get("storage_max_overflow"),
+        )  # fmt: skip
     catalog = Catalog(
         async_url(uri),
         writable_storage=writable,
@@ -84,10 +95,17 @@ def from_uri(
             **({} if durable else {"durable": False}),
         },
         lookup_cache_ttl=lookup_cache_ttl,
+        writable_sql_storage=sql_storage,
     )
     return CatalogRootAdapter(
         catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob
     )
+
+
+def _items(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | Path) else list(value)
 
 
 def in_memory(

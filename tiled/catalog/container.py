@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from ..adapters.base import ContainerAdapterBase, _attrs_of_xarray_node, is_group
 from ..adapters.mapping import _MISSING, SortingItem, _distinct, lookup_dotted, normalize_sorting
-from ..errors import NoSuchEntry
+from ..errors import BadRequest, NoSuchEntry, Unsupported
 from ..queries import SpecsQuery
 from ..structures.core import Spec, StructureFamily
 from ..utils import run_sync
@@ -26,12 +26,13 @@ from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
 from .creation import create_child, register_children
 from .nodes import CatalogNode, ListedNode, UnavailableNode, is_registered, open_node
-from .orm import ROOT_ID, nodes
+from .orm import ROOT_ID, nodes, nodes_closure
 from .queries import condition_for
 from .records import fetch_records, lookup_parameters, lookup_query, path_ids, records_query
 
 DEFAULT_SORTING = (SortingItem("", 1),)
 _GIVEN_ORDER = frozenset({"", "_"})
+_KEY_ORDER = frozenset({"id"})
 PAGE = 100  # rows read at a time when Python predicates filter a listing
 MAX_JOINED_STEPS = 32  # path segments resolved by one statement (one join each)
 
@@ -73,6 +74,9 @@ class CatalogContainerBase(ContainerAdapterBase):
         self._predicates: tuple[Predicate, ...] = ()
         self.sorting: list[SortingItem] = list(DEFAULT_SORTING)
         self.must_revalidate = True
+        # A deep variation (search_deep) spans every descendant, not only the children.
+        self._deep = False
+        self._max_depth: int | None = None
 
     @property
     def access_tags(self) -> frozenset[str]:
@@ -88,8 +92,8 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     @property
     def is_plain(self) -> bool:
-        """Whether this is the node's own listing (no search, no filter)."""
-        return not self._conditions and not self._predicates
+        """Whether this is the node's own listing (no search, no filter, not deep)."""
+        return not self._conditions and not self._predicates and not self._deep
 
     def search(self, query: Any) -> CatalogContainerBase:
         """A variation listing only the children matching ``query`` (evaluated in SQL)."""
@@ -100,6 +104,16 @@ class CatalogContainerBase(ContainerAdapterBase):
         """A variation ordered by dotted metadata keys (missing values last); "" = insertion."""
         items = normalize_sorting(sorting) or list(DEFAULT_SORTING)
         return self.new_variation(sorting=items)
+
+    def search_deep(self, max_depth: int | None = None) -> CatalogContainerBase:
+        """A variation spanning all descendants (at most ``max_depth`` levels down) instead of
+        the children: its searches, counts and distinct values cover the whole subtree.
+
+        Listing its members is refused: a descendant's key alone does not say where it is.
+        """
+        if max_depth is not None and max_depth < 1:
+            raise BadRequest(f"max_depth must be at least 1, not {max_depth}")
+        return self.new_variation(_deep=True, _max_depth=max_depth)
 
     def filter(self, predicate: Predicate) -> CatalogContainerBase:
         """A variation keeping the children for which ``predicate(key, child)`` is true."""
@@ -120,7 +134,15 @@ class CatalogContainerBase(ContainerAdapterBase):
     # --- SQL ---
 
     def _where(self) -> list[Any]:
-        return [nodes.c.parent == self._node_id, *self._conditions]
+        if not self._deep:
+            return [nodes.c.parent == self._node_id, *self._conditions]
+        # The closure table holds every (ancestor, descendant, depth): one indexed lookup.
+        below = select(nodes_closure.c.descendant).where(
+            nodes_closure.c.ancestor == self._node_id, nodes_closure.c.depth >= 1
+        )
+        if self._max_depth is not None:
+            below = below.where(nodes_closure.c.depth <= self._max_depth)
+        return [nodes.c.id.in_(below), *self._conditions]
 
     def _order_for(self, table: Any) -> list[Any]:
         """The listing's ORDER BY on ``table`` (the nodes table or a subquery of it)."""
@@ -129,11 +151,23 @@ class CatalogContainerBase(ContainerAdapterBase):
             if item.key in _GIVEN_ORDER:
                 order.append(table.c.id.desc() if item.direction < 0 else table.c.id.asc())
                 return order
-            value = self._catalog.dialect.sort_key(table.c.metadata, item.key)
+            if item.key in _KEY_ORDER:  # upstream's standard sort key: the node's key
+                order.append(table.c.key.desc() if item.direction < 0 else table.c.key.asc())
+                continue
+            key = item.key.removeprefix("metadata.")  # the namespaced spelling of a metadata key
+            value = self._catalog.dialect.sort_key(table.c.metadata, key)
             order += [value.is_(None), value.desc() if item.direction < 0 else value.asc()]
         return [*order, table.c.id.asc()]
 
+    def _refuse_deep_listing(self) -> None:
+        if self._deep:
+            raise Unsupported(
+                "A deep variation (search_deep) answers counts, searches and distinct "
+                "values; list the members of each container instead"
+            )
+
     async def _records(self, offset: int, limit: int | None) -> list[NodeRecord]:
+        self._refuse_deep_listing()
         query = records_query(self._where(), self._order_for, offset, limit)
         async with self._catalog.connect() as connection:
             return await fetch_records(connection, query, self._path)
@@ -183,7 +217,55 @@ class CatalogContainerBase(ContainerAdapterBase):
             position += 1
         return found
 
+    # --- keyset pages (in insertion order only): stable while children are added ---
+
+    @property
+    def _keyset_direction(self) -> int | None:
+        """1 or -1 when the listing is in insertion order (forwards or backwards) and filtered
+        in SQL only, so that a page can start after a node id; else None."""
+        if self._predicates or len(self.sorting) != 1 or self.sorting[0].key not in _GIVEN_ORDER:
+            return None
+        return 1 if self.sorting[0].direction > 0 else -1
+
+    async def cursor_for_offset(self, offset: int) -> int | None:
+        """The cursor (node id) of the entry before ``offset``; None at 0, past the end, or
+        when the order does not allow cursors (sorted by metadata, filtered in Python)."""
+        if offset <= 0 or self._keyset_direction is None:
+            return None
+        query = (
+            select(nodes.c.id).where(*self._where()).order_by(*self._order_for(nodes))
+            .offset(offset - 1).limit(1)
+        )  # fmt: skip
+        async with self._catalog.connect() as connection:
+            return (await connection.execute(query)).scalar_one_or_none()
+
+    async def items_page(
+        self, cursor: int | None = None, limit: int | None = None
+    ) -> tuple[list[tuple[str, Any]], int | None]:
+        """``(items, next cursor)``: up to ``limit`` children after the node id ``cursor``
+        (from the first when None); the next cursor is None on the last page."""
+        self._refuse_deep_listing()
+        direction = self._keyset_direction
+        if direction is None:
+            if cursor is not None:
+                raise BadRequest("page[cursor] applies to the default (insertion) order only")
+            return await self.items_range(0, limit), None
+        where = self._where()
+        if cursor is not None:
+            where = [*where, nodes.c.id > cursor if direction > 0 else nodes.c.id < cursor]
+        if limit == 0:
+            return [], None
+        query = records_query(where, self._order_for, 0, None if limit is None else limit + 1)
+        async with self._catalog.connect() as connection:
+            records = await fetch_records(connection, query, self._path)
+        following = None
+        if limit is not None and len(records) > limit:
+            records = records[:limit]
+            following = records[-1].id
+        return await self._adapters(records, open_registered=False), following
+
     async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        self._refuse_deep_listing()
         if self._predicates:
             return [key for key, _ in await self.items_range(offset, limit)]
         query = select(nodes.c.key).where(*self._where()).order_by(*self._order_for(nodes))
@@ -196,6 +278,7 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The child ``key`` if this (possibly searched or filtered) listing has it."""
+        self._refuse_deep_listing()
         query = records_query([*self._where(), nodes.c.key == key])
         async with self._catalog.connect() as connection:
             records = await fetch_records(connection, query, self._path)
@@ -408,8 +491,31 @@ class CatalogRootAdapter(CatalogContainerBase):
     def catalog(self) -> Catalog:
         return self._catalog
 
+    @property
+    def context(self) -> CatalogContext:
+        """What the catalog holds about its storage, under upstream's name."""
+        return CatalogContext(self._catalog)
+
+    async def startup(self) -> None:
+        await self._catalog.startup()
+
     async def shutdown(self) -> None:
         await self._catalog.dispose()
+
+
+class CatalogContext:
+    """Upstream's ``catalog.context``: the storage of a catalog, by URI."""
+
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+
+    @property
+    def writable_storage(self) -> dict[str, Any]:
+        from ..storage import parse_storage
+
+        found = [parse_storage(path) for path in self._catalog.writable_storage]
+        found += self._catalog.writable_sql_storage
+        return {storage.uri: storage for storage in found}
 
 
 class CatalogContainerAdapter(CatalogNode, CatalogContainerBase):
@@ -433,6 +539,7 @@ def has_members_of_its_own(record: NodeRecord) -> bool:
     registered container (an HDF5 file's groups and datasets, a zarr group's members)."""
     return not is_catalog_container(record) and record.structure_family in (
         StructureFamily.table, StructureFamily.container,
+        StructureFamily.awkward, StructureFamily.ragged,  # their buffers (the zarr view)
     )  # fmt: skip
 
 

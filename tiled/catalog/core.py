@@ -104,8 +104,13 @@ class Catalog:
         adapters_by_mimetype: AdapterRegistry | dict[str, Any] | None = None,
         pool_options: dict[str, Any] | None = None,
         lookup_cache_ttl: float = 1.0,
+        writable_sql_storage: list[Any] | None = None,
     ):
         self.url = url
+        # SQL databases for appendable tables (tiled.adapters.sql.SQLStorage); new ones go in
+        # the first.
+        self.writable_sql_storage = list(writable_sql_storage or [])
+        self._holding_storage = False  # between startup() and dispose()
         # Resolved nodes by path, reused for at most ``lookup_cache_ttl`` seconds and dropped at
         # once by any write through this process (other processes' writes show within the TTL).
         self.lookup_cache_ttl = lookup_cache_ttl
@@ -211,8 +216,20 @@ class Catalog:
     async def startup(self) -> None:
         async with self.connect():
             pass  # a missing schema is reported when the server starts, not on first request
+        if not self._holding_storage:
+            # Counted per catalog, so that the last one using a database closes its pool.
+            from ..storage import acquire_storage
+
+            self.writable_sql_storage = [acquire_storage(s) for s in self.writable_sql_storage]
+            self._holding_storage = True
 
     async def dispose(self) -> None:
+        if self._holding_storage:
+            from ..storage import release_storage
+
+            self._holding_storage = False
+            for storage in self.writable_sql_storage:
+                release_storage(storage)
         for state in list(self._states.values()):
             with contextlib.suppress(Exception):
                 await state.engine.dispose()

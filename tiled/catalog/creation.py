@@ -13,6 +13,7 @@ import json
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from .registered import NodeView, check_readable_storage, checked_registration
 from .storage import (
     check_writable_source,
     create_storage,
+    is_new_sql_source,
     new_directory,
     remove_directories,
 )
@@ -227,9 +229,17 @@ async def create_child(
     ]
     directories: list[Path] = []
     try:
-        async with catalog.connect(write=True) as connection:
+        async with catalog.connect(write=True) as connection, AsyncExitStack() as sql_tables:
             described = []
             for source in sources:
+                if is_new_sql_source(source):
+                    from .sql_tables import new_sql_table  # (it imports .nodes, which imports us)
+
+                    # Rows in SQL storage (appendable tables, ragged arrays): its transaction
+                    # commits once the rows below are in.
+                    table = new_sql_table(catalog, source)
+                    described.append(await sql_tables.enter_async_context(table))
+                    continue
                 directory = _storage_directory(catalog, source)
                 if directory is not None:  # writable; a registered one was checked above
                     directories.append(directory)  # known before anything is created in it

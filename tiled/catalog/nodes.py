@@ -23,8 +23,10 @@ from typing import Any
 import numpy
 from sqlalchemy import delete, func, select, update
 
+from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
 from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.parquet import ParquetTableAdapter
+from ..adapters.ragged import RAGGED_SQL_MIMETYPE, RaggedSQLAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import (
@@ -52,6 +54,7 @@ from ..utils import run_sync
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
 from .creation import replace_structure
+from .data_sources import asset_of, delete_asset, put_data_source
 from .errors import WouldDeleteData
 from .orm import (
     assets,
@@ -113,6 +116,16 @@ class CatalogNode:
 
     def data_sources(self) -> list[DataSource]:
         return list(self._record.data_sources)
+
+    # Upstream's adapter methods behind /data_source and /asset (see .data_sources).
+    async def asset_by_id(self, asset_id: int) -> Any:
+        return asset_of(self._record, asset_id)
+
+    async def put_data_source(self, data_source: Any, patch: Any = None) -> DataSource:
+        return await put_data_source(self._catalog, self._record, data_source, patch)
+
+    async def delete_asset(self, asset_id: int, external_only: bool = True) -> Any:
+        return await delete_asset(self._catalog, self._record, asset_id, external_only)
 
     async def replace_metadata(
         self,
@@ -212,11 +225,16 @@ class CatalogNode:
                     f"Deleting {path} would delete data the server manages; "
                     "pass external_only=False to delete it"
                 )
+            from .sql_tables import delete_datasets, stored_datasets
+
+            rows = await stored_datasets(connection, subtree_condition(node_id))
             await connection.execute(delete(nodes).where(subtree_condition(node_id)))
             await _delete_orphan_assets(connection, asset_ids)
-        # Only after the commit: a failed transaction must leave the files in place.
+        # Only after the commit: a failed transaction must leave the files (and rows) in place.
         roots = self._catalog.writable_storage
         await run_sync(remove_directories, node_directories(writable, roots))
+        if rows:
+            await run_sync(delete_datasets, rows)
 
     async def _touch(self) -> None:
         now = utcnow()
@@ -385,6 +403,44 @@ class WritableCatalogSparseAdapter(_LockedWrites, CatalogNode, ParquetSparseAdap
         await self._locked(self.write_block_entries, coords, data, block)
 
 
+class WritableCatalogAwkwardAdapter(_LockedWrites, CatalogNode, AwkwardBuffersAdapter):
+    """An awkward array the server stores as one file per buffer (upstream's layout)."""
+
+    async def write(self, buffers: Any) -> None:
+        await self._locked(self.write_buffers, buffers)
+
+
+class WritableCatalogRaggedAdapter(_LockedWrites, CatalogNode, RaggedSQLAdapter):
+    """A ragged array the server stores in SQL, one row per chunk (upstream's layout)."""
+
+    async def write(self, array: Any) -> None:
+        await self._locked(self.write_whole, array)
+
+    async def write_block(self, array: Any, block: Sequence[int]) -> None:
+        await self._locked(self.write_chunk, array, block)
+
+    async def patch(self, array: Any, offset: Sequence[int], extend: bool) -> Any:
+        """Append rows as a new chunk; the chunk's row and the catalog's structure change
+        together (the row is deleted again if the catalog cannot be updated)."""
+        async with self._catalog.node_lock(self._record.path):
+            source = self._record.data_sources[0]
+            before = self.structure()
+            grown = await run_sync(self.append_chunk, array, offset, extend)
+            try:
+                async with self._catalog.connect(write=True) as connection:
+                    await replace_structure(connection, source.id, grown)
+                    await connection.execute(
+                        update(nodes).where(nodes.c.id == self._record.id)
+                        .values(time_updated=utcnow())
+                    )  # fmt: skip
+            except BaseException:
+                self._structure = before
+                self.remove_chunk(len(before.chunks[0]))
+                raise
+            self._record.data_sources[0] = replace(source, structure=grown)
+        return grown
+
+
 def _open_array(source: DataSource, record: NodeRecord) -> Any:
     array = open_readonly(path_from_uri(source.assets[0].data_uri))
     return WritableCatalogArrayAdapter(array, source.structure, metadata=record.metadata)
@@ -403,10 +459,30 @@ def _open_sparse(source: DataSource, record: NodeRecord) -> Any:
     )
 
 
+def _open_sql_table(source: DataSource, record: NodeRecord) -> Any:
+    from .sql_tables import open_sql_table  # (it imports this module)
+
+    return open_sql_table(source, record)
+
+
+def _open_awkward(source: DataSource, record: NodeRecord) -> Any:
+    adapter = WritableCatalogAwkwardAdapter.from_uri(
+        source.assets[0].data_uri, source.structure, metadata=record.metadata
+    )
+    return adapter
+
+
+def _open_ragged(source: DataSource, record: NodeRecord) -> Any:
+    return WritableCatalogRaggedAdapter.from_catalog(source, record, metadata=record.metadata)
+
+
 WRITABLE_OPENERS = {
     ZARR_MIMETYPE: _open_array,
+    AWKWARD_BUFFERS_MIMETYPE: _open_awkward,
+    RAGGED_SQL_MIMETYPE: _open_ragged,
     "application/x-parquet": _open_table,
     "application/x-parquet;structure=sparse": _open_sparse,
+    "application/x-tiled-sql-table": _open_sql_table,
 }
 
 
@@ -605,6 +681,8 @@ def _reason_unreadable(catalog: Catalog, record: NodeRecord) -> str | None:
     if source.management == Management.writable:
         if source.mimetype not in WRITABLE_OPENERS:
             return f"this server has no reader for stored data of type {source.mimetype!r}"
+        if not source.assets:  # e.g. its asset was deleted (DELETE /asset)
+            return "its stored data were deleted (the data source has no assets)"
         return None
     if source.mimetype not in catalog.adapters_by_mimetype:
         return (
@@ -617,7 +695,7 @@ def _reason_unreadable(catalog: Catalog, record: NodeRecord) -> str | None:
     return None
 
 
-SERVED_FAMILIES = frozenset({"array", "sparse", "table", "container"})
+SERVED_FAMILIES = frozenset({"array", "sparse", "table", "container", "awkward", "ragged"})
 
 
 def is_registered(record: NodeRecord) -> bool:
@@ -634,7 +712,11 @@ def open_node(catalog: Catalog, record: NodeRecord) -> Any:
         return unavailable_node(catalog, record, reason)
     source = record.data_sources[0]
     if source.management == Management.writable:
-        return WRITABLE_OPENERS[source.mimetype](source, record).bind(catalog, record)
+        try:
+            adapter = WRITABLE_OPENERS[source.mimetype](source, record)
+        except DataUnavailable as err:  # e.g. a SQL storage database not configured here
+            return unavailable_node(catalog, record, str(err))
+        return adapter.bind(catalog, record)
     node = NodeView(
         record.metadata, list(record.specs), record.structure_family, record.key, record.id
     )

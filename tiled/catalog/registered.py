@@ -13,6 +13,7 @@ server can serve them like its own: :func:`conform`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -181,22 +182,52 @@ def _dtype(data_type: Any) -> Any:
     return None if data_type is None else data_type.to_numpy_dtype()
 
 
-def _array_differences(declared: Any, found: Any) -> list[str]:
+def _array_differences(declared: Any, found: Any, allowed: frozenset[str]) -> list[str]:
+    """What the adapter cannot serve. Another number of elements never; another shape of as
+    many elements (a reshape, with its own chunks) or another data type (a cast) only if the
+    adapter says it can (``allowed``, see :data:`DECLARED_CHANGES`), as upstream's file
+    sequences reshape and its CSV arrays cast. :func:`_probe_array` then checks it does."""
+    if math.prod(declared.shape) != math.prod(found.shape):
+        return [
+            f"shape {list(declared.shape)}, {math.prod(declared.shape)} elements (the file "
+            f"has {list(found.shape)}, {math.prod(found.shape)})"
+        ]
     differences = []
-    if tuple(declared.shape) != tuple(found.shape):
-        differences.append(f"shape {list(declared.shape)} (the file has {list(found.shape)})")
-    if _dtype(declared.data_type) != _dtype(found.data_type):
+    if "shape" not in allowed:
+        if tuple(declared.shape) != tuple(found.shape):
+            differences.append(f"shape {list(declared.shape)} (the file has {list(found.shape)})")
+        if tuple(map(tuple, declared.chunks)) != tuple(map(tuple, found.chunks)):
+            differences.append(f"chunks {declared.chunks} (the file has {found.chunks})")
+    if "data_type" not in allowed and _dtype(declared.data_type) != _dtype(found.data_type):
         differences.append(
             f"data type {_dtype(declared.data_type)} (the file has {_dtype(found.data_type)})"
         )
-    if tuple(map(tuple, declared.chunks)) != tuple(map(tuple, found.chunks)):
-        differences.append(f"chunks {declared.chunks} (the file has {found.chunks})")
-    if declared.dims is not None and found.dims is not None and declared.dims != found.dims:
-        differences.append(f"dims {list(declared.dims)} (the file has {list(found.dims)})")
+    same_shape = tuple(declared.shape) == tuple(found.shape)
+    if same_shape and declared.dims is not None and found.dims is not None:
+        if declared.dims != found.dims:
+            differences.append(f"dims {list(declared.dims)} (the file has {list(found.dims)})")
     return differences
 
 
-def _sparse_differences(declared: Any, found: Any) -> list[str]:
+def _probe_array(adapter: Any, declared: Any) -> list[str]:
+    """Whether the adapter opened with the declared structure serves it: its first element
+    read, of the declared data type. A format that cannot cast or reshape fails here."""
+    if not all(declared.shape):
+        return []  # no element to read
+    wanted = _dtype(declared.data_type)
+    first = NDSlice(*(slice(0, 1) for _ in declared.shape))
+    try:
+        values = numpy.asarray(adapter.read(first))
+    except (TiledError, ValueError, TypeError, OverflowError) as err:
+        return [f"data it cannot serve from the files ({_detail(err)})"]
+    if values.dtype.newbyteorder("=") != wanted.newbyteorder("="):
+        return [f"data type {wanted} (the file has {values.dtype})"]
+    if values.shape != (1,) * len(declared.shape):
+        return [f"shape {list(declared.shape)}, which the files do not take"]
+    return []
+
+
+def _sparse_differences(declared: Any, found: Any, allowed: frozenset[str]) -> list[str]:
     differences = []
     if tuple(declared.shape) != tuple(found.shape):
         differences.append(f"shape {list(declared.shape)} (the file has {list(found.shape)})")
@@ -205,7 +236,7 @@ def _sparse_differences(declared: Any, found: Any) -> list[str]:
     return differences
 
 
-def _table_differences(declared: Any, found: Any) -> list[str]:
+def _table_differences(declared: Any, found: Any, allowed: frozenset[str]) -> list[str]:
     differences = []
     if list(declared.columns) != list(found.columns):
         differences.append(f"columns {list(declared.columns)} (the file has {list(found.columns)})")
@@ -216,7 +247,7 @@ def _table_differences(declared: Any, found: Any) -> list[str]:
     return differences
 
 
-def _container_differences(declared: Any, found: Any) -> list[str]:
+def _container_differences(declared: Any, found: Any, allowed: frozenset[str]) -> list[str]:
     keys = declared.get("keys") if isinstance(declared, dict) else None
     if keys is None:
         return []  # upstream's walker may send no keys; nothing to compare
@@ -231,6 +262,15 @@ STRUCTURE_DIFFERENCES = {
     StructureFamily.table: _table_differences,
     StructureFamily.container: _container_differences,
 }
+
+# family -> check of a declared structure the files do not have but may be served as (the
+# adapter opened with it, as serving will), run when the adapter allowed a difference.
+FIT_PROBES = {StructureFamily.array: _probe_array}
+
+# The attribute by which an adapter (class) says which differences between a declared
+# structure and its files' it serves: "shape" (another shape of as many elements, with its own
+# chunks) and "data_type" (values cast). Without it, the declared structure must be the files'.
+DECLARED_CHANGES = "declared_structure_changes"
 
 
 def checked_registration(
@@ -261,15 +301,42 @@ def checked_registration(
             f"hold a {adapter_family.value}"
         )
     found = found_structure(family, adapter)
-    if source.structure is not None and from_files:
-        differences = STRUCTURE_DIFFERENCES.get(family, lambda d, f: [])(source.structure, found)
+    if source.structure is None:
+        return replace(source, structure=found)
+    if from_files and source.structure != found:
+        allowed = frozenset(getattr(adapter, DECLARED_CHANGES, ()))
+        check = STRUCTURE_DIFFERENCES.get(family, lambda d, f, a: [])
+        differences = check(source.structure, found, allowed)
+        probe = FIT_PROBES.get(family)
+        if not differences and allowed and probe is not None:
+            try:
+                declared_adapter = open_external(registry, source, node)
+            except Exception as err:
+                raise BadRequest(
+                    f"Cannot register: {why_unopenable(source.mimetype, err)}"
+                ) from None
+            differences = probe(declared_adapter, source.structure)
         if differences:
             raise BadRequest(
-                "The declared structure does not match the files: it declares "
+                "The declared structure is not compatible with the files: it declares "
                 + "; ".join(differences)
             )
-    structure = source.structure if source.structure is not None else found
-    return replace(source, structure=structure)
+        source = _with_files_chunks(source, found)
+    return source
+
+
+def _with_files_chunks(source: DataSource, found: Any) -> DataSource:
+    """Upstream's record of the files' own chunking when the declared structure has others
+    (``properties["chunks"]``), which upstream's servers read the files by; a value the
+    client recorded is kept."""
+    chunks = getattr(found, "chunks", None)
+    declared = getattr(source.structure, "chunks", None)
+    if chunks is None or declared is None or "chunks" in (source.properties or {}):
+        return source
+    if tuple(map(tuple, chunks)) == tuple(map(tuple, declared)):
+        return source
+    properties = {**(source.properties or {}), "chunks": [list(c) for c in chunks]}
+    return replace(source, properties=properties)
 
 
 # --- upstream-style adapters, wrapped to serve like this project's ------------------------------------

@@ -20,6 +20,7 @@ _EXPORTS = {
     "from_profile": "tiled.client.constructors",
     "from_uri": "tiled.client.constructors",
     "simple": "tiled.client.simple",
+    "SERVERS": "tiled.client.simple",
     "SimpleTiledServer": "tiled.server.simple",
     "hide_logs": "tiled.client.logger",
     "show_logs": "tiled.client.logger",
@@ -35,8 +36,14 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tiled.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    loaded = importlib.import_module(module)
+    value = getattr(loaded, name)
     globals()[name] = value
+    # Loading a submodule binds its name here to the module (``simple``, ``tree``); where a
+    # function of that name is what is exported, it takes the name back.
+    short = module.rpartition(".")[2]
+    if _EXPORTS.get(short) == module:
+        globals()[short] = getattr(loaded, short)
     return value
 
 

@@ -1,20 +1,22 @@
-"""Array clients: reads through the zarr chunk routes, concurrently, or one request for small
-selections; writes by block."""
+"""Array clients: a selection is read in one request, or, when larger than
+``RESPONSE_BYTESIZE_LIMIT``, in pieces cut along the chunk boundaries and fetched concurrently;
+writes by block."""
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..ndslice import NDBlock, NDSlice
+from ..ndslice import NDBlock, NDSlice, split_slice
 from .base import BaseClient
-from .utils import is_interactive
+from .utils import ClientError, handle_error, is_interactive
 
-# A selection at least this large is read through the zarr chunk routes, concurrently.
-ZARR_READ_THRESHOLD = 4 * 2**20
+# A response at least this large is read through aiohttp (Context.get_large_content).
+LARGE_BODY_BYTES = 2**20
 # A read at least this large shows a progress bar (when tqdm is installed and not disabled).
 PROGRESS_THRESHOLD = 64 * 2**20
 # The largest chunk ``write_array`` makes of an array without chunks of its own.
@@ -64,8 +66,66 @@ def _query(parts: tuple[int | slice, ...]) -> str:
     return NDSlice(*parts).to_query()
 
 
+def expand_selection(key: Any, shape: tuple[int, ...]) -> NDSlice:
+    """A numpy-style basic index (ints, slices with any step, ``...``; ``None`` or ``()`` for
+    everything) as an expanded :class:`NDSlice` for ``shape``; ``IndexError`` when it selects
+    outside the array or is not a basic index."""
+    if key is None:
+        key = ()
+    if isinstance(key, list) or getattr(key, "ndim", 0) > 0:  # fancy indexing
+        raise IndexError(f"Only integers, slices and '...' index an array node, not {key!r}")
+    try:
+        return NDSlice(key).expand_for_shape(shape)
+    except TypeError as err:  # NDSlice's SliceTypeError: not an int, slice or '...'
+        raise IndexError(str(err)) from None
+
+
+def chunks_repr(chunks: Sequence[Sequence[int]]) -> str:
+    """Chunks with long runs of one size abbreviated, e.g. ``((1, 1, ..., 1), (13,))``."""
+
+    def one(dim: Sequence[int]) -> str:
+        if len(dim) <= 5:
+            return str(tuple(dim))
+        first = dim[0]
+        if all(c == first for c in dim):
+            return f"({first}, {first}, ..., {first})"
+        if all(c == first for c in dim[:-1]):
+            return f"({first}, {first}, ..., {first}, {dim[-1]})"
+        return "variable"
+
+    return "(" + ", ".join(one(dim) for dim in chunks) + ")"
+
+
+def _request_form(piece: NDSlice) -> tuple[NDSlice, list[int]]:
+    """``piece`` with every reversed slice turned forward (the server reads forward slices
+    from any storage; not every file format reads backwards), and the result axes to flip
+    back afterwards."""
+    parts: list[int | slice] = []
+    flipped: list[int] = []
+    axis = 0
+    for part in piece:
+        if isinstance(part, slice):
+            step = part.step or 1
+            if step < 0:
+                count = len(range(part.start, -1 if part.stop is None else part.stop, step))
+                last = part.start + step * (count - 1)
+                part = slice(last, part.start + 1, -step)
+                flipped.append(axis)
+            axis += 1
+        parts.append(part)
+    return NDSlice(*parts), flipped
+
+
+def _offset(piece: Any, whole: Any) -> int:
+    """Where the expanded 1-D slice ``piece`` (a cut of ``whole``) starts in the result."""
+    return (piece.start - whole.start) // (whole.step or 1)
+
+
 class ArrayClient(BaseClient):
     """An array node: ``node[...]`` and ``node.read()`` give numpy arrays."""
+
+    # Selections larger than this are fetched in several requests, each at most this size.
+    RESPONSE_BYTESIZE_LIMIT = 100 * 2**20
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -108,50 +168,98 @@ class ArrayClient(BaseClient):
     def __getitem__(self, key: Any) -> Any:
         return self.read(key)
 
-    def read(self, slice: Any = ...) -> Any:  # noqa: A002 (upstream's parameter name)
+    def _pieces(self, selection: NDSlice, shape: tuple[int, ...]) -> list[NDSlice]:
+        """The requests that fetch ``selection``: itself when it fits one response, else cuts
+        of at most ``RESPONSE_BYTESIZE_LIMIT``, preferably on chunk boundaries (where the
+        server reads whole stored chunks)."""
+        itemsize = max(self.dtype.itemsize, 1)
+        if math.prod(shape) * itemsize < self.RESPONSE_BYTESIZE_LIMIT:
+            return [selection]
+        boundaries = [list(itertools.accumulate(c, initial=0)) for c in self.chunks]
+        max_size = max(self.RESPONSE_BYTESIZE_LIMIT // itemsize, 1)
+        return list(split_slice(selection, max_size, pref_splits=boundaries).values())
+
+    def fetch_count(self, slice: Any = None) -> int:  # noqa: A002 (upstream's name)
+        """How many requests ``read(slice)`` makes (none for an empty selection)."""
+        selection = expand_selection(slice, self.shape)
+        shape = selection.shape_after_slice(self.shape)
+        return len(self._pieces(selection, shape)) if math.prod(shape) else 0
+
+    def read(self, slice: Any = None) -> Any:  # noqa: A002 (upstream's parameter name)
         """The selection ``slice`` (numpy-style; default all) as a numpy array."""
         import numpy
 
-        parts, shape = normalize_key(slice, self.shape)
-        dtype = self.dtype
+        selection = expand_selection(slice, self.shape)
+        shape = selection.shape_after_slice(self.shape)
         if math.prod(shape) == 0:
-            return numpy.empty(shape, dtype=dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes >= ZARR_READ_THRESHOLD and dtype.kind in ZARR_KINDS and dtype.fields is None:
-            return self._read_through_zarr(parts, nbytes)
-        content = self.context.get_content(
-            f"array/full/{self._path}",
-            params={
-                "slice": _query(parts),
-                "expected_shape": ",".join(map(str, shape)) or "scalar",
-            },
-            accept=OCTET_STREAM,
-        )
-        return numpy.frombuffer(content, dtype=dtype).reshape(shape).copy()
-
-    def _read_through_zarr(self, parts: tuple[int | slice, ...], nbytes: int) -> Any:
-        import numpy
-        import zarr
-
-        store = self.zarr_store(3)
-        bar = None
-        if self.context.show_progress and nbytes >= PROGRESS_THRESHOLD and is_interactive():
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                pass
-            else:
-                bar = tqdm(total=nbytes, unit="B", unit_scale=True, desc=self.path_parts[-1])
-                store.on_bytes = bar.update
+            return numpy.empty(shape, dtype=self.dtype)  # nothing to ask the server for
+        pieces = self._pieces(selection, shape)
+        bar = self._progress_bar(math.prod(shape) * self.dtype.itemsize)
         try:
-            array = zarr.open_array(store, mode="r", zarr_format=3)
-            values = array[parts]
+            if len(pieces) == 1:
+                return self._fetch(pieces[0], bar).copy()  # frombuffer's arrays are read-only
+            result = numpy.empty(shape, dtype=self.dtype)
+            kept = [(i, p) for i, p in enumerate(selection) if isinstance(p, builtins.slice)]
+
+            def place(piece: NDSlice) -> None:
+                data = self._fetch(piece, bar)
+                offsets = [_offset(piece[i], whole) for i, whole in kept]
+                spans = zip(offsets, data.shape, strict=True)
+                result[tuple(builtins.slice(o, o + n) for o, n in spans)] = data
+
+            with concurrent.futures.ThreadPoolExecutor(self.context.max_connections) as pool:
+                list(pool.map(place, pieces))
+            return result
         finally:
             if bar is not None:
-                bar.n = bar.total
                 bar.close()
-        # zarr gives native byte order; a read returns the node's dtype whatever its size.
-        return numpy.asarray(values).astype(self.dtype, copy=False)
+
+    def _fetch(self, piece: NDSlice, bar: Any = None) -> Any:
+        """One ``/array/full`` request for the expanded selection ``piece``."""
+        import numpy
+
+        shape = piece.shape_after_slice(self.shape)
+        forward, flipped = _request_form(piece)
+        params = {"expected_shape": ",".join(map(str, shape)) or "scalar"}
+        if not self._is_everything(forward):
+            params["slice"] = forward.to_query()
+        get = (
+            self.context.get_large_content
+            if math.prod(shape) * self.dtype.itemsize >= LARGE_BODY_BYTES
+            else self.context.get_content
+        )
+        try:
+            content = get(f"array/full/{self._path}", params=params, accept=OCTET_STREAM)
+        except ClientError as error:
+            if error.status_code != 422 or "slice" in params:
+                raise
+            # An array that has grown since its shape was read (being extended): ask for the
+            # region this client knows of, which the array still holds.
+            params["slice"] = forward.to_query()
+            content = get(f"array/full/{self._path}", params=params, accept=OCTET_STREAM)
+        data = numpy.frombuffer(content, dtype=self.dtype).reshape(shape)
+        if flipped:
+            data = numpy.flip(data, axis=flipped)
+        if bar is not None:
+            bar.update(len(content))
+        return data
+
+    def _is_everything(self, selection: NDSlice) -> bool:
+        return all(
+            isinstance(part, slice) and part.start == 0 and (part.step or 1) == 1
+            and part.stop in (size, None)
+            for part, size in zip(selection, self.shape, strict=True)
+        )  # fmt: skip
+
+    def _progress_bar(self, nbytes: int) -> Any:
+        """A tqdm bar for a large read watched on a terminal, else None."""
+        if not (self.context.show_progress and nbytes >= PROGRESS_THRESHOLD and is_interactive()):
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=nbytes, unit="B", unit_scale=True, desc=self.path_parts[-1])
 
     def read_block(self, block: Sequence[int], slice: Any = ...) -> Any:  # noqa: A002
         """Block ``block`` of the chunk grid (optionally a selection within it)."""
@@ -196,6 +304,53 @@ class ArrayClient(BaseClient):
             content=array.tobytes(), headers={"Content-Type": OCTET_STREAM},
         )  # fmt: skip
 
+    def patch(
+        self, array: Any, offset: int | Sequence[int], extend: bool = False, persist: bool = True
+    ) -> None:
+        """Write ``array`` into this array at ``offset`` (the index of its first element; a
+        shorter offset is padded with zeros). With ``extend``, the array grows to hold data
+        that reach past its end (it never shrinks); without, such data are refused
+        (:class:`tiled.utils.Conflicts`). New elements outside the data written read as zeros.
+
+        >>> frames = client.write_array(numpy.zeros((1, 4, 4)), key="frames")
+        >>> frames.patch(numpy.ones((1, 4, 4)), offset=(1,), extend=True)
+        >>> frames.shape
+        (2, 4, 4)
+        """
+        import numpy
+
+        from ..structures.families import structure_from_json
+        from ..utils import Conflicts
+
+        array = numpy.asarray(array)
+        if array.dtype != self.dtype:
+            raise ValueError(
+                f"The data have dtype {array.dtype}; this array's dtype is {self.dtype}"
+            )
+        offset = (offset,) if isinstance(offset, int) else tuple(int(o) for o in offset)
+        params = {
+            "offset": ",".join(map(str, offset)),
+            "shape": ",".join(map(str, array.shape)),
+            "extend": "true" if extend else "false",
+        }
+        if not persist:
+            params["persist"] = "false"
+        response = self.context.request(
+            "PATCH", f"array/full/{self._path}", params=params, check=False,
+            content=numpy.ascontiguousarray(array).tobytes(),
+            headers={"Content-Type": OCTET_STREAM},
+        )  # fmt: skip
+        if response.status_code in (400, 409):
+            detail = str(response.json().get("detail", "The data do not fit this array"))
+            detail = detail.replace("Use ?extend=true", "Pass extend=True")
+            raise (Conflicts if response.status_code == 409 else ValueError)(detail)
+        handle_error(response)
+        attributes = self._item["attributes"]
+        attributes["structure"] = response.json()
+        self._structure_cache = structure_from_json(
+            attributes["structure_family"], attributes["structure"]
+        )
+
     def export(
         self,
         filepath: Any,
@@ -211,13 +366,16 @@ class ArrayClient(BaseClient):
     _export_route = "array/full"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} shape={self.shape} chunks={self.chunks} dtype={self.dtype}>"
+        text = f"<{type(self).__name__} shape={self.shape} chunks={chunks_repr(self.chunks)}"
+        text += f" dtype={self.dtype}"
+        dims = self.structure().dims
+        return text + (f" dims={tuple(dims)}>" if dims else ">")
 
 
 class DaskArrayClient(ArrayClient):
     """An array node read lazily: ``read()`` gives a dask array over the zarr chunks."""
 
-    def read(self, slice: Any = ...) -> Any:  # noqa: A002
+    def read(self, slice: Any = None) -> Any:  # noqa: A002
         import dask.array
         import zarr
 
@@ -225,7 +383,7 @@ class DaskArrayClient(ArrayClient):
             array = dask.array.from_zarr(zarr.open_array(self.zarr_store(3), mode="r"))
         else:
             array = dask.array.from_array(ArrayClient.read(self), chunks=self.chunks)
-        return array if slice is ... else array[slice]
+        return array if slice is None else array[slice]
 
     def compute(self) -> Any:
         return ArrayClient.read(self)

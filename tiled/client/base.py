@@ -274,6 +274,60 @@ class BaseClient:
         client's credentials: ``zarr.open(node.zarr_store())``, ``xarray.open_zarr(...)``."""
         return self.context.zarr_store(self.path_parts, format)
 
+    # --- raw assets ---
+
+    def asset_manifest(self, data_sources: Sequence[Any]) -> dict[int, list[str] | None]:
+        """The files of each asset of ``data_sources`` (as ``data_sources()`` returns them), by
+        asset id: for a directory asset its files relative to it, for a file asset None."""
+        manifests: dict[int, list[str] | None] = {}
+        for source in data_sources:
+            for asset in source.assets:
+                manifests[asset.id] = None
+                if asset.is_directory:
+                    document = self.context.get_json(
+                        f"asset/manifest/{self._path}", params={"id": asset.id}
+                    )
+                    manifests[asset.id] = list(document["manifest"])
+        return manifests
+
+    def raw_export(
+        self,
+        destination: Any = None,
+        max_workers: int = 4,
+        compression: bool = True,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Download the files holding this node's data, as the server stores them.
+
+        ``destination`` is a directory (default: the current one) or a mutable mapping, which
+        receives each file as ``io.BytesIO``. One asset lands as its file name (a directory
+        asset as its files); several are placed under their asset ids. Returns the paths (or
+        keys) written, in the order of the assets and their manifests. ``compression=False``
+        asks for the bytes as stored (``Accept-Encoding: identity``).
+        """
+        from .assets import export_plan, fetch_all
+
+        if "destination_directory" in kwargs:  # upstream's former name
+            import warnings
+
+            if destination is not None:
+                raise TypeError("Give destination, not also destination_directory")
+            warnings.warn(
+                "raw_export(destination_directory=...) is deprecated; use destination=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            destination = kwargs.pop("destination_directory")
+        if kwargs:
+            raise TypeError(f"raw_export() got unexpected keyword arguments {sorted(kwargs)}")
+        sources = self.data_sources()
+        if len(sources) != 1:
+            raise NotImplementedError(
+                f"raw_export exports a node with one data source; this one has {len(sources)}"
+            )
+        plan = export_plan(sources[0], self.asset_manifest(sources), destination)
+        return fetch_all(self, plan, destination, max_workers, compression)
+
     # --- export ---
 
     def export(self, filepath: Any, *, format: str | None = None, **params: Any) -> None:

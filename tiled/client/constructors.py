@@ -17,6 +17,8 @@ NUMPY_CLIENTS: dict[str, str] = {
     "array": "tiled.client.array:ArrayClient",
     "sparse": "tiled.client.sparse:SparseClient",
     "table": "tiled.client.dataframe:DataFrameClient",
+    "awkward": "tiled.client.awkward:AwkwardClient",
+    "ragged": "tiled.client.ragged:RaggedClient",
     "xarray_dataset": "tiled.client.xarray:DatasetClient",
 }
 DASK_CLIENTS: dict[str, str] = {
@@ -31,6 +33,10 @@ FALLBACK = "tiled.client.base:BaseClient"
 DEPRECATED_ARGUMENTS = frozenset(
     {"username", "auth_provider", "prompt_for_reauthentication"}
 )  # families this client has no class for yet
+
+
+# What a 'direct' profile may say of the context of its in-process server.
+DIRECT_CONTEXT_OPTIONS = ("api_key", "headers", "timeout", "show_progress", "cache")
 
 
 def _resolve(entry: Any) -> type:
@@ -112,13 +118,15 @@ def from_uri(
     if deprecated:
         import warnings
 
+        # A UserWarning (not a DeprecationWarning, hidden by default): the caller expects
+        # these arguments to do something, and they do nothing.
         warnings.warn(
             f"from_uri() ignores {sorted(deprecated)}, as upstream's later versions do",
-            DeprecationWarning, stacklevel=2,
+            UserWarning, stacklevel=2,
         )  # fmt: skip
     context, path = Context.from_any_uri(
         uri, api_key=api_key, headers=headers, timeout=timeout, verify=verify,
-        max_connections=max_connections, show_progress=show_progress,
+        max_connections=max_connections, show_progress=show_progress, cache=cache,
     )  # fmt: skip
     return from_context(
         context, structure_clients, node_path_parts=path,
@@ -134,13 +142,31 @@ def from_profile(name: str, structure_clients: Any = None, **overrides: Any) -> 
     profiles = load_profiles()
     if name not in profiles:
         raise KeyError(f"No profile {name!r}; known: {sorted(profiles)}")
-    _, content = profiles[name]
+    filepath, content = profiles[name]
     settings = {**content, **overrides}
+    if isinstance(settings.get("cache"), Mapping):  # a profile's cache: Cache's arguments
+        from .cache import Cache
+
+        settings["cache"] = Cache(**settings["cache"])
     if structure_clients is not None:
         settings["structure_clients"] = structure_clients
     if "direct" in settings:
-        raise ValueError("Profiles that build a server in-process ('direct') are not supported")
+        return _from_direct_profile(filepath, settings)
     return from_uri(settings.pop("uri"), **settings)
+
+
+def _from_direct_profile(filepath: Any, settings: dict[str, Any]) -> Any:
+    """A profile whose ``direct`` section is a server configuration: the server runs in this
+    process. An invalid section raises pydantic's ValidationError, naming the bad field."""
+    from ..config import Config
+    from ..server.app import build_app_from_config
+
+    config = Config.model_validate(settings.pop("direct"))
+    app = build_app_from_config(config, source_filepath=filepath)
+    structure_clients = settings.pop("structure_clients", "numpy")
+    context_options = {key: settings.pop(key) for key in DIRECT_CONTEXT_OPTIONS if key in settings}
+    context = Context.from_app(app, **context_options)
+    return from_context(context, structure_clients, **settings)
 
 
 __all__ = ["client_class_for", "from_context", "from_profile", "from_uri"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import collections.abc
 import concurrent.futures
+import operator
+import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..structures.core import StructureFamily
@@ -28,7 +31,41 @@ def _query_params(queries: Sequence[Any]) -> list[tuple[str, str]]:
 
 
 def _sort_param(sorting: Sequence[tuple[str, int]]) -> str:
-    return ",".join(key if direction > 0 else f"-{key}" for key, direction in sorting)
+    # The default order ("") is spelled "+" ascending and "-" descending.
+    return ",".join((key or "+") if direction > 0 else f"-{key}" for key, direction in sorting)
+
+
+def _reversed(sorting: Sequence[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    """The exact reverse of ``sorting``: each key's direction flipped, and the default order
+    that breaks ties (implicitly ascending, last) made explicit and descending."""
+    flipped = [(key, -direction) for key, direction in sorting or ()]
+    if not any(key in ("", "_") for key, _ in flipped):
+        flipped.append(("", -1))
+    return flipped
+
+
+def _next_position(link: str | None) -> tuple[str, str] | None:
+    """Where the page after this one starts, from the server's ``next`` link: a cursor
+    (upstream's servers and this one, in default order) or an offset; None at the end."""
+    if not link:
+        return None
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(link).query)
+    for name in ("page[cursor]", "page[offset]"):
+        if query.get(name):
+            return name, query[name][0]
+    return None
+
+
+def _deprecated_indexer(container: Container, kind: str) -> ListView:
+    warnings.warn(
+        f"Instead of {kind}_indexer[...] use {kind}()[...]. "
+        f"The {kind}_indexer accessor is deprecated.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return ListView(container, kind)
 
 
 class Container(BaseClient, collections.abc.Mapping):
@@ -62,10 +99,11 @@ class Container(BaseClient, collections.abc.Mapping):
 
     # --- listing ---
 
-    def _params(self) -> list[tuple[str, str]]:
+    def _params(self, direction: int = 1) -> list[tuple[str, str]]:
         params = _query_params(self._queries)
-        if self._sorting:
-            params.append(("sort", _sort_param(self._sorting)))
+        sorting = self._sorting if direction > 0 else _reversed(self._sorting)
+        if sorting:
+            params.append(("sort", _sort_param(sorting)))
         if self._include_data_sources:
             params.append(("include_data_sources", "true"))
         return params
@@ -77,24 +115,93 @@ class Container(BaseClient, collections.abc.Mapping):
         return self.context.get_json(f"search/{self._path}", params=params)
 
     def __len__(self) -> int:
+        inlined = self._inlined()
+        if inlined is not None:
+            return len(inlined)
         return int(self._page(0, 0, keys_only=True)["meta"]["count"])
 
-    def _iter(
-        self, start: int = 0, stop: int | None = None, *, keys_only: bool
-    ) -> Iterator[dict[str, Any]]:
-        offset = start
-        while stop is None or offset < stop:
-            limit = PAGE if stop is None else min(PAGE, stop - offset)
-            page = self._page(offset, limit, keys_only=keys_only)
-            items = page["data"]
-            yield from items
-            offset += len(items)
-            if not items or offset >= int(page["meta"].get("count", offset)):
-                return
+    def _inlined(self) -> list[dict[str, Any]] | None:
+        """The children's items when the server sent them with this node (a dataset's
+        variables) and this listing is the node's own: no query, default order."""
+        structure = self._item["attributes"].get("structure")
+        contents = structure.get("contents") if isinstance(structure, dict) else None
+        if contents is None or self._queries or self._sorting:
+            return None
+        return [{**item, "id": item.get("id", key)} for key, item in contents.items()]
 
-    def __iter__(self) -> Iterator[str]:
-        for item in self._iter(keys_only=True):
+    def _entries(
+        self,
+        start: int,
+        stop: int | None,
+        direction: int,
+        page_size: int | None = None,
+        *,
+        keys_only: bool,
+        ignore_inlined: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """The children's items from ``start`` to ``stop`` (positions counted from the first,
+        or from the last when ``direction`` is -1, in which case they come last first).
+
+        Pages of ``page_size`` (the server's default when None) are requested one after the
+        other, following the server's ``next`` link (a cursor where it gives one), until
+        ``stop`` or the end; no count is needed, not even for positions from the end.
+        """
+        inlined = None if ignore_inlined else self._inlined()
+        if inlined is not None:
+            ordered = inlined if direction > 0 else inlined[::-1]
+            yield from ordered[start:stop]
+            return
+        if stop is not None and stop <= start:
+            return
+        base = self._params(direction)
+        if keys_only:
+            base.append(("fields", ""))
+        if page_size is not None:
+            base.append(("page[limit]", str(page_size)))
+        position: tuple[str, str] | None = ("page[offset]", str(start))
+        remaining = None if stop is None else stop - start
+        while position is not None:
+            page = self.context.get_json(f"search/{self._path}", params=[*base, position])
+            for item in page["data"]:
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                yield item
+            if not page["data"] or remaining == 0:
+                return
+            position = _next_position((page.get("links") or {}).get("next"))
+
+    def _keys_slice(
+        self,
+        start: int,
+        stop: int | None,
+        direction: int,
+        page_size: int | None = None,
+        *,
+        _ignore_inlined_contents: bool = False,
+    ) -> Iterator[str]:
+        """Keys from ``start`` to ``stop`` in ``direction`` (upstream's private name)."""
+        for item in self._entries(start, stop, direction, page_size, keys_only=True,
+                                  ignore_inlined=_ignore_inlined_contents):  # fmt: skip
             yield item["id"]
+
+    def _items_slice(
+        self,
+        start: int,
+        stop: int | None,
+        direction: int,
+        page_size: int | None = None,
+        *,
+        _ignore_inlined_contents: bool = False,
+    ) -> Iterator[tuple[str, BaseClient]]:
+        """``(key, client)`` pairs from ``start`` to ``stop`` in ``direction``."""
+        for item in self._entries(start, stop, direction, page_size, keys_only=False,
+                                  ignore_inlined=_ignore_inlined_contents):  # fmt: skip
+            yield item["id"], self.client_for_item(item)
+
+    def __iter__(self, *, _ignore_inlined_contents: bool = False) -> Iterator[str]:
+        return self._keys_slice(0, None, 1, _ignore_inlined_contents=_ignore_inlined_contents)
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -111,6 +218,19 @@ class Container(BaseClient, collections.abc.Mapping):
 
     def items(self) -> ListView:  # type: ignore[override]
         return ListView(self, "items")
+
+    # Upstream's deprecated spellings of keys(), values() and items().
+    @property
+    def keys_indexer(self) -> ListView:
+        return _deprecated_indexer(self, "keys")
+
+    @property
+    def values_indexer(self) -> ListView:
+        return _deprecated_indexer(self, "values")
+
+    @property
+    def items_indexer(self) -> ListView:
+        return _deprecated_indexer(self, "items")
 
     def __getitem__(self, key: str | tuple[str, ...]) -> BaseClient:
         parts = list(key) if isinstance(key, tuple) else [key]
@@ -192,6 +312,48 @@ class Container(BaseClient, collections.abc.Mapping):
         created = self.context.request("POST", f"{route}/{self._path}", **json_body(body)).json()
         return self._child(created["id"])
 
+    def register(
+        self,
+        *uris: str | Path,
+        key: str | None = None,
+        structure: Any = None,
+        mimetype: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+    ) -> BaseClient:
+        """Register external files as one new node (the files stay where they are; the
+        server reads them, so they must lie in its readable storage).
+
+        Several files make one dataset (a stack of images, a table's partitions), in the
+        order given; one directory may be a store (zarr). The files are opened here first, as
+        the server will open them (with ``parameters``, which are kept for it), to find the
+        structure, metadata and specs. ``structure`` overrides the structure found, if it
+        fits the data (same data type and number of elements, or same columns); ValueError
+        otherwise. ``metadata`` is merged over the files' own. Returns the node's client.
+        """
+        from .register import Settings, describe, item_for_uris
+
+        check_metadata(metadata)
+        settings = Settings.init()
+        item = item_for_uris(uris, mimetype, parameters, settings)
+        node = describe(item, settings)
+        (source,) = node["data_sources"]
+        source["properties"] = {}  # the walk's change detection has no use here
+        if structure is not None:
+            source["structure"], source["properties"] = _overridden(
+                node["structure_family"], structure, source["structure"]
+            )
+        return self.new(
+            node["structure_family"],
+            [source],
+            key=key,
+            metadata={**node["metadata"], **(metadata or {})},
+            specs=specs,
+            access_tags=access_tags,
+        )
+
     def _child(self, key: str) -> BaseClient:
         path = path_url([*self.path_parts, key])
         params = {"include_data_sources": "true"} if self._include_data_sources else None
@@ -267,6 +429,32 @@ class Container(BaseClient, collections.abc.Mapping):
 
     write_table = write_dataframe
 
+    def create_appendable_table(
+        self,
+        schema: Any,
+        npartitions: int = 1,
+        *,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+        table_name: str | None = None,
+    ) -> BaseClient:
+        """A new, empty table of ``schema`` (a ``pyarrow.Schema``) whose partitions grow by
+        ``append_partition(partition, dataframe)``, each append visible whole or not at all.
+        The server keeps the rows in its SQL storage, in the SQL table ``table_name`` (by
+        default one shared by all tables of this schema)."""
+        from ..structures.table import TableStructure
+
+        structure = TableStructure.from_arrow_schema(schema, npartitions)
+        source = DataSource(
+            StructureFamily.table, structure, mimetype="application/x-tiled-sql-table",
+            parameters={} if table_name is None else {"table_name": table_name},
+        )  # fmt: skip
+        return self.new(
+            "table", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
+        )
+
     def write_sparse(
         self,
         coords: Any,
@@ -295,6 +483,64 @@ class Container(BaseClient, collections.abc.Mapping):
             "sparse", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
         )
         client.write(coords, data)  # type: ignore[attr-defined]
+        return client
+
+    def write_awkward(
+        self,
+        array: Any,
+        *,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dims: Sequence[str] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+    ) -> BaseClient:
+        """Store an awkward array (packed first: only the data it shows are sent)."""
+        import awkward
+
+        from ..structures.awkward import AwkwardStructure
+
+        form, length, buffers = awkward.to_buffers(awkward.to_packed(array))
+        structure = AwkwardStructure(length=length, form=form.to_dict())
+        source = DataSource(StructureFamily.awkward, structure)  # stored by the server
+        client = self.new(
+            "awkward", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
+        )
+        client.write(buffers)  # type: ignore[attr-defined]
+        return client
+
+    def write_ragged(
+        self,
+        array: Any,
+        *,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dims: Sequence[str] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: list[str] | None = None,
+        max_partition_bytes: int | None = None,
+        appendable: bool = True,
+    ) -> BaseClient:
+        """Store a ragged array (a ragged or awkward array, or nested lists), in chunks of
+        rows of at most ``max_partition_bytes`` (default ``WRITE_CHUNK_BYTES``); rows can
+        be appended later with ``patch(..., extend=True)``."""
+        from ..structures.ragged import RaggedStructure, make_ragged_array, make_ragged_chunks
+        from .array import WRITE_CHUNK_BYTES
+
+        if not appendable:
+            raise NotImplementedError("appendable=False is not implemented")
+        array = make_ragged_array(array)
+        chunks = make_ragged_chunks(array, max_partition_bytes or WRITE_CHUNK_BYTES)
+        structure = RaggedStructure.from_array(array, chunks=chunks, dims=dims)
+        source = DataSource(StructureFamily.ragged, structure)  # stored by the server
+        client = self.new(
+            "ragged", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags
+        )
+        start = 0
+        for block, rows in enumerate(structure.chunks[0]):
+            rows_of_block = make_ragged_array(array, slice=(slice(start, start + rows),))
+            client.write_block(rows_of_block, block)  # type: ignore[attr-defined]
+            start += rows
         return client
 
     def delete_contents(
@@ -338,12 +584,64 @@ class Container(BaseClient, collections.abc.Mapping):
         return f"<{type(self).__name__} {{{listed}{more}}}>"
 
 
-class ListView(collections.abc.Sequence):
-    """The keys, values or items of a container, fetched lazily, sliceable."""
+def _overridden(
+    family: str, structure: Any, found: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(structure, properties)`` of a registration whose structure the caller gives: the
+    given one if it can serve the data found (an array of the same data type and number of
+    elements, a table of the same column types), with the files' own chunks recorded when
+    they differ (the server reads the files by those); ValueError otherwise."""
+    from ..structures.families import structure_from_json
 
-    def __init__(self, container: Container, kind: str):
+    given = structure if isinstance(structure, dict) else structure.to_json()
+    provided, inferred = (structure_from_json(family, s) for s in (given, found))
+    check = _COMPATIBLE.get(family)
+    if check is None or not check(provided, inferred):
+        raise ValueError(
+            "The provided structure is not compatible with the structure read from the "
+            f"file(s).\n  provided: {provided!r}\n  inferred: {inferred!r}"
+        )
+    properties: dict[str, Any] = {}
+    if family == "array" and given.get("chunks") != found.get("chunks"):
+        properties["chunks"] = found.get("chunks")
+    return given, properties
+
+
+def _same_elements(provided: Any, inferred: Any) -> bool:
+    import math
+
+    return provided.data_type == inferred.data_type and math.prod(provided.shape) == math.prod(
+        inferred.shape
+    )
+
+
+def _same_columns(provided: Any, inferred: Any) -> bool:
+    ours, theirs = provided.arrow_schema_decoded, inferred.arrow_schema_decoded
+    return [f.type for f in ours] == [f.type for f in theirs]
+
+
+# Whether a given structure can serve data of the structure found, by family.
+_COMPATIBLE = {"array": _same_elements, "table": _same_columns}
+
+
+class ListView(collections.abc.Sequence):
+    """The keys, values or items of a container, fetched lazily, sliceable.
+
+    Indexing and slicing read only the entries asked for, in pages of at most the slice's
+    length (or of ``page_size(n)``): positions counted from the end are read in reverse
+    order, so ``last()``, ``tail()`` and ``[-3:]`` cost one request and no count.
+    """
+
+    def __init__(self, container: Container, kind: str, page_size: int | None = None):
         self._container = container
         self._kind = kind
+        self._page_size = page_size
+
+    def page_size(self, n: int) -> ListView:
+        """This view, reading pages of at most ``n`` entries."""
+        if n < 1:
+            raise ValueError(f"The page size must be positive, not {n}")
+        return ListView(self._container, self._kind, n)
 
     def _convert(self, item: dict[str, Any]) -> Any:
         if self._kind == "keys":
@@ -351,54 +649,69 @@ class ListView(collections.abc.Sequence):
         client = self._container.client_for_item(item)
         return client if self._kind == "values" else (item["id"], client)
 
+    def _read(self, start: int, stop: int | None, direction: int) -> list[Any]:
+        page_size = self._page_size
+        if stop is not None:
+            page_size = max(stop - start, 1) if page_size is None else min(page_size, stop - start)
+        entries = self._container._entries(
+            start, stop, direction, page_size, keys_only=self._kind == "keys"
+        )
+        return [self._convert(item) for item in entries]
+
     def __len__(self) -> int:
         return len(self._container)
 
     def __iter__(self) -> Iterator[Any]:
-        keys_only = self._kind == "keys"
-        for item in self._container._iter(keys_only=keys_only):
+        entries = self._container._entries(
+            0, None, 1, self._page_size, keys_only=self._kind == "keys"
+        )
+        for item in entries:
             yield self._convert(item)
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return self._slice(index)
-        if index < 0:
-            index += len(self)
-            if index < 0:
-                raise IndexError(index)
-        found = self._window(index, index + 1)
+        index = operator.index(index)
+        # A position from the end is a position from the start of the reversed listing.
+        start, direction = (index, 1) if index >= 0 else (-1 - index, -1)
+        found = self._read(start, start + 1, direction)
         if not found:
-            raise IndexError(index)
-        return self._convert(found[0])
-
-    def _window(self, start: int, stop: int | None) -> list[dict[str, Any]]:
-        return list(self._container._iter(start, stop, keys_only=self._kind == "keys"))
+            raise IndexError(f"{self._kind[:-1]} index {index} out of range")
+        return found[0]
 
     def _slice(self, index: slice) -> list[Any]:
-        """Python's slice semantics, reading only the window of entries it touches; the
-        length is asked for only when a bound counts from the end."""
-        step = 1 if index.step is None else index.step
+        """Python's slice semantics, reading only the entries the slice spans. Bounds given
+        all from the start, or all from the end, need no count; mixed bounds need one."""
+        step = 1 if index.step is None else operator.index(index.step)
         if step == 0:
             raise ValueError("slice step cannot be zero")
-        start, stop = index.start, index.stop
-        from_end = any(v is not None and v < 0 for v in (start, stop))
-        if step > 0 and not from_end:
-            start = start or 0
-            if stop is not None and stop <= start:
-                return []
-            return [self._convert(item) for item in self._window(start, stop)][::step]
-        positions = range(*index.indices(len(self)))
-        if not positions:
-            return []
-        low, high = min(positions), max(positions)
-        window = self._window(low, high + 1)
-        return [self._convert(window[i - low]) for i in positions if i - low < len(window)]
+        start, stop = (None if v is None else operator.index(v) for v in (index.start, index.stop))
+        given = [v for v in (start, stop) if v is not None]
+        from_start = all(v >= 0 for v in given) and (step > 0 or start is not None)
+        from_end = all(v < 0 for v in given)
+        if not (from_start or from_end):
+            start, stop, step = index.indices(len(self))
+            from_start, from_end = True, False
+            if step < 0 and stop < 0:
+                stop = None  # down to the first entry
+        if from_start and step > 0:
+            found = self._read(start or 0, stop, 1)
+        elif from_start:  # backwards from ``start`` (inclusive) to ``stop`` (exclusive)
+            low = 0 if stop is None else stop + 1
+            found = self._read(low, start + 1, 1)[::-1]
+        elif step > 0:  # forwards, counted from the end: read in reverse, then turn around
+            low = 0 if stop is None else -stop
+            found = self._read(low, None if start is None else -start, -1)[::-1]
+        else:  # backwards, counted from the end
+            low = 0 if start is None else -1 - start
+            found = self._read(low, None if stop is None else -1 - stop, -1)
+        return found[:: abs(step)]
 
     def head(self, n: int = 5) -> list[Any]:
         return self[:n]
 
     def tail(self, n: int = 5) -> list[Any]:
-        return self[-n:] if n else []
+        return self[-n:] if n > 0 else []
 
     def first(self) -> Any:
         return self[0]

@@ -1,7 +1,8 @@
 """A connection to a Tiled server: base URL, credentials, one HTTP client, retries, errors.
 
 Every node client holds the :class:`Context` it was read through. Requests go through
-:meth:`Context.request`, which retries on connection errors and 502/503/504 (with backoff) and
+:meth:`Context.request`, which retries on connection errors, 429 and 502/503/504 (with backoff,
+see :func:`~tiled.client.utils.retry_context`), at most ``max_connections`` at a time, and
 turns error answers into :class:`~tiled.client.utils.ClientError` with the server's ``detail``.
 Bulk array bytes travel through the zarr routes (``/zarr/v3``) concurrently; see
 :meth:`Context.zarr_store`.
@@ -9,24 +10,39 @@ Bulk array bytes travel through the zarr routes (``/zarr/v3``) concurrently; see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from .._version import __version__
-from .auth import TiledAuth, TokenCache
+from .auth import CannotRefreshAuthentication, TiledAuth, token_directory
 from .logger import log_request, log_response
-from .utils import detail_of, handle_error, with_retries
+from .transport import Transport
+from .utils import (
+    DEFAULT_TIMEOUT_PARAMS,
+    DOCUMENT_TYPES,
+    AttributeDict,
+    ProgressState,
+    StandaloneRetryIndicator,
+    decode_document,
+    detail_of,
+    handle_error,
+    with_retries,
+)
+
+if TYPE_CHECKING:
+    from .cache import Cache
 
 UNSET: Any = object()
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 APP_BASE = "http://local-tiled-app"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+DEFAULT_TIMEOUT = httpx.Timeout(**DEFAULT_TIMEOUT_PARAMS)
 
 
 class PasswordRejected(RuntimeError):
@@ -48,9 +64,34 @@ def password_input() -> str:
     return getpass.getpass("Password: ", stream=None)
 
 
+# Every context's chunk sessions still open, closed at exit by _close_all_at_exit.
+_OPEN_SESSIONS: dict[int, dict[int, tuple[Any, Any]]] = {}
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_all_at_exit() -> None:
+    for sessions in list(_OPEN_SESSIONS.values()):
+        _close_sessions(sessions)
+
+
+def _register_exit_hook() -> None:
+    """Close open sessions at exit, before zarr-python stops the loop they live on: atexit
+    runs the last registered first, and this is registered after zarr is imported."""
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if not _exit_hook_registered:
+            import atexit
+
+            atexit.register(_close_all_at_exit)
+            _exit_hook_registered = True
+
+
 def _close_sessions(sessions: dict[int, tuple[Any, Any]]) -> None:
     """Close the chunk sessions on their own loops (when the context is closed or freed)."""
     import asyncio
+
+    _OPEN_SESSIONS.pop(id(sessions), None)
 
     for loop, session in list(sessions.values()):
         if session.closed or loop.is_closed():
@@ -139,6 +180,8 @@ class Context:
         show_progress: bool | None = None,
     ):
         uri, key_in_uri = _split_api_key(uri)
+        if cache is UNSET:
+            cache = None  # as upstream: answers are cached only when a Cache is given
         root, _ = api_root_and_path(uri)
         self.api_uri = f"{root}/"  # upstream's form: requests are ``api_uri + path``
         self.app = app
@@ -167,22 +210,36 @@ class Context:
                 )
             self.http_client.headers.update(self._headers)
             self.http_client.timeout = self._timeout
+            # Cached answers of the app too: the in-process transport is wrapped.
+            self.http_client._transport = Transport(
+                transport=self.http_client._transport, cache=cache
+            )
             self.http_client.__enter__()  # runs the app's startup
         else:
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
+            # Our transport (response cache, environment's proxies) carries verify and limits.
             self.http_client = httpx.Client(
-                headers=self._headers, timeout=self._timeout, verify=verify, limits=limits
-            )
+                headers=self._headers, timeout=self._timeout,
+                transport=Transport(cache=cache, limits=limits, verify=verify),
+            )  # fmt: skip
         self.http_client.event_hooks = {"request": [log_request], "response": [log_response]}
+        # At most max_connections requests in flight from this context, whatever the
+        # transport (an in-process app has no connection pool to hold dask's threads back).
+        self._concurrent_request_semaphore: Any = threading.Semaphore(max_connections)
+        # The progress bar being shown (tracking_progress), and the retry notice shown
+        # when there is none (signal_retry); read by worker threads, set by the main one.
+        self._progress_state: Any = None
+        self._retry_indicator: StandaloneRetryIndicator | None = None
         self._api_key: str | None = None
         # Event loop id -> (loop, aiohttp session) fetching zarr chunks on that loop.
         self._chunk_sessions: dict[int, tuple[Any, Any]] = {}
         self._finalizer = weakref.finalize(self, _close_sessions, self._chunk_sessions)
         self._lock = threading.Lock()
         self.api_key = api_key or key_in_uri or os.environ.get("TILED_API_KEY") or None
-        self.server_info: dict[str, Any] = self.get_json("")
+        # Read by key (``server_info["formats"]``) or by attribute, as upstream's model is.
+        self.server_info: AttributeDict = AttributeDict(self.get_json(""))
 
     # --- construction ---
 
@@ -215,11 +272,22 @@ class Context:
         if api_key is UNSET:
             authenticator = getattr(getattr(app, "state", None), "authenticator", None)
             api_key = getattr(authenticator, "api_key", None)
-        kwargs.pop("cache", None)
         return cls(
             uri or f"{APP_BASE}/api/v1", app=app, api_key=api_key, headers=headers,
             timeout=timeout, raise_server_exceptions=raise_server_exceptions, **kwargs,
         )  # fmt: skip
+
+    # --- response cache ---
+
+    @property
+    def cache(self) -> Cache | None:
+        """The :class:`~tiled.client.cache.Cache` answers are kept in (None: not kept); may
+        be replaced or set to None at any time."""
+        return self.http_client._transport.cache
+
+    @cache.setter
+    def cache(self, cache: Cache | None) -> None:
+        self.http_client._transport.cache = cache
 
     # --- credentials ---
 
@@ -256,6 +324,11 @@ class Context:
     # --- logins (multi-user servers) ---
 
     @property
+    def authenticated(self) -> bool:
+        """Whether requests carry credentials (an API key or a login)."""
+        return self.api_key is not None or self.http_client.auth is not None
+
+    @property
     def tokens(self) -> dict[str, Any] | None:
         """The access and refresh tokens of a login (None with an API key or anonymous)."""
         auth = self.http_client.auth
@@ -265,12 +338,28 @@ class Context:
         return [p["provider"] for p in self.authentication_providers if p.get("mode") in
                 ("internal", "password")]  # fmt: skip
 
-    def _start_session(self, tokens: dict[str, Any], remember_me: bool) -> None:
-        cache = TokenCache(self.api_uri) if remember_me else None
-        if cache is not None:
-            cache.save(tokens)
-        self.http_client.auth = TiledAuth(self.url("auth/session/refresh"), tokens, cache)
-        self.api_key = None
+    def _token_directory(self) -> Any:
+        return token_directory(self.api_uri)
+
+    def _new_auth(self, remember: bool) -> TiledAuth:
+        links = self.server_info.get("authentication", {}).get("links") or {}
+        refresh_url = links.get("refresh_session") or self.url("auth/session/refresh")
+        return TiledAuth(
+            refresh_url, self.http_client.cookies.get("tiled_csrf"),
+            self._token_directory() if remember else None,
+        )  # fmt: skip
+
+    def configure_auth(self, tokens: Mapping[str, Any], remember_me: bool = True) -> None:
+        """Use the tokens of a login (``access_token``, ``refresh_token``, as
+        :func:`password_grant` returns them) for the requests of this context, refreshing
+        them when they expire. With ``remember_me`` they are kept on disk for this server
+        (see :meth:`use_cached_tokens`); without, any remembered ones are forgotten."""
+        if not remember_me:
+            self._new_auth(remember=True).clear()
+        auth = self._new_auth(remember=remember_me)
+        auth.sync_tokens(tokens)
+        self.api_key = None  # a login replaces a key
+        self.http_client.auth = auth
 
     def authenticate(
         self,
@@ -292,42 +381,52 @@ class Context:
         endpoint = self.url(f"auth/provider/{provider or providers[0]}/token")
         tokens = password_grant(self.http_client, endpoint, provider or providers[0],
                                 username, password)  # fmt: skip
-        self._start_session(tokens, remember_me)
+        self.configure_auth(tokens, remember_me)
 
     login = authenticate
 
     def use_cached_tokens(self) -> bool:
         """Resume the session remembered for this server; False if there is none (or it
-        has expired)."""
-        remembered = TokenCache(self.api_uri).load()
-        if remembered is None:
+        has ended). The server is asked, so that an ended session is found out now rather
+        than on the next request."""
+        auth = self._new_auth(remember=True)
+        if auth.sync_get_token("refresh_token") is None:
             return False
-        if not remembered.get("access_token"):  # an older cache file: refresh now
-            response = self.request(
-                "POST", "auth/session/refresh",
-                json={"refresh_token": remembered["refresh_token"]}, check=False,
-            )  # fmt: skip
-            if response.status_code != 200:
-                TokenCache(self.api_uri).clear()
-                return False
-            remembered = response.json()
-        # Used as they are: an expired access token is refreshed on its first 401.
-        self._start_session(remembered, remember_me=True)
+        previous, self.http_client.auth = self.http_client.auth, auth
+        try:
+            response = self.request("GET", "auth/whoami", check=False)
+        except CannotRefreshAuthentication:
+            self.http_client.auth = previous
+            return False
+        if response.status_code == 401:
+            self.http_client.auth = previous
+            return False
+        self.api_key = None
         return True
 
-    def force_auth_refresh(self) -> None:
+    def force_auth_refresh(self) -> dict[str, Any]:
+        """Trade the refresh token for new tokens now (this happens by itself when the access
+        token expires); raises CannotRefreshAuthentication if the session has ended."""
         auth = self.http_client.auth
         if not isinstance(auth, TiledAuth):
             raise RuntimeError("There is no login to refresh")
-        auth.accept_refresh(self.http_client.send(auth.refresh_request(), auth=None))
+        request = auth.refresh_request()
+        response = with_retries(lambda: self.http_client.send(request, auth=None),
+                                context=self, idempotent=False)  # fmt: skip
+        return auth.accept_refresh(response)
 
     def logout(self) -> None:
-        """End the login: revoke the session on the server and forget its tokens."""
+        """End the login: revoke the session on the server and forget its tokens (in memory
+        and remembered on disk). Doing it twice does no harm."""
         auth = self.http_client.auth
         if isinstance(auth, TiledAuth):
-            self.request("POST", "auth/session/revoke",
-                         json={"refresh_token": auth.tokens["refresh_token"]}, check=False)  # fmt: skip
-        TokenCache(self.api_uri).clear()
+            refresh_token = auth.sync_get_token("refresh_token")
+            if refresh_token is not None:
+                # The refresh token is the proof here, not an Authorization header.
+                self.request("POST", "auth/session/revoke", auth=None,
+                             json={"refresh_token": refresh_token}, check=False)  # fmt: skip
+            auth.clear()
+        self._new_auth(remember=True).clear()
         self.http_client.auth = None
 
     def revoke_session(self, session_id: str) -> None:
@@ -350,6 +449,8 @@ class Context:
 
     def which_api_key(self) -> dict[str, Any]:
         """What the server knows of the API key in use (scopes, expiry, note)."""
+        if not self.api_key:
+            raise RuntimeError("No API key is set on this context")
         return self.get_json("auth/apikey")
 
     def create_api_key(
@@ -384,20 +485,108 @@ class Context:
         """Send a request to ``{api root}/{path}``, retrying what may succeed on a second try;
         error answers raise :class:`ClientError` unless ``check`` is false."""
         url = path if path.startswith(("http://", "https://")) else self.url(path)
-        response = with_retries(
-            lambda: self.http_client.request(method, url, **kwargs),
-            idempotent=method.upper() in IDEMPOTENT_METHODS,
-        )
+
+        def send() -> httpx.Response:
+            # Held per attempt, not across the waits between attempts.
+            with self._concurrent_request_semaphore:
+                return self.http_client.request(method, url, **kwargs)
+
+        response = with_retries(send, context=self, idempotent=method.upper() in IDEMPOTENT_METHODS)
         return handle_error(response) if check else response
 
     def get_json(self, path: str, params: Any = None) -> Any:
-        return self.request(
-            "GET", path, params=params, headers={"Accept": "application/json"}
-        ).json()
+        """A document (metadata, listings) of the API, asked for as msgpack as upstream's
+        client does: it carries what JSON cannot (NaN and infinities, bytes, timestamps)."""
+        response = self.request("GET", path, params=params, headers={"Accept": DOCUMENT_TYPES})
+        return decode_document(response)
 
     def get_content(self, path: str, params: Any = None, accept: str | None = None) -> bytes:
         headers = {"Accept": accept} if accept else {}
         return self.request("GET", path, params=params, headers=headers).content
+
+    def get_large_content(self, path: str, params: Any = None, accept: str | None = None) -> bytes:
+        """:meth:`get_content` for large bodies (array data): through the aiohttp session on
+        zarr-python's I/O loop, which reads a large body at several times httpx's speed. An
+        app in this process, or a response cache, is asked the usual way."""
+        if self.app is not None or self.cache is not None:
+            return self.get_content(path, params=params, accept=accept)
+        from .zarr import fetch_blocking
+
+        url = str(httpx.URL(self.url(path), params=params))
+        response = fetch_blocking(self, url, {"Accept": accept} if accept else {})
+        return handle_error(response).content
+
+    # --- progress and retries, shown to the user ---
+
+    def throttle(self) -> Any:
+        """The semaphore capping this context's requests in flight (``with
+        context.throttle(): ...``)."""
+        return self._concurrent_request_semaphore
+
+    @property
+    def progress_state(self) -> ProgressState | None:
+        """The progress bar being shown by :meth:`tracking_progress`, if any."""
+        return self._progress_state
+
+    @contextlib.contextmanager
+    def tracking_progress(self, total: int) -> Iterator[ProgressState | None]:
+        """Show a progress bar of ``total`` fetches while the block runs (fetches call
+        ``context.progress_state.advance()``). Only with ``show_progress``, more than one
+        fetch and someone watching (``utils.is_interactive``); a block inside another shows
+        nothing of its own."""
+        from . import utils  # looked up at each call, so that it can be patched in tests
+
+        if total <= 1 or not self.show_progress or self._progress_state is not None:
+            yield self._progress_state
+            return
+        if not utils.is_interactive():
+            yield None
+            return
+        from rich.console import Console
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.spinner import Spinner
+
+        console = Console(stderr=True)
+        progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        task_id = progress.add_task("Fetching data…", total=total)
+        state = ProgressState(progress, task_id, Spinner("dots", text="[yellow]Retrying…"))
+        with Live(progress, console=console, transient=True) as live:
+            state._live = live
+            self._progress_state = state
+            try:
+                yield state
+            finally:
+                self._progress_state = None
+
+    @property
+    def retry_indicator(self) -> StandaloneRetryIndicator | None:
+        """The retry notice being shown outside any progress bar, if any."""
+        return self._retry_indicator
+
+    def signal_retry(self) -> None:
+        """Tell the user that requests are being retried: under the progress bar if one is
+        shown, else by a notice of its own (whatever ``show_progress`` says: silent retries
+        look like a hang)."""
+        state = self._progress_state
+        if state is not None:
+            state.show_retrying()
+            return
+        if self._retry_indicator is None:
+            self._retry_indicator = StandaloneRetryIndicator()
+        self._retry_indicator.show()
+
+    def signal_retry_resolved(self) -> None:
+        """The retries are over: take the notice down."""
+        state = self._progress_state
+        if state is not None:
+            state.hide_retrying()
+        indicator, self._retry_indicator = self._retry_indicator, None
+        if indicator is not None:
+            indicator.reset()
 
     # --- zarr ---
 
@@ -412,7 +601,8 @@ class Context:
         """The headers that authenticate a request now (a login's current access token)."""
         auth = self.http_client.auth
         if isinstance(auth, TiledAuth):
-            return {"Authorization": f"Bearer {auth.tokens['access_token']}"}
+            token = auth.sync_get_token("access_token")
+            return {"Authorization": f"Bearer {token}"} if token else {}
         return self.auth_headers()
 
     def chunk_session(self) -> Any:
@@ -427,7 +617,7 @@ class Context:
         loop = asyncio.get_running_loop()
         with self._lock:
             found = self._chunk_sessions.get(id(loop))
-            if found is not None and not found[1].closed:
+            if found is not None and found[0] is loop and not found[1].closed:
                 return found[1]
             if self._verify is False:
                 tls: Any = False
@@ -444,6 +634,8 @@ class Context:
                 auto_decompress=True,
             )  # fmt: skip
             self._chunk_sessions[id(loop)] = (loop, session)
+            _OPEN_SESSIONS[id(self._chunk_sessions)] = self._chunk_sessions
+            _register_exit_hook()
             return session
 
     # --- lifetime ---
@@ -461,14 +653,34 @@ class Context:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _principal_repr(self) -> str | None:
+        """``as 'alice'`` (or ``as service '<uuid>'``) on a multi-user server, asking it; None
+        when it cannot say (a repr must not fail)."""
+        if not self.server_info.get("authentication", {}).get("links"):
+            return None  # single-user: there is no one to name
+        try:
+            response = self.request("GET", "auth/whoami", check=False)
+            who = response.json() if response.status_code == 200 else None
+        except Exception:
+            return None
+        if not isinstance(who, dict):
+            return None
+        if who.get("type") == "service":
+            return f"as service '{who.get('uuid')}'"
+        names = ",".join(f"'{identity['id']}'" for identity in who.get("identities", []))
+        return f"as {names}" if names else None
+
     def __repr__(self) -> str:
+        if not self.authenticated:
+            return f"<Context {self.api_uri} (unauthenticated)>"
+        words = ["authenticated"]
+        principal = self._principal_repr()
+        if principal:
+            words.append(principal)
         if self.api_key:
-            who = f"with API key '{self.api_key[:8]}...'"
-        elif self.tokens is not None:
-            who = "authenticated"
-        else:
-            who = "(unauthenticated)"
-        return f"<Context {self.api_uri} {who}>"
+            shown = self.api_key[: min(len(self.api_key) // 2, 8)]  # never most of a short key
+            words.append(f"with API key '{shown}...'")
+        return f"<Context {self.api_uri} {' '.join(words)}>"
 
     def __getstate__(self) -> dict[str, Any]:
         if self.app is not None:
@@ -477,6 +689,7 @@ class Context:
             "uri": self.api_uri, "api_key": self.api_key, "headers": self._headers,
             "timeout": self._timeout, "verify": self._verify,
             "max_connections": self.max_connections, "show_progress": self.show_progress,
+            "cache": self.cache,
         }  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:

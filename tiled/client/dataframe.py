@@ -13,15 +13,24 @@ ARROW = "application/vnd.apache.arrow.file"
 
 
 def _arrow_to_pandas(content: bytes) -> Any:
-    import pyarrow
+    from ..serialization.table import deserialize_arrow
 
-    return pyarrow.ipc.open_file(pyarrow.py_buffer(content)).read_pandas()
+    return deserialize_arrow(content)
 
 
 def _pandas_to_arrow(frame: Any) -> bytes:
+    """An Arrow IPC file of a pandas DataFrame, an Arrow table or record batch (as upstream's
+    client takes them), or a dict of columns."""
     import pyarrow
 
-    table = pyarrow.Table.from_pandas(frame)
+    if isinstance(frame, pyarrow.RecordBatch):
+        table = pyarrow.Table.from_batches([frame])
+    elif isinstance(frame, pyarrow.Table):
+        table = frame
+    elif isinstance(frame, dict):
+        table = pyarrow.table(frame)
+    else:
+        table = pyarrow.Table.from_pandas(frame)
     sink = pyarrow.BufferOutputStream()
     with pyarrow.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import mimetypes
@@ -112,6 +113,7 @@ SEQUENCE_MIMETYPES = {
     ext: sequence_of(DEFAULT_MIMETYPES_BY_FILE_EXT[ext]) for ext in SEQUENCE_PATTERNS
 }
 UNNAMED_SEQUENCE = "_unnamed"
+IMG_SEQUENCE_EMPTY_NAME_ROOT = UNNAMED_SEQUENCE  # upstream's name of the key above
 
 # Formats whose adapters take a list of files (``data_uris``): one file is the list's first.
 LIST_PARAMETER_MIMETYPES = frozenset(
@@ -328,6 +330,111 @@ class HTTPTarget:
         await self._send("DELETE", f"metadata/{path}", params={"recursive": "true"})
 
 
+class ClientTarget:
+    """The container a node client (``tiled.client.container.Container``) reads, through
+    that client's context: what upstream's ``register(client, path)`` registers into.
+
+    The client is synchronous, so each request runs in a worker thread; registrations of one
+    batch are sent one after the other over it.
+    """
+
+    PAGE = 300
+
+    def __init__(self, container: Any):
+        self.context = container.context
+        self.root = tuple(container.path_parts)
+
+    async def __aenter__(self) -> ClientTarget:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        pass
+
+    def _path(self, segments: Sequence[str]) -> str:
+        return _url_path([*self.root, *segments])
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        from .utils import ClientError
+
+        try:
+            response = self.context.request(method, path, **kwargs)
+        except ClientError as err:
+            status = getattr(err, "status_code", None)
+            if status == 409:
+                raise KeyCollision(str(err)) from None
+            if status == 404 and method == "GET":
+                raise KeyError(path) from None
+            if status is not None and 400 <= status < 500:
+                raise RegistrationRefused(f"{status}: {err}") from None
+            raise
+        return response.json() if response.content else None
+
+    def _children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
+        found: dict[str, ExistingNode] = {}
+        offset = 0
+        while True:
+            params = {
+                "page[offset]": offset, "page[limit]": self.PAGE, "fields": "structure_family",
+                "include_data_sources": "true", "omit_links": "true",
+            }  # fmt: skip
+            page = self._send("GET", f"search/{self._path(segments)}", params=params)
+            for item in page["data"]:
+                attributes = item["attributes"]
+                found[item["id"]] = ExistingNode(
+                    attributes.get("structure_family") or "container",
+                    attributes.get("data_sources") or [],
+                )
+            offset += len(page["data"])
+            if not page["data"] or offset >= page["meta"]["count"]:
+                return found
+
+    async def children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
+        return await asyncio.to_thread(self._children, segments)
+
+    def _post(self, route: str, segments: Sequence[str], body: dict[str, Any]) -> None:
+        content = json.dumps(body, default=_json_default)
+        headers = {"Content-Type": "application/json"}
+        self._send("POST", f"{route}/{self._path(segments)}", content=content, headers=headers)
+
+    async def create_container(self, segments: Sequence[str], key: str) -> None:
+        body = {"id": key, "structure_family": "container", "metadata": {}, "specs": []}
+        await asyncio.to_thread(self._post, "metadata", segments, {**body, "data_sources": []})
+
+    async def register(self, segments: Sequence[str], key: str, node: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._post, "register", segments, {"id": key, **node})
+
+    async def register_many(
+        self, segments: Sequence[str], nodes: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[BaseException | None]:
+        def send_all() -> list[BaseException | None]:
+            outcomes: list[BaseException | None] = []
+            for key, node in nodes:
+                try:
+                    self._post("register", segments, {"id": key, **node})
+                    outcomes.append(None)
+                except RegistrationRefused as err:
+                    outcomes.append(err)
+            return outcomes
+
+        return await asyncio.to_thread(send_all)
+
+    async def delete(self, segments: Sequence[str], key: str) -> None:
+        path = self._path([*segments, key])
+        await asyncio.to_thread(
+            self._send, "DELETE", f"metadata/{path}", params={"recursive": "true"}
+        )
+
+
+def as_target(target: Any) -> RegistrationTarget:
+    """``target`` as a registration target: a node client is wrapped in a
+    :class:`ClientTarget`; targets (``HTTPTarget``, a catalog's) are used as they are."""
+    if hasattr(target, "register_many"):
+        return target
+    if hasattr(target, "context") and hasattr(target, "path_parts"):
+        return ClientTarget(target)
+    raise TypeError(f"Cannot register into {type(target).__name__}: not a container client")
+
+
 def _detail(response: Any) -> str:
     try:
         detail = response.json().get("detail")
@@ -359,6 +466,8 @@ class Item:
     is_sequence: bool = False
     sizes: tuple[int | None, ...] = ()
     stat: dict[str, int] = field(default_factory=dict)
+    # Keyword arguments of the format's adapter (``sep`` of a CSV, ``dataset`` of an HDF5).
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def uris(self) -> list[str]:
@@ -510,7 +619,10 @@ def describe(item: Item, settings: Settings) -> dict[str, Any]:
 
     assets = [Asset.from_json(asset) for asset in item.assets()]
     # The family is what the files turn out to hold; the placeholder is not read.
-    source = DataSource(StructureFamily.container, None, mimetype=item.mimetype, assets=assets)
+    source = DataSource(
+        StructureFamily.container, None, mimetype=item.mimetype,
+        parameters=dict(item.parameters), assets=assets,
+    )  # fmt: skip
     node = NodeView({}, [], StructureFamily.container)
     adapter, _ = read_files(settings.adapters_by_mimetype, source, node)
     family = StructureFamily(adapter.structure_family)
@@ -525,13 +637,63 @@ def describe(item: Item, settings: Settings) -> dict[str, Any]:
                 "structure_family": family.value,
                 "structure": structure.to_json() if hasattr(structure, "to_json") else structure,
                 "mimetype": item.mimetype,
-                "parameters": {},
+                "parameters": dict(item.parameters),
                 "properties": {REGISTERED_STAT: item.stat},
                 "management": "external",
                 "assets": item.assets(),
             }
         ],
     }
+
+
+def _local_path(uri: str | Path) -> Path:
+    """The file a path or a ``file:`` URI names."""
+    text = str(uri)
+    if "://" in text or text.startswith("file:"):
+        from ..adapters.files import path_from_uri
+
+        return Path(path_from_uri(text))
+    return Path(text)
+
+
+def item_for_uris(
+    uris: Sequence[str | Path],
+    mimetype: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Item:
+    """The one node that the files (or one directory) ``uris`` make together, as
+    ``Container.register`` registers them: several files are one dataset (a stack of
+    images, the partitions of a table), in the order given. The format is ``mimetype`` or
+    found from the names; ValueError when none is known, or no adapter reads it."""
+    if not uris:
+        raise ValueError("Provide at least one URI or file path to register.")
+    settings = settings or Settings.init()
+    paths = [_local_path(uri).absolute() for uri in uris]
+    for path in paths:
+        if not path.exists():
+            raise ValueError(f"No such file or directory: '{path}'")
+    is_sequence = False
+    if mimetype is None:
+        found = {settings.mimetype_of(path) for path in paths}
+        if len(found) != 1 or None in found:
+            names = ", ".join(p.name for p in paths)
+            raise ValueError(f"Cannot tell the format of {names}; give mimetype=")
+        (mimetype,) = found
+        suffix = paths[0].suffixes[-1] if paths[0].suffixes else ""
+        # Several images or arrays are a stack: the sequence format of their extension.
+        if len(paths) > 1 and mimetype not in LIST_PARAMETER_MIMETYPES:
+            if suffix in SEQUENCE_MIMETYPES:
+                mimetype, is_sequence = SEQUENCE_MIMETYPES[suffix], True
+    if mimetype not in settings.adapters_by_mimetype:
+        raise ValueError(f"No adapter is registered for mimetype {mimetype!r}.")
+    if mimetype in SEQUENCE_MIMETYPES.values() or len(paths) > 1:
+        is_sequence = is_sequence or mimetype not in LIST_PARAMETER_MIMETYPES
+    if len(paths) == 1 and paths[0].is_dir():
+        item = directory_item("", mimetype, paths[0])
+    else:
+        item = file_item("", mimetype, paths, is_sequence)
+    return dataclasses.replace(item, parameters=dict(parameters or {}))
 
 
 # --- the walk ------------------------------------------------------------------------------------
@@ -864,7 +1026,7 @@ def _one_line(err: BaseException) -> str:
 
 
 async def register(
-    target: RegistrationTarget,
+    target: RegistrationTarget | Any,
     path: str | Path,
     prefix: str = "/",
     *,
@@ -875,12 +1037,14 @@ async def register(
     filter: Callable[[Path], bool] | str | None = None,
     concurrency: int = 8,
 ) -> Progress:
-    """Register the file or directory ``path`` (recursively) under ``prefix`` of ``target``."""
+    """Register the file or directory ``path`` (recursively) under ``prefix`` of ``target``:
+    a :class:`RegistrationTarget`, or a container client (as upstream's ``register(node,
+    path)``), whose server must be able to read ``path`` (its ``readable_storage``)."""
     settings = Settings.init(
         adapters_by_mimetype, mimetypes_by_file_ext, mimetype_detection_hook,
         key_from_filename, filter,
     )  # fmt: skip
-    return await Walker(target, path, prefix, settings, concurrency).run()
+    return await Walker(as_target(target), path, prefix, settings, concurrency).run()
 
 
 async def watch(
@@ -944,6 +1108,8 @@ async def watch(
 
 
 __all__ = [
+    "IMG_SEQUENCE_EMPTY_NAME_ROOT",
+    "ClientTarget",
     "ExistingNode",
     "HTTPTarget",
     "Item",

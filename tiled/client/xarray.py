@@ -1,11 +1,22 @@
-"""xarray datasets (nodes with the ``xarray_dataset`` spec), read through the zarr view."""
+"""xarray datasets (nodes with the ``xarray_dataset`` spec).
+
+A dataset whose variables are all one-dimensional (a wide table of columns) is read in one
+request per role, data variables then coordinates, as Arrow tables from ``/container/full``;
+any other dataset is read through the zarr view, each variable's chunks concurrently.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from .container import Container
+
+# Columns at least this long are read through the zarr view instead (upstream's limit).
+LENGTH_LIMIT_FOR_WIDE_TABLE_OPTIMIZATION = 1_000_000
+ROLES = ("xarray_data_var", "xarray_coord")
+ARROW = "application/vnd.apache.arrow.file"
 
 
 class DatasetClient(Container):
@@ -14,8 +25,69 @@ class DatasetClient(Container):
     def read(
         self, variables: Sequence[str] | None = None, *, optimize_wide_table: bool = True
     ) -> Any:
-        """The dataset (or the ``variables`` named, with their coordinates), loaded."""
+        """The dataset (or the ``variables`` named, with their coordinates), loaded.
+
+        ``optimize_wide_table=False`` reads one-dimensional variables one by one too."""
+        if optimize_wide_table:
+            dataset = self._read_as_tables(variables)
+            if dataset is not None:
+                return dataset
         return self._open(variables).load()
+
+    def _read_as_tables(self, variables: Sequence[str] | None) -> Any:
+        """The dataset read as one table per role, or None when it is not a wide table (a
+        variable of another rank, too long, or one role's variables along different dims)."""
+        import xarray
+
+        by_role: dict[str, list[tuple[str, Any]]] = {role: [] for role in ROLES}
+        for name, child in self.items():
+            if variables is not None and name not in variables:
+                continue
+            shape = child.structure().shape
+            role = next((spec.name for spec in child.specs if spec.name in by_role), None)
+            if role is None or len(shape) != 1:
+                return None
+            if shape[0] >= LENGTH_LIMIT_FOR_WIDE_TABLE_OPTIMIZATION:
+                return None
+            by_role[role].append((name, child))
+        for members in by_role.values():
+            # The server flattens a role's variables into one table along their shared dim.
+            if len({tuple(child.dims or ()) for _, child in members}) > 1:
+                return None
+        built: dict[str, dict[str, Any]] = {}
+        for role, members in by_role.items():
+            columns = self._fetch_columns([name for name, _ in members]) if members else {}
+            built[role] = {
+                # Arrow gives text as objects: back to the node's own dtype.
+                name: xarray.Variable(
+                    child.dims,
+                    columns[name].astype(child.dtype, copy=False),
+                    attrs=child.metadata.get("attrs") or {},
+                )
+                for name, child in members
+            }
+        return xarray.Dataset(
+            built["xarray_data_var"],
+            coords=built["xarray_coord"],
+            attrs=self.metadata.get("attrs") or {},
+        )
+
+    def _fetch_columns(self, names: list[str]) -> dict[str, Any]:
+        """Variables ``names`` as numpy arrays, in one request (a POST when naming them all
+        would make the URL too long for proxies)."""
+        from ..serialization.table import deserialize_arrow
+
+        path = f"container/full/{self._path}"
+        params = [("format", ARROW), *(("field", name) for name in names)]
+        if len(self.context.url(path)) + len(urlencode(params)) > self.URL_CHARACTER_LIMIT:
+            content = self.context.request(
+                "POST", path, params={"format": ARROW}, json=names
+            ).content
+        else:
+            content = self.context.get_content(path, params=params, accept=ARROW)
+        # The index holds the dimension coordinate, when it was among the names.
+        frame = deserialize_arrow(content).reset_index()
+        return {name: frame[name].to_numpy() for name in names}
 
     def _open(self, variables: Sequence[str] | None) -> Any:
         import xarray

@@ -46,6 +46,59 @@ def _range_header(byte_range: ByteRequest | None) -> dict[str, str]:
     raise TypeError(f"Unexpected byte range {byte_range!r}")
 
 
+async def fetch(context: Context, url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET ``url`` through the context's aiohttp session on the running loop, retrying what
+    may succeed on a second try and refreshing an expired login once; the answer is an httpx
+    response, so that errors, logs and history treat it like every other request."""
+    if context.app is not None:
+        # An app in this process is called through its own (synchronous) client.
+        return await asyncio.to_thread(context.http_client.get, url, headers=headers)
+    delay = 0.1
+    attempts = retry_attempts()
+    refreshed = False
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await _send(context, url, headers)
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            if attempt == attempts:
+                raise
+        else:
+            if response.status_code == 401 and context.tokens and not refreshed:
+                # The login's access token expired: refresh it (once) and send again.
+                await asyncio.to_thread(context.force_auth_refresh)
+                refreshed = True
+                continue
+            if response.status_code not in RETRY_STATUSES or attempt == attempts:
+                return response
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _send(context: Context, url: str, headers: dict[str, str]) -> httpx.Response:
+    request = httpx.Request("GET", url, headers={**context.credential_headers(), **headers})
+    # Logged here rather than by event hooks, which only the httpx clients have.
+    log_request(request)
+    async with context.chunk_session().get(url, headers=dict(request.headers)) as answer:
+        content = await answer.read()
+        response = httpx.Response(
+            answer.status, headers=[(k, v) for k, v in answer.headers.items()
+                                    if k.lower() not in ("content-encoding", "content-length")],
+            content=content, request=request,
+        )  # fmt: skip
+    log_response(response)
+    return response
+
+
+def fetch_blocking(context: Context, url: str, headers: dict[str, str]) -> httpx.Response:
+    """:func:`fetch` from synchronous code, on zarr-python's I/O loop (where the chunk reads
+    run, so that both share one connection pool). For large bodies: aiohttp reads them at
+    several times httpx's speed."""
+    from zarr.core.sync import sync
+
+    return sync(fetch(context, url, headers))
+
+
 class TiledZarrStore(Store):
     """Read-only zarr store of the node at ``path_parts`` through ``/zarr/v{zarr_format}``."""
 
@@ -82,49 +135,7 @@ class TiledZarrStore(Store):
     # --- reading ---
 
     async def _fetch(self, key: str, headers: dict[str, str]) -> httpx.Response:
-        url = f"{self.url}/{key}" if key else self.url
-        if self.context.app is not None:
-            # An app in this process is called through its own (synchronous) client.
-            client = self.context.http_client
-            return await asyncio.to_thread(client.get, url, headers=headers)
-        delay = 0.1
-        attempts = retry_attempts()
-        refreshed = False
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await self._send(url, headers)
-            except (TimeoutError, aiohttp.ClientConnectionError):
-                if attempt == attempts:
-                    raise
-            else:
-                if response.status_code == 401 and self.context.tokens and not refreshed:
-                    # The login's access token expired: refresh it (once) and send again.
-                    await asyncio.to_thread(self.context.force_auth_refresh)
-                    refreshed = True
-                    continue
-                if response.status_code not in RETRY_STATUSES or attempt == attempts:
-                    return response
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """One GET through the context's aiohttp session, as an httpx response (so that
-        errors, logs and history treat it like every other request of the client)."""
-        request = httpx.Request(
-            "GET", url, headers={**self.context.credential_headers(), **headers}
-        )
-        # Logged here rather than by event hooks, which only the httpx clients have.
-        log_request(request)
-        async with self.context.chunk_session().get(url, headers=dict(request.headers)) as answer:
-            content = await answer.read()
-            response = httpx.Response(
-                answer.status, headers=[(k, v) for k, v in answer.headers.items()
-                                        if k.lower() not in ("content-encoding", "content-length")],
-                content=content, request=request,
-            )  # fmt: skip
-        log_response(response)
-        return response
+        return await fetch(self.context, f"{self.url}/{key}" if key else self.url, headers)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

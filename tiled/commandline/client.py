@@ -143,8 +143,13 @@ def profile_list() -> None:
     """The names of the profiles, with the file defining each."""
     from ..profiles import load_profiles
 
-    for name, (file, _) in sorted(load_profiles().items()):
-        typer.echo(f"{name:20} {file}")
+    profiles = load_profiles()
+    if not profiles:
+        typer.echo("No profiles found.", err=True)
+        return
+    width = max(len(name) for name in profiles) + 4
+    for name, (file, _) in sorted(profiles.items()):
+        typer.echo(f"{name:<{width}}{file}")
 
 
 @profile_app.command("show")
@@ -156,7 +161,7 @@ def profile_show(name: str) -> None:
 
     profiles = load_profiles()
     if name not in profiles:
-        _fail(f"no profile {name!r}")
+        _fail(f"no profile {name!r} (tiled profile list shows the names)")
     file, settings = profiles[name]
     typer.echo(f"# from {file}", err=True)
     typer.echo(yaml.safe_dump(settings, sort_keys=False).rstrip())
@@ -164,42 +169,51 @@ def profile_show(name: str) -> None:
 
 @profile_app.command("create")
 def profile_create(
-    uri: str = typer.Argument(..., help="Server URL."),
-    name: str = typer.Option("auto", "--name", help="Profile name."),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    uri: str = typer.Argument(..., help="Server URL, http[s]://..."),
+    name: str = typer.Option("auto", "--name", help="Profile name, a short alias."),
+    set_default: bool = typer.Option(
+        True, "--set-default/--no-set-default", help="Make it the default profile."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a profile of this name."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip TLS verification."),
 ) -> None:
     """Add a profile to the user's profiles directory."""
-    from ..profiles import create_profile
+    from ..profiles import ProfileExists, create_profile, set_default_profile_name
 
     try:
-        path = create_profile(name, {"uri": uri}, overwrite=overwrite)
-    except FileExistsError as error:
+        path = create_profile(uri=uri, name=name, verify=not no_verify, overwrite=overwrite)
+    except ProfileExists as error:
         _fail(str(error))
-    typer.echo(f"Wrote {path}", err=True)
+    if set_default:
+        set_default_profile_name(name)
+    typer.echo(f"Wrote {path}{' (the default profile)' if set_default else ''}", err=True)
 
 
 @profile_app.command("delete")
 def profile_delete(name: str) -> None:
-    """Remove a profile that ``tiled profile create`` made."""
-    from ..profiles import delete_profile
+    """Remove a profile's file (as ``tiled profile create`` wrote it); no longer the default."""
+    from ..profiles import delete_profile, get_default_profile_name, set_default_profile_name
 
-    try:
-        delete_profile(name)
-    except KeyError as error:
-        _fail(str(error))
+    if get_default_profile_name() == name:
+        set_default_profile_name(None)
+    if delete_profile(name) is None:
+        _fail(f"no profile file for {name!r}")
 
 
 @profile_app.command("set-default")
 def profile_set_default(name: str) -> None:
-    from ..profiles import load_profiles, set_default_profile_name
+    """Use this profile when none is named."""
+    from ..profiles import ProfileNotFound, set_default_profile_name
 
-    if name not in load_profiles():
+    try:
+        set_default_profile_name(name)
+    except ProfileNotFound:
         _fail(f"no profile {name!r}")
-    set_default_profile_name(name)
 
 
 @profile_app.command("get-default")
 def profile_get_default() -> None:
+    """The name of the default profile."""
     from ..profiles import get_default_profile_name
 
     name = get_default_profile_name()
@@ -208,6 +222,7 @@ def profile_get_default() -> None:
 
 @profile_app.command("clear-default")
 def profile_clear_default() -> None:
+    """Have no default profile."""
     from ..profiles import set_default_profile_name
 
     set_default_profile_name(None)

@@ -34,18 +34,39 @@ def _check_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port}: {err.strerror}")
 
 
-def _run(app, host: str, port: int, verbose: bool, url: str, **uvicorn_kwargs) -> None:
+def _run(app, host: str, port: int, verbose: bool, api_key: str | None, **uvicorn_kwargs) -> None:
+    """Serve ``app`` until interrupted. Uvicorn's startup lines are logged (``Uvicorn running
+    on http://HOST:PORT``, which upstream's tooling waits for); requests only with --verbose.
+    The URL printed names the bound port, so ``--port 0`` (any free port) tells which."""
     import uvicorn
 
-    _check_port(host, port)
-    typer.echo(f"\n    Tiled server is running at: {url}\n", err=True)
     from ..server.logging import install as redact_secrets_in_logs
 
-    log_level = "info" if verbose else uvicorn_kwargs.pop("log_level", "warning")
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_kwargs)
-    server = uvicorn.Server(config)  # configures logging; the filter goes on afterwards
+    _check_port(host, port)
+    uvicorn_kwargs.setdefault("log_level", "info")
+    if verbose:
+        uvicorn_kwargs["log_level"] = "info"
+    uvicorn_kwargs.setdefault("access_log", verbose)
+    config = uvicorn.Config(app, host=host, port=port, **uvicorn_kwargs)
+    server = _announcing_server(config, api_key)  # configures logging; filter after
     redact_secrets_in_logs()
     server.run()
+
+
+def _announcing_server(config, api_key: str | None):
+    """A uvicorn server that prints Tiled's URL once its socket is bound (the real port)."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.should_exit or not self.servers:
+                return  # startup failed; uvicorn has said why
+            bound = self.servers[0].sockets[0].getsockname()[1]
+            url = _url(self.config.host, bound, api_key)
+            typer.echo(f"\n    Tiled server is running at: {url}\n", err=True)
+
+    return AnnouncingServer(config)
 
 
 def _environment():
@@ -72,7 +93,7 @@ def serve_demo(host: str = HOST, port: int = PORT, verbose: bool = VERBOSE) -> N
     from ..server.app import build_app
 
     app = build_app(tree, authentication={"allow_anonymous_access": True})
-    _run(app, host, port, verbose, _url(host, port, None))
+    _run(app, host, port, verbose, None)
 
 
 @serve_app.command("pyobject")
@@ -103,7 +124,7 @@ def serve_pyobject(
         tree,
         authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
     )
-    _run(app, host, port, verbose, _url(host, port, shown))
+    _run(app, host, port, verbose, shown)
 
 
 PUBLIC = typer.Option(False, "--public", help="Allow anonymous read access.")
@@ -260,7 +281,9 @@ def serve_catalog(
     verbose: bool = VERBOSE,
 ) -> None:
     """Serve a SQL catalog (read-only unless --write or --temp)."""
+    from ..catalog.storage import local_tabular_storage
     from ..config import ConfigError, validate_config
+    from ..storage import is_sql_uri
 
     writable = [_local_path(item) for item in write or []]
     if temp and database:
@@ -269,6 +292,8 @@ def serve_catalog(
         directory = Path(tempfile.mkdtemp(prefix="tiled-catalog-"))
         uri = f"sqlite:///{directory / 'catalog.db'}"
         writable.insert(0, str(directory / "data"))
+        if not any(is_sql_uri(item) for item in writable):
+            writable.append(local_tabular_storage(directory, "data"))  # appendable tables
         init = True
         typer.echo(f"Using a temporary catalog in {directory}", err=True)
     elif database:
@@ -299,7 +324,7 @@ def serve_catalog(
         _fail_lines(err.problems)
     app = _build_from_config(config, scalable)
     _check_catalogs(app)
-    _run(app, host, port, verbose, _url(host, port, shown))
+    _run(app, host, port, verbose, shown)
 
 
 @serve_app.command("directory")
@@ -345,7 +370,7 @@ def serve_directory(
         tree,
         authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
     )
-    _run(app, host, port, verbose, _url(host, port, shown))
+    _run(app, host, port, verbose, shown)
 
 
 @serve_app.command("config")
@@ -409,4 +434,4 @@ def serve_config(
     _check_authentication_database(app)
     host = host or server.host or "127.0.0.1"
     port = port if port is not None else (server.port if server.port is not None else 8000)
-    _run(app, host, port, verbose, _url(host, port, shown), **extra)
+    _run(app, host, port, verbose, shown, **extra)

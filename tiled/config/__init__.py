@@ -50,7 +50,6 @@ from .sections import (
     CatalogTreeSpec,
     CreateMountNodes,
     Database,
-    ExposeRawAssets,
     MetricsConfig,
     RejectUndeclaredSpecs,
     SpecDeclaration,
@@ -94,11 +93,12 @@ class Config(_Section):
     specs: list[SpecDeclaration] = []
     catalog_pool_size: int | None = Field(None, ge=1)
     catalog_max_overflow: int | None = Field(None, ge=0)
-    storage_pool_size: int | None = None  # no SQL storage here: no effect
-    storage_max_overflow: int | None = None
+    # Defaults of the catalogs' SQL storage pools (appendable tables).
+    storage_pool_size: int | None = Field(None, ge=1)
+    storage_max_overflow: int | None = Field(None, ge=0)
     object_cache: dict[str, Any] | None = None  # deprecated upstream, no effect there either
     reject_undeclared_specs: RejectUndeclaredSpecs = None
-    expose_raw_assets: ExposeRawAssets = None
+    expose_raw_assets: bool | None = None
     metrics: MetricsConfig | None = None
     streaming_cache: StreamingCache = None
     webhooks: Webhooks = None
@@ -285,14 +285,12 @@ def parse_configs(path: str | Path) -> Config:
 
 _NO_EFFECT = {
     "object_cache": "upstream deprecated it; it has no effect there either",
-    "storage_pool_size": "it sizes SQL tabular storage pools, and there is no SQL storage",
-    "storage_max_overflow": "it sizes SQL tabular storage pools, and there is no SQL storage",
 }
 
 
 _SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "database",
-    "zarr_consolidated_max_nodes", "zarr_cache_control", "zarr_listing_max",
+    "zarr_consolidated_max_nodes", "zarr_cache_control", "zarr_listing_max", "expose_raw_assets",
 )  # fmt: skip
 
 
@@ -312,11 +310,10 @@ def _server_settings(config: Config) -> dict[str, Any]:
 def _tree(spec: TreeSpec | CatalogTreeSpec, index: int, config: Config, directory) -> Any:
     what = f"trees[{index}] ({spec.path})" if config.catalog is None else "catalog"
     if isinstance(spec, CatalogTreeSpec):
-        for name in ("storage_pool_size", "storage_max_overflow"):
-            if getattr(spec.args, name) is not None:
-                logger.warning("%s.%s has no effect: %s.", what, name, _NO_EFFECT[name])
         pools = {"catalog_pool_size": config.catalog_pool_size}
         pools["catalog_max_overflow"] = config.catalog_max_overflow
+        pools["storage_pool_size"] = config.storage_pool_size
+        pools["storage_max_overflow"] = config.storage_max_overflow
         return build.catalog_tree(spec.args.from_uri_kwargs(pools, directory), what)
     return build.instantiate_tree(spec.tree, spec.args, what, directory)
 

@@ -37,10 +37,7 @@ UNSUPPORTED = {
     "webhook_secret_keys": "webhooks are not implemented",
     "reject_undeclared_specs": "uploads are not checked against the declared specs",
     "validator": "spec validators are not run on uploads",
-    "expose_raw_assets": "there are no raw-asset download routes (/asset/bytes)",
     "prometheus": "there is no Prometheus /metrics endpoint",
-    "sql_storage": "SQL tabular storage is not implemented; tables are written as Parquet "
-    "files in the first writable directory",
     "bucket_storage": "bucket (object) storage is not implemented; storage must be directories",
 }
 UNSUPPORTED_AUTHENTICATORS = {
@@ -74,7 +71,6 @@ CreateMountNodes = _refuse_unless("create_mount_nodes_if_not_exist", False)
 CacheConfig = _refuse_unless("cache_config")
 WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
 RejectUndeclaredSpecs = _refuse_unless("reject_undeclared_specs", False)
-ExposeRawAssets = _refuse_unless("expose_raw_assets", False)
 Prometheus = _refuse_unless("prometheus", False)
 SpecValidator = _refuse_unless("validator")
 StreamingCache = _refuse_unless("streaming_cache")
@@ -199,14 +195,15 @@ class Database(_Section):
 def _storage_item(item: Any) -> str:
     if isinstance(item, Mapping):
         raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
-    text = str(item) if isinstance(item, Path) else item
+    # Any path object (pathlib, py.path as upstream's tests pass), not only pathlib's.
+    text = item.__fspath__() if hasattr(item, "__fspath__") else item
     if not isinstance(text, str) or not text:
         raise ValueError("must be a directory path or a file:// URI")
     scheme = text.partition("://")[0].lower() if "://" in text else ""
     if scheme in ("", "file"):
         return text
     if scheme.split("+")[0] in ("duckdb", "sqlite", "postgresql", "postgres"):
-        raise ValueError(f"not supported by this server: {UNSUPPORTED['sql_storage']}")
+        return text  # SQL storage of appendable tables
     if scheme in ("s3", "gs", "gcs", "az", "abfs", "azure", "http", "https"):
         raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
     raise ValueError(f"{text!r}: unrecognized storage URI scheme {scheme!r}")
@@ -242,9 +239,9 @@ class CatalogConfig(_Section):
     top_level_access_blob: dict[str, Any] | None = None
     catalog_pool_size: int | None = Field(None, ge=1)
     catalog_max_overflow: int | None = Field(None, ge=0)
-    # Pools of SQL tabular storage, which this server does not have: no effect.
-    storage_pool_size: int | None = None
-    storage_max_overflow: int | None = None
+    # Connection pools of the SQL storage of appendable tables.
+    storage_pool_size: int | None = Field(None, ge=1)
+    storage_max_overflow: int | None = Field(None, ge=0)
     # Seconds a resolved node is reused without a query (writes of this process drop it).
     lookup_cache_ttl: float | None = None
     mount_node: MountNode = None
@@ -265,7 +262,10 @@ class CatalogConfig(_Section):
                 kwargs[name] = getattr(self, name)
         if self.top_level_access_tags is not None:
             kwargs["top_level_access_blob"] = {"tags": list(self.top_level_access_tags)}
-        for name in ("catalog_pool_size", "catalog_max_overflow"):
+        for name in (
+            "catalog_pool_size", "catalog_max_overflow", "storage_pool_size",
+            "storage_max_overflow",
+        ):  # fmt: skip
             value = getattr(self, name) if getattr(self, name) is not None else pools.get(name)
             if value is not None:
                 kwargs[name] = value

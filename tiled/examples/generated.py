@@ -15,6 +15,7 @@ import string
 import threading
 from datetime import timedelta
 
+import awkward
 import dask.array
 import numpy
 import pandas
@@ -22,6 +23,7 @@ import sparse
 import xarray
 
 from ..adapters.array import ArrayAdapter
+from ..adapters.awkward import AwkwardAdapter
 from ..adapters.mapping import MapAdapter
 from ..adapters.sparse import COOAdapter
 from ..adapters.table import DataFrameAdapter
@@ -152,6 +154,15 @@ def build_tree() -> MapAdapter:
                     metadata={"animal": "dog", "color": "red"},
                 ),
                 "sparse_image": COOAdapter.from_coo(sparse.COO(sparse_array)),
+                "awkward_array": AwkwardAdapter.from_array(
+                    awkward.Array(
+                        [
+                            [{"x": 1.1, "y": [1]}, {"x": 2.2, "y": [1, 2]}],
+                            [],
+                            [{"x": 3.3, "y": [1, 2, 3]}],
+                        ]
+                    )
+                ),
             },
             metadata=cat_green,
         ),

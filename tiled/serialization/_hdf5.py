@@ -2,8 +2,9 @@
 
 What HDF5 cannot hold as it is: unicode text becomes variable-length UTF-8, datetimes and
 timedeltas become opaque types tagged with their numpy dtype (h5py reads them back as the same
-dtype), other objects become text. Metadata values that have no HDF5 attribute form (nested
-mappings, None, mixed lists) are left out rather than failing the whole export.
+dtype), other objects become text. Metadata with values that have no HDF5 attribute form
+(nested mappings, mixed lists) is refused, as upstream refuses it: an export that silently
+drops metadata would be mistaken for a faithful one. ``None`` values are left out.
 """
 
 from __future__ import annotations
@@ -56,16 +57,24 @@ def write_array(group: Any, name: str, array: numpy.ndarray) -> None:
     group.create_dataset(name, data=h5_compatible(array))
 
 
+METADATA_UNFIT = "Metadata contains types or structure that does not fit into HDF5."
+
+
 def write_attributes(obj: Any, metadata: Mapping[str, Any]) -> None:
-    """Store the metadata entries HDF5 can represent as attributes of ``obj``."""
+    """Store the metadata as attributes of ``obj``; :class:`UnsupportedMediaType` (406) when
+    an entry has no HDF5 attribute form."""
+    from ..errors import UnsupportedMediaType
+
     for key, value in metadata.items():
+        if value is None:
+            continue
         converted = _attribute_value(value)
-        if converted is None:
-            continue
         try:
+            if converted is None:
+                raise TypeError(f"no HDF5 form for {type(value).__name__}")
             obj.attrs[str(key)] = converted
-        except (TypeError, ValueError):
-            continue
+        except (TypeError, ValueError) as err:
+            raise UnsupportedMediaType(f"{METADATA_UNFIT} ({key!r}: {err})") from None
 
 
 def _attribute_value(value: Any) -> Any:

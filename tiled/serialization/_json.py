@@ -6,7 +6,8 @@ Conventions (documented for clients in ``docs``):
 - datetimes are ISO 8601 strings at the coarsest of s/ms/us/ns/... that keeps every value exact;
 - timedeltas are seconds as floats;
 - complex numbers are ``[real, imag]`` pairs;
-- byte strings are decoded as UTF-8 (undecodable bytes become U+FFFD);
+- byte strings are decoded as UTF-8, or as Latin-1 when they are not UTF-8 (as upstream does);
+- missing values of pandas (``NA``, ``NaT``) in object columns become ``null``;
 - structured values are lists of their fields' values.
 """
 
@@ -30,7 +31,9 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, numpy.generic | numpy.ndarray):
         return to_jsonable(numpy.asarray(obj))
     if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
+        return text_of_bytes(obj)
+    if _is_missing(obj):
+        return None
     if isinstance(obj, complex):
         return [_finite_or_none(obj.real), _finite_or_none(obj.imag)]
     if hasattr(obj, "total_seconds"):
@@ -38,6 +41,19 @@ def _default(obj: Any) -> Any:
     if hasattr(obj, "isoformat"):
         return obj.isoformat()
     return str(obj)
+
+
+def text_of_bytes(value: bytes) -> str:
+    """UTF-8 text, or Latin-1 (which decodes any bytes) when the bytes are not UTF-8."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _is_missing(obj: Any) -> bool:
+    # pandas.NA and pandas.NaT, recognised without importing pandas.
+    return type(obj).__name__ in ("NAType", "NaTType")
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -99,7 +115,7 @@ def _complexes(array: numpy.ndarray) -> Any:
 
 
 def _byte_strings(array: numpy.ndarray) -> Any:
-    flat = [b.decode("utf-8", errors="replace") for b in array.ravel().tolist()]
+    flat = [text_of_bytes(b) for b in array.ravel().tolist()]
     return numpy.asarray(flat, dtype=object).reshape(array.shape).tolist()
 
 

@@ -16,6 +16,19 @@ def encode_octet_stream(array: numpy.ndarray, metadata: dict[str, Any]) -> bytes
     return numpy.ascontiguousarray(array).tobytes()
 
 
+def as_buffer(media_type: str, array: Any, metadata: dict[str, Any]) -> memoryview | bytes:
+    """The array's raw C-order bytes (upstream Tiled's octet-stream serializer signature).
+
+    A memoryview of the array's own memory where the buffer protocol allows it (no copy for an
+    already contiguous array); bytes for dtypes numpy cannot export that way (datetimes).
+    """
+    contiguous = numpy.ascontiguousarray(array)
+    try:
+        return memoryview(contiguous).cast("B")
+    except (ValueError, TypeError):
+        return contiguous.tobytes()
+
+
 def encode_json(array: numpy.ndarray, metadata: dict[str, Any]) -> bytes:
     """Nested lists, a bare value for 0-d; see :mod:`tiled.serialization._json`."""
     return _json.dumps(_json.to_jsonable(numpy.asarray(array)))

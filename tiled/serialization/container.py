@@ -13,7 +13,8 @@ from ._walk import family_of, members
 
 async def encode_hdf5(node: Any, options: Any) -> bytes:
     """Containers as groups, arrays (sparse ones densified) as datasets, each table as a group
-    of column datasets, metadata as attributes; members HDF5 cannot hold are left out."""
+    of column datasets, metadata as attributes; members HDF5 cannot hold are left out, and
+    metadata it cannot hold is refused (406)."""
     import h5py
 
     buffer = io.BytesIO()
@@ -22,10 +23,21 @@ async def encode_hdf5(node: Any, options: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _attributes(node: Any) -> dict[str, Any]:
+    # The attributes a node's metadata stands for, by spec (an xarray node's are its "attrs"),
+    # as the zarr view writes them, without the note on how the zarr view serves chunks.
+    from ..adapters.base import zarr_attributes
+    from ..structures.zarr_meta import ZARR_VIEW_KEY
+
+    attributes = zarr_attributes(node)
+    attributes.pop(ZARR_VIEW_KEY, None)
+    return attributes
+
+
 async def _fill_group(group: Any, node: Any) -> None:
     from ._hdf5 import write_attributes
 
-    write_attributes(group, node.metadata())
+    write_attributes(group, _attributes(node))
     async for key, child in members(node):
         family = family_of(child)
         if family == "container":
@@ -39,7 +51,7 @@ async def _fill_group(group: Any, node: Any) -> None:
 def _write_table_node(group: Any, node: Any) -> None:
     from ._hdf5 import write_attributes, write_table
 
-    write_attributes(group, node.metadata())
+    write_attributes(group, _attributes(node))
     write_table(group, node.read())
 
 
@@ -53,7 +65,7 @@ def _write_array_node(group: Any, key: str, node: Any) -> None:
         write_array(group, key, data)
     except (TypeError, ValueError, UnsupportedMediaType):
         return  # a dtype HDF5 cannot hold: skip this member, keep the rest of the export
-    write_attributes(group[key], node.metadata())
+    write_attributes(group[key], _attributes(node))
 
 
 async def encode_json(node: Any, options: Any) -> bytes:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from . import array, container, table
+from .awkward import register_awkward
 from .media_types import (
     ARROW_FILE,
     CSV,
     CSV_ALIASES,
     HDF5,
     JSON,
+    JSON_SEQ,
     OCTET_STREAM,
     PARQUET,
     PNG,
     TIFF,
+    XLSX,
     ZARR,
 )
+from .ragged import register_ragged
 from .registry import SerializationRegistry
 from .xarray import dataset_encoder
+from .xdi import XDI, encode_xdi
 from .zarr_zip import encode_zarr_zip
 
 _CSV_TYPES = (CSV, *CSV_ALIASES)  # all of them answer with CSV
@@ -37,13 +42,22 @@ def _table_encoders() -> dict[str, object]:
     encoders = {ARROW_FILE: table.encode_arrow, PARQUET: table.encode_parquet}
     encoders.update({media_type: table.encode_csv for media_type in _CSV_TYPES})
     encoders.update({JSON: table.encode_json, HDF5: table.encode_hdf5})
+    encoders.update({JSON_SEQ: table.encode_json_seq, XLSX: table.encode_excel})
     return encoders
+
+
+# Table encoders that take the media type's parameters (text/csv;header=absent).
+_TAKES_PARAMETERS = {table.encode_csv}
 
 
 def _register_tables(registry: SerializationRegistry) -> None:
     for media_type, encoder in _table_encoders().items():
-        registry.register("table", media_type, encoder)
-        registry.register("sparse", media_type, table.via_sparse_frame(encoder))
+        parameters = encoder in _TAKES_PARAMETERS
+        registry.register("table", media_type, encoder, parameters=parameters)
+        sparse_encoder = table.via_sparse_frame(encoder)
+        registry.register("sparse", media_type, sparse_encoder, parameters=parameters)
+    # XDI only for tables that say they hold XDI (spec "xdi"), as upstream.
+    registry.register("xdi", XDI, encode_xdi)
 
 
 def _register_containers(registry: SerializationRegistry) -> None:
@@ -61,6 +75,8 @@ def register_defaults(registry: SerializationRegistry) -> SerializationRegistry:
     _register_array(registry)
     _register_tables(registry)
     _register_containers(registry)
+    register_awkward(registry)
+    register_ragged(registry)
     for family in ("array", "sparse", "table", "container"):
         registry.register(family, ZARR, encode_zarr_zip, kind="node")
     return registry

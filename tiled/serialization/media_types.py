@@ -14,12 +14,49 @@ HDF5 = "application/x-hdf5"
 ARROW_FILE = "application/vnd.apache.arrow.file"
 PARQUET = "application/x-parquet"
 ZARR = "application/x-zarr"
+ZIP = "application/zip"  # awkward and ragged buffers, one member per buffer
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XDI = "application/x-xdi"  # XAS Data Interchange, see tiled.serialization.xdi
+# RFC 7464 JSON text sequences: one JSON document per record, each after a record separator.
+JSON_SEQ = "application/json-seq"
+
+
+class MediaType(str):
+    """A media type (``text/csv``) that remembers the parameters it was asked with
+    (``text/csv;header=absent`` has ``{"header": "absent"}``), for encoders that take them."""
+
+    parameters: dict[str, str]
+
+    def __new__(cls, value: str, parameters: dict[str, str] | None = None) -> MediaType:
+        media_type = super().__new__(cls, value)
+        media_type.parameters = dict(parameters or {})
+        return media_type
+
+    @classmethod
+    def parse(cls, text: str) -> MediaType:
+        """``type/subtype;name=value;...``: names lower-cased, values unquoted; the q-value
+        (an Accept header's weight, not a parameter of the type) is left out."""
+        value, *params = (part.strip() for part in text.split(";"))
+        parameters = {}
+        for param in params:
+            name, _, argument = param.partition("=")
+            name = name.strip().lower()
+            if name and name != "q":
+                parameters[name] = argument.strip().strip('"')
+        return cls(value.lower(), parameters)
+
+    def with_value(self, value: str) -> MediaType:
+        """Another media type with the same parameters (an alias resolved, a wildcard met)."""
+        return MediaType(value, self.parameters)
+
 
 DEFAULT_MEDIA_TYPES = {
     "array": OCTET_STREAM,
     "sparse": ARROW_FILE,
     "table": ARROW_FILE,
     "container": HDF5,
+    "awkward": ZIP,
+    "ragged": JSON,
 }
 
 # Tried after Python's mimetypes, whose answers depend on the host's mime.types files; this
@@ -38,6 +75,8 @@ CUSTOM_ALIASES = {
     "png": PNG,
     "tiff": TIFF,
     "zarr": ZARR,
+    "xlsx": XLSX,
+    "xdi": XDI,
 }
 
 
@@ -45,20 +84,22 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def resolve_alias(token: str) -> list[str]:
-    """Media types a ``format=`` token may stand for, most preferred first.
+def resolve_alias(token: str) -> list[MediaType]:
+    """Media types a ``format=`` token may stand for, most preferred first, each carrying the
+    token's parameters (``csv;header=absent``).
 
     A token with a ``/`` is a media type already. An alias may resolve to two media types (the
     host's mimetypes answer and this module's table); the caller takes the first it supports.
     """
-    token = token.split(";")[0].strip().lower()
-    if "/" in token:
-        return [token]
-    extension = token.lstrip(".")
+    parsed = MediaType.parse(token)
+    if "/" in parsed:
+        return [parsed]
+    extension = parsed.lstrip(".")
     if not extension:
         return []
     guessed, _ = mimetypes.guess_type(f"file.{extension}", strict=False)
-    return _unique([t for t in (guessed, CUSTOM_ALIASES.get(extension)) if t])
+    found = _unique([t for t in (guessed, CUSTOM_ALIASES.get(extension)) if t])
+    return [parsed.with_value(t) for t in found]
 
 
 def extensions_for(media_type: str) -> list[str]:
@@ -68,11 +109,11 @@ def extensions_for(media_type: str) -> list[str]:
     return _unique(found)
 
 
-def parse_accept(header: str) -> list[str]:
+def parse_accept(header: str) -> list[MediaType]:
     """Media types of an ``Accept`` header, by descending q-value (ties keep their order).
 
-    Parameters (``;charset=...``, ``;q=...``) are dropped; entries with ``q=0`` mean "not
-    acceptable" and are left out.
+    Each keeps its parameters (``;header=absent``) but not its q-value; entries with ``q=0``
+    mean "not acceptable" and are left out.
     """
     weighted = []
     for entry in header.split(","):
@@ -81,7 +122,7 @@ def parse_accept(header: str) -> list[str]:
             continue
         quality = _quality(params)
         if quality > 0:
-            weighted.append((quality, media_type.lower()))
+            weighted.append((quality, MediaType.parse(entry)))
     # sorted() is stable, so entries of equal quality stay in the client's order.
     return [media_type for _, media_type in sorted(weighted, key=lambda w: -w[0])]
 

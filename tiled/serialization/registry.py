@@ -4,13 +4,16 @@ Keys are spec names (``xarray_dataset``) and structure family values (``array``)
 either
 
 - a *data* encoder: a synchronous ``(data, metadata) -> bytes`` function that receives what the
-  node's ``read`` callable returns; the read and the encoding run together on a worker thread;
+  node's ``read`` callable returns; the read and the encoding run together on a worker thread.
+  Registered with ``parameters=True``, it is called as ``(data, metadata, parameters)`` with
+  the parameters the client gave the media type (``text/csv;header=absent``);
 - a *node* encoder: an async ``(node, options)`` function that walks the adapter itself and
   returns ``bytes`` or an async iterator of ``bytes`` (for bodies too large to hold at once).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import UnsupportedMediaType
 from ..utils import run_sync
-from .media_types import DEFAULT_MEDIA_TYPES, extensions_for, parse_accept, resolve_alias
+from .media_types import (
+    DEFAULT_MEDIA_TYPES,
+    MediaType,
+    extensions_for,
+    parse_accept,
+    resolve_alias,
+)
 
 if TYPE_CHECKING:
     from ..structures.zarr_meta import ZarrOptions
@@ -47,6 +56,7 @@ class _Entry:
     encoder: Callable[..., Any]
     kind: EncoderKind
     metadata_only: bool = False
+    parameters: bool = False
 
 
 class SerializationRegistry:
@@ -64,11 +74,18 @@ class SerializationRegistry:
         *,
         kind: EncoderKind = "data",
         metadata_only: bool = False,
+        parameters: bool = False,
     ) -> Callable[..., Any]:
-        """Register ``encoder`` for nodes with spec or family ``key``; returns the encoder."""
+        """Register ``encoder`` for nodes with spec or family ``key``; returns the encoder.
+
+        ``parameters=True`` (data encoders): the encoder also receives the media type's
+        parameters as a dict."""
         if kind not in ("data", "node"):
             raise ValueError(f"kind must be 'data' or 'node', not {kind!r}")
-        self._entries.setdefault(key, {})[media_type.lower()] = _Entry(encoder, kind, metadata_only)
+        if parameters and kind != "data":
+            raise ValueError("Only data encoders take media type parameters")
+        entry = _Entry(encoder, kind, metadata_only, parameters)
+        self._entries.setdefault(key, {})[media_type.lower()] = entry
         return encoder
 
     def register_alias(self, extension: str, media_type: str) -> None:
@@ -84,6 +101,21 @@ class SerializationRegistry:
         """Whether the encoder works from the node itself (and so ignores slicing)."""
         entry = self._entries.get(key, {}).get(media_type.lower())
         return entry is not None and entry.kind == "node"
+
+    def dispatch(self, key: str, media_type: str) -> Callable[..., Any]:
+        """The data encoder for ``key`` and ``media_type`` in upstream Tiled's serializer
+        signature, ``(media_type, data, metadata)``; ValueError when there is none."""
+        parsed = MediaType.parse(media_type)
+        entry = self._entries.get(key, {}).get(parsed)
+        if entry is None or entry.kind != "data":
+            raise ValueError(f"No data encoder for {key!r} with media type {media_type!r}")
+
+        def serialize(media_type: str, data: Any, metadata: dict[str, Any]) -> Any:
+            if entry.parameters:
+                return entry.encoder(data, metadata, MediaType.parse(media_type).parameters)
+            return entry.encoder(data, metadata)
+
+        return serialize
 
     def media_types(self, key: str) -> list[str]:
         return list(self._entries.get(key, {}))
@@ -103,11 +135,12 @@ class SerializationRegistry:
 
     def negotiate(
         self, keys: Sequence[str], format: str | None, accept: str | None
-    ) -> tuple[str, str]:
+    ) -> tuple[str, MediaType]:
         """The (key, media type) to answer with; see ``docs`` http-api §7.1 for the rules.
 
         ``keys`` are the node's spec names, most specific first, then its structure family.
-        Raises :class:`UnsupportedMediaType` when nothing requested can be served.
+        The media type carries the parameters it was requested with. Raises
+        :class:`UnsupportedMediaType` when nothing requested can be served.
         """
         requested = _requested(format, accept, self._aliases)
         for candidates in requested.values():
@@ -121,9 +154,9 @@ class SerializationRegistry:
             f"Supported: {supported}. Requested: {list(requested)}."
         )
 
-    def _match(self, candidate: str, keys: Sequence[str]) -> tuple[str, str] | None:
+    def _match(self, candidate: MediaType, keys: Sequence[str]) -> tuple[str, MediaType] | None:
         if candidate == "*/*":
-            candidate = self._default_for(keys)
+            candidate = candidate.with_value(self._default_for(keys))
         for key in keys:
             entries = self._entries.get(key, {})
             if candidate.endswith("/*"):
@@ -131,7 +164,7 @@ class SerializationRegistry:
                 prefix = candidate[:-1]
                 found = next((mt for mt in entries if mt.startswith(prefix)), None)
                 if found is not None:
-                    return key, found
+                    return key, candidate.with_value(found)
             elif candidate in entries:
                 return key, candidate
         return None
@@ -160,9 +193,19 @@ class SerializationRegistry:
         if entry is None:
             raise UnsupportedMediaType(f"No encoder for {media_type!r} on {key!r} nodes")
         if entry.kind == "data":
-            return await run_sync(_read_and_encode, entry.encoder, read, metadata)
+            encoder = entry.encoder
+            if entry.parameters:
+                parameters = getattr(media_type, "parameters", {})
+                encoder = functools.partial(_with_parameters, entry.encoder, parameters)
+            return await run_sync(_read_and_encode, encoder, read, metadata)
         result = entry.encoder(node, options or EncodeOptions())
         return await result if inspect.isawaitable(result) else result
+
+
+def _with_parameters(
+    encoder: Callable[..., bytes], parameters: dict[str, str], data: Any, metadata: Any
+) -> bytes:
+    return encoder(data, metadata, parameters)
 
 
 def _read_and_encode(encoder: Callable[..., bytes], read: Callable[[], Any], metadata) -> bytes:
@@ -171,16 +214,17 @@ def _read_and_encode(encoder: Callable[..., bytes], read: Callable[[], Any], met
 
 def _requested(
     format: str | None, accept: str | None, aliases: dict[str, str]
-) -> dict[str, list[str]]:
+) -> dict[str, list[MediaType]]:
     """What the client asked for, as spelled, each with the media types it may stand for."""
     if format:
         tokens = [t.strip() for t in format.split(",") if t.strip()]
-        return {
-            token: [aliases[token.lstrip(".").lower()]]
-            if token.lstrip(".").lower() in aliases
-            else resolve_alias(token)
-            for token in tokens
-        }
+        return {token: _resolve(token, aliases) for token in tokens}
     if accept and accept.strip():
         return {media_type: [media_type] for media_type in parse_accept(accept)}
-    return {"*/*": ["*/*"]}
+    return {"*/*": [MediaType("*/*")]}
+
+
+def _resolve(token: str, aliases: dict[str, str]) -> list[MediaType]:
+    parsed = MediaType.parse(token)
+    registered = aliases.get(parsed.lstrip("."))
+    return [parsed.with_value(registered)] if registered else resolve_alias(token)

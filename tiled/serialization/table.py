@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _json
@@ -26,6 +26,23 @@ def encode_arrow(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def __getattr__(name: str) -> Any:
+    # Upstream's modules expose the default registry; imported late, as the registry
+    # imports this module.
+    if name == "default_serialization_registry":
+        from . import default_serialization_registry
+
+        return default_serialization_registry
+    raise AttributeError(name)
+
+
+def deserialize_arrow(buffer: bytes | memoryview) -> pandas.DataFrame:
+    """The table in an Arrow IPC file (what :func:`encode_arrow` writes), as pandas."""
+    import pyarrow
+
+    return pyarrow.ipc.open_file(pyarrow.py_buffer(buffer)).read_pandas()
+
+
 def encode_parquet(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     import pyarrow
     import pyarrow.parquet
@@ -35,9 +52,20 @@ def encode_parquet(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def encode_csv(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
-    """A header row then the rows; the index is not written."""
-    return frame.to_csv(index=False).encode("utf-8")
+def encode_csv(
+    frame: pandas.DataFrame, metadata: dict[str, Any], parameters: dict[str, str] | None = None
+) -> bytes:
+    """A header row then the rows; the index is not written. The media type parameter
+    ``header=absent`` (RFC 4180's) leaves the header row out."""
+    header = (parameters or {}).get("header", "present").lower() != "absent"
+    return frame.to_csv(index=False, header=header).encode("utf-8")
+
+
+def encode_excel(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
+    """An Excel workbook (one sheet, a header row, no index), written by openpyxl."""
+    buffer = io.BytesIO()
+    frame.to_excel(buffer, index=False)
+    return buffer.getvalue()
 
 
 def _column_jsonable(series: pandas.Series) -> Any:
@@ -53,6 +81,16 @@ def encode_json(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     """``{"column": [values, ...], ...}``; the index is not included."""
     columns = {str(name): _column_jsonable(frame[name]) for name in frame.columns}
     return _json.dumps(columns)
+
+
+def encode_json_seq(frame: pandas.DataFrame, metadata: dict[str, Any]) -> Iterator[bytes]:
+    """RFC 7464 JSON text sequence: each row a ``{"column": value}`` object after a record
+    separator (0x1E) and followed by a line feed, so that even one row is not mistaken for one
+    JSON document. Rows are encoded as they are sent; an empty table sends nothing."""
+    names = [str(name) for name in frame.columns]
+    columns = [_column_jsonable(frame[name]) for name in frame.columns]
+    for row in zip(*columns, strict=True):
+        yield b"\x1e" + _json.dumps(dict(zip(names, row, strict=True))) + b"\n"
 
 
 def encode_hdf5(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
@@ -78,10 +116,11 @@ def sparse_to_frame(array: sparse.COO) -> pandas.DataFrame:
 
 
 def via_sparse_frame(encoder: DataEncoder) -> DataEncoder:
-    """A sparse-array encoder made of a table encoder."""
+    """A sparse-array encoder made of a table encoder (and taking the same extra arguments,
+    such as media type parameters)."""
 
-    def encode_sparse(array: sparse.COO, metadata: dict[str, Any]) -> bytes:
-        return encoder(sparse_to_frame(array), metadata)
+    def encode_sparse(array: sparse.COO, metadata: dict[str, Any], *args: Any) -> Any:
+        return encoder(sparse_to_frame(array), metadata, *args)
 
     encode_sparse.__name__ = f"{encoder.__name__}_of_sparse"
     encode_sparse.__doc__ = f"``{encoder.__name__}`` of the sparse array as a table."

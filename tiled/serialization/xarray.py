@@ -53,3 +53,13 @@ def dataset_encoder(table_encoder: Callable[..., bytes], *, reset_index: bool) -
 
     encode_dataset.__name__ = f"{table_encoder.__name__}_of_dataset"
     return encode_dataset
+
+
+async def serialize_json(
+    media_type: str, node: Any, metadata: Any = None, filter_for_access: Any = None
+) -> bytes:
+    """The dataset as JSON columns ``{"name": [values, ...]}`` (upstream Tiled's serializer
+    signature). The index (the dimension coordinates) is left out, as upstream leaves it."""
+    from .table import encode_json
+
+    return await dataset_encoder(encode_json, reset_index=False)(node, None)

@@ -12,17 +12,26 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount
 
 from .._version import __version__
 from ..config import Authentication, Database
-from .authentication import CSRFMiddleware, build_authenticator
+from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
 from .errors import install_error_handlers
-from .middleware import RequestIdMiddleware
+from .middleware import ClientVersionMiddleware, RequestIdMiddleware
 from .settings import Environment, ServerSettings, read_environment
 
 logger = logging.getLogger(__name__)
+
+# The page at the server's root: no data, only where the API and its documentation are.
+LANDING_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Tiled</title></head>
+<body><h1>Tiled {version}</h1>
+<p>The HTTP API is at <a href="api/v1/">api/v1/</a> (its schema at <a href="docs">docs</a>);
+read it with the Python client: <code>from tiled.client import from_uri</code>.</p>
+</body></html>
+"""
 
 
 def _authentication(value: Authentication | Mapping | None, env: Environment) -> Authentication:
@@ -103,7 +112,7 @@ def build_app(
     """
     from ..query_registration import default_query_registry
     from ..serialization import default_serialization_registry
-    from .api import about, data, metadata, nodes, writes
+    from .api import about, assets, awkward, data, metadata, nodes, ragged, writes
     from .zarr.router import zarr_router
 
     env = read_environment()
@@ -125,7 +134,9 @@ def build_app(
     app.state.serialization_registry = serialization_registry or default_serialization_registry
     app.state.authenticated = app.state.authenticator.required
     install_error_handlers(app)
-    for router in (about.router, metadata.router, data.router, nodes.router, writes.router):
+    install_openapi_security(app)
+    routers = (about, metadata, data, nodes, writes, assets, awkward, ragged)
+    for router in (module.router for module in routers):
         app.include_router(router, prefix="/api/v1")
     if authenticator.router is not None:  # multi-user: /api/v1/auth
         app.include_router(authenticator.router, prefix="/api/v1")
@@ -140,16 +151,22 @@ def build_app(
     async def healthz():
         return JSONResponse({"status": "ready"})
 
+    @app.get("/", include_in_schema=False)
+    async def landing_page():
+        # Where a browser (or SimpleTiledServer.web_ui_link) lands: pointers to the API.
+        return HTMLResponse(LANDING_PAGE.format(version=__version__))
+
     app.add_middleware(CSRFMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    if settings.allow_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.allow_origins),
-            allow_methods=["GET", "HEAD", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["ETag", "Content-Length", "Content-Range"],
-        )
+    app.add_middleware(ClientVersionMiddleware)
+    # Always installed, as upstream's: a preflight from an origin not allowed gets a 400.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.allow_origins or ()),
+        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["ETag", "Content-Length", "Content-Range"],
+    )
     return app
 
 

@@ -43,6 +43,10 @@ BEARER = {"WWW-Authenticate": "Bearer"}
 INVALID_TOKEN = "Could not validate credentials"
 EXPIRED_ACCESS_TOKEN = "Access token has expired. Refresh token."
 EXPIRED_SESSION = "Session has expired. Please re-authenticate."
+# Most API keys one principal may hold, and most sessions it may have open (unexpired,
+# revoked or not), as upstream limits them; read at each use, so they may be changed.
+API_KEY_LIMIT = 100
+SESSION_LIMIT = 200
 
 
 class UnscalableConfig(ValueError):
@@ -88,6 +92,73 @@ def credentials_from(request: Request) -> str | None:
     if credentials.kind == "bearer":
         raise Unauthenticated(INVALID_TOKEN, BEARER)
     return credentials.secret
+
+
+# How credentials reach the server (see read_credentials), as OpenAPI security schemes. They
+# document the API only: every route's identity comes from get_identity, which reads them all.
+API_KEY_SCHEMES: dict[str, dict[str, Any]] = {
+    "APIKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+    "APIKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "'Apikey SECRET' (or 'Bearer ACCESS_TOKEN' from a login)",
+    },
+    "APIKeyCookie": {"type": "apiKey", "in": "cookie", "name": "tiled_api_key"},
+}
+TOKEN_ROUTE = "/auth/provider/{provider}/token"
+
+
+def install_openapi_security(app: Any, prefix: str = "/api/v1") -> None:
+    """Describe the server's credentials in its OpenAPI document (``/openapi.json``).
+
+    With login providers, upstream's ``OAuth2PasswordBearer`` scheme names the first
+    provider's token route as ``tokenUrl``; that route is documented under its concrete path
+    too, so the ``tokenUrl`` is one of the document's paths (documentation tools follow it).
+    """
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_schema()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes.update(API_KEY_SCHEMES)
+        providers = list(getattr(app.state.authenticator, "providers", None) or ())
+        templated = schema.get("paths", {}).get(prefix + TOKEN_ROUTE)
+        if providers and templated is not None:
+            token_url = prefix + TOKEN_ROUTE.format(provider=providers[0])
+            schemes["OAuth2PasswordBearer"] = {
+                "type": "oauth2",
+                "flows": {
+                    "password": {
+                        "tokenUrl": token_url,
+                        "refreshUrl": f"{prefix}/auth/session/refresh",
+                        "scopes": {},
+                    }
+                },
+            }
+            for name in providers:
+                schema["paths"][prefix + TOKEN_ROUTE.format(provider=name)] = _concrete(
+                    templated, name
+                )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+def _concrete(path_item: dict[str, Any], provider: str) -> dict[str, Any]:
+    """The token route's documentation for one provider: without the ``provider`` parameter."""
+    item = {}
+    for method, operation in path_item.items():
+        parameters = [p for p in operation.get("parameters", []) if p.get("name") != "provider"]
+        item[method] = {
+            **operation,
+            "parameters": parameters,
+            "operationId": f"{operation.get('operationId', 'login')}_{provider}",
+        }
+    return item
 
 
 class SingleUserAuthenticator:
@@ -182,6 +253,19 @@ class TokenSigner:
                 return claims
             break
         raise Unauthenticated(INVALID_TOKEN, BEARER)
+
+
+def create_access_token(data: dict[str, Any], secret_key: str, expires_delta: timedelta) -> str:
+    """An access token with the claims ``data``, signed with ``secret_key``, expiring after
+    ``expires_delta`` (negative: already expired). Upstream's name, for tests and tools that
+    mint tokens."""
+    return TokenSigner([secret_key]).encode({**data, "type": "access"}, expires_delta)
+
+
+def decode_token(token: str, secret_keys: list[str]) -> dict[str, Any]:
+    """The claims of an access token signed with any of ``secret_keys``; Unauthenticated if
+    it is invalid or expired. Upstream's name, for tests and tools."""
+    return TokenSigner(secret_keys).decode(token, "access", EXPIRED_ACCESS_TOKEN)
 
 
 def _secret_keys(authentication: Authentication, scalable: bool) -> list[str]:
@@ -331,6 +415,12 @@ class MultiUserAuthenticator:
         admin = (provider_name, state.user_name) in self.admins
         async with self.database.session() as db:
             principal = await crud.login(db, provider_name, state.user_name, admin)
+            open_sessions = len(await crud.live_sessions(db, principal.id))
+            if open_sessions >= SESSION_LIMIT:
+                raise BadRequest(
+                    f"This principal already has {open_sessions} sessions, the most allowed "
+                    f"({SESSION_LIMIT}); some must expire before another login"
+                )
             session = await crud.create_session(
                 db, principal, self.settings.session_max_age, getattr(state, "state", {}) or {}
             )

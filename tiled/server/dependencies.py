@@ -75,7 +75,10 @@ async def resolve_node(
     await view.prepare(request.app.state.root_tree)
     chain = await view.lookup(request.app.state.root_tree, parts)
     granted = view.scopes(chain)
-    if "read:metadata" not in granted:
+    # Under a policy, a node whose metadata the identity may not read does not exist for it.
+    # Without one there is nothing to hide: the route's own scope (checked above) decides, so
+    # a key with only read:data reads data, as upstream's does.
+    if view.policy is not None and "read:metadata" not in granted:
         raise NoSuchEntry(list(parts))
     if scope not in granted:
         raise Forbidden(
@@ -99,10 +102,10 @@ def require_scope(identity: Identity, scope: str, request: Request) -> None:
         f"Not enough permissions. Requires scopes [{scope!r}]. "
         f"Request had scopes {sorted(identity.scopes)}"
     )
-    if not identity.authenticated:
-        headers = {"WWW-Authenticate": f'Bearer scope="{scope}"'}
-        raise Unauthenticated(message, headers)
-    raise Forbidden(message)
+    # 401 even for valid credentials, as upstream's HTTP API answers: these credentials
+    # cannot do this anywhere (other credentials might). A node's own refusal is a 403.
+    headers = {"WWW-Authenticate": f'Bearer scope="{scope}"'}
+    raise Unauthenticated(message, headers)
 
 
 def node_dependency(scope: str, families: Iterable[str] | None = None):

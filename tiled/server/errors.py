@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
@@ -19,6 +21,8 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.Unsupported, 405),
     (errors.DataUnavailable, 415),
     (errors.Conflict, 409),
+    (errors.DataNotReadyError, 503),
+    (errors.ShapeMismatchError, 422),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.InvalidSlice, 422),
@@ -49,6 +53,14 @@ async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 
+async def _invalid_request(request: Request, exception: RequestValidationError) -> JSONResponse:
+    # FastAPI's own handler echoes the input decoded as UTF-8: a binary body sent to a route
+    # that takes JSON would make its answer a server error.
+    encoders = {bytes: lambda value: value.decode("utf-8", errors="replace")}
+    detail = jsonable_encoder(exception.errors(), custom_encoder=encoders)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 async def _client_gone(request: Request, exception: ClientDisconnect) -> JSONResponse:
     # The client hung up mid-request (e.g. during an upload): nothing was written, nobody
     # is left to answer; not a server error.
@@ -58,5 +70,6 @@ async def _client_gone(request: Request, exception: ClientDisconnect) -> JSONRes
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(errors.TiledError, _tiled_error)
     app.add_exception_handler(Exception, _unexpected)

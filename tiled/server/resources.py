@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .middleware import PYTHON_CLIENT_AGENT
+
 ALL_FIELDS = frozenset(
     {
         "metadata",
@@ -43,7 +45,21 @@ def _table_links(base: str, path: str, adapter: Any) -> dict[str, str]:
     }
 
 
+def _awkward_links(base: str, path: str, adapter: Any) -> dict[str, str]:
+    return {"buffers": f"{base}/awkward/buffers/{path}", "full": f"{base}/awkward/full/{path}"}
+
+
+def _ragged_links(base: str, path: str, adapter: Any) -> dict[str, str]:
+    # Only the first dimension is chunked: one block index.
+    return {
+        "full": f"{base}/ragged/full/{path}",
+        "block": f"{base}/ragged/block/{path}?block={{0}}",
+    }
+
+
 LINKS_BY_FAMILY: dict[str, Callable[[str, str, Any], dict[str, str]]] = {
+    "awkward": _awkward_links,
+    "ragged": _ragged_links,
     "array": _array_links,
     "sparse": _array_links,
     "container": _container_links,
@@ -56,13 +72,18 @@ async def _container_structure(
 ) -> dict[str, Any]:
     inline = getattr(adapter, "inlined_contents_enabled", None)
     contents = None
+    count = await adapter.count()
+    # A node too wide to inline is listed in pages, as any other (and never in part here).
     if inline is not None and inline(depth) and depth < context.max_depth:
-        items = await adapter.items_range(0, MAX_INLINE_CHILDREN)
-        contents = {
-            key: await context.resource(child, context.path_parts_of(key), depth + 1)
-            for key, child in items
-        }
-    return {"contents": contents, "count": await adapter.count()}
+        if count <= MAX_INLINE_CHILDREN:
+            # Nothing to list: not asked (a node that counts an unreadable file as empty
+            # answers its own listings with the error, not its parent's).
+            items = await adapter.items_range(0, MAX_INLINE_CHILDREN) if count else []
+            contents = {
+                key: await context.resource(child, context.path_parts_of(key), depth + 1)
+                for key, child in items
+            }
+    return {"contents": contents, "count": count}
 
 
 async def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
@@ -83,6 +104,7 @@ class ResourceContext:
     select_metadata: Callable[[dict], Any] | None = None
     max_depth: int = MAX_INLINE_DEPTH
     include_data_sources: bool = False
+    omit_asset_size: bool = False  # see omits_asset_size
 
     def path_parts_of(self, key: str) -> tuple[str, ...]:
         return self.path_parts + (key,)
@@ -124,7 +146,9 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
         "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
         "access_tags": _access_tags(adapter) if "access_tags" in fields else None,
         "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
-        "data_sources": data_sources_json(adapter) if context.include_data_sources else None,
+        "data_sources": data_sources_json(adapter, context.omit_asset_size)
+        if context.include_data_sources
+        else None,
     }
     links = None
     if not context.omit_links:
@@ -141,9 +165,38 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
     }
 
 
-def data_sources_json(adapter: Any) -> list[dict[str, Any]] | None:
+def data_sources_json(adapter: Any, omit_asset_size: bool = False) -> list[dict[str, Any]] | None:
     data_sources = getattr(adapter, "data_sources", None)  # only storage-backed nodes have them
-    return [ds.to_json() for ds in data_sources()] if callable(data_sources) else None
+    if not callable(data_sources):
+        return None
+    return [data_source_json(ds, omit_asset_size) for ds in data_sources()]
+
+
+def data_source_json(source: Any, omit_asset_size: bool = False) -> dict[str, Any]:
+    described = source.to_json()
+    if omit_asset_size:
+        for asset in described["assets"]:
+            asset.pop("size", None)
+    return described
+
+
+# Upstream's Python clients before this version build assets with ``Asset(**json)`` and have no
+# ``size`` field: the key makes them fail, so they are sent assets without it (as upstream does).
+ASSET_SIZE_CLIENT_VERSION = "0.2.13"
+
+
+def omits_asset_size(request: Any) -> bool:
+    """Whether the request comes from a Python client too old for assets' ``size``."""
+    from packaging.version import InvalidVersion, Version
+
+    agent = request.headers.get("user-agent", "")
+    prefix = PYTHON_CLIENT_AGENT.decode()
+    if not agent.startswith(prefix):
+        return False
+    try:
+        return Version(agent[len(prefix) :].split()[0]) < Version(ASSET_SIZE_CLIENT_VERSION)
+    except (InvalidVersion, IndexError):
+        return False
 
 
 def _sorting(adapter: Any) -> list[dict[str, Any]] | None:
@@ -159,17 +212,30 @@ def _as_pair(item: Any) -> tuple[str, int]:
     return item.key, item.direction
 
 
-def page_links(here: str, offset: int, limit: int, count: int) -> dict[str, str | None]:
-    """Pagination links of a listing at ``here`` (upstream's shape: self, first, next)."""
-    self_link = (
-        f"{here}?page[offset]={offset}&page[limit]={limit}"
-        if offset
-        else f"{here}?page[limit]={limit}"
-    )
-    following = offset + limit
-    next_link = (
-        f"{here}?page[offset]={following}&page[limit]={limit}"
-        if limit and following < count
-        else None
-    )
-    return {"self": self_link, "first": f"{here}?page[limit]={limit}", "next": next_link}
+def page_links(
+    here: str,
+    offset: int,
+    limit: int,
+    count: int,
+    *,
+    cursor: int | None = None,
+    next_cursor: int | None = None,
+) -> dict[str, str | None]:
+    """Pagination links of a listing at ``here`` (upstream's shape: self, first, next).
+
+    ``next`` continues after ``next_cursor`` when the page was read by cursor (a keyset
+    page), else at the following offset while any entries remain.
+    """
+    position = f"page[cursor]={cursor}&" if cursor is not None else (
+        f"page[offset]={offset}&" if offset else ""
+    )  # fmt: skip
+    next_link = None
+    if next_cursor is not None:
+        next_link = f"{here}?page[cursor]={next_cursor}&page[limit]={limit}"
+    elif cursor is None and limit and offset + limit < count:
+        next_link = f"{here}?page[offset]={offset + limit}&page[limit]={limit}"
+    return {
+        "self": f"{here}?{position}page[limit]={limit}",
+        "first": f"{here}?page[limit]={limit}",
+        "next": next_link,
+    }

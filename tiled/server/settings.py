@@ -52,7 +52,9 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
     "streaming_cache_uri": ("streaming_cache", "uri"),
     "webhooks_secret_keys": ("webhooks", "secret_keys"),
 }
-SERVER_SETTINGS = ("allow_origins", "response_bytesize_limit", "exact_count_limit")
+SERVER_SETTINGS = (
+    "allow_origins", "response_bytesize_limit", "exact_count_limit", "expose_raw_assets",
+)  # fmt: skip
 
 
 def _string_list(value: Any) -> Any:
@@ -194,6 +196,8 @@ class ServerSettings:
     zarr_consolidated_max_nodes: int = 1000
     zarr_cache_control: str | None = None
     zarr_listing_max: int = 10_000
+    # Upstream's name and default: /asset/bytes, /asset/manifest and DELETE /asset are served.
+    expose_raw_assets: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ServerSettings:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -57,7 +58,8 @@ class SimpleTiledServer:
 
     ``directory`` holds the catalog (``catalog.db``) and written data (``data/``); by default a
     temporary directory, removed on close. ``api_key`` defaults to a random one;
-    ``server.uri`` carries it, so ``from_uri(server.uri)`` connects.
+    ``server.uri`` carries it, so ``from_uri(server.uri)`` connects. ``readable_storage``: a
+    directory (or a list of them) whose files may be registered. ``port`` 0: any free port.
     """
 
     def __init__(
@@ -65,33 +67,51 @@ class SimpleTiledServer:
         directory: str | Path | None = None,
         api_key: str | None = None,
         port: int = 0,
-        readable_storage: list[str | Path] | None = None,
+        readable_storage: str | Path | list[str | Path] | None = None,
+        enable_webhooks: bool = False,
     ):
+        from urllib.parse import quote_plus
+
         from ..catalog import from_uri as catalog_from_uri
+        from ..catalog.storage import local_tabular_storage
         from .app import build_app
 
+        if enable_webhooks:
+            raise NotImplementedError("This server has no webhooks (enable_webhooks=True)")
         self._temporary = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="tiled-simple-") if directory is None
-                              else directory).absolute()  # fmt: skip
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="tiled-simple-"))
+            if directory is None
+            else Path(directory).resolve()
+        )
         data = self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
+        if isinstance(readable_storage, str | os.PathLike):
+            readable_storage = [readable_storage]  # one directory may be given as itself
         self.api_key = api_key or secrets.token_hex(32)
+        # Upstream's attribute: the key of signed webhook secrets; there are no webhooks here.
+        self.webhook_secret_key: str | None = None
         self.catalog = catalog_from_uri(
             f"sqlite:///{self.directory / 'catalog.db'}",
-            writable_storage=[data],
-            readable_storage=list(readable_storage or []),
+            # Files for arrays and sparse arrays; an SQL database for appendable tables.
+            writable_storage=[data, local_tabular_storage(self.directory, "storage")],
+            readable_storage=[Path(p) for p in readable_storage or []],
             init_if_not_exists=True,
         )
         self.app = build_app(self.catalog, authentication={"single_user_api_key": self.api_key})
         self._server = BackgroundServer(self.app, port=port).start()
         self.port = self._server.port
-        self.uri = f"http://127.0.0.1:{self.port}/api/v1?api_key={self.api_key}"
+        base = f"http://{self._server.host}:{self.port}"
+        self.uri = f"{base}/api/v1?api_key={quote_plus(self.api_key)}"
+        # The server's page for a browser (the key lets a browser's requests authenticate).
+        self.web_ui_link = f"{base}?api_key={quote_plus(self.api_key)}"
         # Stopped and cleaned up when closed, forgotten, or at the latest when Python exits.
         self._finalizer = weakref.finalize(
             self, _stop, self._server, self.directory if self._temporary else None
         )
 
     def close(self) -> None:
+        """Stop the server (and remove its temporary directory); closing twice is harmless."""
         self._finalizer()
 
     def __enter__(self) -> SimpleTiledServer:
@@ -101,7 +121,20 @@ class SimpleTiledServer:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<SimpleTiledServer http://127.0.0.1:{self.port} at {self.directory}>"
+        return f"<{type(self).__name__} {self.uri!r} at {str(self.directory)!r}>"
+
+    def _repr_html_(self) -> str:
+        # Jupyter's rendering: the links, escaped (a directory name may hold anything).
+        from html import escape
+
+        link = escape(self.web_ui_link, quote=True)
+        return (
+            "<table>"
+            f'<tr><td>Web page</td><td><a href="{link}">{link}</a></td></tr>'
+            f"<tr><td>API</td><td><code>{escape(self.uri)}</code></td></tr>"
+            f"<tr><td>Directory</td><td><code>{escape(str(self.directory))}</code></td></tr>"
+            "</table>"
+        )
 
 
 __all__ = ["BackgroundServer", "SimpleTiledServer"]

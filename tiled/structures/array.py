@@ -56,6 +56,11 @@ _ALLOWED_ITEMSIZES = {
 }
 
 
+# numpy type characters that have a Tiled data type; "c" (numpy's one-byte character) is the
+# bytes string "S1".
+_NUMPY_CHARS = "?bBhHiIlLqQefdgFDGSUVOmMc"
+
+
 def _objects_allowed() -> bool:
     return os.environ.get("TILED_ALLOW_OBJECT_ARRAYS", "0") != "0"
 
@@ -99,7 +104,7 @@ class BuiltinDtype:
             raise InvalidDtype(str(dtype), "structured dtypes are StructDtype")
         if dtype.subdtype is not None:
             raise InvalidDtype(str(dtype), "sub-array dtypes are only allowed as record fields")
-        if not isinstance(dtype, numpy.dtype) or dtype.char not in "?bBhHiIlLqQefdgFDGSUVOmM":
+        if not isinstance(dtype, numpy.dtype) or dtype.char not in _NUMPY_CHARS:
             raise InvalidDtype(str(dtype), "no Tiled data type corresponds")
         byteorder = dtype.byteorder
         endianness = _HOST if byteorder == "=" else _CHAR_TO_ENDIANNESS[byteorder]
@@ -209,6 +214,13 @@ class StructDtype:
 
     def to_numpy_descr(self) -> list[tuple]:
         return [f.to_numpy_descr() for f in self.fields]
+
+    def max_depth(self) -> int:
+        """How deeply records nest: 1 when every field is a builtin type."""
+        return max(
+            (1 + f.dtype.max_depth() if isinstance(f.dtype, StructDtype) else 1)
+            for f in self.fields
+        )
 
     def to_numpy_descr_type(self) -> list[tuple]:
         return self.to_numpy_descr()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .core import StructureFamily
+
+# The structure a data source holds (upstream's annotations write DataSource[TableStructure]).
+StructureT = TypeVar("StructureT")
 
 
 class Management(str, enum.Enum):
@@ -46,9 +49,9 @@ class Asset:
 
 
 @dataclass
-class DataSource:
+class DataSource(Generic[StructureT]):
     structure_family: StructureFamily
-    structure: Any = None
+    structure: StructureT | Any = None
     id: int | None = None
     mimetype: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)

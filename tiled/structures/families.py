@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .array import ArrayStructure
+from .awkward import AwkwardStructure
+from .ragged import RaggedStructure
 from .sparse import COOStructure
 from .table import TableStructure
 
 STRUCTURE_TYPES: dict[str, type] = {
     "array": ArrayStructure,
+    "awkward": AwkwardStructure,
+    "ragged": RaggedStructure,
     "sparse": COOStructure,
     "table": TableStructure,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,47 @@ class TableStructure:
         return cls(B64_PREFIX + encoded, npartitions, tuple(columns))
 
     @classmethod
+    def from_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
+        """Upstream's name for :meth:`from_arrow_schema`."""
+        return cls.from_arrow_schema(schema, npartitions)
+
+    @classmethod
+    def from_arrow_table(cls, table: pyarrow.Table, npartitions: int = 1) -> TableStructure:
+        return cls.from_arrow_schema(table.schema, npartitions)
+
+    @classmethod
+    def from_dict(cls, columns: Mapping[str, Any]) -> TableStructure:
+        """The structure of a table of one partition holding ``columns`` (name -> values)."""
+        import pyarrow
+
+        return cls.from_arrow_schema(pyarrow.Table.from_pydict(dict(columns)).schema)
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[Any], names: Sequence[str]) -> TableStructure:
+        """The structure of a table of one partition whose columns ``names`` hold ``arrays``."""
+        import pyarrow
+
+        return cls.from_arrow_schema(pyarrow.Table.from_arrays(list(arrays), list(names)).schema)
+
+    @classmethod
     def from_pandas(cls, df: pandas.DataFrame, npartitions: int = 1) -> TableStructure:
         import pyarrow
 
         schema = pyarrow.Table.from_pandas(df.iloc[:0]).schema
         return cls.from_arrow_schema(schema, npartitions)
+
+    @classmethod
+    def from_dask_dataframe(cls, ddf: Any) -> TableStructure:
+        # The empty frame dask keeps as the schema: no partition is computed.
+        return cls.from_pandas(ddf._meta, ddf.npartitions)
+
+    def is_compatible(self, other: Any) -> bool:
+        """Whether data of structure ``other`` can be served as this structure: as many
+        columns, of the same types in order (names and partitions may differ)."""
+        if not isinstance(other, TableStructure):
+            return False
+        ours, theirs = self.arrow_schema_decoded, other.arrow_schema_decoded
+        return ours.types == theirs.types
 
     @property
     def arrow_schema_decoded(self) -> pyarrow.Schema:

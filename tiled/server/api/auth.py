@@ -57,9 +57,10 @@ def key_scopes(requested: list[str] | None, allowed: frozenset[str], narrowed: b
         return sorted(allowed) if narrowed else [crud.INHERIT]
     excess = set(requested) - allowed - ({crud.INHERIT} if not narrowed else set())
     if excess:
+        # Upstream's wording, which its clients and tests look for.
         raise Forbidden(
-            f"Requested scopes {sorted(excess)} are not held by the key's owner (or by the "
-            f"credentials of this request); allowed scopes are {sorted(allowed)}"
+            f"Requested scopes {sorted(excess)} must be a subset of the principal's scopes "
+            f"(or of the credentials of this request): {sorted(allowed)}"
         )
     return list(dict.fromkeys(requested))
 
@@ -69,6 +70,14 @@ NOT_LIMITED_BY_TAGS = frozenset({"admin:apikeys", crud.INHERIT})
 
 
 async def new_key(db, principal, params: APIKeyParams, scopes: list[str]) -> dict:
+    from .. import authentication  # its limit is read at each use, so that it may be changed
+
+    held = len(await crud.principal_api_keys(db, principal.id))
+    if held >= authentication.API_KEY_LIMIT:
+        raise BadRequest(
+            f"This principal already has {held} API keys, the most allowed "
+            f"({authentication.API_KEY_LIMIT}); revoke some before creating another"
+        )
     if params.access_tags is not None and NOT_LIMITED_BY_TAGS & set(scopes):
         raise Forbidden(
             f"Requested scopes {scopes} contain scopes {sorted(NOT_LIMITED_BY_TAGS & set(scopes))}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ...adapters.base import is_group
-from ...errors import BadRequest, InvalidSlice, NoSuchEntry
+from ...errors import BadRequest, DataUnavailable, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
 from ..dependencies import ArrayNode, ContainerNode, GroupNode, Node, TableNode
@@ -113,7 +114,8 @@ def _size_limited(read: Callable[[], Any], limit: int) -> Callable[[], Any]:
         data = read()
         size = getattr(data, "nbytes", None)
         if size is None and hasattr(data, "memory_usage"):
-            size = int(data.memory_usage(index=False).sum())
+            # The index counts: it is sent too (upstream counts it the same way).
+            size = int(data.memory_usage().sum())
         if size is not None and size > limit:
             raise BadRequest(
                 f"Response would exceed {limit}. Use slicing ('?slice=...') or request fewer columns or a partition."
@@ -171,11 +173,15 @@ async def array_full(
 ):
     adapter = node.adapter
     ndslice = NDSlice.from_query(slicing.slice)
-    shape = _sliced_shape(adapter.structure().shape, ndslice)
+    structure_shape = tuple(adapter.structure().shape)
+    shape = _sliced_shape(structure_shape, ndslice)
     _check_expected(shape, _parse_expected_shape(slicing.expected_shape))
     _check_size(request, shape, adapter.zarr_dtype().itemsize or 1)
+    # The whole array is read as the region its structure names: storage that is growing
+    # (an array being extended) may already hold more than the structure this request saw.
+    region = ndslice or NDSlice(*(slice(0, n) for n in structure_shape))
     return await _encoded(
-        request, node, lambda: adapter.read(ndslice), encoding, sliced=bool(ndslice)
+        request, node, lambda: adapter.read(region), encoding, sliced=bool(ndslice)
     )
 
 
@@ -183,6 +189,11 @@ def _columns(request: Request, body: list[str] | None) -> list[str] | None:
     params = request.query_params
     if "field" in params and "column" in params:
         raise BadRequest("Use 'column' (not also its deprecated alias 'field').")
+    if "field" in params:
+        warnings.warn(
+            "The query parameter 'field' is deprecated; use 'column'.", DeprecationWarning,
+            stacklevel=2,
+        )  # fmt: skip
     columns = params.getlist("column") or params.getlist("field") or body
     return list(columns) if columns else None
 
@@ -257,8 +268,14 @@ async def _check_subtree_size(request: Request, container: Any) -> None:
             if is_group(member):
                 pending.append(member)
             else:
-                meta = await member.to_zarr_meta(settings.zarr)  # reads no data
-                total += math.prod(meta.shape) * (meta.dtype.itemsize or 1)
+                try:
+                    meta = await member.to_zarr_meta(settings.zarr)  # reads no data
+                    shape, itemsize = meta.shape, meta.dtype.itemsize
+                except DataUnavailable:
+                    # No zarr form (long doubles, an HDF5 placeholder) but a native one.
+                    structure = await run_sync(member.structure)
+                    shape, itemsize = structure.shape, structure.data_type.itemsize
+                total += math.prod(shape) * (itemsize or 1)
             if total > limit:
                 raise BadRequest(
                     f"Response would exceed {limit}. Export a smaller part of the tree "

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from ...errors import BadRequest, NoSuchEntry, Unsupported
 from ...queries import KeyLookup
 from ..dependencies import MetadataNode, node_dependency
-from ..resources import ALL_FIELDS, MAX_INLINE_DEPTH, ResourceContext, page_links
+from ..resources import (
+    ALL_FIELDS,
+    MAX_INLINE_DEPTH,
+    ResourceContext,
+    omits_asset_size,
+    page_links,
+)
 from ..responses import document_response
 from ..urls import base_url
 
@@ -44,6 +51,7 @@ class ResourceOptions:
             self.select_metadata,
             self.max_depth,
             self.include_data_sources,
+            omits_asset_size(request),
         )
 
 
@@ -94,18 +102,31 @@ def _options_from(request: Request) -> dict[str, Any]:
     }
 
 
+# One element of ``sort``: a key (dotted for nested metadata), optionally signed; a bare sign is
+# the default (insertion) order, ascending (+) or descending (-). Upstream's pattern.
+_SORT_ELEMENT = re.compile(r"^(?:[+-][a-zA-Z0-9_.]*|[a-zA-Z0-9_.]+)$")
+# Sort keys that name a property of the node, not a metadata key ("metadata.id" does).
+STANDARD_SORT_KEYS = frozenset({"id"})
+
+
 def _sorting_from(values: list[str]) -> list[tuple[str, int]]:
+    """``sort`` parameters (comma-separated, repeatable) as ``(key, direction)`` pairs; the
+    default order, which breaks ties, is put last wherever it was given."""
     sorting: list[tuple[str, int]] = []
-    for value in (part for v in values for part in v.split(",")):
-        key, direction = (value[1:], -1) if value.startswith("-") else (value.lstrip("+"), 1)
-        if key and not key.replace("_", "a").replace(".", "a").isalnum():
-            raise BadRequest(f"Invalid sort key {value!r}")
-        if any(existing == key for existing, _ in sorting):
-            raise BadRequest(f"Duplicate sort key {key!r}")
-        sorting.append((key, direction))
-    if any(key == "" for key, _ in sorting[:-1]):
-        raise BadRequest("The default sort ('') may only come last")
-    return [item for item in sorting if item[0] != ""]
+    default: list[tuple[str, int]] = []
+    for value in (part for v in values for part in v.split(",") if part):
+        if not _SORT_ELEMENT.match(value):
+            raise HTTPException(422, f"Malformed sort element {value!r}: expected a key, "
+                                     "optionally prefixed by + or -")  # fmt: skip
+        key, direction = (value[1:], -1) if value[0] == "-" else (value.lstrip("+"), 1)
+        if key.startswith("metadata.") and key[len("metadata.") :] not in STANDARD_SORT_KEYS:
+            key = key[len("metadata.") :]
+        if any(existing == key for existing, _ in [*sorting, *default]):
+            raise BadRequest(f"Duplicate sort key {key or value!r}")
+        (default if key == "" else sorting).append((key, direction))
+    if default == [("", 1)]:
+        default = []  # ascending insertion order is the default's own tie-break
+    return [*sorting, *default]
 
 
 def _filtered(request: Request, tree: Any) -> tuple[Any, str | None]:
@@ -128,6 +149,7 @@ async def search(
     node: SearchableNode,
     offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
     limit: Annotated[int, Query(alias="page[limit]", ge=0, le=300)] = 100,
+    cursor: Annotated[int | None, Query(alias="page[cursor]")] = None,
 ):
     tree, lookup_key = _filtered(request, node.members())
     sorting = _sorting_from(request.query_params.getlist("sort"))
@@ -138,6 +160,7 @@ async def search(
         tree = sort(sorting)
     options = ResourceOptions(**_options_from(request))
     context = options.context(request, node.path_parts)
+    next_cursor = None
     if lookup_key is not None:
         try:
             items = [(lookup_key, await tree.zarr_member(lookup_key))]
@@ -148,16 +171,44 @@ async def search(
     else:
         count = await tree.count()
         wanted = limit and options.fields != {"count"}
-        items = await tree.items_range(offset, limit) if wanted else []
+        if wanted:
+            items, cursor, next_cursor = await _page(tree, offset, limit, cursor)
+        else:
+            items = []
     # Each child as this identity may see it (its inlined members are filtered too).
     data = [
         await context.resource(node.member_view(key, child), node.path_parts + (key,))
         for key, child in items
     ]
-    links = page_links(f"{base_url(request)}/search/{node.path}", offset, limit, count)
+    here = f"{base_url(request)}/search/{node.path}"
+    links = page_links(here, offset, limit, count, cursor=cursor, next_cursor=next_cursor)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
     )
+
+
+async def _page(
+    tree: Any, offset: int, limit: int, cursor: int | None
+) -> tuple[list[tuple[str, Any]], int | None, int | None]:
+    """``(items, cursor, next cursor)`` of one page of a listing.
+
+    A listing that offers keyset pages (a catalog in insertion order: ``items_page`` and
+    ``cursor_for_offset``, upstream's names) is read after a cursor, which stays right while
+    children are added; an offset is turned into a cursor first, so that the ``next`` link is
+    one. Other listings, and catalogs sorted by metadata, are read by offset.
+    """
+    items_page = getattr(tree, "items_page", None)
+    if cursor is not None:
+        if items_page is None:
+            raise BadRequest("This node does not support page[cursor]; use page[offset].")
+        items, following = await items_page(cursor, limit)
+        return items, cursor, following
+    if items_page is not None:
+        cursor = await tree.cursor_for_offset(offset) if offset else None
+        if cursor is not None or offset == 0:
+            items, following = await items_page(cursor, limit)
+            return items, cursor, following
+    return await tree.items_range(offset, limit), None, None
 
 
 @router.get("/distinct/{path:path}")
@@ -178,4 +229,22 @@ async def distinct(
     )
     if inspect.isawaitable(result):  # a catalog answers with a query
         result = await result
-    return document_response(request, result)
+    return document_response(request, _with_counts(result))
+
+
+def _with_counts(result: dict[str, Any]) -> dict[str, Any]:
+    """Every distinct value with its ``count`` (null when counts were not asked for), as
+    upstream answers, whatever the adapter left out."""
+
+    def complete(values: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if values is None:
+            return None
+        return [{"value": entry.get("value"), "count": entry.get("count")} for entry in values]
+
+    completed = dict(result)
+    if result.get("metadata") is not None:
+        completed["metadata"] = {key: complete(v) for key, v in result["metadata"].items()}
+    for name in ("structure_families", "specs"):
+        if name in result:
+            completed[name] = complete(result[name])
+    return completed

@@ -20,7 +20,7 @@ from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
-from ..resources import LINKS_BY_FAMILY, data_sources_json, page_links
+from ..resources import LINKS_BY_FAMILY, data_sources_json, omits_asset_size, page_links
 from ..responses import document_response
 from ..urls import base_url
 
@@ -119,7 +119,7 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     base = base_url(request)
     links = {"self": f"{base}/metadata/{path}"}
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
-    sources = data_sources_json(child) or []
+    sources = data_sources_json(child, omits_asset_size(request)) or []
     document = {"id": child.key, "links": links, "data_sources": sources}
     if reported_tags is not None:
         document["access_tags"] = reported_tags
