@@ -113,3 +113,88 @@ def test_readers_see_a_growing_array_as_a_prefix(live_catalog):  # noqa: F811
         final = numpy.frombuffer(client.get("/api/v1/array/full/run/frames").content)
         expected = numpy.concatenate([frame(n) for n in range(FIRST + FRAMES)])
         numpy.testing.assert_array_equal(final.reshape(expected.shape), expected)
+
+
+ROWS_PER_APPEND = 10
+APPENDS = 100
+
+
+@pytest.mark.slow
+def test_readers_see_a_growing_table_as_a_prefix(database_uri, storage, tmp_path):  # noqa: F811
+    """1,000 rows appended in 100 appends to a table in SQL storage (the catalog's database
+    kind) while readers poll /api/v1 and a column through /zarr/v3: each read is a prefix of
+    whole appends; the final rows are those written."""
+    import pyarrow
+
+    from tiled.catalog import from_uri
+    from tiled.client import from_uri as client_from_uri
+    from tiled.server.app import build_app
+
+    from .live_server import serve
+
+    sql_storage = (
+        f"sqlite:///{tmp_path / 'tables.sqlite'}" if "sqlite" in database_uri else database_uri
+    )
+    tree = from_uri(database_uri, writable_storage=[storage, sql_storage], init_if_not_exists=True)
+    app = build_app(tree, authentication={"single_user_api_key": "secret"})
+    errors: list[str] = []
+    reads = {"api": 0, "zarr": 0}
+    stop = threading.Event()
+
+    def check(name: str, counts: numpy.ndarray, seen: int) -> int:
+        count = len(counts)
+        if (
+            count < seen
+            or count % ROWS_PER_APPEND
+            or not numpy.array_equal(counts, numpy.arange(count))
+        ):
+            errors.append(f"{name}: not a prefix of whole appends after {seen} rows: {count}")
+        reads[name] += 1
+        return count
+
+    def poll(url: str, name: str) -> None:
+        seen = 0
+        fs = HTTPFileSystem(client_kwargs={"headers": HEADERS})
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as http:
+            while not stop.is_set() and not errors:
+                try:
+                    if name == "api":
+                        response = http.get(
+                            "/api/v1/table/full/run/events",
+                            headers={"Accept": "application/vnd.apache.arrow.file"},
+                        )
+                        response.raise_for_status()
+                        table = pyarrow.ipc.open_file(pyarrow.py_buffer(response.content))
+                        counts = table.read_all()["counts"].to_numpy()
+                    else:
+                        group = zarr.open_group(
+                            fs.get_mapper(f"{url}/zarr/v3/run/events"), mode="r"
+                        )
+                        counts = group["counts"][...]
+                except Exception as err:  # reported, not raised in a thread
+                    errors.append(f"{name}: {err!r}")
+                    return
+                seen = check(name, counts, seen)
+                stop.wait(READ_INTERVAL)
+
+    with serve(app) as server:
+        client = client_from_uri(server.url, api_key="secret")
+        run = client.create_container("run")
+        schema = pyarrow.schema([("time", pyarrow.float64()), ("counts", pyarrow.int64())])
+        events = run.create_appendable_table(schema, key="events")
+        readers = [threading.Thread(target=poll, args=(server.url, n)) for n in ("api", "zarr")]
+        for reader in readers:
+            reader.start()
+        try:
+            for n in range(APPENDS):
+                first = n * ROWS_PER_APPEND
+                counts = numpy.arange(first, first + ROWS_PER_APPEND)
+                events.append_partition(0, pyarrow.table({"time": counts * 0.1, "counts": counts}))
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.join(timeout=60)
+        assert not errors, errors
+        assert reads["api"] > 2 and reads["zarr"] > 2, reads
+        final = events.read()
+        assert final["counts"].tolist() == list(range(APPENDS * ROWS_PER_APPEND))
