@@ -406,9 +406,10 @@ def _merge_dimension(column: tuple[Any, ...]) -> tuple[Any, bool]:
     )
     if len(runs) == 1:
         return column[0], False
-    # Adjacent runs chain: each one stops where the next one starts.
-    for (_, stop), (start, _) in itertools.pairwise(runs):
-        if stop is None or stop != start:
+    # Adjacent runs chain: each one stops where the next one starts. Two runs from one start
+    # overlap (whichever of them the sort put first: the order of equal starts is arbitrary).
+    for (first, stop), (start, _) in itertools.pairwise(runs):
+        if stop is None or stop != start or first == start:
             raise ValueError(f"Slices {parts} are not adjacent")
     return builtins.slice(runs[0][0], runs[-1][1], parts[0].step), True
 

@@ -32,24 +32,82 @@ def demo_server(demo_tree):
 
 
 UPSTREAM_SERVER_REQUIREMENT = "tiled[all]==0.2.20"
+# Upstream's client of the release its users have (test_upstream_client, test_authentication).
+UPSTREAM_CLIENT_REQUIREMENT = "tiled[client]==0.2.16"
+ZARR2_REQUIREMENTS = ("zarr>=2.18,<3", "fsspec", "aiohttp", "requests")
+# Upstream releases whose catalogs the migration tests upgrade (test_catalog_migrations):
+# release -> the requirements of an environment with its server.
+UPSTREAM_RELEASE_REQUIREMENTS = {
+    "0.2.0": ("tiled[all]==0.2.0", "fastapi<0.122"),  # 0.122 changed APIKeyBase.check_api_key
+    "0.2.16": ("tiled[all]==0.2.16",),
+}
 
 
-@pytest.fixture(scope="session")
-def upstream_tiled(tmp_path_factory):
-    """A virtual environment holding upstream's released server and client (``tiled[all]``).
-
-    Shared by every test that builds a deployment with upstream or reads ours with it; its
-    ``bin/tiled`` is upstream's command line.
-    """
+def _given_python(variable: str):
+    """An environment given by ``variable`` (reused between runs), or None."""
     import os
     from pathlib import Path
 
+    given = os.environ.get(variable)
+    return Path(given) if given else None
+
+
+def _release_variable(version: str) -> str:
+    return f"TILED_TEST_UPSTREAM_{version.replace('.', '_')}_PYTHON"
+
+
+def isolated_environments_for(fixturenames) -> list[tuple[str, ...]]:
+    """The requirement sets of the isolated environments a test's fixtures will build (those
+    not given by an environment variable)."""
+    wanted = []
+    if "upstream_tiled" in fixturenames and not _given_python("TILED_TEST_UPSTREAM_PYTHON"):
+        wanted.append((UPSTREAM_SERVER_REQUIREMENT,))
+    if "upstream_client_python" in fixturenames:
+        wanted.append((UPSTREAM_CLIENT_REQUIREMENT,))
+    if "zarr2_python" in fixturenames:
+        wanted.append(ZARR2_REQUIREMENTS)
+    if "upstream_release" in fixturenames:
+        wanted.extend(
+            requirements
+            for version, requirements in UPSTREAM_RELEASE_REQUIREMENTS.items()
+            if not _given_python(_release_variable(version))
+        )
+    return wanted
+
+
+def pytest_collection_finish(session):
+    # Start the environments the collected tests need now, two at a time in the background,
+    # instead of one by one when the first test of each asks (a minute of pip apiece).
+    from .isolated_python import prepare
+
+    seen = set()
+    for item in session.items:
+        for requirements in isolated_environments_for(getattr(item, "fixturenames", ())):
+            if requirements not in seen:
+                seen.add(requirements)
+                prepare(*requirements)
+
+
+@pytest.fixture(scope="session")
+def upstream_tiled():
+    """A virtual environment holding upstream's released server and client (``tiled[all]``).
+
+    Shared by every test that builds a deployment with upstream or reads ours with it; its
+    ``bin/tiled`` is upstream's command line. ``TILED_TEST_UPSTREAM_PYTHON`` names one to
+    reuse between runs.
+    """
     from .isolated_python import isolated_python
 
-    given = os.environ.get("TILED_TEST_UPSTREAM_PYTHON")  # reuse an environment between runs
-    if given:
-        return Path(given)
-    return isolated_python(tmp_path_factory.mktemp("upstream_tiled"), UPSTREAM_SERVER_REQUIREMENT)
+    given = _given_python("TILED_TEST_UPSTREAM_PYTHON")
+    return given or isolated_python(UPSTREAM_SERVER_REQUIREMENT)
+
+
+@pytest.fixture(scope="session")
+def upstream_client_python():
+    """A virtual environment with upstream's released Python client only."""
+    from .isolated_python import isolated_python
+
+    return isolated_python(UPSTREAM_CLIENT_REQUIREMENT)
 
 
 UPSTREAM_SDIST = "tiled-0.2.20.tar.gz"
@@ -118,11 +176,9 @@ def upstream_example_configs(upstream_sdist, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def zarr2_python(tmp_path_factory):
+def zarr2_python():
     """A virtual environment with zarr-python 2.18 (and fsspec over HTTP), shared by the tests
     that read this server's /zarr/v2 with the older library."""
     from .isolated_python import isolated_python
 
-    return isolated_python(
-        tmp_path_factory.mktemp("zarr2_python"), "zarr>=2.18,<3", "fsspec", "aiohttp", "requests"
-    )
+    return isolated_python(*ZARR2_REQUIREMENTS)

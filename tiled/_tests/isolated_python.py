@@ -1,18 +1,76 @@
-"""A Python of its own for third-party clients whose package names clash with ours."""
+"""A Python of its own for third-party clients whose package names clash with ours.
+
+Each environment takes a minute or more of pip, so each set of requirements is built once per
+test session, whoever asks first, and the session starts building the ones its collected tests
+will need in the background (:func:`prepare`, called by ``conftest.py``): by the time a test
+asks, the environment is usually ready.
+"""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
+import tempfile
+import threading
 import venv
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+# Two at a time: pip is half waiting on files, and the tests keep running beside it.
+_BUILDERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="isolated-python")
+_BUILDS: dict[tuple[str, ...], Future] = {}
+_LOCK = threading.Lock()
+_ROOT: list[Path] = []
 
-def isolated_python(directory: Path, *requirements: str) -> Path:
-    """Create a virtual environment in ``directory`` with ``requirements``; return its python."""
+
+def _session_root() -> Path:
+    if not _ROOT:
+        root = Path(tempfile.mkdtemp(prefix="tiled-test-pythons-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _ROOT.append(root)
+    return _ROOT[0]
+
+
+def _build(directory: Path, requirements: tuple[str, ...]) -> Path:
     venv.create(directory, with_pip=True)
     python = directory / "bin" / "python"
     subprocess.run([python, "-m", "pip", "install", "-q", *requirements], check=True, timeout=900)
     return python
+
+
+def _claim(requirements: tuple[str, ...]) -> tuple[Future, Path | None]:
+    """The session's build of ``requirements``, and a directory when the caller must build it
+    (the first to ask); the lock is held only to look up and claim."""
+    with _LOCK:
+        future = _BUILDS.get(requirements)
+        if future is not None:
+            return future, None
+        future = _BUILDS[requirements] = Future()
+        return future, _session_root() / f"env{len(_BUILDS)}"
+
+
+def _build_into(future: Future, directory: Path, requirements: tuple[str, ...]) -> None:
+    try:
+        future.set_result(_build(directory, requirements))
+    except BaseException as error:  # noqa: BLE001 - kept for everyone who waits on it
+        future.set_exception(error)
+
+
+def prepare(*requirements: str) -> None:
+    """Start building an environment with ``requirements`` in the background."""
+    future, directory = _claim(tuple(requirements))
+    if directory is not None:
+        _BUILDERS.submit(_build_into, future, directory, tuple(requirements))
+
+
+def isolated_python(*requirements: str) -> Path:
+    """The python of an environment holding ``requirements`` (built now unless it was built or
+    started earlier in the session)."""
+    future, directory = _claim(tuple(requirements))
+    if directory is not None:
+        _build_into(future, directory, tuple(requirements))
+    return future.result()
 
 
 def run_isolated(python: Path, script: str, *args: str) -> subprocess.CompletedProcess:

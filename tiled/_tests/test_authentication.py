@@ -470,10 +470,10 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_upstream_client_logs_in(tmp_path, monkeypatch):
-    from .isolated_python import isolated_python, run_isolated
+def test_upstream_client_logs_in(tmp_path, monkeypatch, upstream_client_python):
+    from .isolated_python import run_isolated
 
-    python = isolated_python(tmp_path / "venv", "tiled[client]==0.2.16")
+    python = upstream_client_python
     monkeypatch.setenv("TILED_CACHE_DIR", str(tmp_path / "cache"))  # its token store
     with serve(build_app(tree(), authentication())) as live:
         result = run_isolated(python, UPSTREAM_SCRIPT, live.url)

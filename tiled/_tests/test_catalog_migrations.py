@@ -24,7 +24,6 @@ Reuse prepared environments between runs with ``TILED_TEST_UPSTREAM_0_2_0_PYTHON
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from tiled.catalog.database import async_url, create_engine, head_revision
 from tiled.catalog.errors import MigrationRefused
 from tiled.catalog.orm import metadata_obj
 
+from .conftest import UPSTREAM_RELEASE_REQUIREMENTS, _given_python, _release_variable
 from .isolated_python import isolated_python, run_isolated
 from .postgres import temporary_database
 from .processes import server_process, without_pythonpath
@@ -51,8 +51,7 @@ from .processes import server_process, without_pythonpath
 API_KEY = "secret"
 HEAD = "917dbbcfc4b1"
 RELEASES = {"0.2.0": "dfbb7478c6bd", "0.2.16": "c31f6a1d7e20"}  # release -> its newest revision
-# Later releases of a dependency that a release predates and cannot run with.
-PINS = {"0.2.0": ["fastapi<0.122"]}  # 0.122 changed APIKeyBase.check_api_key's arguments
+assert set(RELEASES) == set(UPSTREAM_RELEASE_REQUIREMENTS)  # (the environments: conftest.py)
 DATA_TABLES = ("nodes", "nodes_closure", "structures", "data_sources", "assets",
                "data_source_asset_association", "revisions", "webhooks", "webhook_deliveries",
                "entities", "links", "namespaces")  # fmt: skip
@@ -273,14 +272,14 @@ def _fresh_schema(backend: str, directory: Path) -> dict:
 
 
 @pytest.fixture(scope="session", params=list(RELEASES))
-def upstream_release(request, tmp_path_factory) -> tuple[str, Path]:
-    """(version, python) of an environment with upstream's ``tiled[all]`` of that release."""
+def upstream_release(request) -> tuple[str, Path]:
+    """(version, python) of an environment with upstream's ``tiled[all]`` of that release
+    (``TILED_TEST_UPSTREAM_0_2_0_PYTHON`` and so on name ones to reuse between runs)."""
     version = request.param
-    given = os.environ.get(f"TILED_TEST_UPSTREAM_{version.replace('.', '_')}_PYTHON")
+    given = _given_python(_release_variable(version))
     if given:
-        return version, Path(given)
-    directory = tmp_path_factory.mktemp(f"upstream_{version.replace('.', '_')}")
-    return version, isolated_python(directory, f"tiled[all]=={version}", *PINS.get(version, []))
+        return version, given
+    return version, isolated_python(*UPSTREAM_RELEASE_REQUIREMENTS[version])
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

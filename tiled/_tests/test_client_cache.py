@@ -9,6 +9,8 @@ import hashlib
 import itertools
 import pickle
 import sqlite3
+import threading
+import time
 
 import httpx
 import numpy
@@ -515,3 +517,27 @@ def test_requests_to_the_server_root_are_never_500(tiled_server):
     for path in ("/", "/?api_key=x", "/nope"):
         response = httpx.get(f"{tiled_server.url}{path}")
         assert response.status_code < 500
+
+
+def test_with_thread_lock_lets_one_thread_in_at_a_time():
+    from tiled.client.cache import with_thread_lock
+
+    inside, overlaps = [], []
+
+    class Guarded:
+        _lock = threading.Lock()
+
+        @with_thread_lock
+        def work(self):
+            inside.append(1)
+            overlaps.append(len(inside))
+            time.sleep(0.002)  # long enough for the other threads to try to enter
+            inside.pop()
+
+    guarded = Guarded()
+    threads = [threading.Thread(target=guarded.work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [1] * 8

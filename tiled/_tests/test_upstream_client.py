@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from .isolated_python import isolated_python, run_isolated
+from .isolated_python import run_isolated
 
 SCRIPT = r"""
 import json, sys
@@ -35,14 +35,9 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="session")
-def upstream_python(tmp_path_factory):
-    return isolated_python(tmp_path_factory.mktemp("upstream_python"), "tiled[client]==0.2.16")
-
-
 @pytest.mark.slow
-def test_upstream_client_browses_and_reads(upstream_python, demo_server, demo_tree):
-    result = run_isolated(upstream_python, SCRIPT, demo_server.url)
+def test_upstream_client_browses_and_reads(upstream_client_python, demo_server, demo_tree):
+    result = run_isolated(upstream_client_python, SCRIPT, demo_server.url)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got["root_keys"] == list(demo_tree)
