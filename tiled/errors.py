@@ -23,6 +23,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── Unauthenticated               no (valid) credentials where they are required
     ├── Forbidden                     credentials valid, but not allowed to do this
     ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
+    ├── UnsupportedUploadType         a request body in a media type the route cannot read
     ├── Unsupported                   the node cannot perform the operation at all
     ├── DataUnavailable               the node's data is in a form this server cannot read
     ├── ShapeMismatchError            stored data cannot be served at the advertised shape
@@ -134,6 +135,11 @@ class Forbidden(TiledError):
 
 class UnsupportedMediaType(TiledError):
     pass
+
+
+class UnsupportedUploadType(TiledError):
+    """The request's body is in a media type (its ``Content-Type``) the route cannot read:
+    415, where a response that cannot be given in an accepted type is 406."""
 
 
 class Unsupported(TiledError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -387,14 +388,16 @@ def test_cli_api_key_create_list_revoke(server, client):
 
 
 def test_cli_login_with_username(server, client):
-    from typer.testing import CliRunner
-
-    from tiled.commandline.main import cli_app
-
     args = ["api_key", "create", "--uri", server.url, "--username", "bob", "--expires-in", "5m"]
-    result = CliRunner().invoke(cli_app, args, input="secret2\n", env={"TILED_API_KEY": ""})
-    assert result.exit_code == 0, result.output
-    secret = result.stdout.strip().splitlines()[-1]
+    env = {**os.environ, "TILED_API_KEY": ""}
+    result = subprocess.run(
+        [TILED, *args], input="secret2\n", capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    # The prompt goes to standard error: KEY=$(tiled api_key create --username ...) works.
+    assert "Password for bob" in result.stderr
+    secret = result.stdout.strip()
+    assert result.stdout == secret + "\n" and len(secret) == 72
     assert client.get("/auth/apikey", headers=apikey(secret)).json()["expiration_time"]
 
 

@@ -183,7 +183,7 @@ REFUSED = [
         "put",
         "/api/v1/array/full/x",
         {"content": b"\0" * 3200, "headers": {"Content-Type": "text/csv"}},
-        406,
+        415,
     ),
     ("post", "/api/v1/metadata/", {"json": {"id": "x", "structure_family": "container"}}, 409),
     ("post", "/api/v1/metadata/", {"json": {"id": "a/b", "structure_family": "container"}}, 422),

@@ -53,7 +53,8 @@ def _login(http, username: str, provider: str | None) -> str:
         _fail("this server has no username/password providers; use --api-key")
     if provider is not None and provider not in names:
         _fail(f"no provider {provider!r} on this server; it has {names}")
-    password = typer.prompt(f"Password for {username}", hide_input=True)
+    # On standard error: standard output carries only the key (KEY=$(tiled api_key create ...)).
+    password = typer.prompt(f"Password for {username}", hide_input=True, err=True)
     form = {"username": username, "password": password}
     tokens = _check(http.post(f"/auth/provider/{provider or names[0]}/token", data=form)).json()
     return tokens["access_token"]

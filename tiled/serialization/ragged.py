@@ -145,11 +145,11 @@ RAGGED_DECODERS = {ZIP: from_zipped_buffers, JSON: from_json}
 
 
 def decode_ragged(body: bytes, media_type: str, structure: Any) -> Any:
-    from ..errors import UnsupportedMediaType
+    from ..errors import UnsupportedUploadType
 
     decoder = RAGGED_DECODERS.get(media_type)
     if decoder is None:
-        raise UnsupportedMediaType(
+        raise UnsupportedUploadType(
             f"Ragged bodies are {sorted(RAGGED_DECODERS)}, not {media_type!r}"
         )
     try:

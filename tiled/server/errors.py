@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.NotFound, 404),
     (errors.UnsupportedMediaType, 406),
+    (errors.UnsupportedUploadType, 415),
     (errors.Unsupported, 405),
     (errors.DataUnavailable, 415),
     (errors.Conflict, 409),

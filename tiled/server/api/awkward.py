@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from ...adapters.protocols import WritableAwkward
-from ...errors import BadRequest, UnsupportedMediaType
+from ...errors import BadRequest, UnsupportedUploadType
 from ...utils import run_sync
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
@@ -73,6 +73,6 @@ async def write_awkward(request: Request, node: WritingAwkward):
     writer = capable(node.adapter, WritableAwkward, "writing")
     media_type = request.headers.get("content-type", ZIP).split(";")[0].strip()
     if media_type != ZIP:
-        raise UnsupportedMediaType(f"Awkward buffers are sent as {ZIP}, not {media_type!r}")
+        raise UnsupportedUploadType(f"Awkward buffers are sent as {ZIP}, not {media_type!r}")
     await writer.write(unzip_buffers(await request.body()))
     return document_response(request, None)

@@ -13,7 +13,7 @@ import numpy
 from fastapi import APIRouter, Request
 
 from ...adapters.protocols import PatchableArray, WritableArray, WritableSparse, WritableTable
-from ...errors import BadRequest, UnsupportedMediaType
+from ...errors import BadRequest, UnsupportedUploadType
 from ...ndslice import NDBlock
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
@@ -33,7 +33,7 @@ def _array_from_body(
     body: bytes, structure: Any, shape: tuple[int, ...], media_type: str
 ) -> numpy.ndarray:
     if media_type != "application/octet-stream":
-        raise UnsupportedMediaType(
+        raise UnsupportedUploadType(
             f"Array bodies must be application/octet-stream, not {media_type!r}"
         )
     dtype = structure.data_type.to_numpy_dtype()
@@ -56,7 +56,7 @@ def _table_from_body(body: bytes, media_type: str) -> Any:
             return pyarrow.parquet.read_table(io.BytesIO(body)).to_pandas()
     except (pyarrow.ArrowInvalid, OSError) as err:
         raise BadRequest(f"Could not read the {media_type} body: {err}") from None
-    raise UnsupportedMediaType(
+    raise UnsupportedUploadType(
         f"Table bodies must be Arrow IPC files or Parquet, not {media_type!r}"
     )
 
