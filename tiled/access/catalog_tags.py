@@ -378,9 +378,11 @@ class CatalogTagPolicy:
         identity: Identity,
         current: frozenset[str] | None,
         requested: Iterable[str] | None,
+        granted: frozenset[str] | None = None,
     ) -> frozenset[str]:
         """The tags a node is created (``current`` None) or updated with; :class:`Forbidden`
-        (403) naming the rule when the request breaks one."""
+        (403) naming the rule when the request breaks one. (``granted``, the identity's scopes
+        on the node, is not needed here: tag ownership decides.)"""
         try:
             if current is None:
                 return self._tags_for_new_node(identity, requested)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import Forbidden
 from .identity import Identity
 from .scopes import ALL_SCOPES
 
@@ -26,6 +27,7 @@ READ = frozenset({"read:metadata", "read:data"})
 
 
 Chain = Sequence[tuple[str, Any]]
+TAGS_REFUSED = "Access policy rejects the provided access tags: "
 
 
 @runtime_checkable
@@ -166,6 +168,41 @@ class TagBasedAccessPolicy:
 
     def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
         return "read:metadata" in self.allowed_scopes(identity, [*chain, (key, child)])
+
+    def approve_tags(
+        self,
+        identity: Identity,
+        current: frozenset[str] | None,
+        requested: Iterable[str] | None,
+        granted: frozenset[str] | None = None,
+    ) -> frozenset[str]:
+        """The tags a node is created (``current`` None) or updated with, or 403.
+
+        Tags decide who may do what, so changing them is an access decision, not a metadata
+        edit: admins may set any defined tags; anyone else may tag a new node with defined
+        tags, and may change an existing node's tags only when they may read its data (they
+        cannot expose data they could not read) and the new tags grant them nothing that they
+        do not hold on it already (``granted``: they cannot widen their own access).
+        """
+        if requested is None:
+            return current if current is not None else frozenset()
+        tags = frozenset(requested)
+        undefined = sorted(tags - set(self.tags))
+        if undefined:
+            raise Forbidden(f"{TAGS_REFUSED}no tag is defined as {undefined}")
+        if _names(identity) & self.admins or (current is not None and tags == current):
+            return tags
+        if current is None:
+            return tags
+        held = granted if granted is not None else frozenset()
+        if "read:data" not in held:
+            raise Forbidden(
+                f"{TAGS_REFUSED}changing a node's tags needs read:data on it (admins excepted)"
+            )
+        widened = sorted(self._scopes_for_tags(identity, tags) - held)
+        if widened:
+            raise Forbidden(f"{TAGS_REFUSED}the new tags would grant you {widened} on this node")
+        return tags
 
     def child_query(self, identity: Identity, chain: Chain) -> Any | None:
         """Under an untagged parent a child is visible exactly when its own tags grant

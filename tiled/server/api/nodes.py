@@ -93,7 +93,7 @@ def _approved(node: Node, current: frozenset[str] | None, requested: list[str] |
     approve = getattr(node.view.policy if node.view else None, "approve_tags", None)
     if approve is None:
         return (blob_of_tags(requested) if requested is not None else None), None
-    tags = approve(node.identity, current, requested)
+    tags = approve(node.identity, current, requested, None if current is None else node.granted)
     # Reported when the policy made them differ from the request (as upstream reports).
     reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
     if current is not None and tags == current:

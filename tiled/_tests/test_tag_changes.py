@@ -1,0 +1,116 @@
+"""Changing a node's access tags is an access decision: under a tag policy a principal with
+``write:metadata`` cannot retag a node to reach data it could not read, nor widen its own access,
+on create, metadata PUT or PATCH; refusals are 403 and change nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tiled.access.policies import TagBasedAccessPolicy
+from tiled.catalog import from_uri
+from tiled.config import Authentication
+from tiled.server.app import build_app
+
+from .live_server import serve
+
+USERS = {"admin": "pw0", "carol": "pw1"}
+SCOPES = ["read:metadata", "read:data", "write:metadata", "write:data", "create:node"]
+TAGS = {
+    # carol may edit metadata here but not read the data.
+    "edit-only": {"users": {"carol": ["read:metadata", "write:metadata"]}},
+    "carol-reads": {"users": {"carol": ["read:metadata", "read:data", "write:metadata"]}},
+    "carol-all": {"users": {"carol": SCOPES}},
+    "everyone": {"public": ["read:metadata", "read:data"]},
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tags")
+    catalog = from_uri(
+        f"sqlite:///{directory}/catalog.db",
+        writable_storage=[str(directory / "data")],
+        init_if_not_exists=True,
+    )
+    authentication = Authentication(
+        providers=[{
+            "provider": "toy",
+            "authenticator": "tiled.authenticators:DictionaryAuthenticator",
+            "args": {"users_to_passwords": USERS},
+        }],
+        secret_keys=["not-a-secret-but-long-enough-for-tests"],
+        allow_anonymous_access=True,
+    )  # fmt: skip
+    policy = TagBasedAccessPolicy(TAGS, admins=["admin"])
+    app = build_app(catalog, authentication=authentication, access_policy=policy)
+    with serve(app) as live:
+        admin = _client(live, "admin")
+        for key, tags in [("secret", ["edit-only"]), ("readable", ["carol-reads"]),
+                          ("home", ["carol-all"])]:  # fmt: skip
+            body = {"id": key, "structure_family": "container", "access_tags": tags}
+            assert admin.post("/api/v1/metadata/", json=body).status_code == 200
+        yield live
+
+
+def _client(live, user: str) -> httpx.Client:
+    client = httpx.Client(base_url=live.url)
+    form = {"username": user, "password": USERS[user]}
+    tokens = client.post("/api/v1/auth/provider/toy/token", data=form).json()
+    client.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+    return client
+
+
+def _tags(client: httpx.Client, key: str) -> list[str]:
+    document = client.get(f"/api/v1/metadata/{key}", params={"include_data_sources": "true"})
+    return document.json()["data"]["attributes"]["access_blob"].get("tags", [])
+
+
+def _put(client, key, tags):
+    return client.put(f"/api/v1/metadata/{key}", json={"metadata": {}, "access_tags": tags})
+
+
+def _patch(client, key, tags):
+    body = {"content-type": "application/merge-patch+json", "access_tags": tags}
+    return client.patch(f"/api/v1/metadata/{key}", json=body)
+
+
+@pytest.mark.parametrize("change", [_put, _patch])
+def test_no_retagging_data_one_could_not_read(server, change):
+    carol, admin = _client(server, "carol"), _client(server, "admin")
+    assert carol.get("/api/v1/metadata/secret").status_code == 200  # visible, editable
+    for tags in (["carol-reads"], ["everyone"], ["edit-only", "everyone"]):
+        refused = change(carol, "secret", tags)
+        assert refused.status_code == 403, refused.text
+        assert "read:data" in refused.json()["detail"]
+    assert _tags(admin, "secret") == ["edit-only"]
+    assert httpx.get(f"{server.url}/api/v1/metadata/secret").status_code == 404
+
+
+@pytest.mark.parametrize("change", [_put, _patch])
+def test_no_widening_ones_own_access(server, change):
+    carol, admin = _client(server, "carol"), _client(server, "admin")
+    refused = change(carol, "readable", ["carol-all"])
+    assert refused.status_code == 403, refused.text
+    assert "write:data" in refused.json()["detail"]
+    assert _tags(admin, "readable") == ["carol-reads"]
+
+
+def test_allowed_changes_and_undefined_tags(server):
+    carol, admin = _client(server, "carol"), _client(server, "admin")
+    # Within what she holds: her data may be narrowed or shared with everyone.
+    assert _put(carol, "home", ["carol-reads"]).status_code == 200
+    assert _tags(admin, "home") == ["carol-reads"]
+    assert _put(carol, "home", ["carol-reads", "everyone"]).status_code == 200
+    undefined = _put(admin, "home", ["no-such-tag"])
+    assert undefined.status_code == 403 and "no-such-tag" in undefined.json()["detail"]
+    assert _put(admin, "home", ["carol-all"]).status_code == 200  # admins may
+    assert _tags(admin, "home") == ["carol-all"]
+
+
+def test_new_nodes_take_defined_tags_only(server):
+    carol = _client(server, "carol")
+    body = {"id": "new", "structure_family": "container", "access_tags": ["nonsense"]}
+    assert carol.post("/api/v1/metadata/home", json=body).status_code == 403
+    body["access_tags"] = ["carol-all"]
+    assert carol.post("/api/v1/metadata/home", json=body).status_code == 200
