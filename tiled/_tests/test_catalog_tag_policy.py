@@ -270,3 +270,18 @@ def test_a_tree_without_catalog_is_refused():
 
     with pytest.raises(ValueError, match="must be \\(or mount\\) an SQL catalog"):
         asyncio.run(CatalogTagPolicy(provider="toy").startup(MapAdapter({})))
+
+
+def test_an_admins_key_limited_to_tags_is_limited(deployment):
+    url, _ = deployment
+    root = login(url, "root")
+    assert listing(url, root) == ["lab", "private", "open"]  # admins see everything
+    secret = httpx.post(
+        f"{url}/api/v1/auth/apikey", json={"scopes": READ, "access_tags": ["public", "open"]},
+        headers=root,
+    ).json()["secret"]  # fmt: skip
+    key = {"Authorization": f"Apikey {secret}"}
+    assert listing(url, key) == ["open"]
+    assert httpx.get(f"{url}/api/v1/metadata/lab/image", headers=key).status_code == 404
+    assert httpx.get(f"{url}/zarr/v3/lab/image/c/0", headers=key).status_code == 404
+    assert httpx.get(f"{url}/api/v1/metadata/open", headers=key).status_code == 200

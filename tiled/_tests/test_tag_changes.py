@@ -114,3 +114,80 @@ def test_new_nodes_take_defined_tags_only(server):
     assert carol.post("/api/v1/metadata/home", json=body).status_code == 403
     body["access_tags"] = ["carol-all"]
     assert carol.post("/api/v1/metadata/home", json=body).status_code == 200
+
+
+# --- API keys limited to tags ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed(server):
+    """A container under two tags holding an array under each; API keys of carol and of the
+    admin, each limited to one tag."""
+    import numpy
+
+    from tiled.client import from_uri
+
+    admin = _client(server, "admin")
+    admin_key = admin.post("/api/v1/auth/apikey", json={"scopes": ["inherit"]}).json()["secret"]
+    writer = from_uri(server.url, api_key=admin_key)
+    mine = writer.create_container("mine", access_tags=["carol-reads", "everyone"])
+    mine.write_array(numpy.arange(3), key="a", access_tags=["carol-reads"])
+    mine.write_array(numpy.arange(4), key="b", access_tags=["carol-all"])
+    mine.write_array(numpy.arange(5), key="c", access_tags=["everyone"])
+    carol = _client(server, "carol")
+    scopes = ["read:metadata", "read:data"]
+
+    def key(client, tags):
+        body = {"scopes": scopes, "access_tags": tags}
+        response = client.post("/api/v1/auth/apikey", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["secret"]
+
+    return {
+        "carol": key(carol, ["carol-reads"]),
+        "carol-unlimited": key(carol, None),
+        "admin": key(admin, ["everyone"]),
+    }
+
+
+def _keyed_client(server, secret) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Apikey {secret}"})
+
+
+@pytest.mark.parametrize(
+    "who, reachable, unreachable",
+    [
+        ("carol", ["a"], ["b", "c"]),  # c is public, but this key is limited to carol-reads
+        ("carol-unlimited", ["a", "b", "c"], []),
+        ("admin", ["c"], ["a", "b"]),  # an admin's limited key is limited too
+    ],
+)
+def test_keys_limited_to_tags_reach_only_those(server, keyed, who, reachable, unreachable):
+    with _keyed_client(server, keyed[who]) as client:
+        for name in reachable:
+            for url in (f"/api/v1/metadata/mine/{name}", f"/api/v1/array/full/mine/{name}",
+                        f"/zarr/v3/mine/{name}/zarr.json", f"/zarr/v2/mine/{name}/.zarray",
+                        f"/zarr/v3/mine/{name}/c/0"):  # fmt: skip
+                assert client.get(url).status_code == 200, (who, url)
+        for name in unreachable:
+            for url in (f"/api/v1/metadata/mine/{name}", f"/api/v1/array/full/mine/{name}",
+                        f"/zarr/v3/mine/{name}/zarr.json", f"/zarr/v2/mine/{name}/.zarray",
+                        f"/zarr/v3/mine/{name}/c/0"):  # fmt: skip
+                assert client.get(url).status_code == 404, (who, url)
+        listed = [item["id"] for item in client.get("/api/v1/search/mine").json()["data"]]
+        assert listed == reachable
+        assert client.get("/api/v1/search/mine").json()["meta"]["count"] == len(reachable)
+        zarr_listing = [url.rsplit("/", 1)[-1] for url in client.get("/zarr/v3/mine/").json()]
+        assert zarr_listing == reachable
+        consolidated = client.get("/zarr/v3/mine/zarr.json").json()["consolidated_metadata"]
+        assert sorted(consolidated["metadata"]) == reachable
+        exported = client.get(
+            "/api/v1/container/full/mine", params={"format": "application/x-hdf5"}
+        )
+        assert exported.status_code == 200
+        import io
+
+        import h5py
+
+        with h5py.File(io.BytesIO(exported.content)) as file:
+            assert sorted(file) == reachable

@@ -151,7 +151,7 @@ class TagBasedAccessPolicy:
     def _scopes_for_tags(self, identity: Identity, tags: Iterable[str]) -> frozenset[str]:
         names = _names(identity)
         granted: set[str] = set()
-        for tag in tags:
+        for tag in _within_key(identity, tags):
             definition = self.tags.get(tag)
             if definition is not None:
                 granted |= definition["public"]
@@ -161,9 +161,13 @@ class TagBasedAccessPolicy:
         return frozenset(granted) & identity.scopes
 
     def allowed_scopes(self, identity: Identity, chain: Chain) -> frozenset[str]:
-        if _names(identity) & self.admins or len(chain) == 1:
+        if len(chain) == 1:
             return identity.scopes  # the root is listable; its children are filtered
         tags = _effective_tags(chain)
+        if _names(identity) & self.admins:
+            # An admin's key limited to some tags reaches only nodes under those tags.
+            limited = identity.access_tags is not None and not _within_key(identity, tags)
+            return frozenset() if limited else identity.scopes
         return self._scopes_for_tags(identity, tags) if tags else frozenset()
 
     def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool:
@@ -208,9 +212,16 @@ class TagBasedAccessPolicy:
         """Under an untagged parent a child is visible exactly when its own tags grant
         ``read:metadata``: a tags-intersection query (SQL in a catalog). Under a tagged parent,
         untagged children inherit, which that query cannot say: None (the predicate applies)."""
-        if _names(identity) & self.admins or _effective_tags(chain):
+        if _effective_tags(chain):
             return None
-        readable = [t for t in self.tags if "read:metadata" in self._scopes_for_tags(identity, [t])]
+        if _names(identity) & self.admins:
+            if identity.access_tags is None:
+                return None
+            readable = sorted(identity.access_tags)
+        else:
+            readable = [
+                t for t in self.tags if "read:metadata" in self._scopes_for_tags(identity, [t])
+            ]
         from ..queries import AccessBlobFilter
 
         return AccessBlobFilter(None, readable)
@@ -228,6 +239,14 @@ def _tag_definition(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         "public": frozenset(spec.get("public", [])),
         "users": {user: frozenset(scopes) for user, scopes in dict(spec.get("users", {})).items()},
     }
+
+
+def _within_key(identity: Identity, tags: Iterable[str]) -> tuple[str, ...]:
+    """The tags the identity's credentials reach: an API key limited to some tags (its
+    ``access_tags``) narrows its principal's access to nodes under those tags, never widens it."""
+    if identity.access_tags is None:
+        return tuple(tags)
+    return tuple(tag for tag in tags if tag in identity.access_tags)
 
 
 def _own_tags(adapter: Any) -> tuple[str, ...]:
