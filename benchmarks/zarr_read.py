@@ -7,7 +7,11 @@ static server's figure from the same run and their ratio.
 - small-chunk requests/second with 8 concurrent clients (``low_entropy``, one 40 kB chunk);
 - p50/p95 latency of an array's ``zarr.json``;
 - time to read ``medium_image`` and ``big_image`` whole with zarr-python;
-- requests needed to open and walk the whole demo tree, with and without consolidated metadata.
+- requests needed to open and walk the whole demo tree, with and without consolidated metadata;
+- request rates measured by wrk (a compiled load generator: Python clients saturate before the
+  server) on one server process: a small zarr chunk, an array's ``zarr.json``, native metadata
+  and ``/healthz``, each as a fraction of a bare ASGI app served by the same uvicorn in the same
+  run (``bare_asgi.py``). Skipped, with a message, where wrk is not installed.
 
 Run: ``python benchmarks/zarr_read.py`` (after ``pip install -e '.[all,dev]'``).
 """
@@ -16,6 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,10 +35,12 @@ import fsspec
 import httpx
 import zarr
 from _common import (
+    free_port,
     latency_summary,
     static_server,
     tiled_demo_server,
     timed_gets,
+    wait_until_up,
 )
 
 SMALL = "low_entropy"
@@ -153,10 +163,59 @@ def walk_requests() -> dict:
     return results
 
 
+WRK_TARGETS = {
+    "small_zarr_chunk": f"/zarr/v3/{SMALL}/c/0/0",
+    "zarr_json": f"/zarr/v3/{SMALL}/zarr.json",
+    "native_metadata": f"/api/v1/metadata/{SMALL}",
+    "healthz": "/healthz",
+}
+
+
+def _wrk(url: str, seconds: int, connections: int = 16) -> float:
+    """Requests per second wrk measures on ``url`` (one thread: the other core serves)."""
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
+
+
+def wrk_request_rates(tiled: str, seconds: int = 8) -> dict:
+    """Each target's rate as a fraction of the bare ASGI app's (measured before and after)."""
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (Debian: apt-get install wrk)"}
+    port = free_port()
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent),
+         "bare_asgi:app", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        bare_url = f"http://127.0.0.1:{port}/"
+        wait_until_up(bare_url)
+        _wrk(bare_url, 2)  # warm up both
+        for path in WRK_TARGETS.values():
+            _wrk(tiled + path, 1)
+        before = _wrk(bare_url, seconds)
+        rates = {name: _wrk(tiled + path, seconds) for name, path in WRK_TARGETS.items()}
+        reference = (before + _wrk(bare_url, seconds)) / 2
+    finally:
+        bare.terminate()
+        bare.wait(timeout=30)
+    results: dict = {"bare_asgi_rps": round(reference)}
+    for name, rate in rates.items():
+        results[name] = {"rps": round(rate), "fraction_of_bare": round(rate / reference, 3)}
+    return results
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp, tiled_demo_server() as tiled:
+        results["wrk_request_rates"] = wrk_request_rates(tiled)
         root = Path(tmp) / "static"
         for node in [SMALL, *IMAGES]:
             copy_store(tiled, node, root)

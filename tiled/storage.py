@@ -314,6 +314,18 @@ class SQLStorage(Storage):
             template.close()
 
 
+class PreparedInSQLTransaction:
+    """For adapters whose ``prepare_storage(storage, data_source, connection)`` creates their
+    rows inside a caller's transaction: upstream's ``init_storage`` runs it in one of its own."""
+
+    @classmethod
+    def init_storage(
+        cls, storage: SQLStorage, data_source: Any, path_parts: Any = None
+    ) -> Any:
+        with storage.transaction() as connection:
+            return cls.prepare_storage(storage, data_source, connection)
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbeddedSQLStorage(SQLStorage):
     """A SQLite or DuckDB database file."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -21,15 +20,15 @@ from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
 from tiled.authn_database.connection import AuthnDatabase, async_url
 from tiled.config import Authentication, Database
+from tiled.server import failure_delays
 from tiled.server.app import build_app
-from tiled.server.authentication import FailureDelays
+from tiled.server.failure_delays import FailureDelays
 
 from .live_server import serve
-from .postgres import require_postgresql
+from .postgres import temporary_database
 
 USERS = {"alice": "secret1", "bob": "secret2", "dave": "secret4"}
 SECRET_KEY = "0123456789abcdef0123456789abcdef"
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TILED = str(Path(sys.executable).parent / "tiled")
 
 
@@ -162,22 +161,36 @@ def test_revoke_session_by_id(client):
     assert refused.status_code == 401
 
 
-def test_wrong_password_delay_grows(client):
-    durations = []
+def wrong_password(client: httpx.Client, user: str) -> httpx.Response:
+    return client.post("/auth/provider/toy/token", data={"username": user, "password": "wrong"})
+
+
+def test_wrong_password_delay_grows(client, monkeypatch):
+    waited = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    # The server runs in this process: its failed logins now record their delays, unslept.
+    monkeypatch.setattr(failure_delays, "sleep", record)
+    login(client, "dave")  # no failures counted from earlier tests
     for _ in range(4):
-        start = time.perf_counter()
-        response = client.post(
-            "/auth/provider/toy/token", data={"username": "dave", "password": "wrong"}
-        )
-        durations.append(time.perf_counter() - start)
+        response = wrong_password(client, "dave")
         assert response.status_code == 401
         assert response.json()["detail"] == "Incorrect username or password"
-    assert durations[0] >= 0.05 and durations[3] >= 0.4
-    assert durations[0] < durations[2] < durations[3]
+    assert waited == [0.05, 0.1, 0.2, 0.4]
+    wrong_password(client, "mallory")  # counted per username: a first failure
     login(client, "dave")  # success resets the count
+    wrong_password(client, "dave")
+    assert waited[4:] == [0.05, 0.05]
+
+
+def test_a_failed_login_waits_before_it_is_answered(client):
+    login(client, "dave")
     start = time.perf_counter()
-    client.post("/auth/provider/toy/token", data={"username": "dave", "password": "wrong"})
-    assert time.perf_counter() - start < durations[3]
+    assert wrong_password(client, "dave").status_code == 401
+    # A lower bound only: a loaded machine makes the answer later, never earlier.
+    assert time.perf_counter() - start >= 0.05
 
 
 def test_failure_delays_are_capped_and_bounded():
@@ -471,25 +484,12 @@ def test_upstream_client_logs_in(tmp_path, monkeypatch):
     assert got["after_revoke"] == [] and got["via_key"] == ["x"]
 
 
-def _drop_schema(schema: str) -> None:
-    import asyncpg
-
-    async def drop():
-        connection = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
-
-
 def test_postgresql_database():
-    require_postgresql()
+    # A schema of its own (the setting under test) in a database of its own.
     schema = f"tiled_authn_test_{uuid.uuid4().hex[:12]}"
-    database = {"uri": POSTGRES, "schema": schema, "init_if_not_exists": True}
-    app = build_app(tree(), authentication(), server_settings={"database": database})
-    try:
+    with temporary_database("tiled_authn") as uri:
+        database = {"uri": uri, "schema": schema, "init_if_not_exists": True}
+        app = build_app(tree(), authentication(), server_settings={"database": database})
         with serve(app) as live, httpx.Client(base_url=f"{live.url}/api/v1") as client:
             tokens = login(client, "bob")
             secret = create_key(client, bearer(tokens), scopes=["read:metadata"], note="pg")[
@@ -507,5 +507,3 @@ def test_postgresql_database():
                 "/auth/apikey", params={"first_eight": secret[:8]}, headers=bearer(tokens)
             )
             assert client.get("/metadata/x", headers=apikey(secret)).status_code == 401
-    finally:
-        _drop_schema(schema)

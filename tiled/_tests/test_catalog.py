@@ -55,7 +55,7 @@ from tiled.structures.core import Spec
 from tiled.structures.data_source import Asset, DataSource, Management
 from tiled.structures.sparse import COOStructure
 from tiled.structures.table import TableStructure
-from tiled.structures.zarr_meta import ZarrOptions
+from tiled.zarr_format.model import ZarrOptions
 
 from .postgres import ADMIN_URI, temporary_database
 

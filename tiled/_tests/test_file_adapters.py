@@ -49,7 +49,7 @@ from tiled.server.app import build_app
 from tiled.structures.array import ArrayStructure, data_type_from_numpy
 from tiled.structures.core import StructureFamily
 from tiled.structures.data_source import Asset, DataSource
-from tiled.structures.zarr_meta import ZarrOptions
+from tiled.zarr_format.model import ZarrOptions
 
 from .isolated_python import run_isolated
 from .live_server import serve

@@ -37,9 +37,9 @@ from tiled.errors import Conflict, DataUnavailable, NoSuchEntry, ZarrKeyNotFound
 from tiled.ndslice import NDSlice
 from tiled.queries import Eq
 from tiled.server.app import build_app
-from tiled.server.zarr.formats import encoding_for
 from tiled.structures.data_source import Asset, DataSource
-from tiled.structures.zarr_meta import ZARR_VIEW_KEY, ZarrOptions
+from tiled.zarr_format.formats import encoding_for
+from tiled.zarr_format.model import ZARR_VIEW_KEY, ZarrOptions
 
 from .isolated_python import run_isolated
 from .live_server import serve

@@ -29,7 +29,7 @@ from tiled.serialization import (
     SerializationRegistry,
     default_serialization_registry,
 )
-from tiled.structures.zarr_meta import ZarrOptions
+from tiled.zarr_format.model import ZarrOptions
 
 registry = default_serialization_registry
 rng = numpy.random.default_rng(11)

@@ -25,7 +25,7 @@ from tiled.errors import (
 from tiled.ndslice import NDSlice
 from tiled.structures.core import Spec
 from tiled.structures.table import TableStructure
-from tiled.structures.zarr_meta import ZarrOptions, is_variable_length_string
+from tiled.zarr_format.model import ZarrOptions, is_variable_length_string
 
 # ---------------------------------------------------------------------------------- sparse
 

@@ -8,8 +8,8 @@ import pytest
 
 from tiled.adapters.array import ArrayAdapter
 from tiled.errors import UnsupportedZarrFormat
-from tiled.server.zarr.formats import encoding_for
-from tiled.structures.zarr_meta import ZarrArrayMeta, ZarrOptions
+from tiled.zarr_format.formats import encoding_for
+from tiled.zarr_format.model import ZarrArrayMeta, ZarrOptions
 
 from .zarr_conformance import ZarrArrayHookConformance, ZarrCase, open_with_zarr
 

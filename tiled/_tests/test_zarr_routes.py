@@ -397,13 +397,15 @@ def test_demo_tree_as_the_proposal_shows_it(demo_server, zarr_format):
 
 
 def test_zarr_router_names_no_structure_family():
-    source = Path(__file__).parents[1] / "server" / "zarr"
+    package = Path(__file__).parents[1]
+    sources = [package / "server" / "zarr", package / "zarr_format"]  # router and encodings
     # "array" and "group" are zarr's node types; Tiled's families must not appear.
     pattern = re.compile(
         r"StructureFamily|structure_family|\bfamily\b|\b(container|sparse|table|awkward)\b"
     )
     offenders = {
-        path.name: pattern.findall(path.read_text())
+        f"{source.name}/{path.name}": pattern.findall(path.read_text())
+        for source in sources
         for path in source.glob("*.py")
         if pattern.search(path.read_text())
     }

@@ -19,8 +19,8 @@ from zarr.core.buffer import cpu
 from zarr.storage import MemoryStore
 
 from tiled.errors import ChunkOutOfRange, ZarrKeyNotFound
-from tiled.server.zarr.formats import encoding_for
-from tiled.structures.zarr_meta import ZarrOptions
+from tiled.zarr_format.formats import encoding_for
+from tiled.zarr_format.model import ZarrOptions
 
 
 @dataclass

@@ -28,7 +28,7 @@ from .files import locked, path_from_uri, staged
 if TYPE_CHECKING:
     import awkward
 
-    from ..structures.zarr_meta import ZarrGroupMeta, ZarrOptions
+    from ..zarr_format.model import ZarrGroupMeta, ZarrOptions
 
 AWKWARD_BUFFERS_MIMETYPE = "application/x-awkward-buffers"
 
@@ -70,7 +70,7 @@ class BuffersZarrGroup(_GroupHooks):
         return ArrayAdapter.from_array(self.zarr_buffer(key))
 
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrGroupMeta:
-        from ..structures.zarr_meta import ZarrGroupMeta
+        from ..zarr_format.model import ZarrGroupMeta
 
         return ZarrGroupMeta(attributes={**zarr_attributes(self), **self.zarr_group_attributes()})
 
@@ -94,7 +94,17 @@ class _AwkwardBase(BuffersZarrGroup, Adapter):
     """What awkward nodes share: buffers from ``self._container``, read whole or by form key."""
 
     structure_family = StructureFamily.awkward
-    _container: Mapping[str, Any]
+
+    def __init__(
+        self,
+        container: Mapping[str, Any],
+        structure: AwkwardStructure,
+        *,
+        metadata: Mapping | None = None,
+        specs: Any = None,
+    ):
+        super().__init__(structure, metadata=metadata, specs=specs)
+        self._container = container
 
     def structure(self) -> AwkwardStructure:
         return self._structure
@@ -134,17 +144,6 @@ class _AwkwardBase(BuffersZarrGroup, Adapter):
 
 class AwkwardAdapter(_AwkwardBase):
     """An awkward array held in memory (its buffers, by name)."""
-
-    def __init__(
-        self,
-        container: Mapping[str, Any],
-        structure: AwkwardStructure,
-        *,
-        metadata: Mapping | None = None,
-        specs: Any = None,
-    ):
-        super().__init__(structure, metadata=metadata, specs=specs)
-        self._container = dict(container)
 
     @classmethod
     def from_array(
@@ -219,17 +218,6 @@ def check_buffers(structure: AwkwardStructure, buffers: Mapping[str, Any]) -> di
 
 class AwkwardBuffersAdapter(_AwkwardBase):
     """An awkward array stored as one file per buffer in a directory (``data_uri``)."""
-
-    def __init__(
-        self,
-        container: Mapping[str, Any],
-        structure: AwkwardStructure,
-        *,
-        metadata: Mapping | None = None,
-        specs: Any = None,
-    ):
-        super().__init__(structure, metadata=metadata, specs=specs)
-        self._container = container
 
     @classmethod
     def from_uri(

@@ -19,7 +19,7 @@ from .core import Adapter
 if TYPE_CHECKING:
     import numpy
 
-    from ..structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
+    from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
 
 def _attrs_of_xarray_node(adapter: Adapter) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def zarr_attributes(adapter: Adapter) -> dict[str, Any]:
 
 
 def _default_options() -> ZarrOptions:
-    from ..structures.zarr_meta import ZarrOptions
+    from ..zarr_format.model import ZarrOptions
 
     return ZarrOptions()
 
@@ -95,18 +95,34 @@ class _ChunkedZarrHooks:
 
         return numpy.asarray(self.read(slice=NDSlice(*region)))
 
+    # (options, layout, metadata, meta) of the last default_zarr_meta: see there.
+    _zarr_meta_memo: tuple | None = None
+
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
         return self.default_zarr_meta(options)
 
     def default_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrArrayMeta:
         """The zarr metadata made from the primary methods alone (synchronous, so that an
-        adapter whose primary methods read files can call it on a worker thread)."""
-        from ..structures.zarr_meta import ZarrArrayMeta, choose_chunk_shape
+        adapter whose primary methods read files can call it on a worker thread).
 
-        options = options or _default_options()
-        shape, chunks, dtype, dims = self.zarr_layout()
+        Every chunk request asks for it, so the last one is kept and given again while the
+        options, the layout's parts and the metadata are the very same objects (identity, not
+        equality: a cheap test that fails safe when an adapter builds them anew)."""
+        from ..zarr_format.model import ZarrArrayMeta, choose_chunk_shape
+
+        layout, metadata = self.zarr_layout(), self.metadata()
+        memo = self._zarr_meta_memo
+        if (
+            memo is not None
+            and memo[0] is options
+            and memo[2] is metadata
+            and all(a is b for a, b in zip(memo[1], layout, strict=True))
+        ):
+            return memo[3]
+        shape, chunks, dtype, dims = layout
+        given, options = options, options or _default_options()
         itemsize = dtype.itemsize or 16  # variable-length strings: a rough per-element guess
-        return ZarrArrayMeta(
+        meta = ZarrArrayMeta(
             shape=shape,
             chunk_shape=choose_chunk_shape(chunks, itemsize, options.chunk_budget_bytes),
             dtype=dtype,
@@ -115,6 +131,8 @@ class _ChunkedZarrHooks:
             dimension_names=tuple(dims) if dims is not None else None,
             attributes=zarr_attributes(self),
         )
+        self._zarr_meta_memo = (given, layout, metadata, meta)
+        return meta
 
     async def to_zarr_chunk(self, coords: Sequence[int], meta: ZarrArrayMeta) -> bytes:
         """Encoded bytes of chunk ``coords`` in the grid and codecs that ``meta`` describes."""
@@ -190,7 +208,7 @@ class _GroupHooks:
         return node
 
     async def to_zarr_meta(self, options: ZarrOptions | None = None) -> ZarrGroupMeta:
-        from ..structures.zarr_meta import ZarrGroupMeta
+        from ..zarr_format.model import ZarrGroupMeta
 
         return ZarrGroupMeta(attributes=zarr_attributes(self))
 

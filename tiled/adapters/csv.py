@@ -25,7 +25,7 @@ from ..errors import BadRequest
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure, data_type_from_numpy
 from ..structures.table import TableStructure
-from ..structures.zarr_meta import re_encoded_view, with_zarr_view
+from ..zarr_format.model import re_encoded_view, with_zarr_view
 from .base import ArrayAdapterBase, TableAdapterBase
 from .files import asset_uris, path_from_uri
 from .sequence import DECODED, FileChanged, FileUnreadable, bounding_box, opened

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas
 
-from ..structures.zarr_meta import re_encoded_view, with_zarr_view
+from ..zarr_format.model import re_encoded_view, with_zarr_view
 from .files import asset_uris, path_from_uri
 from .mapping import MapAdapter
 from .sequence import opened

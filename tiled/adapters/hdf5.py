@@ -64,7 +64,9 @@ from ..errors import (
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure, data_type_from_numpy
 from ..structures.core import StructureFamily
-from ..structures.zarr_meta import (
+from ..utils import BrokenLink, run_sync
+from ..zarr_format.codecs import same_codecs
+from ..zarr_format.model import (
     VARIABLE_LENGTH_STRING,
     ZARR_VIEW_KEY,
     EncodedChunk,
@@ -73,12 +75,10 @@ from ..structures.zarr_meta import (
     ZarrOptions,
     re_encoded_view,
     regular_chunks,
-    same_codecs,
     stored_chunks_view,
     unavailable_view,
     with_zarr_view,
 )
-from ..utils import BrokenLink, run_sync
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import asset_uris, file_identity, identity_etag, open_failure, path_from_uri
 from .mapping import MapAdapter
@@ -460,10 +460,10 @@ def _element_type_reason(dataset: h5py.Dataset) -> str | None:
 
 def _zarr_type_reason(dtype: numpy.dtype) -> str | None:
     """Why zarr cannot hold elements of ``dtype`` (e.g. long doubles), or None."""
-    from zarr.core.dtype import get_data_type_from_native_dtype
+    from ..zarr_format.zarr_python import zarr_data_type
 
     try:
-        get_data_type_from_native_dtype(dtype)
+        zarr_data_type(dtype)
     except (TypeError, ValueError):
         return f"zarr has no data type for {dtype}"
     return None

@@ -19,7 +19,7 @@ import xarray
 
 from ..ndslice import NDSlice
 from ..structures.core import Spec, normalize_specs
-from ..structures.zarr_meta import re_encoded_view, with_zarr_view
+from ..zarr_format.model import re_encoded_view, with_zarr_view
 from .array import ArrayAdapter
 from .files import asset_uris, path_from_uri
 from .sequence import opened

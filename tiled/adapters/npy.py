@@ -19,7 +19,7 @@ from typing import Any
 import numpy
 import numpy.lib.format
 
-from ..structures.zarr_meta import ZarrArrayMeta
+from ..zarr_format.model import ZarrArrayMeta
 from .sequence import (
     FileSequenceAdapter,
     FileUnreadable,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..structures.array import ArrayStructure
     from ..structures.sparse import COOStructure
     from ..structures.table import TableStructure
-    from ..structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
+    from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
 
 @runtime_checkable

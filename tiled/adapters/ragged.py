@@ -28,7 +28,7 @@ import numpy
 
 from ..errors import BadRequest, Conflict, DataUnavailable, InvalidSlice, Unsupported
 from ..ndslice import NDSlice, block_for_slice
-from ..storage import SQLStorage
+from ..storage import PreparedInSQLTransaction, SQLStorage
 from ..structures.core import StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.ragged import RaggedStructure, make_ragged_array
@@ -156,7 +156,7 @@ def _chunk_indexes(indexes: Sequence[int]) -> str:
     return ", ".join(str(int(i)) for i in indexes)
 
 
-class RaggedSQLAdapter(_RaggedBase):
+class RaggedSQLAdapter(PreparedInSQLTransaction, _RaggedBase):
     """A ragged array stored in SQL: the rows of dataset ``dataset_id`` of a shared table, read
     through ``tabular_adapter`` (upstream's signature)."""
 
@@ -199,14 +199,6 @@ class RaggedSQLAdapter(_RaggedBase):
         stored.assets.extend(table.assets[len(data_source.assets) :])
         stored.mimetype = RAGGED_SQL_MIMETYPE
         return stored
-
-    @classmethod
-    def init_storage(
-        cls, storage: SQLStorage, data_source: DataSource, path_parts: Any = None
-    ) -> DataSource:
-        """Upstream's: :meth:`prepare_storage` in a transaction of its own."""
-        with storage.transaction() as connection:
-            return cls.prepare_storage(storage, data_source, connection)
 
     @classmethod
     def from_catalog(cls, data_source: DataSource, node: Any, /, **kwargs: Any) -> RaggedSQLAdapter:

@@ -44,7 +44,8 @@ import numpy
 from ..errors import BadRequest, DataUnavailable, TiledError
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure, data_type_from_numpy
-from ..structures.zarr_meta import (
+from ..utils import run_sync
+from ..zarr_format.model import (
     EncodedChunk,
     ZarrArrayMeta,
     ZarrOptions,
@@ -53,7 +54,6 @@ from ..structures.zarr_meta import (
     unavailable_view,
     with_zarr_view,
 )
-from ..utils import run_sync
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import (
     FileIdentity,

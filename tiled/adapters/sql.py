@@ -36,6 +36,7 @@ import pyarrow
 from ..errors import BadRequest, Conflict
 from ..storage import (
     EmbeddedSQLStorage,
+    PreparedInSQLTransaction,
     RemoteSQLStorage,
     SQLStorage,
     get_storage,
@@ -272,7 +273,7 @@ class _SQLPartitions(_StoredPartitions):
         self._lengths = None
 
 
-class SQLAdapter(TableAdapter):
+class SQLAdapter(PreparedInSQLTransaction, TableAdapter):
     """A table whose rows are those of dataset ``dataset_id`` in SQL table ``table_name`` of
     the storage database ``data_uri`` (upstream's signature)."""
 
@@ -383,14 +384,6 @@ class SQLAdapter(TableAdapter):
         )
         data_source.assets.append(Asset(uri, False, parameter="data_uri", num=None))
         return data_source
-
-    @classmethod
-    def init_storage(
-        cls, storage: SQLStorage, data_source: DataSource, path_parts: Any = None
-    ) -> DataSource:
-        """Upstream's: :meth:`prepare_storage` in a transaction of its own."""
-        with storage.transaction() as connection:
-            return cls.prepare_storage(storage, data_source, connection)
 
     # --- reading (blocking) ---
 

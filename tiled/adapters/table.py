@@ -22,12 +22,12 @@ from ..ndslice import NDBlock, NDSlice
 from ..structures.array import ArrayStructure, BuiltinDtype, data_type_from_numpy
 from ..structures.core import Spec
 from ..structures.table import TableStructure
-from ..structures.zarr_meta import VARIABLE_LENGTH_STRING, is_variable_length_string
 from ..utils import run_sync
+from ..zarr_format.model import VARIABLE_LENGTH_STRING, is_variable_length_string
 from .base import ArrayAdapterBase, TableAdapterBase
 
 if TYPE_CHECKING:
-    from ..structures.zarr_meta import ZarrArrayMeta, ZarrOptions
+    from ..zarr_format.model import ZarrArrayMeta, ZarrOptions
 
 _NUMERIC_KINDS = "biufcmM"
 

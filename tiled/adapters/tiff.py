@@ -32,7 +32,8 @@ import numcodecs
 import numpy
 import tifffile
 
-from ..structures.zarr_meta import ZarrArrayMeta, same_codecs, split_dimension
+from ..zarr_format.codecs import same_codecs
+from ..zarr_format.model import ZarrArrayMeta, split_dimension
 from .sequence import (
     FileSequenceAdapter,
     FileUnreadable,

@@ -18,14 +18,14 @@ from typing import Any
 import numcodecs
 import numpy
 import zarr
-from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from ..errors import NoSuchEntry, ZarrKeyNotFound
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
-from ..structures.zarr_meta import EncodedChunk, ZarrArrayMeta, ZarrOptions, regular_chunks
 from ..utils import run_sync
+from ..zarr_format.model import EncodedChunk, ZarrArrayMeta, ZarrOptions, regular_chunks
+from ..zarr_format.zarr_python import default_buffer_prototype
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import file_identity, identity_etag
 from .mapping import MapAdapter

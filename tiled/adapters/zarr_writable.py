@@ -19,7 +19,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
-from ..structures.zarr_meta import regular_chunks
+from ..zarr_format.model import regular_chunks
 from .files import FileTransaction, locked, staged
 
 ZARR_MIMETYPE = "application/x-zarr"

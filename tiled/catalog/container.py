@@ -422,7 +422,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         if not any(spec.name == "xarray_dataset" for spec in self.specs):
             return await super().to_zarr_meta(options)
         # The default asks for children synchronously; here they come from one query.
-        from ..structures.zarr_meta import ZarrGroupMeta
+        from ..zarr_format.model import ZarrGroupMeta
 
         attributes = _attrs_of_xarray_node(self)
         coordinates = await self.search(SpecsQuery(["xarray_coord"])).keys_range()

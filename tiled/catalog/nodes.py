@@ -15,6 +15,7 @@ a node that cannot be opened, or whose files fail when read, answers 4xx saying 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -49,8 +50,8 @@ from ..ndslice import NDBlock
 from ..structures.array import ArrayStructure
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
-from ..structures.zarr_meta import regular_chunks
 from ..utils import run_sync
+from ..zarr_format.model import regular_chunks
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
 from .creation import replace_structure
@@ -567,16 +568,69 @@ def guarded_class(cls: type) -> type:
     return type(cls.__name__, (cls,), namespace)
 
 
+@cache
+def registered_node_class(cls: type) -> type:
+    """The class a registered node's adapter of class ``cls`` is served as: guarded reads
+    (:func:`guarded_class`) and the row's attributes (:func:`node_class`)."""
+    guarded = cls if getattr(cls, "_guards_files", False) else guarded_class(cls)
+    return guarded if issubclass(guarded, CatalogNode) else node_class(guarded)
+
+
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes defined in Python
+
+
+@cache
+def _slot_members(cls: type) -> tuple[Any, ...] | None:
+    """The slot descriptors of ``cls``'s instances; None when a base other than ``object`` is
+    built into Python or an extension, whose instances keep state no attribute shows."""
+    if any(base is not object and not base.__flags__ & _HEAP_TYPE for base in cls.__mro__):
+        return None
+    return tuple(
+        member
+        for base in cls.__mro__
+        for member in vars(base).values()
+        if isinstance(member, types.MemberDescriptorType)
+    )
+
+
+def rebuilt_as(cls: type, adapter: Any) -> Any | None:
+    """``adapter`` as an instance of ``cls``, a subclass of its class made by the functions
+    above: a new object holding the adapter's attributes (``adapter`` itself if it is one).
+
+    The registry's factory (``from_uris``, ``from_catalog`` or any callable) decides the
+    adapter's class, so the catalog's additions come as a subclass made once per class, and
+    the adapter's state (its ``__dict__`` and slots) is carried over rather than the files
+    opened again. None for objects whose state cannot be carried over (instances of built-in
+    or extension types) and classes that cannot be instantiated without arguments.
+    """
+    if type(adapter) is cls:
+        return adapter
+    members = _slot_members(type(adapter))
+    if members is None:
+        return None
+    try:
+        rebuilt = cls.__new__(cls)
+    except TypeError:
+        return None
+    rebuilt.__dict__.update(getattr(adapter, "__dict__", {}))
+    for member in members:
+        try:
+            member.__set__(rebuilt, member.__get__(adapter, type(adapter)))
+        except AttributeError:  # a slot never assigned
+            continue
+    return rebuilt
+
+
 def guard_registered(adapter: Any, registered_as: tuple[str, str | None]) -> Any:
-    """``adapter`` (read from registered files) answering 4xx when they fail to be read."""
+    """``adapter`` (read from registered files) answering 4xx when they fail to be read; an
+    object that cannot be carried over to its guarded class is served as it is."""
     if getattr(type(adapter), "_guards_files", False) or not hasattr(adapter, "structure_family"):
         return adapter
-    try:
-        adapter.__class__ = guarded_class(type(adapter))
-    except TypeError:  # an object whose class cannot be changed: served as it is
+    guarded = rebuilt_as(guarded_class(type(adapter)), adapter)
+    if guarded is None:
         return adapter
-    adapter._registered_as = registered_as
-    return adapter
+    guarded._registered_as = registered_as
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -730,10 +784,15 @@ def open_node(catalog: Catalog, record: NodeRecord) -> Any:
             f"its {source.mimetype} data now hold a {adapter.structure_family.value}, "
             f"not a {record.structure_family.value}",
         )  # fmt: skip
-    guard_registered(adapter, (f"/{record.path}", source.mimetype))
-    if not isinstance(adapter, CatalogNode):
-        adapter.__class__ = node_class(type(adapter))
-    return adapter.bind(catalog, record)
+    served = rebuilt_as(registered_node_class(type(adapter)), adapter)
+    if served is None:
+        return unavailable_node(
+            catalog, record,
+            f"its adapter ({type(adapter).__qualname__}) keeps state in a built-in or extension "
+            "type, which the catalog cannot carry over to a node",
+        )  # fmt: skip
+    served._registered_as = (f"/{record.path}", source.mimetype)
+    return served.bind(catalog, record)
 
 
 open_leaf = open_node  # the name before registered containers were opened too

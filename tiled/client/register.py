@@ -212,6 +212,30 @@ class KeyCollision(RegistrationRefused):
     """The catalog already has a node by that key."""
 
 
+def _children_page_query(offset: int, limit: int) -> dict[str, Any]:
+    """One page of a container's children, with what registration compares against."""
+    return {
+        "page[offset]": offset, "page[limit]": limit, "fields": "structure_family",
+        "include_data_sources": "true", "omit_links": "true",
+    }  # fmt: skip
+
+
+def _collect_children(
+    found: dict[str, ExistingNode], page: dict[str, Any], offset: int
+) -> int | None:
+    """Add a page's children to ``found``; the offset of the next page, None after the last."""
+    for item in page["data"]:
+        attributes = item["attributes"]
+        found[item["id"]] = ExistingNode(
+            attributes.get("structure_family") or "container",
+            attributes.get("data_sources") or [],
+        )
+    offset += len(page["data"])
+    if not page["data"] or offset >= page["meta"]["count"]:
+        return None
+    return offset
+
+
 class RegistrationTarget(Protocol):
     """Where registered nodes go: a server over HTTP, or a catalog in this process."""
 
@@ -288,22 +312,12 @@ class HTTPTarget:
 
     async def children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
         found: dict[str, ExistingNode] = {}
-        offset = 0
-        while True:
-            params = {
-                "page[offset]": offset, "page[limit]": self.PAGE, "fields": "structure_family",
-                "include_data_sources": "true", "omit_links": "true",
-            }  # fmt: skip
+        offset: int | None = 0
+        while offset is not None:
+            params = _children_page_query(offset, self.PAGE)
             page = await self._send("GET", f"search/{_url_path(segments)}", params=params)
-            for item in page["data"]:
-                attributes = item["attributes"]
-                found[item["id"]] = ExistingNode(
-                    attributes.get("structure_family") or "container",
-                    attributes.get("data_sources") or [],
-                )
-            offset += len(page["data"])
-            if not page["data"] or offset >= page["meta"]["count"]:
-                return found
+            offset = _collect_children(found, page, offset)
+        return found
 
     async def _post(self, route: str, segments: Sequence[str], body: dict[str, Any]) -> None:
         content = json.dumps(body, default=_json_default)
@@ -371,22 +385,12 @@ class ClientTarget:
 
     def _children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
         found: dict[str, ExistingNode] = {}
-        offset = 0
-        while True:
-            params = {
-                "page[offset]": offset, "page[limit]": self.PAGE, "fields": "structure_family",
-                "include_data_sources": "true", "omit_links": "true",
-            }  # fmt: skip
+        offset: int | None = 0
+        while offset is not None:
+            params = _children_page_query(offset, self.PAGE)
             page = self._send("GET", f"search/{self._path(segments)}", params=params)
-            for item in page["data"]:
-                attributes = item["attributes"]
-                found[item["id"]] = ExistingNode(
-                    attributes.get("structure_family") or "container",
-                    attributes.get("data_sources") or [],
-                )
-            offset += len(page["data"])
-            if not page["data"] or offset >= page["meta"]["count"]:
-                return found
+            offset = _collect_children(found, page, offset)
+        return found
 
     async def children(self, segments: Sequence[str]) -> dict[str, ExistingNode]:
         return await asyncio.to_thread(self._children, segments)

@@ -26,8 +26,7 @@ from .logger import log_request, log_response
 from .utils import RETRY_STATUSES, handle_error, path_url, retry_attempts
 
 if TYPE_CHECKING:
-    from zarr.core.buffer import Buffer, BufferPrototype
-
+    from ..zarr_format.zarr_python import Buffer, BufferPrototype
     from .context import Context
 
 # The documents a zarr client reads, by format.
@@ -94,9 +93,9 @@ def fetch_blocking(context: Context, url: str, headers: dict[str, str]) -> httpx
     """:func:`fetch` from synchronous code, on zarr-python's I/O loop (where the chunk reads
     run, so that both share one connection pool). For large bodies: aiohttp reads them at
     several times httpx's speed."""
-    from zarr.core.sync import sync
+    from ..zarr_format.zarr_python import run_on_zarr_loop
 
-    return sync(fetch(context, url, headers))
+    return run_on_zarr_loop(fetch(context, url, headers))
 
 
 class TiledZarrStore(Store):

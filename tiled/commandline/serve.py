@@ -161,7 +161,7 @@ def _single_user_key(api_key: str | None) -> tuple[str, str | None]:
 def _build_from_config(config, scalable: bool, where: str | None = None):
     from ..config import ConfigError
     from ..server.app import build_app_from_config
-    from ..server.authentication import UnscalableConfig
+    from ..server.authenticators import UnscalableConfig
 
     prefix = f"{where}: " if where else ""
     try:
@@ -212,7 +212,7 @@ def _check_authentication_database(app) -> None:
     import asyncio
 
     from ..authn_database.migration import AuthnDatabaseError
-    from ..server.authentication import MultiUserAuthenticator
+    from ..server.authenticators import MultiUserAuthenticator
 
     authenticator = app.state.authenticator
     if not isinstance(authenticator, MultiUserAuthenticator) or authenticator.database.in_memory:

@@ -362,7 +362,7 @@ class ZarrConfig(_Section):
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, value: str) -> str:
-        from ..structures.zarr_meta import CODEC_NAMES
+        from ..zarr_format.codecs import CODEC_NAMES
 
         if value not in CODEC_NAMES:
             raise ValueError(f"unknown codec {value!r}; choose one of {list(CODEC_NAMES)}")

@@ -27,7 +27,7 @@ def _attributes(node: Any) -> dict[str, Any]:
     # The attributes a node's metadata stands for, by spec (an xarray node's are its "attrs"),
     # as the zarr view writes them, without the note on how the zarr view serves chunks.
     from ..adapters.base import zarr_attributes
-    from ..structures.zarr_meta import ZARR_VIEW_KEY
+    from ..zarr_format.model import ZARR_VIEW_KEY
 
     attributes = zarr_attributes(node)
     attributes.pop(ZARR_VIEW_KEY, None)

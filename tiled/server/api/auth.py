@@ -6,7 +6,9 @@ The administrators' routes under ``/auth/principal`` are in ``principals.py``.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -17,11 +19,11 @@ from ...access.identity import Identity
 from ...authn_database import crud, orm
 from ...authn_database.schemas import api_key_json, principal_json
 from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from ..authentication import BEARER, MultiUserAuthenticator, get_identity, read_credentials
+from ..authenticators import CurrentIdentity, MultiUserAuthenticator
+from ..credentials import BEARER_CHALLENGE, read_credentials
 from ..dependencies import require_scope
 
 router = APIRouter(prefix="/auth", tags=["authentication"])
-CurrentIdentity = Annotated[Identity, Depends(get_identity)]
 
 
 def _authenticator(request: Request) -> MultiUserAuthenticator:
@@ -43,12 +45,49 @@ class APIKeyParams(BaseModel):
 
 
 async def principal_of(db, identity: Identity) -> orm.Principal:
+    """The principal the request's credentials name (401 without credentials)."""
     if identity.principal is None:
-        raise Unauthenticated("This route needs credentials", BEARER)
+        raise Unauthenticated("This route needs credentials", BEARER_CHALLENGE)
     principal = await crud.principal_by_uuid(db, identity.principal)
     if principal is None:
-        raise Unauthenticated("The credentials name an unknown principal", BEARER)
+        raise Unauthenticated("The credentials name an unknown principal", BEARER_CHALLENGE)
     return principal
+
+
+async def principal_named(db, principal_uuid: str) -> orm.Principal:
+    """The principal ``principal_uuid`` (404 if there is none), for administrators' routes."""
+    principal = await crud.principal_by_uuid(db, principal_uuid)
+    if principal is None:
+        raise NotFound(f"No principal {principal_uuid!r}")
+    return principal
+
+
+@asynccontextmanager
+async def checked_principal(
+    request: Request,
+    identity: Identity,
+    auth: MultiUserAuthenticator,
+    scope: str,
+    principal_uuid: str | None = None,
+) -> AsyncIterator[tuple[Any, orm.Principal]]:
+    """The checks every route on a principal's keys makes, in their order: ``scope`` held
+    (401 otherwise), then, in one database session, the principal: the caller's own, or the
+    one ``principal_uuid`` names (404 if there is none)."""
+    require_scope(identity, scope, request)
+    async with auth.database.session() as db:
+        if principal_uuid is None:
+            principal = await principal_of(db, identity)
+        else:
+            principal = await principal_named(db, principal_uuid)
+        yield db, principal
+
+
+async def revoke_key(db, principal: orm.Principal, first_eight: str, whose: str) -> Response:
+    """Delete ``principal``'s key that starts ``first_eight``; 404 if it has none such (the
+    message calls the principal ``whose``)."""
+    if not await crud.delete_api_keys(db, principal.id, first_eight):
+        raise NotFound(f"No API key {first_eight!r} of {whose}")
+    return Response(status_code=204)
 
 
 def key_scopes(requested: list[str] | None, allowed: frozenset[str], narrowed: bool):
@@ -70,13 +109,14 @@ NOT_LIMITED_BY_TAGS = frozenset({"admin:apikeys", crud.INHERIT})
 
 
 async def new_key(db, principal, params: APIKeyParams, scopes: list[str]) -> dict:
-    from .. import authentication  # its limit is read at each use, so that it may be changed
+    from .. import authentication  # where the key limit is set (upstream's module)
 
+    limit = authentication.API_KEY_LIMIT
     held = len(await crud.principal_api_keys(db, principal.id))
-    if held >= authentication.API_KEY_LIMIT:
+    if held >= limit:
         raise BadRequest(
             f"This principal already has {held} API keys, the most allowed "
-            f"({authentication.API_KEY_LIMIT}); revoke some before creating another"
+            f"({limit}); revoke some before creating another"
         )
     if params.access_tags is not None and NOT_LIMITED_BY_TAGS & set(scopes):
         raise Forbidden(
@@ -141,9 +181,7 @@ async def whoami(identity: CurrentIdentity, auth: Authenticator):
 async def create_apikey(
     request: Request, params: APIKeyParams, identity: CurrentIdentity, auth: Authenticator
 ):
-    require_scope(identity, "create:apikeys", request)
-    async with auth.database.session() as db:
-        principal = await principal_of(db, identity)
+    async with checked_principal(request, identity, auth, "create:apikeys") as (db, principal):
         owned = crud.principal_scopes(principal)
         allowed = identity.scopes & owned  # a token's scopes may predate a change of roles
         scopes = key_scopes(params.scopes, allowed, narrowed=allowed < owned)
@@ -165,12 +203,8 @@ async def current_apikey(request: Request, identity: CurrentIdentity, auth: Auth
 async def revoke_apikey(
     request: Request, first_eight: str, identity: CurrentIdentity, auth: Authenticator
 ):
-    require_scope(identity, "revoke:apikeys", request)
-    async with auth.database.session() as db:
-        principal = await principal_of(db, identity)
-        if not await crud.delete_api_keys(db, principal.id, first_eight):
-            raise NotFound(f"No API key {first_eight!r} of this principal")
-    return Response(status_code=204)
+    async with checked_principal(request, identity, auth, "revoke:apikeys") as (db, principal):
+        return await revoke_key(db, principal, first_eight, "this principal")
 
 
 @router.post("/logout", include_in_schema=False)

@@ -141,7 +141,7 @@ IN_MEMORY_BY_FAMILY = {"array": _in_memory_array, "sparse": _in_memory_sparse}
 
 
 def _zarr_format(value: str) -> int:
-    from ..zarr.formats import encoding_for
+    from ...zarr_format.formats import encoding_for
 
     return encoding_for(value).zarr_format
 

@@ -6,11 +6,12 @@ import inspect
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from ...errors import BadRequest, NoSuchEntry, Unsupported
 from ...queries import KeyLookup
-from ..dependencies import MetadataNode, node_dependency
+from ..dependencies import MetadataNode, Node, node_dependency
+from ..plain import PlainRoute
 from ..resources import (
     ALL_FIELDS,
     MAX_INLINE_DEPTH,
@@ -68,16 +69,26 @@ def _compile_jmespath(expression: str | None):
     return compiled.search
 
 
-@router.get("/metadata/{path:path}")
-async def metadata(request: Request, node: MetadataNode, root_path: bool = False):
+async def read_metadata(request: Request, node: Node) -> Response:
     options = ResourceOptions(**_options_from(request))
     resource = await options.context(request, node.path_parts).resource(
         node.members(), node.path_parts
     )
-    meta = {"root_path": request.scope.get("root_path") or "/"} if root_path else {}
+    wants_root_path = _flag(request.query_params.get("root_path"))
+    meta = {"root_path": request.scope.get("root_path") or "/"} if wants_root_path else {}
     return document_response(
         request, {"data": resource, "error": None, "links": None, "meta": meta}
     )
+
+
+# The edge serves GET /api/v1/metadata/... with this (see tiled.server.plain); the route below
+# declares it to OpenAPI and answers wherever the edge is not in front.
+PLAIN_ROUTES = [PlainRoute("/api/v1/metadata", "read:metadata", read_metadata)]
+
+
+@router.get("/metadata/{path:path}")
+async def metadata(request: Request, node: MetadataNode, root_path: bool = False) -> Response:
+    return await read_metadata(request, node)
 
 
 def _flag(value: str | None) -> bool:

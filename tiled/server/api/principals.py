@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 
-from ...authn_database import crud, orm
-from ...errors import BadRequest, NotFound
+from ...authn_database import crud
+from ...errors import BadRequest
+from ..authenticators import CurrentIdentity
 from ..dependencies import require_scope
 from ..resources import page_links
 from ..urls import base_url
-from .auth import APIKeyParams, Authenticator, CurrentIdentity, describe, key_scopes, new_key
+from .auth import (
+    APIKeyParams,
+    Authenticator,
+    checked_principal,
+    describe,
+    key_scopes,
+    new_key,
+    revoke_key,
+)
 
 router = APIRouter(prefix="/auth/principal", tags=["authentication"])
 
@@ -43,20 +52,13 @@ async def create_service_principal(
         return await describe(db, principal)
 
 
-async def _other(db, principal_uuid: str) -> orm.Principal:
-    principal = await crud.principal_by_uuid(db, principal_uuid)
-    if principal is None:
-        raise NotFound(f"No principal {principal_uuid!r}")
-    return principal
-
-
 @router.get("/{principal_uuid}")
 async def get_principal(
     request: Request, principal_uuid: str, identity: CurrentIdentity, auth: Authenticator
 ):
-    require_scope(identity, "read:principals", request)
-    async with auth.database.session() as db:
-        return await describe(db, await _other(db, principal_uuid))
+    checked = checked_principal(request, identity, auth, "read:principals", principal_uuid)
+    async with checked as (db, principal):
+        return await describe(db, principal)
 
 
 @router.post("/{principal_uuid}/apikey")
@@ -67,9 +69,8 @@ async def create_principal_apikey(
     identity: CurrentIdentity,
     auth: Authenticator,
 ):
-    require_scope(identity, "admin:apikeys", request)
-    async with auth.database.session() as db:
-        principal = await _other(db, principal_uuid)
+    checked = checked_principal(request, identity, auth, "admin:apikeys", principal_uuid)
+    async with checked as (db, principal):
         scopes = key_scopes(params.scopes, crud.principal_scopes(principal), narrowed=False)
         return await new_key(db, principal, params, scopes)
 
@@ -82,9 +83,6 @@ async def revoke_principal_apikey(
     identity: CurrentIdentity,
     auth: Authenticator,
 ):
-    require_scope(identity, "admin:apikeys", request)
-    async with auth.database.session() as db:
-        principal = await _other(db, principal_uuid)
-        if not await crud.delete_api_keys(db, principal.id, first_eight):
-            raise NotFound(f"No API key {first_eight!r} of principal {principal_uuid!r}")
-    return Response(status_code=204)
+    checked = checked_principal(request, identity, auth, "admin:apikeys", principal_uuid)
+    async with checked as (db, principal):
+        return await revoke_key(db, principal, first_eight, f"principal {principal_uuid!r}")

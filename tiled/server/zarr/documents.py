@@ -7,13 +7,23 @@ from typing import Any
 from ...access.view import AccessView
 from ...adapters.base import is_group
 from ...errors import DataUnavailable
-from ...structures.zarr_meta import ZarrOptions
-from .formats import ZarrEncoding, json_document
+from ...zarr_format.encoding import ZarrEncoding, json_document
+from ...zarr_format.model import ZarrArrayMeta, ZarrOptions
 
 
 async def node_json(adapter: Any, encoding: ZarrEncoding, options: ZarrOptions) -> dict[str, dict]:
     meta = await adapter.to_zarr_meta(options)
     return encoding.group_json(meta) if is_group(adapter) else encoding.array_json(meta)
+
+
+def array_documents(meta: ZarrArrayMeta, encoding: ZarrEncoding) -> dict[str, bytes]:
+    """An array's documents, encoded once per metadata object and format (adapters give the
+    same metadata object while nothing changed: see ``default_zarr_meta``)."""
+    found = meta.encoded.get(encoding.zarr_format)
+    if found is None:
+        documents = encoding.array_json(meta).items()
+        found = meta.encoded[encoding.zarr_format] = {n: json_document(d) for n, d in documents}
+    return found
 
 
 async def descendants(
@@ -49,6 +59,8 @@ async def documents_of(
     With ``wanted`` given, the subtree is walked only if that document carries the consolidated
     metadata (v3 ``zarr.json``, v2 ``.zmetadata``), not for v2's ``.zgroup`` or ``.zattrs``."""
     adapter = chain[-1][1]
+    if not is_group(adapter):
+        return array_documents(await adapter.to_zarr_meta(settings.zarr), encoding)
     documents = await node_json(adapter, encoding, settings.zarr)
     if is_group(adapter) and wanted in (None, encoding.consolidated_document):
         max_nodes = settings.zarr_consolidated_max_nodes

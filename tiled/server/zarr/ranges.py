@@ -1,14 +1,30 @@
-"""HTTP Range requests on zarr keys (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``)."""
+"""Answers to zarr keys: conditional (``If-None-Match``) and ranged (``bytes=a-b``,
+``bytes=a-``, ``bytes=-n``), written as bare ASGI messages: these are the most frequent
+responses the server sends, and a framework response object costs more than the sending."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from fastapi import Request, Response
+from starlette.requests import Request
 
 from ..responses import matches_if_none_match
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class KeyResponse:
+    """An ASGI response of a status, bytes headers and a body (empty for 304 and 416)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""):
+        self.status, self.headers, self.body = status, headers, body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -26,20 +42,35 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def ranged_response(
-    request: Request, body: bytes, media_type: str | None, etag: str, headers: dict[str, str]
-) -> Response:
-    headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
-    if matches_if_none_match(request, etag):
-        return Response(status_code=304, headers=headers)
-    range_header = request.headers.get("range")
-    if range_header and "," not in range_header:  # multipart ranges: ignored, as RFC 9110 allows
-        byte_range = _byte_range(range_header, len(body))
+    request: Request,
+    body: bytes,
+    media_type: str | None,
+    etag: str,
+    headers: list[tuple[bytes, bytes]],
+) -> KeyResponse:
+    """``body`` as 200, or 304 when the client holds ``etag``, or the part a ``Range`` asks
+    (206; 416 when it cannot be satisfied); ``headers`` are sent with each."""
+    headers = [*headers, (b"etag", etag.encode()), (b"accept-ranges", b"bytes")]
+    conditional = range_header = None
+    for name, value in request.scope["headers"]:  # one pass; most requests carry neither
+        if name == b"if-none-match":
+            conditional = value
+        elif name == b"range":
+            range_header = value.decode("latin-1")
+    if conditional and matches_if_none_match(request, etag):
+        return KeyResponse(304, headers)
+    size = len(body)
+    status = 200
+    # Multipart ranges (a comma) are ignored, as RFC 9110 allows: the whole body answers.
+    if range_header and "," not in range_header:
+        byte_range = _byte_range(range_header, size)
         if byte_range is None:
-            headers["Content-Range"] = f"bytes */{len(body)}"
-            return Response(status_code=416, headers=headers)
+            headers.append((b"content-range", f"bytes */{size}".encode()))
+            return KeyResponse(416, [*headers, (b"content-length", b"0")])
         first, last = byte_range
-        headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
-        return Response(
-            body[first : last + 1], status_code=206, media_type=media_type, headers=headers
-        )
-    return Response(body, media_type=media_type, headers=headers)
+        headers.append((b"content-range", f"bytes {first}-{last}/{size}".encode()))
+        body, status = body[first : last + 1], 206
+    if media_type is not None:
+        headers.append((b"content-type", media_type.encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
+    return KeyResponse(status, headers, bytes(body) if not isinstance(body, bytes) else body)

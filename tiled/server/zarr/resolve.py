@@ -15,8 +15,8 @@ from typing import Any
 from ...access.view import AccessView
 from ...adapters.base import is_group
 from ...errors import NoSuchEntry, ZarrKeyNotFound
+from ...zarr_format.encoding import ZarrEncoding
 from ..dependencies import split_path
-from .formats import ZarrEncoding
 
 
 @dataclass(frozen=True)

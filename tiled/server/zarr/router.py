@@ -1,8 +1,9 @@
-"""One router factory serving the tree as a zarr store, mounted at /zarr/v2 and /zarr/v3.
+"""The tree as a zarr store, one ASGI app per format, served at /zarr/v2 and /zarr/v3.
 
-Zarr clients fire many small requests, so this is a plain Starlette route (no FastAPI
-parameter validation or dependency solving on the hot path); it calls the same identity,
-scope and lookup functions as /api/v1.
+Zarr clients fire many small requests, so this is a plain ASGI app that the edge middleware
+calls directly (no route matching, no FastAPI parameter validation or dependency solving on the
+hot path); it calls the same identity, scope and lookup functions as /api/v1, and answers
+errors as /api/v1 does.
 """
 
 from __future__ import annotations
@@ -11,25 +12,25 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, Router
 
 from ...access.view import AccessView
 from ...errors import BadRequest, Forbidden, ZarrKeyNotFound
+from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
 from ..dependencies import require_scope
+from ..errors import error_response
 from ..responses import etag_of, json_bytes
 from .documents import documents_of
-from .formats import encoding_for
-from .ranges import ranged_response
+from .ranges import KeyResponse, ranged_response
 from .resolve import resolve
 
 
-def zarr_router(zarr_format: int) -> Router:
-    """An ASGI router answering GET and HEAD for every key of the zarr store."""
+def zarr_router(zarr_format: int) -> Any:
+    """An ASGI app answering GET and HEAD for every key of the zarr store; the key is
+    ``scope["path_params"]["path"]`` (the edge middleware sets it)."""
     encoding = encoding_for(zarr_format)
 
-    async def read_key(request: Request) -> Response:
+    async def read_key(request: Request) -> KeyResponse:
         path = request.path_params["path"]
         identity = await get_identity(request)
         require_scope(identity, "read:metadata", request)
@@ -40,9 +41,8 @@ def zarr_router(zarr_format: int) -> Router:
         granted = view.scopes(target.chain)
         if "read:metadata" not in granted:
             raise ZarrKeyNotFound(f"No such key: {path!r}")
-        headers = (
-            {"Cache-Control": settings.zarr_cache_control} if settings.zarr_cache_control else {}
-        )
+        cache_control = settings.zarr_cache_control
+        headers = [(b"cache-control", cache_control.encode())] if cache_control else []
         if target.is_chunk:
             require_scope(identity, "read:data", request)
             if "read:data" not in granted:
@@ -66,7 +66,14 @@ def zarr_router(zarr_format: int) -> Router:
             body = documents[target.key]
         return ranged_response(request, body, "application/json", etag_of(body), headers)
 
-    return Router(routes=[Route("/{path:path}", read_key, methods=["GET", "HEAD"])])
+    async def store(scope, receive, send) -> None:
+        try:
+            response = await read_key(Request(scope, receive))
+        except Exception as exception:  # noqa: BLE001 - every error gets its JSON answer
+            response = error_response(exception)
+        await response(scope, receive, send)
+
+    return store
 
 
 def _listing_media_type(request: Request) -> str | None:

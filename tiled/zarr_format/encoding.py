@@ -1,8 +1,11 @@
-"""Pieces the v2 and v3 encodings share, and the lookup of an encoding by zarr format."""
+"""What an encoding of the zarr model offers, and the JSON pieces the v2 and v3 encodings share.
+
+This module imports neither encoding: they import it, and :mod:`.formats` holds the registry of
+them, so the imports run one way.
+"""
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Mapping
@@ -10,8 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ...errors import UnsupportedZarrFormat
-from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta
+from .model import ZarrArrayMeta, ZarrGroupMeta
 
 
 class ZarrEncoding(Protocol):
@@ -39,27 +41,8 @@ class ZarrEncoding(Protocol):
     def parse_chunk_key(self, key: str, ndim: int | None = None) -> tuple[int, ...] | None: ...
 
 
-def encoding_for(zarr_format: int | str) -> ZarrEncoding:
-    """The encoding of zarr format 2 or 3; anything else raises UnsupportedZarrFormat."""
-    from .v2 import ZarrV2Encoding
-    from .v3 import ZarrV3Encoding
-
-    encodings = {2: ZarrV2Encoding(), 3: ZarrV3Encoding()}
-    try:
-        return encodings[int(zarr_format)]
-    except (KeyError, TypeError, ValueError):
-        raise UnsupportedZarrFormat(zarr_format) from None
-
-
-@functools.lru_cache(maxsize=512)
-def zarr_data_type(dtype: Any) -> Any:
-    """zarr-python's data type for a numpy dtype (resolving it walks a registry: cache it)."""
-    from zarr.core.dtype import get_data_type_from_native_dtype
-
-    return get_data_type_from_native_dtype(dtype)
-
-
 def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON values (numpy scalars and arrays, dates, non-finite floats)."""
     # Strict JSON has no NaN/Infinity; use the strings zarr itself uses for such fill values.
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
@@ -84,6 +67,11 @@ def json_document(document: Mapping[str, Any]) -> bytes:
 def coords_from_separated(
     key: str, pattern: re.Pattern[str], separator: str
 ) -> tuple[int, ...] | None:
+    """The chunk coordinates of ``key`` if it matches ``pattern`` (indices joined by
+    ``separator``), else None."""
     if not pattern.match(key):
         return None
     return tuple(int(part) for part in key.split(separator)) if key else ()
+
+
+__all__ = ["ZarrEncoding", "coords_from_separated", "json_document", "json_safe"]

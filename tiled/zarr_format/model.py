@@ -1,8 +1,9 @@
 """The format-neutral zarr model: what a node looks like as a zarr array or group.
 
 Adapters produce these values through their ``to_zarr_meta`` hooks; the v2 and v3 encodings
-(``tiled.server.zarr.v2`` / ``v3``) only spell them out in each format's JSON. The chunk-grid
-arithmetic and the default chunk encoder live here too, so every producer agrees on them.
+(:mod:`tiled.zarr_format.v2` / :mod:`~tiled.zarr_format.v3`) only spell them out in each
+format's JSON. The chunk-grid arithmetic and the default chunk encoder live here too, so every
+producer agrees on them; the numcodecs work they need is in :mod:`tiled.zarr_format.codecs`.
 
 Chunk grid rule (documented in ``docs/source/how-to/zarr.md``): per dimension, a regular native
 chunking (all chunks equal but a shorter last one) is kept as it is; an irregular one uses the
@@ -20,36 +21,12 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
-import numcodecs
 import numpy
 
-from ..errors import ChunkOutOfRange, InvalidStructure, TiledError
+from ..errors import ChunkOutOfRange, InvalidStructure
+from .codecs import compress, compressors_for, decompress, deserialize_strings, serialize_strings
 
 DEFAULT_CHUNK_BUDGET_BYTES = 4 * 1024 * 1024
-
-# The codecs a server may be configured with, built with numcodecs' own constructors. Their JSON
-# forms (v2 ``compressor``; v3 ``codecs``) come from numcodecs and zarr-python, not from here.
-_CODEC_FACTORIES = {
-    "blosc-lz4": lambda: numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
-    "zstd": lambda: numcodecs.Zstd(level=3),
-    "gzip": lambda: numcodecs.GZip(level=5),
-    "none": None,
-}
-CODEC_NAMES = tuple(_CODEC_FACTORIES)
-
-
-class UnknownCodec(TiledError, ValueError):
-    def __init__(self, name: str):
-        super().__init__(f"Unknown zarr codec {name!r}; choose one of {list(CODEC_NAMES)}")
-
-
-def compressors_for(name: str) -> tuple[numcodecs.abc.Codec, ...]:
-    """The bytes-to-bytes codec chain for a configured codec name."""
-    try:
-        factory = _CODEC_FACTORIES[name]
-    except KeyError:
-        raise UnknownCodec(name) from None
-    return () if factory is None else (factory(),)
 
 
 @dataclass(frozen=True)
@@ -65,7 +42,8 @@ class ZarrOptions:
             raise ValueError("chunk_budget_bytes must be positive")
 
     @property
-    def compressors(self) -> tuple[numcodecs.abc.Codec, ...]:
+    def compressors(self) -> tuple[Any, ...]:
+        """The numcodecs codec chain of the configured codec."""
         return compressors_for(self.codec)
 
 
@@ -97,11 +75,6 @@ def unavailable_view(reason: str) -> dict[str, str]:
 def with_zarr_view(metadata: Mapping[str, Any], view: Mapping[str, str]) -> dict[str, Any]:
     """``metadata`` with the zarr view note (a fresh dict: callers may change it)."""
     return {**metadata, ZARR_VIEW_KEY: dict(view)}
-
-
-def same_codecs(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    """Whether two codec chains encode alike (same codecs, same configurations, same order)."""
-    return [c.get_config() for c in a] == [c.get_config() for c in b]
 
 
 def split_dimension(size: int, chunk: int) -> tuple[int, ...]:
@@ -154,6 +127,12 @@ class ZarrArrayMeta:
     compressors: tuple[Any, ...] = ()
     dimension_names: tuple[str, ...] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    # This metadata's documents as bytes, by zarr format: filled by whoever encodes them
+    # (the server answers every request for an array's zarr.json from here). Not a field of
+    # the value: equality, repr and dataclasses.replace ignore it.
+    encoded: dict[int, dict[str, bytes]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -198,19 +177,16 @@ class ZarrArrayMeta:
         if data.shape != self.chunk_shape:
             data = _pad(data, self.chunk_shape, self.fill_value)
         if is_variable_length_string(self.dtype):
-            payload: Any = numcodecs.VLenUTF8().encode(data.astype(object).ravel())
+            payload: Any = serialize_strings(data)
         else:
             payload = numpy.ascontiguousarray(data, dtype=self.dtype)
-        for codec in self.compressors:
-            payload = codec.encode(payload)
-        return bytes(payload) if not isinstance(payload, bytes) else payload
+        return compress(payload, self.compressors)
 
     def decode_chunk(self, payload: bytes) -> numpy.ndarray:
         """Inverse of :meth:`encode_chunk` (used to re-encode stored chunks and in tests)."""
-        for codec in reversed(self.compressors):
-            payload = codec.decode(payload)
+        payload = decompress(payload, self.compressors)
         if is_variable_length_string(self.dtype):
-            flat = numcodecs.VLenUTF8().decode(payload)
+            flat = deserialize_strings(payload)
             return numpy.asarray(flat, dtype=self.dtype).reshape(self.chunk_shape)
         buffer = numpy.frombuffer(memoryview(payload), dtype=self.dtype)
         return buffer.reshape(self.chunk_shape)
@@ -256,19 +232,17 @@ def choose_chunk_shape(
 
 
 __all__ = [
-    "CODEC_NAMES",
     "DEFAULT_CHUNK_BUDGET_BYTES",
     "VARIABLE_LENGTH_STRING",
     "ZARR_VIEW_KEY",
+    "EncodedChunk",
     "ZarrArrayMeta",
     "ZarrGroupMeta",
     "ZarrOptions",
     "choose_chunk_shape",
-    "compressors_for",
     "is_variable_length_string",
     "re_encoded_view",
     "regular_chunks",
-    "same_codecs",
     "split_dimension",
     "stored_chunks_view",
     "unavailable_view",

@@ -5,17 +5,68 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numcodecs
 import numpy
 from zarr.codecs import BytesCodec, VLenUTF8Codec
-from zarr.metadata.migrate_v3 import _convert_compressor
 
-from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
-from .formats import json_document, json_safe, zarr_data_type
+from .encoding import json_document, json_safe
+from .model import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
+from .zarr_python import zarr_data_type
 
 _CHUNK_KEY = re.compile(r"^c(/\d+)*$")
+
+# numcodecs' Blosc shuffle modes by number, with the names the v3 blosc codec uses.
+_BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
+_BLOSC_AUTOSHUFFLE = -1  # numcodecs picks by item size when compressing
+
+
+def _blosc_shuffle(mode: int, typesize: int) -> str:
+    if mode == _BLOSC_AUTOSHUFFLE:
+        return "bitshuffle" if typesize == 1 else "shuffle"  # numcodecs' own choice
+    return _BLOSC_SHUFFLE_NAMES[mode]
+
+
+def _blosc_json(options: Mapping[str, Any], typesize: int) -> dict:
+    configuration = {
+        "typesize": typesize,
+        "cname": options["cname"],
+        "clevel": options["clevel"],
+        "shuffle": _blosc_shuffle(options["shuffle"], typesize),
+        "blocksize": options.get("blocksize", 0),
+    }
+    return {"name": "blosc", "configuration": configuration}
+
+
+def _zstd_json(options: Mapping[str, Any], typesize: int) -> dict:
+    configuration = {"level": options["level"], "checksum": options.get("checksum", False)}
+    return {"name": "zstd", "configuration": configuration}
+
+
+def _gzip_json(options: Mapping[str, Any], typesize: int) -> dict:
+    return {"name": "gzip", "configuration": {"level": options["level"]}}
+
+
+# The bytes-to-bytes codecs the v3 specification defines, written from their numcodecs
+# configuration. Every other numcodecs codec (zlib and shuffle, which HDF5 files store) goes
+# under its numcodecs name, ``numcodecs.<id>``, as zarr-python reads it.
+_SPECIFIED_CODECS: dict[str, Callable[[Mapping[str, Any], int], dict]] = {
+    "blosc": _blosc_json,
+    "zstd": _zstd_json,
+    "gzip": _gzip_json,
+}
+
+
+def compressor_json(numcodecs_config: Mapping[str, Any], typesize: int) -> dict:
+    """The v3 codec JSON of a numcodecs codec (its ``get_config()``); ``typesize`` is the
+    element size in bytes (blosc declares it)."""
+    codec_id = numcodecs_config["id"]
+    options = {name: value for name, value in numcodecs_config.items() if name != "id"}
+    spell = _SPECIFIED_CODECS.get(codec_id)
+    if spell is None:
+        return {"name": f"numcodecs.{codec_id}", "configuration": options}
+    return spell(options, typesize)
 
 
 def _serializer(dtype: numpy.dtype) -> dict:
@@ -41,18 +92,10 @@ def _data_type_json(dtype: numpy.dtype) -> Any:
 
 @functools.lru_cache(maxsize=512)
 def _codecs_json(dtype: numpy.dtype, compressor_configs: tuple[tuple, ...]) -> list[dict]:
-    # The same (dtype, codecs) pair recurs across a tree; zarr-python builds its codec
-    # objects slowly, so their JSON is built once per pair.
-    zdtype = zarr_data_type(dtype)
-    codecs = [_serializer(dtype)]
-    with warnings.catch_warnings():
-        # Codecs outside the v3 specification (numcodecs.shuffle, numcodecs.zlib: what HDF5
-        # files store) make zarr-python warn; declaring them is deliberate.
-        warnings.simplefilter("ignore")
-        for config in compressor_configs:
-            codec = numcodecs.get_codec(dict(config))
-            codecs.append(_convert_compressor(codec, zdtype).to_dict())
-    return codecs
+    # The same (dtype, codecs) pair recurs across a tree: its JSON is built once per pair.
+    return [_serializer(dtype)] + [
+        compressor_json(dict(config), dtype.itemsize) for config in compressor_configs
+    ]
 
 
 def _inline(metadata: dict) -> dict:

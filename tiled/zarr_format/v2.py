@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ...structures.zarr_meta import ZarrArrayMeta, ZarrGroupMeta
-from .formats import coords_from_separated, json_document, json_safe, zarr_data_type
+from .encoding import coords_from_separated, json_document, json_safe
+from .model import ZarrArrayMeta, ZarrGroupMeta
+from .zarr_python import zarr_data_type
 
 _CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
 

@@ -1,0 +1,140 @@
+"""The edge of the application: what every request gets (request ids, CORS, client version
+checks, CSRF) whether a shortcut (zarr keys, node metadata, health checks) or FastAPI's routes
+answer it, and that the shortcuts answer as the routes they stand for."""
+
+from __future__ import annotations
+
+import httpx
+import numpy
+import pytest
+
+from tiled.adapters.array import ArrayAdapter
+from tiled.adapters.mapping import MapAdapter
+from tiled.server.app import build_app
+
+from .live_server import serve
+
+KEY = "secretforedgetests"
+ORIGIN = "https://viewer.example"
+
+# One path per kind of handler behind the edge, and one refusal of each.
+ANSWERED = [
+    "/zarr/v3/a/zarr.json",
+    "/zarr/v3/a/c/0",
+    "/zarr/v2/a/.zarray",
+    "/api/v1/metadata/a",
+    "/api/v1/array/full/a",
+    "/healthz",
+    "/api/v1/",
+]
+REFUSED = ["/zarr/v3/missing/zarr.json", "/api/v1/metadata/missing", "/api/v1/array/full/missing"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    tree = MapAdapter({"a": ArrayAdapter.from_array(numpy.arange(10))})
+    app = build_app(
+        tree,
+        authentication={"single_user_api_key": KEY},
+        server_settings={"allow_origins": [ORIGIN]},
+    )
+    with serve(app) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Apikey {KEY}"}) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ANSWERED + REFUSED)
+def test_every_answer_carries_a_fresh_request_id(client, path):
+    ids = {client.get(path).headers["x-tiled-request-id"] for _ in range(3)}
+    assert len(ids) == 3
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.parametrize("path", REFUSED)
+def test_refusals_are_json_with_a_detail(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json()["detail"]
+
+
+def test_credentials_are_checked_on_every_shortcut(server):
+    for path in ANSWERED[:-3]:
+        assert httpx.get(server.url + path).status_code == 401, path
+        bad = httpx.get(server.url + path, headers={"Authorization": "Apikey wrong"})
+        assert bad.status_code == 401, path
+        malformed = httpx.get(server.url + path, headers={"Authorization": "Nonsense"})
+        assert malformed.status_code == 400, path
+        assert httpx.get(server.url + path, params={"api_key": KEY}).status_code == 200, path
+
+
+@pytest.mark.parametrize("path", ANSWERED)
+def test_cors_on_every_handler_and_shared_responses_stay_unchanged(client, path):
+    plain = client.get(path)  # the about document sets a CSRF cookie on the first visit
+    for _ in range(3):
+        response = client.get(path, headers={"Origin": ORIGIN})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+    # A response object answered many times (health checks) does not collect CORS headers.
+    again = client.get(path)
+    names = [name for name, _ in again.headers.raw if name != b"set-cookie"]
+    assert names == [name for name, _ in plain.headers.raw if name != b"set-cookie"]
+    assert "access-control-allow-origin" not in again.headers
+
+
+def test_preflights_for_shortcut_paths(client):
+    asks = {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+    assert client.options("/zarr/v3/a/zarr.json", headers=asks).status_code == 200
+    assert client.options("/api/v1/metadata/a", headers=asks).status_code == 200
+    other = {**asks, "Origin": "https://elsewhere.example"}
+    assert client.options("/zarr/v3/a/zarr.json", headers=other).status_code == 400
+
+
+def test_the_store_root_with_and_without_a_slash(client):
+    for path in ("/zarr/v3", "/zarr/v3/", "/zarr/v2", "/zarr/v2/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert [url.rsplit("/", 1)[-1] for url in response.json()] == ["a"]
+
+
+def test_a_prefix_names_whole_segments_only(client):
+    # /zarr/v30 is not the v3 store, /api/v1/metadatax not the metadata route.
+    assert client.get("/zarr/v30/a").status_code == 404
+    assert client.get("/api/v1/metadatax/a").status_code == 404
+
+
+def test_metadata_shortcut_answers_as_the_route(client):
+    document = client.get("/api/v1/metadata/a", params={"root_path": "true"}).json()
+    assert document["data"]["id"] == "a"
+    assert document["data"]["attributes"]["structure"]["shape"] == [10]
+    assert document["meta"] == {"root_path": "/"}
+    assert client.get("/api/v1/metadata/a").json()["meta"] == {}
+    packed = client.get("/api/v1/metadata/a", headers={"Accept": "application/x-msgpack"})
+    assert packed.headers["content-type"] == "application/x-msgpack"
+    etag = client.get("/api/v1/metadata/a").headers["etag"]
+    assert client.get("/api/v1/metadata/a", headers={"If-None-Match": etag}).status_code == 304
+    bad = client.get("/api/v1/metadata/a", params={"fields": "nonsense"})
+    assert bad.status_code == 400 and "nonsense" in bad.json()["detail"]
+
+
+def test_cookie_requests_reach_the_shortcuts(server):
+    cookies = {"tiled_api_key": KEY}
+    with httpx.Client(base_url=server.url, cookies=cookies) as client:
+        assert client.get("/zarr/v3/a/zarr.json").status_code == 200
+        assert client.get("/api/v1/metadata/a").status_code == 200
+        # Changing state with the cookie and without the CSRF token: a JSON 403.
+        refused = client.post("/api/v1/metadata/", json={})
+        assert refused.status_code == 403
+        assert "csrf" in refused.json()["detail"]
+
+
+def test_old_python_clients_are_refused_on_shortcuts_too(client):
+    for path in ("/zarr/v3/a/zarr.json", "/api/v1/metadata/a"):
+        response = client.get(path, headers={"User-Agent": "python-tiled/0.1.0a50"})
+        assert response.status_code == 400
+        assert "too old" in response.json()["detail"]
+        assert response.headers["x-tiled-request-id"]

@@ -1,0 +1,310 @@
+"""Turn a request's credentials into an :class:`Identity`.
+
+Two authenticators share one surface (``required``, ``identify``, ``router``,
+``providers_json``, ``links_json``, ``startup``, ``shutdown``):
+
+- :class:`SingleUserAuthenticator`: one API key with every scope (no providers configured);
+- :class:`MultiUserAuthenticator`: username/password providers, JWT sessions and per-principal
+  API keys kept (hashed) in the authentication database; it serves ``/api/v1/auth``.
+
+Credentials are read by :mod:`tiled.server.credentials`, tokens signed by
+:mod:`tiled.server.tokens`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import inspect
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from ..access.identity import Identity
+from ..access.scopes import PUBLIC_SCOPES, SINGLE_USER_SCOPES
+from ..config import Authentication, Database
+from ..errors import BadRequest, NotFound, Unauthenticated
+from .credentials import BEARER_CHALLENGE, INVALID_TOKEN, read_api_key, read_credentials
+from .failure_delays import FailureDelays
+from .tokens import EXPIRED_ACCESS_TOKEN, EXPIRED_SESSION, TokenSigner
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = Identity(principal=None, scopes=frozenset())
+ANONYMOUS_PUBLIC = Identity(principal=None, scopes=PUBLIC_SCOPES)
+SINGLE_USER = Identity(principal="single-user", scopes=SINGLE_USER_SCOPES, authenticated=True)
+
+
+class UnscalableConfig(ValueError):
+    """The configuration only works in one server process (``build_app(scalable=True)``)."""
+
+
+class SingleUserAuthenticator:
+    """One API key with every scope; optionally anonymous read access."""
+
+    router = None
+
+    def __init__(self, authentication: Authentication):
+        self.api_key = authentication.single_user_api_key or secrets.token_hex(32)
+        self.allow_anonymous_access = authentication.allow_anonymous_access
+        self._key_bytes = self.api_key.encode()
+
+    @property
+    def required(self) -> bool:
+        return not self.allow_anonymous_access
+
+    async def identify(self, request: Request) -> Identity:
+        key = read_api_key(request)
+        if key is None:
+            return ANONYMOUS_PUBLIC if self.allow_anonymous_access else ANONYMOUS
+        if hmac.compare_digest(key.encode(), self._key_bytes):
+            return SINGLE_USER
+        raise Unauthenticated("Invalid API key")
+
+    def providers_json(self, base_url: str) -> list:
+        return []
+
+    def links_json(self, base_url: str) -> None:
+        return None
+
+    async def startup(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def _secret_keys(authentication: Authentication, scalable: bool) -> list[str]:
+    keys = [key for key in authentication.secret_keys if key]
+    if keys:
+        return keys
+    if scalable:
+        raise UnscalableConfig(
+            "With several server processes, every process must sign tokens with the same "
+            "keys: set authentication.secret_keys or TILED_SECRET_KEYS."
+        )
+    logger.warning(
+        "No secret keys configured: tokens are signed with a key generated at startup, so "
+        "sessions end when the server restarts (set TILED_SECRET_KEYS to keep them)."
+    )
+    return [secrets.token_hex(32)]
+
+
+class MultiUserAuthenticator:
+    """Logins through providers, JWT sessions and API keys kept in the authn database."""
+
+    def __init__(
+        self,
+        authentication: Authentication,
+        database: Database | None = None,
+        scalable: bool = False,
+    ):
+        from ..authn_database.connection import AuthnDatabase
+
+        self.settings = authentication
+        self.providers = authentication.authenticators
+        self.allow_anonymous_access = authentication.allow_anonymous_access
+        self.admins = {(entry["provider"], entry["id"]) for entry in authentication.tiled_admins}
+        self.signer = TokenSigner(_secret_keys(authentication, scalable))
+        self.database = AuthnDatabase(database)
+        if scalable and self.database.in_memory:
+            raise UnscalableConfig(
+                "An in-memory authentication database cannot be shared by several server "
+                "processes: set database.uri."
+            )
+        self.failures = FailureDelays()
+
+    @property
+    def required(self) -> bool:
+        return not self.allow_anonymous_access
+
+    @functools.cached_property
+    def router(self):
+        """The ``/auth`` routes (mounted under ``/api/v1``)."""
+        from fastapi import APIRouter
+
+        from .api import auth, principals
+
+        router = APIRouter()
+        router.include_router(auth.router)
+        router.include_router(principals.router)
+        return router
+
+    def providers_json(self, base_url: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "provider": name,
+                "mode": "internal",
+                "links": {"auth_endpoint": f"{base_url}/auth/provider/{name}/token"},
+                "confirmation_message": getattr(provider, "confirmation_message", None),
+            }
+            for name, provider in self.providers.items()
+        ]
+
+    def links_json(self, base_url: str) -> dict[str, str]:
+        return {
+            "whoami": f"{base_url}/auth/whoami",
+            "apikey": f"{base_url}/auth/apikey",
+            "refresh_session": f"{base_url}/auth/session/refresh",
+            "revoke_session": f"{base_url}/auth/session/revoke/{{session_id}}",
+            "logout": f"{base_url}/auth/logout",
+        }
+
+    async def startup(self) -> None:
+        from ..authn_database import crud
+
+        await self.database.startup()
+        async with self.database.session() as db:
+            await crud.ensure_admins(db, sorted(self.admins))
+
+    async def shutdown(self) -> None:
+        await self.database.shutdown()
+
+    async def identify(self, request: Request) -> Identity:
+        credentials = read_credentials(request)
+        if credentials is None:
+            return ANONYMOUS_PUBLIC if self.allow_anonymous_access else ANONYMOUS
+        if credentials.kind == "apikey":
+            return await self._identify_api_key(credentials.secret)
+        claims = self.signer.decode(credentials.secret, "access", EXPIRED_ACCESS_TOKEN)
+        try:
+            scopes = frozenset(claims.get("scp") or ())
+            identities = tuple(
+                (str(entry.get("idp")), str(entry["id"])) for entry in claims.get("ids") or ()
+            )
+            principal_type = str(claims.get("sub_typ") or "user")
+        except (TypeError, KeyError, AttributeError):
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE) from None
+        return Identity(
+            claims["sub"], scopes, authenticated=True, identities=identities,
+            principal_type=principal_type,
+        )  # fmt: skip
+
+    async def _identify_api_key(self, secret: str) -> Identity:
+        from ..authn_database import crud
+        from ..authn_database.orm import utcnow
+
+        async with self.database.session() as db:
+            key = await crud.lookup_api_key(db, secret)
+            if key is None:
+                raise Unauthenticated("Invalid API key")
+            if key.expiration_time is not None and key.expiration_time <= utcnow():
+                raise Unauthenticated("API key has expired")
+            await crud.touch_api_key(db, key)
+        principal = key.principal
+        return Identity(
+            principal.uuid.hex,
+            crud.api_key_scopes(key),
+            authenticated=True,
+            identities=tuple((i.provider, i.id) for i in principal.identities),
+            api_key_first_eight=key.first_eight,
+            principal_type=str(principal.type),
+            access_tags=frozenset(key.access_tags) if key.access_tags is not None else None,
+        )
+
+    async def login(self, provider_name: str, username: str, password: str) -> dict[str, Any]:
+        """Check a username and password with a provider; open a session; return tokens."""
+        from ..authn_database import crud
+        from . import authentication  # where the session limit is set (upstream's module)
+
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            raise NotFound(f"No authentication provider named {provider_name!r}")
+        state = None
+        if username and password:
+            state = provider.authenticate(username, password)
+            state = await state if inspect.isawaitable(state) else state
+        attempt = (provider_name, username)
+        if state is None:
+            await self.failures.wait_after_failure(attempt)
+            raise Unauthenticated("Incorrect username or password", BEARER_CHALLENGE)
+        self.failures.reset(attempt)
+        admin = (provider_name, state.user_name) in self.admins
+        async with self.database.session() as db:
+            principal = await crud.login(db, provider_name, state.user_name, admin)
+            open_sessions = len(await crud.live_sessions(db, principal.id))
+            limit = authentication.SESSION_LIMIT
+            if open_sessions >= limit:
+                raise BadRequest(
+                    f"This principal already has {open_sessions} sessions, the most allowed "
+                    f"({limit}); some must expire before another login"
+                )
+            session = await crud.create_session(
+                db, principal, self.settings.session_max_age, getattr(state, "state", {}) or {}
+            )
+        tokens = self._tokens(principal, session)
+        tokens["identity"] = {"id": state.user_name, "provider": provider_name}
+        tokens["principal"] = principal.uuid.hex
+        return tokens
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """New tokens for a live session named by a valid refresh token."""
+        from ..authn_database import crud
+        from ..authn_database.orm import utcnow
+
+        claims = self.signer.decode(refresh_token, "refresh", EXPIRED_SESSION)
+        async with self.database.session() as db:
+            session = await crud.session_by_uuid(db, str(claims.get("sid")))
+            if session is None or session.revoked or session.expiration_time <= utcnow():
+                raise Unauthenticated(EXPIRED_SESSION, BEARER_CHALLENGE)
+            await crud.mark_refreshed(db, session)
+        tokens = self._tokens(session.principal, session)
+        for name in ("expires_in", "refresh_token_expires_in"):
+            tokens[name] = int(tokens[name])
+        return tokens
+
+    async def revoke(self, refresh_token: str) -> None:
+        """Revoke the session a refresh token names (even if the token itself expired)."""
+        from ..authn_database import crud
+
+        claims = self.signer.decode(refresh_token, "refresh", EXPIRED_SESSION, verify_exp=False)
+        async with self.database.session() as db:
+            await crud.revoke_session(db, str(claims.get("sid")))
+
+    def _tokens(self, principal, session) -> dict[str, Any]:
+        from ..authn_database import crud
+        from ..authn_database.orm import utcnow
+
+        access_age = self.settings.access_token_max_age
+        refresh_age = min(self.settings.refresh_token_max_age, session.expiration_time - utcnow())
+        access_claims = {
+            "sub": principal.uuid.hex,
+            "sub_typ": principal.type,
+            "scp": sorted(crud.principal_scopes(principal)),
+            "state": session.state or {},
+            "ids": [{"id": i.id, "idp": i.provider} for i in principal.identities],
+            "type": "access",
+        }
+        refresh_claims = {"sid": session.uuid.hex, "sub": principal.uuid.hex, "type": "refresh"}
+        return {
+            "access_token": self.signer.encode(access_claims, access_age),
+            "expires_in": access_age.total_seconds(),
+            "refresh_token": self.signer.encode(refresh_claims, refresh_age),
+            "refresh_token_expires_in": refresh_age.total_seconds(),
+            "token_type": "bearer",
+        }
+
+
+def build_authenticator(
+    authentication: Authentication, database: Database | None = None, scalable: bool = False
+) -> SingleUserAuthenticator | MultiUserAuthenticator:
+    """Multi-user if any provider is configured, else single-user."""
+    if authentication.providers:
+        return MultiUserAuthenticator(authentication, database, scalable)
+    if scalable and not authentication.single_user_api_key:
+        raise UnscalableConfig(
+            "With several server processes, every process must use the same API key: "
+            "set authentication.single_user_api_key or TILED_SINGLE_USER_API_KEY."
+        )
+    return SingleUserAuthenticator(authentication)
+
+
+async def get_identity(request: Request) -> Identity:
+    """Who sent ``request``, as the application's authenticator decides."""
+    return await request.app.state.authenticator.identify(request)
+
+
+# The identity of the request, as a route parameter.
+CurrentIdentity = Annotated[Identity, Depends(get_identity)]
