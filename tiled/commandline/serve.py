@@ -177,7 +177,7 @@ def _mounted_catalogs(app) -> list:
         from ..catalog import CatalogRootAdapter
     except ImportError:
         return []
-    root = app.state.root_tree
+    root = app.state.tiled.root_tree
     mounted = getattr(root, "mounted_trees", [("/", root)])
     return [(path, tree) for path, tree in mounted if isinstance(tree, CatalogRootAdapter)]
 
@@ -214,7 +214,7 @@ def _check_authentication_database(app) -> None:
     from ..authn_database.migration import AuthnDatabaseError
     from ..server.authenticators import MultiUserAuthenticator
 
-    authenticator = app.state.authenticator
+    authenticator = app.state.tiled.authenticator
     if not isinstance(authenticator, MultiUserAuthenticator) or authenticator.database.in_memory:
         return
     database = authenticator.database

@@ -20,6 +20,8 @@ from .authentication import CSRFMiddleware, build_authenticator, install_openapi
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware
 from .settings import Environment, ServerSettings, read_environment
+from .state import TiledState
+from .state import install as install_state
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +131,15 @@ def build_app(
         lifespan=_lifespan(tree, tasks, authenticator, access_policy),
         root_path=settings.root_path,
     )
-    app.state.root_tree = tree
-    app.state.settings = settings
-    app.state.authenticator = authenticator
-    app.state.access_policy = access_policy
-    app.state.query_registry = query_registry or default_query_registry
-    app.state.serialization_registry = serialization_registry or default_serialization_registry
-    app.state.authenticated = app.state.authenticator.required
+    state = TiledState(
+        root_tree=tree,
+        settings=settings,
+        authenticator=authenticator,
+        access_policy=access_policy,
+        query_registry=query_registry or default_query_registry,
+        serialization_registry=serialization_registry or default_serialization_registry,
+    )
+    install_state(app, state)
     install_error_handlers(app)
     install_openapi_security(app)
     routers = (about, metadata, data, nodes, writes, assets, awkward, ragged)

@@ -144,7 +144,7 @@ def bytes_response(
     not_modified = _not_modified(request, etag, headers)
     if not_modified is not None:
         return not_modified
-    min_bytes = request.app.state.settings.compression_min_bytes
+    min_bytes = request.app.state.tiled.settings.compression_min_bytes
     body, encoding = compress(request, body, media_type, min_bytes)
     headers["ETag"] = etag
     if encoding:

@@ -12,6 +12,7 @@ from ...errors import BadRequest, UnsupportedMediaType
 from ...utils import run_sync
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
+from ..state import tiled_state
 from .data import EncodingParams, _encoded
 
 router = APIRouter()
@@ -21,7 +22,7 @@ WritingAwkward = Annotated[Node, node_dependency("write:data", {"awkward"})]
 
 
 def _check_size(request: Request, buffers: dict[str, bytes]) -> None:
-    limit = request.app.state.settings.response_bytesize_limit
+    limit = tiled_state(request).settings.response_bytesize_limit
     if sum(len(b) for b in buffers.values()) > limit:
         raise BadRequest(
             f"Response would exceed {limit}. Ask for fewer form keys (slice the array)."

@@ -13,6 +13,7 @@ from ...ndslice import NDBlock, NDSlice
 from ...structures.ragged import RaggedSlicingError
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
+from ..state import tiled_state
 from .data import EncodingParams, SlicingParams, _encoded
 from .writes import _integers, _media_type
 
@@ -23,7 +24,7 @@ WritingRagged = Annotated[Node, node_dependency("write:data", {"ragged"})]
 
 
 def _read(request: Request, adapter: Any, ndslice: NDSlice) -> Any:
-    limit = request.app.state.settings.response_bytesize_limit
+    limit = tiled_state(request).settings.response_bytesize_limit
     try:
         array = adapter.read(ndslice or None)
     except RaggedSlicingError as err:
