@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
     from ..query_registration import QueryRegistry
-    from ..serialization import SerializationRegistry
+    from ..serialization import DeserializationRegistry, SerializationRegistry
+    from ..validation_registration import ValidationRegistry
     from .authenticators import MultiUserAuthenticator, SingleUserAuthenticator
+    from .compression import CompressionRegistry
     from .settings import ServerSettings
 
 # The names upstream's applications set on ``app.state`` (each a field or property here).
@@ -37,6 +39,9 @@ class TiledState:
     access_policy: Any
     query_registry: QueryRegistry
     serialization_registry: SerializationRegistry
+    deserialization_registry: DeserializationRegistry
+    compression_registry: CompressionRegistry
+    validation_registry: ValidationRegistry
 
     @property
     def authenticated(self) -> bool:
