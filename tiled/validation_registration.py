@@ -56,6 +56,12 @@ class ValidationRegistry:
     def __contains__(self, spec: Spec | str) -> bool:
         return _key(spec) in self._validators
 
+    def copy(self) -> ValidationRegistry:
+        """A registry with the same validators, to which more may be added."""
+        registry = ValidationRegistry()
+        registry._validators.update(self._validators)
+        return registry
+
     @property
     def specs(self) -> list[Spec]:
         """The specs that have a validator, in the order they were registered."""
