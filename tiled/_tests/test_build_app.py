@@ -311,3 +311,34 @@ def test_the_registries_keep_upstreams_lookups():
     compressors.register("text/csv", "deflate", zlib.compress)
     assert compressors.dispatch("text/csv", "deflate") is zlib.compress
     assert compressors.choose("text/csv", {"gzip"}) is None
+
+
+def needs_title(spec, metadata, entry, structure_family, structure):
+    """A spec validator named by import path in a configuration (below)."""
+    if "title" not in metadata:
+        raise ValidationError("a title is required")
+
+
+async def test_a_configuration_declares_specs_and_their_validators(tmp_path):
+    from tiled.server.app import build_app_from_config
+
+    config = {
+        "trees": [
+            {
+                "path": "/",
+                "tree": "tiled.catalog:in_memory",
+                "args": {"writable_storage": str(tmp_path / "data")},
+            }
+        ],
+        "authentication": {"single_user_api_key": "secret"},
+        "specs": [{"spec": "titled", "validator": f"{__name__}:needs_title"}, {"spec": "plain"}],
+        "reject_undeclared_specs": True,
+    }
+    body = {"structure_family": "container", "metadata": {}}
+    async with _client(build_app_from_config(config)) as client:
+        untitled = await client.post("/api/v1/metadata/", json={**body, "specs": ["titled"]})
+        assert untitled.status_code == 400 and "a title is required" in untitled.json()["detail"]
+        titled = {**body, "metadata": {"title": "t"}, "specs": ["titled", "plain"]}
+        assert (await client.post("/api/v1/metadata/", json=titled)).status_code == 200
+        other = await client.post("/api/v1/metadata/", json={**body, "specs": ["other"]})
+        assert other.status_code == 400 and other.json()["detail"] == "Unrecognized spec: other"
