@@ -77,7 +77,6 @@ def _run_workers(
     """Serve with ``workers`` uvicorn worker processes, each building the application of
     ``recipe`` (uvicorn's supervisor restarts a worker that dies)."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from ..server.logging import install as redact_secrets_in_logs
 
@@ -93,7 +92,19 @@ def _run_workers(
     socket_ = config.bind_socket()
     url = _url(host, socket_.getsockname()[1], api_key)
     typer.echo(f"\n    Tiled server is running at: {url} ({workers} workers)\n", err=True)
-    Multiprocess(config, sockets=[socket_]).run()
+    _supervisor(config, socket_).run()
+
+
+def _supervisor(config: Any, socket_: socket.socket) -> Any:
+    """uvicorn's supervisor of worker processes, across the uvicorn versions this supports."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn releases
+        return Multiprocess(config, target=uvicorn.Server(config).run, sockets=[socket_])
+    return Multiprocess(config, sockets=[socket_])
 
 
 def _serve(
