@@ -18,6 +18,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     │   ├── InvalidQuery              a search query that cannot be decoded or evaluated
     │   ├── InvalidKey                a node key that cannot be used
     │   ├── InvalidSpecs              specs malformed, repeated or too many
+    │   ├── SpecRejected              a spec's validator refused the node, or an undeclared spec
     │   ├── UnsupportedQuery          a query type the node cannot evaluate
     │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
     ├── Unauthenticated               no (valid) credentials where they are required
@@ -105,6 +106,11 @@ class InvalidQuery(BadRequest):
 
 class InvalidSpecs(BadRequest):
     """Specs that are malformed, repeated, or too many."""
+
+
+class SpecRejected(BadRequest):
+    """A node refused by the validator of one of its specs, or declaring a spec the server
+    does not know while it rejects undeclared specs."""
 
 
 class InvalidKey(BadRequest):

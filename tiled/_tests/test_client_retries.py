@@ -138,7 +138,7 @@ def test_handle_error_leaves_429_to_the_retries():
 def test_a_context_waits_out_429_and_503_and_tells_the_user(capsys):
     for status in (429, 503):
         app = Throttled(build_app(tree()), refusals=2, status=status)
-        with Context.from_app(app, api_key=app.state.authenticator.api_key) as context:
+        with Context.from_app(app, api_key=app.state.tiled.authenticator.api_key) as context:
             assert from_context(context)["x"].read().tolist() == list(numpy.arange(10.0))
             assert app.refused == 2
             assert context.retry_indicator is None  # taken down once the retries are over
@@ -147,7 +147,7 @@ def test_a_context_waits_out_429_and_503_and_tells_the_user(capsys):
 
 def test_a_post_is_retried_after_429_but_the_last_answer_is_returned():
     app = Throttled(build_app(tree()), refusals=100)
-    with Context.from_app(app, api_key=app.state.authenticator.api_key) as context:
+    with Context.from_app(app, api_key=app.state.tiled.authenticator.api_key) as context:
         response = context.request("POST", "metadata/", json={}, check=False)
         assert response.status_code == 429
         assert app.refused == 10  # TILED_RETRY_ATTEMPTS' default

@@ -351,15 +351,15 @@ def test_environment_reaches_build_app_directly(monkeypatch):
     monkeypatch.setenv("TILED_RESPONSE_BYTESIZE_LIMIT", "1234")
     monkeypatch.setenv("TILED_DATABASE_URI", "sqlite:///ignored-in-single-user-mode.db")
     app = build_app(MapAdapter({}))
-    assert app.state.authenticator.api_key == "envkey"
-    assert app.state.settings.response_bytesize_limit == 1234
+    assert app.state.tiled.authenticator.api_key == "envkey"
+    assert app.state.tiled.settings.response_bytesize_limit == 1234
     explicit = build_app(
         MapAdapter({}),
         authentication={"single_user_api_key": "given"},
         server_settings={"response_bytesize_limit": 10},
     )
-    assert explicit.state.authenticator.api_key == "given"
-    assert explicit.state.settings.response_bytesize_limit == 10
+    assert explicit.state.tiled.authenticator.api_key == "given"
+    assert explicit.state.tiled.settings.response_bytesize_limit == 10
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ PASSING = [
     "test_tokenize",
     "test_transport",
     "test_utils",
+    "test_validation",
     "test_xarray",
     "test_xdi_serialization",
     "test_zarr",

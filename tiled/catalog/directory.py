@@ -218,4 +218,34 @@ def directory_tree(
     return tree, database
 
 
-__all__ = ["CatalogTarget", "directory_tree", "indexing_task", "temporary_catalog"]
+def index_directory(
+    directory: str | Path,
+    settings: Settings,
+    *,
+    adapters_by_mimetype: dict[str, Any] | None = None,
+    report: Callable[[str], None] = logger.warning,
+) -> Path:
+    """Index ``directory`` into a new temporary catalog now, and return the path of its
+    database (in a directory of its own, which the caller removes when done). For servers
+    of several processes, which then share one finished index."""
+    path = Path(directory).absolute()
+    tree, database = temporary_catalog(path, adapters_by_mimetype)
+    walker = Walker(CatalogTarget(tree, files_read=True), path, "/", settings)
+
+    async def walk() -> None:
+        for task in tree.startup_tasks:
+            await task()
+        try:
+            await walker.run()
+        finally:
+            for task in tree.shutdown_tasks:
+                await task()
+
+    asyncio.run(walk())
+    report(f"Indexed {path}: {walker.progress.summary()}")
+    return database
+
+
+__all__ = [
+    "CatalogTarget", "directory_tree", "index_directory", "indexing_task", "temporary_catalog",
+]  # fmt: skip

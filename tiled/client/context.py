@@ -270,8 +270,9 @@ class Context:
         ``Context.from_app(build_app(tree))`` just works.
         """
         if api_key is UNSET:
-            authenticator = getattr(getattr(app, "state", None), "authenticator", None)
-            api_key = getattr(authenticator, "api_key", None)
+            # The app's state, read without importing the server (see tiled.server.state).
+            server_state = getattr(getattr(app, "state", None), "tiled", None)
+            api_key = getattr(getattr(server_state, "authenticator", None), "api_key", None)
         return cls(
             uri or f"{APP_BASE}/api/v1", app=app, api_key=api_key, headers=headers,
             timeout=timeout, raise_server_exceptions=raise_server_exceptions, **kwargs,

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import errno
+import os
 import secrets
+import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from . import register as register_options
+from .recipes import FACTORY, RECIPE_VARIABLE, AppRecipe, build
 
 serve_app = typer.Typer(no_args_is_help=True, help="Run a Tiled server.")
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to bind.")
 PORT = typer.Option(8000, "--port", help="Port to bind.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Log every request.")
+WORKERS = typer.Option(
+    None,
+    "--workers",
+    min=1,
+    help="Server processes (uvicorn workers), each building the application from the same "
+    "arguments (default 1).",
+)
 
 
 def _fail(message: str) -> None:
@@ -53,6 +65,113 @@ def _run(app, host: str, port: int, verbose: bool, api_key: str | None, **uvicor
     server.run()
 
 
+def _run_workers(
+    recipe: AppRecipe,
+    workers: int,
+    host: str,
+    port: int,
+    verbose: bool,
+    api_key: str | None,
+    **uvicorn_kwargs,
+) -> None:
+    """Serve with ``workers`` uvicorn worker processes, each building the application of
+    ``recipe`` (uvicorn's supervisor restarts a worker that dies)."""
+    import uvicorn
+
+    from ..server.logging import install as redact_secrets_in_logs
+
+    _check_port(host, port)
+    uvicorn_kwargs.setdefault("log_level", "info")
+    uvicorn_kwargs.setdefault("access_log", verbose)
+    # The workers are new interpreters (spawned): they read the recipe from the environment.
+    os.environ[RECIPE_VARIABLE] = recipe.to_json()
+    config = uvicorn.Config(
+        FACTORY, factory=True, host=host, port=port, workers=workers, **uvicorn_kwargs
+    )
+    redact_secrets_in_logs()
+    socket_ = config.bind_socket()
+    url = _url(host, socket_.getsockname()[1], api_key)
+    typer.echo(f"\n    Tiled server is running at: {url} ({workers} workers)\n", err=True)
+    _supervisor(config, socket_).run()
+
+
+def _supervisor(config: Any, socket_: socket.socket) -> Any:
+    """uvicorn's supervisor of worker processes, across the uvicorn versions this supports."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn releases
+        return Multiprocess(config, target=uvicorn.Server(config).run, sockets=[socket_])
+    return Multiprocess(config, sockets=[socket_])
+
+
+def _serve(
+    recipe: AppRecipe,
+    workers: int,
+    host: str,
+    port: int,
+    verbose: bool,
+    api_key: str | None,
+    *,
+    scalable: bool = False,
+    where: str | None = None,
+    checks: tuple[Callable[[Any], None], ...] = (),
+    **uvicorn_kwargs,
+) -> None:
+    """Build the application of ``recipe`` (reporting a problem in one line), run ``checks``
+    on it, and serve it: in this process, or with ``workers`` processes."""
+    several = workers > 1
+    app = _built(recipe, scalable or several, where, several)
+    for check in checks:
+        check(app)
+    if not several:
+        _run(app, host, port, verbose, api_key, **uvicorn_kwargs)
+        return
+    _refuse_what_one_process_holds(app)
+    _run_workers(recipe, workers, host, port, verbose, api_key, **uvicorn_kwargs)
+
+
+def _built(recipe: AppRecipe, scalable: bool, where: str | None, several: bool) -> Any:
+    from ..config import ConfigError
+    from ..server.authenticators import UnscalableConfig
+
+    prefix = f"{where}: " if where else ""
+    try:
+        return build(recipe, scalable)
+    except ConfigError as err:  # its lines name the file (or variable) and the key already
+        _fail_lines(err.problems)
+    except UnscalableConfig as err:
+        context = "cannot serve with --workers: " if several else ""
+        _fail(f"{prefix}{context}{_first_line(err)}")
+    except ValueError as err:
+        _fail(f"{prefix}{_first_line(err)}")
+
+
+def _refuse_what_one_process_holds(app: Any) -> None:
+    """Refuse trees whose data would not be shared by several processes."""
+    for path, tree in _mounted_catalogs(app):
+        where = "" if path == "/" else f" (mounted at {path})"
+        catalog = tree.catalog
+        url = catalog.url
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and (
+            database in ("", ":memory:") or "mode=memory" in str(url)
+        ):
+            _fail(
+                f"the catalog{where} is an in-memory database, which each worker process would "
+                "hold on its own: with --workers, serve a catalog file or a PostgreSQL database"
+            )
+        for storage in catalog.writable_sql_storage:
+            if storage.dialect == "duckdb":
+                _fail(
+                    f"the catalog{where} keeps tables in DuckDB ({storage.uri}), which only one "
+                    "process may open for writing: with --workers, use SQLite or PostgreSQL "
+                    "storage for tables"
+                )
+
+
 def _announcing_server(config, api_key: str | None):
     """A uvicorn server that prints Tiled's URL once its socket is bound (the real port)."""
     import uvicorn
@@ -87,13 +206,13 @@ def _url(host: str, port: int, api_key: str | None) -> str:
 
 
 @serve_app.command("demo")
-def serve_demo(host: str = HOST, port: int = PORT, verbose: bool = VERBOSE) -> None:
+def serve_demo(
+    host: str = HOST, port: int = PORT, verbose: bool = VERBOSE, workers: int | None = WORKERS
+) -> None:
     """Serve the demo tree with anonymous read access."""
-    from ..examples.generated import tree
-    from ..server.app import build_app
-
-    app = build_app(tree, authentication={"allow_anonymous_access": True})
-    _run(app, host, port, verbose, None)
+    # Every worker must hold the same key; it is not shown (the demo is read-only).
+    key, _ = _single_user_key(None)
+    _serve(AppRecipe("demo", {"api_key": key}), workers or 1, host, port, verbose, None)
 
 
 @serve_app.command("pyobject")
@@ -108,23 +227,21 @@ def serve_pyobject(
     host: str = HOST,
     port: int = PORT,
     verbose: bool = VERBOSE,
+    workers: int | None = WORKERS,
 ) -> None:
-    """Serve a tree (an adapter) importable from Python."""
-    from ..server.app import build_app
+    """Serve a tree (an adapter) importable from Python. With --workers, each worker imports
+    it: what the object holds in memory (and writes to it) stays in that worker."""
     from ..utils import import_object
 
     if ":" not in object_path:
         _fail(f"{object_path!r} is not of the form package.module:attribute")
     try:
-        tree = import_object(object_path)
+        import_object(object_path)
     except (ImportError, AttributeError) as err:
         _fail(f"could not import {object_path!r}: {err}")
     key, shown = _single_user_key(api_key)
-    app = build_app(
-        tree,
-        authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
-    )
-    _run(app, host, port, verbose, shown)
+    arguments = {"object_path": object_path, "api_key": key, "public": public}
+    _serve(AppRecipe("pyobject", arguments), workers or 1, host, port, verbose, shown)
 
 
 PUBLIC = typer.Option(False, "--public", help="Allow anonymous read access.")
@@ -158,26 +275,12 @@ def _single_user_key(api_key: str | None) -> tuple[str, str | None]:
     return key, None if api_key else key
 
 
-def _build_from_config(config, scalable: bool, where: str | None = None):
-    from ..config import ConfigError
-    from ..server.app import build_app_from_config
-    from ..server.authenticators import UnscalableConfig
-
-    prefix = f"{where}: " if where else ""
-    try:
-        return build_app_from_config(config, scalable=scalable)
-    except ConfigError as err:  # its lines name the file (or variable) and the key already
-        _fail_lines(err.problems)
-    except (UnscalableConfig, ValueError) as err:
-        _fail(f"{prefix}{_first_line(err)}")
-
-
 def _mounted_catalogs(app) -> list:
     try:
         from ..catalog import CatalogRootAdapter
     except ImportError:
         return []
-    root = app.state.root_tree
+    root = app.state.tiled.root_tree
     mounted = getattr(root, "mounted_trees", [("/", root)])
     return [(path, tree) for path, tree in mounted if isinstance(tree, CatalogRootAdapter)]
 
@@ -214,7 +317,7 @@ def _check_authentication_database(app) -> None:
     from ..authn_database.migration import AuthnDatabaseError
     from ..server.authenticators import MultiUserAuthenticator
 
-    authenticator = app.state.authenticator
+    authenticator = app.state.tiled.authenticator
     if not isinstance(authenticator, MultiUserAuthenticator) or authenticator.database.in_memory:
         return
     database = authenticator.database
@@ -279,6 +382,7 @@ def serve_catalog(
     port: int = PORT,
     scalable: bool = SCALABLE,
     verbose: bool = VERBOSE,
+    workers: int | None = WORKERS,
 ) -> None:
     """Serve a SQL catalog (read-only unless --write or --temp)."""
     from ..catalog.storage import local_tabular_storage
@@ -288,6 +392,12 @@ def serve_catalog(
     writable = [_local_path(item) for item in write or []]
     if temp and database:
         _fail("pass a DATABASE or --temp, not both")
+    if temp and (workers or 1) > 1:
+        _fail(
+            "--temp makes a throw-away catalog for one server process; with --workers, create "
+            "a catalog (`tiled catalog init catalog.db`) and serve it: "
+            "`tiled serve catalog catalog.db --write DIR --workers N`"
+        )
     if temp:
         directory = Path(tempfile.mkdtemp(prefix="tiled-catalog-"))
         uri = f"sqlite:///{directory / 'catalog.db'}"
@@ -318,13 +428,16 @@ def serve_catalog(
         },
     }
     given = {"single_user_api_key": key, "allow_anonymous_access": public or None}
+    overrides = {"authentication": given}
     try:
-        config = validate_config(document, overrides={"authentication": given})
+        validate_config(document, overrides=overrides)
     except ConfigError as err:
         _fail_lines(err.problems)
-    app = _build_from_config(config, scalable)
-    _check_catalogs(app)
-    _run(app, host, port, verbose, shown)
+    recipe = AppRecipe("config-document", {"document": document, "overrides": overrides})
+    _serve(
+        recipe, workers or 1, host, port, verbose, shown, scalable=scalable,
+        checks=(_check_catalogs,),
+    )  # fmt: skip
 
 
 @serve_app.command("directory")
@@ -345,32 +458,81 @@ def serve_directory(
     adapters: list[str] | None = register_options.ADAPTER,
     host: str = HOST,
     port: int = PORT,
+    workers: int | None = WORKERS,
 ) -> None:
-    """Serve the files of a directory (indexed into a temporary catalog while serving)."""
+    """Serve the files of a directory (indexed into a temporary catalog while serving; with
+    several --workers, indexed once before serving)."""
     from ..catalog.directory import directory_tree
     from ..server.app import build_app
 
     path = Path(directory).expanduser().absolute()
     if not path.is_dir():
         _fail(f"{directory} is not a directory")
+    if watch and (workers or 1) > 1:
+        _fail(
+            "--watch keeps the index of one server process current; with --workers the "
+            "directory is indexed once, before serving: leave out --watch or --workers"
+        )
     settings, adapters_by_mimetype = register_options.walk_settings(
         keep_ext, include_ext, ext, mimetype_hook, adapters
     )
     register_options.log_walk(verbose)
+    key, shown = _single_user_key(api_key)
 
     def report(message: str) -> None:
         typer.echo(message, err=True)
 
+    if (workers or 1) > 1:
+        _serve_indexed_directory(
+            path, settings, adapters_by_mimetype, report, workers, host, port, verbose,
+            api_key=key, shown=shown, public=public,
+        )  # fmt: skip
+        return
     tree, database = directory_tree(
         path, settings, follow=watch, adapters_by_mimetype=adapters_by_mimetype, report=report
     )
     typer.echo(f"Indexing {path} into a temporary catalog at {database}", err=True)
-    key, shown = _single_user_key(api_key)
     app = build_app(
         tree,
         authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
     )
     _run(app, host, port, verbose, shown)
+
+
+def _serve_indexed_directory(
+    path: Path,
+    settings: Any,
+    adapters_by_mimetype: dict[str, str],
+    report: Callable[[str], None],
+    workers: int,
+    host: str,
+    port: int,
+    verbose: bool,
+    *,
+    api_key: str,
+    shown: str | None,
+    public: bool,
+) -> None:
+    """Index ``path`` once, here, then serve the index with ``workers`` processes; the index
+    is removed when the server stops."""
+    from ..catalog.directory import index_directory
+
+    report(f"Indexing {path} into a temporary catalog before serving (--workers)")
+    try:
+        database = index_directory(
+            path, settings, adapters_by_mimetype=adapters_by_mimetype, report=report
+        )
+    except Exception as err:
+        _fail(f"cannot index {path}: {_first_line(err)}")
+    report(f"Serving the index at {database}")
+    arguments = {
+        "database": str(database), "directory": str(path),
+        "adapters_by_mimetype": adapters_by_mimetype, "api_key": api_key, "public": public,
+    }  # fmt: skip
+    try:
+        _serve(AppRecipe("directory-index", arguments), workers, host, port, verbose, shown)
+    finally:
+        shutil.rmtree(database.parent, ignore_errors=True)
 
 
 @serve_app.command("config")
@@ -389,6 +551,13 @@ def serve_config(
     ),
     scalable: bool = SCALABLE,
     verbose: bool = VERBOSE,
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Server processes (uvicorn workers), each building the application from the "
+        "configuration (overrides uvicorn.workers; default 1).",
+    ),
 ) -> None:
     """Serve what a configuration file describes (see the configuration how-to)."""
     import inspect
@@ -403,11 +572,10 @@ def serve_config(
         config = parse_configs(path)
     except ConfigError as err:
         _fail_lines(err.problems)
-    shown = None
+    shown = key = None
     if config.authentication.providers:
         if api_key is not None:
             _fail("--api-key is for single-user servers; this configuration has login providers")
-        config = config.with_overrides(public=public)
     else:
         # --api-key, else TILED_SINGLE_USER_API_KEY, else the file, else random. Keys from the
         # environment or made up here are printed; keys the user wrote are not.
@@ -417,21 +585,17 @@ def serve_config(
             shown = key if key == environment.single_user_api_key else None
         else:
             key, shown = _single_user_key(api_key)
-        config = config.with_overrides(public=public, api_key=key)
     server = config.uvicorn
-    if server.workers and server.workers > 1:
-        _fail(
-            "uvicorn.workers > 1 is not supported by `tiled serve config`; run "
-            "`uvicorn --factory tiled.server.app:app_factory --workers N` with TILED_CONFIG set"
-        )
     extra = server.uvicorn_kwargs()
     accepted = set(inspect.signature(uvicorn.Config).parameters) - {"app", "host", "port"}
     unknown = sorted(set(extra) - accepted)
     if unknown:
         _fail(f"{path}: uvicorn does not accept the setting(s) {unknown}")
-    app = _build_from_config(config, scalable, where=path)
-    _check_catalogs(app)
-    _check_authentication_database(app)
     host = host or server.host or "127.0.0.1"
     port = port if port is not None else (server.port if server.port is not None else 8000)
-    _run(app, host, port, verbose, shown, **extra)
+    # The overrides decided here (the key above all) go to every worker with the path.
+    recipe = AppRecipe("config-file", {"path": str(path), "public": public, "api_key": key})
+    _serve(
+        recipe, workers or server.workers or 1, host, port, verbose, shown, scalable=scalable,
+        where=path, checks=(_check_catalogs, _check_authentication_database), **extra,
+    )  # fmt: skip

@@ -51,7 +51,6 @@ from .sections import (
     CreateMountNodes,
     Database,
     MetricsConfig,
-    RejectUndeclaredSpecs,
     SpecDeclaration,
     StreamingCache,
     TreeSpec,
@@ -97,7 +96,7 @@ class Config(_Section):
     storage_pool_size: int | None = Field(None, ge=1)
     storage_max_overflow: int | None = Field(None, ge=0)
     object_cache: dict[str, Any] | None = None  # deprecated upstream, no effect there either
-    reject_undeclared_specs: RejectUndeclaredSpecs = None
+    reject_undeclared_specs: bool | None = None
     expose_raw_assets: bool | None = None
     metrics: MetricsConfig | None = None
     streaming_cache: StreamingCache = None
@@ -291,6 +290,7 @@ _NO_EFFECT = {
 _SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "database",
     "zarr_consolidated_max_nodes", "zarr_cache_control", "zarr_listing_max", "expose_raw_assets",
+    "reject_undeclared_specs",
 )  # fmt: skip
 
 
@@ -358,6 +358,7 @@ def _build_app_kwargs(config: Config, directory: Path | None) -> dict[str, Any]:
         for index, reference in enumerate(config.routers)
     ]
     registry = build.serialization_registry(config.media_types, config.file_extensions, directory)
+    validators = build.validation_registry(config.specs, directory)
     specs = config.tree_specs
     mounted = [(spec.segments, _tree(spec, i, config, directory)) for i, spec in enumerate(specs)]
     tree = build.mount(mounted)
@@ -372,5 +373,6 @@ def _build_app_kwargs(config: Config, directory: Path | None) -> dict[str, Any]:
         "access_policy": policy,
         "include_routers": carried + routers,
         "serialization_registry": registry,
+        "validation_registry": validators,
         "tasks": tasks if any(tasks.values()) else None,
     }

@@ -206,6 +206,32 @@ def serialization_registry(
     return registry
 
 
+def validation_registry(specs: list[Any], directory: Path | None) -> Any:
+    """The default validators plus one per declared spec (a declared spec without a validator
+    is accepted as it is, and counts as declared for ``reject_undeclared_specs``)."""
+    from ..validation_registration import default_validation_registry
+
+    registry = default_validation_registry.copy()
+    for index, declaration in enumerate(specs):
+        what = f"specs[{index}].validator"
+        validator = (
+            _accept_as_declared
+            if declaration.validator is None
+            else resolve(declaration.validator, directory, what)
+        )
+        if not callable(validator):
+            raise ConfigError(
+                f"{what}: {declaration.validator!r} is not a function "
+                "(spec, metadata, entry, structure_family, structure)"
+            )
+        registry.register(declaration.spec, validator)
+    return registry
+
+
+def _accept_as_declared(*args: Any) -> None:
+    return None
+
+
 def authenticators(providers: list[Any], directory: Path | None) -> list[Any]:
     """Provider specs with their authenticators built (import path or class + args)."""
     built = []

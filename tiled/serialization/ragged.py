@@ -140,24 +140,6 @@ to_arrow = _via_awkward(awkward_encoding.to_arrow)
 to_parquet = _via_awkward(awkward_encoding.to_parquet)
 
 RAGGED_ENCODERS = {JSON: to_json, ZIP: to_zipped_buffers, ARROW_FILE: to_arrow, PARQUET: to_parquet}
-# How a request body becomes a ragged array, by its media type.
-RAGGED_DECODERS = {ZIP: from_zipped_buffers, JSON: from_json}
-
-
-def decode_ragged(body: bytes, media_type: str, structure: Any) -> Any:
-    from ..errors import UnsupportedUploadType
-
-    decoder = RAGGED_DECODERS.get(media_type)
-    if decoder is None:
-        raise UnsupportedUploadType(
-            f"Ragged bodies are {sorted(RAGGED_DECODERS)}, not {media_type!r}"
-        )
-    try:
-        return decoder(body, structure)
-    except (ValueError, TypeError) as err:
-        if isinstance(err, BadRequest):
-            raise
-        raise BadRequest(f"Could not read the {media_type} body: {err}") from None
 
 
 def register_ragged(registry: Any) -> None:

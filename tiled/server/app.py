@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,6 +20,14 @@ from .authentication import CSRFMiddleware, build_authenticator, install_openapi
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware
 from .settings import Environment, ServerSettings, read_environment
+from .state import TiledState
+from .state import install as install_state
+
+if TYPE_CHECKING:
+    from ..query_registration import QueryRegistry
+    from ..serialization import DeserializationRegistry, SerializationRegistry
+    from ..validation_registration import ValidationRegistry
+    from .compression import CompressionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +73,11 @@ def _settings(server_settings: Mapping | ServerSettings | None, env: Environment
     return ServerSettings.from_mapping({**env.server_settings(), **given})
 
 
+def _given(registry: Any, default: Any) -> Any:
+    # An empty registry is a choice (e.g. compress nothing), not a missing argument.
+    return default if registry is None else registry
+
+
 def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any, policy: Any):
     tasks = dict(tasks or {})
 
@@ -98,11 +111,11 @@ def build_app(
     tree: Any,
     authentication: Authentication | Mapping | None = None,
     server_settings: Mapping | ServerSettings | None = None,
-    query_registry=None,
-    serialization_registry=None,
-    deserialization_registry=None,
-    compression_registry=None,
-    validation_registry=None,
+    query_registry: QueryRegistry | None = None,
+    serialization_registry: SerializationRegistry | None = None,
+    deserialization_registry: DeserializationRegistry | None = None,
+    compression_registry: CompressionRegistry | None = None,
+    validation_registry: ValidationRegistry | None = None,
     tasks: Mapping[str, list] | None = None,
     scalable: bool = False,
     access_policy=None,
@@ -112,10 +125,18 @@ def build_app(
 
     Settings not given in ``authentication`` and ``server_settings`` come from the ``TILED_*``
     environment variables (see :mod:`tiled.server.settings`), then defaults.
+
+    Each registry not given is the module-level default: ``query_registry`` decodes the
+    search filters of ``/search`` and ``/distinct`` (and is listed at ``/api/v1/``);
+    ``serialization_registry`` encodes data responses; ``deserialization_registry`` reads the
+    bodies of writes; ``compression_registry`` compresses response bodies (HTTP content
+    coding); ``validation_registry`` validates the specs of created and updated nodes.
     """
     from ..query_registration import default_query_registry
-    from ..serialization import default_serialization_registry
+    from ..serialization import default_deserialization_registry, default_serialization_registry
+    from ..validation_registration import default_validation_registry
     from .api import about, assets, awkward, data, metadata, nodes, ragged, writes
+    from .compression import default_compression_registry
     from .zarr.router import zarr_router
 
     env = read_environment()
@@ -129,13 +150,20 @@ def build_app(
         lifespan=_lifespan(tree, tasks, authenticator, access_policy),
         root_path=settings.root_path,
     )
-    app.state.root_tree = tree
-    app.state.settings = settings
-    app.state.authenticator = authenticator
-    app.state.access_policy = access_policy
-    app.state.query_registry = query_registry or default_query_registry
-    app.state.serialization_registry = serialization_registry or default_serialization_registry
-    app.state.authenticated = app.state.authenticator.required
+    state = TiledState(
+        root_tree=tree,
+        settings=settings,
+        authenticator=authenticator,
+        access_policy=access_policy,
+        query_registry=_given(query_registry, default_query_registry),
+        serialization_registry=_given(serialization_registry, default_serialization_registry),
+        deserialization_registry=_given(
+            deserialization_registry, default_deserialization_registry
+        ),
+        compression_registry=_given(compression_registry, default_compression_registry),
+        validation_registry=_given(validation_registry, default_validation_registry),
+    )
+    install_state(app, state)
     install_error_handlers(app)
     install_openapi_security(app)
     routers = (about, metadata, data, nodes, writes, assets, awkward, ragged)

@@ -303,7 +303,7 @@ def build_authenticator(
 
 async def get_identity(request: Request) -> Identity:
     """Who sent ``request``, as the application's authenticator decides."""
-    return await request.app.state.authenticator.identify(request)
+    return await request.app.state.tiled.authenticator.identify(request)
 
 
 # The identity of the request, as a route parameter.

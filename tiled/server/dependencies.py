@@ -71,9 +71,10 @@ async def resolve_node(
     revealed); a visible node without the scope the route needs -> 403.
     """
     require_scope(identity, scope, request)
-    view = AccessView(identity, request.app.state.access_policy)
-    await view.prepare(request.app.state.root_tree)
-    chain = await view.lookup(request.app.state.root_tree, parts)
+    state = request.app.state.tiled
+    view = AccessView(identity, state.access_policy)
+    await view.prepare(state.root_tree)
+    chain = await view.lookup(state.root_tree, parts)
     granted = view.scopes(chain)
     # Under a policy, a node whose metadata the identity may not read does not exist for it.
     # Without one there is nothing to hide: the route's own scope (checked above) decides, so

@@ -37,7 +37,7 @@ def install_openapi_security(app: Any, prefix: str = "/api/v1") -> None:
         schema = build_schema()
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
         schemes.update(API_KEY_SCHEMES)
-        providers = list(getattr(app.state.authenticator, "providers", None) or ())
+        providers = list(getattr(app.state.tiled.authenticator, "providers", None) or ())
         templated = schema.get("paths", {}).get(prefix + TOKEN_ROUTE)
         if providers and templated is not None:
             token_url = prefix + TOKEN_ROUTE.format(provider=providers[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,18 +13,7 @@ import xxhash
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-COMPRESSIBLE = frozenset(
-    {
-        "application/octet-stream",
-        "application/vnd.apache.arrow.file",
-        "application/json",
-        "application/x-msgpack",
-        "text/csv",
-        "text/plain",
-        "text/html",
-        "application/x-hdf5",
-    }
-)
+from .compression import CompressionRegistry, default_compression_registry
 
 # A compressed body is sent only when it is at most this fraction of the original.
 WORTH_COMPRESSING = 0.9
@@ -97,28 +85,24 @@ def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Respo
 
 
 def compress(
-    request: Request, body: bytes, media_type: str, min_bytes: int
+    request: Request,
+    body: bytes,
+    media_type: str,
+    min_bytes: int,
+    registry: CompressionRegistry = default_compression_registry,
 ) -> tuple[bytes, str | None]:
-    """Compress with the best encoding the client accepts, when it is worth it."""
-    if media_type not in COMPRESSIBLE or len(body) < min_bytes:
+    """Compress with the first encoding ``registry`` offers for ``media_type`` that the client
+    accepts, when it is worth it."""
+    if len(body) < min_bytes:
         return body, None
     accepted = {
         token.split(";")[0].strip()
         for token in request.headers.get("accept-encoding", "").split(",")
     }
-    if "zstd" in accepted:
-        import zstandard
-
-        encoding = "zstd"
-        encode = zstandard.ZstdCompressor(level=3).compress
-    elif "gzip" in accepted:
-        level = 1 if media_type != "application/json" else 6
-        encoding = "gzip"
-
-        def encode(data: bytes) -> bytes:
-            return gzip.compress(data, compresslevel=level)
-    else:
+    chosen = registry.choose(media_type, accepted)
+    if chosen is None:
         return body, None
+    encoding, encode = chosen
     # Measured data (random floats, noisy images) rarely compresses: try samples first, so
     # that a large incompressible body costs a few small compressions, not a whole one.
     if len(body) > SAMPLE_BYTES * SAMPLES * 4:
@@ -144,8 +128,9 @@ def bytes_response(
     not_modified = _not_modified(request, etag, headers)
     if not_modified is not None:
         return not_modified
-    min_bytes = request.app.state.settings.compression_min_bytes
-    body, encoding = compress(request, body, media_type, min_bytes)
+    state = request.app.state.tiled
+    min_bytes = state.settings.compression_min_bytes
+    body, encoding = compress(request, body, media_type, min_bytes, state.compression_registry)
     headers["ETag"] = etag
     if encoding:
         headers["Content-Encoding"] = encoding

@@ -54,6 +54,7 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
 }
 SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "expose_raw_assets",
+    "reject_undeclared_specs",
 )  # fmt: skip
 
 
@@ -198,6 +199,8 @@ class ServerSettings:
     zarr_listing_max: int = 10_000
     # Upstream's name and default: /asset/bytes, /asset/manifest and DELETE /asset are served.
     expose_raw_assets: bool = True
+    # Upstream's name and default: a node may declare specs that have no validator.
+    reject_undeclared_specs: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ServerSettings:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from ..._version import __version__
 from ..responses import document_response
+from ..state import tiled_state
 from ..urls import base_url
 
 router = APIRouter()
@@ -15,7 +16,7 @@ router = APIRouter()
 
 @router.get("/")
 async def about(request: Request):
-    state = request.app.state
+    state = tiled_state(request)
     base = base_url(request)
     root_path = request.scope.get("root_path", "")
     expires = datetime.now(UTC) + timedelta(seconds=600)

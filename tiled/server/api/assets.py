@@ -28,6 +28,7 @@ from ...utils import run_sync
 from ..dependencies import Node, node_dependency, require_scope
 from ..resources import data_source_json, omits_asset_size
 from ..responses import document_response
+from ..state import tiled_state
 
 router = APIRouter()
 
@@ -37,7 +38,7 @@ ReplacingDataSource = Annotated[Node, node_dependency("write:metadata")]
 
 
 def _check_exposed(request: Request, action: str) -> None:
-    if not request.app.state.settings.expose_raw_assets:
+    if not tiled_state(request).settings.expose_raw_assets:
         raise Forbidden(f"This Tiled server is configured not to allow {action} raw assets.")
 
 

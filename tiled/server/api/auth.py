@@ -22,12 +22,13 @@ from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from ..authenticators import CurrentIdentity, MultiUserAuthenticator
 from ..credentials import BEARER_CHALLENGE, read_credentials
 from ..dependencies import require_scope
+from ..state import tiled_state
 
 router = APIRouter(prefix="/auth", tags=["authentication"])
 
 
 def _authenticator(request: Request) -> MultiUserAuthenticator:
-    return request.app.state.authenticator
+    return tiled_state(request).authenticator
 
 
 Authenticator = Annotated[MultiUserAuthenticator, Depends(_authenticator)]

@@ -8,11 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from ...adapters.protocols import WritableAwkward
-from ...errors import BadRequest, UnsupportedUploadType
+from ...errors import BadRequest
+from ...serialization.media_types import ZIP
 from ...utils import run_sync
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
+from ..state import tiled_state
 from .data import EncodingParams, _encoded
+from .writes import decoded
 
 router = APIRouter()
 
@@ -21,7 +24,7 @@ WritingAwkward = Annotated[Node, node_dependency("write:data", {"awkward"})]
 
 
 def _check_size(request: Request, buffers: dict[str, bytes]) -> None:
-    limit = request.app.state.settings.response_bytesize_limit
+    limit = tiled_state(request).settings.response_bytesize_limit
     if sum(len(b) for b in buffers.values()) > limit:
         raise BadRequest(
             f"Response would exceed {limit}. Ask for fewer form keys (slice the array)."
@@ -67,12 +70,10 @@ async def awkward_full(request: Request, node: AwkwardNode, encoding: EncodingPa
 @router.put("/awkward/full/{path:path}")
 async def write_awkward(request: Request, node: WritingAwkward):
     """Replace all buffers with those of a zip file (one member per buffer)."""
-    from ...serialization.awkward import unzip_buffers
-    from ...serialization.media_types import ZIP
-
     writer = capable(node.adapter, WritableAwkward, "writing")
-    media_type = request.headers.get("content-type", ZIP).split(";")[0].strip()
-    if media_type != ZIP:
-        raise UnsupportedUploadType(f"Awkward buffers are sent as {ZIP}, not {media_type!r}")
-    await writer.write(unzip_buffers(await request.body()))
+    structure = node.adapter.structure()
+    buffers = decoded(
+        request, "awkward", await request.body(), ZIP, structure.form, structure.length
+    )
+    await writer.write(buffers)
     return document_response(request, None)

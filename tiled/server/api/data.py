@@ -16,6 +16,7 @@ from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
 from ..dependencies import ArrayNode, ContainerNode, GroupNode, Node, TableNode
 from ..responses import bytes_response, stream_response
+from ..state import tiled_state
 
 router = APIRouter()
 
@@ -59,7 +60,7 @@ def _parse_expected_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _check_size(request: Request, shape: tuple[int, ...], itemsize: int) -> None:
-    limit = request.app.state.settings.response_bytesize_limit
+    limit = tiled_state(request).settings.response_bytesize_limit
     if math.prod(shape) * itemsize > limit:
         raise BadRequest(
             f"Response would exceed {limit}. Use slicing ('?slice=...') to request smaller chunks."
@@ -84,7 +85,7 @@ async def _encoded(
     """Negotiate a media type, encode, and respond (streaming when the encoder streams)."""
     from ...serialization import EncodeOptions
 
-    state = request.app.state
+    state = tiled_state(request)
     adapter = target if target is not None else node.adapter
     keys = [spec.name for spec in adapter.specs] + [adapter.structure_family.value]
     key, media_type = state.serialization_registry.negotiate(
@@ -246,7 +247,7 @@ async def container_full(
 ):
     target = await _subset(node.subtree(), request.query_params.getlist("field") or body)
     keys = [spec.name for spec in target.specs] + [target.structure_family.value]
-    registry = request.app.state.serialization_registry
+    registry = tiled_state(request).serialization_registry
     key, media_type = registry.negotiate(keys, encoding.format, request.headers.get("accept"))
     if registry.reads_data(key, media_type):
         await _check_subtree_size(request, target)
@@ -258,7 +259,7 @@ async def _check_subtree_size(request: Request, container: Any) -> None:
 
     The size comes from structures (nothing is read), and the walk stops once over the limit.
     """
-    settings = request.app.state.settings
+    settings = tiled_state(request).settings
     limit = settings.response_bytesize_limit
     total, pending = 0, [container]
     while pending:

@@ -20,6 +20,7 @@ from ..resources import (
     page_links,
 )
 from ..responses import document_response
+from ..state import tiled_state
 from ..urls import base_url
 
 router = APIRouter()
@@ -141,7 +142,8 @@ def _sorting_from(values: list[str]) -> list[tuple[str, int]]:
 
 
 def _filtered(request: Request, tree: Any) -> tuple[Any, str | None]:
-    queries = request.app.state.query_registry.decode_params(request.query_params.multi_items())
+    registry = tiled_state(request).query_registry
+    queries = registry.decode_params(request.query_params.multi_items())
     lookup_key = None
     for query in queries:
         if isinstance(query, KeyLookup):

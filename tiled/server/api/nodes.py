@@ -14,7 +14,7 @@ from ...adapters.protocols import (
 )
 from ...errors import BadRequest, UnsupportedMediaType
 from ...structures.array import ArrayStructure
-from ...structures.core import StructureFamily, normalize_specs
+from ...structures.core import Spec, StructureFamily, normalize_specs
 from ...structures.data_source import Asset, DataSource, Management
 from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
@@ -22,6 +22,7 @@ from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
 from ..resources import LINKS_BY_FAMILY, data_sources_json, omits_asset_size, page_links
 from ..responses import document_response
+from ..state import tiled_state
 from ..urls import base_url
 
 router = APIRouter()
@@ -101,19 +102,43 @@ def _approved(node: Node, current: frozenset[str] | None, requested: list[str] |
     return blob_of_tags(tags) or {}, reported
 
 
+async def _validated(
+    request: Request,
+    specs: list[Spec],
+    metadata: dict[str, Any],
+    entry: Any = None,
+    structure_family: StructureFamily | None = None,
+    structure: Any = None,
+) -> dict[str, Any] | None:
+    """Run the validators of ``specs`` the application was built with; the metadata to store
+    when a validator changed it, else None. A refusal is a 400."""
+    state = tiled_state(request)
+    return await state.validation_registry.validate(
+        specs, metadata, entry, structure_family, structure,
+        reject_undeclared=state.settings.reject_undeclared_specs,
+    )  # fmt: skip
+
+
 async def _create(request: Request, node: Node, body: PostMetadataRequest, register: bool) -> Any:
     node.require("create:node")
     if register:
         node.require("register")
     parent = capable(node.adapter, WritableContainer, "creating nodes")
     data_sources = [ds.to_data_source() for ds in body.data_sources]
+    specs = normalize_specs(body.specs)
+    # As upstream: a validator sees the structure of the first data source (none for a
+    # container).
+    structure = data_sources[0].structure if data_sources else None
+    validated = await _validated(
+        request, specs, body.metadata, None, body.structure_family, structure
+    )
+    metadata = validated if validated is not None else body.metadata
     access_blob, reported_tags = _approved(
         node, None, _requested_tags(body.access_tags, body.access_blob)
     )
     child = await parent.create_node(
-        key=body.id, structure_family=body.structure_family, metadata=body.metadata,
-        specs=normalize_specs(body.specs), data_sources=data_sources, access_blob=access_blob,
-        register=register,
+        key=body.id, structure_family=body.structure_family, metadata=metadata, specs=specs,
+        data_sources=data_sources, access_blob=access_blob, register=register,
     )  # fmt: skip
     path = "/".join((*node.path_parts, child.key))
     base = base_url(request)
@@ -121,6 +146,8 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
     sources = data_sources_json(child, omits_asset_size(request)) or []
     document = {"id": child.key, "links": links, "data_sources": sources}
+    if validated is not None:
+        document["metadata"] = validated  # as upstream reports a validator's change
     if reported_tags is not None:
         document["access_tags"] = reported_tags
     return document_response(request, document)
@@ -142,11 +169,23 @@ async def replace_metadata(
 ):
     target = capable(node.adapter, NodeWithHistory, "metadata updates")
     specs = normalize_specs(body.specs) if body.specs is not None else None
+    metadata, validated = await _validated_update(request, node, body.metadata, specs)
     access_blob, reported_tags = _approved(
         node, _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
     )
-    await target.replace_metadata(body.metadata, specs, access_blob, drop_revision)
-    return _updated(request, node, reported_tags)
+    await target.replace_metadata(metadata, specs, access_blob, drop_revision)
+    return _updated(request, node, reported_tags, validated)
+
+
+async def _validated_update(
+    request: Request, node: Node, metadata: dict[str, Any] | None, specs: list[Spec] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(metadata to store or None for unchanged, the validators' change or None)`` of an
+    update; the validators see the node as it will be (what is not given stays)."""
+    resulting_specs = specs if specs is not None else list(node.adapter.specs)
+    resulting = metadata if metadata is not None else dict(node.adapter.metadata())
+    validated = await _validated(request, resulting_specs, resulting, node.adapter)
+    return (validated if validated is not None else metadata), validated
 
 
 @router.patch("/metadata/{path:path}")
@@ -181,9 +220,10 @@ async def patch_metadata(
         requested = _requested_tags(
             None, patcher(node.adapter.access_blob or {}, body["access_blob"])
         )
+    metadata, validated = await _validated_update(request, node, metadata, specs)
     access_blob, reported_tags = _approved(node, _current_tags(node), requested)
     await target.replace_metadata(metadata, specs, access_blob, drop_revision)
-    return _updated(request, node, reported_tags)
+    return _updated(request, node, reported_tags, validated)
 
 
 def _current_tags(node: Node) -> frozenset[str]:
@@ -191,8 +231,15 @@ def _current_tags(node: Node) -> frozenset[str]:
     return frozenset(tags) if tags is not None else frozenset()
 
 
-def _updated(request: Request, node: Node, reported_tags: list[str] | None) -> Any:
+def _updated(
+    request: Request,
+    node: Node,
+    reported_tags: list[str] | None,
+    validated: dict[str, Any] | None = None,
+) -> Any:
     document: dict[str, Any] = {"id": node.key}
+    if validated is not None:
+        document["metadata"] = validated
     if reported_tags is not None:
         document["access_tags"] = reported_tags
     return document_response(request, document)

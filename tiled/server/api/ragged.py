@@ -10,11 +10,13 @@ from fastapi import APIRouter, Request
 from ...adapters.protocols import PatchableRagged, WritableRagged
 from ...errors import BadRequest
 from ...ndslice import NDBlock, NDSlice
+from ...serialization.media_types import ZIP
 from ...structures.ragged import RaggedSlicingError
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
+from ..state import tiled_state
 from .data import EncodingParams, SlicingParams, _encoded
-from .writes import _integers, _media_type
+from .writes import _integers, decoded
 
 router = APIRouter()
 
@@ -23,7 +25,7 @@ WritingRagged = Annotated[Node, node_dependency("write:data", {"ragged"})]
 
 
 def _read(request: Request, adapter: Any, ndslice: NDSlice) -> Any:
-    limit = request.app.state.settings.response_bytesize_limit
+    limit = tiled_state(request).settings.response_bytesize_limit
     try:
         array = adapter.read(ndslice or None)
     except RaggedSlicingError as err:
@@ -48,11 +50,7 @@ async def ragged_full(
 
 
 async def _body(request: Request, node: Node) -> Any:
-    from ...serialization.media_types import ZIP
-    from ...serialization.ragged import decode_ragged
-
-    media_type = _media_type(request, ZIP)
-    return decode_ragged(await request.body(), media_type, node.adapter.structure())
+    return decoded(request, "ragged", await request.body(), ZIP, node.adapter.structure())
 
 
 @router.put("/ragged/full/{path:path}")

@@ -6,17 +6,18 @@ changes nothing; the storage adapters make each file replacement atomic.
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
 import numpy
 from fastapi import APIRouter, Request
 
 from ...adapters.protocols import PatchableArray, WritableArray, WritableSparse, WritableTable
-from ...errors import BadRequest, UnsupportedUploadType
+from ...errors import BadRequest
 from ...ndslice import NDBlock
+from ...serialization.media_types import ARROW_FILE, OCTET_STREAM
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
+from ..state import tiled_state
 
 router = APIRouter()
 
@@ -29,40 +30,20 @@ def _media_type(request: Request, default: str) -> str:
     return request.headers.get("content-type", default).split(";")[0].strip() or default
 
 
-def _array_from_body(
-    body: bytes, structure: Any, shape: tuple[int, ...], media_type: str
-) -> numpy.ndarray:
-    if media_type != "application/octet-stream":
-        raise UnsupportedUploadType(
-            f"Array bodies must be application/octet-stream, not {media_type!r}"
-        )
+def decoded(request: Request, family: str, body: bytes, default: str, *args: Any) -> Any:
+    """``body`` read by the decoder the application has for ``family`` and the request's
+    Content-Type (``default`` when it names none); see :mod:`tiled.serialization.decoding`."""
+    registry = tiled_state(request).deserialization_registry
+    return registry.decode(family, _media_type(request, default), body, *args)
+
+
+def _array_from_body(request: Request, body: bytes, structure: Any, shape: tuple[int, ...]) -> Any:
     dtype = structure.data_type.to_numpy_dtype()
-    expected = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
-    if len(body) != expected:
-        raise BadRequest(
-            f"Expected {expected} bytes for shape {list(shape)} of {dtype.str}, got {len(body)}"
-        )
-    return numpy.frombuffer(body, dtype=dtype).reshape(shape)
+    return decoded(request, "array", body, OCTET_STREAM, dtype, shape)
 
 
-def _table_from_body(body: bytes, media_type: str) -> Any:
-    import pyarrow
-    import pyarrow.parquet
-
-    try:
-        if media_type == "application/vnd.apache.arrow.file":
-            return pyarrow.ipc.open_file(pyarrow.py_buffer(body)).read_pandas()
-        if media_type == "application/x-parquet":
-            return pyarrow.parquet.read_table(io.BytesIO(body)).to_pandas()
-    except (pyarrow.ArrowInvalid, OSError) as err:
-        raise BadRequest(f"Could not read the {media_type} body: {err}") from None
-    raise UnsupportedUploadType(
-        f"Table bodies must be Arrow IPC files or Parquet, not {media_type!r}"
-    )
-
-
-def _coo_from_body(body: bytes, media_type: str, ndim: int) -> tuple[numpy.ndarray, numpy.ndarray]:
-    frame = _table_from_body(body, media_type)
+def _coo_from_body(request: Request, body: bytes, ndim: int) -> tuple[Any, Any]:
+    frame = decoded(request, "sparse", body, ARROW_FILE)
     dims = [f"dim{i}" for i in range(ndim)]
     if set(dims + ["data"]) - set(frame.columns):
         raise BadRequest(f"A sparse body needs the columns {dims + ['data']}")
@@ -72,19 +53,17 @@ def _coo_from_body(body: bytes, media_type: str, ndim: int) -> tuple[numpy.ndarr
 async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
-    media_type = _media_type(request, "application/octet-stream")
     if block is None:
-        await writer.write(_array_from_body(body, structure, structure.shape, media_type))
+        await writer.write(_array_from_body(request, body, structure, structure.shape))
         return
     shape = tuple(r.stop - r.start for r in block.slices(structure.chunks))
-    await writer.write_block(_array_from_body(body, structure, shape, media_type), block)
+    await writer.write_block(_array_from_body(request, body, structure, shape), block)
 
 
 async def _write_sparse(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
-    media_type = _media_type(request, "application/vnd.apache.arrow.file")
-    coords, data = _coo_from_body(body, media_type, len(structure.shape))
+    coords, data = _coo_from_body(request, body, len(structure.shape))
     if block is None:
         await writer.write(coords, data)
     else:
@@ -135,9 +114,7 @@ async def patch_array(
     dims = _integers(shape, "shape")
     if any(n < 0 for n in dims):
         raise BadRequest(f"Invalid shape {list(dims)}")
-    data = _array_from_body(
-        await request.body(), structure, dims, _media_type(request, "application/octet-stream")
-    )
+    data = _array_from_body(request, await request.body(), structure, dims)
     if not persist:
         # Nothing here streams unstored updates to subscribers: there is nothing to do.
         return document_response(request, structure.to_json())
@@ -146,9 +123,7 @@ async def patch_array(
 
 
 async def _table_body(request: Request) -> Any:
-    return _table_from_body(
-        await request.body(), _media_type(request, "application/vnd.apache.arrow.file")
-    )
+    return decoded(request, "table", await request.body(), ARROW_FILE)
 
 
 @router.put("/table/full/{path:path}")

@@ -34,10 +34,11 @@ def zarr_router(zarr_format: int) -> Any:
         path = request.path_params["path"]
         identity = await get_identity(request)
         require_scope(identity, "read:metadata", request)
-        settings = request.app.state.settings
-        view = AccessView(identity, request.app.state.access_policy)
-        await view.prepare(request.app.state.root_tree)
-        target = await resolve(request.app.state.root_tree, path, encoding, view)
+        state = request.app.state.tiled
+        settings = state.settings
+        view = AccessView(identity, state.access_policy)
+        await view.prepare(state.root_tree)
+        target = await resolve(state.root_tree, path, encoding, view)
         granted = view.scopes(target.chain)
         if "read:metadata" not in granted:
             raise ZarrKeyNotFound(f"No such key: {path!r}")
