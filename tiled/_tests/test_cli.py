@@ -121,3 +121,29 @@ def test_access_logs_do_not_show_api_keys():
     )
     RedactSecrets().filter(record)
     assert "abc123" not in record.getMessage() and "api_key=[redacted]&x=1" in record.getMessage()
+
+
+def test_port_check_lets_a_restart_bind_past_time_wait_but_not_a_listener():
+    """Connections an earlier server closed first linger in TIME_WAIT on its port; uvicorn binds
+    past them (SO_REUSEADDR), so the serve commands' check must too. A listener still refuses."""
+    import socket
+
+    import pytest
+    import typer
+
+    from tiled.commandline.serve import _check_port
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    with pytest.raises(typer.Exit):
+        _check_port("127.0.0.1", port)  # in use: refused with a message
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end waits in TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    _check_port("127.0.0.1", port)  # the restart may bind

@@ -37,7 +37,11 @@ def _fail(message: str) -> None:
 
 
 def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message when the server could not bind ``host:port``. The probe binds
+    as uvicorn does (``SO_REUSEADDR``): connections of an earlier server left in TIME_WAIT do
+    not keep a restarted one from its port, a listening socket does."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as err:
