@@ -7,7 +7,6 @@ Storage-backed adapters override a hook only to do better (e.g. pass stored chun
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from ..ndslice import NDBlock, NDSlice
 from ..structures.core import StructureFamily
 from ..utils import run_sync
 from .core import Adapter
+from .protocols import ZarrGroupHooks, supports
 
 if TYPE_CHECKING:
     import numpy
@@ -190,20 +190,21 @@ class _GroupHooks:
     async def lookup_adapter(self, segments: Sequence[str]) -> Any:
         """The adapter at ``segments`` below this node; raises :class:`NoSuchEntry`.
 
-        The default walks one member at a time; a catalog overrides this to resolve the whole
-        path in one query.
+        The default walks one member at a time; a node that resolves paths itself (a catalog
+        answers a whole path in one query) is handed the rest of the path.
         """
         from ..errors import NoSuchEntry
 
         node: Any = self
         for depth, key in enumerate(segments):
-            if not isinstance(node, _GroupHooks):
-                raise NoSuchEntry(list(segments[: depth + 1]))
-            if depth and type(node).lookup_adapter is not _GroupHooks.lookup_adapter:
-                return await node.lookup_adapter(segments[depth:])
+            if depth:
+                if not is_group(node):
+                    raise NoSuchEntry(list(segments[: depth + 1]))
+                if _resolves_paths_itself(node):
+                    return await node.lookup_adapter(segments[depth:])
             try:
-                node = node.child(key)
-            except KeyError:
+                node = self.child(key) if not depth else await node.zarr_member(key)
+            except (KeyError, NoSuchEntry):
                 raise NoSuchEntry(list(segments[: depth + 1])) from None
         return node
 
@@ -255,18 +256,13 @@ class TableAdapterBase(_GroupHooks, Adapter):
 
 
 def is_group(adapter: Any) -> bool:
-    """Whether a node has members (and so is a zarr group): it has the group hooks, by
-    inheritance or structurally (as access-filtered views of groups do)."""
-    return _is_group_type(type(adapter))
+    """Whether a node has members (and so is a zarr group): it has the group hooks
+    (:class:`~tiled.adapters.protocols.ZarrGroupHooks`), by inheritance or structurally (as
+    access-filtered views of groups do). The one test of group-ness; structure families are
+    not asked (awkward and ragged nodes are groups of their buffers, too)."""
+    return supports(adapter, ZarrGroupHooks)
 
 
-@functools.cache
-def _is_group_type(cls: type) -> bool:
-    # Decided once per class (the members of protocols.ZarrGroupHooks): a runtime protocol
-    # check is slow, and this runs on every zarr request.
-    return issubclass(cls, _GroupHooks) or all(
-        callable(getattr(cls, name, None)) for name in _GROUP_HOOKS
-    )
-
-
-_GROUP_HOOKS = ("to_zarr_meta", "zarr_member_keys", "zarr_member")
+def _resolves_paths_itself(node: Any) -> bool:
+    lookup = getattr(type(node), "lookup_adapter", None)
+    return lookup is not None and lookup is not _GroupHooks.lookup_adapter

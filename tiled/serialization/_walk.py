@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..adapters.protocols import ZarrGroupHooks
+from ..adapters.base import is_group
 
 
 def family_of(node: Any) -> str:
@@ -18,7 +18,7 @@ def spec_names(node: Any) -> set[str]:
 
 async def members(node: Any) -> AsyncIterator[tuple[str, Any]]:
     """``(key, child)`` of a group-like node; nothing for nodes without group hooks."""
-    if not isinstance(node, ZarrGroupHooks):
+    if not is_group(node):
         return
     for key in await node.zarr_member_keys():
         yield key, await node.zarr_member(key)

@@ -15,7 +15,8 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..adapters.protocols import ZarrArrayHooks, ZarrGroupHooks
+from ..adapters.base import is_group
+from ..adapters.protocols import ZarrArrayHooks, supports
 from ..errors import Unsupported, UnsupportedMediaType, ZarrKeyNotFound
 
 # A fixed timestamp keeps the archive byte-for-byte reproducible (stable ETags).
@@ -42,7 +43,7 @@ class _Sink:
 
 
 def _has_hooks(node: Any) -> bool:
-    return isinstance(node, ZarrArrayHooks | ZarrGroupHooks)
+    return supports(node, ZarrArrayHooks) or is_group(node)
 
 
 async def _meta_or_none(node: Any, options: Any) -> Any:

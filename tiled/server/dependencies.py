@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
 from ..access.identity import Identity
 from ..access.view import AccessView
+from ..adapters.protocols import supports
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
 from .authenticators import CurrentIdentity
 
@@ -88,11 +89,15 @@ async def resolve_node(
     return Node(chain[-1][1], parts, identity, view, tuple(chain), granted)
 
 
-def capable(adapter: Any, protocol: type, action: str) -> Any:
-    """``adapter`` if it implements ``protocol`` (a capability), else 405 naming ``action``."""
-    if not isinstance(adapter, protocol):
+Capability = TypeVar("Capability")
+
+
+def capable(adapter: object, capability: type[Capability], action: str) -> Capability:
+    """``adapter`` if it offers ``capability`` (a protocol of ``tiled.adapters.protocols``),
+    else 405 naming ``action``."""
+    if not supports(adapter, capability):
         raise Unsupported(f"This node does not support {action}.")
-    return adapter
+    return adapter  # type: ignore[return-value]  # supports() checked it structurally
 
 
 def require_scope(identity: Identity, scope: str, request: Request) -> None:

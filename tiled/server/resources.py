@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
 from .middleware import PYTHON_CLIENT_AGENT
 
 ALL_FIELDS = frozenset(
@@ -68,13 +69,13 @@ LINKS_BY_FAMILY: dict[str, Callable[[str, str, Any], dict[str, str]]] = {
 
 
 async def _container_structure(
-    adapter: Any, context: ResourceContext, depth: int
+    adapter: Listing, context: ResourceContext, depth: int
 ) -> dict[str, Any]:
-    inline = getattr(adapter, "inlined_contents_enabled", None)
+    inline = supports(adapter, InlinesContents) and adapter.inlined_contents_enabled(depth)
     contents = None
     count = await adapter.count()
     # A node too wide to inline is listed in pages, as any other (and never in part here).
-    if inline is not None and inline(depth) and depth < context.max_depth:
+    if inline and depth < context.max_depth:
         if count <= MAX_INLINE_CHILDREN:
             # Nothing to list: not asked (a node that counts an unreadable file as empty
             # answers its own listings with the error, not its parent's).
@@ -86,7 +87,9 @@ async def _container_structure(
     return {"contents": contents, "count": count}
 
 
-async def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+async def _plain_structure(
+    adapter: BaseAdapter, context: ResourceContext, depth: int
+) -> dict[str, Any]:
     return adapter.structure().to_json()
 
 
@@ -110,7 +113,7 @@ class ResourceContext:
         return self.path_parts + (key,)
 
     async def resource(
-        self, adapter: Any, path_parts: tuple[str, ...], depth: int = 0
+        self, adapter: BaseAdapter, path_parts: tuple[str, ...], depth: int = 0
     ) -> dict[str, Any]:
         return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
 
@@ -120,7 +123,9 @@ def _access_tags(adapter: Any) -> list[str] | None:
     return None if tags is None else sorted(tags)
 
 
-async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
+async def build_resource(
+    adapter: BaseAdapter, context: ResourceContext, depth: int = 0
+) -> dict[str, Any]:
     fields = context.fields
     family = adapter.structure_family.value
     is_container = family == "container"
@@ -165,11 +170,12 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
     }
 
 
-def data_sources_json(adapter: Any, omit_asset_size: bool = False) -> list[dict[str, Any]] | None:
-    data_sources = getattr(adapter, "data_sources", None)  # only storage-backed nodes have them
-    if not callable(data_sources):
+def data_sources_json(
+    adapter: BaseAdapter, omit_asset_size: bool = False
+) -> list[dict[str, Any]] | None:
+    if not supports(adapter, HasDataSources):  # only storage-backed nodes have them
         return None
-    return [data_source_json(ds, omit_asset_size) for ds in data_sources()]
+    return [data_source_json(ds, omit_asset_size) for ds in adapter.data_sources()]
 
 
 def data_source_json(source: Any, omit_asset_size: bool = False) -> dict[str, Any]:
