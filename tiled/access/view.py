@@ -7,6 +7,7 @@ from typing import Any
 
 from ..adapters.base import is_group
 from ..adapters.protocols import Filterable, PathLookup, Searchable, supports
+from ..adapters.walk import members
 from ..errors import NoSuchEntry, UnsupportedQuery
 from .identity import Identity
 from .policies import AccessPolicy, Chain, PreparesRequests, QueriesVisibleChildren
@@ -101,12 +102,11 @@ class VisibleGroup:
         return await self._adapter.to_zarr_meta(options)
 
     async def _visible(self) -> list[tuple[str, Any]]:
-        keys = await self._adapter.zarr_member_keys(0, None)
-        pairs = [(key, await self._adapter.zarr_member(key)) for key in keys]
+        policy, identity = self._view.policy, self._view.identity
         return [
-            (k, c)
-            for k, c in pairs
-            if self._view.policy.visible(self._view.identity, self._chain, k, c)
+            (key, child)
+            async for key, child in members(self._adapter)
+            if policy.visible(identity, self._chain, key, child)
         ]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..structures.table import TableStructure
     from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
+
 @runtime_checkable
 class BaseAdapter(Protocol):
     structure_family: ClassVar[StructureFamily]
