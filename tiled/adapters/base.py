@@ -7,7 +7,7 @@ Storage-backed adapters override a hook only to do better (e.g. pass stored chun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..ndslice import NDBlock, NDSlice
@@ -22,31 +22,48 @@ if TYPE_CHECKING:
     from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
 
-def _attrs_of_xarray_node(adapter: Adapter) -> dict[str, Any]:
-    # xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
-    # xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
+XARRAY_COORDINATE_SPEC = "xarray_coord"
+
+
+def xarray_node_attributes(adapter: Adapter) -> dict[str, Any]:
+    """The attributes of an xarray node (dataset, data variable or coordinate).
+
+    xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
+    xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
+    """
     attrs = adapter.metadata().get("attrs")
     return dict(attrs) if isinstance(attrs, dict) else {}
 
 
-def _attrs_of_xarray_dataset(adapter: Adapter) -> dict[str, Any]:
-    # CF's global "coordinates" attribute tells xarray which arrays are coordinates, so that
-    # non-dimension coordinates (e.g. 2-d lat/lon) open as coordinates, not data variables.
-    attrs = _attrs_of_xarray_node(adapter)
-    coordinates = [
-        key for key, child in adapter.items() if any(s.name == "xarray_coord" for s in child.specs)
-    ]
+def xarray_dataset_attributes(adapter: Adapter, coordinate_keys: Iterable[str]) -> dict[str, Any]:
+    """The attributes of an xarray dataset whose coordinate members are ``coordinate_keys``.
+
+    CF's global "coordinates" attribute tells xarray which arrays are coordinates, so that
+    non-dimension coordinates (e.g. 2-d lat/lon) open as coordinates, not data variables; a
+    dataset whose own attributes name them already keeps its own.
+    """
+    attrs = xarray_node_attributes(adapter)
+    coordinates = list(coordinate_keys)
     if coordinates and "coordinates" not in attrs:
         attrs["coordinates"] = " ".join(coordinates)
     return attrs
 
 
+def _attributes_of_dataset_in_memory(adapter: Adapter) -> dict[str, Any]:
+    coordinates = [
+        key
+        for key, child in adapter.items()
+        if any(spec.name == XARRAY_COORDINATE_SPEC for spec in child.specs)
+    ]
+    return xarray_dataset_attributes(adapter, coordinates)
+
+
 # How node metadata becomes zarr attributes, by spec; nodes with none of these specs expose
 # their whole metadata. The same attributes are written in both zarr formats.
 ATTRIBUTES_BY_SPEC = {
-    "xarray_dataset": _attrs_of_xarray_dataset,
-    "xarray_data_var": _attrs_of_xarray_node,
-    "xarray_coord": _attrs_of_xarray_node,
+    "xarray_dataset": _attributes_of_dataset_in_memory,
+    "xarray_data_var": xarray_node_attributes,
+    XARRAY_COORDINATE_SPEC: xarray_node_attributes,
 }
 
 
