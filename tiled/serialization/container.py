@@ -7,6 +7,7 @@ from typing import Any
 
 from ..adapters.walk import walk
 from ..errors import UnsupportedMediaType
+from ..structures.json import to_json_value
 from ..utils import run_sync
 from . import _json
 from ._walk import family_of
@@ -79,15 +80,16 @@ async def encode_json(node: Any, options: Any) -> bytes:
 
 async def _describe(node: Any) -> dict[str, Any]:
     if family_of(node) != "container":
-        return {"metadata": node.metadata()}
-    described = {"contents": {}, "metadata": node.metadata()}
+        return {"metadata": to_json_value(node.metadata())}
+    described = {"contents": {}, "metadata": to_json_value(node.metadata())}
     by_path: dict[tuple[str, ...], dict[str, Any]] = {(): described}
     async for visit in walk(node):
         child = visit.node
         if family_of(child) == "container":
-            entry = by_path[visit.path] = {"contents": {}, "metadata": child.metadata()}
+            metadata = to_json_value(child.metadata())
+            entry = by_path[visit.path] = {"contents": {}, "metadata": metadata}
         else:
             visit.prune()  # described by its metadata alone
-            entry = {"metadata": child.metadata()}
+            entry = {"metadata": to_json_value(child.metadata())}
         by_path[visit.path[:-1]]["contents"][visit.key] = entry
     return described

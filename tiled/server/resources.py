@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
+from ..structures.json import to_json_value
 from .middleware import PYTHON_CLIENT_AGENT
 
 ALL_FIELDS = frozenset(
@@ -133,7 +134,8 @@ async def build_resource(
     keys_only = not (fields - {""})
     metadata = None
     if "metadata" in fields:
-        metadata = adapter.metadata()
+        # In JSON's form here, so that JSON and msgpack responses carry the same values.
+        metadata = to_json_value(adapter.metadata())
         if context.select_metadata is not None:
             metadata = {"selected": context.select_metadata(metadata)}
     wants_structure = "structure" in fields or (is_container and "count" in fields)
