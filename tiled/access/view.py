@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adapters.base import is_group
-from ..adapters.protocols import Filterable, PathLookup, Searchable, supports
+from ..adapters.protocols import BaseAdapter, Filterable, PathLookup, Searchable, supports
 from ..adapters.walk import members
 from ..errors import NoSuchEntry, UnsupportedQuery
 from .identity import Identity
@@ -24,7 +24,7 @@ class AccessView:
         if supports(self.policy, PreparesRequests):
             await self.policy.prepare(root)
 
-    async def lookup(self, root: Any, parts: tuple[str, ...]) -> Chain:
+    async def lookup(self, root: BaseAdapter, parts: tuple[str, ...]) -> Chain:
         """The ``(key, adapter)`` chain from the root to ``parts``; invisible nodes do not exist."""
         if not parts:
             return (("", root),)
@@ -62,7 +62,7 @@ class AccessView:
         policy, identity = self.policy, self.identity
         return adapter.filter(lambda key, child: policy.visible(identity, chain, key, child))
 
-    def _by_query(self, chain: Chain, adapter: Any) -> Any | None:
+    def _by_query(self, chain: Chain, adapter: BaseAdapter) -> Any | None:
         """The members through the policy's query form of its rule, which a catalog turns into
         SQL; None when the policy has none here or the container cannot evaluate it."""
         if not (supports(self.policy, QueriesVisibleChildren) and supports(adapter, Searchable)):

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from ..access.identity import Identity
 from ..access.policies import Chain
 from ..access.view import AccessView
-from ..adapters.protocols import supports
+from ..adapters.protocols import BaseAdapter, supports
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
 from .authenticators import CurrentIdentity
 
@@ -20,7 +20,7 @@ from .authenticators import CurrentIdentity
 class Node:
     """A resolved node: its adapter, where it is, who asked, and what they may see of it."""
 
-    adapter: Any
+    adapter: Any  # a BaseAdapter; routes narrow it by family or with capable()
     path_parts: tuple[str, ...]
     identity: Identity
     view: AccessView | None = None
@@ -35,7 +35,7 @@ class Node:
         """The node with only the members the identity may see (for listings and exports)."""
         return self.view.members(self.chain) if self.view is not None else self.adapter
 
-    def member_view(self, key: str, child: Any) -> Any:
+    def member_view(self, key: str, child: BaseAdapter) -> BaseAdapter:
         """A child of this node with only the members the identity may see."""
         return self.view.members((*self.chain, (key, child))) if self.view is not None else child
 

@@ -119,7 +119,7 @@ class ResourceContext:
         return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
 
 
-def _access_tags(adapter: Any) -> list[str] | None:
+def _access_tags(adapter: BaseAdapter) -> list[str] | None:
     tags = getattr(adapter, "access_tags", None)  # catalog nodes carry tags; others do not
     return None if tags is None else sorted(tags)
 
@@ -207,7 +207,7 @@ def omits_asset_size(request: Any) -> bool:
         return False
 
 
-def _sorting(adapter: Any) -> list[dict[str, Any]] | None:
+def _sorting(adapter: BaseAdapter) -> list[dict[str, Any]] | None:
     sorting = getattr(adapter, "sorting", None)
     if sorting is None:
         return None

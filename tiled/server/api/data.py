@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ...adapters.base import is_group
+from ...adapters.protocols import ZarrGroupHooks
 from ...adapters.walk import walk
 from ...errors import BadRequest, DataUnavailable, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
@@ -226,7 +227,7 @@ async def table_full(
     return await _encoded(request, node, lambda: node.adapter.read(fields=columns), encoding)
 
 
-async def _subset(adapter: Any, keys: list[str] | None) -> Any:
+async def _subset(adapter: ZarrGroupHooks, keys: list[str] | None) -> Any:
     if not keys:
         return adapter
     from ...adapters.mapping import MapAdapter
@@ -254,7 +255,7 @@ async def container_full(
     return await _encoded(request, node, lambda: target, encoding, target=target)
 
 
-async def _check_subtree_size(request: Request, container: Any) -> None:
+async def _check_subtree_size(request: Request, container: ZarrGroupHooks) -> None:
     """Refuse a whole-subtree export whose arrays alone exceed the response size limit.
 
     The size comes from structures (nothing is read), and the walk stops once over the limit.

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 import numpy
 from fastapi import APIRouter, Request
 
-from ...adapters.protocols import PatchableArray, WritableArray, WritableSparse, WritableTable
+from ...adapters.protocols import (
+    PatchableArray,
+    ReadableArray,
+    ReadableSparse,
+    WritableArray,
+    WritableSparse,
+    WritableTable,
+)
 from ...errors import BadRequest, UnsupportedMediaType
 from ...ndslice import NDBlock
 from ..dependencies import Node, capable, node_dependency
@@ -69,7 +76,9 @@ def _coo_from_body(body: bytes, media_type: str, ndim: int) -> tuple[numpy.ndarr
     return numpy.stack([frame[d].to_numpy() for d in dims]), frame["data"].to_numpy()
 
 
-async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
+async def _write_dense(
+    request: Request, adapter: ReadableArray, body: bytes, block: NDBlock | None
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
     media_type = _media_type(request, "application/octet-stream")
@@ -80,7 +89,9 @@ async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlo
     await writer.write_block(_array_from_body(body, structure, shape, media_type), block)
 
 
-async def _write_sparse(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
+async def _write_sparse(
+    request: Request, adapter: ReadableSparse, body: bytes, block: NDBlock | None
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
     media_type = _media_type(request, "application/vnd.apache.arrow.file")

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 
 from ...access.view import AccessView
+from ...adapters.protocols import ZarrGroupHooks
 from ...errors import BadRequest, NoSuchEntry, ZarrKeyNotFound
 from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
@@ -92,7 +93,7 @@ def _non_negative(request: Request, name: str, default: int) -> int:
     return int(value)
 
 
-async def _listing(request: Request, group: Any, maximum: int) -> list[str]:
+async def _listing(request: Request, group: ZarrGroupHooks, maximum: int) -> list[str]:
     """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
     offset = _non_negative(request, "offset", 0)
     limit = min(_non_negative(request, "limit", maximum), maximum)
