@@ -298,6 +298,27 @@ class NodeWithHistory(Protocol):
 
 
 @runtime_checkable
+class ServesAssets(Protocol):
+    async def asset_by_id(self, asset_id: int) -> Any:
+        """The asset (a file of the node's data) ``asset_id``, or None."""
+        ...
+
+
+@runtime_checkable
+class DeletesAssets(Protocol):
+    async def delete_asset(self, asset_id: int, external_only: bool = True) -> Any:
+        """Dissociate the asset from the node (and delete it when unused); None if absent."""
+        ...
+
+
+@runtime_checkable
+class ReplaceableDataSources(Protocol):
+    async def put_data_source(self, data_source: Any, patch: Any = None) -> Any:
+        """Replace one of the node's data sources; returns the data source as stored."""
+        ...
+
+
+@runtime_checkable
 class WritableArray(Protocol):
     async def write(self, data: numpy.ndarray) -> None: ...
 
