@@ -65,12 +65,22 @@ MSGPACK = {"Accept": "application/x-msgpack"}
 PUBLIC = {"allow_anonymous_access": True}
 
 
-def test_the_rule_and_its_fallbacks():
+@pytest.mark.parametrize("orjson", [True, False], ids=["orjson", "standard-library"])
+def test_the_rule_and_its_fallbacks(monkeypatch, orjson):
+    import json
+
+    from tiled.structures import json as rule
+
+    if not orjson:  # as on a client installed without the server's dependencies
+        monkeypatch.setattr(rule, "_orjson", lambda: None)
     assert to_json_value(awkward_metadata()) == EXPECTED
+    assert json.loads(dumps(awkward_metadata())) == EXPECTED
     assert to_json_value(EXPECTED) == EXPECTED  # what went through it goes through unchanged
-    assert to_json_value({1: object}) == {"1": str(object)}  # served: its text
+    assert to_json_value({1: object, numpy.int64(2): 2**70}) == {"1": str(object), "2": 2**70}
     with pytest.raises(TypeError):
         dumps({"x": object()}, refuse)  # stored or sent: refused
+    with pytest.raises(TypeError):
+        to_json_value({"x": [object()]}, refuse)
 
 
 def unpacked(response: httpx.Response) -> dict:

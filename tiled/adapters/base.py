@@ -220,7 +220,12 @@ class _GroupHooks:
                 if _resolves_paths_itself(node):
                     return await node.lookup_adapter(segments[depth:])
             try:
-                node = self.child(key) if not depth else await node.zarr_member(key)
+                # A member of a group written on these hooks is its child(), without a detour
+                # through zarr_member; other groups (written for upstream Tiled) give theirs.
+                if isinstance(node, _GroupHooks):
+                    node = node.child(key)
+                else:
+                    node = await node.zarr_member(key)
             except (KeyError, NoSuchEntry):
                 raise NoSuchEntry(list(segments[: depth + 1])) from None
         return node

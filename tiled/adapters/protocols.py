@@ -225,8 +225,8 @@ def supports(adapter: object, capability: type[_Capability]) -> bool:
     instances (``__getattr__``, instance attributes) are looked up on the instance.
     """
     left_to_instance = _members_left_to_instance(type(adapter), capability)
-    if left_to_instance is None:
-        return False
+    if not left_to_instance:
+        return left_to_instance is not None
     return all(getattr(adapter, name, None) is not None for name in left_to_instance)
 
 
