@@ -3,7 +3,9 @@
 Metadata holding NaN, infinities, numpy scalars and arrays, datetimes and bytes is rendered
 through /api/v1/metadata and /search (JSON and msgpack), the zarr attributes (.zattrs,
 zarr.json, consolidated), the JSON export, and a catalog's round trip (stored by the server,
-sent by the client): every route gives the same values, the ones the rule names.
+sent by the client): every route gives the same values, the ones the rule names. msgpack keeps
+NaN and infinities (as upstream's does: its client reads NaN metadata back as NaN), which JSON
+writes null: what msgpack gives, written as JSON by the rule, is what the JSON routes give.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tiled.catalog import in_memory
 from tiled.client import from_context
 from tiled.client.context import Context
 from tiled.server.app import build_app
-from tiled.structures.json import dumps, refuse, to_json_value
+from tiled.structures.json import dumps, refuse, to_document_value, to_json_value
 
 
 def awkward_metadata() -> dict:
@@ -81,6 +83,13 @@ def test_the_rule_and_its_fallbacks(monkeypatch, orjson):
         dumps({"x": object()}, refuse)  # stored or sent: refused
     with pytest.raises(TypeError):
         to_json_value({"x": [object()]}, refuse)
+    # For documents sent as JSON or msgpack: the same, non-finite floats kept as floats.
+    document = to_document_value(awkward_metadata())
+    assert to_json_value(document) == EXPECTED and math.isnan(document["nan"])
+    plain = {"a": [1, 2.5, math.inf], "b": {"c": None}}
+    assert to_document_value(plain) == plain
+    if orjson:
+        assert to_document_value(plain) is plain  # plain already: given back as it is
 
 
 def unpacked(response: httpx.Response) -> dict:
@@ -119,9 +128,22 @@ async def rendered_everywhere(client: httpx.AsyncClient, path: str) -> dict[str,
     return found
 
 
-def assert_all_expected(found: dict[str, dict]) -> None:
-    differing = {name: value for name, value in found.items() if value != EXPECTED}
+def assert_all_expected(found: dict[str, dict], non_finite_kept: bool) -> None:
+    differing = {
+        name: value
+        for name, value in found.items()
+        if (to_json_value(value) if "msgpack" in name else value) != EXPECTED
+    }
     assert not differing, differing
+    for name in (name for name in found if "msgpack" in name):
+        values = found[name]
+        if non_finite_kept:
+            assert math.isnan(values["nan"]) and math.isnan(values["float64_nan"]), name
+            assert (values["inf"], values["minus_inf"]) == (math.inf, -math.inf), name
+            first, nan, infinity = values["floats"]
+            assert (first, infinity) == (1.0, math.inf) and math.isnan(nan), name
+        else:  # stored in a catalog, they are null (JSON) before any route reads them
+            assert values == EXPECTED, name
 
 
 @pytest.mark.parametrize("kind", ["array", "container"])
@@ -135,7 +157,7 @@ async def test_in_memory_metadata_reads_the_same_on_every_route(kind):
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
-        assert_all_expected(await rendered_everywhere(client, "lab/node"))
+        assert_all_expected(await rendered_everywhere(client, "lab/node"), non_finite_kept=True)
 
 
 async def test_catalog_round_trip_reads_the_same_on_every_route(tmp_path):
@@ -159,7 +181,7 @@ async def test_catalog_round_trip_reads_the_same_on_every_route(tmp_path):
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
         for path in ("lab/stored", "lab/array"):
-            assert_all_expected(await rendered_everywhere(client, path))
+            assert_all_expected(await rendered_everywhere(client, path), non_finite_kept=False)
     await tree.shutdown()
 
 

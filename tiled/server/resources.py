@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
-from ..structures.json import to_json_value
+from ..structures.json import to_document_value
 from .middleware import PYTHON_CLIENT_AGENT
 
 ALL_FIELDS = frozenset(
@@ -134,8 +134,9 @@ async def build_resource(
     keys_only = not (fields - {""})
     metadata = None
     if "metadata" in fields:
-        # In JSON's form here, so that JSON and msgpack responses carry the same values.
-        metadata = to_json_value(adapter.metadata())
+        # By the metadata rule here, so that JSON and msgpack responses carry the same values
+        # (NaN aside, which msgpack keeps and JSON writes null).
+        metadata = to_document_value(adapter.metadata())
         if context.select_metadata is not None:
             metadata = {"selected": context.select_metadata(metadata)}
     wants_structure = "structure" in fields or (is_container and "count" in fields)

@@ -13,7 +13,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..structures.json import dumps as json_dumps
-from ..structures.json import to_json_value
+from ..structures.json import to_document_value
 
 COMPRESSIBLE = frozenset(
     {
@@ -46,7 +46,7 @@ def _msgpack_default(value: Any) -> Any:
     # (revision times, key expiry), but only for aware ones: a naive one is taken as local.
     if isinstance(value, datetime.datetime) and value.tzinfo is None:
         return value.astimezone()
-    return to_json_value(value)
+    return to_document_value(value)
 
 
 def msgpack_bytes(payload: Any) -> bytes:

@@ -19,7 +19,7 @@ from ...adapters.protocols import (
 )
 from ...errors import BadRequest, NoSuchEntry
 from ...queries import KeyLookup
-from ...structures.json import to_json_value
+from ...structures.json import to_document_value
 from ..dependencies import MetadataNode, Node, capable, node_dependency
 from ..plain import PlainRoute
 from ..resources import (
@@ -244,7 +244,7 @@ async def distinct(
     )
     if inspect.isawaitable(result):  # a catalog answers with a query
         result = await result
-    return document_response(request, to_json_value(_with_counts(result)))
+    return document_response(request, to_document_value(_with_counts(result)))
 
 
 def _with_counts(result: dict[str, Any]) -> dict[str, Any]:
