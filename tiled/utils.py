@@ -6,7 +6,6 @@ yaml, anyio and the client's own modules are imported inside the functions that 
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import dataclasses
@@ -318,31 +317,19 @@ def bytesize_repr(num: float) -> str:
 
 
 def safe_json_dump(content: Any, *, auto_json_types: Sequence[type] | None = None) -> bytes:
-    """JSON bytes of ``content``, which may hold numpy arrays and scalars (of any dtype, byte
-    strings too), bytes (sent as a base64 data URI, as upstream does), paths, and instances of
-    ``auto_json_types`` (encoded by their ``to_json()``)."""
+    """JSON bytes of ``content`` by the metadata rule (``tiled.structures.json``: numpy values,
+    bytes as a base64 data URI, paths, NaN as null, ...), and instances of ``auto_json_types``
+    by their ``to_json()``; any other object is refused (TypeError), as upstream's is."""
+    from .structures.json import dumps, refuse
+
     extra_types = tuple(auto_json_types or ())
 
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes):  # numpy.bytes_ too
-            return "data:application/octet-stream;base64," + base64.b64encode(value).decode()
-        if isinstance(value, Path):
-            return str(value)
+    def fallback(value: Any) -> Any:
         if extra_types and isinstance(value, extra_types):
             return value.to_json()
-        if hasattr(value, "tolist"):  # numpy arrays orjson cannot take, and numpy scalars
-            return value.tolist()
-        if isinstance(value, set | frozenset | tuple):
-            return list(value)
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        return refuse(value)
 
-    try:
-        import orjson
-    except ImportError:  # a client without the server's extras
-        import json
-
-        return json.dumps(content, default=default).encode()
-    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY, default=default)
+    return dumps(content, fallback)
 
 
 # ---- read-only views and lazy maps ----

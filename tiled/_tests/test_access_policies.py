@@ -194,3 +194,26 @@ async def test_search_results_inline_only_visible_members():
         found = (await client.get("/api/v1/search/")).json()["data"][0]
         assert list(found["attributes"]["structure"]["contents"]) == ["v"]
         assert (await client.get("/api/v1/metadata/ds/hidden")).status_code == 404
+
+
+async def test_visible_node_without_the_scope_is_refused_alike_on_every_route():
+    # One rule decides 404 against 403 for /api/v1 and /zarr: the same answer, word for word.
+    peek = {"peek": {"public": ["read:metadata"]}}
+    app = build_app(
+        MapAdapter({"p": tagged(ArrayAdapter.from_array(numpy.arange(4)), "peek")}),
+        authentication={"allow_anonymous_access": True},
+        access_policy=TagBasedAccessPolicy({**TAGS, **peek}),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/api/v1/metadata/p")).status_code == 200
+        assert (await client.get("/zarr/v3/p/zarr.json")).status_code == 200
+        refusals = [
+            await client.get(url)
+            for url in ("/api/v1/array/full/p", "/zarr/v2/p/0", "/zarr/v3/p/c/0")
+        ]
+        assert [r.status_code for r in refusals] == [403, 403, 403]
+        assert len({r.json()["detail"] for r in refusals}) == 1, [r.json() for r in refusals]
+        hidden = [await client.get(url) for url in ("/api/v1/metadata/q", "/zarr/v3/q/c/0")]
+        assert [r.status_code for r in hidden] == [404, 404]

@@ -51,7 +51,8 @@ print(json.dumps({"imported": imported, "failed": failed}))
 
 
 @pytest.mark.parametrize(
-    "module", ["tiled", "tiled.queries", "tiled.errors", "tiled.structures.core"]
+    "module",
+    ["tiled", "tiled.queries", "tiled.errors", "tiled.structures.core", "tiled.structures.json"],
 )
 def test_import_loads_no_heavy_libraries(module):
     code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"

@@ -37,6 +37,44 @@ class AccessPolicy(Protocol):
     def visible(self, identity: Identity, chain: Chain, key: str, child: Any) -> bool: ...
 
 
+# Optional parts of a policy, asked for with ``tiled.adapters.protocols.supports``.
+@runtime_checkable
+class StartsWithTree(Protocol):
+    async def startup(self, tree: Any) -> None:
+        """Run once when the server starts, after the tree (e.g. connect to its catalog)."""
+        ...
+
+
+@runtime_checkable
+class PreparesRequests(Protocol):
+    async def prepare(self, root: Any) -> None:
+        """Bring the policy's state up to date before a request on the tree ``root``."""
+        ...
+
+
+@runtime_checkable
+class QueriesVisibleChildren(Protocol):
+    def child_query(self, identity: Identity, chain: Chain) -> Any | None:
+        """The rule of ``visible`` for the children of ``chain[-1]`` as a query the container
+        evaluates (SQL in a catalog); None where the policy has no query form there."""
+        ...
+
+
+@runtime_checkable
+class ApprovesTags(Protocol):
+    def approve_tags(
+        self,
+        identity: Identity,
+        current: frozenset[str] | None,
+        requested: list[str] | None,
+        granted: frozenset[str] | None = None,
+    ) -> frozenset[str]:
+        """The access tags to store on a node created (``current`` None) or updated; may
+        refuse (403) or change the request. ``granted``: the identity's scopes on the node
+        being updated (None on creation)."""
+        ...
+
+
 def _names(identity: Identity) -> set[str]:
     """Every name an identity may be listed under: its principal and its login ids."""
     return {n for n in (identity.principal, *identity.identity_ids) if n}

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..adapters.base import is_group
+from ..adapters.protocols import BaseAdapter, Filterable, PathLookup, Searchable, supports
+from ..adapters.walk import members
 from ..errors import NoSuchEntry, UnsupportedQuery
 from .identity import Identity
-from .policies import AccessPolicy, Chain
+from .policies import AccessPolicy, Chain, PreparesRequests, QueriesVisibleChildren
 
 
 @dataclass(frozen=True)
@@ -18,24 +21,22 @@ class AccessView:
     async def prepare(self, root: Any) -> None:
         """Let the policy bring its state up to date before a request on the tree ``root``
         (optional part of a policy: the catalog tag policy reloads stale tag definitions)."""
-        prepare = getattr(self.policy, "prepare", None)
-        if prepare is not None:
-            await prepare(root)
+        if supports(self.policy, PreparesRequests):
+            await self.policy.prepare(root)
 
-    async def lookup(self, root: Any, parts: tuple[str, ...]) -> Chain:
+    async def lookup(self, root: BaseAdapter, parts: tuple[str, ...]) -> Chain:
         """The ``(key, adapter)`` chain from the root to ``parts``; invisible nodes do not exist."""
         if not parts:
             return (("", root),)
-        lookup_adapter = getattr(root, "lookup_adapter", None)
-        if lookup_adapter is None:
+        if not supports(root, PathLookup):
             raise NoSuchEntry(list(parts))
         if self.policy is None:
             # One lookup for the whole path (a catalog answers it in one query).
-            return (("", root), (parts[-1], await lookup_adapter(list(parts))))
+            return (("", root), (parts[-1], await root.lookup_adapter(list(parts))))
         chain: list[tuple[str, Any]] = [("", root)]
         for depth, key in enumerate(parts):
             parent = chain[-1][1]
-            if getattr(parent, "lookup_adapter", None) is None:
+            if not supports(parent, PathLookup):
                 raise NoSuchEntry(list(parts[: depth + 1]))
             child = await parent.lookup_adapter([key])
             if not self.policy.visible(self.identity, chain, key, child):
@@ -56,30 +57,28 @@ class AccessView:
         narrowed = self._by_query(chain, adapter)
         if narrowed is not None:
             return narrowed
-        if not callable(getattr(adapter, "filter", None)):
+        if not supports(adapter, Filterable):
             return adapter
         policy, identity = self.policy, self.identity
         return adapter.filter(lambda key, child: policy.visible(identity, chain, key, child))
 
-    def _by_query(self, chain: Chain, adapter: Any) -> Any | None:
+    def _by_query(self, chain: Chain, adapter: BaseAdapter) -> Any | None:
         """The members through the policy's query form of its rule, which a catalog turns into
         SQL; None when the policy has none here or the container cannot evaluate it."""
-        child_query = getattr(self.policy, "child_query", None)  # optional part of a policy
-        search = getattr(adapter, "search", None)
-        if child_query is None or search is None:
+        if not (supports(self.policy, QueriesVisibleChildren) and supports(adapter, Searchable)):
             return None
-        query = child_query(self.identity, chain)
+        query = self.policy.child_query(self.identity, chain)
         if query is None:
             return None
         try:
-            return search(query)
+            return adapter.search(query)
         except UnsupportedQuery:
             return None
 
     def members_deep(self, chain: Chain) -> Any:
         """The node at the end of ``chain`` with only visible members at every depth (exports)."""
         adapter = chain[-1][1]
-        if self.policy is None or not callable(getattr(adapter, "zarr_member_keys", None)):
+        if self.policy is None or not is_group(adapter):
             return adapter
         return VisibleGroup(self, tuple(chain))
 
@@ -103,12 +102,11 @@ class VisibleGroup:
         return await self._adapter.to_zarr_meta(options)
 
     async def _visible(self) -> list[tuple[str, Any]]:
-        keys = await self._adapter.zarr_member_keys(0, None)
-        pairs = [(key, await self._adapter.zarr_member(key)) for key in keys]
+        policy, identity = self._view.policy, self._view.identity
         return [
-            (k, c)
-            for k, c in pairs
-            if self._view.policy.visible(self._view.identity, self._chain, k, c)
+            (key, child)
+            async for key, child in members(self._adapter)
+            if policy.visible(identity, self._chain, key, child)
         ]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:

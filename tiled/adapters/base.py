@@ -7,14 +7,14 @@ Storage-backed adapters override a hook only to do better (e.g. pass stored chun
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..ndslice import NDBlock, NDSlice
 from ..structures.core import StructureFamily
 from ..utils import run_sync
 from .core import Adapter
+from .protocols import ZarrGroupHooks, supports
 
 if TYPE_CHECKING:
     import numpy
@@ -22,31 +22,48 @@ if TYPE_CHECKING:
     from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
 
 
-def _attrs_of_xarray_node(adapter: Adapter) -> dict[str, Any]:
-    # xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
-    # xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
+XARRAY_COORDINATE_SPEC = "xarray_coord"
+
+
+def xarray_node_attributes(adapter: Adapter) -> dict[str, Any]:
+    """The attributes of an xarray node (dataset, data variable or coordinate).
+
+    xarray nodes keep the Dataset/variable attributes under "attrs"; zarr readers such as
+    xarray.open_zarr expect them (units, calendar, ...) as the attributes themselves.
+    """
     attrs = adapter.metadata().get("attrs")
     return dict(attrs) if isinstance(attrs, dict) else {}
 
 
-def _attrs_of_xarray_dataset(adapter: Adapter) -> dict[str, Any]:
-    # CF's global "coordinates" attribute tells xarray which arrays are coordinates, so that
-    # non-dimension coordinates (e.g. 2-d lat/lon) open as coordinates, not data variables.
-    attrs = _attrs_of_xarray_node(adapter)
-    coordinates = [
-        key for key, child in adapter.items() if any(s.name == "xarray_coord" for s in child.specs)
-    ]
+def xarray_dataset_attributes(adapter: Adapter, coordinate_keys: Iterable[str]) -> dict[str, Any]:
+    """The attributes of an xarray dataset whose coordinate members are ``coordinate_keys``.
+
+    CF's global "coordinates" attribute tells xarray which arrays are coordinates, so that
+    non-dimension coordinates (e.g. 2-d lat/lon) open as coordinates, not data variables; a
+    dataset whose own attributes name them already keeps its own.
+    """
+    attrs = xarray_node_attributes(adapter)
+    coordinates = list(coordinate_keys)
     if coordinates and "coordinates" not in attrs:
         attrs["coordinates"] = " ".join(coordinates)
     return attrs
 
 
+def _attributes_of_dataset_in_memory(adapter: Adapter) -> dict[str, Any]:
+    coordinates = [
+        key
+        for key, child in adapter.items()
+        if any(spec.name == XARRAY_COORDINATE_SPEC for spec in child.specs)
+    ]
+    return xarray_dataset_attributes(adapter, coordinates)
+
+
 # How node metadata becomes zarr attributes, by spec; nodes with none of these specs expose
 # their whole metadata. The same attributes are written in both zarr formats.
 ATTRIBUTES_BY_SPEC = {
-    "xarray_dataset": _attrs_of_xarray_dataset,
-    "xarray_data_var": _attrs_of_xarray_node,
-    "xarray_coord": _attrs_of_xarray_node,
+    "xarray_dataset": _attributes_of_dataset_in_memory,
+    "xarray_data_var": xarray_node_attributes,
+    XARRAY_COORDINATE_SPEC: xarray_node_attributes,
 }
 
 
@@ -190,20 +207,26 @@ class _GroupHooks:
     async def lookup_adapter(self, segments: Sequence[str]) -> Any:
         """The adapter at ``segments`` below this node; raises :class:`NoSuchEntry`.
 
-        The default walks one member at a time; a catalog overrides this to resolve the whole
-        path in one query.
+        The default walks one member at a time; a node that resolves paths itself (a catalog
+        answers a whole path in one query) is handed the rest of the path.
         """
         from ..errors import NoSuchEntry
 
         node: Any = self
         for depth, key in enumerate(segments):
-            if not isinstance(node, _GroupHooks):
-                raise NoSuchEntry(list(segments[: depth + 1]))
-            if depth and type(node).lookup_adapter is not _GroupHooks.lookup_adapter:
-                return await node.lookup_adapter(segments[depth:])
+            if depth:
+                if not is_group(node):
+                    raise NoSuchEntry(list(segments[: depth + 1]))
+                if _resolves_paths_itself(node):
+                    return await node.lookup_adapter(segments[depth:])
             try:
-                node = node.child(key)
-            except KeyError:
+                # A member of a group written on these hooks is its child(), without a detour
+                # through zarr_member; other groups (written for upstream Tiled) give theirs.
+                if isinstance(node, _GroupHooks):
+                    node = node.child(key)
+                else:
+                    node = await node.zarr_member(key)
+            except (KeyError, NoSuchEntry):
                 raise NoSuchEntry(list(segments[: depth + 1])) from None
         return node
 
@@ -255,18 +278,13 @@ class TableAdapterBase(_GroupHooks, Adapter):
 
 
 def is_group(adapter: Any) -> bool:
-    """Whether a node has members (and so is a zarr group): it has the group hooks, by
-    inheritance or structurally (as access-filtered views of groups do)."""
-    return _is_group_type(type(adapter))
+    """Whether a node has members (and so is a zarr group): it has the group hooks
+    (:class:`~tiled.adapters.protocols.ZarrGroupHooks`), by inheritance or structurally (as
+    access-filtered views of groups do). The one test of group-ness; structure families are
+    not asked (awkward and ragged nodes are groups of their buffers, too)."""
+    return supports(adapter, ZarrGroupHooks)
 
 
-@functools.cache
-def _is_group_type(cls: type) -> bool:
-    # Decided once per class (the members of protocols.ZarrGroupHooks): a runtime protocol
-    # check is slow, and this runs on every zarr request.
-    return issubclass(cls, _GroupHooks) or all(
-        callable(getattr(cls, name, None)) for name in _GROUP_HOOKS
-    )
-
-
-_GROUP_HOOKS = ("to_zarr_meta", "zarr_member_keys", "zarr_member")
+def _resolves_paths_itself(node: Any) -> bool:
+    lookup = getattr(type(node), "lookup_adapter", None)
+    return lookup is not None and lookup is not _GroupHooks.lookup_adapter

@@ -41,15 +41,15 @@ from .base import ContainerAdapterBase
 GIVEN_ORDER = "_"  # the sort key meaning "the order of the mapping as given"
 # "" is what clients send for "the server's default order", which for a mapping is the same.
 _GIVEN_ORDER_KEYS = frozenset({GIVEN_ORDER, ""})
-_MISSING = object()
+MISSING = object()  # what lookup_dotted finds where a key is absent
 
 
 def lookup_dotted(metadata: Mapping[str, Any], key: str) -> Any:
-    """The value at dotted ``key`` (``"sample.color"``) in nested metadata, or ``_MISSING``."""
+    """The value at dotted ``key`` (``"sample.color"``) in nested metadata, or ``MISSING``."""
     value: Any = metadata
     for part in key.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
+            return MISSING
         value = value[part]
     return value
 
@@ -97,8 +97,8 @@ def _typed_sort_key(value: Any) -> tuple:
 def _sort_by_metadata(keys: list[str], mapping: Mapping, item: SortingItem) -> list[str]:
     """A stable sort of ``keys`` by one metadata key; nodes lacking it go last either way."""
     values = {k: lookup_dotted(mapping[k].metadata(), item.key) for k in keys}
-    present = [k for k in keys if values[k] is not _MISSING]
-    missing = [k for k in keys if values[k] is _MISSING]
+    present = [k for k in keys if values[k] is not MISSING]
+    missing = [k for k in keys if values[k] is MISSING]
     reverse = item.direction < 0
     try:
         present = sorted(present, key=values.__getitem__, reverse=reverse)
@@ -303,17 +303,17 @@ class MapAdapter(ContainerAdapterBase):
         children = list(self._mapping.values())
         result: dict[str, Any] = {"metadata": None, "structure_families": None, "specs": None}
         if metadata:
-            result["metadata"] = {key: _distinct_at(children, key, counts) for key in metadata}
+            result["metadata"] = {key: distinct_at(children, key, counts) for key in metadata}
         if structure_families:
             families = (str(child.structure_family) for child in children)
-            result["structure_families"] = _distinct(families, counts)
+            result["structure_families"] = distinct_values(families, counts)
         if specs:
             # As upstream's MapAdapter reports them: a spec without a version by its name.
             spec_lists = (
                 [s.to_json() if s.version is not None else s.name for s in child.specs]
                 for child in children
             )
-            result["specs"] = _distinct(spec_lists, counts)
+            result["specs"] = distinct_values(spec_lists, counts)
         return result
 
     def __repr__(self) -> str:
@@ -338,7 +338,7 @@ def _fingerprint(value: Any) -> Any:
     return ("value", value)
 
 
-def _distinct(values: Iterable[Any], counts: bool) -> list[dict[str, Any]]:
+def distinct_values(values: Iterable[Any], counts: bool) -> list[dict[str, Any]]:
     """Distinct values in order of first appearance, optionally with their counts."""
     tally: dict[Any, list] = {}
     for value in values:
@@ -348,9 +348,10 @@ def _distinct(values: Iterable[Any], counts: bool) -> list[dict[str, Any]]:
     return [{"value": value} for value, _ in tally.values()]
 
 
-def _distinct_at(children: list[Any], key: str, counts: bool) -> list[dict[str, Any]]:
+def distinct_at(children: Iterable[Any], key: str, counts: bool) -> list[dict[str, Any]]:
+    """Distinct values of the dotted metadata ``key`` among ``children`` (absent ones left out)."""
     values = (lookup_dotted(child.metadata(), key) for child in children)
-    return _distinct((v for v in values if v is not _MISSING), counts)
+    return distinct_values((v for v in values if v is not MISSING), counts)
 
 
 # --- query evaluation ---
@@ -374,7 +375,7 @@ def filter_by_metadata(tree: MapAdapter, key: str, test: Callable[[Any], Any]) -
 
     def predicate(_: str, child: Any) -> bool:
         value = lookup_dotted(child.metadata(), key)
-        return value is not _MISSING and test(value)
+        return value is not MISSING and test(value)
 
     return tree.filter(predicate)
 
@@ -448,7 +449,7 @@ def notin(query: NotIn, tree: MapAdapter) -> MapAdapter:
 
 def keypresent(query: KeyPresent, tree: MapAdapter) -> MapAdapter:
     def predicate(_: str, child: Any) -> bool:
-        return (lookup_dotted(child.metadata(), query.key) is not _MISSING) == query.exists
+        return (lookup_dotted(child.metadata(), query.key) is not MISSING) == query.exists
 
     return tree.filter(predicate)
 
@@ -461,8 +462,8 @@ def keys_filter(query: KeysFilter, tree: MapAdapter) -> MapAdapter:
 def key_lookup(query: KeyLookup, tree: MapAdapter) -> MapAdapter:
     # A direct lookup, not a scan. Upstream marks its result must_revalidate=False: it names
     # one entry rather than listing a set that may grow.
-    child = tree.get(query.key, _MISSING)
-    mapping = {} if child is _MISSING else {query.key: child}
+    child = tree.get(query.key, MISSING)
+    mapping = {} if child is MISSING else {query.key: child}
     return tree.new_variation(mapping=mapping, must_revalidate=False)
 
 

@@ -1,14 +1,25 @@
-"""The adapter protocol, per structure family.
+"""The adapter protocol, per structure family, and the capabilities the server asks for.
 
 Structural types: an adapter need not inherit from anything here. The zarr hooks are part of
-each protocol; ``tiled.adapters.base`` provides default implementations written on the other
-members, so most adapters get them by inheriting the family base.
+each family's protocol; ``tiled.adapters.base`` provides default implementations written on the
+other members, so most adapters get them by inheriting the family base.
+
+Beyond its family's protocol a node may offer capabilities (listing, search, sorting, writing,
+...), each a runtime-checkable protocol below. The server asks for one with :func:`supports`
+(or ``tiled.server.dependencies.capable``, which answers 405 for a node without it). As Python's
+own protocol check does, a capability member set to ``None`` refuses it: a class that inherits
+a method it cannot honour says so with ``search = None``.
+
+The family protocols are named ``Readable*``; upstream Tiled's names for them
+(``ArrayAdapter``, ``SparseAdapter``, ``TableAdapter``, ``ContainerAdapter``), which are also
+the names of concrete adapters, still import from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Union, runtime_checkable
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, Union, runtime_checkable
 
 from ..ndslice import NDSlice
 from ..structures.core import Spec, StructureFamily
@@ -66,7 +77,7 @@ class ZarrGroupHooks(Protocol):
     async def zarr_member(self, key: str) -> Any: ...
 
 
-class ArrayAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
+class ReadableArray(BaseAdapter, ZarrArrayHooks, Protocol):
     def structure(self) -> ArrayStructure: ...
 
     def read(self, slice: NDSlice = ...) -> numpy.ndarray: ...
@@ -74,7 +85,7 @@ class ArrayAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
     def read_block(self, block: Sequence[int], slice: NDSlice = ...) -> numpy.ndarray: ...
 
 
-class SparseAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
+class ReadableSparse(BaseAdapter, ZarrArrayHooks, Protocol):
     def structure(self) -> COOStructure: ...
 
     def read(self, slice: NDSlice = ...) -> sparse.COO: ...
@@ -82,7 +93,7 @@ class SparseAdapter(BaseAdapter, ZarrArrayHooks, Protocol):
     def read_block(self, block: Sequence[int], slice: NDSlice = ...) -> sparse.COO: ...
 
 
-class TableAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
+class ReadableTable(BaseAdapter, ZarrGroupHooks, Protocol):
     def structure(self) -> TableStructure: ...
 
     def read(self, fields: list[str] | None = None) -> pandas.DataFrame: ...
@@ -91,10 +102,10 @@ class TableAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
         self, partition: int, fields: list[str] | None = None
     ) -> pandas.DataFrame: ...
 
-    def __getitem__(self, key: str) -> ArrayAdapter: ...
+    def __getitem__(self, key: str) -> ReadableArray: ...
 
 
-class ContainerAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
+class ReadableContainer(BaseAdapter, ZarrGroupHooks, Protocol):
     def structure(self) -> Any: ...
 
     def __getitem__(self, key: str) -> AnyAdapter: ...
@@ -104,7 +115,148 @@ class ContainerAdapter(BaseAdapter, ZarrGroupHooks, Protocol):
     def keys(self) -> Any: ...
 
 
-AnyAdapter = Union[ArrayAdapter, SparseAdapter, TableAdapter, ContainerAdapter]
+AnyAdapter = Union[ReadableArray, ReadableSparse, ReadableTable, ReadableContainer]
+
+# Upstream Tiled's names of the family protocols. Served on demand only, so that nothing in
+# this package confuses them with the concrete adapters of the same names.
+_UPSTREAM_NAMES = {
+    "ArrayAdapter": "ReadableArray",
+    "SparseAdapter": "ReadableSparse",
+    "TableAdapter": "ReadableTable",
+    "ContainerAdapter": "ReadableContainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _UPSTREAM_NAMES:
+        return globals()[_UPSTREAM_NAMES[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- Reading: what the server asks of a node besides its family's primary methods -----------
+@runtime_checkable
+class PathLookup(Protocol):
+    async def lookup_adapter(self, segments: Sequence[str]) -> Any:
+        """The adapter at ``segments`` below this node; raises ``NoSuchEntry``."""
+        ...
+
+
+@runtime_checkable
+class Listing(Protocol):
+    """Members counted and read a page at a time (what /search and inlined contents read)."""
+
+    async def count(self) -> int: ...
+
+    async def items_range(
+        self, offset: int = 0, limit: int | None = None
+    ) -> list[tuple[str, Any]]: ...
+
+
+@runtime_checkable
+class KeysetPages(Protocol):
+    """Pages read after a cursor, which stays right while members are added (a catalog)."""
+
+    async def items_page(
+        self, cursor: Any = None, limit: int | None = None
+    ) -> tuple[list[tuple[str, Any]], Any]:
+        """``(items, next cursor)``; the next cursor is None on the last page."""
+        ...
+
+    async def cursor_for_offset(self, offset: int) -> Any:
+        """The cursor of the entry before ``offset``; None when there is none to give."""
+        ...
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    def search(self, query: Any) -> Any:
+        """A variation listing only the members matching ``query``; raises
+        ``UnsupportedQuery`` for a query it cannot evaluate."""
+        ...
+
+
+@runtime_checkable
+class Sortable(Protocol):
+    def sort(self, sorting: Sequence[tuple[str, int]]) -> Any:
+        """A variation listing its members by ``(key, direction)`` pairs."""
+        ...
+
+
+@runtime_checkable
+class Filterable(Protocol):
+    def filter(self, predicate: Callable[[str, Any], bool]) -> Any:
+        """A variation keeping the members for which ``predicate(key, child)`` is true."""
+        ...
+
+
+@runtime_checkable
+class DistinctValues(Protocol):
+    def get_distinct(
+        self, metadata: Sequence[str], structure_families: bool, specs: bool, counts: bool
+    ) -> Any:
+        """Distinct metadata values, families and specs among the members (a dict, or an
+        awaitable of one)."""
+        ...
+
+
+@runtime_checkable
+class InlinesContents(Protocol):
+    def inlined_contents_enabled(self, depth: int) -> bool:
+        """Whether a description at ``depth`` lists the members too (e.g. an HDF5 file's)."""
+        ...
+
+
+@runtime_checkable
+class HasDataSources(Protocol):
+    def data_sources(self) -> list[Any]:
+        """Where the node's data are stored (storage-backed nodes only)."""
+        ...
+
+
+_Capability = TypeVar("_Capability")
+
+
+def supports(adapter: object, capability: type[_Capability]) -> bool:
+    """Whether ``adapter`` offers every member of ``capability`` (a runtime-checkable protocol
+    of methods): what ``isinstance(adapter, capability)`` answers.
+
+    Decided once per class where the class decides, since Python 3.11's protocol check costs
+    microseconds and this runs on every request; members that the class leaves to its
+    instances (``__getattr__``, instance attributes) are looked up on the instance.
+    """
+    left_to_instance = _members_left_to_instance(type(adapter), capability)
+    if not left_to_instance:
+        return left_to_instance is not None
+    return all(getattr(adapter, name, None) is not None for name in left_to_instance)
+
+
+_ABSENT = object()
+
+
+@functools.cache
+def _members_left_to_instance(cls: type, capability: type) -> tuple[str, ...] | None:
+    # None when the class refuses the capability (a member set to None).
+    left = []
+    for name in protocol_members(capability):
+        found = getattr(cls, name, _ABSENT)
+        if found is None:
+            return None
+        if found is _ABSENT:
+            left.append(name)
+    return tuple(left)
+
+
+@functools.cache
+def protocol_members(protocol: type) -> frozenset[str]:
+    """The public names a protocol declares (methods and annotated attributes), its bases'
+    included."""
+    declared: set[str] = set()
+    for base in protocol.__mro__:
+        if base in (object, Protocol) or not getattr(base, "_is_protocol", False):
+            continue
+        names = [*vars(base), *getattr(base, "__annotations__", {})]
+        declared.update(name for name in names if not name.startswith("_"))
+    return frozenset(declared)
 
 
 # --- Writing (the SQL catalog's nodes implement these; in-memory adapters do not) -----------
@@ -143,6 +295,27 @@ class NodeWithHistory(Protocol):
     async def delete_revision(self, number: int) -> None: ...
 
     async def delete(self, recursive: bool = False, external_only: bool = True) -> None: ...
+
+
+@runtime_checkable
+class ServesAssets(Protocol):
+    async def asset_by_id(self, asset_id: int) -> Any:
+        """The asset (a file of the node's data) ``asset_id``, or None."""
+        ...
+
+
+@runtime_checkable
+class DeletesAssets(Protocol):
+    async def delete_asset(self, asset_id: int, external_only: bool = True) -> Any:
+        """Dissociate the asset from the node (and delete it when unused); None if absent."""
+        ...
+
+
+@runtime_checkable
+class ReplaceableDataSources(Protocol):
+    async def put_data_source(self, data_source: Any, patch: Any = None) -> Any:
+        """Replace one of the node's data sources; returns the data source as stored."""
+        ...
 
 
 @runtime_checkable

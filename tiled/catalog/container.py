@@ -16,8 +16,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..adapters.base import ContainerAdapterBase, _attrs_of_xarray_node, is_group
-from ..adapters.mapping import _MISSING, SortingItem, _distinct, lookup_dotted, normalize_sorting
+from ..adapters.base import (
+    XARRAY_COORDINATE_SPEC,
+    ContainerAdapterBase,
+    is_group,
+    xarray_dataset_attributes,
+)
+from ..adapters.mapping import SortingItem, distinct_at, distinct_values, normalize_sorting
 from ..errors import BadRequest, NoSuchEntry, Unsupported
 from ..queries import SpecsQuery
 from ..structures.core import Spec, StructureFamily
@@ -405,15 +410,15 @@ class CatalogContainerBase(ContainerAdapterBase):
         children = [child async for _, child in self._visible_items()]
         result: dict[str, Any] = {"metadata": None, "structure_families": None, "specs": None}
         if metadata:
-            result["metadata"] = {
-                key: _distinct(_values_at(children, key), counts) for key in metadata
-            }
+            result["metadata"] = {key: distinct_at(children, key, counts) for key in metadata}
         if structure_families:
-            result["structure_families"] = _distinct(
+            result["structure_families"] = distinct_values(
                 (str(c.structure_family) for c in children), counts
             )
         if specs:
-            result["specs"] = _distinct(([s.to_json() for s in c.specs] for c in children), counts)
+            result["specs"] = distinct_values(
+                ([s.to_json() for s in c.specs] for c in children), counts
+            )
         return result
 
     # --- zarr ---
@@ -424,11 +429,8 @@ class CatalogContainerBase(ContainerAdapterBase):
         # The default asks for children synchronously; here they come from one query.
         from ..zarr_format.model import ZarrGroupMeta
 
-        attributes = _attrs_of_xarray_node(self)
-        coordinates = await self.search(SpecsQuery(["xarray_coord"])).keys_range()
-        if coordinates and "coordinates" not in attributes:
-            attributes["coordinates"] = " ".join(coordinates)
-        return ZarrGroupMeta(attributes=attributes)
+        coordinates = await self.search(SpecsQuery([XARRAY_COORDINATE_SPEC])).keys_range()
+        return ZarrGroupMeta(attributes=xarray_dataset_attributes(self, coordinates))
 
     # --- writing ---
 
@@ -470,11 +472,6 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{self._path}>"
-
-
-def _values_at(children: list[Any], key: str) -> Iterable[Any]:
-    values = (lookup_dotted(child.metadata(), key) for child in children)
-    return (value for value in values if value is not _MISSING)
 
 
 class CatalogRootAdapter(CatalogContainerBase):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -25,21 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
+from ..structures.json import dumps_text, refuse
 from .database import check_schema, create_engine, is_memory
 from .mimetypes import AdapterRegistry
 from .queries import DIALECTS
 
 
-def json_default(value: Any) -> Any:
-    """Numpy scalars and arrays in metadata are stored as the JSON values they hold."""
-    for method in ("tolist", "item"):
-        if hasattr(value, method):
-            return getattr(value, method)()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default)
+def _stored_json(value: Any) -> str:
+    return dumps_text(value, refuse)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -142,7 +134,9 @@ class Catalog:
     def _new_engine(self) -> AsyncEngine:
         if self.is_sqlite and self._shared_engine is not None:
             return self._shared_engine
-        engine = create_engine(self.url, **self.pool_options, json_serializer=dumps)
+        # Metadata is stored as every route writes it (tiled.structures.json); a value with no
+        # JSON form is refused, not stored as its text.
+        engine = create_engine(self.url, **self.pool_options, json_serializer=_stored_json)
         if self.is_sqlite:
             self._shared_engine = engine
         return engine

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..adapters.protocols import HasDataSources, supports
 from ..client.register import (
     ExistingNode,
     KeyCollision,
@@ -72,9 +73,7 @@ class CatalogTarget:
         while True:
             page = await container.items_range(offset, PAGE)
             for key, child in page:
-                sources = (
-                    child.data_sources() if callable(getattr(child, "data_sources", None)) else []
-                )
+                sources = child.data_sources() if supports(child, HasDataSources) else []
                 found[key] = ExistingNode(
                     child.structure_family.value, [source.to_json() for source in sources]
                 )

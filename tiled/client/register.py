@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import mimetypes
 import os
@@ -37,6 +36,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ..mimetypes import DEFAULT_MIMETYPES_BY_FILE_EXT, sequence_of
+from ..structures.json import dumps, refuse
 from ..utils import import_object
 
 logger = logging.getLogger(__name__)
@@ -260,14 +260,10 @@ class RegistrationTarget(Protocol):
     async def delete(self, segments: Sequence[str], key: str) -> None: ...
 
 
-def _json_default(value: Any) -> Any:
-    # Attributes read from files (HDF5, TIFF tags) are often numpy scalars or arrays.
-    for method in ("tolist", "item"):
-        if hasattr(value, method):
-            return getattr(value, method)()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+def _json_request(body: dict[str, Any]) -> dict[str, Any]:
+    # Attributes read from files (HDF5, TIFF tags) are often numpy values or NaN: they are
+    # sent by the metadata rule every route of the server writes them by.
+    return {"content": dumps(body, refuse), "headers": {"Content-Type": "application/json"}}
 
 
 def _url_path(segments: Sequence[str]) -> str:
@@ -320,9 +316,7 @@ class HTTPTarget:
         return found
 
     async def _post(self, route: str, segments: Sequence[str], body: dict[str, Any]) -> None:
-        content = json.dumps(body, default=_json_default)
-        headers = {"Content-Type": "application/json"}
-        await self._send("POST", f"{route}/{_url_path(segments)}", content=content, headers=headers)
+        await self._send("POST", f"{route}/{_url_path(segments)}", **_json_request(body))
 
     async def create_container(self, segments: Sequence[str], key: str) -> None:
         body = {"id": key, "structure_family": "container", "metadata": {}, "specs": []}
@@ -396,9 +390,7 @@ class ClientTarget:
         return await asyncio.to_thread(self._children, segments)
 
     def _post(self, route: str, segments: Sequence[str], body: dict[str, Any]) -> None:
-        content = json.dumps(body, default=_json_default)
-        headers = {"Content-Type": "application/json"}
-        self._send("POST", f"{route}/{self._path(segments)}", content=content, headers=headers)
+        self._send("POST", f"{route}/{self._path(segments)}", **_json_request(body))
 
     async def create_container(self, segments: Sequence[str], key: str) -> None:
         body = {"id": key, "structure_family": "container", "metadata": {}, "specs": []}

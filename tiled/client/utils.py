@@ -399,28 +399,12 @@ def _attribute_view(value: Any) -> Any:
     return value
 
 
-def json_default(value: Any) -> Any:
-    """JSON for what metadata often holds besides JSON: numpy values, dates, bytes (as a data
-    URI, as upstream sends them)."""
-    import base64
-    import datetime
-
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    if isinstance(value, datetime.datetime | datetime.date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return "data:application/octet-stream;base64," + base64.b64encode(value).decode()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
 def json_body(value: Any) -> dict[str, Any]:
-    """``httpx`` request arguments sending ``value`` as JSON (with :func:`json_default`)."""
-    import json
+    """``httpx`` request arguments sending ``value`` as JSON, by the server's rule for metadata
+    (``tiled.structures.json``); a value without a JSON form is refused (TypeError)."""
+    from ..structures.json import dumps, refuse
 
-    content = json.dumps(value, default=json_default, allow_nan=False)
+    content = dumps(value, refuse)
     return {"content": content, "headers": {"Content-Type": "application/json"}}
 
 

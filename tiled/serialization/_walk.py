@@ -1,11 +1,12 @@
-"""Walking a node tree through the async zarr hooks, the one traversal every adapter offers."""
+"""What node encoders ask of the nodes they walk (the walk itself: ``tiled.adapters.walk``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from ..adapters.protocols import ZarrGroupHooks
+from ..adapters.walk import members
+
+__all__ = ["family_of", "members", "spec_names"]
 
 
 def family_of(node: Any) -> str:
@@ -14,11 +15,3 @@ def family_of(node: Any) -> str:
 
 def spec_names(node: Any) -> set[str]:
     return {spec.name for spec in node.specs}
-
-
-async def members(node: Any) -> AsyncIterator[tuple[str, Any]]:
-    """``(key, child)`` of a group-like node; nothing for nodes without group hooks."""
-    if not isinstance(node, ZarrGroupHooks):
-        return
-    for key in await node.zarr_member_keys():
-        yield key, await node.zarr_member(key)

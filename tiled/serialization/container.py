@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from ..adapters.walk import walk
 from ..errors import UnsupportedMediaType
+from ..structures.json import to_json_value
 from ..utils import run_sync
 from . import _json
-from ._walk import family_of, members
+from ._walk import family_of
 
 
 async def encode_hdf5(node: Any, options: Any) -> bytes:
@@ -34,18 +36,21 @@ def _attributes(node: Any) -> dict[str, Any]:
     return attributes
 
 
-async def _fill_group(group: Any, node: Any) -> None:
+async def _fill_group(file: Any, node: Any) -> None:
     from ._hdf5 import write_attributes
 
-    write_attributes(group, _attributes(node))
-    async for key, child in members(node):
+    write_attributes(file, _attributes(node))
+    async for visit in walk(node):
+        child, parent = visit.node, file["/".join(visit.path[:-1]) or "/"]
         family = family_of(child)
         if family == "container":
-            await _fill_group(group.create_group(key), child)
-        elif family == "table":
-            await run_sync(_write_table_node, group.create_group(key), child)
+            write_attributes(parent.create_group(visit.key), _attributes(child))
+            continue  # its members follow (depth first), inside the group just made
+        visit.prune()
+        if family == "table":
+            await run_sync(_write_table_node, parent.create_group(visit.key), child)
         elif family in ("array", "sparse"):
-            await run_sync(_write_array_node, group, key, child)
+            await run_sync(_write_array_node, parent, visit.key, child)
 
 
 def _write_table_node(group: Any, node: Any) -> None:
@@ -75,6 +80,16 @@ async def encode_json(node: Any, options: Any) -> bytes:
 
 async def _describe(node: Any) -> dict[str, Any]:
     if family_of(node) != "container":
-        return {"metadata": node.metadata()}
-    contents = {key: await _describe(child) async for key, child in members(node)}
-    return {"contents": contents, "metadata": node.metadata()}
+        return {"metadata": to_json_value(node.metadata())}
+    described = {"contents": {}, "metadata": to_json_value(node.metadata())}
+    by_path: dict[tuple[str, ...], dict[str, Any]] = {(): described}
+    async for visit in walk(node):
+        child = visit.node
+        if family_of(child) == "container":
+            metadata = to_json_value(child.metadata())
+            entry = by_path[visit.path] = {"contents": {}, "metadata": metadata}
+        else:
+            visit.prune()  # described by its metadata alone
+            entry = {"metadata": to_json_value(child.metadata())}
+        by_path[visit.path[:-1]]["contents"][visit.key] = entry
+    return described

@@ -15,7 +15,9 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..adapters.protocols import ZarrArrayHooks, ZarrGroupHooks
+from ..adapters.base import is_group
+from ..adapters.protocols import ZarrArrayHooks, supports
+from ..adapters.walk import walk
 from ..errors import Unsupported, UnsupportedMediaType, ZarrKeyNotFound
 
 # A fixed timestamp keeps the archive byte-for-byte reproducible (stable ETags).
@@ -42,7 +44,7 @@ class _Sink:
 
 
 def _has_hooks(node: Any) -> bool:
-    return isinstance(node, ZarrArrayHooks | ZarrGroupHooks)
+    return supports(node, ZarrArrayHooks) or is_group(node)
 
 
 async def _meta_or_none(node: Any, options: Any) -> Any:
@@ -63,7 +65,7 @@ async def encode_zarr_zip(node: Any, options: Any) -> AsyncIterator[bytes]:
     meta = await _meta_or_none(node, options)
     if meta is None:
         raise UnsupportedMediaType("This node has no zarr representation")
-    return _stream(_entries(node, meta, "", encoding, options))
+    return _stream(_entries(node, meta, encoding, options))
 
 
 async def _stream(entries: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[bytes]:
@@ -78,15 +80,35 @@ async def _stream(entries: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[by
 
 
 async def _entries(
-    node: Any, meta: Any, prefix: str, encoding: Any, options: Any
+    node: Any, meta: Any, encoding: Any, options: Any
 ) -> AsyncIterator[tuple[str, bytes]]:
+    """The node's own entries, then every member's (depth first, as the zarr layout nests);
+    members without a zarr view are left out with their own members."""
+    from ..zarr_format.model import ZarrGroupMeta
+
+    async for entry in _node_entries(node, meta, "", encoding):
+        yield entry
+    if not isinstance(meta, ZarrGroupMeta):
+        return
+    async for visit in walk(node):
+        member_meta = await _meta_or_none(visit.node, options)
+        if member_meta is None:
+            visit.prune()
+            continue
+        prefix = "/".join(visit.path) + "/"
+        async for entry in _node_entries(visit.node, member_meta, prefix, encoding):
+            yield entry
+
+
+async def _node_entries(
+    node: Any, meta: Any, prefix: str, encoding: Any
+) -> AsyncIterator[tuple[str, bytes]]:
+    """A node's documents, and an array's chunks."""
     from ..zarr_format.model import ZarrGroupMeta
 
     if isinstance(meta, ZarrGroupMeta):
         for name, document in encoding.group_documents(meta).items():
             yield prefix + name, document
-        async for entry in _group_members(node, prefix, encoding, options):
-            yield entry
         return
     for name, document in encoding.array_documents(meta).items():
         yield prefix + name, document
@@ -96,15 +118,3 @@ async def _entries(
         except ZarrKeyNotFound:
             continue  # an absent chunk reads as the fill value
         yield prefix + encoding.chunk_key(coords), chunk
-
-
-async def _group_members(
-    node: Any, prefix: str, encoding: Any, options: Any
-) -> AsyncIterator[tuple[str, bytes]]:
-    for key in await node.zarr_member_keys():
-        child = await node.zarr_member(key)
-        child_meta = await _meta_or_none(child, options)
-        if child_meta is None:
-            continue
-        async for entry in _entries(child, child_meta, f"{prefix}{key}/", encoding, options):
-            yield entry

@@ -15,6 +15,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from .._version import __version__
+from ..access.policies import StartsWithTree
+from ..adapters.protocols import supports
 from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
 from .errors import install_error_handlers
@@ -87,7 +89,7 @@ def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any, p
         first = [authenticator.startup] if kind == "startup" else []
         last = [authenticator.shutdown] if kind == "shutdown" else []
         own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
-        if kind == "startup" and callable(getattr(policy, "startup", None)):
+        if kind == "startup" and supports(policy, StartsWithTree):
             own.append(functools.partial(policy.startup, tree))
         return first + own + last
 

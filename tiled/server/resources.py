@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
+from ..structures.json import to_document_value
 from .middleware import PYTHON_CLIENT_AGENT
 
 ALL_FIELDS = frozenset(
@@ -68,13 +70,13 @@ LINKS_BY_FAMILY: dict[str, Callable[[str, str, Any], dict[str, str]]] = {
 
 
 async def _container_structure(
-    adapter: Any, context: ResourceContext, depth: int
+    adapter: Listing, context: ResourceContext, depth: int
 ) -> dict[str, Any]:
-    inline = getattr(adapter, "inlined_contents_enabled", None)
+    inline = supports(adapter, InlinesContents) and adapter.inlined_contents_enabled(depth)
     contents = None
     count = await adapter.count()
     # A node too wide to inline is listed in pages, as any other (and never in part here).
-    if inline is not None and inline(depth) and depth < context.max_depth:
+    if inline and depth < context.max_depth:
         if count <= MAX_INLINE_CHILDREN:
             # Nothing to list: not asked (a node that counts an unreadable file as empty
             # answers its own listings with the error, not its parent's).
@@ -86,7 +88,9 @@ async def _container_structure(
     return {"contents": contents, "count": count}
 
 
-async def _plain_structure(adapter: Any, context: ResourceContext, depth: int) -> dict[str, Any]:
+async def _plain_structure(
+    adapter: BaseAdapter, context: ResourceContext, depth: int
+) -> dict[str, Any]:
     return adapter.structure().to_json()
 
 
@@ -110,17 +114,19 @@ class ResourceContext:
         return self.path_parts + (key,)
 
     async def resource(
-        self, adapter: Any, path_parts: tuple[str, ...], depth: int = 0
+        self, adapter: BaseAdapter, path_parts: tuple[str, ...], depth: int = 0
     ) -> dict[str, Any]:
         return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
 
 
-def _access_tags(adapter: Any) -> list[str] | None:
+def _access_tags(adapter: BaseAdapter) -> list[str] | None:
     tags = getattr(adapter, "access_tags", None)  # catalog nodes carry tags; others do not
     return None if tags is None else sorted(tags)
 
 
-async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0) -> dict[str, Any]:
+async def build_resource(
+    adapter: BaseAdapter, context: ResourceContext, depth: int = 0
+) -> dict[str, Any]:
     fields = context.fields
     family = adapter.structure_family.value
     is_container = family == "container"
@@ -128,7 +134,9 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
     keys_only = not (fields - {""})
     metadata = None
     if "metadata" in fields:
-        metadata = adapter.metadata()
+        # By the metadata rule here, so that JSON and msgpack responses carry the same values
+        # (NaN aside, which msgpack keeps and JSON writes null).
+        metadata = to_document_value(adapter.metadata())
         if context.select_metadata is not None:
             metadata = {"selected": context.select_metadata(metadata)}
     wants_structure = "structure" in fields or (is_container and "count" in fields)
@@ -165,11 +173,12 @@ async def build_resource(adapter: Any, context: ResourceContext, depth: int = 0)
     }
 
 
-def data_sources_json(adapter: Any, omit_asset_size: bool = False) -> list[dict[str, Any]] | None:
-    data_sources = getattr(adapter, "data_sources", None)  # only storage-backed nodes have them
-    if not callable(data_sources):
+def data_sources_json(
+    adapter: BaseAdapter, omit_asset_size: bool = False
+) -> list[dict[str, Any]] | None:
+    if not supports(adapter, HasDataSources):  # only storage-backed nodes have them
         return None
-    return [data_source_json(ds, omit_asset_size) for ds in data_sources()]
+    return [data_source_json(ds, omit_asset_size) for ds in adapter.data_sources()]
 
 
 def data_source_json(source: Any, omit_asset_size: bool = False) -> dict[str, Any]:
@@ -199,7 +208,7 @@ def omits_asset_size(request: Any) -> bool:
         return False
 
 
-def _sorting(adapter: Any) -> list[dict[str, Any]] | None:
+def _sorting(adapter: BaseAdapter) -> list[dict[str, Any]] | None:
     sorting = getattr(adapter, "sorting", None)
     if sorting is None:
         return None

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
-import orjson
 import xxhash
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from ..structures.json import dumps as json_dumps
+from ..structures.json import to_document_value
 from .compression import CompressionRegistry, default_compression_registry
 
 # A compressed body is sent only when it is at most this fraction of the original.
@@ -22,28 +22,18 @@ SAMPLES = 4
 SAMPLE_BYTES = 64 * 1024
 
 
-def _default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return str(value)
-
-
 def json_bytes(payload: Any) -> bytes:
-    return orjson.dumps(
-        payload, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    )
+    """A document as JSON; values JSON lacks are written by the rule of ``tiled.structures.json``
+    (as metadata, which resources carry already in that form)."""
+    return json_dumps(payload)
 
 
 def _msgpack_default(value: Any) -> Any:
+    # msgpack has timestamps (datetime=True) for the datetimes documents carry besides metadata
+    # (revision times, key expiry), but only for aware ones: a naive one is taken as local.
     if isinstance(value, datetime.datetime) and value.tzinfo is None:
         return value.astimezone()
-    return _default(value)
+    return to_document_value(value)
 
 
 def msgpack_bytes(payload: Any) -> bytes:

@@ -6,7 +6,6 @@ them, so the imports run one way.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -41,26 +40,9 @@ class ZarrEncoding(Protocol):
     def parse_chunk_key(self, key: str, ndim: int | None = None) -> tuple[int, ...] | None: ...
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON values (numpy scalars and arrays, dates, non-finite floats)."""
-    # Strict JSON has no NaN/Infinity; use the strings zarr itself uses for such fill values.
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalar or 0-d array
-        return json_safe(value.item() if getattr(value, "ndim", 0) == 0 else value.tolist())
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def json_document(document: Mapping[str, Any]) -> bytes:
-    """JSON bytes of a zarr document whose attributes already went through ``json_safe``."""
+    """JSON bytes of a zarr document whose attributes are JSON values already (the metadata
+    rule, ``tiled.structures.json``, made them so)."""
     return orjson.dumps(document)
 
 
@@ -74,4 +56,4 @@ def coords_from_separated(
     return tuple(int(part) for part in key.split(separator)) if key else ()
 
 
-__all__ = ["ZarrEncoding", "coords_from_separated", "json_document", "json_safe"]
+__all__ = ["ZarrEncoding", "coords_from_separated", "json_document"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .encoding import coords_from_separated, json_document, json_safe
+from ..structures.json import to_json_value
+from .encoding import coords_from_separated, json_document
 from .model import ZarrArrayMeta, ZarrGroupMeta
 from .zarr_python import zarr_data_type
 
@@ -43,7 +44,7 @@ class ZarrV2Encoding:
         }
 
     def array_attributes(self, meta: ZarrArrayMeta) -> dict:
-        attributes = json_safe(meta.attributes)
+        attributes = to_json_value(meta.attributes)
         if meta.dimension_names is not None:
             # xarray's convention for dimension names in zarr v2.
             attributes["_ARRAY_DIMENSIONS"] = list(meta.dimension_names)
@@ -53,7 +54,7 @@ class ZarrV2Encoding:
         return {".zarray": self.array_metadata(meta), ".zattrs": self.array_attributes(meta)}
 
     def group_json(self, meta: ZarrGroupMeta) -> dict[str, dict]:
-        return {".zgroup": {"zarr_format": 2}, ".zattrs": json_safe(meta.attributes)}
+        return {".zgroup": {"zarr_format": 2}, ".zattrs": to_json_value(meta.attributes)}
 
     def consolidated(
         self, group: dict[str, dict], members: list[tuple[str, dict[str, dict]]]

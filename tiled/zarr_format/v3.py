@@ -11,7 +11,8 @@ from typing import Any
 import numpy
 from zarr.codecs import BytesCodec, VLenUTF8Codec
 
-from .encoding import json_document, json_safe
+from ..structures.json import to_json_value
+from .encoding import json_document
 from .model import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
 from .zarr_python import zarr_data_type
 
@@ -124,7 +125,7 @@ class ZarrV3Encoding:
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": zdtype.to_json_scalar(fill, zarr_format=3),
             "codecs": codecs,
-            "attributes": json_safe(meta.attributes),
+            "attributes": to_json_value(meta.attributes),
             "storage_transformers": [],
         }
         if meta.dimension_names is not None:
@@ -132,7 +133,8 @@ class ZarrV3Encoding:
         return document
 
     def group_metadata(self, meta: ZarrGroupMeta) -> dict:
-        return {"zarr_format": 3, "node_type": "group", "attributes": json_safe(meta.attributes)}
+        attributes = to_json_value(meta.attributes)
+        return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
 
     def array_json(self, meta: ZarrArrayMeta) -> dict[str, dict]:
         return {"zarr.json": self.array_metadata(meta)}

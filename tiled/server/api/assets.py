@@ -23,9 +23,10 @@ from pydantic import BaseModel
 from starlette import responses as starlette_responses
 
 from ...adapters.files import path_from_uri
-from ...errors import BadRequest, Forbidden, NotFound, Unsupported
+from ...adapters.protocols import DeletesAssets, ReplaceableDataSources, ServesAssets
+from ...errors import BadRequest, Forbidden, NotFound
 from ...utils import run_sync
-from ..dependencies import Node, node_dependency, require_scope
+from ..dependencies import Node, capable, node_dependency, require_scope
 from ..resources import data_source_json, omits_asset_size
 from ..responses import document_response
 from ..state import tiled_state
@@ -42,16 +43,8 @@ def _check_exposed(request: Request, action: str) -> None:
         raise Forbidden(f"This Tiled server is configured not to allow {action} raw assets.")
 
 
-def _method(node: Node, name: str, action: str) -> Any:
-    """The node's adapter method ``name`` (catalog nodes have them), else 405."""
-    method = getattr(node.adapter, name, None)
-    if not callable(method):
-        raise Unsupported(f"This node does not support {action}.")
-    return method
-
-
 async def _asset(node: Node, asset_id: int) -> Any:
-    asset = await _method(node, "asset_by_id", "downloading assets")(asset_id)
+    asset = await capable(node.adapter, ServesAssets, "downloading assets").asset_by_id(asset_id)
     if asset is None:
         raise NotFound(f"This node exists but it does not have an Asset with id {asset_id}")
     if not asset.data_uri.startswith("file:"):
@@ -162,7 +155,8 @@ async def delete_asset(request: Request, node: DeletingAssets, id: int, external
     """Dissociate asset ``id`` from the node; delete it (and its files, if the server manages
     them: only with ``external_only=false``) when no other data source uses it."""
     _check_exposed(request, "deleting")
-    result = await _method(node, "delete_asset", "deleting assets")(id, external_only=external_only)
+    deleter = capable(node.adapter, DeletesAssets, "deleting assets")
+    result = await deleter.delete_asset(id, external_only=external_only)
     if result is None:
         raise NotFound(f"This node exists but it does not have an Asset with id {id}")
     return document_response(request, result)
@@ -203,7 +197,7 @@ async def put_data_source(
             "either both or neither must be given."
         )
     patch = ArrayPatch(shape, offset) if shape is not None else None
-    replace_source = _method(node, "put_data_source", "replacing its data sources")
-    stored = await replace_source(body.data_source, patch)
+    replacer = capable(node.adapter, ReplaceableDataSources, "replacing its data sources")
+    stored = await replacer.put_data_source(body.data_source, patch)
     described = data_source_json(stored, omits_asset_size(request))
     return document_response(request, {"data_source": described})

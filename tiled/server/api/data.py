@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ...adapters.base import is_group
+from ...adapters.protocols import ZarrGroupHooks
+from ...adapters.walk import walk
 from ...errors import BadRequest, DataUnavailable, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
@@ -226,7 +228,7 @@ async def table_full(
     return await _encoded(request, node, lambda: node.adapter.read(fields=columns), encoding)
 
 
-async def _subset(adapter: Any, keys: list[str] | None) -> Any:
+async def _subset(adapter: ZarrGroupHooks, keys: list[str] | None) -> Any:
     if not keys:
         return adapter
     from ...adapters.mapping import MapAdapter
@@ -254,34 +256,30 @@ async def container_full(
     return await _encoded(request, node, lambda: target, encoding, target=target)
 
 
-async def _check_subtree_size(request: Request, container: Any) -> None:
+async def _check_subtree_size(request: Request, container: ZarrGroupHooks) -> None:
     """Refuse a whole-subtree export whose arrays alone exceed the response size limit.
 
     The size comes from structures (nothing is read), and the walk stops once over the limit.
     """
     settings = tiled_state(request).settings
     limit = settings.response_bytesize_limit
-    total, pending = 0, [container]
-    while pending:
-        group = pending.pop()
-        for key in await group.zarr_member_keys():
-            member = await group.zarr_member(key)
-            if is_group(member):
-                pending.append(member)
-            else:
-                try:
-                    meta = await member.to_zarr_meta(settings.zarr)  # reads no data
-                    shape, itemsize = meta.shape, meta.dtype.itemsize
-                except DataUnavailable:
-                    # No zarr form (long doubles, an HDF5 placeholder) but a native one.
-                    structure = await run_sync(member.structure)
-                    shape, itemsize = structure.shape, structure.data_type.itemsize
-                total += math.prod(shape) * (itemsize or 1)
-            if total > limit:
-                raise BadRequest(
-                    f"Response would exceed {limit}. Export a smaller part of the tree "
-                    "(a sub-container, or field=... to choose children)."
-                )
+    total = 0
+    async for visit in walk(container):
+        member = visit.node
+        if not is_group(member):
+            try:
+                meta = await member.to_zarr_meta(settings.zarr)  # reads no data
+                shape, itemsize = meta.shape, meta.dtype.itemsize
+            except DataUnavailable:
+                # No zarr form (long doubles, an HDF5 placeholder) but a native one.
+                structure = await run_sync(member.structure)
+                shape, itemsize = structure.shape, structure.data_type.itemsize
+            total += math.prod(shape) * (itemsize or 1)
+        if total > limit:
+            raise BadRequest(
+                f"Response would exceed {limit}. Export a smaller part of the tree "
+                "(a sub-container, or field=... to choose children)."
+            )
 
 
 # /node/full predates the family-specific routes; it reads a table or a container whole.

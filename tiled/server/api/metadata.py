@@ -8,9 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from ...errors import BadRequest, NoSuchEntry, Unsupported
+from ...adapters.protocols import (
+    BaseAdapter,
+    DistinctValues,
+    KeysetPages,
+    Listing,
+    Searchable,
+    Sortable,
+    supports,
+)
+from ...errors import BadRequest, NoSuchEntry
 from ...queries import KeyLookup
-from ..dependencies import MetadataNode, Node, node_dependency
+from ...structures.json import to_document_value
+from ..dependencies import MetadataNode, Node, capable, node_dependency
 from ..plain import PlainRoute
 from ..resources import (
     ALL_FIELDS,
@@ -141,7 +151,7 @@ def _sorting_from(values: list[str]) -> list[tuple[str, int]]:
     return [*sorting, *default]
 
 
-def _filtered(request: Request, tree: Any) -> tuple[Any, str | None]:
+def _filtered(request: Request, tree: BaseAdapter) -> tuple[Any, str | None]:
     registry = tiled_state(request).query_registry
     queries = registry.decode_params(request.query_params.multi_items())
     lookup_key = None
@@ -149,10 +159,7 @@ def _filtered(request: Request, tree: Any) -> tuple[Any, str | None]:
         if isinstance(query, KeyLookup):
             lookup_key = query.key
             continue
-        search = getattr(tree, "search", None)
-        if search is None:
-            raise Unsupported("This node does not support search.")
-        tree = search(query)
+        tree = capable(tree, Searchable, "search").search(query)
     return tree, lookup_key
 
 
@@ -167,10 +174,9 @@ async def search(
     tree, lookup_key = _filtered(request, node.members())
     sorting = _sorting_from(request.query_params.getlist("sort"))
     if sorting:
-        sort = getattr(tree, "sort", None)
-        if sort is None:
+        if not supports(tree, Sortable):
             raise BadRequest("This node does not support sorting.")
-        tree = sort(sorting)
+        tree = tree.sort(sorting)
     options = ResourceOptions(**_options_from(request))
     context = options.context(request, node.path_parts)
     next_cursor = None
@@ -182,10 +188,11 @@ async def search(
         count = len(items)
         items = items[offset : offset + limit]
     else:
-        count = await tree.count()
+        listing = capable(tree, Listing, "listing its members")
+        count = await listing.count()
         wanted = limit and options.fields != {"count"}
         if wanted:
-            items, cursor, next_cursor = await _page(tree, offset, limit, cursor)
+            items, cursor, next_cursor = await _page(listing, offset, limit, cursor)
         else:
             items = []
     # Each child as this identity may see it (its inlined members are filtered too).
@@ -201,7 +208,7 @@ async def search(
 
 
 async def _page(
-    tree: Any, offset: int, limit: int, cursor: int | None
+    tree: Listing, offset: int, limit: int, cursor: int | None
 ) -> tuple[list[tuple[str, Any]], int | None, int | None]:
     """``(items, cursor, next cursor)`` of one page of a listing.
 
@@ -210,16 +217,16 @@ async def _page(
     children are added; an offset is turned into a cursor first, so that the ``next`` link is
     one. Other listings, and catalogs sorted by metadata, are read by offset.
     """
-    items_page = getattr(tree, "items_page", None)
+    keyset = supports(tree, KeysetPages)
     if cursor is not None:
-        if items_page is None:
+        if not keyset:
             raise BadRequest("This node does not support page[cursor]; use page[offset].")
-        items, following = await items_page(cursor, limit)
+        items, following = await tree.items_page(cursor, limit)
         return items, cursor, following
-    if items_page is not None:
+    if keyset:
         cursor = await tree.cursor_for_offset(offset) if offset else None
         if cursor is not None or offset == 0:
-            items, following = await items_page(cursor, limit)
+            items, following = await tree.items_page(cursor, limit)
             return items, cursor, following
     return await tree.items_range(offset, limit), None, None
 
@@ -234,15 +241,12 @@ async def distinct(
     counts: bool = False,
 ):
     tree, _ = _filtered(request, node.members())
-    get_distinct = getattr(tree, "get_distinct", None)
-    if get_distinct is None:
-        raise Unsupported("This node does not support distinct.")
-    result = get_distinct(
+    result = capable(tree, DistinctValues, "distinct").get_distinct(
         metadata=metadata, structure_families=structure_families, specs=specs, counts=counts
     )
     if inspect.isawaitable(result):  # a catalog answers with a query
         result = await result
-    return document_response(request, _with_counts(result))
+    return document_response(request, to_document_value(_with_counts(result)))
 
 
 def _with_counts(result: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...access.blobs import blob_of_tags, tags_of_blob
+from ...access.policies import ApprovesTags
 from ...adapters.protocols import (
     NodeWithHistory,
     WritableContainer,
+    supports,
 )
 from ...errors import BadRequest, UnsupportedMediaType
 from ...structures.array import ArrayStructure
@@ -91,10 +93,11 @@ def _approved(node: Node, current: frozenset[str] | None, requested: list[str] |
     A policy that decides tags (``approve_tags``: the catalog tag policy) may refuse (403) or
     change them; under other policies the request's tags are stored as given.
     """
-    approve = getattr(node.view.policy if node.view else None, "approve_tags", None)
-    if approve is None:
+    policy = node.view.policy if node.view else None
+    if not supports(policy, ApprovesTags):
         return (blob_of_tags(requested) if requested is not None else None), None
-    tags = approve(node.identity, current, requested, None if current is None else node.granted)
+    granted = None if current is None else node.granted
+    tags = policy.approve_tags(node.identity, current, requested, granted)
     # Reported when the policy made them differ from the request (as upstream reports).
     reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
     if current is not None and tags == current:

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 import numpy
 from fastapi import APIRouter, Request
 
-from ...adapters.protocols import PatchableArray, WritableArray, WritableSparse, WritableTable
+from ...adapters.protocols import (
+    PatchableArray,
+    ReadableArray,
+    ReadableSparse,
+    WritableArray,
+    WritableSparse,
+    WritableTable,
+)
 from ...errors import BadRequest
 from ...ndslice import NDBlock
 from ...serialization.media_types import ARROW_FILE, OCTET_STREAM
@@ -50,7 +57,9 @@ def _coo_from_body(request: Request, body: bytes, ndim: int) -> tuple[Any, Any]:
     return numpy.stack([frame[d].to_numpy() for d in dims]), frame["data"].to_numpy()
 
 
-async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
+async def _write_dense(
+    request: Request, adapter: ReadableArray, body: bytes, block: NDBlock | None
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
     if block is None:
@@ -60,7 +69,9 @@ async def _write_dense(request: Request, adapter: Any, body: bytes, block: NDBlo
     await writer.write_block(_array_from_body(request, body, structure, shape), block)
 
 
-async def _write_sparse(request: Request, adapter: Any, body: bytes, block: NDBlock | None) -> None:
+async def _write_sparse(
+    request: Request, adapter: ReadableSparse, body: bytes, block: NDBlock | None
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
     coords, data = _coo_from_body(request, body, len(structure.shape))

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...access.view import AccessView
 from ...adapters.base import is_group
+from ...adapters.protocols import BaseAdapter
 from ...errors import NoSuchEntry, ZarrKeyNotFound
 from ...zarr_format.encoding import ZarrEncoding
 from ..dependencies import split_path
@@ -40,7 +41,9 @@ def _key_length(parts: tuple[str, ...], encoding: ZarrEncoding) -> list[int]:
     return candidates
 
 
-async def resolve(root: Any, path: str, encoding: ZarrEncoding, view: AccessView) -> ZarrTarget:
+async def resolve(
+    root: BaseAdapter, path: str, encoding: ZarrEncoding, view: AccessView
+) -> ZarrTarget:
     parts = split_path(path)
     for length in _key_length(parts, encoding):
         node_parts, key = parts[:-length], "/".join(parts[-length:])

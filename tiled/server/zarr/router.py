@@ -14,10 +14,11 @@ from urllib.parse import quote
 from starlette.requests import Request
 
 from ...access.view import AccessView
-from ...errors import BadRequest, Forbidden, ZarrKeyNotFound
+from ...adapters.protocols import ZarrGroupHooks
+from ...errors import BadRequest, NoSuchEntry, ZarrKeyNotFound
 from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
-from ..dependencies import require_scope
+from ..dependencies import require_node_scope, require_scope, split_path, visible_node_scopes
 from ..errors import error_response
 from ..responses import etag_of, json_bytes
 from .documents import documents_of
@@ -39,15 +40,15 @@ def zarr_router(zarr_format: int) -> Any:
         view = AccessView(identity, state.access_policy)
         await view.prepare(state.root_tree)
         target = await resolve(state.root_tree, path, encoding, view)
-        granted = view.scopes(target.chain)
-        if "read:metadata" not in granted:
-            raise ZarrKeyNotFound(f"No such key: {path!r}")
+        try:
+            granted = visible_node_scopes(view, target.chain, split_path(path))
+        except NoSuchEntry:
+            raise ZarrKeyNotFound(f"No such key: {path!r}") from None
         cache_control = settings.zarr_cache_control
         headers = [(b"cache-control", cache_control.encode())] if cache_control else []
         if target.is_chunk:
             require_scope(identity, "read:data", request)
-            if "read:data" not in granted:
-                raise Forbidden("Not enough permissions to read data of this node")
+            require_node_scope(granted, "read:data")
             meta = await target.adapter.to_zarr_meta(settings.zarr)
             coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
@@ -93,7 +94,7 @@ def _non_negative(request: Request, name: str, default: int) -> int:
     return int(value)
 
 
-async def _listing(request: Request, group: Any, maximum: int) -> list[str]:
+async def _listing(request: Request, group: ZarrGroupHooks, maximum: int) -> list[str]:
     """Absolute URLs of the members (fsspec's HTTP filesystem finds them by pattern)."""
     offset = _non_negative(request, "offset", 0)
     limit = min(_non_negative(request, "limit", maximum), maximum)
