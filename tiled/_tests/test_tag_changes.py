@@ -75,7 +75,21 @@ def _patch(client, key, tags):
     return client.patch(f"/api/v1/metadata/{key}", json=body)
 
 
-@pytest.mark.parametrize("change", [_put, _patch])
+def _put_blob(client, key, tags):
+    # The deprecated spelling (clients before upstream 0.2.19): an access_blob of tags.
+    body = {"metadata": {}, "access_blob": {"tags": tags}}
+    return client.put(f"/api/v1/metadata/{key}", json=body)
+
+
+def _patch_blob(client, key, tags):
+    body = {"content-type": "application/merge-patch+json", "access_blob": {"tags": tags}}
+    return client.patch(f"/api/v1/metadata/{key}", json=body)
+
+
+CHANGES = [_put, _patch, _put_blob, _patch_blob]
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_no_retagging_data_one_could_not_read(server, change):
     carol, admin = _client(server, "carol"), _client(server, "admin")
     assert carol.get("/api/v1/metadata/secret").status_code == 200  # visible, editable
@@ -87,7 +101,7 @@ def test_no_retagging_data_one_could_not_read(server, change):
     assert httpx.get(f"{server.url}/api/v1/metadata/secret").status_code == 404
 
 
-@pytest.mark.parametrize("change", [_put, _patch])
+@pytest.mark.parametrize("change", CHANGES)
 def test_no_widening_ones_own_access(server, change):
     carol, admin = _client(server, "carol"), _client(server, "admin")
     refused = change(carol, "readable", ["carol-all"])
