@@ -20,7 +20,8 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     │   ├── InvalidSpecs              specs malformed, repeated or too many
     │   ├── SpecRejected              a spec's validator refused the node, or an undeclared spec
     │   ├── UnsupportedQuery          a query type the node cannot evaluate
-    │   └── UnsupportedZarrFormat     a zarr format other than 2 and 3
+    │   ├── UnsupportedZarrFormat     a zarr format other than 2 and 3
+    │   └── InvalidZarrDocument       a zarr metadata document or chunk that cannot be stored
     ├── Unauthenticated               no (valid) credentials where they are required
     ├── Forbidden                     credentials valid, but not allowed to do this
     ├── UnsupportedMediaType          no encoder for the requested media type (or for this shape)
@@ -30,7 +31,9 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── ShapeMismatchError            stored data cannot be served at the advertised shape
     │   ├── DataNotReadyError         the structure is ahead of the data (retry later)
     │   └── IncompatibleShapeError    the data can never take the advertised shape
-    └── Conflict                      the operation collides with existing state
+    ├── Conflict                      the operation collides with existing state
+    ├── PreconditionFailed            a conditional write whose condition does not hold
+    └── PayloadTooLarge               a request body over the server's limit
 """
 
 from __future__ import annotations
@@ -129,6 +132,11 @@ class UnsupportedZarrFormat(BadRequest):
         super().__init__(f"Unsupported zarr format {value!r}; supported formats are 2 and 3")
 
 
+class InvalidZarrDocument(BadRequest):
+    """A zarr document a client wrote that cannot be stored (zarr-python's own parser refuses
+    it, or it asks for what the server does not allow), or a chunk that does not decode."""
+
+
 class Unauthenticated(TiledError):
     def __init__(self, message: str, headers: dict[str, str] | None = None):
         self.headers = headers or {}
@@ -181,3 +189,11 @@ class DataNotReadyError(ShapeMismatchError):
 class IncompatibleShapeError(ShapeMismatchError):
     """The data cannot take the advertised shape however long one waits (the trailing
     dimensions or the total sizes disagree)."""
+
+
+class PreconditionFailed(TiledError):
+    """``If-Match`` or ``If-None-Match`` of a write does not hold: another writer was first."""
+
+
+class PayloadTooLarge(TiledError):
+    """A request body larger than the server accepts."""

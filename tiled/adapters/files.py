@@ -20,7 +20,7 @@ import fcntl
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
@@ -86,6 +86,48 @@ def write_temp_file(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to the new file ``path`` (the one place staged bytes reach the disk)."""
     with open(path, "xb") as file:
         file.write(data)
+
+
+def file_etag(path: Path) -> str | None:
+    """The ETag of the file at ``path`` as it is now (from its identity), None if absent."""
+    try:
+        return identity_etag(file_identity(os.stat(path)))
+    except FileNotFoundError:
+        return None
+
+
+def replace_file(
+    directory: Path, target: Path, data: bytes, check: Callable[[str | None], None]
+) -> tuple[str, bool]:
+    """Replace ``target`` (inside node directory ``directory``) by ``data`` whole, if
+    ``check`` (given the current version's ETag, None when there is none) does not raise.
+    Returns the new version's ETag and whether the file is new.
+
+    The bytes are staged first; the check and the move into place happen under the
+    directory's lock, so a conditional write sees no other write between them."""
+    temporary = directory / f".{uuid.uuid4().hex}{STAGING_SUFFIX}"
+    write_temp_file(temporary, data)
+    try:
+        with locked(directory):
+            current = file_etag(target)
+            check(current)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temporary, target)
+            return file_etag(target) or "", current is None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def remove_file(directory: Path, target: Path, check: Callable[[str | None], None]) -> bool:
+    """Remove ``target`` if ``check`` (as for :func:`replace_file`) allows; whether it was
+    there."""
+    with locked(directory):
+        check(file_etag(target))
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 class FileTransaction:

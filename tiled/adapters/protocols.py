@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from ..structures.sparse import COOStructure
     from ..structures.table import TableStructure
     from ..zarr_format.model import ZarrArrayMeta, ZarrGroupMeta, ZarrOptions
+    from ..zarr_format.submitted import SubmittedArray
+    from .conditions import WriteCondition
 
 
 @runtime_checkable
@@ -372,4 +374,47 @@ class PatchableRagged(Protocol):
     async def patch(self, array: Any, offset: Sequence[int], extend: bool) -> Any:
         """Append ``array``'s rows at ``offset`` (the current length) with ``extend``; returns
         the structure after the append."""
+        ...
+
+
+# --- Writing through /zarr (the catalog's writable arrays and containers) ---------------------
+@runtime_checkable
+class WritableZarrArray(Protocol):
+    """An array whose stored zarr chunks and metadata zarr clients write as they are."""
+
+    async def write_zarr_chunk(
+        self, coords: Sequence[int], payload: bytes, condition: WriteCondition
+    ) -> tuple[str, bool]:
+        """Store the encoded chunk ``coords`` whole, if ``condition`` holds for the stored one;
+        returns the new chunk's ETag and whether it is new. Raises InvalidZarrDocument for a
+        payload that does not decode to a chunk, ChunkOutOfRange off the grid."""
+        ...
+
+    async def delete_zarr_chunk(self, coords: Sequence[int], condition: WriteCondition) -> bool:
+        """Remove the stored chunk ``coords``; whether there was one."""
+        ...
+
+    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float]]:
+        """``(coords, size in bytes, modification time)`` of the stored chunks (blocking)."""
+        ...
+
+    async def update_zarr_array(
+        self, *, shape: tuple[int, ...] | None = None, dims: Any = ..., attributes: Any = None
+    ) -> None:
+        """Resize, rename dimensions, replace attributes: all or none."""
+        ...
+
+
+@runtime_checkable
+class WritableZarrContainer(Protocol):
+    async def create_zarr_array(
+        self, key: str, array: SubmittedArray, *, access_blob: dict[str, Any] | None = None
+    ) -> Any:
+        """Create a child array stored as the zarr array a client wrote (``array``)."""
+        ...
+
+    async def create_zarr_group(
+        self, key: str, attributes: dict[str, Any], *, access_blob: dict[str, Any] | None = None
+    ) -> Any:
+        """Create a child group (an empty container) with ``attributes`` as its metadata."""
         ...

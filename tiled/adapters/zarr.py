@@ -15,7 +15,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numcodecs
 import numpy
 import zarr
 from zarr.storage import LocalStore
@@ -25,6 +24,7 @@ from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
 from ..utils import run_sync
 from ..zarr_format.model import EncodedChunk, ZarrArrayMeta, ZarrOptions, regular_chunks
+from ..zarr_format.stored import passable_codecs
 from ..zarr_format.zarr_python import default_buffer_prototype
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import file_identity, identity_etag
@@ -33,47 +33,6 @@ from .mapping import MapAdapter
 # Upstream's public flag: True when the installed zarr-python is major version 2.
 ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
 
-# zarr v3 bytes-to-bytes codecs with a numcodecs twin that zarr v2 readers understand.
-_V3_TO_NUMCODECS = {
-    "blosc": lambda c: numcodecs.Blosc(
-        cname=c["cname"],
-        clevel=c["clevel"],
-        shuffle=_BLOSC_SHUFFLE[c["shuffle"]],
-        blocksize=c.get("blocksize", 0),
-    ),
-    "zstd": lambda c: numcodecs.Zstd(level=c["level"], checksum=c.get("checksum", False)),
-    "gzip": lambda c: numcodecs.GZip(level=c["level"]),
-}
-_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-_PASSABLE_V2 = frozenset({"blosc", "zstd", "gzip"})
-
-
-def _passable_v3(metadata: Any) -> tuple[numpy.dtype, tuple] | None:
-    codecs = [c.to_dict() for c in metadata.codecs]
-    if not codecs or codecs[0]["name"] != "bytes" or len(codecs) > 2:
-        return None
-    endian = codecs[0].get("configuration", {}).get("endian", "little")
-    compressors = []
-    for codec in codecs[1:]:
-        factory = _V3_TO_NUMCODECS.get(codec["name"])
-        if factory is None:
-            return None
-        compressors.append(factory(codec["configuration"]))
-    dtype = metadata.data_type.to_native_dtype()
-    if dtype.itemsize > 1 and dtype.fields is None:
-        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
-    return dtype, tuple(compressors)
-
-
-def _passable_v2(metadata: Any) -> tuple[numpy.dtype, tuple] | None:
-    if metadata.filters or metadata.order != "C":
-        return None
-    compressor = metadata.compressor
-    if compressor is not None and compressor.codec_id not in _PASSABLE_V2:
-        return None
-    dtype = metadata.dtype.to_native_dtype()
-    return dtype, (compressor,) if compressor is not None else ()
-
 
 class ZarrArrayAdapter(ArrayAdapterBase):
     """A stored zarr array (zarr-python ``Array``), with stored chunks passed through."""
@@ -81,8 +40,7 @@ class ZarrArrayAdapter(ArrayAdapterBase):
     def __init__(self, array: zarr.Array, structure: ArrayStructure, *, metadata=None, specs=None):
         super().__init__(structure, metadata=metadata, specs=specs)
         self._array = array
-        passable = _passable_v3 if array.metadata.zarr_format == 3 else _passable_v2
-        self._passthrough = passable(array.metadata) if not _sharded(array) else None
+        self._passthrough = passable_codecs(array.metadata)
 
     @classmethod
     def from_array(
@@ -147,12 +105,6 @@ def _read_chunk_file(path: Path, coords: Sequence[int]) -> EncodedChunk:
     except FileNotFoundError:
         raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value") from None
     return EncodedChunk.tagged(payload, identity_etag(file_identity(info)))
-
-
-def _sharded(array: zarr.Array) -> bool:
-    return array.metadata.zarr_format == 3 and any(
-        c.to_dict()["name"] == "sharding_indexed" for c in array.metadata.codecs
-    )
 
 
 def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:

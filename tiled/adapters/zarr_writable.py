@@ -10,6 +10,8 @@ them are written (see :mod:`tiled.adapters.files`).
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from zarr.storage import LocalStore
 
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
 from ..zarr_format.model import regular_chunks
-from .files import FileTransaction, locked, staged
+from .files import FileTransaction, locked, staged, write_temp_file
 
 ZARR_MIMETYPE = "application/x-zarr"
 
@@ -103,3 +105,58 @@ def patch_region(
 
 def open_readonly(path: Path) -> zarr.Array:
     return zarr.open_array(str(path), mode="r")
+
+
+def store_zarr_documents(path: Path, documents: Mapping[str, bytes]) -> None:
+    """Start a new array directory from zarr metadata documents (a client's, see
+    :mod:`tiled.zarr_format.submitted`)."""
+    path.mkdir(parents=True)
+    for name, document in documents.items():
+        write_temp_file(path / name, document)
+
+
+def resize_stored(path: Path, shape: tuple[int, ...]) -> None:
+    """Give the stored array ``shape``: its metadata rewritten and the chunks now wholly
+    outside it removed, together or not at all (zarr-python's own resize)."""
+    with locked(path), staged(path) as transaction:
+        zarr.open_array(store=StagingStore(path, transaction), mode="r+").resize(shape)
+
+
+def _chunk_key_grammar(metadata: Any) -> tuple[str, str]:
+    """(prefix, separator) of the stored chunk keys: ``c/0/1`` is ("c", "/"), ``0.1`` ("", ".")."""
+    if metadata.zarr_format == 2:
+        return "", metadata.dimension_separator or "."
+    encoding = metadata.chunk_key_encoding.to_dict()
+    separator = encoding.get("configuration", {}).get("separator", "/")
+    return ("c" if encoding["name"] == "default" else ""), separator
+
+
+def stored_chunk_files(path: Path, metadata: Any) -> Iterator[tuple[tuple[int, ...], int, float]]:
+    """``(coords, size, modification time)`` of each chunk file stored under ``path``."""
+    prefix, separator = _chunk_key_grammar(metadata)
+    ndim = len(metadata.shape)
+    for folder, _, files in os.walk(path):
+        relative = os.path.relpath(folder, path)
+        for name in files:
+            if name.startswith("."):
+                continue  # documents of v2 and staged files
+            key = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
+            coords = _decode_chunk_key(key, prefix, separator, ndim)
+            if coords is not None:
+                info = os.stat(os.path.join(folder, name))
+                yield coords, info.st_size, info.st_mtime
+
+
+def _decode_chunk_key(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:
+    if prefix:
+        if key == prefix:
+            return () if ndim == 0 else None
+        if not key.startswith(prefix + separator):
+            return None
+        key = key[len(prefix) + 1 :]
+    parts = key.split(separator)
+    if ndim == 0:
+        return () if parts == ["0"] and not prefix else None
+    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)

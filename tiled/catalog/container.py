@@ -23,10 +23,15 @@ from ..adapters.base import (
     xarray_dataset_attributes,
 )
 from ..adapters.mapping import SortingItem, distinct_at, distinct_values, normalize_sorting
+from ..adapters.zarr_writable import ZARR_MIMETYPE
 from ..errors import BadRequest, NoSuchEntry, Unsupported
 from ..queries import SpecsQuery
+from ..structures.array import ArrayStructure, BuiltinDtype
 from ..structures.core import Spec, StructureFamily
+from ..structures.data_source import DataSource
 from ..utils import run_sync
+from ..zarr_format.model import regular_chunks
+from ..zarr_format.submitted import SubmittedArray
 from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
 from .creation import create_child, register_children
@@ -456,6 +461,40 @@ class CatalogContainerBase(ContainerAdapterBase):
         # Registration has just opened the files; the answer needs only the row.
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
+
+    async def create_zarr_array(
+        self, key: str, array: SubmittedArray, *, access_blob: dict[str, Any] | None = None
+    ) -> Any:
+        """Create an array child stored as the zarr array a client wrote through /zarr (its
+        documents, chunk grid and codecs); its attributes become the node's metadata."""
+        meta = array.meta
+        structure = ArrayStructure(
+            data_type=BuiltinDtype.from_numpy_dtype(meta.dtype),
+            chunks=regular_chunks(meta.shape, meta.chunk_shape),
+            shape=meta.shape,
+            dims=meta.dimension_names,
+        )
+        source = DataSource(
+            structure_family=StructureFamily.array, structure=structure, mimetype=ZARR_MIMETYPE
+        )
+        record = await create_child(
+            self._catalog, self._node_id, self._path, key=key, structure_family="array",
+            metadata=dict(meta.attributes), specs=None, data_sources=[source],
+            access_blob=access_blob, register=False, zarr_documents=array.stored_documents,
+        )  # fmt: skip
+        if self._child_count is not None:
+            self._child_count += 1
+        ((_, child),) = await self._adapters([record], open_registered=False)
+        return child
+
+    async def create_zarr_group(
+        self, key: str, attributes: dict[str, Any], *, access_blob: dict[str, Any] | None = None
+    ) -> Any:
+        """Create an empty container child, a group a client wrote through /zarr."""
+        return await self.create_node(
+            key=key, structure_family=StructureFamily.container, metadata=attributes,
+            access_blob=access_blob,
+        )  # fmt: skip
 
     async def register_children(
         self, children: Sequence[dict[str, Any]], *, files_read: bool = False

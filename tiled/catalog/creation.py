@@ -12,7 +12,7 @@ import hashlib
 import json
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -215,8 +215,12 @@ async def create_child(
     data_sources: Sequence[Any],
     access_blob: dict[str, Any] | None,
     register: bool,
+    zarr_documents: Mapping[str, bytes] | None = None,
 ) -> NodeRecord:
-    """Insert a child of ``parent`` and create its storage; return its record."""
+    """Insert a child of ``parent`` and create its storage; return its record.
+
+    ``zarr_documents`` (an array's): the zarr metadata its storage starts from, as a client
+    wrote it through /zarr, instead of the server's own choice of chunks and codecs."""
     record, sources = _prepared(
         parent_id, parent, key, structure_family, metadata, specs, data_sources, access_blob,
         register,
@@ -243,7 +247,7 @@ async def create_child(
                 directory = _storage_directory(catalog, source)
                 if directory is not None:  # writable; a registered one was checked above
                     directories.append(directory)  # known before anything is created in it
-                    source = await run_sync(create_storage, directory, source)
+                    source = await run_sync(create_storage, directory, source, zarr_documents)
                 described.append(source)
             await _insert_many(connection, [(record, described)])
     except BaseException as err:

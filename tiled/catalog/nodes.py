@@ -14,6 +14,7 @@ a node that cannot be opened, or whose files fail when read, answers 4xx saying 
 
 from __future__ import annotations
 
+import enum
 import functools
 import types
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ import numpy
 from sqlalchemy import delete, func, select, update
 
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
-from ..adapters.files import path_from_uri, uri_from_path
+from ..adapters.conditions import WriteCondition
+from ..adapters.files import path_from_uri, remove_file, replace_file, uri_from_path
 from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE, RaggedSQLAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
@@ -35,6 +37,8 @@ from ..adapters.zarr_writable import (
     open_readonly,
     patch_region,
     regular_chunk_shape,
+    resize_stored,
+    stored_chunk_files,
     write_region,
 )
 from ..errors import (
@@ -42,6 +46,7 @@ from ..errors import (
     Conflict,
     DataUnavailable,
     InvalidDtype,
+    InvalidZarrDocument,
     NoSuchEntry,
     NotFound,
     TiledError,
@@ -300,6 +305,12 @@ def _validated_array(data: Any, dtype: numpy.dtype, shape: tuple[int, ...]) -> n
     return data
 
 
+class Unchanged(enum.Enum):
+    """A part not given to an update (where None is a value)."""
+
+    UNCHANGED = "unchanged"
+
+
 class _LockedWrites:
     """Writes run one at a time per node (in-process lock; the file lock covers processes)."""
 
@@ -356,6 +367,93 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 self._structure = grown
                 self._array = await run_sync(open_readonly, self.directory)
         return grown
+
+    # --- writing through /zarr: the stored chunks and documents are the client's ---
+
+    def _chunk_file(self, coords: Sequence[int]) -> Any:
+        return self.directory / self._array.metadata.encode_chunk_key(tuple(coords))
+
+    async def write_zarr_chunk(
+        self, coords: Sequence[int], payload: bytes, condition: WriteCondition
+    ) -> tuple[str, bool]:
+        """Store ``payload`` as chunk ``coords`` as it is (it must decode to a whole chunk);
+        returns its ETag and whether the chunk is new."""
+        meta = await self.to_zarr_meta()
+        meta.chunk_region(coords)  # refuses coordinates off the grid
+        return await run_sync(
+            _store_checked_chunk, meta, self.directory, self._chunk_file(coords), payload, condition
+        )
+
+    async def delete_zarr_chunk(self, coords: Sequence[int], condition: WriteCondition) -> bool:
+        """Remove chunk ``coords`` (readers then get the fill value); whether it was stored."""
+        (await self.to_zarr_meta()).chunk_region(coords)
+        return await run_sync(
+            remove_file, self.directory, self._chunk_file(coords), condition.check
+        )
+
+    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float]]:
+        """``(coords, size, modification time)`` of every stored chunk (blocking: a walk of
+        the node's directory)."""
+        return list(stored_chunk_files(self.directory, self._array.metadata))
+
+    async def update_zarr_array(
+        self,
+        *,
+        shape: tuple[int, ...] | None = None,
+        dims: tuple[str, ...] | None | Unchanged = Unchanged.UNCHANGED,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        """Resize (stored array and catalog structure), rename the dimensions and replace the
+        attributes (keeping the old ones as a revision), in one transaction: all or none."""
+        async with self._catalog.node_lock(self._record.path):
+            structure = self.structure()
+            changed = structure
+            if shape is not None and tuple(shape) != structure.shape:
+                chunk_shape = regular_chunk_shape(structure.chunks)
+                changed = replace(
+                    changed, shape=tuple(shape), chunks=regular_chunks(shape, chunk_shape)
+                )
+            if dims is not Unchanged.UNCHANGED and dims != structure.dims:
+                changed = replace(changed, dims=dims)
+            if attributes is not None and attributes == dict(self.metadata()):
+                attributes = None
+            if changed == structure and attributes is None:
+                return
+            source = self._record.data_sources[0]
+            now = utcnow()
+            async with self._catalog.connect(write=True) as connection:
+                values: dict[str, Any] = {"time_updated": now}
+                if attributes is not None:
+                    await self._save_revision(connection, drop_revision=False)
+                    values["metadata"] = attributes
+                await connection.execute(
+                    update(nodes).where(nodes.c.id == self._record.id).values(values)
+                )
+                if changed != structure:
+                    await replace_structure(connection, source.id, changed)
+                if changed.shape != structure.shape:
+                    # Inside the transaction: if the files cannot be changed, nothing is.
+                    await run_sync(resize_stored, self.directory, changed.shape)
+            self._record.time_updated = now
+            if attributes is not None:
+                self._record.metadata = self._metadata = attributes
+            if changed != structure:
+                self._record.data_sources[0] = replace(source, structure=changed)
+                self._structure = changed
+                self._array = await run_sync(open_readonly, self.directory)
+
+
+def _store_checked_chunk(
+    meta: Any, directory: Any, target: Any, payload: bytes, condition: WriteCondition
+) -> tuple[str, bool]:
+    try:
+        meta.decode_chunk(payload)
+    except Exception as err:  # noqa: BLE001 - the codecs raise many kinds on bad input
+        raise InvalidZarrDocument(
+            f"The chunk does not decode to {list(meta.chunk_shape)} {meta.dtype} with the "
+            f"array's codecs: {err or type(err).__name__}"
+        ) from None
+    return replace_file(directory, target, payload, condition.check)
 
 
 def patched_region(

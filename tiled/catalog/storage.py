@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from ..adapters.parquet import PARQUET_MIMETYPE
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE
 from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.sql import SQL_TABLE_MIMETYPE
-from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array
+from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array, store_zarr_documents
 from ..errors import BadRequest
 from ..storage import is_sql_uri  # noqa: F401 (one home; this module's callers import it here)
 from ..structures.core import StructureFamily
@@ -75,11 +75,17 @@ def new_directory(root: Path) -> Path:
     return root / uuid.uuid4().hex
 
 
-def create_storage(directory: Path, source: DataSource) -> DataSource:
-    """Make the (empty) storage of a writable data source in ``directory``; describe it."""
+def create_storage(
+    directory: Path, source: DataSource, zarr_documents: Mapping[str, bytes] | None = None
+) -> DataSource:
+    """Make the (empty) storage of a writable data source in ``directory``; describe it.
+    An array starts from ``zarr_documents`` when given (see ``create_child``)."""
     family = StructureFamily(source.structure_family)
     structure = source.structure
-    if family == StructureFamily.array:
+    if family == StructureFamily.array and zarr_documents is not None:
+        store_zarr_documents(directory, zarr_documents)
+        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+    elif family == StructureFamily.array:
         structure = create_zarr_array(directory, structure)
         found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
     elif family == StructureFamily.table:

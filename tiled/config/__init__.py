@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -107,6 +107,8 @@ class Config(_Section):
     zarr_consolidated_max_nodes: int | None = Field(None, ge=0)
     zarr_cache_control: str | None = None
     zarr_listing_max: int | None = Field(None, ge=1)
+    zarr_write_compressors: list[Literal["blosc", "zstd", "gzip"]] | None = None
+    zarr_write_max_bytes: int | None = Field(None, ge=1)
 
     # The file or directory the configuration was read from: import paths and relative file
     # paths are resolved from its directory.
@@ -290,7 +292,7 @@ _NO_EFFECT = {
 _SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "database",
     "zarr_consolidated_max_nodes", "zarr_cache_control", "zarr_listing_max", "expose_raw_assets",
-    "reject_undeclared_specs",
+    "reject_undeclared_specs", "zarr_write_compressors", "zarr_write_max_bytes",
 )  # fmt: skip
 
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
+from ..access.blobs import blob_of_tags
 from ..access.identity import Identity
-from ..access.policies import Chain
+from ..access.policies import ApprovesTags, Chain
 from ..access.view import AccessView
 from ..adapters.protocols import BaseAdapter, supports
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
@@ -42,6 +43,26 @@ class Node:
     def subtree(self) -> Any:
         """The node with only visible members at every depth (for whole-subtree exports)."""
         return self.view.members_deep(self.chain) if self.view is not None else self.adapter
+
+    def approve_tags(
+        self, current: frozenset[str] | None, requested: list[str] | None
+    ) -> tuple[dict[str, Any] | None, list[str] | None]:
+        """``(access blob to store or None for unchanged, tags to report or None)`` for this
+        node (``current`` None: a child about to be created under it).
+
+        A policy that decides tags (``approve_tags``: the catalog tag policy) may refuse (403)
+        or change them; under other policies the requested tags are stored as given.
+        """
+        policy = self.view.policy if self.view else None
+        if not supports(policy, ApprovesTags):
+            return (blob_of_tags(requested) if requested is not None else None), None
+        granted = None if current is None else self.granted
+        tags = policy.approve_tags(self.identity, current, requested, granted)
+        # Reported when the policy made them differ from the request (as upstream reports).
+        reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
+        if current is not None and tags == current:
+            return None, reported
+        return blob_of_tags(tags) or {}, reported
 
     @property
     def path(self) -> str:

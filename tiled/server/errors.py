@@ -22,6 +22,8 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.Unsupported, 405),
     (errors.DataUnavailable, 415),
     (errors.Conflict, 409),
+    (errors.PreconditionFailed, 412),
+    (errors.PayloadTooLarge, 413),
     (errors.DataNotReadyError, 503),
     (errors.ShapeMismatchError, 422),
     (errors.Unauthenticated, 401),

@@ -110,14 +110,18 @@ class EdgeMiddleware:
         await self.csrf(scope, receive, tagged_send)
 
     def _shortcut(self, scope) -> Any:
-        if scope["method"] not in ("GET", "HEAD"):
-            return None
+        method = scope["method"]
+        reading = method in ("GET", "HEAD")
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
         for prefix, app in self.shortcuts:
             if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("/", ""):
+                # A shortcut app takes GET and HEAD, and the methods it lists (the zarr store
+                # takes its writes), all past the framework's routing.
+                if not reading and method not in getattr(app, "write_methods", ()):
+                    return None
                 scope["path_params"] = {"path": path[len(prefix) + 1 :]}
                 return app
         return None

@@ -197,6 +197,11 @@ class ServerSettings:
     zarr_consolidated_max_nodes: int = 1000
     zarr_cache_control: str | None = None
     zarr_listing_max: int = 10_000
+    # Writes through /zarr: the compressors an array written there may use (uncompressed is
+    # always allowed; only codecs whose chunks pass through are possible), and the largest
+    # request body (a chunk or a document) accepted.
+    zarr_write_compressors: tuple[str, ...] = ("blosc", "zstd", "gzip")
+    zarr_write_max_bytes: int = 256 * 1024 * 1024
     # Upstream's name and default: /asset/bytes, /asset/manifest and DELETE /asset are served.
     expose_raw_assets: bool = True
     # Upstream's name and default: a node may declare specs that have no validator.
@@ -210,6 +215,8 @@ class ServerSettings:
         kwargs = {k: v for k, v in values.items() if k in known and v is not None}
         if "allow_origins" in kwargs:
             kwargs["allow_origins"] = tuple(kwargs["allow_origins"] or ())
+        if "zarr_write_compressors" in kwargs:
+            kwargs["zarr_write_compressors"] = tuple(kwargs["zarr_write_compressors"])
         zarr = values.get("zarr")
         if isinstance(zarr, Mapping):
             kwargs["zarr"] = ZarrOptions(**zarr)

@@ -7,12 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...access.blobs import blob_of_tags, tags_of_blob
-from ...access.policies import ApprovesTags
+from ...access.blobs import tags_of_blob
 from ...adapters.protocols import (
     NodeWithHistory,
     WritableContainer,
-    supports,
 )
 from ...errors import BadRequest, UnsupportedMediaType
 from ...structures.array import ArrayStructure
@@ -87,24 +85,6 @@ def _requested_tags(access_tags: Any, access_blob: Any) -> list[str] | None:
     return tags_of_blob(access_blob) if access_blob else None
 
 
-def _approved(node: Node, current: frozenset[str] | None, requested: list[str] | None):
-    """``(access blob to store or None for unchanged, tags to report or None)``.
-
-    A policy that decides tags (``approve_tags``: the catalog tag policy) may refuse (403) or
-    change them; under other policies the request's tags are stored as given.
-    """
-    policy = node.view.policy if node.view else None
-    if not supports(policy, ApprovesTags):
-        return (blob_of_tags(requested) if requested is not None else None), None
-    granted = None if current is None else node.granted
-    tags = policy.approve_tags(node.identity, current, requested, granted)
-    # Reported when the policy made them differ from the request (as upstream reports).
-    reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
-    if current is not None and tags == current:
-        return None, reported
-    return blob_of_tags(tags) or {}, reported
-
-
 async def _validated(
     request: Request,
     specs: list[Spec],
@@ -136,8 +116,8 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
         request, specs, body.metadata, None, body.structure_family, structure
     )
     metadata = validated if validated is not None else body.metadata
-    access_blob, reported_tags = _approved(
-        node, None, _requested_tags(body.access_tags, body.access_blob)
+    access_blob, reported_tags = node.approve_tags(
+        None, _requested_tags(body.access_tags, body.access_blob)
     )
     child = await parent.create_node(
         key=body.id, structure_family=body.structure_family, metadata=metadata, specs=specs,
@@ -173,8 +153,8 @@ async def replace_metadata(
     target = capable(node.adapter, NodeWithHistory, "metadata updates")
     specs = normalize_specs(body.specs) if body.specs is not None else None
     metadata, validated = await _validated_update(request, node, body.metadata, specs)
-    access_blob, reported_tags = _approved(
-        node, _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
+    access_blob, reported_tags = node.approve_tags(
+        _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
     )
     await target.replace_metadata(metadata, specs, access_blob, drop_revision)
     return _updated(request, node, reported_tags, validated)
@@ -224,7 +204,7 @@ async def patch_metadata(
             None, patcher(node.adapter.access_blob or {}, body["access_blob"])
         )
     metadata, validated = await _validated_update(request, node, metadata, specs)
-    access_blob, reported_tags = _approved(node, _current_tags(node), requested)
+    access_blob, reported_tags = node.approve_tags(_current_tags(node), requested)
     await target.replace_metadata(metadata, specs, access_blob, drop_revision)
     return _updated(request, node, reported_tags, validated)
 

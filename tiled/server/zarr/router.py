@@ -22,8 +22,10 @@ from ..dependencies import require_node_scope, require_scope, split_path, visibl
 from ..errors import error_response
 from ..responses import etag_of, json_bytes
 from .documents import documents_of
+from .propfind import propfind
 from .ranges import KeyResponse, ranged_response
 from .resolve import resolve
+from .writes import write_key
 
 
 def zarr_router(zarr_format: int) -> Any:
@@ -70,12 +72,36 @@ def zarr_router(zarr_format: int) -> Any:
 
     async def store(scope, receive, send) -> None:
         try:
-            response = await read_key(Request(scope, receive))
+            method = scope["method"]
+            if method in ("GET", "HEAD"):
+                response = await read_key(Request(scope, receive))
+            elif method in ("PUT", "DELETE"):
+                response = await write_key(Request(scope, receive), encoding)
+            elif method == "PROPFIND":
+                response = await propfind(Request(scope, receive), encoding)
+            else:
+                response = _method_not_allowed(method)
         except Exception as exception:  # noqa: BLE001 - every error gets its JSON answer
             response = error_response(exception)
         await response(scope, receive, send)
 
+    store.write_methods = WRITE_METHODS  # type: ignore[attr-defined]  # see EdgeMiddleware
     return store
+
+
+# Methods the store answers besides GET and HEAD (the edge middleware routes them here).
+WRITE_METHODS = frozenset({"PUT", "DELETE", "PROPFIND"})
+_ALLOWED = ", ".join(["GET", "HEAD", *sorted(WRITE_METHODS)])
+
+
+def _method_not_allowed(method: str) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"detail": f"Method {method} is not allowed on a zarr key; allowed: {_ALLOWED}"},
+        status_code=405,
+        headers={"Allow": _ALLOWED},
+    )
 
 
 def _listing_media_type(request: Request) -> str | None:

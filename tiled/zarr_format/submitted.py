@@ -1,0 +1,176 @@
+"""Zarr documents a client writes, read with zarr-python's own parser into the neutral model.
+
+A zarr client creates a node by writing its metadata document (v3 ``zarr.json``; v2
+``.zarray`` or ``.zgroup``, with the attributes in ``.zattrs``). What zarr-python refuses to
+open is refused here too, with zarr-python's reason. An array must also be one whose chunks the
+server can pass through as written (see :mod:`.stored`) and use only the allowed compressors,
+so that every client, of either format, reads back the bytes that were written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+from ..errors import InvalidZarrDocument
+from .codecs import same_codecs
+from .model import ZarrArrayMeta
+from .stored import PASSABLE_COMPRESSORS, compressor_names, passable_codecs
+from .zarr_python import default_buffer_prototype
+
+# numpy kinds an array written through /zarr may hold: bool, integers, floats, complex.
+WRITABLE_DTYPE_KINDS = "biufc"
+# xarray's name for an array's dimensions in zarr v2 attributes.
+V2_DIMENSIONS_ATTRIBUTE = "_ARRAY_DIMENSIONS"
+
+
+def json_object(document: bytes, name: str) -> dict[str, Any]:
+    """The JSON object of a document (NaN and Infinity allowed, as zarr-python writes them)."""
+    try:
+        value = json.loads(document)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidZarrDocument(f"{name} is not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise InvalidZarrDocument(f"{name} must be a JSON object")
+    return value
+
+
+def v3_node_type(document: Mapping[str, Any]) -> str:
+    """``"array"`` or ``"group"``, as a v3 ``zarr.json`` declares."""
+    node_type = document.get("node_type")
+    if node_type not in ("array", "group") or document.get("zarr_format") != 3:
+        raise InvalidZarrDocument(
+            'zarr.json must declare "zarr_format": 3 and "node_type" "array" or "group"'
+        )
+    return node_type
+
+
+def dimensions_from_attributes(attributes: Mapping[str, Any]) -> tuple[str, ...] | None:
+    names = attributes.get(V2_DIMENSIONS_ATTRIBUTE)
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
+@dataclass(frozen=True)
+class SubmittedArray:
+    """An array document a client wrote: the array in the model (with its attributes) and the
+    document to store beside its chunks (without attributes: the catalog holds those)."""
+
+    meta: ZarrArrayMeta
+    zarr_format: int
+    stored_documents: Mapping[str, bytes]
+
+    def difference(self, current: ZarrArrayMeta) -> str | None:
+        """What differs from ``current`` besides shape, dimension names and attributes (the
+        parts a client may change by rewriting the document), or None."""
+        new = self.meta
+        if new.dtype != current.dtype:
+            return f"data type ({current.dtype} stored, {new.dtype} written)"
+        if new.chunk_shape != current.chunk_shape:
+            return (
+                f"chunk shape ({list(current.chunk_shape)} stored, {list(new.chunk_shape)} written)"
+            )
+        if not same_codecs(new.compressors, current.compressors):
+            return "codecs"
+        if not _same_fill(new.fill_value, current.fill_value):
+            return f"fill value ({current.fill_value!r} stored, {new.fill_value!r} written)"
+        return None
+
+
+def _same_fill(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(numpy.array_equal(numpy.asarray(a), numpy.asarray(b), equal_nan=True))
+
+
+async def _open_document(zarr_format: int, name: str, document: bytes, node_type: str) -> Any:
+    """zarr-python's array or group opened from ``document`` alone (its parser decides)."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    prototype = default_buffer_prototype()
+    store = MemoryStore({name: prototype.buffer.from_bytes(document)})
+    opener = (
+        zarr.api.asynchronous.open_array
+        if node_type == "array"
+        else zarr.api.asynchronous.open_group
+    )
+    try:
+        return await opener(store=store, mode="r", zarr_format=zarr_format)
+    except Exception as err:  # noqa: BLE001 - zarr-python raises many kinds on bad input
+        reason = str(err) or type(err).__name__
+        if isinstance(err, KeyError):
+            reason = f"missing field {reason}"
+        raise InvalidZarrDocument(f"zarr-python cannot read this {name}: {reason}") from None
+
+
+async def parse_array_document(
+    zarr_format: int, name: str, document: bytes, allowed_compressors: Collection[str]
+) -> SubmittedArray:
+    """An array document (v3 ``zarr.json``, v2 ``.zarray``), checked; see the module."""
+    array = await _open_document(zarr_format, name, document, "array")
+    metadata = array.metadata
+    passable = passable_codecs(metadata)
+    allowed = sorted(set(allowed_compressors) & PASSABLE_COMPRESSORS)
+    names = compressor_names(metadata)
+    if passable is None or not set(names) <= set(allowed):
+        raise InvalidZarrDocument(
+            "Arrays written through /zarr use the 'bytes' serializer (v2: no filters, C "
+            f"order) and at most one compressor out of {allowed} (or none); this array "
+            f"uses {[c.to_dict()['name'] for c in metadata.codecs] if zarr_format == 3 else names}"
+            + (", filters" if zarr_format == 2 and metadata.filters else "")
+        )
+    dtype, compressors = passable
+    if dtype.kind not in WRITABLE_DTYPE_KINDS or dtype.fields is not None:
+        raise InvalidZarrDocument(
+            f"Arrays written through /zarr hold numbers or booleans, not {dtype}"
+        )
+    attributes = dict(metadata.attributes)
+    if zarr_format == 3:
+        names_ = metadata.dimension_names
+        dims = tuple(names_) if names_ and all(isinstance(n, str) for n in names_) else None
+    else:
+        dims = dimensions_from_attributes(attributes)
+        attributes.pop(V2_DIMENSIONS_ATTRIBUTE, None)
+    meta = ZarrArrayMeta(
+        shape=tuple(array.shape),
+        chunk_shape=tuple(array.chunks),
+        dtype=dtype,
+        fill_value=metadata.fill_value,
+        compressors=compressors,
+        dimension_names=dims,
+        attributes=attributes,
+    )
+    if math.prod(meta.chunk_shape) * dtype.itemsize > 2**31 - 1:
+        raise InvalidZarrDocument(f"Chunks of {list(meta.chunk_shape)} {dtype} are too large")
+    stored = metadata.update_attributes({}).to_buffer_dict(default_buffer_prototype())
+    documents = {key: buffer.to_bytes() for key, buffer in stored.items() if key != ".zattrs"}
+    return SubmittedArray(meta, zarr_format, documents)
+
+
+async def parse_group_document(zarr_format: int, name: str, document: bytes) -> dict[str, Any]:
+    """A group document's attributes (a v3 ``zarr.json`` of a group, a v2 ``.zgroup``: none)."""
+    group = await _open_document(zarr_format, name, document, "group")
+    return dict(group.attrs)
+
+
+def parse_attributes(document: bytes) -> dict[str, Any]:
+    """The attributes of a v2 ``.zattrs``."""
+    return json_object(document, ".zattrs")
+
+
+__all__ = [
+    "SubmittedArray",
+    "dimensions_from_attributes",
+    "json_object",
+    "parse_array_document",
+    "parse_attributes",
+    "parse_group_document",
+    "v3_node_type",
+]
