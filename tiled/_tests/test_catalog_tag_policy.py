@@ -8,6 +8,7 @@ tests pin the rules one by one, fast.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -227,6 +228,43 @@ def test_api_keys_limited_to_tags(deployment):
         f"{url}/api/v1/auth/apikey", json={"scopes": READ, "access_tags": ["lab"]}, headers=cara
     ).json()["secret"]
     assert listing(url, {"Authorization": f"Apikey {narrow}"}) == []
+
+
+def test_zarr_writes_are_decided_by_the_policy(deployment):
+    url, _ = deployment
+    alice, cara = login(url, "alice"), login(url, "cara")
+    group = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+    array = json.dumps({
+        "zarr_format": 3, "node_type": "array", "shape": [2], "data_type": "uint8",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {"by": "cara"},
+    }).encode()  # fmt: skip
+
+    def put(headers, key, body):
+        return httpx.put(f"{url}/zarr/v3/{key}", content=body, headers=headers)
+
+    # No credentials: 401; a reader of lab: 403 there; a node it cannot see: 404.
+    assert put({}, "lab/new/zarr.json", group).status_code == 401
+    assert put(alice, "lab/new/zarr.json", group).status_code == 403
+    assert put(alice, "lab/image/c/0", b"\x00" * 32).status_code == 403
+    assert put(alice, "private/new/zarr.json", group).status_code == 404
+    assert httpx.delete(f"{url}/zarr/v3/lab/image/zarr.json", headers=alice).status_code == 403
+    # A writer where the policy says so: the new nodes get the tags the policy gives.
+    assert put(cara, "private/z/zarr.json", group).status_code == 201
+    assert put(cara, "private/z/a/zarr.json", array).status_code == 201
+    assert put(cara, "private/z/a/c/0", b"\x01\x02").status_code == 201
+    made = httpx.get(f"{url}/api/v1/metadata/private/z/a", headers=cara).json()
+    assert made["data"]["attributes"]["access_tags"] == ["user:cara"]
+    assert made["data"]["attributes"]["metadata"] == {"by": "cara"}
+    assert httpx.get(f"{url}/zarr/v3/private/z/a/c/0", headers=alice).status_code == 404
+    # A key with read scopes only cannot write anywhere: 401, as for reads without scopes.
+    secret = httpx.post(f"{url}/api/v1/auth/apikey", json={"scopes": READ}, headers=cara).json()[
+        "secret"
+    ]
+    reader = {"Authorization": f"Apikey {secret}"}
+    assert put(reader, "private/z/a/c/0", b"\x03\x04").status_code == 401
+    assert httpx.get(f"{url}/zarr/v3/private/z/a/c/0", headers=cara).content == b"\x01\x02"
 
 
 def test_a_recompilation_shows_while_serving(deployment):

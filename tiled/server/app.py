@@ -159,9 +159,7 @@ def build_app(
         access_policy=access_policy,
         query_registry=_given(query_registry, default_query_registry),
         serialization_registry=_given(serialization_registry, default_serialization_registry),
-        deserialization_registry=_given(
-            deserialization_registry, default_deserialization_registry
-        ),
+        deserialization_registry=_given(deserialization_registry, default_deserialization_registry),
         compression_registry=_given(compression_registry, default_compression_registry),
         validation_registry=_given(validation_registry, default_validation_registry),
     )

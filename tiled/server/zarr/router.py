@@ -85,13 +85,18 @@ def zarr_router(zarr_format: int) -> Any:
             response = error_response(exception)
         await response(scope, receive, send)
 
-    store.write_methods = WRITE_METHODS  # type: ignore[attr-defined]  # see EdgeMiddleware
+    store.write_methods = ANSWERED_METHODS  # type: ignore[attr-defined]  # see EdgeMiddleware
     return store
 
 
-# Methods the store answers besides GET and HEAD (the edge middleware routes them here).
 WRITE_METHODS = frozenset({"PUT", "DELETE", "PROPFIND"})
 _ALLOWED = ", ".join(["GET", "HEAD", *sorted(WRITE_METHODS)])
+# Methods the edge middleware routes here besides GET and HEAD: the writes, and the other
+# methods of HTTP and WebDAV, which get their 405 with ``Allow`` from the store itself (CORS
+# preflights are answered before, by the CORS middleware).
+ANSWERED_METHODS = WRITE_METHODS | {
+    "POST", "PATCH", "OPTIONS", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK",
+}  # fmt: skip
 
 
 def _method_not_allowed(method: str) -> Any:
