@@ -582,6 +582,14 @@ def test_v2_attributes_may_arrive_before_their_node(server, name):
     assert put(url, "b/.zattrs", attributes).status_code == 404  # nothing came
 
 
+def test_documents_of_the_other_format_are_refused(server, name):
+    refused = put(f"{server.url}/zarr/v2/{name}", "zarr.json", json.dumps(V3_ARRAY).encode())
+    assert refused.status_code == 400 and "/zarr/v3" in refused.json()["detail"]
+    refused = put(f"{server.url}/zarr/v3/{name}", ".zgroup", b'{"zarr_format": 2}')
+    assert refused.status_code == 400 and "/zarr/v2" in refused.json()["detail"]
+    assert native(server.url, "metadata", name).status_code == 404
+
+
 def test_other_methods_are_405(server):
     response = httpx.request("PATCH", f"{server.url}/zarr/v3/zarr.json", headers=HEADERS)
     assert response.status_code == 405 and "PUT" in response.headers["allow"]

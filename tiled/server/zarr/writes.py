@@ -33,7 +33,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ...access.view import AccessView
 from ...adapters.base import is_group
@@ -54,6 +54,7 @@ from ...errors import (
     ZarrKeyNotFound,
 )
 from ...zarr_format.encoding import ZarrEncoding
+from ...zarr_format.formats import ENCODINGS_BY_FORMAT
 from ...zarr_format.submitted import (
     V2_DIMENSIONS_ATTRIBUTE,
     dimensions_from_attributes,
@@ -114,11 +115,15 @@ class _Writer:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The body ({declared} bytes) exceeds the limit of {limit} bytes")
         pieces, size = [], 0
-        async for piece in self.request.stream():
-            size += len(piece)
-            if size > limit:
-                raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
-            pieces.append(piece)
+        try:
+            async for piece in self.request.stream():
+                size += len(piece)
+                if size > limit:
+                    raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
+                pieces.append(piece)
+        except ClientDisconnect:
+            # Nothing was written, and nobody is left to answer: not a server error.
+            raise BadRequest("The client disconnected before sending the whole body") from None
         return b"".join(pieces)
 
     async def document_etag(self, chain: Any, name: str) -> str | None:
@@ -163,6 +168,12 @@ async def write_key(request: Request, encoding: ZarrEncoding) -> KeyResponse:
     parts = split_path(request.path_params["path"])
     if parts and parts[-1] in encoding.document_names:
         return await _write_document(writer, parts[:-1], parts[-1])
+    for other in ENCODINGS_BY_FORMAT.values():
+        if parts and parts[-1] in other.document_names - encoding.document_names:
+            raise BadRequest(
+                f"{parts[-1]} is a document of zarr format {other.zarr_format}: write it "
+                f"through /zarr/v{other.zarr_format}"
+            )
     target = await resolve(state.root_tree, "/".join(parts), encoding, view)
     if not target.is_chunk:
         raise BadRequest(
