@@ -593,3 +593,29 @@ def test_documents_of_the_other_format_are_refused(server, name):
 def test_other_methods_are_405(server):
     response = httpx.request("PATCH", f"{server.url}/zarr/v3/zarr.json", headers=HEADERS)
     assert response.status_code == 405 and "PUT" in response.headers["allow"]
+
+
+def test_attributes_of_xarray_nodes_go_back_under_attrs(server, name):
+    made = httpx.post(
+        f"{server.url}/api/v1/metadata/",
+        json={
+            "id": name, "structure_family": "array", "specs": ["xarray_data_var"],
+            "metadata": {"attrs": {"units": "m"}, "source": "client"},
+            "data_sources": [{
+                "structure_family": "array", "mimetype": "application/x-zarr",
+                "structure": {
+                    "data_type": {"endianness": "little", "kind": "f", "itemsize": 8, "dt_units": None},
+                    "chunks": [[2]], "shape": [2], "dims": ["t"], "resizable": False,
+                },
+            }],
+        },
+        headers=HEADERS,
+    )  # fmt: skip
+    assert made.status_code == 200, made.text
+    array = zarr.open_array(fsspec_store(f"{server.url}/zarr/v3/{name}"), mode="r+")
+    assert dict(array.attrs) == {"units": "m"}
+    array.attrs["units"] = "km"
+    assert native(server.url, "metadata", name).json()["data"]["attributes"]["metadata"] == {
+        "attrs": {"units": "km"},
+        "source": "client",
+    }

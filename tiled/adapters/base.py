@@ -7,7 +7,7 @@ Storage-backed adapters override a hook only to do better (e.g. pass stored chun
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..ndslice import NDBlock, NDSlice
@@ -73,6 +73,24 @@ def zarr_attributes(adapter: Adapter) -> dict[str, Any]:
         if projection is not None:
             return projection(adapter)
     return dict(adapter.metadata())
+
+
+def metadata_from_zarr_attributes(
+    adapter: Adapter, written: Mapping[str, Any], served: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The metadata of ``adapter`` once a zarr client wrote ``written`` as its attributes,
+    where it read ``served`` (what :func:`zarr_attributes` gave): the inverse of the
+    projections above, so that a client writing back what it read changes nothing."""
+    if not any(spec.name in ATTRIBUTES_BY_SPEC for spec in adapter.specs):
+        return dict(written)
+    metadata = dict(adapter.metadata())
+    own = metadata.get("attrs") if isinstance(metadata.get("attrs"), dict) else {}
+    attrs = dict(written)
+    # The dataset's "coordinates" the server derived is not the node's own attribute.
+    derived = "coordinates" not in own and served.get("coordinates") == attrs.get("coordinates")
+    if derived:
+        attrs.pop("coordinates", None)
+    return {**metadata, "attrs": attrs}
 
 
 def _default_options() -> ZarrOptions:

@@ -36,7 +36,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from ...access.view import AccessView
-from ...adapters.base import is_group
+from ...adapters.base import is_group, metadata_from_zarr_attributes
 from ...adapters.conditions import WriteCondition
 from ...adapters.protocols import (
     NodeWithHistory,
@@ -266,14 +266,19 @@ async def _wait_for_node(writer: _Writer, parts: tuple[str, ...]) -> Any | None:
     return None
 
 
-async def _validated(writer: _Writer, node: Node, attributes: dict[str, Any]) -> dict[str, Any]:
-    """``attributes`` as the node's spec validators accept (or change) them (400 if not)."""
+async def _metadata_for(writer: _Writer, node: Node, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The node's metadata once a client wrote ``attributes``: the attributes projection
+    undone (see ``metadata_from_zarr_attributes``), then as the node's spec validators accept
+    (or change) it (400 if not)."""
+    adapter = node.adapter
+    served = (await adapter.to_zarr_meta(writer.state.settings.zarr)).attributes
+    metadata = metadata_from_zarr_attributes(adapter, attributes, served)
     state = writer.state
     validated = await state.validation_registry.validate(
-        list(node.adapter.specs), attributes, node.adapter,
+        list(adapter.specs), metadata, adapter,
         reject_undeclared=state.settings.reject_undeclared_specs,
     )  # fmt: skip
-    return validated if validated is not None else attributes
+    return validated if validated is not None else metadata
 
 
 async def _replace_attributes(writer: _Writer, node: Node, attributes: dict[str, Any]) -> None:
@@ -282,7 +287,7 @@ async def _replace_attributes(writer: _Writer, node: Node, attributes: dict[str,
         array = capable(adapter, WritableZarrArray, "writing through zarr")
         dims = dimensions_from_attributes(attributes)
         attributes = {k: v for k, v in attributes.items() if k != V2_DIMENSIONS_ATTRIBUTE}
-        attributes = await _validated(writer, node, attributes)
+        attributes = await _metadata_for(writer, node, attributes)
         if dims is not None:
             await array.update_zarr_array(dims=dims, attributes=attributes)
         else:
@@ -290,7 +295,7 @@ async def _replace_attributes(writer: _Writer, node: Node, attributes: dict[str,
         return
     capable(adapter, WritableContainer, "writing through zarr")
     target = capable(adapter, NodeWithHistory, "metadata updates")
-    attributes = await _validated(writer, node, attributes)
+    attributes = await _metadata_for(writer, node, attributes)
     if attributes != dict(adapter.metadata()):
         await target.replace_metadata(attributes)
 
@@ -317,7 +322,7 @@ async def _update_array(
     changes: dict[str, Any] = {"shape": submitted.meta.shape}
     if writer.encoding.zarr_format == 3:  # v2 keeps these in .zattrs, written on its own
         changes["dims"] = submitted.meta.dimension_names
-        changes["attributes"] = await _validated(writer, node, dict(submitted.meta.attributes))
+        changes["attributes"] = await _metadata_for(writer, node, dict(submitted.meta.attributes))
     await array.update_zarr_array(**changes)
     return await writer.answer(chain, name, created=False)
 
