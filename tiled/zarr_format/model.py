@@ -24,6 +24,7 @@ from typing import Any
 import numpy
 
 from ..errors import ChunkOutOfRange, InvalidStructure
+from .chunk_cache import ENCODED_CHUNKS, EncodedChunk
 from .codecs import compress, compressors_for, decompress, deserialize_strings, serialize_strings
 
 DEFAULT_CHUNK_BUDGET_BYTES = 4 * 1024 * 1024
@@ -86,22 +87,6 @@ def split_dimension(size: int, chunk: int) -> tuple[int, ...]:
 def regular_chunks(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     """The dask-style chunks of a regular grid of ``chunk_shape`` over ``shape``."""
     return tuple(split_dimension(s, c) for s, c in zip(shape, chunk_shape, strict=True))
-
-
-class EncodedChunk(bytes):
-    """Chunk bytes that may carry an ETag their producer knows without hashing them.
-
-    Storage that passes stored chunks through tags them from the file's identity (inode,
-    size, modification time), as static file servers do; the server hashes only untagged bytes.
-    """
-
-    etag: str | None = None
-
-    @classmethod
-    def tagged(cls, payload: bytes, etag: str) -> EncodedChunk:
-        chunk = cls(payload)
-        chunk.etag = etag
-        return chunk
 
 
 @dataclass(frozen=True)
@@ -172,8 +157,12 @@ class ZarrArrayMeta:
         )
 
     def encode_chunk(self, data: numpy.ndarray) -> bytes:
-        """Pad ``data`` (the chunk's region) to the full chunk shape and encode it."""
-        data = numpy.asarray(data)
+        """Pad ``data`` (the chunk's region) to the full chunk shape and encode it; the same
+        values encoded again come from the process's cache of encoded chunks, with their ETag
+        (see :mod:`tiled.zarr_format.chunk_cache`)."""
+        return ENCODED_CHUNKS.encoded(self, numpy.asarray(data), self._encode)
+
+    def _encode(self, data: numpy.ndarray) -> bytes:
         if data.shape != self.chunk_shape:
             data = _pad(data, self.chunk_shape, self.fill_value)
         if is_variable_length_string(self.dtype):
