@@ -15,6 +15,7 @@ which keeps zarr chunks aligned to native ones whenever sizes are even.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ class ZarrArrayMeta:
         if any(c < 1 for c in self.chunk_shape):
             raise InvalidStructure(f"chunk sizes must be positive: {list(self.chunk_shape)}")
 
-    @property
+    @functools.cached_property
     def grid_shape(self) -> tuple[int, ...]:
         """Number of chunks along each dimension (a 0-d array has one chunk at ``()``)."""
         return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape, strict=True))
@@ -147,14 +148,14 @@ class ZarrArrayMeta:
         """
         coords = tuple(coords)
         grid = self.grid_shape
-        if len(coords) != len(grid) or any(
-            not isinstance(i, int) or i < 0 or i >= n for i, n in zip(coords, grid, strict=True)
-        ):
+        if len(coords) != len(grid):
             raise ChunkOutOfRange(coords, grid)
-        return tuple(
-            slice(i * c, min((i + 1) * c, s))
-            for i, c, s in zip(coords, self.chunk_shape, self.shape, strict=True)
-        )
+        region = []
+        for i, n, c, s in zip(coords, grid, self.chunk_shape, self.shape, strict=True):
+            if not isinstance(i, int) or i < 0 or i >= n:
+                raise ChunkOutOfRange(coords, grid)
+            region.append(slice(i * c, min((i + 1) * c, s)))
+        return tuple(region)
 
     def encode_chunk(self, data: numpy.ndarray) -> bytes:
         """Pad ``data`` (the chunk's region) to the full chunk shape and encode it; the same
