@@ -10,7 +10,9 @@ import pytest
 
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
+from tiled.server import middleware
 from tiled.server.app import build_app
+from tiled.server.middleware import EdgeMiddleware, TelemetryProbe
 
 from .live_server import serve
 
@@ -138,3 +140,80 @@ def test_old_python_clients_are_refused_on_shortcuts_too(client):
         assert response.status_code == 400
         assert "too old" in response.json()["detail"]
         assert response.headers["x-tiled-request-id"]
+
+
+def test_the_edge_is_in_front_of_the_framework():
+    # The shortcuts pass none of FastAPI's layers; the edge is not among them either.
+    app = build_app(MapAdapter({}), authentication={"allow_anonymous_access": True})
+    assert app.edge is not None
+    assert all(m.cls is not EdgeMiddleware for m in app.user_middleware)
+
+
+def _failing_app(monkeypatch):
+    tree = MapAdapter({"a": ArrayAdapter.from_array(numpy.arange(10))})
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.edge, "shortcuts", (("/zarr/v3", broken),))
+    return app
+
+
+def test_an_error_escaping_a_shortcut_is_a_json_500(monkeypatch):
+    app = _failing_app(monkeypatch)
+    with serve(app) as live:
+        response = httpx.get(live.url + "/zarr/v3/a/zarr.json")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error"}
+    assert response.headers["x-tiled-request-id"]
+
+
+def test_traced_requests_pass_through_the_framework(monkeypatch):
+    """With telemetry on, shortcut requests take the framework's way (which traces them),
+    answered by the same handlers."""
+    tree = MapAdapter({"a": ArrayAdapter.from_array(numpy.arange(10))})
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+    entered = []
+    framework = app.edge.inner
+
+    async def counting(scope, receive, send):
+        entered.append(scope["path"])
+        await framework(scope, receive, send)
+
+    monkeypatch.setattr(app.edge, "csrf", counting)
+    with serve(app) as live, httpx.Client(base_url=live.url) as client:
+        assert client.get("/zarr/v3/a/zarr.json").status_code == 200
+        assert entered == []
+        monkeypatch.setattr(app.edge, "traced", lambda: True)
+        response = client.get("/zarr/v3/a/zarr.json")
+        assert response.status_code == 200 and response.json()["shape"] == [10]
+        assert client.get("/api/v1/metadata/a").json()["data"]["id"] == "a"
+        assert entered == ["/zarr/v3/a/zarr.json", "/api/v1/metadata/a"]
+
+
+class _Telemetry:
+    def __init__(self):
+        self.asked, self.on = 0, False
+
+    def enabled(self):
+        self.asked += 1
+        return self.on
+
+
+def test_the_telemetry_probe_asks_at_most_once_per_interval(monkeypatch):
+    telemetry = _Telemetry()
+    app = type("App", (), {"_native_telemetry": telemetry})()
+    now = [100.0]
+    monkeypatch.setattr(middleware.time, "monotonic", lambda: now[0])
+    probe = TelemetryProbe(app, interval=1.0)
+    assert not probe() and not probe()
+    assert telemetry.asked == 1
+    telemetry.on = True
+    assert not probe()  # noticed at the next check
+    now[0] += 1.0
+    assert probe()
+    telemetry.on = False  # providers are never removed: the answer is kept
+    now[0] += 5.0
+    assert probe() and telemetry.asked == 2
+    assert not TelemetryProbe(object())()  # a FastAPI without native telemetry

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NoSuchEntry
 from ..ndslice import NDBlock, NDSlice
 from ..structures.core import StructureFamily
 from ..utils import run_sync
@@ -228,8 +229,6 @@ class _GroupHooks:
         The default walks one member at a time; a node that resolves paths itself (a catalog
         answers a whole path in one query) is handed the rest of the path.
         """
-        from ..errors import NoSuchEntry
-
         node: Any = self
         for depth, key in enumerate(segments):
             if depth:

@@ -20,7 +20,7 @@ from ..adapters.protocols import supports
 from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
 from .errors import install_error_handlers
-from .middleware import EdgeMiddleware
+from .middleware import EdgeMiddleware, ShortcutDispatch, TelemetryProbe
 from .settings import Environment, ServerSettings, read_environment
 from .state import TiledState
 from .state import install as install_state
@@ -45,6 +45,30 @@ read it with the Python client: <code>from tiled.client import from_uri</code>.<
 
 # A response is an ASGI app: the same one answers every health check.
 HEALTHY = JSONResponse({"status": "ready"})
+
+
+class TiledApp(FastAPI):
+    """A FastAPI application behind Tiled's edge.
+
+    Every HTTP request meets the :class:`~tiled.server.middleware.EdgeMiddleware` first, in
+    front of all of FastAPI's layers, so that the requests it answers itself (zarr keys, node
+    metadata, health checks) cost none of them; it hands the others to FastAPI as they came.
+    """
+
+    edge: EdgeMiddleware | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.edge is None or scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        # What FastAPI's own entry sets, which the shortcuts read too.
+        scope["app"] = self
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        await self.edge(scope, receive, send)
+
+    async def framework(self, scope: Any, receive: Any, send: Any) -> None:
+        """FastAPI's own handling of a request (its outer layers, then routing)."""
+        await super().__call__(scope, receive, send)
 
 
 def _authentication(value: Authentication | Mapping | None, env: Environment) -> Authentication:
@@ -146,7 +170,7 @@ def build_app(
     authenticator = build_authenticator(
         _authentication(authentication, env), _database(server_settings, env), scalable
     )
-    app = FastAPI(
+    app = TiledApp(
         title="Tiled",
         version=__version__,
         lifespan=_lifespan(tree, tasks, authenticator, access_policy),
@@ -197,7 +221,14 @@ def build_app(
     shortcuts = {f"/zarr/v{n}": zarr_router(n) for n in (3, 2)}
     shortcuts.update((route.prefix, route) for route in metadata.PLAIN_ROUTES)
     shortcuts["/healthz"] = HEALTHY  # load balancers ask it several times a second
-    app.add_middleware(EdgeMiddleware, cors=cors, csrf=CSRFMiddleware, shortcuts=shortcuts)
+    app.add_middleware(ShortcutDispatch)  # for the shortcut requests the edge hands in
+    app.edge = EdgeMiddleware(
+        app.framework,
+        cors=cors,
+        csrf=CSRFMiddleware,
+        shortcuts=shortcuts,
+        traced=TelemetryProbe(app),
+    )
     return app
 
 

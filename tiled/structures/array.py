@@ -8,6 +8,7 @@ numpy is imported lazily so that this module stays cheap to import.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 import sys
@@ -124,6 +125,11 @@ class BuiltinDtype:
         return self.to_string_unchecked()
 
     def to_numpy_dtype(self) -> numpy.dtype:
+        return self._numpy_dtype
+
+    @functools.cached_property
+    def _numpy_dtype(self) -> numpy.dtype:
+        # Asked on every chunk and read: made once per (immutable) value.
         import numpy
 
         return numpy.dtype(self.to_numpy_str())

@@ -15,6 +15,7 @@ which keeps zarr chunks aligned to native ones whenever sizes are even.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import numpy
 
 from ..errors import ChunkOutOfRange, InvalidStructure
+from .chunk_cache import ENCODED_CHUNKS, EncodedChunk
 from .codecs import compress, compressors_for, decompress, deserialize_strings, serialize_strings
 
 DEFAULT_CHUNK_BUDGET_BYTES = 4 * 1024 * 1024
@@ -88,22 +90,6 @@ def regular_chunks(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[tu
     return tuple(split_dimension(s, c) for s, c in zip(shape, chunk_shape, strict=True))
 
 
-class EncodedChunk(bytes):
-    """Chunk bytes that may carry an ETag their producer knows without hashing them.
-
-    Storage that passes stored chunks through tags them from the file's identity (inode,
-    size, modification time), as static file servers do; the server hashes only untagged bytes.
-    """
-
-    etag: str | None = None
-
-    @classmethod
-    def tagged(cls, payload: bytes, etag: str) -> EncodedChunk:
-        chunk = cls(payload)
-        chunk.etag = etag
-        return chunk
-
-
 @dataclass(frozen=True)
 class ZarrGroupMeta:
     attributes: Mapping[str, Any] = field(default_factory=dict)
@@ -144,7 +130,7 @@ class ZarrArrayMeta:
         if any(c < 1 for c in self.chunk_shape):
             raise InvalidStructure(f"chunk sizes must be positive: {list(self.chunk_shape)}")
 
-    @property
+    @functools.cached_property
     def grid_shape(self) -> tuple[int, ...]:
         """Number of chunks along each dimension (a 0-d array has one chunk at ``()``)."""
         return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape, strict=True))
@@ -162,18 +148,22 @@ class ZarrArrayMeta:
         """
         coords = tuple(coords)
         grid = self.grid_shape
-        if len(coords) != len(grid) or any(
-            not isinstance(i, int) or i < 0 or i >= n for i, n in zip(coords, grid, strict=True)
-        ):
+        if len(coords) != len(grid):
             raise ChunkOutOfRange(coords, grid)
-        return tuple(
-            slice(i * c, min((i + 1) * c, s))
-            for i, c, s in zip(coords, self.chunk_shape, self.shape, strict=True)
-        )
+        region = []
+        for i, n, c, s in zip(coords, grid, self.chunk_shape, self.shape, strict=True):
+            if not isinstance(i, int) or i < 0 or i >= n:
+                raise ChunkOutOfRange(coords, grid)
+            region.append(slice(i * c, min((i + 1) * c, s)))
+        return tuple(region)
 
     def encode_chunk(self, data: numpy.ndarray) -> bytes:
-        """Pad ``data`` (the chunk's region) to the full chunk shape and encode it."""
-        data = numpy.asarray(data)
+        """Pad ``data`` (the chunk's region) to the full chunk shape and encode it; the same
+        values encoded again come from the process's cache of encoded chunks, with their ETag
+        (see :mod:`tiled.zarr_format.chunk_cache`)."""
+        return ENCODED_CHUNKS.encoded(self, numpy.asarray(data), self._encode)
+
+    def _encode(self, data: numpy.ndarray) -> bytes:
         if data.shape != self.chunk_shape:
             data = _pad(data, self.chunk_shape, self.fill_value)
         if is_variable_length_string(self.dtype):

@@ -80,12 +80,21 @@ def _compile_jmespath(expression: str | None):
     return compiled.search
 
 
+# Most requests carry no query: their options are these (never changed once made).
+DEFAULT_OPTIONS = ResourceOptions()
+
+
 async def read_metadata(request: Request, node: Node) -> Response:
-    options = ResourceOptions(**_options_from(request))
+    if request.scope.get("query_string"):
+        options = ResourceOptions(**_options_from(request))
+    else:
+        options = DEFAULT_OPTIONS
     resource = await options.context(request, node.path_parts).resource(
         node.members(), node.path_parts
     )
-    wants_root_path = _flag(request.query_params.get("root_path"))
+    wants_root_path = options is not DEFAULT_OPTIONS and _flag(
+        request.query_params.get("root_path")
+    )
     meta = {"root_path": request.scope.get("root_path") or "/"} if wants_root_path else {}
     return document_response(
         request, {"data": resource, "error": None, "links": None, "meta": meta}

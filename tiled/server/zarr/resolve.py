@@ -9,6 +9,7 @@ chunks, so the key grammar is tried only on arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,39 +25,47 @@ from ..dependencies import split_path
 class ZarrTarget:
     chain: tuple[tuple[str, Any], ...]  # (key, adapter) from the root to the node
     key: str  # "" for a group itself (a listing)
-    is_chunk: bool = False
+    parts: tuple[str, ...] = ()  # the request path's segments
+    coords: tuple[int, ...] | None = None  # a chunk's coordinates as its key spells them
 
     @property
     def adapter(self) -> Any:
         return self.chain[-1][1]
 
+    @property
+    def is_chunk(self) -> bool:
+        return self.coords is not None
 
-def _key_length(parts: tuple[str, ...], encoding: ZarrEncoding) -> list[int]:
-    """How many trailing segments might form a key (longest first), by the format's grammar."""
-    candidates = []
+
+def _keys(parts: tuple[str, ...], encoding: ZarrEncoding) -> Iterator[tuple[int, str, Any]]:
+    """``(length, key, coords)`` for each run of trailing segments that may form a key by the
+    format's grammar, longest first (coords None for a document). Lazy: the first usually
+    answers."""
     for length in range(len(parts), 0, -1):
         key = "/".join(parts[-length:])
-        if key in encoding.document_names or encoding.parse_chunk_key(key) is not None:
-            candidates.append(length)
-    return candidates
+        if key in encoding.document_names:
+            yield length, key, None
+            continue
+        coords = encoding.parse_chunk_key(key)
+        if coords is not None:
+            yield length, key, coords
 
 
 async def resolve(
     root: BaseAdapter, path: str, encoding: ZarrEncoding, view: AccessView
 ) -> ZarrTarget:
     parts = split_path(path)
-    for length in _key_length(parts, encoding):
-        node_parts, key = parts[:-length], "/".join(parts[-length:])
+    for length, key, coords in _keys(parts, encoding):
         try:
-            chain = tuple(await view.lookup(root, node_parts))
+            chain = tuple(await view.lookup(root, parts[:-length]))
         except NoSuchEntry:
             continue
-        if key in encoding.document_names:
-            return ZarrTarget(chain, key)
+        if coords is None:
+            return ZarrTarget(chain, key, parts)
         if not is_group(chain[-1][1]):
-            return ZarrTarget(chain, key, is_chunk=True)
+            return ZarrTarget(chain, key, parts, coords)
     try:
         chain = tuple(await view.lookup(root, parts))
     except NoSuchEntry:
         raise ZarrKeyNotFound(f"No such key: {path!r}") from None
-    return ZarrTarget(chain, "" if is_group(chain[-1][1]) else encoding.array_document)
+    return ZarrTarget(chain, "" if is_group(chain[-1][1]) else encoding.array_document, parts)

@@ -18,7 +18,7 @@ from ...adapters.protocols import ZarrGroupHooks
 from ...errors import BadRequest, NoSuchEntry, ZarrKeyNotFound
 from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
-from ..dependencies import require_node_scope, require_scope, split_path, visible_node_scopes
+from ..dependencies import require_node_scope, require_scope, visible_node_scopes
 from ..errors import error_response
 from ..responses import etag_of, json_bytes
 from .documents import documents_of
@@ -43,7 +43,7 @@ def zarr_router(zarr_format: int) -> Any:
         await view.prepare(state.root_tree)
         target = await resolve(state.root_tree, path, encoding, view)
         try:
-            granted = visible_node_scopes(view, target.chain, split_path(path))
+            granted = visible_node_scopes(view, target.chain, target.parts)
         except NoSuchEntry:
             raise ZarrKeyNotFound(f"No such key: {path!r}") from None
         cache_control = settings.zarr_cache_control
@@ -52,7 +52,9 @@ def zarr_router(zarr_format: int) -> Any:
             require_scope(identity, "read:data", request)
             require_node_scope(granted, "read:data")
             meta = await target.adapter.to_zarr_meta(settings.zarr)
-            coords = encoding.parse_chunk_key(target.key, len(meta.shape))
+            coords = target.coords
+            if len(coords) != len(meta.shape):  # a v2 0-d array's one chunk is keyed "0"
+                coords = encoding.parse_chunk_key(target.key, len(meta.shape))
             body = await target.adapter.to_zarr_chunk(coords, meta)
             etag = getattr(body, "etag", None) or etag_of(body)  # stored chunks come tagged
             return ranged_response(request, body, "application/octet-stream", etag, headers)
