@@ -813,9 +813,10 @@ def test_cli_serve_catalog_temp_public(tmp_path):
             group = zarr.open_group(fs.get_mapper(f"{base}/zarr/v{zarr_format}/run1"), mode="r")
             numpy.testing.assert_array_equal(group["ramp"][...], ramp)
             assert group["ramp"].attrs["kind"] == "ramp"
-    storage = list(tmp_path.glob("tiled-catalog-*"))
-    assert len(storage) == 1 and (storage[0] / "catalog.db").exists()
-    assert (storage[0] / "data").is_dir()
+        storage = list(tmp_path.glob("tiled-catalog-*"))
+        assert len(storage) == 1 and (storage[0] / "catalog.db").exists()
+        assert (storage[0] / "data").is_dir()
+    assert not storage[0].exists()  # removed when the server stopped
 
 
 @needs_catalog

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -50,10 +51,19 @@ def _check_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port}: {err.strerror}")
 
 
-def _run(app, host: str, port: int, verbose: bool, api_key: str | None, **uvicorn_kwargs) -> None:
+def _run(
+    app,
+    host: str,
+    port: int,
+    verbose: bool,
+    api_key: str | None,
+    on_stop: Callable[[], None] | None = None,
+    **uvicorn_kwargs,
+) -> None:
     """Serve ``app`` until interrupted. Uvicorn's startup lines are logged (``Uvicorn running
     on http://HOST:PORT``, which upstream's tooling waits for); requests only with --verbose.
-    The URL printed names the bound port, so ``--port 0`` (any free port) tells which."""
+    The URL printed names the bound port, so ``--port 0`` (any free port) tells which.
+    ``on_stop`` runs once the server has shut down."""
     import uvicorn
 
     from ..server.logging import install as redact_secrets_in_logs
@@ -64,7 +74,7 @@ def _run(app, host: str, port: int, verbose: bool, api_key: str | None, **uvicor
         uvicorn_kwargs["log_level"] = "info"
     uvicorn_kwargs.setdefault("access_log", verbose)
     config = uvicorn.Config(app, host=host, port=port, **uvicorn_kwargs)
-    server = _announcing_server(config, api_key)  # configures logging; filter after
+    server = _announcing_server(config, api_key, on_stop)  # configures logging; filter after
     redact_secrets_in_logs()
     server.run()
 
@@ -122,16 +132,18 @@ def _serve(
     scalable: bool = False,
     where: str | None = None,
     checks: tuple[Callable[[Any], None], ...] = (),
+    on_stop: Callable[[], None] | None = None,
     **uvicorn_kwargs,
 ) -> None:
     """Build the application of ``recipe`` (reporting a problem in one line), run ``checks``
-    on it, and serve it: in this process, or with ``workers`` processes."""
+    on it, and serve it: in this process, or with ``workers`` processes. ``on_stop`` runs when
+    a single-process server has stopped."""
     several = workers > 1
     app = _built(recipe, scalable or several, where, several)
     for check in checks:
         check(app)
     if not several:
-        _run(app, host, port, verbose, api_key, **uvicorn_kwargs)
+        _run(app, host, port, verbose, api_key, on_stop, **uvicorn_kwargs)
         return
     _refuse_what_one_process_holds(app)
     _run_workers(recipe, workers, host, port, verbose, api_key, **uvicorn_kwargs)
@@ -176,11 +188,18 @@ def _refuse_what_one_process_holds(app: Any) -> None:
                 )
 
 
-def _announcing_server(config, api_key: str | None):
-    """A uvicorn server that prints Tiled's URL once its socket is bound (the real port)."""
+def _announcing_server(config, api_key: str | None, on_stop: Callable[[], None] | None = None):
+    """A uvicorn server that prints Tiled's URL once its socket is bound (the real port), and
+    runs ``on_stop`` after its shutdown: uvicorn re-raises the signal that stopped it once it
+    is done, so code after ``run()`` would not run."""
     import uvicorn
 
     class AnnouncingServer(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            await super().shutdown(sockets=sockets)
+            if on_stop is not None:
+                on_stop()
+
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
             if self.should_exit or not self.servers:
@@ -438,10 +457,16 @@ def serve_catalog(
     except ConfigError as err:
         _fail_lines(err.problems)
     recipe = AppRecipe("config-document", {"document": document, "overrides": overrides})
-    _serve(
-        recipe, workers or 1, host, port, verbose, shown, scalable=scalable,
-        checks=(_check_catalogs,),
-    )  # fmt: skip
+    # A throw-away catalog goes with its server (--temp serves one process).
+    remove = functools.partial(shutil.rmtree, directory, ignore_errors=True) if temp else None
+    try:
+        _serve(
+            recipe, workers or 1, host, port, verbose, shown, scalable=scalable,
+            checks=(_check_catalogs,), on_stop=remove,
+        )  # fmt: skip
+    finally:
+        if remove is not None:  # also when serving failed
+            remove()
 
 
 @serve_app.command("directory")
