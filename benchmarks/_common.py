@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -182,3 +183,21 @@ def run_json(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, An
     if done.returncode:
         raise RuntimeError(f"{command[:3]} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def wrk_rate(
+    url: str, seconds: int, connections: int = 16, script: Path | None = None, *args: str
+) -> float:
+    """Requests per second wrk measures on ``url`` (one thread: the other core serves),
+    optionally driven by a Lua ``script`` given ``args``; error answers raise RuntimeError."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url)
+    if args:
+        command += ["--", *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from _common import (
     tiled_demo_server,
     timed_gets,
     wait_until_up,
+    wrk_rate,
 )
 
 SMALL = "low_entropy"
@@ -172,15 +172,7 @@ WRK_TARGETS = {
 
 
 def _wrk(url: str, seconds: int, connections: int = 16) -> float:
-    """Requests per second wrk measures on ``url`` (one thread: the other core serves)."""
-    done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} error responses")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
+    return wrk_rate(url, seconds, connections)
 
 
 def wrk_request_rates(tiled: str, seconds: int = 8) -> dict:

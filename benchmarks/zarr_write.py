@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +69,7 @@ from _common import (
     running_server,
     upstream_venv,
     wait_until_up,
+    wrk_rate,
 )
 from zarr.codecs import BloscCodec
 
@@ -287,15 +287,7 @@ def small_chunk_body() -> bytes:
 
 def _wrk_puts(array_url: str, body_file: Path, script: Path, seconds: int) -> float:
     grid = SMALL_SHAPE[0] // SMALL_CHUNK[0]
-    done = subprocess.run(
-        ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "-s", str(script), array_url,
-         "--", str(grid), str(body_file)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    if errors:
-        raise RuntimeError(f"{array_url}: {errors.group(1)} error responses")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
+    return wrk_rate(array_url, seconds, CONCURRENCY, script, str(grid), str(body_file))
 
 
 async def _aiohttp_puts(array_url: str, body: bytes, seconds: int) -> float:
