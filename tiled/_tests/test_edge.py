@@ -94,6 +94,15 @@ def test_preflights_for_shortcut_paths(client):
     assert client.options("/api/v1/metadata/a", headers=asks).status_code == 200
     other = {**asks, "Origin": "https://elsewhere.example"}
     assert client.options("/zarr/v3/a/zarr.json", headers=other).status_code == 400
+    # Zarr clients in a browser write from an allowed origin (the server decides per node).
+    for method in ("PUT", "DELETE", "PROPFIND"):
+        writing = {**asks, "Access-Control-Request-Method": method}
+        answer = client.options("/zarr/v3/a/c/0", headers=writing)
+        assert (
+            answer.status_code == 200 and method in answer.headers["access-control-allow-methods"]
+        )
+        refused = client.options("/zarr/v3/a/c/0", headers={**writing, "Origin": other["Origin"]})
+        assert refused.status_code == 400
 
 
 def test_the_store_root_with_and_without_a_slash(client):

@@ -212,7 +212,8 @@ def build_app(
     cors = functools.partial(
         CORSMiddleware,
         allow_origins=list(settings.allow_origins or ()),
-        allow_methods=["GET", "HEAD", "OPTIONS"],
+        # Writes too (/api/v1, and zarr clients in a browser), from the allowed origins only.
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "PROPFIND"],
         allow_headers=["*"],
         expose_headers=["ETag", "Content-Length", "Content-Range"],
     )
