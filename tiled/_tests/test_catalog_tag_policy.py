@@ -248,6 +248,9 @@ def test_zarr_writes_are_decided_by_the_policy(deployment):
     assert put({}, "lab/new/zarr.json", group).status_code == 401
     assert put(alice, "lab/new/zarr.json", group).status_code == 403
     assert put(alice, "lab/image/c/0", b"\x00" * 32).status_code == 403
+    # Refused before the body is read: not a 400 for a body nobody will look at.
+    assert put(alice, "lab/image/zarr.json", b"not json").status_code == 403
+    assert put(alice, "lab/zarr.json", group).status_code == 403
     assert put(alice, "private/new/zarr.json", group).status_code == 404
     assert httpx.delete(f"{url}/zarr/v3/lab/image/zarr.json", headers=alice).status_code == 403
     # A writer where the policy says so: the new nodes get the tags the policy gives.
@@ -264,6 +267,9 @@ def test_zarr_writes_are_decided_by_the_policy(deployment):
     ]
     reader = {"Authorization": f"Apikey {secret}"}
     assert put(reader, "private/z/a/c/0", b"\x03\x04").status_code == 401
+    assert put(reader, "private/z/a/zarr.json", b"not json").status_code == 401
+    waiting = httpx.put(f"{url}/zarr/v2/private/z/b/.zattrs", content=b"{}", headers=reader)
+    assert waiting.status_code == 401  # at once: no wait for b's .zarray
     assert httpx.get(f"{url}/zarr/v3/private/z/a/c/0", headers=cara).content == b"\x01\x02"
 
 

@@ -619,3 +619,165 @@ def test_attributes_of_xarray_nodes_go_back_under_attrs(server, name):
         "attrs": {"units": "km"},
         "source": "client",
     }
+
+
+# --- found in review: races, odd input, the event loop ---------------------------------------
+
+
+def group_document(attributes: dict | None = None) -> bytes:
+    return json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+    ).encode()
+
+
+def test_conditional_document_writes_admit_one_writer(server, name):
+    base = f"{server.url}/zarr/v3"
+    assert put(base, f"{name}/zarr.json", group_document()).status_code == 201
+    etag = httpx.get(f"{base}/{name}/zarr.json", headers=HEADERS).headers["etag"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(
+            lambda i: put(base, f"{name}/zarr.json", group_document({"i": i}), **{"If-Match": etag}).status_code,
+            range(8),
+        ))  # fmt: skip
+    assert sorted(answers) == [204] + [412] * 7
+
+
+def test_concurrent_creators_of_one_group(server, name):
+    base = f"{server.url}/zarr/v3"
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        plain = list(
+            pool.map(
+                lambda _: put(base, f"{name}/zarr.json", group_document()).status_code, range(6)
+            )
+        )
+        only_new = list(pool.map(
+            lambda _: put(base, f"{name}-x/zarr.json", group_document(), **{"If-None-Match": "*"}).status_code,
+            range(6),
+        ))  # fmt: skip
+    assert sorted(plain) == [201] + [204] * 5
+    assert sorted(only_new) == [201] + [412] * 5
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (group_document({"x": 123456789012345678901234567890}), "cannot be stored"),
+        (group_document({"\ud800": 1}), "cannot be stored"),
+        (
+            b'{"zarr_format": 3, "node_type": "group", "attributes": {"x": '
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
+            "JSON",
+        ),
+        (
+            json.dumps(
+                {
+                    **V3_ARRAY,
+                    "shape": [2**62],
+                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+                }
+            ).encode(),
+            "chunk grid",
+        ),
+        (
+            json.dumps(
+                {
+                    **V3_ARRAY,
+                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2**40]}},
+                }
+            ).encode(),
+            "limit",
+        ),
+        (
+            json.dumps(
+                {
+                    **V3_ARRAY,
+                    "chunk_key_encoding": {"name": "v2", "configuration": {"separator": "."}},
+                }
+            ).encode(),
+            "chunk key encoding",
+        ),
+        (
+            json.dumps(
+                {
+                    **V3_ARRAY,
+                    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
+                }
+            ).encode(),
+            "chunk key encoding",
+        ),
+    ],
+)
+def test_odd_documents_are_400_and_create_nothing(server, name, body, words):
+    refused = put(f"{server.url}/zarr/v3", f"{name}/zarr.json", body)
+    assert refused.status_code == 400, refused.text
+    assert words in refused.json()["detail"]
+    assert native(server.url, "metadata", name).status_code == 404
+    assert httpx.get(f"{server.url}/zarr/v3/zarr.json", headers=HEADERS).status_code == 200
+
+
+def test_v2_documents_with_slash_separated_keys_are_refused(server, name):
+    store = fsspec_store(f"{server.url}/zarr/v2/{name}")
+    with pytest.raises(Exception) as refused:  # noqa: B017 - fsspec raises aiohttp's error
+        zarr.create_array(store, shape=(4, 4), chunks=(2, 2), dtype="f4", zarr_format=2,
+                          chunk_key_encoding={"name": "v2", "separator": "/"})  # fmt: skip
+    assert "400" in str(refused.value)
+    assert native(server.url, "metadata", name).status_code == 404
+
+
+def test_odd_chunk_keys(server, name):
+    base = f"{server.url}/zarr/v3/{name}"
+    assert put(base, "zarr.json", json.dumps(V3_ARRAY).encode()).status_code == 201
+    body = numpy.zeros(2, "<f4").tobytes()
+    for key in ("c/" + "9" * 5000, "c/00", "c/\u0660", "c/0%0A"):
+        assert put(base, key, body).status_code in (400, 404), key
+        assert httpx.get(f"{base}/{key}", headers=HEADERS).status_code == 404, key
+    assert put(base, "c/0", body).status_code == 201  # the one spelling of chunk 0
+
+
+def test_propfind_gives_chunk_etags_to_readers_of_data(server, name):
+    base = f"{server.url}/zarr/v3/{name}"
+    assert put(base, "zarr.json", json.dumps(V3_ARRAY).encode()).status_code == 201
+    written = put(base, "c/1", numpy.ones(2, "<f4").tobytes())
+    listing = httpx.request("PROPFIND", f"{base}/c/1", headers={**HEADERS, "Depth": "0"}).text
+    assert f"<D:getetag>{written.headers['etag']}</D:getetag>" in listing
+
+
+def test_root_attributes_written_unchanged(server):
+    root = httpx.get(f"{server.url}/zarr/v3/zarr.json", headers=HEADERS).json()
+    unchanged = json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": root["attributes"]}
+    )
+    assert put(f"{server.url}/zarr/v3", "zarr.json", unchanged.encode()).status_code == 204
+    changed = group_document({"new": 1})
+    assert put(f"{server.url}/zarr/v3", "zarr.json", changed).status_code == 405
+
+
+def test_a_chunk_write_waiting_for_a_lock_does_not_stop_the_server(server, name):
+    import fcntl
+    import os
+    import threading
+
+    base = f"{server.url}/zarr/v3/{name}"
+    assert put(base, "zarr.json", json.dumps(V3_ARRAY).encode()).status_code == 201
+    described = httpx.get(
+        f"{server.url}/api/v1/metadata/{name}", params={"include_data_sources": "true"},
+        headers=HEADERS,
+    ).json()  # fmt: skip
+    source = described["data"]["attributes"]["data_sources"][0]
+    directory = source["assets"][0]["data_uri"].removeprefix("file://localhost")
+    release = threading.Event()
+    holder = os.open(directory, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as another process writing the array would
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(put, base, "c/0", numpy.zeros(2, "<f4").tobytes())
+            # The server answers others while that write waits for the lock.
+            assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+            assert not waiting.done()
+            release.set()
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            assert waiting.result().status_code == 201
+    finally:
+        os.close(holder)

@@ -97,25 +97,44 @@ def file_etag(path: Path) -> str | None:
 
 
 def replace_file(
-    directory: Path, target: Path, data: bytes, check: Callable[[str | None], None]
+    directory: Path,
+    target: Path,
+    data: bytes,
+    check: Callable[[str | None], None],
+    blocking: bool = True,
 ) -> tuple[str, bool]:
     """Replace ``target`` (inside node directory ``directory``) by ``data`` whole, if
     ``check`` (given the current version's ETag, None when there is none) does not raise.
     Returns the new version's ETag and whether the file is new.
 
     The bytes are staged first; the check and the move into place happen under the
-    directory's lock, so a conditional write sees no other write between them."""
+    directory's lock, so a conditional write sees no other write between them. Without
+    ``blocking``, a lock held elsewhere raises BlockingIOError (and nothing is written); a
+    directory removed meanwhile (its node deleted) raises FileNotFoundError."""
     temporary = directory / f".{uuid.uuid4().hex}{STAGING_SUFFIX}"
-    write_temp_file(temporary, data)
     try:
-        with locked(directory):
+        write_temp_file(temporary, data)
+        with locked(directory, blocking):
             current = file_etag(target)
             check(current)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(directory, target.parent)
             os.replace(temporary, target)
             return file_etag(target) or "", current is None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _make_folders(directory: Path, folder: Path) -> None:
+    """Create ``folder`` and the folders between it and ``directory``, never ``directory``
+    itself (a node's directory that is gone stays gone: FileNotFoundError)."""
+    missing = []
+    while folder != directory and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(directory)
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
 
 
 def remove_file(directory: Path, target: Path, check: Callable[[str | None], None]) -> bool:
@@ -216,11 +235,12 @@ def staged(staging_dir: Path) -> Iterator[FileTransaction]:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on ``directory`` held across processes (blocking)."""
+def locked(directory: Path, blocking: bool = True) -> Iterator[None]:
+    """An exclusive lock on ``directory`` held across processes; without ``blocking``,
+    BlockingIOError when another holds it."""
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -394,8 +394,9 @@ class WritableZarrArray(Protocol):
         """Remove the stored chunk ``coords``; whether there was one."""
         ...
 
-    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float]]:
-        """``(coords, size in bytes, modification time)`` of the stored chunks (blocking)."""
+    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
+        """``(coords, size in bytes, modification time, ETag)`` of the stored chunks
+        (blocking)."""
         ...
 
     async def update_zarr_array(

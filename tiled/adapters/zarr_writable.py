@@ -22,7 +22,14 @@ from zarr.storage import LocalStore
 
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
 from ..zarr_format.model import regular_chunks
-from .files import FileTransaction, locked, staged, write_temp_file
+from .files import (
+    FileTransaction,
+    file_identity,
+    identity_etag,
+    locked,
+    staged,
+    write_temp_file,
+)
 
 ZARR_MIMETYPE = "application/x-zarr"
 
@@ -131,8 +138,11 @@ def _chunk_key_grammar(metadata: Any) -> tuple[str, str]:
     return ("c" if encoding["name"] == "default" else ""), separator
 
 
-def stored_chunk_files(path: Path, metadata: Any) -> Iterator[tuple[tuple[int, ...], int, float]]:
-    """``(coords, size, modification time)`` of each chunk file stored under ``path``."""
+def stored_chunk_files(
+    path: Path, metadata: Any
+) -> Iterator[tuple[tuple[int, ...], int, float, str]]:
+    """``(coords, size, modification time, ETag)`` of each chunk file stored under ``path``
+    (the ETag readers get for it)."""
     prefix, separator = _chunk_key_grammar(metadata)
     ndim = len(metadata.shape)
     for folder, _, files in os.walk(path):
@@ -144,7 +154,7 @@ def stored_chunk_files(path: Path, metadata: Any) -> Iterator[tuple[tuple[int, .
             coords = _decode_chunk_key(key, prefix, separator, ndim)
             if coords is not None:
                 info = os.stat(os.path.join(folder, name))
-                yield coords, info.st_size, info.st_mtime
+                yield coords, info.st_size, info.st_mtime, identity_etag(file_identity(info))
 
 
 def _decode_chunk_key(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:

@@ -14,8 +14,10 @@ a node that cannot be opened, or whose files fail when read, answers 4xx saying 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
+import json
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -50,6 +52,7 @@ from ..errors import (
     NoSuchEntry,
     NotFound,
     TiledError,
+    ZarrKeyNotFound,
 )
 from ..ndslice import NDBlock
 from ..structures.array import ArrayStructure
@@ -385,22 +388,30 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         """Store ``payload`` as chunk ``coords`` as it is (it must decode to a whole chunk);
         returns its ETag and whether the chunk is new."""
         meta = await self.to_zarr_meta()
-        meta.chunk_region(coords)  # refuses coordinates off the grid
-        arguments = (meta, self.directory, self._chunk_file(coords), payload, condition)
-        if len(payload) <= INLINE_CHUNK_WRITE_BYTES:
-            return _store_checked_chunk(*arguments)
-        return await run_sync(_store_checked_chunk, *arguments)
+        meta.chunk_region(coords)  # refuses coordinates off the grid (checked again below)
+        write = _ChunkWrite(meta, self.directory, self._array.metadata.zarr_format, coords)
+        arguments = (write, self._chunk_file(coords), payload, condition)
+        try:
+            if meta.chunk_bytes <= INLINE_CHUNK_WRITE_BYTES:
+                with contextlib.suppress(BlockingIOError):  # lock held elsewhere: in a thread
+                    return _store_checked_chunk(*arguments, blocking=False)
+            return await run_sync(_store_checked_chunk, *arguments)
+        except FileNotFoundError:
+            raise ZarrKeyNotFound("The array was deleted during this write") from None
 
     async def delete_zarr_chunk(self, coords: Sequence[int], condition: WriteCondition) -> bool:
         """Remove chunk ``coords`` (readers then get the fill value); whether it was stored."""
         (await self.to_zarr_meta()).chunk_region(coords)
-        return await run_sync(
-            remove_file, self.directory, self._chunk_file(coords), condition.check
-        )
+        try:
+            return await run_sync(
+                remove_file, self.directory, self._chunk_file(coords), condition.check
+            )
+        except FileNotFoundError:
+            raise ZarrKeyNotFound("The array was deleted") from None
 
-    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float]]:
-        """``(coords, size, modification time)`` of every stored chunk (blocking: a walk of
-        the node's directory)."""
+    def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
+        """``(coords, size, modification time, ETag)`` of every stored chunk (blocking: a
+        walk of the node's directory)."""
         return list(stored_chunk_files(self.directory, self._array.metadata))
 
     async def update_zarr_array(
@@ -450,9 +461,28 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 self._array = await run_sync(open_readonly, self.directory)
 
 
+@dataclass(frozen=True)
+class _ChunkWrite:
+    """What a chunk write checks: the array as the request saw it, and where it is stored."""
+
+    meta: Any  # ZarrArrayMeta
+    directory: Any
+    zarr_format: int
+    coords: Sequence[int]
+
+    def check_grid(self) -> None:
+        """Refuse coordinates off the grid of the array as stored now (under the directory's
+        lock: a resize by another request or process is either before or after)."""
+        document = "zarr.json" if self.zarr_format == 3 else ".zarray"
+        shape = json.loads((self.directory / document).read_bytes())["shape"]
+        replace(self.meta, shape=tuple(shape)).chunk_region(self.coords)
+
+
 def _store_checked_chunk(
-    meta: Any, directory: Any, target: Any, payload: bytes, condition: WriteCondition
-) -> tuple[str, bool]:
+    write: _ChunkWrite, target: Any, payload: bytes, condition: WriteCondition,
+    blocking: bool = True,
+) -> tuple[str, bool]:  # fmt: skip
+    meta = write.meta
     try:
         meta.decode_chunk(payload)
     except Exception as err:  # noqa: BLE001 - the codecs raise many kinds on bad input
@@ -460,7 +490,12 @@ def _store_checked_chunk(
             f"The chunk does not decode to {list(meta.chunk_shape)} {meta.dtype} with the "
             f"array's codecs: {err or type(err).__name__}"
         ) from None
-    return replace_file(directory, target, payload, condition.check)
+
+    def check(current: str | None) -> None:
+        write.check_grid()
+        condition.check(current)
+
+    return replace_file(write.directory, target, payload, check, blocking)
 
 
 def patched_region(

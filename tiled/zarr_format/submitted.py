@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy
+import orjson
 
 from ..errors import InvalidZarrDocument
 from .codecs import same_codecs
@@ -25,6 +26,9 @@ from .zarr_python import default_buffer_prototype
 
 # numpy kinds an array written through /zarr may hold: bool, integers, floats, complex.
 WRITABLE_DTYPE_KINDS = "biufc"
+# The most chunks along one dimension of an array written through /zarr (the catalog keeps
+# every chunk's size, as upstream's structures do).
+MAX_CHUNKS_PER_DIMENSION = 1_000_000
 # xarray's name for an array's dimensions in zarr v2 attributes.
 V2_DIMENSIONS_ATTRIBUTE = "_ARRAY_DIMENSIONS"
 
@@ -33,11 +37,21 @@ def json_object(document: bytes, name: str) -> dict[str, Any]:
     """The JSON object of a document (NaN and Infinity allowed, as zarr-python writes them)."""
     try:
         value = json.loads(document)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidZarrDocument(f"{name} is not JSON: {err}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise InvalidZarrDocument(f"{name} is not JSON: {err or 'nested too deeply'}") from None
     if not isinstance(value, dict):
         raise InvalidZarrDocument(f"{name} must be a JSON object")
     return value
+
+
+def storable_attributes(attributes: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``attributes`` if they can be stored as metadata and served back as JSON (integers
+    within 64 bits, text without lone surrogates, nesting within bounds); else 400."""
+    try:
+        orjson.dumps(attributes, option=orjson.OPT_SERIALIZE_NUMPY)
+    except (TypeError, RecursionError) as err:
+        raise InvalidZarrDocument(f"The attributes of {name} cannot be stored: {err}") from None
+    return dict(attributes)
 
 
 def v3_node_type(document: Mapping[str, Any]) -> str:
@@ -110,12 +124,51 @@ async def _open_document(zarr_format: int, name: str, document: bytes, node_type
         raise InvalidZarrDocument(f"zarr-python cannot read this {name}: {reason}") from None
 
 
+def _check_chunk_keys(metadata: Any) -> None:
+    """Chunk keys must be the format's own (v3 ``c/0/1``, v2 ``0.1``): the keys the server
+    serves, so that every chunk a client writes is one it can read back."""
+    if metadata.zarr_format == 2:
+        ok = (metadata.dimension_separator or ".") == "."
+    else:
+        encoding = metadata.chunk_key_encoding.to_dict()
+        separator = encoding.get("configuration", {}).get("separator", "/")
+        ok = encoding["name"] == "default" and separator == "/"
+    if not ok:
+        expected = (
+            '"dimension_separator": "."'
+            if metadata.zarr_format == 2
+            else ('the "default" chunk key encoding with the separator "/"')
+        )
+        raise InvalidZarrDocument(f"Arrays written through /zarr use {expected}")
+
+
+def _check_grid(shape: tuple[int, ...], chunk_shape: tuple[int, ...], chunk_bytes: int,
+                max_chunk_bytes: int) -> None:  # fmt: skip
+    if chunk_bytes > max_chunk_bytes:
+        raise InvalidZarrDocument(
+            f"A chunk of {list(chunk_shape)} is {chunk_bytes} bytes, over the limit of "
+            f"{max_chunk_bytes} bytes of a write"
+        )
+    grid = [-(-s // c) for s, c in zip(shape, chunk_shape, strict=True)]
+    if any(n > MAX_CHUNKS_PER_DIMENSION for n in grid):
+        raise InvalidZarrDocument(
+            f"The chunk grid {grid} has more than {MAX_CHUNKS_PER_DIMENSION} chunks along a "
+            "dimension; use larger chunks"
+        )
+
+
 async def parse_array_document(
-    zarr_format: int, name: str, document: bytes, allowed_compressors: Collection[str]
+    zarr_format: int,
+    name: str,
+    document: bytes,
+    allowed_compressors: Collection[str],
+    max_chunk_bytes: int = 2**31 - 1,
 ) -> SubmittedArray:
-    """An array document (v3 ``zarr.json``, v2 ``.zarray``), checked; see the module."""
+    """An array document (v3 ``zarr.json``, v2 ``.zarray``), checked; see the module.
+    ``max_chunk_bytes``: the largest uncompressed chunk (a chunk is decoded to be checked)."""
     array = await _open_document(zarr_format, name, document, "array")
     metadata = array.metadata
+    _check_chunk_keys(metadata)
     passable = passable_codecs(metadata)
     allowed = sorted(set(allowed_compressors) & PASSABLE_COMPRESSORS)
     names = compressor_names(metadata)
@@ -147,8 +200,9 @@ async def parse_array_document(
         dimension_names=dims,
         attributes=attributes,
     )
-    if math.prod(meta.chunk_shape) * dtype.itemsize > 2**31 - 1:
-        raise InvalidZarrDocument(f"Chunks of {list(meta.chunk_shape)} {dtype} are too large")
+    _check_grid(meta.shape, meta.chunk_shape, math.prod(meta.chunk_shape) * dtype.itemsize,
+                max_chunk_bytes)  # fmt: skip
+    storable_attributes(attributes, name)
     stored = metadata.update_attributes({}).to_buffer_dict(default_buffer_prototype())
     documents = {key: buffer.to_bytes() for key, buffer in stored.items() if key != ".zattrs"}
     return SubmittedArray(meta, zarr_format, documents)
@@ -157,12 +211,12 @@ async def parse_array_document(
 async def parse_group_document(zarr_format: int, name: str, document: bytes) -> dict[str, Any]:
     """A group document's attributes (a v3 ``zarr.json`` of a group, a v2 ``.zgroup``: none)."""
     group = await _open_document(zarr_format, name, document, "group")
-    return dict(group.attrs)
+    return storable_attributes(group.attrs, name)
 
 
 def parse_attributes(document: bytes) -> dict[str, Any]:
     """The attributes of a v2 ``.zattrs``."""
-    return json_object(document, ".zattrs")
+    return storable_attributes(json_object(document, ".zattrs"), ".zattrs")
 
 
 __all__ = [

@@ -9,7 +9,10 @@ from .encoding import coords_from_separated, json_document
 from .model import ZarrArrayMeta, ZarrGroupMeta
 from .zarr_python import zarr_data_type
 
-_CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
+# Indices in their canonical spelling (ASCII digits, no leading zeros, at most 18 digits), so
+# that one chunk has one key.
+_INDEX = r"(?:0|[1-9][0-9]{0,17})"
+_CHUNK_KEY = re.compile(rf"{_INDEX}(?:\.{_INDEX})*\Z")
 
 
 class ZarrV2Encoding:

@@ -16,7 +16,9 @@ from .encoding import json_document
 from .model import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
 from .zarr_python import zarr_data_type
 
-_CHUNK_KEY = re.compile(r"^c(/\d+)*$")
+# Indices in their canonical spelling (ASCII digits, no leading zeros, at most 18 digits), so
+# that one chunk has one key.
+_CHUNK_KEY = re.compile(r"c(?:/(?:0|[1-9][0-9]{0,17}))*\Z")
 
 # numcodecs' Blosc shuffle modes by number, with the names the v3 blosc codec uses.
 _BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}

@@ -81,8 +81,8 @@ async def _chunks(adapter: Any, prefix: str, encoding: ZarrEncoding) -> list[Ent
         return []
     stored = await run_sync(adapter.stored_zarr_chunks)
     return [
-        Entry(_join(prefix, encoding.chunk_key(coords)), size=size, modified=modified)
-        for coords, size, modified in stored
+        Entry(_join(prefix, encoding.chunk_key(coords)), size=size, modified=modified, etag=etag)
+        for coords, size, modified, etag in stored
     ]
 
 
@@ -109,7 +109,9 @@ async def _contents(
     except DataUnavailable:
         return []
     adapter = chain[-1][1]
-    return entries if is_group(adapter) else entries + await _chunks(adapter, prefix, encoding)
+    if is_group(adapter) or "read:data" not in view.scopes(chain):
+        return entries  # (chunk sizes and versions are the data's, for readers of data)
+    return entries + await _chunks(adapter, prefix, encoding)
 
 
 async def _node_entries(
@@ -121,6 +123,11 @@ async def _node_entries(
     if depth == "0":
         return entries
     contents = await _contents(chain, prefix, request, encoding, view)
+    if len(contents) > limit:
+        raise Forbidden(
+            f"A listing here has more than {limit} entries (stored chunks); list a chunk key "
+            "itself, or read the array's metadata for its grid"
+        )
     if depth == "1":
         entries += _folded(prefix, contents)
         if is_group(adapter):

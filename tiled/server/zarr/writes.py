@@ -30,6 +30,7 @@ in-memory trees and registered files answer 405.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,9 @@ ATTRIBUTES_WAIT_SECONDS = 2.0
 _ATTRIBUTES_POLL_SECONDS = 0.02
 
 
+_DOCUMENT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 @dataclass
 class _Writer:
     """One write request, resolved: who asks, through which encoding, with what conditions."""
@@ -135,6 +139,15 @@ class _Writer:
         else:
             documents = array_documents(await adapter.to_zarr_meta(settings.zarr), self.encoding)
         return etag_of(documents[name]) if name in documents else None
+
+    def locked(self, parts: tuple[str, ...]) -> asyncio.Lock:
+        """The lock that serializes the document writes to the node at ``parts`` in this
+        process, so that a condition checked under it holds until the change is made."""
+        key = "/".join(parts)
+        lock = _DOCUMENT_LOCKS.get(key)
+        if lock is None:
+            lock = _DOCUMENT_LOCKS[key] = asyncio.Lock()
+        return lock
 
     async def answer(self, chain: Any, name: str, created: bool) -> KeyResponse:
         etag = await self.document_etag(chain, name) if chain is not None else None
@@ -218,14 +231,27 @@ async def _write_document(writer: _Writer, parts: tuple[str, ...], name: str) ->
     deleting = writer.request.method == "DELETE"
     chain = await _lookup(writer, parts)
     if chain is None and name == ".zattrs" and not deleting:
+        # Before waiting: credentials that can write nowhere need no wait to be refused.
+        require_scope(writer.view.identity, "write:metadata", writer.request)
         chain = await _wait_for_node(writer, parts)
     if chain is None:
         if deleting or not parts:
             raise ZarrKeyNotFound(f"No such key: {'/'.join((*parts, name))!r}")
         return await _create(writer, parts, name)
     if deleting:
-        return await _delete_document(writer, chain, parts, name)
+        async with writer.locked(parts):
+            return await _delete_document(writer, chain, parts, name)
+    node = writer.authorize(chain, parts, "write:metadata")  # before the body is read
     body = await writer.body()
+    async with writer.locked(parts):
+        return await _update_document(writer, node, chain, parts, name, body)
+
+
+async def _update_document(
+    writer: _Writer, node: Node, chain: Any, parts: tuple[str, ...], name: str, body: bytes
+) -> KeyResponse:
+    """A document written to an existing node; the caller holds the node's document lock, so
+    the condition checked here still holds when the change is made."""
     kind = _document_kind(writer.encoding, name, body)
     adapter = chain[-1][1]
     if kind == "array":
@@ -233,10 +259,9 @@ async def _write_document(writer: _Writer, parts: tuple[str, ...], name: str) ->
             raise Conflict(
                 f"/{'/'.join(parts)} is a group; delete it before writing an array there"
             )
-        return await _update_array(writer, chain, parts, name, body)
+        return await _update_array(writer, node, chain, parts, name, body)
     if kind in ("group", "derived") and not is_group(adapter):
         raise Conflict(f"/{'/'.join(parts)} is an array; delete it before writing a group there")
-    node = writer.authorize(chain, parts, "write:metadata")
     writer.condition.check(await writer.document_etag(chain, name))
     if kind == "derived":
         # The server writes v2 .zgroup and .zmetadata itself, from the catalog.
@@ -294,21 +319,20 @@ async def _replace_attributes(writer: _Writer, node: Node, attributes: dict[str,
             await array.update_zarr_array(attributes=attributes)
         return
     capable(adapter, WritableContainer, "writing through zarr")
-    target = capable(adapter, NodeWithHistory, "metadata updates")
     attributes = await _metadata_for(writer, node, attributes)
-    if attributes != dict(adapter.metadata()):
-        await target.replace_metadata(attributes)
+    if attributes != dict(adapter.metadata()):  # (the root's cannot change: 405)
+        await capable(adapter, NodeWithHistory, "metadata updates").replace_metadata(attributes)
 
 
 async def _update_array(
-    writer: _Writer, chain: Any, parts: tuple[str, ...], name: str, body: bytes
+    writer: _Writer, node: Node, chain: Any, parts: tuple[str, ...], name: str, body: bytes
 ) -> KeyResponse:
     settings = writer.state.settings
-    node = writer.authorize(chain, parts, "write:metadata")
     array = capable(node.adapter, WritableZarrArray, "writing through zarr")
     submitted = await parse_array_document(
-        writer.encoding.zarr_format, name, body, settings.zarr_write_compressors
-    )
+        writer.encoding.zarr_format, name, body, settings.zarr_write_compressors,
+        settings.zarr_write_max_bytes,
+    )  # fmt: skip
     current = await node.adapter.to_zarr_meta(settings.zarr)
     difference = submitted.difference(current)
     if difference is not None:
@@ -343,20 +367,33 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
             f"No node at /{'/'.join(parts)}: write its {writer.encoding.array_document} or "
             "group document first"
         )
-    if writer.condition.if_match is not None:
-        raise PreconditionFailed("If-Match does not hold: the key does not exist")
-    access_blob, _ = parent.approve_tags(None, None)
-    key = parts[-1]
+    settings = writer.state.settings
     zarr_format = writer.encoding.zarr_format
-    if kind == "array":
-        submitted = await parse_array_document(
-            zarr_format, name, body, writer.state.settings.zarr_write_compressors
-        )
-        await creator.create_zarr_array(key, submitted, access_blob=access_blob)
-    else:
-        attributes = await parse_group_document(zarr_format, name, body)
-        await creator.create_zarr_group(key, attributes, access_blob=access_blob)
-    return await writer.answer(await _lookup(writer, parts), name, created=True)
+    async with writer.locked(parts):
+        # Another writer may have created it meanwhile (zarr-python writes parents from every
+        # task that needs them): then this is a write to an existing node.
+        try:
+            if (await _lookup(writer, parts)) is None:
+                if writer.condition.if_match is not None:
+                    raise PreconditionFailed("If-Match does not hold: the key does not exist")
+                access_blob, _ = parent.approve_tags(None, None)
+                if kind == "array":
+                    submitted = await parse_array_document(
+                        zarr_format, name, body, settings.zarr_write_compressors,
+                        settings.zarr_write_max_bytes,
+                    )  # fmt: skip
+                    await creator.create_zarr_array(parts[-1], submitted, access_blob=access_blob)
+                else:
+                    attributes = await parse_group_document(zarr_format, name, body)
+                    await creator.create_zarr_group(parts[-1], attributes, access_blob=access_blob)
+                return await writer.answer(await _lookup(writer, parts), name, created=True)
+        except Conflict:
+            pass  # created by another process between the lookup and the insert
+        chain = await _lookup(writer, parts)
+        if chain is None:
+            raise Conflict(f"/{'/'.join(parts)} is being created and deleted by other writers")
+        node = writer.authorize(chain, parts, "write:metadata")
+        return await _update_document(writer, node, chain, parts, name, body)
 
 
 # What deleting a document does: the node's own document deletes the node; v2's .zattrs
