@@ -161,10 +161,10 @@ def _written(created: bool, etag: str | None) -> KeyResponse:
     return KeyResponse(201 if created else 204, headers)
 
 
-def _document_kind(encoding: ZarrEncoding, name: str, body: bytes | None) -> str:
+def _document_kind(encoding: ZarrEncoding, name: str, body: bytes) -> str:
     """What a document write is about: "array", "group", "attributes" or "derived"."""
     if encoding.zarr_format == 3:
-        return "derived" if body is None else v3_node_type(json_object(body, name))
+        return v3_node_type(json_object(body, name))
     return {".zarray": "array", ".zgroup": "group", ".zattrs": "attributes"}.get(name, "derived")
 
 
