@@ -21,6 +21,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
+from ..zarr_format.formats import encoding_for
 from ..zarr_format.model import regular_chunks
 from .files import (
     FileTransaction,
@@ -129,21 +130,13 @@ def resize_stored(path: Path, shape: tuple[int, ...]) -> None:
         zarr.open_array(store=StagingStore(path, transaction), mode="r+").resize(shape)
 
 
-def _chunk_key_grammar(metadata: Any) -> tuple[str, str]:
-    """(prefix, separator) of the stored chunk keys: ``c/0/1`` is ("c", "/"), ``0.1`` ("", ".")."""
-    if metadata.zarr_format == 2:
-        return "", metadata.dimension_separator or "."
-    encoding = metadata.chunk_key_encoding.to_dict()
-    separator = encoding.get("configuration", {}).get("separator", "/")
-    return ("c" if encoding["name"] == "default" else ""), separator
-
-
 def stored_chunk_files(
     path: Path, metadata: Any
 ) -> Iterator[tuple[tuple[int, ...], int, float, str]]:
     """``(coords, size, modification time, ETag)`` of each chunk file stored under ``path``
-    (the ETag readers get for it)."""
-    prefix, separator = _chunk_key_grammar(metadata)
+    (the ETag readers get for it). The server's arrays use their format's own chunk keys (the
+    only ones written through /zarr), so that format's grammar reads them."""
+    encoding = encoding_for(metadata.zarr_format)
     ndim = len(metadata.shape)
     for folder, _, files in os.walk(path):
         relative = os.path.relpath(folder, path)
@@ -151,22 +144,7 @@ def stored_chunk_files(
             if name.startswith("."):
                 continue  # documents of v2 and staged files
             key = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
-            coords = _decode_chunk_key(key, prefix, separator, ndim)
-            if coords is not None:
+            coords = encoding.parse_chunk_key(key, ndim)
+            if coords is not None and len(coords) == ndim:
                 info = os.stat(os.path.join(folder, name))
                 yield coords, info.st_size, info.st_mtime, identity_etag(file_identity(info))
-
-
-def _decode_chunk_key(key: str, prefix: str, separator: str, ndim: int) -> tuple[int, ...] | None:
-    if prefix:
-        if key == prefix:
-            return () if ndim == 0 else None
-        if not key.startswith(prefix + separator):
-            return None
-        key = key[len(prefix) + 1 :]
-    parts = key.split(separator)
-    if ndim == 0:
-        return () if parts == ["0"] and not prefix else None
-    if len(parts) != ndim or not all(p.isdigit() for p in parts):
-        return None
-    return tuple(int(p) for p in parts)
