@@ -186,6 +186,17 @@ class DataNotReadyError(ShapeMismatchError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class ServiceUnavailable(TiledError):
+    """A service the server depends on (its database, its object store) cannot be reached
+    now: the same request may succeed later, so clients may retry."""
+
+    retry_after = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class IncompatibleShapeError(ShapeMismatchError):
     """The data cannot take the advertised shape however long one waits (the trailing
     dimensions or the total sizes disagree)."""

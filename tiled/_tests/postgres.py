@@ -145,20 +145,30 @@ class ThrowawayCluster:
                 "initdb", "--pgdata", str(cluster.data), "--username", "postgres",
                 "--auth", "trust", "--encoding", "UTF8", "--no-locale", "--no-sync",
             )  # fmt: skip
-            server_options = (
-                f"-p {cluster.port} -k {shlex.quote(str(directory))} "
-                "-c listen_addresses=127.0.0.1 "
-                # Durability is pointless for a cluster deleted at exit; skipping it is faster.
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            cluster._run(
-                "pg_ctl", "start", "--pgdata", str(cluster.data), "--wait", "--timeout", "60",
-                "--log", str(directory / "server.log"), "--options", server_options,
-            )  # fmt: skip
+            cluster.resume()
         except ThrowawayClusterError:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         return cluster
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`halt`)."""
+        server_options = (
+            f"-p {self.port} -k {shlex.quote(str(self.directory))} "
+            "-c listen_addresses=127.0.0.1 "
+            # Durability is pointless for a cluster deleted at exit; skipping it is faster.
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "start", "--pgdata", str(self.data), "--wait", "--timeout", "60",
+            "--log", str(self.directory / "server.log"), "--options", server_options,
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server as a restart does: every client is disconnected at once, and what
+        was committed is kept (an immediate stop would lose it here: commits are not waited
+        for, see resume)."""
+        self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", "fast")
 
     def stop(self) -> None:
         """Stop the server (without waiting for clients) and delete the cluster."""

@@ -320,7 +320,7 @@ class CatalogContainerBase(ContainerAdapterBase):
                 raise NoSuchEntry(list((*self._segments, *segments)))
             return await head.lookup_adapter(segments[MAX_JOINED_STEPS:])
         path = join_path(self._path, "/".join(segments))
-        cached = self._catalog.cached_lookup(path)
+        cached, generation = await self._catalog.cached_lookup(path)
         if cached is not None:
             return cached
         parent = path.rpartition("/")[0]
@@ -333,10 +333,10 @@ class CatalogContainerBase(ContainerAdapterBase):
             )
             if not records:
                 adapter = await self._lookup_inside(connection, list(segments))
-                self._catalog.remember_lookup(path, adapter)
+                self._catalog.remember_lookup(path, adapter, generation)
                 return adapter
         adapter = (await self._adapters(records))[0][1]
-        self._catalog.remember_lookup(path, adapter)
+        self._catalog.remember_lookup(path, adapter, generation)
         return adapter
 
     async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
@@ -352,7 +352,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         depth = len(found)
         node_path = join_path(self._path, "/".join(segments[:depth]))
         # A registered file is opened once for a burst of requests inside it (zarr chunks).
-        node = self._catalog.cached_lookup(node_path)
+        node, generation = await self._catalog.cached_lookup(node_path)
         if node is None:
             parent = join_path(self._path, "/".join(segments[: depth - 1]))
             query = records_query([nodes.c.id == found[-1]])
@@ -361,7 +361,7 @@ class CatalogContainerBase(ContainerAdapterBase):
             if deepest is None or not has_members_of_its_own(deepest):
                 raise missing
             ((_, node),) = await self._adapters([deepest])
-            self._catalog.remember_lookup(node_path, node)
+            self._catalog.remember_lookup(node_path, node, generation)
         elif isinstance(node, CatalogContainerBase):
             raise missing  # its children are rows, and the query found none there
         if isinstance(node, UnavailableNode):

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.json import dumps_text, refuse
+from .changes import change_feed
 from .database import check_schema, create_engine, is_memory
 from .mimetypes import AdapterRegistry
 from .queries import DIALECTS
@@ -103,10 +104,12 @@ class Catalog:
         # the first.
         self.writable_sql_storage = list(writable_sql_storage or [])
         self._holding_storage = False  # between startup() and dispose()
-        # Resolved nodes by path, reused for at most ``lookup_cache_ttl`` seconds and dropped at
-        # once by any write through this process (other processes' writes show within the TTL).
+        # Resolved nodes by path, reused for at most ``lookup_cache_ttl`` seconds, and only
+        # while the database's generation is the one they were resolved in (see .changes):
+        # writes through any process of this server are seen by the next lookup.
         self.lookup_cache_ttl = lookup_cache_ttl
-        self._lookups: dict[str, tuple[float, Any]] = {}
+        self._lookups: dict[str, tuple[float, Any, Any]] = {}
+        self._changes = change_feed(url)
         self.dialect = DIALECTS[url.get_backend_name()]
         self.writable_storage = writable_storage
         self.readable_storage = readable_storage
@@ -176,18 +179,29 @@ class Catalog:
             await connection.commit()
             self._schema_checked = True
 
-    def cached_lookup(self, path: str) -> Any | None:
-        entry = self._lookups.get(path)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def remember_lookup(self, path: str, adapter: Any) -> None:
+    async def cached_lookup(self, path: str) -> tuple[Any | None, Any]:
+        """The node resolved at ``path`` if it may be reused, and the database's generation:
+        pass it to :meth:`remember_lookup` (known before the lookup's query, so that a change
+        made during the query leaves the entry stale, never wrongly fresh)."""
         if self.lookup_cache_ttl <= 0:
+            return None, None
+        generation = await self._changes.current()
+        entry = self._lookups.get(path)
+        if (
+            entry is None
+            or generation is None
+            or entry[1] != generation
+            or entry[0] < time.monotonic()
+        ):
+            return None, generation
+        return entry[2], generation
+
+    def remember_lookup(self, path: str, adapter: Any, generation: Any) -> None:
+        if self.lookup_cache_ttl <= 0 or generation is None:
             return
         if len(self._lookups) >= _LOOKUP_CACHE_ENTRIES:
             self._lookups.clear()
-        self._lookups[path] = (time.monotonic() + self.lookup_cache_ttl, adapter)
+        self._lookups[path] = (time.monotonic() + self.lookup_cache_ttl, generation, adapter)
 
     def forget_lookups(self) -> None:
         self._lookups.clear()
@@ -203,6 +217,8 @@ class Catalog:
                     await self._ensure_schema(connection)
                     async with connection.begin():
                         yield connection
+                        if write:
+                            await self._changes.announce(connection)
         finally:
             if write:
                 self.forget_lookups()
@@ -210,6 +226,7 @@ class Catalog:
     async def startup(self) -> None:
         async with self.connect():
             pass  # a missing schema is reported when the server starts, not on first request
+        await self._changes.start()
         if not self._holding_storage:
             # Counted per catalog, so that the last one using a database closes its pool.
             from ..storage import acquire_storage
@@ -218,6 +235,7 @@ class Catalog:
             self._holding_storage = True
 
     async def dispose(self) -> None:
+        await self._changes.stop()
         if self._holding_storage:
             from ..storage import release_storage
 

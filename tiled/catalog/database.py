@@ -73,7 +73,9 @@ def create_engine(
         # One connection shared by everyone, or each connection would see its own empty database.
         options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
     elif url.get_backend_name() != "sqlite":
-        options.update(pool_size=pool_size, max_overflow=max_overflow)
+        # Pre-ping: after the database restarted, a pooled connection that died with it is
+        # replaced on checkout instead of failing the request that drew it.
+        options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _prepare_sqlite)

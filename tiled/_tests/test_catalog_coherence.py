@@ -1,0 +1,135 @@
+"""Several processes on one catalog database: what one writes, the others see at once.
+
+Each catalog here stands for one server process (each has its own lookup cache and its own
+connections); the caches are given an hour to live, so that only the change feeds
+(tiled/catalog/changes.py) can make a reader see a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from tiled.catalog import from_uri
+from tiled.catalog.changes import ChangeFeed, PostgreSQLChangeFeed, SQLiteChangeFeed
+
+from .test_catalog import database_uri, make, postgres_database, storage  # noqa: F401 (fixtures)
+
+HOUR = 3600.0
+
+
+async def _metadata_of(root, key: str) -> dict:
+    return dict((await root.lookup_adapter([key])).metadata())
+
+
+@pytest.mark.asyncio
+async def test_a_write_through_one_process_is_seen_by_the_next_lookup_of_another(
+    database_uri,  # noqa: F811
+    storage,  # noqa: F811
+):
+    writer = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    reader = from_uri(database_uri, writable_storage=storage, lookup_cache_ttl=HOUR)
+    await writer.startup()
+    await reader.startup()
+    try:
+        await make(writer, "x", metadata={"n": 1})
+        first = await reader.lookup_adapter(["x"])
+        # Nothing changed: the reader reuses what it resolved (the cache is not just off).
+        assert await reader.lookup_adapter(["x"]) is first
+        node = await writer.lookup_adapter(["x"])
+        await node.replace_metadata(metadata={"n": 2})
+        assert (await _metadata_of(reader, "x"))["n"] == 2
+        # A node deleted by another process is gone for the reader too.
+        await node.delete()
+        with pytest.raises(KeyError):
+            await reader.lookup_adapter(["x"])
+    finally:
+        await reader.shutdown()
+        await writer.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_sqlite_file_written_by_any_program_is_noticed(tmp_path, storage):  # noqa: F811
+    database = tmp_path / "catalog.db"
+    reader = from_uri(
+        f"sqlite+aiosqlite:///{database}", writable_storage=storage, init_if_not_exists=True,
+        lookup_cache_ttl=HOUR,
+    )  # fmt: skip
+    await reader.startup()
+    try:
+        await make(reader, "x", metadata={"n": 1})
+        assert (await _metadata_of(reader, "x"))["n"] == 1
+        # A program that is not Tiled at all: SQLite counts its commit all the same.
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE nodes SET metadata = '{\"n\": 3}' WHERE key = 'x'")
+        assert (await _metadata_of(reader, "x"))["n"] == 3
+        # The same in WAL mode, where the header's counter stays and data_version tells.
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        assert (await _metadata_of(reader, "x"))["n"] == 3
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE nodes SET metadata = '{\"n\": 4}' WHERE key = 'x'")
+        assert (await _metadata_of(reader, "x"))["n"] == 4
+    finally:
+        await reader.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_database):  # noqa: F811
+    from .test_catalog import _reset_postgres
+
+    await _reset_postgres(postgres_database)
+    root = from_uri(postgres_database, init_if_not_exists=True, lookup_cache_ttl=HOUR)
+    await root.startup()
+    try:
+        await make(root, "x")
+        feed = root.catalog._changes
+        assert isinstance(feed, PostgreSQLChangeFeed)
+        assert feed.generation() is not None
+        first = await root.lookup_adapter(["x"])
+        assert await root.lookup_adapter(["x"]) is first
+        # The listening connection is gone (the database restarted, say): notifications
+        # may be missed from now on, so nothing resolved is reused.
+        await _terminate(postgres_database, feed._connection.get_server_pid())
+        for _ in range(400):
+            if feed.generation() is None:
+                break
+            await asyncio.sleep(0.005)
+        assert feed.generation() is None
+        assert await root.lookup_adapter(["x"]) is not first
+        assert await root.lookup_adapter(["x"]) is not await root.lookup_adapter(["x"])
+        # It listens again by itself, in a new session whose generations are new.
+        for _ in range(400):
+            if feed.generation() is not None:
+                break
+            await asyncio.sleep(0.01)
+        again = await root.lookup_adapter(["x"])
+        assert again is not first
+        assert await root.lookup_adapter(["x"]) is again
+    finally:
+        await root.shutdown()
+
+
+async def _terminate(uri: str, pid: int) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(uri.replace("+asyncpg", ""))
+    try:
+        assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await connection.close()
+
+
+def test_which_feed_each_database_gets(tmp_path):
+    from tiled.catalog.changes import change_feed
+    from tiled.catalog.database import async_url
+
+    assert type(change_feed(async_url("sqlite:///:memory:"))) is ChangeFeed
+    assert isinstance(change_feed(async_url(str(tmp_path / "c.db"))), SQLiteChangeFeed)
+    feed = change_feed(async_url("postgresql://u@127.0.0.1/db"))
+    assert isinstance(feed, PostgreSQLChangeFeed)
+    assert feed.generation() is None  # not listening (yet): nothing is reused
+    assert SQLiteChangeFeed(str(tmp_path / "missing.db")).generation() is None
+    assert not (tmp_path / "missing.db").exists()  # looking did not create it
