@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -133,3 +135,67 @@ def test_which_feed_each_database_gets(tmp_path):
     assert feed.generation() is None  # not listening (yet): nothing is reused
     assert SQLiteChangeFeed(str(tmp_path / "missing.db")).generation() is None
     assert not (tmp_path / "missing.db").exists()  # looking did not create it
+
+
+# Holds the write lock of "a/b" in a process of its own until told to let go (or killed).
+HOLDER = """
+import asyncio, sys
+from tiled.catalog import from_uri
+
+async def main():
+    root = from_uri(sys.argv[1])
+    async with root.catalog.exclusive("a/b"):
+        print("held", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print("released", flush=True)
+    await root.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def _holder(uri: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+@pytest.mark.asyncio
+async def test_writers_of_a_node_exclude_each_other_across_processes(database_uri, storage):  # noqa: F811
+    root = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    await root.startup()
+    holder = _holder(database_uri)
+    try:
+        taken = asyncio.Event()
+
+        async def take() -> None:
+            async with root.catalog.exclusive("a/b"):
+                taken.set()
+
+        waiting = asyncio.create_task(take())
+        await asyncio.sleep(0.3)
+        assert not taken.is_set()  # the other process holds it
+        async with asyncio.timeout(5):
+            async with root.catalog.exclusive("a/c"):
+                pass  # another node's lock is free meanwhile
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        async with asyncio.timeout(10):
+            await waiting
+        assert holder.stdout.readline().strip() == "released"
+        holder.wait(timeout=10)
+
+        # A process that dies holding the lock holds nothing any more.
+        killed = _holder(database_uri)
+        killed.kill()
+        killed.wait(timeout=10)
+        async with asyncio.timeout(10):
+            async with root.catalog.exclusive("a/b"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        await root.shutdown()

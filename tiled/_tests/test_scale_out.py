@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def test_two_servers_behind_a_balancer_are_one_server_to_a_client(balanced):
         for _ in range(2):
             assert client.get("/api/v1/metadata/x").status_code == 404
 
+        # Conditional zarr writes: of many writers holding one ETag, spread over both
+        # processes, exactly one wins (the condition and the change are one step everywhere).
+        group = {"zarr_format": 3, "node_type": "group", "attributes": {"round": 0}}
+        made = client.put("/zarr/v3/g/zarr.json", json=group)
+        assert made.status_code == 201, made.text
+        for round_ in range(1, 4):
+            etag = client.get("/zarr/v3/g/zarr.json").headers["etag"]
+            headers = {**client.headers, "If-Match": etag}
+
+            def conditional(writer: int, round_=round_, headers=headers) -> httpx.Response:
+                attributes = {"round": round_, "writer": writer}
+                document = {**group, "attributes": attributes}
+                return httpx.put(
+                    f"{balanced}/zarr/v3/g/zarr.json", json=document, headers=headers, timeout=30
+                )
+
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(conditional, range(8)))
+            statuses = sorted(response.status_code for response in outcomes)
+            assert statuses == [204] + [412] * 7, statuses
+            assert len({_process_of(response) for response in outcomes}) == 2
+            (winner,) = [i for i, r in enumerate(outcomes) if r.status_code == 204]
+            stored = client.get("/zarr/v3/g/zarr.json").json()["attributes"]
+            assert stored == {"round": round_, "writer": winner}
+
         # Sessions: refreshed through either process, revoked for both.
         refreshed = {}
         refresh_token = tokens["refresh_token"]
@@ -190,7 +216,7 @@ def test_two_servers_behind_a_balancer_are_one_server_to_a_client(balanced):
         assert accepted.status_code == 200, accepted.text
         listed = browser.get("/api/v1/search/")
         assert listed.status_code == 200
-        assert [item["id"] for item in listed.json()["data"]] == ["y"]
+        assert [item["id"] for item in listed.json()["data"]] == ["g", "y"]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, Union, runtime_checkable
 
 from ..ndslice import NDSlice
@@ -403,6 +404,17 @@ class WritableZarrArray(Protocol):
         self, *, shape: tuple[int, ...] | None = None, dims: Any = ..., attributes: Any = None
     ) -> None:
         """Resize, rename dimensions, replace attributes: all or none."""
+        ...
+
+
+@runtime_checkable
+class ExcludesWriters(Protocol):
+    """Nodes whose writers may run in several processes (a catalog served by several
+    workers): a writer that checks a condition (``If-Match``) and then changes the node holds
+    this, so that no writer of another process changes it in between."""
+
+    def exclusive(self, *below: str) -> AbstractAsyncContextManager[None]:
+        """Held by one writer of this node (or of its descendant ``below``) at a time."""
         ...
 
 

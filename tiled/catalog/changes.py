@@ -28,16 +28,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import logging
 import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+
+from ..errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -261,3 +265,153 @@ def change_feed(url: URL) -> ChangeFeed:
     if backend == "sqlite" and url.database not in (None, "", ":memory:"):
         return SQLiteChangeFeed(url.database)
     return ChangeFeed()
+
+
+# --- writers' exclusion across processes ------------------------------------------------------
+
+# How often a writer waiting for another process's lock looks again, and for how long.
+EXCLUSION_POLL_SECONDS = 0.002
+EXCLUSION_TIMEOUT_SECONDS = 30.0
+
+
+def _lock_key(name: str) -> int:
+    """A stable 63-bit number for ``name`` (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
+
+
+class Exclusion:
+    """Mutual exclusion of writers by name, across the processes of one database.
+
+    This process's own writers are excluded by the caller (an asyncio lock per name); this
+    adds the other processes. The base class is for a database only one process uses.
+    """
+
+    @contextlib.asynccontextmanager
+    async def held(self, name: str) -> AsyncIterator[None]:
+        yield
+
+    async def stop(self) -> None:
+        pass
+
+
+class _Counted:
+    """Locks taken once per process however many holders share them: names may share a key,
+    and a process's own locks do not exclude each other (fcntl, PostgreSQL sessions)."""
+
+    def __init__(self) -> None:
+        self._holders: dict[int, int] = {}
+
+    async def _take(self, key: int) -> bool:
+        raise NotImplementedError
+
+    async def _give_back(self, key: int) -> None:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def held(self, name: str) -> AsyncIterator[None]:
+        key = _lock_key(name)
+        if not self._holders.get(key):
+            deadline = asyncio.get_running_loop().time() + EXCLUSION_TIMEOUT_SECONDS
+            # Another coroutine of this process may be taking the same key now.
+            while not self._holders.get(key) and not await self._take(key):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ServiceUnavailable(
+                        f"Another server process has held the write lock of {name!r} for "
+                        f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
+                    )
+                await asyncio.sleep(EXCLUSION_POLL_SECONDS)
+        self._holders[key] = self._holders.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            # (A lost PostgreSQL connection took the locks, and the counts, with it.)
+            remaining = self._holders.get(key, 1) - 1
+            if remaining > 0:
+                self._holders[key] = remaining
+            else:
+                self._holders.pop(key, None)
+                await self._give_back(key)
+
+
+class SQLiteExclusion(_Counted, Exclusion):
+    """Byte-range locks (fcntl) in a file beside the database: one byte per key. The kernel
+    drops them with the process, so a writer that dies holds nothing."""
+
+    def __init__(self, database: str):
+        super().__init__()
+        self._path = f"{database}.tiled-locks"
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
+
+    async def _take(self, key: int) -> bool:
+        import fcntl
+
+        try:
+            fcntl.lockf(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
+
+    async def _give_back(self, key: int) -> None:
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.lockf(self._file(), fcntl.LOCK_UN, 1, key)
+
+    async def stop(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+            self._holders.clear()
+
+
+class PostgreSQLExclusion(_Counted, Exclusion):
+    """PostgreSQL session advisory locks, on a connection of this process's own: the database
+    drops them with the connection, so a writer that dies holds nothing."""
+
+    def __init__(self, url: URL):
+        super().__init__()
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection: Any = None
+        self._calls: asyncio.Lock | None = None
+
+    async def _call(self, statement: str, key: int) -> Any:
+        import asyncpg
+
+        if self._calls is None:
+            self._calls = asyncio.Lock()
+        async with self._calls:  # one statement at a time on the connection
+            if self._connection is None or self._connection.is_closed():
+                # Locks of a lost connection are gone with it: so are our counts.
+                self._holders.clear()
+                self._connection = await asyncpg.connect(self._dsn)
+            return await self._connection.fetchval(statement, key)
+
+    async def _take(self, key: int) -> bool:
+        return bool(await self._call("SELECT pg_try_advisory_lock($1)", key))
+
+    async def _give_back(self, key: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._call("SELECT pg_advisory_unlock($1)", key)
+
+    async def stop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+        self._holders.clear()
+
+
+def exclusion(url: URL) -> Exclusion:
+    """How writers of the catalog at ``url`` exclude those of other processes."""
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return PostgreSQLExclusion(url)
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        return SQLiteExclusion(url.database)
+    return Exclusion()

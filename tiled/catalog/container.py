@@ -9,6 +9,7 @@ that touches the database is async: ``count``, ``keys_range``, ``items_range``, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,11 @@ class CatalogContainerBase(ContainerAdapterBase):
     @property
     def access_tags(self) -> frozenset[str]:
         return tags_of_node(self.access_blob)
+
+    def exclusive(self, *below: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writers of this node (or of its descendant ``below``) one at a time, in every
+        process (see :class:`~tiled.adapters.protocols.ExcludesWriters`)."""
+        return self._catalog.exclusive("/".join((*self._segments, *below)))
 
     # --- variations ---
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.json import dumps_text, refuse
-from .changes import change_feed
+from .changes import change_feed, exclusion
 from .database import check_schema, create_engine, is_memory
 from .mimetypes import AdapterRegistry
 from .queries import DIALECTS
@@ -110,6 +110,9 @@ class Catalog:
         self.lookup_cache_ttl = lookup_cache_ttl
         self._lookups: dict[str, tuple[float, Any, Any]] = {}
         self._changes = change_feed(url)
+        # Writers that check a condition before they change a node exclude each other across
+        # the processes of this database too (see .changes.Exclusion).
+        self._exclusion = exclusion(url)
         self.dialect = DIALECTS[url.get_backend_name()]
         self.writable_storage = writable_storage
         self.readable_storage = readable_storage
@@ -172,6 +175,11 @@ class Catalog:
             lock = asyncio.Lock()
             locks[path] = lock
         return lock
+
+    def exclusive(self, path: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held by one writer of node ``path`` at a time in all processes of this database
+        (within this process, the caller serializes its own writers)."""
+        return self._exclusion.held(path)
 
     async def _ensure_schema(self, connection: AsyncConnection) -> None:
         if not self._schema_checked:
@@ -236,6 +244,7 @@ class Catalog:
 
     async def dispose(self) -> None:
         await self._changes.stop()
+        await self._exclusion.stop()
         if self._holding_storage:
             from ..storage import release_storage
 

@@ -115,6 +115,11 @@ class CatalogNode:
     def segments(self) -> tuple[str, ...]:
         return self._record.segments
 
+    def exclusive(self, *below: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writers of this node (or of its descendant ``below``) one at a time, in every
+        process (see :class:`~tiled.adapters.protocols.ExcludesWriters`)."""
+        return self._catalog.exclusive("/".join((*self.segments, *below)))
+
     @property
     def time_created(self) -> Any:
         return self._record.time_created

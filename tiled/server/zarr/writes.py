@@ -30,7 +30,9 @@ in-memory trees and registered files answer 405.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +42,12 @@ from ...access.view import AccessView
 from ...adapters.base import is_group, metadata_from_zarr_attributes
 from ...adapters.conditions import WriteCondition
 from ...adapters.protocols import (
+    ExcludesWriters,
     NodeWithHistory,
     WritableContainer,
     WritableZarrArray,
     WritableZarrContainer,
+    supports,
 )
 from ...errors import (
     BadRequest,
@@ -140,14 +144,23 @@ class _Writer:
             documents = array_documents(await adapter.to_zarr_meta(settings.zarr), self.encoding)
         return etag_of(documents[name]) if name in documents else None
 
-    def locked(self, parts: tuple[str, ...]) -> asyncio.Lock:
-        """The lock that serializes the document writes to the node at ``parts`` in this
-        process, so that a condition checked under it holds until the change is made."""
+    @contextlib.asynccontextmanager
+    async def locked(self, parts: tuple[str, ...], chain: Any, *below: str) -> AsyncIterator[None]:
+        """Serialize the document writes to the node at ``parts``, so that a condition
+        checked under the lock holds until the change is made: in this process, and, where
+        the node lives in storage that several processes serve, in all of them. ``chain``
+        reaches the node, or its parent and ``below`` its key when it is to be created."""
         key = "/".join(parts)
         lock = _DOCUMENT_LOCKS.get(key)
         if lock is None:
             lock = _DOCUMENT_LOCKS[key] = asyncio.Lock()
-        return lock
+        anchor = chain[-1][1] if chain else None
+        async with lock:
+            if anchor is not None and supports(anchor, ExcludesWriters):
+                async with anchor.exclusive(*below):
+                    yield
+            else:
+                yield
 
     async def answer(self, chain: Any, name: str, created: bool) -> KeyResponse:
         etag = await self.document_etag(chain, name) if chain is not None else None
@@ -239,12 +252,24 @@ async def _write_document(writer: _Writer, parts: tuple[str, ...], name: str) ->
             raise ZarrKeyNotFound(f"No such key: {'/'.join((*parts, name))!r}")
         return await _create(writer, parts, name)
     if deleting:
-        async with writer.locked(parts):
+        async with writer.locked(parts, chain):
+            chain = await _locked_lookup(writer, parts, name)
             return await _delete_document(writer, chain, parts, name)
-    node = writer.authorize(chain, parts, "write:metadata")  # before the body is read
+    writer.authorize(chain, parts, "write:metadata")  # before the body is read
     body = await writer.body()
-    async with writer.locked(parts):
+    async with writer.locked(parts, chain):
+        chain = await _locked_lookup(writer, parts, name)
+        node = writer.authorize(chain, parts, "write:metadata")
         return await _update_document(writer, node, chain, parts, name, body)
+
+
+async def _locked_lookup(writer: _Writer, parts: tuple[str, ...], name: str) -> Any:
+    """The node at ``parts`` as it is now that its lock is held: found again, since a writer
+    of another process may have changed it (or deleted it) since it was first found."""
+    chain = await _lookup(writer, parts)
+    if chain is None:
+        raise ZarrKeyNotFound(f"No such key: {'/'.join((*parts, name))!r}")
+    return chain
 
 
 async def _update_document(
@@ -369,7 +394,7 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
         )
     settings = writer.state.settings
     zarr_format = writer.encoding.zarr_format
-    async with writer.locked(parts):
+    async with writer.locked(parts, parent_chain, parts[-1]):
         # Another writer may have created it meanwhile (zarr-python writes parents from every
         # task that needs them): then this is a write to an existing node.
         try:
