@@ -11,11 +11,12 @@ database may have changed, or ``None`` when the feed cannot tell (then nothing c
   lookup.
 - PostgreSQL tells its listeners: every write transaction of the catalog sends a notification
   on :data:`CHANNEL` (delivered when, and only if, it commits), and each process listens on a
-  connection of its own, counting them. Before a cached node is reused, one round trip on that
-  connection makes sure that every notification committed until then has arrived (concurrent
-  requests share one round trip): cheaper than the lookup it saves, which may open files. While
-  the listening connection is down (the database restarted), the feed cannot tell, and it
-  reports a new generation once it listens again.
+  connection of its own, counting them. Before a request first reuses a cached node, one round
+  trip on that connection makes sure that every notification committed until then has
+  arrived (concurrent requests share one round trip; later lookups of the same request need
+  none): cheaper than the lookup it saves, which may open files. While the listening
+  connection is down (the database restarted), the feed cannot tell, and it reports a new
+  generation once it listens again.
 - An in-memory SQLite database belongs to one process: its generation never changes (the
   process's own writes drop the cache themselves).
 
@@ -35,6 +36,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,6 +69,9 @@ class ChangeFeed:
 
     async def announce(self, connection: Any) -> None:
         """Run in each write transaction, before it commits, so that others learn of it."""
+
+    def resynchronize(self) -> None:
+        """The running task must see everything committed until now."""
 
     async def start(self) -> None:
         pass
@@ -151,6 +156,8 @@ class PostgreSQLChangeFeed(ChangeFeed):
         self._connection: Any = None
         # Callers waiting for the next round trip on the listening connection (see current).
         self._next_round: asyncio.Future | None = None
+        # The tasks (requests) that made a round trip already.
+        self._synchronized: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
         self._rounds: asyncio.Task | None = None
 
     def generation(self) -> Any:
@@ -166,6 +173,11 @@ class PostgreSQLChangeFeed(ChangeFeed):
         """
         if self._generation is None or asyncio.get_running_loop() is not self._loop:
             return None  # not listening, or asked from another loop (test clients' threads)
+        task = asyncio.current_task()
+        if task is not None and task in self._synchronized:
+            # One round trip per request (a task) is enough: writes committed before the
+            # request came are counted already; later ones may count as having come after it.
+            return self._generation
         round_ = self._next_round
         if round_ is None:
             round_ = self._next_round = self._loop.create_future()
@@ -175,7 +187,15 @@ class PostgreSQLChangeFeed(ChangeFeed):
             await asyncio.shield(round_)
         except Exception:  # noqa: BLE001 - the connection failed: a lookup will say why
             return None
+        if task is not None:
+            self._synchronized.add(task)
         return self._generation
+
+    def resynchronize(self) -> None:
+        """The running task must see everything committed until now (it holds a lock under
+        which another process may just have written): its next :meth:`current` asks again."""
+        with contextlib.suppress(RuntimeError):
+            self._synchronized.discard(asyncio.current_task())
 
     async def _round_trips(self) -> None:
         while self._next_round is not None:

@@ -176,10 +176,14 @@ class Catalog:
             locks[path] = lock
         return lock
 
-    def exclusive(self, path: str) -> contextlib.AbstractAsyncContextManager[None]:
+    @contextlib.asynccontextmanager
+    async def exclusive(self, path: str) -> AsyncIterator[None]:
         """Held by one writer of node ``path`` at a time in all processes of this database
-        (within this process, the caller serializes its own writers)."""
-        return self._exclusion.held(path)
+        (within this process, the caller serializes its own writers). Lookups made while it
+        is held see what the previous holder, of any process, wrote."""
+        async with self._exclusion.held(path):
+            self._changes.resynchronize()
+            yield
 
     async def _ensure_schema(self, connection: AsyncConnection) -> None:
         if not self._schema_checked:
