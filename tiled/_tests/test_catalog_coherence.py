@@ -42,6 +42,7 @@ async def test_a_write_through_one_process_is_seen_by_the_next_lookup_of_another
     await reader.startup()
     try:
         await make(writer, "x", metadata={"n": 1})
+        await _request(reader, "x")  # (found; maybe tagged before the creation was heard of)
         first = await _request(reader, "x")
         # Nothing changed: the reader reuses what it resolved (the cache is not just off).
         assert await _request(reader, "x") is first
@@ -95,6 +96,7 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
         feed = root.catalog._changes
         assert isinstance(feed, PostgreSQLChangeFeed)
         assert feed.generation() is not None
+        await _request(root, "x")
         first = await _request(root, "x")
         assert await _request(root, "x") is first
         # The listening connection is gone (the database restarted, say): notifications
@@ -112,6 +114,7 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
             if feed.generation() is not None:
                 break
             await asyncio.sleep(0.01)
+        await _request(root, "x")
         again = await _request(root, "x")
         assert again is not first
         assert await _request(root, "x") is again
@@ -204,3 +207,68 @@ async def test_writers_of_a_node_exclude_each_other_across_processes(database_ur
         holder.kill()
         holder.wait(timeout=10)
         await root.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_two_catalogs_of_one_process_exclude_each_other_too(database_uri, storage):  # noqa: F811
+    first = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    second = from_uri(database_uri, writable_storage=storage)
+    await first.startup()
+    await second.startup()
+    try:
+        async with first.catalog.exclusive("a/b"):
+            waiting = asyncio.create_task(_hold(second, "a/b"))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        async with asyncio.timeout(10):
+            await waiting
+        # Writers of one catalog that want one name at once take it once, and give it back
+        # once: afterwards, another process takes it at once.
+        entered = 0
+
+        async def writer() -> None:
+            nonlocal entered
+            async with first.catalog.exclusive("a/b"):
+                entered += 1
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(writer() for _ in range(5)))
+        assert entered == 5
+        holder = _holder(database_uri)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        holder.wait(timeout=10)
+    finally:
+        await second.shutdown()
+        await first.shutdown()
+
+
+async def _hold(root, name: str) -> None:
+    async with root.catalog.exclusive(name):
+        pass
+
+
+@pytest.mark.asyncio
+async def test_the_sqlite_change_feed_leaves_sqlites_own_locks_alone(tmp_path, storage):  # noqa: F811
+    database = tmp_path / "catalog.db"
+    root = from_uri(
+        f"sqlite+aiosqlite:///{database}", writable_storage=storage, init_if_not_exists=True
+    )
+    await root.startup()
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # this process holds the write lock
+        root.catalog._changes.generation()
+        await root.shutdown()  # the feed closes what it opened
+        other = subprocess.run(
+            [sys.executable, "-c", "import sqlite3, sys\n"
+             "c = sqlite3.connect(sys.argv[1], timeout=0)\n"
+             "try:\n    c.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError as e:\n"
+             "    print(e)\n", str(database)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "locked" in other.stdout, other.stdout + other.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -6,17 +6,17 @@ is known not to have changed since it was resolved. Each kind of database tells 
 way, and a :class:`ChangeFeed` turns it into a *generation*: a value that differs whenever the
 database may have changed, or ``None`` when the feed cannot tell (then nothing cached is used).
 
-- A SQLite file counts its commits itself (in its header, or in ``PRAGMA data_version`` in
-  WAL mode): reading the count costs a microsecond or a few, so it is read at every cached
-  lookup.
+- A SQLite file counts its commits: ``PRAGMA data_version``, read on a connection of our own
+  that never writes, changes whenever any other connection of any process commits. Reading
+  it costs a few microseconds, so it is read at every cached lookup.
 - PostgreSQL tells its listeners: every write transaction of the catalog sends a notification
   on :data:`CHANNEL` (delivered when, and only if, it commits), and each process listens on a
   connection of its own, counting them. Before a request first reuses a cached node, one round
   trip on that connection makes sure that every notification committed until then has
-  arrived (concurrent requests share one round trip; later lookups of the same request need
-  none): cheaper than the lookup it saves, which may open files. While the listening
-  connection is down (the database restarted), the feed cannot tell, and it reports a new
-  generation once it listens again.
+  arrived (concurrent requests share one round trip; later lookups of the same request, an
+  asyncio task, need none): cheaper than the lookup it saves, which may open files. While the
+  listening connection is down or silent (the database restarted, the network failed), the
+  feed cannot tell, and it reports a new generation once it listens again.
 - An in-memory SQLite database belongs to one process: its generation never changes (the
   process's own writes drop the cache themselves).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import itertools
@@ -38,6 +39,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -54,6 +56,9 @@ CHANNEL = "tiled_catalog_changes"
 RELISTEN_SECONDS = 0.5
 # How often a listening connection is looked at besides being told it ended.
 LIVENESS_SECONDS = 5.0
+# The longest a round trip on the listening connection may take: longer, and the database is
+# taken for out of reach (a silent peer never closes the connection by itself).
+ROUND_TRIP_TIMEOUT = 2.0
 
 
 class ChangeFeed:
@@ -64,7 +69,8 @@ class ChangeFeed:
         return 0
 
     async def current(self) -> Any:
-        """The generation now: every change committed before this call counts."""
+        """The generation now: every change committed before the running task (a request)
+        first asked counts."""
         return self.generation()
 
     async def announce(self, connection: Any) -> None:
@@ -81,56 +87,39 @@ class ChangeFeed:
 
 
 class SQLiteChangeFeed(ChangeFeed):
-    """The generation of a SQLite file.
+    """The generation of a SQLite file: ``PRAGMA data_version`` on a connection of our own.
 
-    In rollback-journal mode (the catalog's), every commit increments the file change counter
-    in the database header (bytes 24-27), so reading those four bytes tells it (a microsecond;
-    the counter lies in the first page, which no write tears). In WAL mode the counter stays,
-    and ``PRAGMA data_version`` on a connection of our own (which never writes) tells it
-    instead: it changes whenever any other connection, of any process, commits. The file's
-    identity is part of the generation, so a database replaced by another is noticed too.
+    Read through SQLite, never from the file directly: SQLite keeps the locks of all of this
+    process's connections to one file together, and a descriptor of the file closed behind
+    its back would drop them (POSIX locks belong to the process). The file's identity is part
+    of the generation, so that a database replaced by another is noticed.
     """
 
     def __init__(self, path: str):
         self._path = path
         self._lock = threading.Lock()  # test clients use the catalog from several threads
-        self._file: tuple[int, int, int] | None = None  # (fd, device, inode)
         self._connection: sqlite3.Connection | None = None
+        self._inode: int | None = None
 
     def generation(self) -> Any:
-        # Reading the file is as cheap as remembering it: always the count of now.
         with self._lock:
             try:
-                identity = os.stat(self._path)
-                if self._file is None or self._file[1:] != (identity.st_dev, identity.st_ino):
+                inode = os.stat(self._path).st_ino
+                if self._connection is None or inode != self._inode:
                     self._close()
-                    fd = os.open(self._path, os.O_RDONLY)
-                    self._file = (fd, identity.st_dev, identity.st_ino)
-                header = os.pread(self._file[0], 28, 0)
-                if len(header) < 28:
-                    return None  # not a database yet: the schema check says so
-                if header[18] == 2:  # WAL
-                    return (identity.st_ino, "wal", self._data_version())
-                return (identity.st_ino, header[24:28])
+                    # mode=rw: a missing file is not created here (the schema check reports
+                    # it); timeout=0: a writer holding the file is a reason to look it up.
+                    self._connection = sqlite3.connect(
+                        f"file:{self._path}?mode=rw", uri=True, timeout=0,
+                        check_same_thread=False, isolation_level=None,
+                    )  # fmt: skip
+                    self._inode = inode
+                return (inode, self._connection.execute("PRAGMA data_version").fetchone()[0])
             except (OSError, sqlite3.Error):
-                # The file went away or cannot be read: a lookup will say why.
-                self._close()
+                # Gone, unreadable or busy: a lookup will say which, or wait its turn.
                 return None
 
-    def _data_version(self) -> int:
-        if self._connection is None:
-            # mode=rw: a missing file is not created here (the schema check reports it).
-            self._connection = sqlite3.connect(
-                f"file:{self._path}?mode=rw", uri=True, check_same_thread=False,
-                isolation_level=None,
-            )  # fmt: skip
-        return self._connection.execute("PRAGMA data_version").fetchone()[0]
-
     def _close(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._file[0])
-            self._file = None
         if self._connection is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
@@ -139,6 +128,16 @@ class SQLiteChangeFeed(ChangeFeed):
     async def stop(self) -> None:
         with self._lock:
             self._close()
+
+
+def _resolve(future: asyncio.Future | None, error: BaseException | None) -> None:
+    if future is None or future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+        future.exception()  # retrieved: waiters that were cancelled see none
 
 
 class PostgreSQLChangeFeed(ChangeFeed):
@@ -156,9 +155,10 @@ class PostgreSQLChangeFeed(ChangeFeed):
         self._connection: Any = None
         # Callers waiting for the next round trip on the listening connection (see current).
         self._next_round: asyncio.Future | None = None
+        self._round: asyncio.Future | None = None  # the one under way
+        self._rounds: asyncio.Task | None = None
         # The tasks (requests) that made a round trip already.
         self._synchronized: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
-        self._rounds: asyncio.Task | None = None
 
     def generation(self) -> Any:
         return self._generation
@@ -169,14 +169,14 @@ class PostgreSQLChangeFeed(ChangeFeed):
         PostgreSQL hands a listening session every notification committed before it answers
         a query on that session, so once the round trip is over, each write committed before
         this call has been counted. Callers that arrive while a round trip is under way wait
-        for the next one (that one was sent too early for them), and share it.
+        for the next one (that one was sent too early for them), and share it. A task that
+        made a round trip already makes none again: the writes committed before it (a
+        request) began are counted; later ones may count as having come after it.
         """
         if self._generation is None or asyncio.get_running_loop() is not self._loop:
             return None  # not listening, or asked from another loop (test clients' threads)
         task = asyncio.current_task()
         if task is not None and task in self._synchronized:
-            # One round trip per request (a task) is enough: writes committed before the
-            # request came are counted already; later ones may count as having come after it.
             return self._generation
         round_ = self._next_round
         if round_ is None:
@@ -198,18 +198,36 @@ class PostgreSQLChangeFeed(ChangeFeed):
             self._synchronized.discard(asyncio.current_task())
 
     async def _round_trips(self) -> None:
-        while self._next_round is not None:
-            round_, self._next_round = self._next_round, None
-            try:
-                await self._connection.execute("SELECT 1")
-                # The notifications read with the answer were handed to _changed by
-                # call_soon, before this task resumed; yield once more to be sure.
-                await asyncio.sleep(0)
-            except Exception as err:  # noqa: BLE001 - handed to the waiters
-                round_.set_exception(err)
-                round_.exception()  # retrieved: waiters that were cancelled see none
-            else:
-                round_.set_result(None)
+        error: BaseException | None = None
+        try:
+            while self._next_round is not None:
+                self._round, self._next_round = self._next_round, None
+                connection = self._connection
+                try:
+                    await asyncio.wait_for(connection.execute("SELECT 1"), ROUND_TRIP_TIMEOUT)
+                    # The notifications read with the answer were handed to _changed by
+                    # call_soon, before this task resumed; yield once more to be sure.
+                    await asyncio.sleep(0)
+                except TimeoutError as err:
+                    # Silent, not closed: drop it, so that the listener connects anew.
+                    self._lost()
+                    with contextlib.suppress(Exception):
+                        connection.terminate()
+                    _resolve(self._round, err)
+                except Exception as err:  # noqa: BLE001 - handed to the waiters
+                    _resolve(self._round, err)
+                else:
+                    _resolve(self._round, None)
+        except BaseException as err:  # cancelled (stop): nobody may wait forever
+            error = err
+            raise
+        finally:
+            stopped = ConnectionError("no longer listening for catalog changes")
+            _resolve(self._round, error and stopped)
+            if error is not None:
+                _resolve(self._next_round, stopped)
+                self._next_round = None
+            self._round = None
 
     async def announce(self, connection: Any) -> None:
         await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
@@ -241,8 +259,9 @@ class PostgreSQLChangeFeed(ChangeFeed):
 
         dsn = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
         while True:
+            connection = None
             try:
-                connection = await asyncpg.connect(dsn)
+                connection = await asyncpg.connect(dsn, timeout=ROUND_TRIP_TIMEOUT * 5)
                 self._connection = connection
                 lost = asyncio.Event()
                 connection.add_termination_listener(functools.partial(self._ended, lost))
@@ -258,6 +277,9 @@ class PostgreSQLChangeFeed(ChangeFeed):
                 raise
             except Exception as err:  # noqa: BLE001 - down is a state here, not a failure
                 logger.debug("Not listening for catalog changes: %s", err)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    connection.terminate()
             self._lost()
             await asyncio.sleep(RELISTEN_SECONDS)
 
@@ -268,13 +290,12 @@ class PostgreSQLChangeFeed(ChangeFeed):
                 with contextlib.suppress(BaseException):
                     await task
         self._task = self._rounds = None
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=2)
+        stopped = ConnectionError("no longer listening for catalog changes")
+        _resolve(self._next_round, stopped)
+        self._next_round = None
+        self._connection = None
         self._lost()
         self._loop = None
-        self._next_round = None
 
 
 def change_feed(url: URL) -> ChangeFeed:
@@ -292,6 +313,9 @@ def change_feed(url: URL) -> ChangeFeed:
 # How often a writer waiting for another process's lock looks again, and for how long.
 EXCLUSION_POLL_SECONDS = 0.002
 EXCLUSION_TIMEOUT_SECONDS = 30.0
+# The lock files of a SQLite catalog: names are hashed onto this many (two names that share
+# one merely wait for each other).
+SQLITE_LOCK_SLOTS = 1024
 
 
 def _lock_key(name: str) -> int:
@@ -299,12 +323,26 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
 
 
+class _Holders:
+    """The locks one owner (a lock file's descriptions, a PostgreSQL session) holds: counted
+    per key, since the owner's own locks do not exclude each other, and with the attempts
+    under way, so that one key is taken once however many of the owner's writers want it."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.taking: dict[int, asyncio.Future] = {}
+
+
 class Exclusion:
     """Mutual exclusion of writers by name, across the processes of one database.
 
-    This process's own writers are excluded by the caller (an asyncio lock per name); this
-    adds the other processes. The base class is for a database only one process uses.
+    This process's own writers of one name are excluded by the caller (an asyncio lock per
+    name); this adds the other processes. The base class is for a database only one process
+    uses.
     """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     @contextlib.asynccontextmanager
     async def held(self, name: str) -> AsyncIterator[None]:
@@ -313,118 +351,209 @@ class Exclusion:
     async def stop(self) -> None:
         pass
 
+    # --- for the subclasses ---
 
-class _Counted:
-    """Locks taken once per process however many holders share them: names may share a key,
-    and a process's own locks do not exclude each other (fcntl, PostgreSQL sessions)."""
+    def _holders(self) -> Any:
+        """The holders of the running event loop (its futures and connections are its own)."""
+        loop = asyncio.get_running_loop()
+        holders = self._by_loop.get(loop)
+        if holders is None:
+            holders = self._by_loop[loop] = self._new_holders()
+        return holders
 
-    def __init__(self) -> None:
-        self._holders: dict[int, int] = {}
+    def _new_holders(self) -> _Holders:
+        return _Holders()
 
     async def _take(self, key: int) -> bool:
+        """Try once to take ``key`` (never waits for another holder)."""
         raise NotImplementedError
 
     async def _give_back(self, key: int) -> None:
         raise NotImplementedError
 
     @contextlib.asynccontextmanager
-    async def held(self, name: str) -> AsyncIterator[None]:
+    async def _counted(self, name: str) -> AsyncIterator[None]:
         key = _lock_key(name)
-        if not self._holders.get(key):
-            deadline = asyncio.get_running_loop().time() + EXCLUSION_TIMEOUT_SECONDS
-            # Another coroutine of this process may be taking the same key now.
-            while not self._holders.get(key) and not await self._take(key):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise ServiceUnavailable(
-                        f"Another server process has held the write lock of {name!r} for "
-                        f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
-                    )
-                await asyncio.sleep(EXCLUSION_POLL_SECONDS)
-        self._holders[key] = self._holders.get(key, 0) + 1
+        holders = self._holders()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
+        while not holders.counts.get(key):
+            pending = holders.taking.get(key)
+            if pending is not None:
+                await asyncio.shield(pending)  # another writer of ours is taking it
+                continue
+            attempt = holders.taking[key] = loop.create_future()
+            try:
+                taken = await self._take(key)
+            finally:
+                del holders.taking[key]
+                attempt.set_result(None)
+            if taken:
+                holders.counts[key] = 0
+                break
+            if loop.time() > deadline:
+                raise ServiceUnavailable(
+                    f"Another server process has held the write lock of {name!r} for "
+                    f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
+                )
+            await asyncio.sleep(EXCLUSION_POLL_SECONDS)
+        holders.counts[key] += 1
         try:
             yield
         finally:
-            # (A lost PostgreSQL connection took the locks, and the counts, with it.)
-            remaining = self._holders.get(key, 1) - 1
+            # (A lost PostgreSQL connection took its locks, and their counts, with it.)
+            remaining = holders.counts.get(key, 1) - 1
             if remaining > 0:
-                self._holders[key] = remaining
+                holders.counts[key] = remaining
             else:
-                self._holders.pop(key, None)
+                holders.counts.pop(key, None)
                 await self._give_back(key)
 
 
-class SQLiteExclusion(_Counted, Exclusion):
-    """Byte-range locks (fcntl) in a file beside the database: one byte per key. The kernel
-    drops them with the process, so a writer that dies holds nothing."""
+class SQLiteExclusion(Exclusion):
+    """``flock`` locks on files beside the database (``<database>.tiled-locks/``): owned by
+    the open file, so that two catalogs of one process exclude each other like two
+    processes, and dropped by the kernel with the process, so a writer that dies holds
+    nothing."""
 
     def __init__(self, database: str):
         super().__init__()
-        self._path = f"{database}.tiled-locks"
-        self._fd: int | None = None
+        self._directory = Path(f"{database}.tiled-locks")
+        self._files: dict[int, int] = {}  # key -> descriptor of the file holding its lock
 
-    def _file(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        return self._fd
+    @contextlib.asynccontextmanager
+    async def held(self, name: str) -> AsyncIterator[None]:
+        async with self._counted(name):
+            yield
 
     async def _take(self, key: int) -> bool:
-        import fcntl
-
+        # Opening is outside the try: a lock file this process may not open is a fault of
+        # the deployment, to be reported as one, not a lock held by someone else.
+        self._directory.mkdir(exist_ok=True)
+        fd = os.open(self._directory / f"{key % SQLITE_LOCK_SLOTS:04d}", os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.lockf(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
-        except (BlockingIOError, PermissionError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._files[key] = fd
         return True
 
     async def _give_back(self, key: int) -> None:
-        import fcntl
-
-        with contextlib.suppress(OSError):
-            fcntl.lockf(self._file(), fcntl.LOCK_UN, 1, key)
+        fd = self._files.pop(key, None)
+        if fd is not None:
+            os.close(fd)  # closing the file drops its lock
 
     async def stop(self) -> None:
-        if self._fd is not None:
+        for fd in self._files.values():
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-            self._holders.clear()
+                os.close(fd)
+        self._files.clear()
+        self._by_loop = weakref.WeakKeyDictionary()
 
 
-class PostgreSQLExclusion(_Counted, Exclusion):
-    """PostgreSQL session advisory locks, on a connection of this process's own: the database
-    drops them with the connection, so a writer that dies holds nothing."""
+class _Session(_Holders):
+    """One PostgreSQL session of advisory locks, for the writers of one event loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection: Any = None
+        self.calls = asyncio.Lock()  # one statement at a time on the connection
+
+
+class PostgreSQLExclusion(Exclusion):
+    """PostgreSQL session advisory locks, on a connection of this process's own (one per
+    event loop: a connection belongs to one); the database drops them with the connection,
+    so a writer that dies holds nothing.
+
+    Taking and giving back run to their end even when the writer is cancelled meanwhile: a
+    lock granted to a writer that is gone is given back at once, and a lock that cannot be
+    given back is dropped with its connection.
+    """
 
     def __init__(self, url: URL):
         super().__init__()
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._connection: Any = None
-        self._calls: asyncio.Lock | None = None
+        self._background: set[asyncio.Task] = set()
 
-    async def _call(self, statement: str, key: int) -> Any:
+    def _new_holders(self) -> _Session:
+        return _Session()
+
+    @contextlib.asynccontextmanager
+    async def held(self, name: str) -> AsyncIterator[None]:
+        async with self._counted(name):
+            yield
+
+    async def _call(self, session: _Session, statement: str, key: int) -> Any:
         import asyncpg
 
-        if self._calls is None:
-            self._calls = asyncio.Lock()
-        async with self._calls:  # one statement at a time on the connection
-            if self._connection is None or self._connection.is_closed():
-                # Locks of a lost connection are gone with it: so are our counts.
-                self._holders.clear()
-                self._connection = await asyncpg.connect(self._dsn)
-            return await self._connection.fetchval(statement, key)
+        async with session.calls:
+            if session.connection is None or session.connection.is_closed():
+                # Locks of a lost connection went with it: so do their counts.
+                session.counts.clear()
+                session.connection = await asyncpg.connect(
+                    self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
+                )
+            connection = session.connection
+            try:
+                return await asyncio.wait_for(
+                    connection.fetchval(statement, key), ROUND_TRIP_TIMEOUT
+                )
+            except TimeoutError:
+                # Whether the lock was granted is unknown: drop every lock of the connection.
+                connection.terminate()
+                raise
+
+    def _finish(self, work: Any) -> asyncio.Task:
+        """Run ``work`` to its end whatever happens to the task that asked for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def _take(self, key: int) -> bool:
-        return bool(await self._call("SELECT pg_try_advisory_lock($1)", key))
+        session = self._holders()
+        taking = self._finish(self._call(session, "SELECT pg_try_advisory_lock($1)", key))
+        try:
+            return bool(await asyncio.shield(taking))
+        except asyncio.CancelledError:
+            taking.add_done_callback(functools.partial(self._release_if_granted, session, key))
+            raise
+
+    def _release_if_granted(self, session: _Session, key: int, taking: asyncio.Task) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result():
+            self._finish(self._release(session, key))
+
+    async def _release(self, session: _Session, key: int) -> None:
+        async with session.calls:
+            connection = session.connection
+            if connection is None or connection.is_closed():
+                return  # its locks went with it
+            try:
+                await asyncio.wait_for(
+                    connection.fetchval("SELECT pg_advisory_unlock($1)", key), ROUND_TRIP_TIMEOUT
+                )
+            except Exception:  # noqa: BLE001 - see below
+                # A lock we cannot give back is dropped with its connection (and so are the
+                # session's other locks: their counts are cleared when it reconnects).
+                connection.terminate()
 
     async def _give_back(self, key: int) -> None:
-        with contextlib.suppress(Exception):
-            await self._call("SELECT pg_advisory_unlock($1)", key)
+        await asyncio.shield(self._finish(self._release(self._holders(), key)))
 
     async def stop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=2)
-        self._holders.clear()
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), 2)
+        for session in list(self._by_loop.values()):
+            connection, session.connection = session.connection, None
+            if connection is not None and not connection.is_closed():
+                with contextlib.suppress(Exception):
+                    await connection.close(timeout=2)
+        self._by_loop = weakref.WeakKeyDictionary()
 
 
 def exclusion(url: URL) -> Exclusion:

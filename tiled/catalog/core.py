@@ -197,14 +197,13 @@ class Catalog:
         made during the query leaves the entry stale, never wrongly fresh)."""
         if self.lookup_cache_ttl <= 0:
             return None, None
-        generation = await self._changes.current()
         entry = self._lookups.get(path)
-        if (
-            entry is None
-            or generation is None
-            or entry[1] != generation
-            or entry[0] < time.monotonic()
-        ):
+        if entry is None or entry[0] < time.monotonic():
+            # Nothing to reuse: the generation last known will do (an older one only makes
+            # the entry stale sooner).
+            return None, self._changes.generation()
+        generation = await self._changes.current()
+        if generation is None or entry[1] != generation:
             return None, generation
         return entry[2], generation
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import sys
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -43,12 +47,17 @@ def status_for(exception: Exception) -> int:
     return 500
 
 
+# Errors of the network or of a peer that say "not reachable now", not "broken".
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.ECONNREFUSED,
+     errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ENETDOWN, errno.EHOSTDOWN}
+)  # fmt: skip
+
+
 def _lost_connection_types() -> tuple[type[BaseException], ...]:
     """Exceptions that say a database connection cannot be made or was lost (the drivers'
     own classes, of the drivers this process has imported)."""
-    import sys
-
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
     asyncpg = sys.modules.get("asyncpg.exceptions")
     if asyncpg is not None:
         found += [
@@ -63,23 +72,46 @@ def _lost_connection_types() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _is_lost_connection(exception: BaseException, lost: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(exception, lost) or getattr(exception, "connection_invalidated", False):
+        return True
+    if isinstance(exception, OSError) and exception.errno in _UNREACHABLE_ERRNOS:
+        return True
+    return "database is locked" in str(exception) and type(exception).__name__ == "OperationalError"
+
+
+def _causes(exception: BaseException) -> Iterator[BaseException]:
+    """``exception`` and what it wraps: its explicit cause, a driver error's original, the
+    members of a group. Not the exception during whose handling it was raised: an error
+    raised while handling a timeout is an error of its own."""
+    seen: set[int] = set()
+    pending = [exception]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        for wrapped in (current.__cause__, getattr(current, "orig", None)):
+            if isinstance(wrapped, BaseException):
+                pending.append(wrapped)
+
+
 def unavailable_service(exception: BaseException) -> errors.ServiceUnavailable | None:
     """What to answer when ``exception`` (or what it wraps) is a database that cannot be
     reached now: 503 with ``Retry-After``, not 500. None for anything else."""
     lost = _lost_connection_types()
-    seen: set[int] = set()
-    current: BaseException | None = exception
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _causes(exception):
         if isinstance(current, errors.ServiceUnavailable):
             return current
-        if isinstance(current, lost) or getattr(current, "connection_invalidated", False):
+        if _is_lost_connection(current, lost):
+            if "database is locked" in str(current):
+                return errors.ServiceUnavailable("The database is busy; retry later")
             return errors.ServiceUnavailable(
                 "A database of this server cannot be reached now; retry later"
             )
-        if "database is locked" in str(current) and type(current).__name__ == "OperationalError":
-            return errors.ServiceUnavailable("The database is busy; retry later")
-        current = current.__cause__ or current.__context__
     return None
 
 
@@ -139,7 +171,9 @@ async def _maybe_unavailable(request: Request, exception: Exception) -> JSONResp
 
 
 def _service_exception_types() -> list[type[Exception]]:
-    found: list[type[Exception]] = [ConnectionError, TimeoutError]
+    # OSError: a name that does not resolve, a network that is unreachable (all other
+    # OSErrors are answered 500 there, as by the catch-all).
+    found: list[type[Exception]] = [OSError, TimeoutError]
     try:
         import sqlalchemy.exc
 
