@@ -41,6 +41,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -140,10 +141,19 @@ def table_node(key: str, frame: pandas.DataFrame, metadata: dict) -> dict:
 
 
 def _node(key: str, family: str, structure: dict, metadata: dict) -> dict:
-    source = {"structure_family": family, "structure": structure, "assets": [],
-              "management": "writable"}  # fmt: skip
-    return {"id": key, "structure_family": family, "metadata": metadata, "specs": [],
-            "data_sources": [source]}  # fmt: skip
+    source = {
+        "structure_family": family,
+        "structure": structure,
+        "assets": [],
+        "management": "writable",
+    }
+    return {
+        "id": key,
+        "structure_family": family,
+        "metadata": metadata,
+        "specs": [],
+        "data_sources": [source],
+    }
 
 
 # --- processes: workers, the balancer, the object store ---
@@ -163,6 +173,18 @@ def _answers(url: str) -> bool:
         return False
 
 
+def process_cpu_seconds(process: subprocess.Popen | None) -> float:
+    """User and system CPU seconds a running process has used so far (0 once it is gone)."""
+    if process is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of stat(5), counted after the command's parenthesis.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     """One ``tiled serve config`` process on a fixed port, restartable on that port."""
 
@@ -174,25 +196,41 @@ class Worker:
         self.directory = directory
         # The worktree's code serves, whichever environment's interpreter runs it.
         self.env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-        self.command = [sys.executable, "-m", "tiled", "serve", "config", str(config),
-                        "--port", str(self.port)]  # fmt: skip
+        self.command = [
+            sys.executable,
+            "-m",
+            "tiled",
+            "serve",
+            "config",
+            str(config),
+            "--port",
+            str(self.port),
+        ]
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> None:
         with open(self.log, "a") as log:  # a restart appends: the first life's log is evidence
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
                 env=self.env,
-            )  # fmt: skip
+            )
         deadline = time.monotonic() + timeout
         while not _answers(f"{self.url}/api/v1/"):
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}\n"
-                                   + log_tail(self.log))  # fmt: skip
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}\n" + log_tail(self.log)
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not answer in {timeout} s\n"
-                                   + log_tail(self.log))  # fmt: skip
+                raise RuntimeError(
+                    f"{self.name} did not answer in {timeout} s\n" + log_tail(self.log)
+                )
             time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -255,8 +293,9 @@ backend workers
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [haproxy_binary() or "haproxy", "-db", "-f", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -268,6 +307,9 @@ backend workers
             if time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not see its workers up\n{log_tail(self.log)}")
             time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process)
 
     def statuses(self) -> dict[str, str]:
         """Each worker's status as HAProxy sees it (UP, DOWN, "UP 1/2" while changing...)."""
@@ -330,8 +372,9 @@ class ObjectStore:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while not _answers(f"{self.url}/moto-api/"):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -345,10 +388,13 @@ class ObjectStore:
             "provider": "s3",
             "uri": f"{self.url}/{self.bucket}",
             "config": {
-                "access_key_id": "load", "secret_access_key": "load", "region": "us-east-1",
-                "virtual_hosted_style_request": False, "client_options": {"allow_http": True},
+                "access_key_id": "load",
+                "secret_access_key": "load",
+                "region": "us-east-1",
+                "virtual_hosted_style_request": False,
+                "client_options": {"allow_http": True},
             },
-        }  # fmt: skip
+        }
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -389,6 +435,7 @@ class ClientResult:
     events: list[tuple[float, float, int, int, int]] = field(default_factory=list)
     writes: list[dict] = field(default_factory=list)
     error: str | None = None
+    cpu_seconds: float = 0.0
 
 
 async def _timed(
@@ -423,8 +470,11 @@ def _read_request(kind: str, rng: random.Random) -> tuple[str, dict, dict]:
     if kind == "block":
         return f"/api/v1/array/block/{array}", {"block": f"{i},{j}"}, {"Accept": OCTET_STREAM}
     if kind == "search":
-        query = {"filter[eq][condition][key]": "kind", "filter[eq][condition][value]": '"seed"',
-                 "page[limit]": 10}  # fmt: skip
+        query = {
+            "filter[eq][condition][key]": "kind",
+            "filter[eq][condition][value]": '"seed"',
+            "page[limit]": 10,
+        }
         return "/api/v1/search/", query, {}
     return "/api/v1/table/partition/seed_table", {"partition": 0}, {"Accept": ARROW_FILE}
 
@@ -453,7 +503,7 @@ async def _with_retries(record: dict, attempt: Callable[[], Any]) -> httpx.Respo
 
 
 async def _write_one(
-    client: httpx.AsyncClient, record: dict, events: list, shape: tuple[int, int]
+    client: httpx.AsyncClient, record: dict, events: list, shape: tuple[int, int], in_flight: Any
 ) -> None:
     key, family = record["key"], record["family"]
     metadata = {"kind": "written", "phase": record["phase"]}
@@ -465,13 +515,14 @@ async def _write_one(
         frame = expected_table(key, WRITE_TABLE_ROWS)
         node = table_node(key, frame, metadata)
         body = arrow_bytes(frame)
-        path, params, headers = f"/api/v1/table/partition/{key}", {"partition": 0}, {
-            "Content-Type": ARROW_FILE}  # fmt: skip
+        path, params, headers = (
+            f"/api/v1/table/partition/{key}",
+            {"partition": 0},
+            {"Content-Type": ARROW_FILE},
+        )
     created = await _with_retries(
         record,
-        lambda: _timed(
-            client, "POST", f"create_{family}", "/api/v1/metadata/", events, json=node
-        ),  # fmt: skip
+        lambda: _timed(client, "POST", f"create_{family}", "/api/v1/metadata/", events, json=node),
     )
     # 409 after a retry: the lost try had created the node; its data is written below all the
     # same (a PUT of the whole array or partition may be repeated).
@@ -480,19 +531,27 @@ async def _write_one(
         record["error"] = _describe("create", created)
         return
     record["created"] = True
-    written = await _with_retries(
-        record,
-        lambda: _timed(
-            client,
-            "PUT",
-            f"write_{family}",
-            path,
-            events,
-            params=params,
-            headers=headers,
-            content=body,
-        ),  # fmt: skip
-    )
+
+    async def put() -> httpx.Response | None:
+        # Counted, so that a fault can be timed to land while data is being written.
+        with in_flight.get_lock():
+            in_flight.value += 1
+        try:
+            return await _timed(
+                client,
+                "PUT",
+                f"write_{family}",
+                path,
+                events,
+                params=params,
+                headers=headers,
+                content=body,
+            )
+        finally:
+            with in_flight.get_lock():
+                in_flight.value -= 1
+
+    written = await _with_retries(record, put)
     if written is not None and written.status_code == 200:
         record["acknowledged"] = True
     else:
@@ -506,22 +565,37 @@ def _describe(step: str, response: httpx.Response | None) -> str:
 
 
 async def _writer(
-    client: httpx.AsyncClient, spec: ClientSpec, number: int, deadline: float, result: ClientResult
+    client: httpx.AsyncClient,
+    spec: ClientSpec,
+    number: int,
+    deadline: float,
+    result: ClientResult,
+    in_flight: Any,
 ) -> None:
     count = 0
     while time.time() < deadline:
         family = "array" if count % 2 == 0 else "table"
-        record = {"key": f"{spec.phase}-p{spec.number}w{number}-{count}", "family": family,
-                  "phase": spec.phase, "shape": list(spec.write_shape), "created": False,
-                  "acknowledged": False, "retries": 0, "started": time.time()}  # fmt: skip
+        record = {
+            "key": f"{spec.phase}-p{spec.number}w{number}-{count}",
+            "family": family,
+            "phase": spec.phase,
+            "shape": list(spec.write_shape),
+            "created": False,
+            "acknowledged": False,
+            "retries": 0,
+            "started": time.time(),
+        }
         result.writes.append(record)
-        await _write_one(client, record, result.events, spec.write_shape)
+        await _write_one(client, record, result.events, spec.write_shape, in_flight)
         record["finished"] = time.time()
         count += 1
 
 
-async def _client_main(spec: ClientSpec, start: float, seconds: float) -> ClientResult:
+async def _client_main(
+    spec: ClientSpec, start: float, seconds: float, in_flight: Any
+) -> ClientResult:
     result = ClientResult(spec.number)
+    cpu = time.process_time()
     headers = {"Authorization": f"Apikey {spec.api_key}"}
     limits = httpx.Limits(
         max_connections=spec.coroutines, max_keepalive_connections=spec.coroutines
@@ -537,20 +611,31 @@ async def _client_main(spec: ClientSpec, start: float, seconds: float) -> Client
                 for n in range(spec.coroutines)
             ]
         else:
-            tasks = [_writer(client, spec, n, deadline, result) for n in range(spec.coroutines)]
+            tasks = [
+                _writer(client, spec, n, deadline, result, in_flight)
+                for n in range(spec.coroutines)
+            ]
         await asyncio.gather(*tasks)
+    result.cpu_seconds = time.process_time() - cpu
     return result
 
 
-def client_process(spec: ClientSpec, start: Any, ready: Any, go: Any, results: Any,
-                   seconds: float) -> None:  # fmt: skip
+def client_process(
+    spec: ClientSpec,
+    start: Any,
+    ready: Any,
+    go: Any,
+    results: Any,
+    seconds: float,
+    in_flight: Any,
+) -> None:
     """Entry point of a load-client process: signals ready, waits for the common start time,
     runs, and sends its result back."""
     ready.put(spec.number)
     if not go.wait(120):
         return
     try:
-        result = asyncio.run(_client_main(spec, start.value, seconds))
+        result = asyncio.run(_client_main(spec, start.value, seconds, in_flight))
     except Exception as error:  # noqa: BLE001 - reported, so that the run fails visibly
         result = ClientResult(spec.number, error=f"{type(error).__name__}: {error}")
     results.put(result)
@@ -564,23 +649,31 @@ def run_load(
     writers: int,
     phase: str,
     write_shape: tuple[int, int] = WRITE_SHAPE,
-    during: Callable[[float], dict] | None = None,
-) -> tuple[list, list[dict], float, dict]:
-    """The mixed load for ``seconds``; ``during(start)`` runs in this process meanwhile (a
-    fault). Returns (events, writes, start time, what ``during`` reported)."""
-    context = multiprocessing.get_context("spawn")
+    during: Callable[[float, Any], dict] | None = None,
+) -> tuple[list, list[dict], float, dict, float]:
+    """The mixed load for ``seconds``; ``during(start, puts_in_flight)`` runs in this process
+    meanwhile (a fault). Returns (events, writes, start time, what ``during`` reported, CPU
+    seconds the clients used)."""
+    # Forked clients start at once; spawned ones would import numpy, pandas and pyarrow anew,
+    # seconds per phase on a busy machine. This process runs no threads to fork with.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     specs = []
     processes = min(READER_PROCESSES, readers)
     for n in range(processes):
         share = readers // processes + (1 if n < readers % processes else 0)
         specs.append(ClientSpec("reader", n, base_url, api_key, share, phase, seed=n + 1))
     if writers:
-        specs.append(ClientSpec("writer", processes, base_url, api_key, writers, phase,
-                                write_shape))  # fmt: skip
+        specs.append(
+            ClientSpec("writer", processes, base_url, api_key, writers, phase, write_shape)
+        )
     start, go = context.Value("d", 0.0), context.Event()
     ready, results = context.Queue(), context.Queue()
+    in_flight = context.Value("i", 0)
     children = [
-        context.Process(target=client_process, args=(s, start, ready, go, results, seconds))
+        context.Process(
+            target=client_process, args=(s, start, ready, go, results, seconds, in_flight)
+        )
         for s in specs
     ]
     for child in children:
@@ -594,7 +687,7 @@ def run_load(
         start.value = time.time() + 0.5
         go.set()
         if during is not None:
-            fault = during(start.value)
+            fault = during(start.value, in_flight)
         for _ in children:
             collected.append(results.get(timeout=seconds + 4 * REQUEST_TIMEOUT))
     finally:
@@ -608,7 +701,7 @@ def run_load(
         raise RuntimeError(f"load clients failed: {errors}")
     events = [e for r in collected for e in r.events]
     writes = [w for r in collected for w in r.writes]
-    return events, writes, start.value, fault
+    return events, writes, start.value, fault, sum(r.cpu_seconds for r in collected)
 
 
 # --- summaries ---
@@ -760,8 +853,12 @@ async def _verify(writes: list[dict], workers: list[Worker], api_key: str) -> di
     acknowledged = [r for r in writes if r["acknowledged"]]
     mismatches, torn, unacknowledged, disagreements = [], [], [], []
     for record, found in zip(writes, all_states, strict=True):
-        entry = {"key": record["key"], "family": record["family"], "retries": record["retries"],
-                 "states": dict(zip((w.name for w in workers), found, strict=True))}  # fmt: skip
+        entry = {
+            "key": record["key"],
+            "family": record["family"],
+            "retries": record["retries"],
+            "states": dict(zip((w.name for w in workers), found, strict=True)),
+        }
         if any(s.startswith("torn") for s in found):
             torn.append(entry)
         if len(set(found)) > 1:
@@ -784,9 +881,7 @@ async def _verify(writes: list[dict], workers: list[Worker], api_key: str) -> di
         # Nodes that exist although their write was never acknowledged (kill or outage).
         "unacknowledged_but_present": unacknowledged,
         "write_retries": sum(r["retries"] for r in writes),
-        "write_errors": Counter(
-            r["error"].split(" {")[0][:120] for r in writes if r.get("error")
-        ),  # fmt: skip
+        "write_errors": Counter(r["error"].split(" {")[0][:120] for r in writes if r.get("error")),
     }
 
 
@@ -821,18 +916,37 @@ def seed(base_url: str, api_key: str) -> dict:
             node = array_node(key, SEED_SHAPE, SEED_CHUNK, {"kind": "seed", "n": n})
             _ok(client.post("/api/v1/metadata/", json=node), f"create {key}")
             data = expected_array(key, SEED_SHAPE).tobytes()
-            _ok(client.put(f"/api/v1/array/full/{key}", content=data,
-                           headers={"Content-Type": OCTET_STREAM}), f"write {key}")  # fmt: skip
+            _ok(
+                client.put(
+                    f"/api/v1/array/full/{key}",
+                    content=data,
+                    headers={"Content-Type": OCTET_STREAM},
+                ),
+                f"write {key}",
+            )
         frame = expected_table("seed_table", SEED_TABLE_ROWS)
-        _ok(client.post("/api/v1/metadata/", json=table_node("seed_table", frame, {"kind": "seed"})),
-            "create seed_table")  # fmt: skip
-        _ok(client.put("/api/v1/table/partition/seed_table", params={"partition": 0},
-                       content=arrow_bytes(frame), headers={"Content-Type": ARROW_FILE}),
-            "write seed_table")  # fmt: skip
+        _ok(
+            client.post(
+                "/api/v1/metadata/", json=table_node("seed_table", frame, {"kind": "seed"})
+            ),
+            "create seed_table",
+        )
+        _ok(
+            client.put(
+                "/api/v1/table/partition/seed_table",
+                params={"partition": 0},
+                content=arrow_bytes(frame),
+                headers={"Content-Type": ARROW_FILE},
+            ),
+            "write seed_table",
+        )
     return {
-        "arrays": SEED_ARRAYS, "array_shape": list(SEED_SHAPE), "chunks": [SEED_CHUNK] * 2,
-        "dtype": "float32", "table_rows": SEED_TABLE_ROWS,
-    }  # fmt: skip
+        "arrays": SEED_ARRAYS,
+        "array_shape": list(SEED_SHAPE),
+        "chunks": [SEED_CHUNK] * 2,
+        "dtype": "float32",
+        "table_rows": SEED_TABLE_ROWS,
+    }
 
 
 class Unsupported(Exception):
@@ -849,24 +963,59 @@ def check_phase(checks: Checks, name: str, events: list, verified: dict, fault_f
     checks.add(f"{name}: no 500 and no other worker 5xx", not fives, fives or None)
     if fault_free:
         failed = sum(1 for e in events if _failed(e))
-        checks.add(f"{name}: no 5xx and no transport error without a fault", failed == 0,
-                   statuses_between(events, 0, float("inf")) if failed else None)  # fmt: skip
-    checks.add(f"{name}: every acknowledged write reads back exactly from both workers",
-               verified["mismatches"] == 0, verified["mismatch_examples"] or None)  # fmt: skip
-    checks.add(f"{name}: no torn chunk or table", verified["torn"] == 0,
-               verified["torn_examples"] or None)  # fmt: skip
-    checks.add(f"{name}: both workers serve the same", verified["workers_disagree"] == 0,
-               verified["disagreement_examples"] or None)  # fmt: skip
+        checks.add(
+            f"{name}: no 5xx and no transport error without a fault",
+            failed == 0,
+            statuses_between(events, 0, float("inf")) if failed else None,
+        )
+    checks.add(
+        f"{name}: every acknowledged write reads back exactly from both workers",
+        verified["mismatches"] == 0,
+        verified["mismatch_examples"] or None,
+    )
+    checks.add(
+        f"{name}: no torn chunk or table", verified["torn"] == 0, verified["torn_examples"] or None
+    )
+    checks.add(
+        f"{name}: both workers serve the same",
+        verified["workers_disagree"] == 0,
+        verified["disagreement_examples"] or None,
+    )
+
+
+def receiving_a_write(worker: Worker) -> bool:
+    """Whether a connection to ``worker`` has received more than a megabyte: a PUT of a
+    writer's array in flight (reads send a few hundred bytes). Asked of the kernel (``ss``)."""
+    try:
+        done = subprocess.run(
+            ["ss", "-Htin", "state", "established", f"( sport = :{worker.port} )"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(int(n) > 2**20 for n in re.findall(r"bytes_received:(\d+)", done.stdout))
 
 
 def kill_fault(
-    balancer: Balancer, victim: Worker, seconds: float, checks: Checks
-) -> Callable[[float], dict]:
-    """A fault for ``run_load``: SIGKILL ``victim`` a third of the way in, restart it on its
-    port after PROCESS_MANAGER_DELAY, and wait until HAProxy sees it up."""
+    balancer: Balancer, workers: list[Worker], seconds: float, writers: int, checks: Checks
+) -> Callable[[float, Any], dict]:
+    """A fault for ``run_load``: a third of the way in, SIGKILL the worker that is receiving
+    a writer's array (any worker, after a sixth more without one), restart it on its port
+    after PROCESS_MANAGER_DELAY, and wait until HAProxy sees it up."""
 
-    def fault(start: float) -> dict:
+    def fault(start: float, puts_in_flight: Any) -> dict:
         time.sleep(max(0.0, start + seconds / 3 - time.time()))
+        latest = time.time() + seconds / 6
+        victim = None
+        while victim is None and time.time() < latest:
+            if puts_in_flight.value:
+                victim = next((w for w in workers if receiving_a_write(w)), None)
+            time.sleep(0.005)
+        mid_write = victim is not None
+        victim = victim or workers[-1]
+        in_flight_at_kill = puts_in_flight.value
         killed = time.time()
         progress(f"SIGKILL {victim.name} (pid {victim.process.pid})")
         victim.kill()
@@ -882,6 +1031,9 @@ def kill_fault(
         checks.add("worker kill: the restarted worker is back in HAProxy", marked_up is not None)
         return {
             "times": {"killed": killed, "back_in_haproxy": up},
+            "killed": victim.name,
+            "killed_while_receiving_a_write": mid_write,
+            "puts_in_flight_at_kill": in_flight_at_kill,
             "seconds_until_haproxy_marked_down": round(marked_down, 3) if marked_down else None,
             "seconds_from_restart_until_answering": round(answering - restarted, 3),
             "seconds_from_kill_until_back_in_haproxy": round(up - killed, 3),
@@ -890,11 +1042,11 @@ def kill_fault(
     return fault
 
 
-def postgres_fault(cluster: Any, seconds: float) -> Callable[[float], dict]:
+def postgres_fault(cluster: Any, seconds: float) -> Callable[[float, Any], dict]:
     """A fault for ``run_load``: halt the PostgreSQL cluster a quarter of the way in, keep it
     down OUTAGE_SECONDS, resume it."""
 
-    def fault(start: float) -> dict:
+    def fault(start: float, _: Any) -> dict:
         time.sleep(max(0.0, start + seconds / 4 - time.time()))
         progress("halting PostgreSQL")
         halting = time.time()
@@ -905,17 +1057,23 @@ def postgres_fault(cluster: Any, seconds: float) -> Callable[[float], dict]:
         resuming = time.time()
         cluster.resume()
         resumed = time.time()
-        return {"times": {"halt_started": halting, "halted": halted,
-                          "resume_started": resuming, "resumed": resumed}}  # fmt: skip
+        return {
+            "times": {
+                "halt_started": halting,
+                "halted": halted,
+                "resume_started": resuming,
+                "resumed": resumed,
+            }
+        }
 
     return fault
 
 
-def freeze_fault(store: ObjectStore, seconds: float) -> Callable[[float], dict]:
+def freeze_fault(store: ObjectStore, seconds: float) -> Callable[[float, Any], dict]:
     """A fault for ``run_load``: the object store stops answering (SIGSTOP) for
     OUTAGE_SECONDS, then goes on (SIGCONT) with its data intact, as moto keeps it in memory."""
 
-    def fault(start: float) -> dict:
+    def fault(start: float, _: Any) -> dict:
         time.sleep(max(0.0, start + seconds / 4 - time.time()))
         stopped = time.time()
         store.process.send_signal(signal.SIGSTOP)
@@ -945,10 +1103,19 @@ def tracebacks(paths: list[Path]) -> dict:
 
 def configuration(catalog_uri: str, storage: Any, api_key: str) -> dict:
     return {
-        "trees": [{"path": "/", "tree": "catalog", "args": {
-            "uri": catalog_uri, "writable_storage": storage, "init_if_not_exists": True}}],
+        "trees": [
+            {
+                "path": "/",
+                "tree": "catalog",
+                "args": {
+                    "uri": catalog_uri,
+                    "writable_storage": storage,
+                    "init_if_not_exists": True,
+                },
+            }
+        ],
         "authentication": {"single_user_api_key": api_key},
-    }  # fmt: skip
+    }
 
 
 def main_run(args: argparse.Namespace, stack: contextlib.ExitStack, directory: Path) -> dict:
@@ -957,12 +1124,17 @@ def main_run(args: argparse.Namespace, stack: contextlib.ExitStack, directory: P
     checks = Checks()
     report: dict = {
         "settings": {
-            "seconds": args.seconds, "fault_seconds": args.fault_seconds,
-            "readers": args.readers, "writers": args.writers, "storage": args.storage,
-            "reader_processes": min(READER_PROCESSES, args.readers), "writer_processes": 1,
-            "cpus": os.cpu_count(), "balancer": "haproxy, round robin per request",
+            "seconds": args.seconds,
+            "fault_seconds": args.fault_seconds,
+            "readers": args.readers,
+            "writers": args.writers,
+            "storage": args.storage,
+            "reader_processes": min(READER_PROCESSES, args.readers),
+            "writer_processes": 1,
+            "cpus": os.cpu_count(),
+            "balancer": "haproxy, round robin per request",
         },
-    }  # fmt: skip
+    }
     binaries = _server_binaries()
     if binaries is None:
         return {"skipped": "the PostgreSQL server binaries (initdb, pg_ctl) are not installed"}
@@ -999,7 +1171,8 @@ def main_run(args: argparse.Namespace, stack: contextlib.ExitStack, directory: P
     workers[1].start()
     both = Balancer("haproxy-both", workers, directory)
     one = Balancer("haproxy-one", workers[:1], directory)
-    for balancer in (both, one):
+    proxies = (both, one)
+    for balancer in proxies:
         stack.callback(balancer.stop)
         balancer.start()
     progress("seeding")
@@ -1012,19 +1185,27 @@ def main_run(args: argparse.Namespace, stack: contextlib.ExitStack, directory: P
 
     def phase(name: str, url: str, seconds: float, fault_free: bool, **kwargs: Any) -> tuple:
         progress(f"{name}: mixed load for {seconds:g} s through {url}")
-        events, writes, start, fault = run_load(
+        servers_before = [w.cpu_seconds() for w in workers] + [b.cpu_seconds() for b in proxies]
+        events, writes, start, fault, client_cpu = run_load(
             url, api_key, seconds, args.readers, args.writers, name, **kwargs
         )
+        servers_after = [w.cpu_seconds() for w in workers] + [b.cpu_seconds() for b in proxies]
         progress(f"{name}: {len(events)} requests; reading {len(writes)} writes back")
         verified = verify(writes, workers, api_key)
         check_phase(checks, name, events, verified, fault_free)
-        return (
-            events,
-            writes,
-            start,
-            fault,
-            {"load": summarize(events, seconds), "writes": verified},
-        )
+        result = {"load": summarize(events, seconds), "writes": verified}
+        # Where the machine's time went: the load clients share the CPUs with the servers.
+        cpu = {"load_clients": round(client_cpu, 1)}
+        if fault_free:  # a restarted worker's count starts again from zero
+            spent = [a - b for a, b in zip(servers_after, servers_before, strict=True)]
+            cpu["workers"] = round(sum(spent[: len(workers)]), 1)
+            cpu["haproxy"] = round(sum(spent[len(workers) :]), 1)
+            if events:
+                cpu["worker_cpu_ms_per_request"] = round(1000 * cpu["workers"] / len(events), 2)
+        result["cpu_seconds"] = cpu
+        # Other work on the machine slows every figure here: its load shows how much there was.
+        result["load_average_1min_after"] = round(os.getloadavg()[0], 2)
+        return events, writes, start, fault, result
 
     balanced = phase("two_workers", both.url, args.seconds, True)[-1]
     single = phase("one_worker", one.url, args.seconds, True)[-1]
@@ -1063,13 +1244,22 @@ def _ratio(two: dict, one: dict, total: str) -> float | None:
     return round(two["load"][total]["requests_per_s"] / denominator, 3) if denominator else None
 
 
-def fault_kill(args: argparse.Namespace, balancer: Balancer, workers: list[Worker],
-               phase: Callable, checks: Checks) -> dict:  # fmt: skip
+def fault_kill(
+    args: argparse.Namespace,
+    balancer: Balancer,
+    workers: list[Worker],
+    phase: Callable,
+    checks: Checks,
+) -> dict:
     seconds = args.fault_seconds
     events, writes, start, fault, result = phase(
-        "worker_kill", balancer.url, seconds, False, write_shape=KILL_WRITE_SHAPE,
-        during=kill_fault(balancer, workers[1], seconds, checks),
-    )  # fmt: skip
+        "worker_kill",
+        balancer.url,
+        seconds,
+        False,
+        write_shape=KILL_WRITE_SHAPE,
+        during=kill_fault(balancer, workers, seconds, args.writers, checks),
+    )
     killed, up = fault["times"]["killed"], fault["times"]["back_in_haproxy"]
     result.update(_relative(fault, start))
     result["writer_array_mib"] = KILL_WRITE_SHAPE[0] * KILL_WRITE_SHAPE[1] * 4 / 2**20
@@ -1081,22 +1271,34 @@ def fault_kill(args: argparse.Namespace, balancer: Balancer, workers: list[Worke
         1 for w in writes if w["started"] <= killed <= w.get("finished", float("inf"))
     )
     result["writes_retried"] = sum(1 for w in writes if w["retries"])
-    checks.add("worker kill: writes were in flight at the kill",
-               result["writes_in_flight_at_kill"] > 0 or not args.writers)  # fmt: skip
+    # A write that had to be retried is one the kill cut short (HAProxy answered 502, or
+    # the connection dropped); without one, this run's kill fell between writes.
+    result["kill_cut_a_write_short"] = result["writes_retried"] > 0
+    checks.add(
+        "worker kill: writes were in flight at the kill",
+        result["writes_in_flight_at_kill"] > 0 or not args.writers,
+    )
     late = [e for e in events if e[0] > up + 1 and _failed(e)]
-    checks.add("worker kill: no failure once the worker is back in HAProxy", not late,
-               result["statuses_after_back_in_haproxy"] if late else None)  # fmt: skip
+    checks.add(
+        "worker kill: no failure once the worker is back in HAProxy",
+        not late,
+        result["statuses_after_back_in_haproxy"] if late else None,
+    )
     return result
 
 
-def fault_postgres(args: argparse.Namespace, cluster: Any, balancer: Balancer, phase: Callable,
-                   checks: Checks) -> dict:  # fmt: skip
+def fault_postgres(
+    args: argparse.Namespace, cluster: Any, balancer: Balancer, phase: Callable, checks: Checks
+) -> dict:
     # Long enough to see the recovery after the outage, whatever --fault-seconds says.
     seconds = max(args.fault_seconds, OUTAGE_SECONDS + 8)
     events, writes, start, fault, result = phase(
-        "postgresql_restart", balancer.url, seconds, False,
+        "postgresql_restart",
+        balancer.url,
+        seconds,
+        False,
         during=postgres_fault(cluster, seconds),
-    )  # fmt: skip
+    )
     down, resumed = fault["times"]["halt_started"], fault["times"]["resumed"]
     outage = [e for e in events if down <= e[0] <= resumed]
     no_retry_after = sum(1 for e in outage if e[3] == 503 and not e[4] & RETRY_AFTER)
@@ -1110,20 +1312,33 @@ def fault_postgres(args: argparse.Namespace, cluster: Any, balancer: Balancer, p
     result["recovery_after_resume"] = after
     result["statuses_after_resume"] = statuses_between(events, resumed, float("inf"))
     result["writes_retried"] = sum(1 for w in writes if w["retries"])
-    checks.add("postgresql restart: every 503 carries Retry-After", no_retry_after == 0,
-               no_retry_after or None)  # fmt: skip
-    checks.add("postgresql restart: requests were refused during the outage",
-               result["answered_503_with_retry_after"] > 0)  # fmt: skip
+    checks.add(
+        "postgresql restart: every 503 carries Retry-After",
+        no_retry_after == 0,
+        no_retry_after or None,
+    )
+    checks.add(
+        "postgresql restart: requests were refused during the outage",
+        result["answered_503_with_retry_after"] > 0,
+    )
     # Recovered: something succeeded after the resume, and nothing failed in the last seconds.
     settled = fault["times"]["resumed"] + (start + seconds - resumed) / 2
     late = [e for e in events if e[0] > settled and _failed(e)]
-    checks.add("postgresql restart: requests succeed again after the resume",
-               after["first_success_s"] is not None and not late, after)  # fmt: skip
+    checks.add(
+        "postgresql restart: requests succeed again after the resume",
+        after["first_success_s"] is not None and not late,
+        after,
+    )
     return result
 
 
-def fault_store(args: argparse.Namespace, store: ObjectStore, balancer: Balancer,
-                phase: Callable, checks: Checks) -> dict:  # fmt: skip
+def fault_store(
+    args: argparse.Namespace,
+    store: ObjectStore,
+    balancer: Balancer,
+    phase: Callable,
+    checks: Checks,
+) -> dict:
     seconds = max(args.fault_seconds, OUTAGE_SECONDS + 8)
     events, _, start, fault, result = phase(
         "object_store_stopped", balancer.url, seconds, False, during=freeze_fault(store, seconds)
@@ -1134,8 +1349,11 @@ def fault_store(args: argparse.Namespace, store: ObjectStore, balancer: Balancer
     result["recovery_after_continue"] = recovery(events, continued)
     settled = continued + (start + seconds - continued) / 2
     late = [e for e in events if e[0] > settled and _failed(e)]
-    checks.add("object store stopped: requests succeed again after it goes on", not late,
-               result["recovery_after_continue"])  # fmt: skip
+    checks.add(
+        "object store stopped: requests succeed again after it goes on",
+        not late,
+        result["recovery_after_continue"],
+    )
     return result
 
 
@@ -1145,8 +1363,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-seconds", type=float, help="load during each fault (default 20)")
     parser.add_argument("--readers", type=int, default=16)
     parser.add_argument("--writers", type=int, default=2)
-    parser.add_argument("--faults", action=argparse.BooleanOptionalAction, default=True,
-                        help="inject faults (default: yes; --no-faults to skip)")  # fmt: skip
+    parser.add_argument(
+        "--faults",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="inject faults (default: yes; --no-faults to skip)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10 s load, 8 s faults")
     parser.add_argument("--storage", choices=("directory", "bucket"), default="directory")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -1171,6 +1393,7 @@ def main(argv: list[str] | None = None) -> int:
                 report = main_run(args, stack, directory)
         except Unsupported as error:
             report = {"error": f"--storage bucket: not yet supported: {error}"}
+            progress(report["error"])
             status = 2
         except Exception:
             # The logs go with the temporary directory: show them while they exist.
