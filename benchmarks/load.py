@@ -766,12 +766,14 @@ def recovery(events: list, since: float) -> dict:
 
 
 def server_5xx(events: list) -> dict[str, int]:
-    """5xx answered by a worker itself, other than 503 with Retry-After (a database out of
-    reach, by design)."""
+    """Any 500, and any other 5xx answered by a worker itself but a 503 with Retry-After (a
+    database out of reach, by design). A 500 counts whoever sent it: one that escaped the
+    application would come from uvicorn, without Tiled's request id."""
     counts = Counter(
         _status_name(e[3], e[4])
         for e in events
-        if e[3] >= 500 and e[4] & FROM_TILED and not (e[3] == 503 and e[4] & RETRY_AFTER)
+        if e[3] == 500
+        or (e[3] > 500 and e[4] & FROM_TILED and not (e[3] == 503 and e[4] & RETRY_AFTER))
     )
     return dict(counts)
 
