@@ -824,6 +824,8 @@ async def _state_of(client: httpx.AsyncClient, record: dict) -> str:
         table = read_arrow(response.content)
     except pyarrow.ArrowInvalid as error:
         return f"torn: {error}"
+    if table.num_rows == 0:
+        return "unwritten"  # a partition never written reads as an empty table
     expected = pyarrow.Table.from_pandas(
         expected_table(key, WRITE_TABLE_ROWS), preserve_index=False
     )
