@@ -742,7 +742,11 @@ def summarize(events: list, seconds: float) -> dict:
 
 
 def statuses_between(events: list, begin: float, end: float) -> dict[str, int]:
-    counts = Counter(_status_name(e[3], e[4]) for e in events if begin <= e[0] <= end)
+    """Status counts of the requests under way at any moment from ``begin`` to ``end``: those
+    a fault cut short had begun before it."""
+    counts = Counter(
+        _status_name(e[3], e[4]) for e in events if e[0] <= end and e[0] + e[1] >= begin
+    )
     return dict(sorted(counts.items()))
 
 
