@@ -28,6 +28,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── UnsupportedUploadType         a request body in a media type the route cannot read
     ├── Unsupported                   the node cannot perform the operation at all
     ├── DataUnavailable               the node's data is in a form this server cannot read
+    ├── StorageUnavailable            the storage holding the data fails (retry later)
     ├── ShapeMismatchError            stored data cannot be served at the advertised shape
     │   ├── DataNotReadyError         the structure is ahead of the data (retry later)
     │   └── IncompatibleShapeError    the data can never take the advertised shape
@@ -168,6 +169,18 @@ class DataUnavailable(TiledError):
     """The node exists and is listed, but its data is stored in a form this server cannot read
     (a media type with no adapter, a structure family it does not serve); the message names it.
     """
+
+
+class StorageUnavailable(TiledError):
+    """The storage that holds the node's data (an object store) cannot be reached or fails
+    now: the same request may succeed later, so clients may retry."""
+
+    # Seconds a client should wait before retrying; sent as Retry-After.
+    retry_after = 5
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ShapeMismatchError(TiledError, ValueError):

@@ -21,6 +21,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[Exception], int]] = [
     (errors.UnsupportedUploadType, 415),
     (errors.Unsupported, 405),
     (errors.DataUnavailable, 415),
+    (errors.StorageUnavailable, 503),
     (errors.Conflict, 409),
     (errors.PreconditionFailed, 412),
     (errors.PayloadTooLarge, 413),
