@@ -583,7 +583,11 @@ def get_storage(uri: str) -> Storage:
 def _object_head(data_uri: str) -> dict[str, Any]:
     storage = get_storage(data_uri)
     _, _, path = ObjectStorage.parse_blob_uri(data_uri)
-    return storage.get_obstore_location().head(path)  # type: ignore[attr-defined]
+    import obstore
+
+    if not isinstance(storage, ObjectStorage):
+        raise ValueError(f"{sanitize_uri(data_uri)[0]} is not in a bucket")
+    return obstore.head(storage.shared_store, path)
 
 
 def size_from_uri(data_uri: str) -> int:

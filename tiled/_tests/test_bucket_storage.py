@@ -407,3 +407,92 @@ def test_postgresql_catalog_with_a_bucket(moto, tmp_path):
             numpy.testing.assert_array_equal(
                 zarr.open_array(fsspec_store(url), mode="r")[...], data
             )
+
+
+# --- direct reads: chunk GETs redirected to the bucket ---------------------------------------
+
+
+DIRECT_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def direct(moto, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("direct")
+    catalog = from_uri(
+        f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=True,
+        writable_storage=[moto.storage()],
+    )  # fmt: skip
+    with serving(catalog, zarr_direct_reads=DIRECT_SECONDS) as live:
+        client = client_from_uri(live.url, api_key=KEY)
+        live.data = numpy.arange(120, dtype="i4").reshape(10, 12)
+        live.node = client.write_array(dask.array.from_array(live.data, chunks=(4, 5)), key="a")
+        yield live
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_direct_reads_redirect_to_the_object(direct, moto, zarr_format):
+    url = f"{direct.url}/zarr/v{zarr_format}/a"
+    key = "c/1/2" if zarr_format == 3 else "1.2"
+    answer = httpx.get(f"{url}/{key}", headers=HEADERS)
+    assert answer.status_code == 307
+    location = answer.headers["location"]
+    assert location.startswith(f"{moto.endpoint}/{BUCKET}/{prefix_of(direct.node)}/c/1/2?")
+    assert f"X-Amz-Expires={DIRECT_SECONDS}" in location and "X-Amz-Signature=" in location
+    assert answer.headers["cache-control"] == "no-store"
+    stored = moto.objects(f"{prefix_of(direct.node)}/")[f"{prefix_of(direct.node)}/c/1/2"]
+    assert httpx.get(location).content == stored
+    assert httpx.get(f"{url}/{key}", headers=HEADERS, follow_redirects=True).content == stored
+    # Metadata documents are still the server's.
+    document = "zarr.json" if zarr_format == 3 else ".zarray"
+    assert httpx.get(f"{url}/{document}", headers=HEADERS).status_code == 200
+
+    # zarr-python (through fsspec's HTTP filesystem) follows the redirects.
+    array = zarr.open_array(fsspec_store(url, read_only=True), mode="r", zarr_format=zarr_format)
+    numpy.testing.assert_array_equal(array[...], direct.data)
+
+
+def test_fsspec_follows_direct_reads(direct, moto):
+    import fsspec
+
+    filesystem = fsspec.filesystem("http", headers=HEADERS)
+    chunk = filesystem.cat(f"{direct.url}/zarr/v3/a/c/0/1")
+    prefix = prefix_of(direct.node)
+    assert chunk == moto.objects(f"{prefix}/")[f"{prefix}/c/0/1"]
+
+
+def test_refused_reads_are_never_redirected(direct):
+    url = f"{direct.url}/zarr/v3/a/c/0/0"
+    assert httpx.get(url).status_code == 401  # no credentials
+    assert httpx.get(url, headers={"Authorization": "Apikey wrong"}).status_code == 401
+    assert httpx.get(f"{direct.url}/zarr/v3/nope/c/0/0", headers=HEADERS).status_code == 404
+    off_grid = httpx.get(f"{direct.url}/zarr/v3/a/c/9/9", headers=HEADERS)
+    assert off_grid.status_code == 404 and "location" not in off_grid.headers
+
+
+def test_reads_the_policy_refuses_are_never_redirected(moto, tmp_path):
+    from tiled.access.policies import TagBasedAccessPolicy
+
+    catalog = from_uri(
+        f"sqlite:///{tmp_path / 'catalog.db'}", init_if_not_exists=True,
+        writable_storage=[moto.storage()],
+    )  # fmt: skip
+    with serving(catalog) as writer:
+        client = client_from_uri(writer.url, api_key=KEY)
+        for key, tag in [("open", "open"), ("listed", "listed"), ("closed", "closed")]:
+            client.write_array(numpy.arange(4), key=key, access_tags=[tag])
+    policy = TagBasedAccessPolicy(
+        {
+            "open": {"public": ["read:metadata", "read:data"]},
+            "listed": {"public": ["read:metadata"]},
+        }
+    )
+    app = build_app(
+        catalog, authentication={"allow_anonymous_access": True}, access_policy=policy,
+        server_settings={"zarr_direct_reads": DIRECT_SECONDS},
+    )  # fmt: skip
+    with serve(app) as reader:
+        assert httpx.get(f"{reader.url}/zarr/v3/open/c/0").status_code == 307
+        refused = httpx.get(f"{reader.url}/zarr/v3/listed/c/0")
+        assert refused.status_code in (401, 403) and "location" not in refused.headers
+        hidden = httpx.get(f"{reader.url}/zarr/v3/closed/c/0")
+        assert hidden.status_code == 404 and "location" not in hidden.headers
