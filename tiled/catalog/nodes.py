@@ -28,6 +28,7 @@ import numpy
 from sqlalchemy import delete, func, select, update
 
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
+from ..adapters.base import ArrayAdapterBase
 from ..adapters.conditions import WriteCondition
 from ..adapters.files import uri_from_path
 from ..adapters.node_storage import NodeStorage, node_storage_for_uri
@@ -61,6 +62,7 @@ from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
 from ..zarr_format.model import regular_chunks
+from ..zarr_format.stored import passable_codecs
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
 from .creation import replace_structure
@@ -331,13 +333,54 @@ class _LockedWrites:
 
 class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
     """An array the server stores as zarr v3 (in a directory or a bucket prefix); chunks are
-    passed through to zarr clients."""
+    passed through to zarr clients.
+
+    The stored array is opened when first needed, not when the node is looked up: a listing
+    needs only the catalog's row, and opening costs one request per array in a bucket (and,
+    while the bucket is down, metadata stays readable). Async hooks open it on a worker
+    thread; sync ones (reads) already run on one.
+    """
+
+    def __init__(
+        self, storage: NodeStorage, structure: ArrayStructure, *, metadata: Any = None
+    ) -> None:
+        ArrayAdapterBase.__init__(self, structure, metadata=metadata)
+        self._storage = storage
+        self._opened: Any = None
+        self._codecs: Any = Unchanged.UNCHANGED  # passable_codecs of the opened array
+
+    @property
+    def _array(self) -> Any:  # type: ignore[override]
+        if self._opened is None:
+            self._opened = _open_stored(self._storage)
+        return self._opened
+
+    @_array.setter
+    def _array(self, value: Any) -> None:
+        self._opened = value
+        self._codecs = Unchanged.UNCHANGED
+
+    @property
+    def _passthrough(self) -> Any:  # type: ignore[override]
+        if self._codecs is Unchanged.UNCHANGED:
+            self._codecs = passable_codecs(self._array.metadata)
+        return self._codecs
+
+    async def _open(self) -> None:
+        if self._opened is None:
+            await run_sync(lambda: self._array)
+
+    async def to_zarr_meta(self, options: Any = None) -> Any:
+        await self._open()
+        return await super().to_zarr_meta(options)
+
+    async def to_zarr_chunk(self, coords: Sequence[int], meta: Any) -> Any:
+        await self._open()
+        return await super().to_zarr_chunk(coords, meta)
 
     @property
     def node_storage(self) -> NodeStorage:
-        # Fixed for the node's life (its place is named once, by a random id); given when the
-        # adapter is opened.
-        assert self._storage is not None
+        # Fixed for the node's life (its place is named once, by a random id).
         return self._storage
 
     async def write(self, data: Any) -> None:
@@ -590,15 +633,16 @@ class WritableCatalogRaggedAdapter(_LockedWrites, CatalogNode, RaggedSQLAdapter)
         return grown
 
 
+def _open_stored(storage: NodeStorage) -> Any:
+    try:
+        return open_readonly(storage)
+    except FileNotFoundError:  # zarr-python's "no array here" too
+        raise DataUnavailable(f"The stored array at {storage.uri} is missing") from None
+
+
 def _open_array(source: DataSource, record: NodeRecord) -> Any:
     storage = node_storage_for_uri(source.assets[0].data_uri)
-    try:
-        array = open_readonly(storage)
-    except FileNotFoundError:  # zarr-python's "no array here" too
-        raise DataUnavailable(f"its stored array at {storage.uri} is missing") from None
-    return WritableCatalogArrayAdapter(
-        array, source.structure, metadata=record.metadata, storage=storage
-    )
+    return WritableCatalogArrayAdapter(storage, source.structure, metadata=record.metadata)
 
 
 def _open_table(source: DataSource, record: NodeRecord) -> Any:
