@@ -28,6 +28,7 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
     ├── UnsupportedUploadType         a request body in a media type the route cannot read
     ├── Unsupported                   the node cannot perform the operation at all
     ├── DataUnavailable               the node's data is in a form this server cannot read
+    ├── StorageUnavailable            the storage holding the data fails (retry later)
     ├── ShapeMismatchError            stored data cannot be served at the advertised shape
     │   ├── DataNotReadyError         the structure is ahead of the data (retry later)
     │   └── IncompatibleShapeError    the data can never take the advertised shape
@@ -170,6 +171,24 @@ class DataUnavailable(TiledError):
     """
 
 
+class ServiceUnavailable(TiledError):
+    """A service the server depends on (its database, its object store) cannot be reached
+    now: the same request may succeed later, so clients may retry."""
+
+    retry_after = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The storage that holds the node's data (an object store) cannot be reached or fails
+    now: the same request may succeed later, so clients may retry."""
+
+    retry_after = 5
+
+
 class ShapeMismatchError(TiledError, ValueError):
     """Stored data cannot be served at the shape its structure advertises."""
 
@@ -179,17 +198,6 @@ class DataNotReadyError(ShapeMismatchError):
     file still being appended to): the same read may succeed later, so clients may retry."""
 
     # Seconds a client should wait before retrying; sent as Retry-After.
-    retry_after = 1
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
-
-class ServiceUnavailable(TiledError):
-    """A service the server depends on (its database, its object store) cannot be reached
-    now: the same request may succeed later, so clients may retry."""
-
     retry_after = 1
 
     @property

@@ -171,7 +171,13 @@ class ObjectStorage(Storage):
     config: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        base, bucket, _ = self.parse_blob_uri(ensure_uri(self.uri))
+        uri = ensure_uri(self.uri)
+        if self.parse_blob_uri(uri)[1] is None and self.config.get("bucket"):
+            # Upstream's example names the bucket in the store's options, not in the URI.
+            uri = f"{uri.rstrip('/')}/{self.config['bucket']}"
+        base, bucket, _ = self.parse_blob_uri(uri)
+        if bucket is None:
+            raise ValueError(f"The bucket storage {sanitize_uri(uri)[0]} names no bucket")
         base, username, password = sanitize_uri(base)
         if username is not None or password is not None:
             given = (
@@ -196,6 +202,12 @@ class ObjectStorage(Storage):
         bucket, _, blob = parts.path.strip("/").partition("/")
         return f"{parts.scheme}://{parts.netloc}/{bucket}", bucket or None, blob
 
+    @functools.cached_property
+    def shared_store(self) -> Any:
+        """The ``obstore`` store of the whole bucket that this process' nodes share (one
+        client, one pool of connections)."""
+        return self.get_obstore_location()
+
     def get_obstore_location(self, uri: str | None = None) -> Any:
         """An ``obstore`` store of this bucket, rooted at ``uri`` (inside it) if given."""
         from obstore.store import AzureStore, GCSStore, S3Store
@@ -215,7 +227,25 @@ class ObjectStorage(Storage):
         store, location, credentials = options[self.provider]
         given = {name: value for name, value in credentials.items() if value is not None}
         prefix = uri[len(self.uri) :].lstrip("/") if uri else None
-        return store(**location, **given, **self.config, prefix=prefix)
+        config = {k: v for k, v in self.config.items() if k != "bucket"}  # in the URI now
+        # A server answers "unavailable" within seconds rather than retrying a store that is
+        # down for minutes (obstore's default), unless the configuration says otherwise.
+        config.setdefault("retry_config", DEFAULT_OBJECT_STORE_RETRY)
+        return store(**location, **given, **config, prefix=prefix)
+
+
+def _default_retry() -> dict[str, Any]:
+    import datetime
+
+    return {
+        "max_retries": 2,
+        "retry_timeout": datetime.timedelta(seconds=10),
+        "backoff": {"init_backoff": datetime.timedelta(milliseconds=100),
+                    "max_backoff": datetime.timedelta(seconds=2), "base": 2},
+    }  # fmt: skip
+
+
+DEFAULT_OBJECT_STORE_RETRY = _default_retry()
 
 
 # One writer at a time per database file in this process, whichever instance writes.
@@ -437,8 +467,10 @@ def _sql_storage_class(dialect: str) -> type[SQLStorage]:
 def _parse(item: Path | str | dict, pool_size: int, max_overflow: int) -> Storage:
     if isinstance(item, dict):
         return ObjectStorage(
-            uri=item["uri"], provider=item["provider"], config=item.get("config", {})
-        )
+            uri=item["uri"], provider=item.get("provider", "s3"),
+            username=item.get("username"), password=item.get("password"),
+            config=dict(item.get("config") or {}),
+        )  # fmt: skip
     uri = ensure_uri(item)
     scheme = urlsplit(uri).scheme
     if scheme == "file":
@@ -551,7 +583,11 @@ def get_storage(uri: str) -> Storage:
 def _object_head(data_uri: str) -> dict[str, Any]:
     storage = get_storage(data_uri)
     _, _, path = ObjectStorage.parse_blob_uri(data_uri)
-    return storage.get_obstore_location().head(path)  # type: ignore[attr-defined]
+    import obstore
+
+    if not isinstance(storage, ObjectStorage):
+        raise ValueError(f"{sanitize_uri(data_uri)[0]} is not in a bucket")
+    return obstore.head(storage.shared_store, path)
 
 
 def size_from_uri(data_uri: str) -> int:

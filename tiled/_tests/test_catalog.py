@@ -638,9 +638,9 @@ async def test_storage_failure_during_create_rolls_back(root, storage, monkeypat
     await make(root, "existing")
     before = await snapshot(root, storage)
 
-    def broken(path, structure):
-        path.mkdir()
-        (path / "zarr.json").write_text("{}")
+    def broken(node_storage, structure):
+        node_storage.create()
+        node_storage.put("zarr.json", b"{}")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("tiled.catalog.storage.create_zarr_array", broken)

@@ -92,6 +92,11 @@ UPSTREAM = [
     (
         "catalog.writable_storage[0]",
         lambda t: _catalog(t, writable_storage=[{"provider": "s3", "uri": "http://h/b"}]),
+        "yes",  # a bucket (nothing is sent to it before data are written)
+    ),
+    (
+        "catalog.writable_storage[0]",
+        lambda t: _catalog(t, writable_storage=[{"provider": "azure", "uri": "http://h/b"}]),
         "refused",
     ),
     (

@@ -176,6 +176,31 @@ def test_two_servers_behind_a_balancer_are_one_server_to_a_client(balanced):
             stored = client.get("/zarr/v3/g/zarr.json").json()["attributes"]
             assert stored == {"round": round_, "writer": winner}
 
+        # Arrays grown by writers of both processes at once (PATCH with extend): every row
+        # lands, and the array ends as long as the longest wish.
+        row = numpy.zeros((1, 4))
+        node = _array_node("grow", row)
+        assert client.post("/api/v1/metadata/", json=node).status_code == 200
+        assert client.put("/api/v1/array/full/grow", content=row.tobytes()).status_code == 200
+
+        def grow(number: int) -> httpx.Response:
+            return httpx.patch(
+                f"{balanced}/api/v1/array/full/grow",
+                params={"offset": str(number), "shape": "1,4", "extend": "true"},
+                content=numpy.full((1, 4), float(number)).tobytes(),
+                headers={**client.headers, "Content-Type": "application/octet-stream"},
+                timeout=60,
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            grown = list(pool.map(grow, range(1, 13)))
+        assert [r.status_code for r in grown] == [200] * 12, [r.text for r in grown]
+        assert len({_process_of(r) for r in grown}) == 2
+        for _ in range(2):  # from both processes
+            full = client.get("/api/v1/array/full/grow")
+            rows = numpy.frombuffer(full.content, "<f8").reshape(-1, 4)
+            assert rows[:, 0].tolist() == [float(n) for n in range(13)]
+
         # Sessions: refreshed through either process, revoked for both.
         refreshed = {}
         refresh_token = tokens["refresh_token"]
@@ -216,7 +241,7 @@ def test_two_servers_behind_a_balancer_are_one_server_to_a_client(balanced):
         assert accepted.status_code == 200, accepted.text
         listed = browser.get("/api/v1/search/")
         assert listed.status_code == 200
-        assert [item["id"] for item in listed.json()["data"]] == ["g", "y"]
+        assert [item["id"] for item in listed.json()["data"]] == ["g", "grow", "y"]
 
 
 @pytest.fixture

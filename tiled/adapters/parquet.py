@@ -6,7 +6,8 @@ partitions a request touches are read, and lengths come from the Parquet footers
 A partition whose file does not exist yet reads as an empty frame of the table's schema.
 
 Writes are validated against the table's Arrow schema before any file is touched, then the
-files are replaced atomically (see :mod:`tiled.adapters.files`).
+files (or objects of a bucket) are replaced whole, through the node's storage (see
+:mod:`tiled.adapters.node_storage`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy
@@ -25,36 +25,47 @@ import pyarrow.parquet
 from ..errors import BadRequest
 from ..structures.table import TableStructure
 from .base import TableAdapterBase
-from .files import FileTransaction, locked, path_from_uri, staged
+from .files import path_from_uri
+from .node_storage import NodeStorage, location_of
 from .table import TableAdapter, _StoredPartitions
 
 PARQUET_MIMETYPE = "application/x-parquet"
 
 
 class _ParquetPartitions(_StoredPartitions):
-    """Partitions read from Parquet files when asked for; missing files are empty."""
+    """Partitions read from Parquet files or objects when asked for; missing ones are empty."""
 
-    def __init__(self, paths: Sequence[Path], meta: pandas.DataFrame):
-        self.paths = [Path(p) for p in paths]
+    def __init__(self, locations: Sequence[tuple[NodeStorage, str]], meta: pandas.DataFrame):
+        self.locations = list(locations)
         self.meta = meta
         self._lengths: tuple[int, ...] | None = None
         self._lock = threading.Lock()
 
     @property
-    def frames(self) -> list[Path]:  # what the column adapters inspect: not in memory
-        return self.paths
+    def frames(self) -> list[tuple[NodeStorage, str]]:
+        # What the column adapters inspect: locations, not frames in memory.
+        return self.locations
+
+    def _readable(self, index: int) -> Any | None:
+        storage, key = self.locations[index]
+        try:
+            return storage.readable(key)
+        except FileNotFoundError:
+            return None
 
     def read(self, index: int, fields: Sequence[str] | None = None) -> pandas.DataFrame:
-        path = self.paths[index]
         columns = list(fields) if fields is not None else None
-        if not path.exists():
+        source = self._readable(index)
+        if source is None:
             return self.meta if columns is None else self.meta[columns]
-        table = pyarrow.parquet.read_table(path, columns=columns, use_pandas_metadata=True)
+        table = pyarrow.parquet.read_table(source, columns=columns, use_pandas_metadata=True)
         return table.to_pandas()
 
     def _compute_lengths(self) -> tuple[int, ...]:
+        sources = (self._readable(i) for i in range(len(self.locations)))
         return tuple(
-            pyarrow.parquet.read_metadata(p).num_rows if p.exists() else 0 for p in self.paths
+            0 if source is None else pyarrow.parquet.read_metadata(source).num_rows
+            for source in sources
         )
 
     def forget_lengths(self) -> None:
@@ -68,12 +79,13 @@ class ParquetTableAdapter(TableAdapter):
         self, data_uris: Sequence[str], structure: TableStructure, *, metadata=None, specs=None
     ):
         TableAdapterBase.__init__(self, structure, metadata=metadata, specs=specs)
-        paths = [path_from_uri(uri) for uri in data_uris]
-        if len(paths) != structure.npartitions:
+        locations = [location_of(uri) for uri in data_uris]
+        if len(locations) != structure.npartitions:
             raise BadRequest(
-                f"A table of {structure.npartitions} partitions needs as many files, got {len(paths)}"
+                f"A table of {structure.npartitions} partitions needs as many files, "
+                f"got {len(locations)}"
             )
-        self._partitions = _ParquetPartitions(paths, structure.meta)
+        self._partitions = _ParquetPartitions(locations, structure.meta)
         self._columns = {}
 
     @classmethod
@@ -96,8 +108,15 @@ class ParquetTableAdapter(TableAdapter):
         )  # fmt: skip
 
     @property
-    def paths(self) -> list[Path]:
-        return self._partitions.paths
+    def locations(self) -> list[tuple[NodeStorage, str]]:
+        """``(storage, key)`` of each partition's file or object."""
+        return self._partitions.locations
+
+    @property
+    def node_storage(self) -> NodeStorage:
+        """Where the table's partitions are written: the storage of the first (a node's
+        directory or bucket prefix holds all of them)."""
+        return self.locations[0][0]
 
     def read(self, fields: Sequence[str] | None = None) -> pandas.DataFrame:
         frame = super().read(fields)
@@ -116,10 +135,10 @@ class ParquetTableAdapter(TableAdapter):
             self._check_partition(partition)
         tables = {i: to_arrow(frame, self.structure()) for i, frame in frames.items()}
         payloads = {i: _parquet_bytes(table) for i, table in tables.items()}
-        directory = self.paths[0].parent
-        with locked(directory), staged(directory) as transaction:
+        storage = self.node_storage
+        with storage.locked(), storage.staged() as transaction:
             for i, payload in payloads.items():
-                transaction.write(self.paths[i], payload)
+                transaction.write(self.locations[i][1], payload)
         self._partitions.forget_lengths()
 
     def write_all(self, frame: pandas.DataFrame) -> None:
@@ -135,9 +154,13 @@ class ParquetTableAdapter(TableAdapter):
         """Add rows at the end of one partition."""
         self._check_partition(partition)
         table = to_arrow(frame, self.structure())
-        path = self.paths[partition]
-        with locked(path.parent), staged(path.parent) as transaction:
-            _append_staged(transaction, path, table)
+        storage, key = self.locations[partition]
+        with storage.locked(), storage.staged() as transaction:
+            existing = storage.get(key)
+            if existing is not None:
+                stored = pyarrow.parquet.read_table(pyarrow.BufferReader(existing.data))
+                table = pyarrow.concat_tables([stored, table.cast(stored.schema)])
+            transaction.write(key, _parquet_bytes(table))
         self._partitions.forget_lengths()
 
     def _check_partition(self, partition: int) -> None:
@@ -146,15 +169,9 @@ class ParquetTableAdapter(TableAdapter):
 
     def __repr__(self) -> str:
         return (
-            f"<ParquetTableAdapter {list(self.structure().columns)} npartitions={len(self.paths)}>"
+            f"<ParquetTableAdapter {list(self.structure().columns)} "
+            f"npartitions={len(self.locations)}>"
         )
-
-
-def _append_staged(transaction: FileTransaction, path: Path, table: pyarrow.Table) -> None:
-    if path.exists():
-        existing = pyarrow.parquet.read_table(path)
-        table = pyarrow.concat_tables([existing, table.cast(existing.schema)])
-    transaction.write(path, _parquet_bytes(table))
 
 
 def to_arrow(frame: pandas.DataFrame, structure: TableStructure) -> pyarrow.Table:

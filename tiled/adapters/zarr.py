@@ -29,6 +29,7 @@ from ..zarr_format.zarr_python import default_buffer_prototype
 from .base import ArrayAdapterBase, zarr_attributes
 from .files import file_identity, identity_etag
 from .mapping import MapAdapter
+from .node_storage import NodeStorage
 
 # Upstream's public flag: True when the installed zarr-python is major version 2.
 ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
@@ -37,10 +38,21 @@ ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
 class ZarrArrayAdapter(ArrayAdapterBase):
     """A stored zarr array (zarr-python ``Array``), with stored chunks passed through."""
 
-    def __init__(self, array: zarr.Array, structure: ArrayStructure, *, metadata=None, specs=None):
+    def __init__(
+        self,
+        array: zarr.Array,
+        structure: ArrayStructure,
+        *,
+        metadata=None,
+        specs=None,
+        storage: NodeStorage | None = None,
+    ):
         super().__init__(structure, metadata=metadata, specs=specs)
         self._array = array
         self._passthrough = passable_codecs(array.metadata)
+        # The node's own storage (the catalog's arrays): chunks are read by key from it, with
+        # its ETags, whether it is a directory or a bucket.
+        self._storage = storage
 
     @classmethod
     def from_array(
@@ -86,6 +98,11 @@ class ZarrArrayAdapter(ArrayAdapterBase):
             return await super().to_zarr_chunk(coords, meta)
         meta.chunk_region(coords)  # refuses coordinates outside the grid
         key = self._array.metadata.encode_chunk_key(tuple(coords))
+        if self._storage is not None:
+            fetched = await self._storage.fetch(key)
+            if fetched is None:
+                raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")
+            return EncodedChunk.tagged(fetched.data, fetched.etag)
         path = f"{self._array.path}/{key}" if self._array.path else key
         if isinstance(self._array.store, LocalStore):
             return await run_sync(_read_chunk_file, Path(self._array.store.root) / path, coords)
@@ -94,6 +111,15 @@ class ZarrArrayAdapter(ArrayAdapterBase):
             # Never written: the stored fill value, which the metadata declares too.
             raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")
         return buffer.to_bytes()
+
+    def zarr_chunk_url(self, coords: Sequence[int], seconds: float) -> str | None:
+        """A URL from which a client may read stored chunk ``coords`` itself for ``seconds``
+        (blocking; signing may ask the store), or None: the chunk is served by the server
+        (chunks re-encoded, storage without such URLs)."""
+        if self._passthrough is None or self._storage is None:
+            return None
+        key = self._array.metadata.encode_chunk_key(tuple(coords))
+        return self._storage.signed_url(key, seconds)
 
 
 def _read_chunk_file(path: Path, coords: Sequence[int]) -> EncodedChunk:

@@ -2,15 +2,15 @@
 
 Arrays are created with a regular chunk grid and the codecs ``bytes`` + ``blosc(lz4, 5,
 shuffle)``, which :class:`tiled.adapters.zarr.ZarrArrayAdapter` serves by passing the stored
-chunk bytes through. Writes go through :class:`StagingStore`: zarr-python encodes the chunks,
-the store stages them as temporary files, and they replace the visible chunks only once all of
-them are written (see :mod:`tiled.adapters.files`).
+chunk bytes through. Arrays live in a node's :class:`~tiled.adapters.node_storage.NodeStorage` (a
+directory or a bucket prefix). Writes are staged: zarr-python encodes the chunks, the storage's
+transaction holds them (temporary files, or bytes for a bucket), and they replace the visible
+chunks only once all of them are encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,8 @@ from zarr.storage import LocalStore
 from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
 from ..zarr_format.formats import encoding_for
 from ..zarr_format.model import regular_chunks
-from .files import (
-    FileTransaction,
-    file_identity,
-    identity_etag,
-    locked,
-    staged,
-    write_temp_file,
-)
+from .files import FileTransaction
+from .node_storage import ZARR_DOCUMENTS, NodeStorage
 
 ZARR_MIMETYPE = "application/x-zarr"
 
@@ -49,12 +43,13 @@ def _codecs(structure: ArrayStructure) -> dict[str, Any]:
     }
 
 
-def create_zarr_array(path: Path, structure: ArrayStructure) -> ArrayStructure:
-    """Create an empty array at ``path``; return the structure as stored (regular chunks)."""
+def create_zarr_array(storage: NodeStorage, structure: ArrayStructure) -> ArrayStructure:
+    """Create an empty array in ``storage``; return the structure as stored (regular chunks)."""
     dtype = structure.data_type.to_numpy_dtype()
     chunk_shape = regular_chunk_shape(structure.chunks)
+    storage.create()
     zarr.create_array(
-        str(path),
+        storage.zarr_store(),
         shape=structure.shape,
         chunks=chunk_shape,
         dtype=dtype,
@@ -92,59 +87,60 @@ class StagingStore(LocalStore):
         self.transaction.remove(self.root / key)
 
 
-def write_region(path: Path, region: tuple[slice, ...], data: numpy.ndarray) -> None:
-    """Write ``data`` into ``region`` of the array at ``path``: all chunks or none."""
-    with locked(path), staged(path) as transaction:
-        array = zarr.open_array(store=StagingStore(path, transaction), mode="r+")
-        array[region] = data
+def _open_staged(storage: NodeStorage, transaction: Any) -> zarr.Array:
+    return zarr.open_array(store=storage.zarr_store(transaction), mode="r+")
+
+
+def write_region(storage: NodeStorage, region: tuple[slice, ...], data: numpy.ndarray) -> None:
+    """Write ``data`` into ``region`` of the array in ``storage``: all chunks together (see
+    :mod:`tiled.adapters.node_storage` for what a bucket promises)."""
+    with storage.locked(), storage.staged() as transaction:
+        _open_staged(storage, transaction)[region] = data
 
 
 def patch_region(
-    path: Path, region: tuple[slice, ...], data: numpy.ndarray, shape: tuple[int, ...]
+    storage: NodeStorage, region: tuple[slice, ...], data: numpy.ndarray, shape: tuple[int, ...]
 ) -> None:
-    """Write ``data`` into ``region`` of the array at ``path``, first growing it to ``shape``
-    if it is smaller: the new metadata and the chunks are replaced together or not at all."""
-    with locked(path), staged(path) as transaction:
-        array = zarr.open_array(store=StagingStore(path, transaction), mode="r+")
+    """Write ``data`` into ``region`` of the array in ``storage``, first growing it to
+    ``shape`` if it is smaller: the new metadata and the chunks are replaced together."""
+    with storage.locked(), storage.staged() as transaction:
+        array = _open_staged(storage, transaction)
         if tuple(array.shape) != tuple(shape):
             array.resize(shape)
         array[region] = data
 
 
-def open_readonly(path: Path) -> zarr.Array:
-    return zarr.open_array(str(path), mode="r")
+def open_readonly(storage: NodeStorage) -> zarr.Array:
+    return zarr.open_array(store=storage.zarr_store(), mode="r")
 
 
-def store_zarr_documents(path: Path, documents: Mapping[str, bytes]) -> None:
-    """Start a new array directory from zarr metadata documents (a client's, see
+def store_zarr_documents(storage: NodeStorage, documents: Mapping[str, bytes]) -> None:
+    """Start a new array from zarr metadata documents (a client's, see
     :mod:`tiled.zarr_format.submitted`)."""
-    path.mkdir(parents=True)
-    for name, document in documents.items():
-        write_temp_file(path / name, document)
+    storage.create()
+    with storage.staged() as transaction:
+        for name, document in documents.items():
+            transaction.write(name, document)
 
 
-def resize_stored(path: Path, shape: tuple[int, ...]) -> None:
+def resize_stored(storage: NodeStorage, shape: tuple[int, ...]) -> None:
     """Give the stored array ``shape``: its metadata rewritten and the chunks now wholly
-    outside it removed, together or not at all (zarr-python's own resize)."""
-    with locked(path), staged(path) as transaction:
-        zarr.open_array(store=StagingStore(path, transaction), mode="r+").resize(shape)
+    outside it removed, together (zarr-python's own resize)."""
+    with storage.locked(), storage.staged() as transaction:
+        _open_staged(storage, transaction).resize(shape)
 
 
 def stored_chunk_files(
-    path: Path, metadata: Any
+    storage: NodeStorage, metadata: Any
 ) -> Iterator[tuple[tuple[int, ...], int, float, str]]:
-    """``(coords, size, modification time, ETag)`` of each chunk file stored under ``path``
-    (the ETag readers get for it). The server's arrays use their format's own chunk keys (the
+    """``(coords, size, modification time, ETag)`` of each chunk stored in ``storage`` (the
+    ETag readers get for it). The server's arrays use their format's own chunk keys (the
     only ones written through /zarr), so that format's grammar reads them."""
     encoding = encoding_for(metadata.zarr_format)
     ndim = len(metadata.shape)
-    for folder, _, files in os.walk(path):
-        relative = os.path.relpath(folder, path)
-        for name in files:
-            if name.startswith("."):
-                continue  # documents of v2 and staged files
-            key = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
-            coords = encoding.parse_chunk_key(key, ndim)
-            if coords is not None and len(coords) == ndim:
-                info = os.stat(os.path.join(folder, name))
-                yield coords, info.st_size, info.st_mtime, identity_etag(file_identity(info))
+    for found in storage.list():
+        if found.key.rsplit("/", 1)[-1] in ZARR_DOCUMENTS:
+            continue
+        coords = encoding.parse_chunk_key(found.key, ndim)
+        if coords is not None and len(coords) == ndim:
+            yield coords, found.size, found.mtime, found.etag

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..storage import ObjectStorage, register_storage
 from .container import CatalogContainerAdapter, CatalogRootAdapter
 from .core import Catalog
 from .database import async_url, initialize_database, upgrade_database
 from .errors import DatabaseNotInitialized, InvalidKey, WouldDeleteData
 from .mimetypes import AdapterRegistry
-from .storage import is_sql_uri, storage_paths
+from .storage import is_sql_uri, storage_paths, writable_locations
 
 __all__ = [
     "CatalogContainerAdapter",
@@ -58,8 +59,10 @@ def from_uri(
 ) -> CatalogRootAdapter:
     """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
 
-    ``writable_storage``: a directory (path or ``file://`` URI) or a list of them; new arrays
-    and tables go in the first. SQL URIs among them (``sqlite:///``, ``duckdb:///``,
+    ``writable_storage``: a directory (path or ``file://`` URI), a bucket (a dict: ``provider``
+    ``"s3"``, ``uri`` ``http(s)://endpoint/bucket``, ``config`` the options of obstore's
+    ``S3Store``), or a list of them; new data go in the first that can hold them (arrays and
+    tables: either; sparse and awkward arrays: a directory). SQL URIs among them (``sqlite:///``, ``duckdb:///``,
     ``postgresql://``) hold appendable tables (the first; ``storage_pool_size`` and
     ``storage_max_overflow`` size their connection pools). ``readable_storage``: directories
     from which files may be registered, and SQL databases whose tables may be read (writable
@@ -76,6 +79,10 @@ def from_uri(
     writable = storage_paths(writable_storage)
     for directory in writable:
         directory.mkdir(parents=True, exist_ok=True)
+    locations = writable_locations(writable_storage)
+    for location in locations:
+        if isinstance(location, ObjectStorage):
+            register_storage(location)  # so that its nodes' assets find it (get_storage)
     sql_storage = []
     if any(is_sql_uri(item) for item in _items(writable_storage) + _items(readable_storage)):
         from .sql_tables import configure_sql_storage  # ADBC drivers only when needed
@@ -96,6 +103,7 @@ def from_uri(
         },
         lookup_cache_ttl=lookup_cache_ttl,
         writable_sql_storage=sql_storage,
+        writable_locations=locations,
     )
     return CatalogRootAdapter(
         catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob
@@ -105,7 +113,7 @@ def from_uri(
 def _items(value: Any) -> list[Any]:
     if value is None:
         return []
-    return [value] if isinstance(value, str | Path) else list(value)
+    return [value] if isinstance(value, str | Path | dict) else list(value)
 
 
 def in_memory(

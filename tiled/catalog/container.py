@@ -553,9 +553,12 @@ class CatalogContext:
 
     @property
     def writable_storage(self) -> dict[str, Any]:
-        from ..storage import parse_storage
+        from ..storage import FileStorage, parse_storage
 
-        found = [parse_storage(path) for path in self._catalog.writable_storage]
+        found = [
+            parse_storage(location.uri) if isinstance(location, FileStorage) else location
+            for location in self._catalog.writable_locations
+        ]
         found += self._catalog.writable_sql_storage
         return {storage.uri: storage for storage in found}
 

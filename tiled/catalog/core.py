@@ -98,6 +98,7 @@ class Catalog:
         pool_options: dict[str, Any] | None = None,
         lookup_cache_ttl: float = 1.0,
         writable_sql_storage: list[Any] | None = None,
+        writable_locations: list[Any] | None = None,
     ):
         self.url = url
         # SQL databases for appendable tables (tiled.adapters.sql.SQLStorage); new ones go in
@@ -115,6 +116,13 @@ class Catalog:
         self._exclusion = exclusion(url)
         self.dialect = DIALECTS[url.get_backend_name()]
         self.writable_storage = writable_storage
+        # Where new nodes' data go (tiled.storage FileStorage and ObjectStorage), in the
+        # configured order: each node in the first that can hold its family.
+        if writable_locations is None:
+            from ..storage import FileStorage
+
+            writable_locations = [FileStorage(str(path)) for path in writable_storage]
+        self.writable_locations = list(writable_locations)
         self.readable_storage = readable_storage
         self.init_if_not_exists = init_if_not_exists
         # Loaded on first use per mimetype (see .mimetypes): copying it would import them all.

@@ -2,8 +2,8 @@
 
 The node and data-source rows are inserted in one transaction; storage for writable data is
 created inside that transaction, before the commit. If anything fails (a duplicate key, a
-storage error, the commit itself) the transaction is rolled back and the directories created
-for it are removed, so neither a row nor a file remains.
+storage error, the commit itself) the transaction is rolled back and the directories (or
+bucket prefixes) created for it are removed, so neither a row nor a file remains.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -23,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from ..adapters.node_storage import NodeStorage
 from ..errors import BadRequest, Conflict, InvalidStructure, TiledError, Unsupported
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
@@ -36,9 +36,9 @@ from .registered import NodeView, check_readable_storage, checked_registration
 from .storage import (
     check_writable_source,
     create_storage,
+    destroy_storages,
     is_new_sql_source,
-    new_directory,
-    remove_directories,
+    new_node_storage,
 )
 
 # Names a zarr client reads as documents of the parent, so a child by that name is unreachable.
@@ -132,14 +132,14 @@ def _registered(
     return replace(checked, management=management)
 
 
-def _storage_directory(catalog: Catalog, source: DataSource) -> Path | None:
+def _node_storage(catalog: Catalog, source: DataSource) -> NodeStorage | None:
     """Where a writable data source will be stored; None for registered data."""
     if source.assets:
         return None
-    if catalog.writable_root is None:
+    if not catalog.writable_locations:
         raise Unsupported("This catalog has no writable storage")
     check_writable_source(source)
-    return new_directory(catalog.writable_root)
+    return new_node_storage(catalog.writable_locations, source)
 
 
 def structure_id(structure: Any) -> str:
@@ -231,7 +231,7 @@ async def create_child(
         await run_sync(_registered, catalog, source, record) if source.assets else source
         for source in sources
     ]
-    directories: list[Path] = []
+    created: list[NodeStorage] = []
     try:
         async with catalog.connect(write=True) as connection, AsyncExitStack() as sql_tables:
             described = []
@@ -244,15 +244,15 @@ async def create_child(
                     table = new_sql_table(catalog, source)
                     described.append(await sql_tables.enter_async_context(table))
                     continue
-                directory = _storage_directory(catalog, source)
-                if directory is not None:  # writable; a registered one was checked above
-                    directories.append(directory)  # known before anything is created in it
-                    source = await run_sync(create_storage, directory, source, zarr_documents)
+                storage = _node_storage(catalog, source)
+                if storage is not None:  # writable; a registered one was checked above
+                    created.append(storage)  # known before anything is created in it
+                    source = await run_sync(create_storage, storage, source, zarr_documents)
                 described.append(source)
             await _insert_many(connection, [(record, described)])
     except BaseException as err:
         # Synchronously: awaiting here could be cut short by a cancellation, leaving files.
-        remove_directories(directories)
+        destroy_storages(created)
         if isinstance(err, IntegrityError):
             raise _conflict(err, record) from None
         raise
@@ -431,6 +431,17 @@ async def replace_structure(connection: Any, data_source_id: int, structure: Any
     await connection.execute(
         update(data_sources).where(data_sources.c.id == data_source_id).values(structure_id=key)
     )
+
+
+async def stored_structure(connection: Any, data_source_id: int) -> Any:
+    """The structure data source ``data_source_id`` has in the database now."""
+    query = (
+        select(data_sources.c.structure_family, structures.c.structure)
+        .join(structures, structures.c.id == data_sources.c.structure_id)
+        .where(data_sources.c.id == data_source_id)
+    )
+    family, value = (await connection.execute(query)).one()
+    return structure_from_json(family, value)
 
 
 IN_LIST = 500  # values per IN (...) list: well below every database's parameter limit

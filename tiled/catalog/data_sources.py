@@ -26,6 +26,7 @@ from .creation import _asset_ids, _registered, as_data_source, store_structures
 from .creation import structure_id as compute_structure_id
 from .errors import WouldDeleteData
 from .orm import assets, data_source_asset_association, data_sources, nodes, utcnow
+from .storage import node_storages
 
 
 def asset_of(record: NodeRecord, asset_id: int) -> Asset | None:
@@ -243,11 +244,29 @@ async def delete_asset(
     data_deleted = False
     if asset_deleted and internal and found is not None:
         # Only after the commit: a failed transaction must leave the files in place.
-        data_deleted = await run_sync(
-            _remove_stored, path_from_uri(found.data_uri), bool(found.is_directory),
-            catalog.writable_storage,
-        )  # fmt: skip
+        if found.data_uri.startswith("file:"):
+            data_deleted = await run_sync(
+                _remove_stored, path_from_uri(found.data_uri), bool(found.is_directory),
+                catalog.writable_storage,
+            )  # fmt: skip
+        else:
+            data_deleted = await run_sync(
+                _remove_stored_object, found.data_uri, bool(found.is_directory),
+                catalog.writable_locations,
+            )  # fmt: skip
     return {"asset_deleted": asset_deleted, "data_deleted": data_deleted}
+
+
+def _remove_stored_object(uri: str, is_directory: bool, locations: Sequence[Any]) -> bool:
+    """Remove a node's prefix, or one object of it, only ever in a writable bucket."""
+    places = node_storages([(uri, is_directory)], locations)
+    if not places:
+        return False
+    if is_directory:
+        places[0].destroy()
+    else:
+        places[0].remove(uri.rsplit("/", 1)[1])
+    return True
 
 
 def _remove_stored(path: Path, is_directory: bool, roots: Sequence[Path]) -> bool:

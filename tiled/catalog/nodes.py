@@ -28,8 +28,10 @@ import numpy
 from sqlalchemy import delete, func, select, update
 
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
+from ..adapters.base import ArrayAdapterBase
 from ..adapters.conditions import WriteCondition
-from ..adapters.files import path_from_uri, remove_file, replace_file, uri_from_path
+from ..adapters.files import uri_from_path
+from ..adapters.node_storage import NodeStorage, node_storage_for_uri
 from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE, RaggedSQLAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
@@ -60,9 +62,10 @@ from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
 from ..zarr_format.model import regular_chunks
+from ..zarr_format.stored import passable_codecs
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
-from .creation import replace_structure
+from .creation import replace_structure, stored_structure
 from .data_sources import asset_of, delete_asset, put_data_source
 from .errors import WouldDeleteData
 from .orm import (
@@ -75,7 +78,7 @@ from .orm import (
     utcnow,
 )
 from .registered import NodeView, open_external, outside_readable_storage, why_unopenable
-from .storage import node_directories, remove_directories
+from .storage import destroy_storages, node_storages
 
 
 def subtree_condition(node_id: int) -> Any:
@@ -245,8 +248,8 @@ class CatalogNode:
             await connection.execute(delete(nodes).where(subtree_condition(node_id)))
             await _delete_orphan_assets(connection, asset_ids)
         # Only after the commit: a failed transaction must leave the files (and rows) in place.
-        roots = self._catalog.writable_storage
-        await run_sync(remove_directories, node_directories(writable, roots))
+        places = node_storages(writable, self._catalog.writable_locations)
+        await run_sync(destroy_storages, places)
         if rows:
             await run_sync(delete_datasets, rows)
 
@@ -334,58 +337,105 @@ class _LockedWrites:
 
 
 class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
-    """An array the server stores as zarr v3; chunks are passed through to zarr clients."""
+    """An array the server stores as zarr v3 (in a directory or a bucket prefix); chunks are
+    passed through to zarr clients.
 
-    @functools.cached_property
-    def directory(self) -> Any:
-        # Fixed for the node's life (its storage directory is named once, by a random id).
-        return path_from_uri(self._record.data_sources[0].assets[0].data_uri)
+    The stored array is opened when first needed, not when the node is looked up: a listing
+    needs only the catalog's row, and opening costs one request per array in a bucket (and,
+    while the bucket is down, metadata stays readable). Async hooks open it on a worker
+    thread; sync ones (reads) already run on one.
+    """
+
+    def __init__(
+        self, storage: NodeStorage, structure: ArrayStructure, *, metadata: Any = None
+    ) -> None:
+        ArrayAdapterBase.__init__(self, structure, metadata=metadata)
+        self._storage = storage
+        self._opened: Any = None
+        self._codecs: Any = Unchanged.UNCHANGED  # passable_codecs of the opened array
+
+    @property
+    def _array(self) -> Any:  # type: ignore[override]
+        if self._opened is None:
+            self._opened = _open_stored(self._storage)
+        return self._opened
+
+    @_array.setter
+    def _array(self, value: Any) -> None:
+        self._opened = value
+        self._codecs = Unchanged.UNCHANGED
+
+    @property
+    def _passthrough(self) -> Any:  # type: ignore[override]
+        if self._codecs is Unchanged.UNCHANGED:
+            self._codecs = passable_codecs(self._array.metadata)
+        return self._codecs
+
+    async def _open(self) -> None:
+        if self._opened is None:
+            await run_sync(lambda: self._array)
+
+    async def to_zarr_meta(self, options: Any = None) -> Any:
+        await self._open()
+        return await super().to_zarr_meta(options)
+
+    async def to_zarr_chunk(self, coords: Sequence[int], meta: Any) -> Any:
+        await self._open()
+        return await super().to_zarr_chunk(coords, meta)
+
+    @property
+    def node_storage(self) -> NodeStorage:
+        # Fixed for the node's life (its place is named once, by a random id).
+        return self._storage
 
     async def write(self, data: Any) -> None:
         structure = self.structure()
         data = _validated_array(data, structure.data_type.to_numpy_dtype(), structure.shape)
         region = tuple(slice(0, n) for n in structure.shape)
-        await self._locked(write_region, self.directory, region, data)
+        await self._locked(write_region, self.node_storage, region, data)
 
     async def write_block(self, data: Any, block: Sequence[int]) -> None:
         structure = self.structure()
         region = NDBlock(*block).slices(structure.chunks)  # raises InvalidSlice off the grid
         shape = tuple(r.stop - r.start for r in region)
         data = _validated_array(data, structure.data_type.to_numpy_dtype(), shape)
-        await self._locked(write_region, self.directory, region, data)
+        await self._locked(write_region, self.node_storage, region, data)
 
     async def patch(self, data: Any, offset: Sequence[int], extend: bool) -> ArrayStructure:
         """Write ``data`` at ``offset``; with ``extend``, grow the array (the stored zarr array
         and the catalog's structure, in one step) so that it holds it."""
         data = numpy.asarray(data)
-        async with self._catalog.node_lock(self._record.path):
-            structure = self.structure()
-            region, shape = patched_region(structure.shape, offset, data.shape, extend)
-            data = _validated_array(data, structure.data_type.to_numpy_dtype(), data.shape)
-            grown = structure
-            if shape != structure.shape:
-                chunk_shape = regular_chunk_shape(structure.chunks)
-                grown = replace(structure, shape=shape, chunks=regular_chunks(shape, chunk_shape))
-            source = self._record.data_sources[0]
+        source = self._record.data_sources[0]
+        # Other processes may patch the array too: the structure is read again under their
+        # common lock, in the transaction that changes it.
+        async with self._catalog.node_lock(self._record.path), self.exclusive():
             # The catalog's row changes in the transaction that the file replacement runs in:
             # if the files cannot be written, the structure stays as it was.
             async with self._catalog.connect(write=True) as connection:
-                if grown is not structure:
+                structure = await stored_structure(connection, source.id)
+                region, shape = patched_region(structure.shape, offset, data.shape, extend)
+                data = _validated_array(data, structure.data_type.to_numpy_dtype(), data.shape)
+                grown = structure
+                if shape != structure.shape:
+                    chunk_shape = regular_chunk_shape(structure.chunks)
+                    grown = replace(
+                        structure, shape=shape, chunks=regular_chunks(shape, chunk_shape)
+                    )
                     await replace_structure(connection, source.id, grown)
                 await connection.execute(
                     update(nodes).where(nodes.c.id == self._record.id).values(time_updated=utcnow())
                 )
-                await run_sync(patch_region, self.directory, region, data, shape)
-            if grown is not structure:
+                await run_sync(patch_region, self.node_storage, region, data, shape)
+            if grown != self._structure:
                 self._record.data_sources[0] = replace(source, structure=grown)
                 self._structure = grown
-                self._array = await run_sync(open_readonly, self.directory)
+                self._array = await run_sync(open_readonly, self.node_storage)
         return grown
 
     # --- writing through /zarr: the stored chunks and documents are the client's ---
 
-    def _chunk_file(self, coords: Sequence[int]) -> Any:
-        return self.directory / self._array.metadata.encode_chunk_key(tuple(coords))
+    def _chunk_key(self, coords: Sequence[int]) -> str:
+        return self._array.metadata.encode_chunk_key(tuple(coords))
 
     async def write_zarr_chunk(
         self, coords: Sequence[int], payload: bytes, condition: WriteCondition
@@ -394,10 +444,11 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         returns its ETag and whether the chunk is new."""
         meta = await self.to_zarr_meta()
         meta.chunk_region(coords)  # refuses coordinates off the grid (checked again below)
-        write = _ChunkWrite(meta, self.directory, self._array.metadata.zarr_format, coords)
-        arguments = (write, self._chunk_file(coords), payload, condition)
+        storage = self.node_storage
+        write = _ChunkWrite(meta, storage, self._array.metadata.zarr_format, coords)
+        arguments = (write, self._chunk_key(coords), payload, condition)
         try:
-            if meta.chunk_bytes <= INLINE_CHUNK_WRITE_BYTES:
+            if storage.inline_writes and meta.chunk_bytes <= INLINE_CHUNK_WRITE_BYTES:
                 with contextlib.suppress(BlockingIOError):  # lock held elsewhere: in a thread
                     return _store_checked_chunk(*arguments, blocking=False)
             return await run_sync(_store_checked_chunk, *arguments)
@@ -409,15 +460,15 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         (await self.to_zarr_meta()).chunk_region(coords)
         try:
             return await run_sync(
-                remove_file, self.directory, self._chunk_file(coords), condition.check
+                self.node_storage.remove, self._chunk_key(coords), condition.check
             )
         except FileNotFoundError:
             raise ZarrKeyNotFound("The array was deleted") from None
 
     def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
         """``(coords, size, modification time, ETag)`` of every stored chunk (blocking: a
-        walk of the node's directory)."""
-        return list(stored_chunk_files(self.directory, self._array.metadata))
+        walk of the node's directory, or a listing of its prefix)."""
+        return list(stored_chunk_files(self.node_storage, self._array.metadata))
 
     async def update_zarr_array(
         self,
@@ -456,14 +507,14 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                     await replace_structure(connection, source.id, changed)
                 if changed.shape != structure.shape:
                     # Inside the transaction: if the files cannot be changed, nothing is.
-                    await run_sync(resize_stored, self.directory, changed.shape)
+                    await run_sync(resize_stored, self.node_storage, changed.shape)
             self._record.time_updated = now
             if attributes is not None:
                 self._record.metadata = self._metadata = attributes
             if changed != structure:
                 self._record.data_sources[0] = replace(source, structure=changed)
                 self._structure = changed
-                self._array = await run_sync(open_readonly, self.directory)
+                self._array = await run_sync(open_readonly, self.node_storage)
 
 
 @dataclass(frozen=True)
@@ -471,7 +522,7 @@ class _ChunkWrite:
     """What a chunk write checks: the array as the request saw it, and where it is stored."""
 
     meta: Any  # ZarrArrayMeta
-    directory: Any
+    storage: NodeStorage
     zarr_format: int
     coords: Sequence[int]
 
@@ -479,12 +530,15 @@ class _ChunkWrite:
         """Refuse coordinates off the grid of the array as stored now (under the directory's
         lock: a resize by another request or process is either before or after)."""
         document = "zarr.json" if self.zarr_format == 3 else ".zarray"
-        shape = json.loads((self.directory / document).read_bytes())["shape"]
+        stored = self.storage.get(document)
+        if stored is None:
+            raise FileNotFoundError(document)  # the array was deleted
+        shape = json.loads(stored.data)["shape"]
         replace(self.meta, shape=tuple(shape)).chunk_region(self.coords)
 
 
 def _store_checked_chunk(
-    write: _ChunkWrite, target: Any, payload: bytes, condition: WriteCondition,
+    write: _ChunkWrite, key: str, payload: bytes, condition: WriteCondition,
     blocking: bool = True,
 ) -> tuple[str, bool]:  # fmt: skip
     meta = write.meta
@@ -500,7 +554,7 @@ def _store_checked_chunk(
         write.check_grid()
         condition.check(current)
 
-    return replace_file(write.directory, target, payload, check, blocking)
+    return write.storage.put(key, payload, check, blocking)
 
 
 def patched_region(
@@ -587,9 +641,16 @@ class WritableCatalogRaggedAdapter(_LockedWrites, CatalogNode, RaggedSQLAdapter)
         return grown
 
 
+def _open_stored(storage: NodeStorage) -> Any:
+    try:
+        return open_readonly(storage)
+    except FileNotFoundError:  # zarr-python's "no array here" too
+        raise DataUnavailable(f"The stored array at {storage.uri} is missing") from None
+
+
 def _open_array(source: DataSource, record: NodeRecord) -> Any:
-    array = open_readonly(path_from_uri(source.assets[0].data_uri))
-    return WritableCatalogArrayAdapter(array, source.structure, metadata=record.metadata)
+    storage = node_storage_for_uri(source.assets[0].data_uri)
+    return WritableCatalogArrayAdapter(storage, source.structure, metadata=record.metadata)
 
 
 def _open_table(source: DataSource, record: NodeRecord) -> Any:

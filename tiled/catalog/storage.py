@@ -1,31 +1,36 @@
 """Storage of the catalog's nodes: where new data goes, and what registered data may be read.
 
-Each node with writable data gets its own directory ``{writable_storage}/{uuid}``, named by a
-random id rather than the node's path, so that renaming-free deletes and re-creates of a key
-never collide and removing a node's data is removing one directory. Arrays are zarr v3
-directories; tables are one Parquet file per partition inside the node directory; sparse
-arrays are one Parquet file per block inside it.
+Each node with writable data gets a place of its own, named by a random id rather than the
+node's path, so that deletes and re-creates of a key never collide and removing a node's data
+is removing one place: the directory ``{directory}/{uuid}``, or the prefix ``{uuid}/`` of a
+bucket (see :mod:`tiled.adapters.node_storage`). New data go to the first writable storage
+that can hold their family: arrays (zarr v3) and tables (one Parquet file or object per
+partition) to a directory or a bucket; sparse arrays (one Parquet file per block) and awkward
+arrays (one file per buffer) to a directory only.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, check_awkward_structure
 from ..adapters.files import path_from_uri, uri_from_path
+from ..adapters.node_storage import BucketStorage, DirectoryStorage, NodeStorage
 from ..adapters.parquet import PARQUET_MIMETYPE
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE
 from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.sql import SQL_TABLE_MIMETYPE
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array, store_zarr_documents
 from ..errors import BadRequest
-from ..storage import is_sql_uri  # noqa: F401 (one home; this module's callers import it here)
+from ..storage import FileStorage, ObjectStorage, Storage, is_sql_uri, parse_storage
 from ..structures.core import StructureFamily
 from ..structures.data_source import Asset, DataSource, Management
 
@@ -42,6 +47,8 @@ DIRECTORY_FAMILIES = {StructureFamily.awkward: check_awkward_structure}
 # What the catalog keeps in its SQL storage, not in directories: appendable tables (asked for
 # by mimetype) and ragged arrays (always, as upstream).
 SQL_STORED_MIMETYPES = frozenset({SQL_TABLE_MIMETYPE, RAGGED_SQL_MIMETYPE})
+
+logger = logging.getLogger(__name__)
 
 
 def is_new_sql_source(source: DataSource) -> bool:
@@ -66,8 +73,42 @@ def storage_paths(value: Any) -> list[Path]:
     return paths
 
 
+def writable_locations(value: Any) -> list[Storage]:
+    """The directories and buckets among ``writable_storage`` items (a path, a URI, a bucket's
+    dict, or a list of them), in order; SQL URIs are skipped (see .sql_tables)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str | Path | Mapping) else list(value)
+    found: list[Storage] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            found.append(parse_storage(dict(item)))
+        elif not is_sql_uri(str(item)):
+            found.append(FileStorage(str(storage_paths(item)[0])))
+    return found
+
+
 def partition_name(index: int) -> str:
     return f"partition-{index}.parquet"
+
+
+# The families a bucket can hold; the others need files in a directory.
+BUCKET_FAMILIES = frozenset({StructureFamily.array, StructureFamily.table})
+
+
+def new_node_storage(locations: Sequence[Storage], source: DataSource) -> NodeStorage:
+    """A fresh place (not created yet) for one node's data, in the first of ``locations``
+    that can hold the source's family."""
+    family = StructureFamily(source.structure_family)
+    for location in locations:
+        if isinstance(location, ObjectStorage) and family in BUCKET_FAMILIES:
+            return BucketStorage(location, uuid.uuid4().hex)
+        if isinstance(location, FileStorage):
+            return DirectoryStorage(location.path / uuid.uuid4().hex)
+    raise BadRequest(
+        f"Data of family {family.value} are stored in a directory, and this catalog's "
+        "writable_storage has buckets only: add a directory to store them"
+    )
 
 
 def new_directory(root: Path) -> Path:
@@ -76,30 +117,37 @@ def new_directory(root: Path) -> Path:
 
 
 def create_storage(
-    directory: Path, source: DataSource, zarr_documents: Mapping[str, bytes] | None = None
+    storage: NodeStorage | Path,
+    source: DataSource,
+    zarr_documents: Mapping[str, bytes] | None = None,
 ) -> DataSource:
-    """Make the (empty) storage of a writable data source in ``directory``; describe it.
+    """Make the (empty) storage of a writable data source in ``storage``; describe it.
     An array starts from ``zarr_documents`` when given (see ``create_child``)."""
+    if isinstance(storage, Path):
+        storage = DirectoryStorage(storage)
     family = StructureFamily(source.structure_family)
     structure = source.structure
     if family == StructureFamily.array and zarr_documents is not None:
-        store_zarr_documents(directory, zarr_documents)
-        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+        store_zarr_documents(storage, zarr_documents)
+        found = [Asset(storage.uri, True, parameter="data_uri")]
     elif family == StructureFamily.array:
-        structure = create_zarr_array(directory, structure)
-        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+        structure = create_zarr_array(storage, structure)
+        found = [Asset(storage.uri, True, parameter="data_uri")]
     elif family == StructureFamily.table:
-        directory.mkdir(parents=True)
+        storage.create()
         found = [
-            Asset(uri_from_path(directory / partition_name(i)), False, "data_uris", num=i)
+            Asset(storage.uri_of(partition_name(i)), False, "data_uris", num=i)
             for i in range(structure.npartitions)
         ]
+    elif not isinstance(storage, DirectoryStorage):
+        raise BadRequest(f"Data of family {family.value} cannot be stored in a bucket")
     elif family in DIRECTORY_FAMILIES:
         DIRECTORY_FAMILIES[family](structure)
-        directory.mkdir(parents=True)
-        found = [Asset(uri_from_path(directory), True, parameter="data_uri")]
+        storage.create()
+        found = [Asset(storage.uri, True, parameter="data_uri")]
     else:
         # As upstream: one asset per block file (written when the block is), in block order.
+        directory = storage.path
         directory.mkdir(parents=True)
         grid = itertools.product(*(range(len(sizes)) for sizes in structure.chunks))
         found = [
@@ -125,22 +173,55 @@ def check_writable_source(source: DataSource) -> None:
         )
 
 
+def node_storages(
+    uris: Iterable[tuple[str, bool]], locations: Sequence[Storage]
+) -> list[NodeStorage]:
+    """The places of the nodes holding the given writable assets (``(data_uri, is_dir)``):
+    only ever a direct child of one of the catalog's directories or buckets."""
+    directories = [loc.path for loc in locations if isinstance(loc, FileStorage)]
+    buckets = [loc for loc in locations if isinstance(loc, ObjectStorage)]
+    found: dict[str, NodeStorage] = {}
+    for uri, is_directory in uris:
+        scheme = urlsplit(uri).scheme
+        if scheme == "file":
+            path = path_from_uri(uri)
+            directory = path if is_directory else path.parent
+            if any(directory.parent == root for root in directories):
+                found[str(directory)] = DirectoryStorage(directory)
+        elif scheme in ("http", "https"):
+            for bucket in buckets:
+                if not uri.startswith(bucket.uri + "/"):
+                    continue
+                parts = uri[len(bucket.uri) + 1 :].split("/")
+                if (is_directory and len(parts) == 1) or (not is_directory and len(parts) == 2):
+                    storage = BucketStorage(bucket, parts[0])
+                    found[storage.uri] = storage
+        # Other schemes are rows in SQL storage: removed by .sql_tables.delete_datasets.
+    return list(found.values())
+
+
 def node_directories(uris: Iterable[tuple[str, bool]], roots: list[Path]) -> set[Path]:
     """The per-node directories holding the given writable assets (``(data_uri, is_dir)``)."""
-    found = set()
-    for uri, is_directory in uris:
-        if not uri.startswith("file:"):
-            continue  # rows in SQL storage: removed by .sql_tables.delete_datasets
-        path = path_from_uri(uri)
-        directory = path if is_directory else path.parent
-        if any(directory.parent == root for root in roots):
-            found.add(directory)  # only ever a direct child of a storage root
-    return found
+    places = node_storages(uris, [FileStorage(str(root)) for root in roots])
+    return {place.path for place in places if isinstance(place, DirectoryStorage)}
 
 
 def remove_directories(directories: Iterable[Path]) -> None:
     for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def destroy_storages(storages: Iterable[NodeStorage]) -> None:
+    """Remove the data of nodes that are gone (their rows deleted or never committed). A store
+    failing now leaves objects nobody refers to; that is logged, not raised, since the nodes
+    are gone whatever happens here."""
+    for storage in storages:
+        try:
+            storage.destroy()
+        except Exception as err:  # noqa: BLE001 - see above
+            logger.warning(
+                "Could not remove the data of a deleted node at %s: %s", storage.uri, err
+            )
 
 
 def local_tabular_storage(directory: Path, stem: str) -> str:

@@ -36,7 +36,10 @@ UNSUPPORTED = {
     "cache_config": "there is no cache for streaming live data",
     "webhook_secret_keys": "webhooks are not implemented",
     "prometheus": "there is no Prometheus /metrics endpoint",
-    "bucket_storage": "bucket (object) storage is not implemented; storage must be directories",
+    "bucket_storage": (
+        "buckets are configured as a mapping {provider: s3, uri: http(s)://endpoint/bucket, "
+        "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
+    ),
 }
 UNSUPPORTED_AUTHENTICATORS = {
     "OIDCAuthenticator": "OpenID Connect login",
@@ -188,9 +191,34 @@ class Database(_Section):
     schema_: str | None = Field(None, alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _storage_item(item: Any) -> str:
-    if isinstance(item, Mapping):
+BUCKET_KEYS = frozenset({"provider", "uri", "config", "username", "password"})
+
+
+def _bucket_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A bucket of ``writable_storage`` (upstream's form), checked before anything starts."""
+    unknown = sorted(set(item) - BUCKET_KEYS)
+    if unknown:
+        raise ValueError(f"unknown keys of a bucket storage: {unknown}")
+    if item.get("provider", "s3") != "s3":
         raise ValueError(f"not supported by this server: {UNSUPPORTED['bucket_storage']}")
+    uri = item.get("uri")
+    if not isinstance(uri, str) or uri.partition("://")[0].lower() not in ("http", "https"):
+        raise ValueError("a bucket storage needs a uri http(s)://endpoint/bucket")
+    config = item.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise ValueError("the config of a bucket storage must be a mapping")
+    from ..storage import ObjectStorage
+
+    try:
+        ObjectStorage(uri=uri, provider="s3", config=dict(config))  # names a bucket?
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+    return {"provider": "s3", **dict(item), "config": dict(config)}
+
+
+def _storage_item(item: Any) -> Any:
+    if isinstance(item, Mapping):
+        return _bucket_item(item)
     # Any path object (pathlib, py.path as upstream's tests pass), not only pathlib's.
     text = item.__fspath__() if hasattr(item, "__fspath__") else item
     if not isinstance(text, str) or not text:

@@ -202,6 +202,9 @@ class ServerSettings:
     # request body (a chunk or a document) accepted.
     zarr_write_compressors: tuple[str, ...] = ("blosc", "zstd", "gzip")
     zarr_write_max_bytes: int = 256 * 1024 * 1024
+    # Seconds: chunk GETs of arrays whose stored chunks pass through, stored in a bucket, are
+    # answered 307 to a presigned URL of the object, valid this long (None: served here).
+    zarr_direct_reads: float | None = None
     # Upstream's name and default: /asset/bytes, /asset/manifest and DELETE /asset are served.
     expose_raw_assets: bool = True
     # Upstream's name and default: a node may declare specs that have no validator.

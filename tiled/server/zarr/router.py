@@ -16,6 +16,7 @@ from starlette.requests import Request
 from ...access.view import AccessView
 from ...adapters.protocols import ZarrGroupHooks
 from ...errors import BadRequest, NoSuchEntry, ZarrKeyNotFound
+from ...utils import run_sync
 from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
 from ..dependencies import require_node_scope, require_scope, visible_node_scopes
@@ -55,6 +56,10 @@ def zarr_router(zarr_format: int) -> Any:
             coords = target.coords
             if len(coords) != len(meta.shape):  # a v2 0-d array's one chunk is keyed "0"
                 coords = encoding.parse_chunk_key(target.key, len(meta.shape))
+            if settings.zarr_direct_reads and request.method == "GET":
+                redirect = await _direct_read(target.adapter, meta, coords, settings)
+                if redirect is not None:
+                    return redirect
             body = await target.adapter.to_zarr_chunk(coords, meta)
             etag = getattr(body, "etag", None) or etag_of(body)  # stored chunks come tagged
             return ranged_response(request, body, "application/octet-stream", etag, headers)
@@ -89,6 +94,25 @@ def zarr_router(zarr_format: int) -> Any:
 
     store.write_methods = ANSWERED_METHODS  # type: ignore[attr-defined]  # see EdgeMiddleware
     return store
+
+
+async def _direct_read(adapter: Any, meta: Any, coords: Any, settings: Any) -> Any | None:
+    """A 307 to a presigned URL of the stored chunk (after the access checks, which every
+    read still passes through here), or None where the chunk is served by this server."""
+    signer = getattr(adapter, "zarr_chunk_url", None)
+    if signer is None:
+        return None
+    meta.chunk_region(coords)  # coordinates off the grid are 404, never a redirect
+    url = await run_sync(signer, coords, settings.zarr_direct_reads)
+    if url is None:
+        return None
+    headers = [
+        (b"location", url.encode()),
+        (b"content-length", b"0"),
+        # Every read is authorized anew: no cache may answer with this redirect.
+        (b"cache-control", b"no-store"),
+    ]
+    return KeyResponse(307, headers)
 
 
 WRITE_METHODS = frozenset({"PUT", "DELETE", "PROPFIND"})

@@ -1,0 +1,658 @@
+"""Where one node's written data live: a directory, or a prefix of a bucket.
+
+The catalog gives every node whose data it writes a place of its own, named by a random id:
+the directory ``{root}/{uuid}`` or the prefix ``{uuid}/`` of a bucket. The adapters that write
+(zarr arrays, Parquet tables) work on keys inside that place through :class:`NodeStorage`
+and never ask which kind it is:
+
+=====================  ==========================================  ===========================
+operation              directory                                   bucket prefix
+=====================  ==========================================  ===========================
+``get``, ``fetch``     read the file; ETag from its identity       GET; ETag from the object's
+``head``               ``stat``                                    HEAD
+``put`` (checked)      stage, check and ``os.replace`` under the   HEAD, check, PUT with
+                       directory's ``flock``                       ``If-None-Match: *`` or
+                                                                   ``If-Match`` (checked again
+                                                                   if another writer won)
+``remove`` (checked)   check and unlink under the lock             HEAD, check, DELETE
+``staged``             temporary files, then ``os.replace`` each   objects PUT once all are
+                                                                   encoded; zarr documents last
+                                                                   and conditional on the
+                                                                   version read
+``locked``             ``flock`` (across processes)                a lock in this process
+``destroy``            remove the directory                        delete every object
+=====================  ==========================================  ===========================
+
+One object PUT is atomic, so a chunk is never half visible in a bucket either; a write of many
+chunks is all-or-nothing in a directory but, in a bucket, a failure part-way may leave some of
+its chunks written (its zarr document is put last, so the array's shape never runs ahead of
+its chunks).
+
+A bucket that cannot be reached, or that fails, raises
+:class:`~tiled.errors.StorageUnavailable` (answered 503 with ``Retry-After``); a missing key is
+None (or, for zarr-python, absent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import functools
+import os
+import shutil
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from ..errors import Conflict, StorageUnavailable
+from .files import (
+    FileTransaction,
+    file_identity,
+    identity_etag,
+    locked,
+    path_from_uri,
+    remove_file,
+    replace_file,
+    staged,
+    uri_from_path,
+)
+
+# Names of zarr metadata documents: put last, and conditionally, when a bucket write commits.
+ZARR_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+# How many objects one commit puts at the same time.
+CONCURRENT_PUTS = 16
+# Attempts of a checked put whose object another writer changed between the check and the put.
+CHECKED_PUT_ATTEMPTS = 5
+
+
+class StoredObject(NamedTuple):
+    """One stored key: its size, when it last changed (POSIX seconds) and its ETag."""
+
+    key: str
+    size: int
+    mtime: float
+    etag: str
+
+
+class Fetched(NamedTuple):
+    """The bytes of one key and the ETag of that version."""
+
+    data: bytes
+    etag: str
+
+
+def _allow_any(current: str | None) -> None:
+    """The check of an unconditional write."""
+
+
+class NodeStorage:
+    """The data of one node: keys (``"zarr.json"``, ``"c/0/1"``, ``"partition-0.parquet"``)
+    relative to the node's own place. Methods block (callers use worker threads), except
+    :meth:`fetch`."""
+
+    uri: str  # what the node's asset records (``data_uri``)
+    # Whether a small write may run on the event loop (a local file costs less than a thread hop).
+    inline_writes: bool = False
+
+    def uri_of(self, key: str) -> str:
+        """The URI of one key (a table partition's asset)."""
+        return f"{self.uri}/{key}"
+
+    def get(self, key: str) -> Fetched | None:
+        raise NotImplementedError
+
+    async def fetch(self, key: str) -> Fetched | None:
+        """:meth:`get` without blocking the event loop."""
+        from ..utils import run_sync
+
+        return await run_sync(self.get, key)
+
+    def head(self, key: str) -> StoredObject | None:
+        raise NotImplementedError
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        check: Callable[[str | None], None] = _allow_any,
+        blocking: bool = True,
+    ) -> tuple[str, bool]:
+        """Replace ``key`` whole by ``data`` if ``check`` (given the current ETag, None when
+        absent) does not raise; the new ETag and whether the key is new."""
+        raise NotImplementedError
+
+    def remove(self, key: str, check: Callable[[str | None], None] = _allow_any) -> bool:
+        """Remove ``key`` if ``check`` allows; whether it was there."""
+        raise NotImplementedError
+
+    def list(self) -> Iterator[StoredObject]:
+        """Every stored key (staging leftovers excluded)."""
+        raise NotImplementedError
+
+    def staged(self) -> contextlib.AbstractContextManager[Any]:
+        """A transaction (``write(key, data)``, ``remove(key)``) made visible when the block
+        ends, dropped if it raises."""
+        raise NotImplementedError
+
+    def locked(self, blocking: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Serializes read-modify-write cycles of this node's data."""
+        raise NotImplementedError
+
+    def zarr_store(self, transaction: Any = None) -> Any:
+        """A zarr-python store path of the node (writes staged in ``transaction`` if given)."""
+        raise NotImplementedError
+
+    def readable(self, key: str) -> Any:
+        """What pyarrow reads ``key`` from (a path, or the bytes); FileNotFoundError if absent."""
+        raise NotImplementedError
+
+    def create(self) -> None:
+        """Make the (empty) place; FileExistsError if it exists."""
+
+    def destroy(self) -> None:
+        """Remove the node's data, all of it (absent data are no error)."""
+        raise NotImplementedError
+
+    def signed_url(self, key: str, seconds: float) -> str | None:
+        """A URL from which anyone may GET ``key`` for ``seconds``; None where there is none."""
+        return None
+
+
+# --- directories ---------------------------------------------------------------------------------
+
+
+class _KeyedTransaction:
+    """A :class:`~tiled.adapters.files.FileTransaction` addressed by keys of one directory."""
+
+    def __init__(self, directory: Path, transaction: FileTransaction):
+        self._directory = directory
+        self.transaction = transaction
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        self.transaction.write(self._directory / key, data)
+
+    def remove(self, key: str) -> None:
+        self.transaction.remove(self._directory / key)
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectoryStorage(NodeStorage):
+    """A node's directory."""
+
+    path: Path
+    inline_writes = True
+
+    @property
+    def uri(self) -> str:  # type: ignore[override]
+        return uri_from_path(self.path)
+
+    def uri_of(self, key: str) -> str:
+        return uri_from_path(self.path / key)
+
+    def get(self, key: str) -> Fetched | None:
+        try:
+            with open(self.path / key, "rb") as file:
+                info = os.fstat(file.fileno())
+                return Fetched(file.read(), identity_etag(file_identity(info)))
+        except FileNotFoundError:
+            return None
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            info = os.stat(self.path / key)
+        except FileNotFoundError:
+            return None
+        return StoredObject(key, info.st_size, info.st_mtime, identity_etag(file_identity(info)))
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        check: Callable[[str | None], None] = _allow_any,
+        blocking: bool = True,
+    ) -> tuple[str, bool]:
+        return replace_file(self.path, self.path / key, data, check, blocking)
+
+    def remove(self, key: str, check: Callable[[str | None], None] = _allow_any) -> bool:
+        return remove_file(self.path, self.path / key, check)
+
+    def list(self) -> Iterator[StoredObject]:
+        for folder, _, files in os.walk(self.path):
+            relative = os.path.relpath(folder, self.path)
+            for name in files:
+                if name.startswith("."):
+                    continue  # staged files (and v2 documents, which are no data)
+                key = name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
+                info = os.stat(os.path.join(folder, name))
+                yield StoredObject(
+                    key, info.st_size, info.st_mtime, identity_etag(file_identity(info))
+                )
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[_KeyedTransaction]:
+        with staged(self.path) as transaction:
+            yield _KeyedTransaction(self.path, transaction)
+
+    def locked(self, blocking: bool = True) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path, blocking)
+
+    def zarr_store(self, transaction: _KeyedTransaction | None = None) -> Any:
+        from zarr.storage import LocalStore
+
+        from .zarr_writable import StagingStore
+
+        if transaction is None:
+            return LocalStore(self.path)
+        return StagingStore(self.path, transaction.transaction)
+
+    def readable(self, key: str) -> Any:
+        path = self.path / key
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return str(path)
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True)
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# --- buckets -------------------------------------------------------------------------------------
+
+
+def _unavailable(storage: Any, err: BaseException) -> StorageUnavailable:
+    # The store's message starts with what failed; its debug dump (after a blank line) and any
+    # credentials it might echo stay in the server's log.
+    first = str(err).strip().split("\n", 1)[0][:300]
+    return StorageUnavailable(f"The object store {storage.uri} failed: {first}")
+
+
+def _is_store_failure(err: BaseException) -> bool:
+    """Whether ``err`` is the store failing (unreachable, refusing, erring), as opposed to an
+    answer about a key (absent, already there, changed)."""
+    import obstore.exceptions as obstore_errors
+
+    if isinstance(err, FileNotFoundError):
+        return False
+    if isinstance(err, obstore_errors.AlreadyExistsError | obstore_errors.PreconditionError):
+        return False
+    return isinstance(err, obstore_errors.BaseError | ConnectionError | TimeoutError | OSError)
+
+
+@contextlib.contextmanager
+def store_errors(storage: Any) -> Iterator[None]:
+    """Failures of the object store as :class:`StorageUnavailable` (answers pass through)."""
+    try:
+        yield
+    except BaseException as err:
+        if _is_store_failure(err):
+            raise _unavailable(storage, err) from None
+        raise
+
+
+def _converting(method: Callable) -> Callable:
+    """A method of a bucket store whose store failures are :class:`StorageUnavailable`."""
+
+    @functools.wraps(method)
+    def converted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with store_errors(self.storage):
+            return method(self, *args, **kwargs)
+
+    return converted
+
+
+def _etag(meta: dict[str, Any]) -> str:
+    """The ETag of an object's version: the store's own (quoted), else its size and time."""
+    tag = meta.get("e_tag")
+    if tag:
+        return tag if tag.startswith(('"', 'W/"')) else f'"{tag}"'
+    moment = meta["last_modified"].timestamp()
+    return f'"{meta["size"]:x}-{int(moment * 1e6):x}"'
+
+
+# A bucket has no lock across processes; writes to one prefix in this process take one of
+# these (striped by prefix, so the number of locks is fixed however many nodes there are).
+_PREFIX_LOCKS = tuple(threading.RLock() for _ in range(256))
+
+
+class _ObjectTransaction:
+    """Writes and removals of one bucket prefix, sent when the transaction commits; zarr-python
+    may stage from several threads at once."""
+
+    def __init__(self, node: BucketStorage):
+        self.node = node
+        self.writes: dict[str, bytes] = {}  # key in the bucket -> bytes
+        self.removed: set[str] = set()
+        # Versions of zarr documents as read during the transaction: a document is put only
+        # if it is still that version (or still absent), so another process' change is
+        # never overwritten unseen.
+        self.documents_read: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        self.write_object(self.node.object_key(key), data)
+
+    def remove(self, key: str) -> None:
+        self.remove_object(self.node.object_key(key))
+
+    def write_object(self, path: str, data: bytes | memoryview) -> None:
+        with self._lock:
+            self.writes[path] = bytes(data)
+            self.removed.discard(path)
+
+    def remove_object(self, path: str) -> None:
+        with self._lock:
+            self.writes.pop(path, None)
+            self.removed.add(path)
+
+    def commit(self) -> None:
+        documents = {k: v for k, v in self.writes.items() if k.rsplit("/", 1)[-1] in ZARR_DOCUMENTS}
+        chunks = {k: v for k, v in self.writes.items() if k not in documents}
+        with store_errors(self.node.storage):
+            asyncio.run(self._put_all(chunks))
+            for path, data in documents.items():
+                self._put_document(path, data)
+            removed = sorted(self.removed)
+            if removed:
+                import obstore
+
+                obstore.delete(self.node.store, removed)
+
+    async def _put_all(self, objects: dict[str, bytes]) -> None:
+        import obstore
+
+        limit = asyncio.Semaphore(CONCURRENT_PUTS)
+
+        async def put(path: str, data: bytes) -> None:
+            async with limit:
+                await obstore.put_async(self.node.store, path, data)
+
+        await asyncio.gather(*(put(path, data) for path, data in objects.items()))
+
+    def _put_document(self, path: str, data: bytes) -> None:
+        import obstore
+        import obstore.exceptions as obstore_errors
+
+        mode: Any = "overwrite"
+        if path in self.documents_read:
+            seen = self.documents_read[path]
+            mode = "create" if seen is None else {"e_tag": seen}
+        try:
+            obstore.put(self.node.store, path, data, mode=mode)
+        except (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError):
+            raise Conflict(
+                "The stored array's metadata changed during this write (another writer); "
+                "nothing of its metadata was changed: retry"
+            ) from None
+
+
+def _bucket_zarr_store_class() -> type:
+    """zarr-python's obstore store whose failures are :class:`StorageUnavailable` and whose
+    writes, given a transaction, are staged in it (made on first use: imports zarr)."""
+    from zarr.storage import ObjectStore
+
+    class BucketZarrStore(ObjectStore):
+        def __init__(self, node: BucketStorage, transaction: _ObjectTransaction | None = None):
+            super().__init__(node.store, read_only=False)
+            self.node = node
+            self.transaction = transaction
+
+        def with_read_only(self, read_only: bool = False) -> BucketZarrStore:
+            return type(self)(self.node, self.transaction)
+
+        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+            transaction = self.transaction
+            if (
+                transaction is not None
+                and byte_range is None
+                and (key.rsplit("/", 1)[-1] in ZARR_DOCUMENTS)
+            ):
+                # Remember the version read, for the conditional put of the new document.
+                fetched = await self.node.fetch_object(key)
+                transaction.documents_read.setdefault(key, fetched and fetched.etag)
+                return None if fetched is None else prototype.buffer.from_bytes(fetched.data)
+            with store_errors(self.node.storage):
+                return await super().get(key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+            with store_errors(self.node.storage):
+                return await super().get_partial_values(prototype, key_ranges)
+
+        async def exists(self, key: str) -> bool:
+            with store_errors(self.node.storage):
+                return await super().exists(key)
+
+        async def set(self, key: str, value: Any) -> None:
+            if self.transaction is not None:
+                self.transaction.write_object(key, value.as_buffer_like())
+                return
+            with store_errors(self.node.storage):
+                await super().set(key, value)
+
+        async def delete(self, key: str) -> None:
+            if self.transaction is not None:
+                self.transaction.remove_object(key)
+                return
+            with store_errors(self.node.storage):
+                await super().delete(key)
+
+        async def _listed(self, listing: AsyncIterator[str]) -> AsyncIterator[str]:
+            with store_errors(self.node.storage):
+                async for key in listing:
+                    yield key
+
+        def list(self) -> AsyncIterator[str]:
+            return self._listed(super().list())
+
+        def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+            return self._listed(super().list_prefix(prefix))
+
+        def list_dir(self, prefix: str) -> AsyncIterator[str]:
+            return self._listed(super().list_dir(prefix))
+
+    return BucketZarrStore
+
+
+_BUCKET_ZARR_STORE: list[type] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketStorage(NodeStorage):
+    """A node's prefix (``<uuid>``, no slash at either end) in a configured bucket
+    (:class:`~tiled.storage.ObjectStorage`)."""
+
+    storage: Any  # ObjectStorage
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix or self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError(f"Not a node prefix: {self.prefix!r}")
+
+    @property
+    def uri(self) -> str:  # type: ignore[override]
+        return f"{self.storage.uri}/{self.prefix}"
+
+    @property
+    def store(self) -> Any:
+        return self.storage.shared_store
+
+    def object_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}"
+
+    @_converting
+    def get(self, key: str) -> Fetched | None:
+        import obstore
+
+        try:
+            result = obstore.get(self.store, self.object_key(key))
+        except FileNotFoundError:
+            return None
+        return Fetched(bytes(result.bytes()), _etag(result.meta))
+
+    async def fetch(self, key: str) -> Fetched | None:
+        return await self.fetch_object(self.object_key(key))
+
+    async def fetch_object(self, path: str) -> Fetched | None:
+        """:meth:`get` of a key of the bucket, on the event loop (the store's own async I/O)."""
+        import obstore
+
+        with store_errors(self.storage):
+            try:
+                result = await obstore.get_async(self.store, path)
+            except FileNotFoundError:
+                return None
+            return Fetched(bytes(await result.bytes_async()), _etag(result.meta))
+
+    @_converting
+    def head(self, key: str) -> StoredObject | None:
+        import obstore
+
+        try:
+            meta = obstore.head(self.store, self.object_key(key))
+        except FileNotFoundError:
+            return None
+        return StoredObject(key, meta["size"], meta["last_modified"].timestamp(), _etag(meta))
+
+    @_converting
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        check: Callable[[str | None], None] = _allow_any,
+        blocking: bool = True,
+    ) -> tuple[str, bool]:
+        import obstore
+        import obstore.exceptions as obstore_errors
+
+        path = self.object_key(key)
+        with self.locked():
+            for _ in range(CHECKED_PUT_ATTEMPTS):
+                found = self.head(key)
+                current = None if found is None else found.etag
+                check(current)
+                # The put holds only if the object is still the version checked; if another
+                # process changed it meanwhile, the check runs again on the new version.
+                mode = "create" if current is None else {"e_tag": current}
+                try:
+                    result = obstore.put(self.store, path, data, mode=mode)
+                except (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError):
+                    continue
+                etag = _etag(result) if result.get("e_tag") else self.head(key).etag
+                return etag, current is None
+        raise Conflict(f"{key} kept changing while it was written (other writers); retry")
+
+    @_converting
+    def remove(self, key: str, check: Callable[[str | None], None] = _allow_any) -> bool:
+        import obstore
+
+        with self.locked():
+            found = self.head(key)
+            check(None if found is None else found.etag)
+            if found is None:
+                return False
+            # Checked in this process only: S3 has no conditional delete obstore can send.
+            obstore.delete(self.store, self.object_key(key))
+            return True
+
+    @_converting
+    def list(self) -> Iterator[StoredObject]:
+        import obstore
+
+        start = len(self.prefix) + 1
+        found = []
+        for batch in obstore.list(self.store, prefix=f"{self.prefix}/"):
+            for meta in batch:
+                found.append(
+                    StoredObject(
+                        meta["path"][start:], meta["size"], meta["last_modified"].timestamp(),
+                        _etag(meta),
+                    )
+                )  # fmt: skip
+        return iter(found)
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[_ObjectTransaction]:
+        transaction = _ObjectTransaction(self)
+        yield transaction  # nothing was sent if the block raised
+        transaction.commit()
+
+    @contextlib.contextmanager
+    def locked(self, blocking: bool = True) -> Iterator[None]:
+        lock = _PREFIX_LOCKS[zlib.crc32(self.uri.encode()) % len(_PREFIX_LOCKS)]
+        if not lock.acquire(blocking=blocking):
+            raise BlockingIOError(f"{self.uri} is locked by another writer")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def zarr_store(self, transaction: _ObjectTransaction | None = None) -> Any:
+        from zarr.storage import StorePath
+
+        if not _BUCKET_ZARR_STORE:
+            _BUCKET_ZARR_STORE.append(_bucket_zarr_store_class())
+        return StorePath(_BUCKET_ZARR_STORE[0](self, transaction), self.prefix)
+
+    def readable(self, key: str) -> Any:
+        import pyarrow
+
+        fetched = self.get(key)
+        if fetched is None:
+            raise FileNotFoundError(self.uri_of(key))
+        return pyarrow.BufferReader(fetched.data)
+
+    @_converting
+    def destroy(self) -> None:
+        import obstore
+
+        paths = [self.object_key(found.key) for found in self.list()]
+        if paths:
+            obstore.delete(self.store, paths)
+
+    @_converting
+    def signed_url(self, key: str, seconds: float) -> str | None:
+        import obstore
+
+        return obstore.sign(
+            self.store, "GET", self.object_key(key), datetime.timedelta(seconds=seconds)
+        )
+
+
+# --- finding a node's storage from its asset --------------------------------------------------
+
+
+def node_storage_for_uri(uri: str) -> NodeStorage:
+    """The storage of the node whose data live at ``uri`` (a directory's ``file://`` URI, or
+    ``{endpoint}/{bucket}/{prefix}`` of a configured bucket; StorageNotConfigured if not)."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        from ..storage import ObjectStorage, get_storage
+
+        storage = get_storage(uri)
+        _, _, prefix = ObjectStorage.parse_blob_uri(uri)
+        return BucketStorage(storage, prefix.strip("/"))
+    return DirectoryStorage(path_from_uri(uri))
+
+
+def location_of(uri: str) -> tuple[NodeStorage, str]:
+    """The storage holding the file or object ``uri``, and its key there (its name)."""
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return node_storage_for_uri(parent), name
+
+
+__all__ = [
+    "BucketStorage",
+    "DirectoryStorage",
+    "Fetched",
+    "NodeStorage",
+    "StoredObject",
+    "location_of",
+    "node_storage_for_uri",
+    "store_errors",
+]
