@@ -408,6 +408,17 @@ class WritableZarrArray(Protocol):
 
 
 @runtime_checkable
+class DirectChunkReads(Protocol):
+    """Arrays whose stored chunks a client may read from their storage itself (a presigned
+    URL of a bucket object), once the server has authorized the read."""
+
+    def zarr_chunk_url(self, coords: Sequence[int], seconds: float) -> str | None:
+        """A URL valid for ``seconds`` from which stored chunk ``coords`` may be read as it
+        is served, or None where the server serves it (blocking)."""
+        ...
+
+
+@runtime_checkable
 class ExcludesWriters(Protocol):
     """Nodes whose writers may run in several processes (a catalog served by several
     workers): a writer that checks a condition (``If-Match``) and then changes the node holds

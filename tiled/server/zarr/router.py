@@ -14,7 +14,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 
 from ...access.view import AccessView
-from ...adapters.protocols import ZarrGroupHooks
+from ...adapters.protocols import DirectChunkReads, ZarrGroupHooks, supports
 from ...errors import BadRequest, NoSuchEntry, ZarrKeyNotFound
 from ...utils import run_sync
 from ...zarr_format.formats import encoding_for
@@ -99,11 +99,10 @@ def zarr_router(zarr_format: int) -> Any:
 async def _direct_read(adapter: Any, meta: Any, coords: Any, settings: Any) -> Any | None:
     """A 307 to a presigned URL of the stored chunk (after the access checks, which every
     read still passes through here), or None where the chunk is served by this server."""
-    signer = getattr(adapter, "zarr_chunk_url", None)
-    if signer is None:
+    if not supports(adapter, DirectChunkReads):
         return None
     meta.chunk_region(coords)  # coordinates off the grid are 404, never a redirect
-    url = await run_sync(signer, coords, settings.zarr_direct_reads)
+    url = await run_sync(adapter.zarr_chunk_url, coords, settings.zarr_direct_reads)
     if url is None:
         return None
     headers = [
