@@ -357,8 +357,53 @@ def haproxy_binary() -> str | None:
     )
 
 
+class TcpFront:
+    """HAProxy in TCP mode in front of one port: stopping it is an object store that is down
+    (connections refused) while the store itself, and what it holds, live on."""
+
+    def __init__(self, name: str, target_port: int, directory: Path) -> None:
+        self.port = free_port()
+        self.config = directory / f"{name}.cfg"
+        self.log = directory / f"{name}.log"
+        self.config.write_text(
+            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n"
+            "    timeout server 120s\n"
+            f"frontend front\n    bind 127.0.0.1:{self.port}\n    default_backend store\n"
+            f"backend store\n    server store 127.0.0.1:{target_port}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [haproxy_binary() or "haproxy", "-db", "-f", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy (tcp) did not start\n{log_tail(self.log)}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # haproxy closes every connection at once on SIGTERM
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
 class ObjectStore:
-    """A moto S3 server with one bucket, for ``--storage bucket``."""
+    """A moto S3 server with one bucket, for ``--storage bucket``, reached by the servers
+    through a TCP front that a fault may stop (moto keeps its data in memory: stopping moto
+    itself would lose them)."""
 
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
@@ -366,6 +411,7 @@ class ObjectStore:
         self.bucket = "tiled-load"
         self.log = directory / "moto.log"
         self.process: subprocess.Popen | None = None
+        self.front = TcpFront("moto-front", self.port, directory)
 
     def start(self) -> None:
         moto = Path(sys.executable).parent / "moto_server"
@@ -382,11 +428,12 @@ class ObjectStore:
             time.sleep(0.1)
         # moto does not check signatures, so an unsigned request makes the bucket.
         httpx.put(f"{self.url}/{self.bucket}", timeout=10).raise_for_status()
+        self.front.start()
 
     def storage(self) -> dict:
         return {
             "provider": "s3",
-            "uri": f"{self.url}/{self.bucket}",
+            "uri": f"http://127.0.0.1:{self.front.port}/{self.bucket}",
             "config": {
                 "access_key_id": "load",
                 "secret_access_key": "load",
@@ -397,6 +444,7 @@ class ObjectStore:
         }
 
     def stop(self) -> None:
+        self.front.stop()
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -1092,6 +1140,21 @@ def freeze_fault(store: ObjectStore, seconds: float) -> Callable[[float, Any], d
     return fault
 
 
+def down_fault(store: ObjectStore, seconds: float) -> Callable[[float, Any], dict]:
+    """A fault for ``run_load``: the object store is down (its front stopped: connections
+    refused) for OUTAGE_SECONDS, then back, with its data intact."""
+
+    def fault(start: float, _: Any) -> dict:
+        time.sleep(max(0.0, start + seconds / 4 - time.time()))
+        down = time.time()
+        store.front.stop()
+        time.sleep(OUTAGE_SECONDS)
+        store.front.start()
+        return {"times": {"down": down, "back": time.time()}}
+
+    return fault
+
+
 def _relative(fault: dict, start: float) -> dict:
     """The fault's report, its moments as seconds since the load started."""
     times = {name: round(moment - start, 3) for name, moment in fault["times"].items()}
@@ -1232,9 +1295,11 @@ def main_run(args: argparse.Namespace, stack: contextlib.ExitStack, directory: P
         faults["worker_kill"] = fault_kill(args, both, workers, phase, checks)
         faults["postgresql_restart"] = fault_postgres(args, cluster, both, phase, checks)
         if store is None:
-            faults["object_store_stopped"] = "skipped: directory storage"
+            faults["object_store_down"] = "skipped: directory storage"
+            faults["object_store_frozen"] = "skipped: directory storage"
         else:
-            faults["object_store_stopped"] = fault_store(args, store, both, phase, checks)
+            faults["object_store_down"] = fault_store_down(args, store, both, phase, checks)
+            faults["object_store_frozen"] = fault_store(args, store, both, phase, checks)
     else:
         faults = {"skipped": "--no-faults"}
     report["faults"] = faults
@@ -1349,7 +1414,7 @@ def fault_store(
 ) -> dict:
     seconds = max(args.fault_seconds, OUTAGE_SECONDS + 8)
     events, _, start, fault, result = phase(
-        "object_store_stopped", balancer.url, seconds, False, during=freeze_fault(store, seconds)
+        "object_store_frozen", balancer.url, seconds, False, during=freeze_fault(store, seconds)
     )
     stopped, continued = fault["times"]["stopped"], fault["times"]["continued"]
     result.update(_relative(fault, start))
@@ -1358,9 +1423,49 @@ def fault_store(
     settled = continued + (start + seconds - continued) / 2
     late = [e for e in events if e[0] > settled and _failed(e)]
     checks.add(
-        "object store stopped: requests succeed again after it goes on",
+        "object store frozen: requests succeed again after it goes on",
         not late,
         result["recovery_after_continue"],
+    )
+    return result
+
+
+def fault_store_down(
+    args: argparse.Namespace,
+    store: ObjectStore,
+    balancer: Balancer,
+    phase: Callable,
+    checks: Checks,
+) -> dict:
+    seconds = max(args.fault_seconds, OUTAGE_SECONDS + 8)
+    events, writes, start, fault, result = phase(
+        "object_store_down", balancer.url, seconds, False, during=down_fault(store, seconds)
+    )
+    down, back = fault["times"]["down"], fault["times"]["back"]
+    outage = [e for e in events if down <= e[0] <= back]
+    no_retry_after = sum(1 for e in outage if e[3] == 503 and not e[4] & RETRY_AFTER)
+    result.update(_relative(fault, start))
+    result["statuses_while_down"] = statuses_between(events, down, back)
+    result["answered_503_with_retry_after"] = sum(
+        1 for e in outage if e[3] == 503 and e[4] & RETRY_AFTER
+    )
+    result["recovery_after_back"] = recovery(events, back)
+    result["writes_retried"] = sum(1 for w in writes if w["retries"])
+    checks.add(
+        "object store down: every 503 carries Retry-After",
+        no_retry_after == 0,
+        no_retry_after or None,
+    )
+    checks.add(
+        "object store down: requests that need it were refused (503)",
+        result["answered_503_with_retry_after"] > 0,
+    )
+    settled = back + (start + seconds - back) / 2
+    late = [e for e in events if e[0] > settled and _failed(e)]
+    checks.add(
+        "object store down: requests succeed again once it is back",
+        not late,
+        result["recovery_after_back"],
     )
     return result
 

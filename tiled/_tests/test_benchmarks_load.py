@@ -65,4 +65,5 @@ def test_a_quick_load_run_with_faults_passes_its_checks(tmp_path):
     assert outage["answered_503_with_retry_after"] > 0
     assert not [s for s in outage["statuses_during_outage"] if s.startswith("500")]
     assert outage["recovery_after_resume"]["first_success_s"] is not None
-    assert faults["object_store_stopped"] == "skipped: directory storage"
+    assert faults["object_store_down"] == "skipped: directory storage"
+    assert faults["object_store_frozen"] == "skipped: directory storage"
