@@ -1395,14 +1395,27 @@ def fault_postgres(
         result["answered_503_with_retry_after"] > 0,
     )
     # Recovered: something succeeded after the resume, and nothing failed in the last seconds.
-    settled = fault["times"]["resumed"] + (start + seconds - resumed) / 2
-    late = [e for e in events if e[0] > settled and _failed(e)]
+    late = _failures_once_settled(events, start, seconds, resumed)
     checks.add(
         "postgresql restart: requests succeed again after the resume",
         after["first_success_s"] is not None and not late,
         after,
     )
     return result
+
+
+def _failures_once_settled(events: list, start: float, seconds: float, back: float) -> list:
+    """Failures in the second half of the time left after a fault ended: none, once the
+    servers have recovered."""
+    settled = back + (start + seconds - back) / 2
+    return [e for e in events if e[0] > settled and _failed(e)]
+
+
+def _refusals(events: list, down: float, back: float) -> tuple[int, int]:
+    """(503s with Retry-After, 503s without) among the requests made from down to back."""
+    outage = [e for e in events if down <= e[0] <= back and e[3] == 503]
+    with_retry_after = sum(1 for e in outage if e[4] & RETRY_AFTER)
+    return with_retry_after, len(outage) - with_retry_after
 
 
 def fault_store(
@@ -1420,8 +1433,7 @@ def fault_store(
     result.update(_relative(fault, start))
     result["statuses_while_stopped"] = statuses_between(events, stopped, continued)
     result["recovery_after_continue"] = recovery(events, continued)
-    settled = continued + (start + seconds - continued) / 2
-    late = [e for e in events if e[0] > settled and _failed(e)]
+    late = _failures_once_settled(events, start, seconds, continued)
     checks.add(
         "object store frozen: requests succeed again after it goes on",
         not late,
@@ -1442,13 +1454,10 @@ def fault_store_down(
         "object_store_down", balancer.url, seconds, False, during=down_fault(store, seconds)
     )
     down, back = fault["times"]["down"], fault["times"]["back"]
-    outage = [e for e in events if down <= e[0] <= back]
-    no_retry_after = sum(1 for e in outage if e[3] == 503 and not e[4] & RETRY_AFTER)
+    refused, no_retry_after = _refusals(events, down, back)
     result.update(_relative(fault, start))
     result["statuses_while_down"] = statuses_between(events, down, back)
-    result["answered_503_with_retry_after"] = sum(
-        1 for e in outage if e[3] == 503 and e[4] & RETRY_AFTER
-    )
+    result["answered_503_with_retry_after"] = refused
     result["recovery_after_back"] = recovery(events, back)
     result["writes_retried"] = sum(1 for w in writes if w["retries"])
     checks.add(
@@ -1456,12 +1465,8 @@ def fault_store_down(
         no_retry_after == 0,
         no_retry_after or None,
     )
-    checks.add(
-        "object store down: requests that need it were refused (503)",
-        result["answered_503_with_retry_after"] > 0,
-    )
-    settled = back + (start + seconds - back) / 2
-    late = [e for e in events if e[0] > settled and _failed(e)]
+    checks.add("object store down: requests that need it were refused (503)", refused > 0)
+    late = _failures_once_settled(events, start, seconds, back)
     checks.add(
         "object store down: requests succeed again once it is back",
         not late,
