@@ -175,9 +175,20 @@ class ObjectStorage(Storage):
         if self.parse_blob_uri(uri)[1] is None and self.config.get("bucket"):
             # Upstream's example names the bucket in the store's options, not in the URI.
             uri = f"{uri.rstrip('/')}/{self.config['bucket']}"
-        base, bucket, _ = self.parse_blob_uri(uri)
+        base, bucket, prefix = self.parse_blob_uri(uri)
         if bucket is None:
             raise ValueError(f"The bucket storage {sanitize_uri(uri)[0]} names no bucket")
+        # Said but not done is worse than refused: data would go elsewhere than configured.
+        if prefix:
+            raise ValueError(
+                f"The bucket storage {sanitize_uri(uri)[0]} names a path inside the bucket; "
+                "give the endpoint and the bucket only"
+            )
+        if self.config.get("bucket") not in (None, bucket):
+            raise ValueError(
+                f"The bucket storage {sanitize_uri(uri)[0]} names bucket {bucket!r} in its URI "
+                f"and {self.config['bucket']!r} in its config"
+            )
         base, username, password = sanitize_uri(base)
         if username is not None or password is not None:
             given = (
@@ -214,7 +225,9 @@ class ObjectStorage(Storage):
 
         if uri is not None and not uri.startswith(self.uri):
             raise ValueError(f"{uri} is not inside the storage {self.uri}")
-        endpoint = self.uri.split(self.bucket, 1)[0] if self.bucket else self.uri
+        location = urlsplit(self.uri)
+        # The scheme and host only: the bucket's name may occur in the host name too.
+        endpoint = f"{location.scheme}://{location.netloc}" if self.bucket else self.uri
         # Each provider's names for the endpoint and the credentials.
         options = {
             "s3": (S3Store, {"endpoint": endpoint, "bucket": self.bucket},
@@ -349,9 +362,7 @@ class PreparedInSQLTransaction:
     rows inside a caller's transaction: upstream's ``init_storage`` runs it in one of its own."""
 
     @classmethod
-    def init_storage(
-        cls, storage: SQLStorage, data_source: Any, path_parts: Any = None
-    ) -> Any:
+    def init_storage(cls, storage: SQLStorage, data_source: Any, path_parts: Any = None) -> Any:
         with storage.transaction() as connection:
             return cls.prepare_storage(storage, data_source, connection)
 

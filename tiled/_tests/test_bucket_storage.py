@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask.array
@@ -587,3 +588,48 @@ def test_assets_in_a_bucket(server, client, moto, name):
     )
     assert deleted.json() == {"asset_deleted": True, "data_deleted": True}
     assert moto.objects(f"{prefix}/") == {}
+
+
+# --- several server processes on one bucket -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_writers_in_two_processes_lose_nothing(moto, tmp_path):
+    """Appends and partial chunk writes read what they change; in a bucket, writers of two
+    processes take turns (the catalog's cross-process lock), so none undoes another's."""
+    import yaml
+
+    from .processes import TILED, server_process
+
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "trees": [{"path": "/", "tree": "catalog", "args": {
+                    "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
+                    "writable_storage": [moto.storage()], "init_if_not_exists": True}}],
+                "authentication": {"single_user_api_key": KEY},
+            }
+        )
+    )  # fmt: skip
+    command = [*TILED, "serve", "config", str(config)]
+    with server_process(command, tmp_path) as first, server_process(command, tmp_path) as second:
+        clients = [client_from_uri(url, api_key=KEY) for url in (first, second)]
+        rows = pandas.DataFrame({"x": numpy.arange(5)})
+        clients[0].write_dataframe(rows, key="t")
+        clients[0].write_array(numpy.zeros(64), key="a")  # one chunk: patches rewrite it
+
+        def append(number: int) -> None:
+            client = clients[number % 2]
+            client["t"].append_partition(0, pandas.DataFrame({"x": [100 + number]}))
+
+        def patch(number: int) -> None:
+            clients[number % 2]["a"].patch(numpy.array([float(number)]), offset=(number,))
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(append, range(1, 49)))
+            list(pool.map(patch, range(1, 49)))
+        for client in clients:
+            appended = sorted(client["t"].read_partition(0)["x"].tolist())
+            assert appended == [*range(5), *range(101, 149)]
+            assert client["a"].read()[1:49].tolist() == [float(n) for n in range(1, 49)]

@@ -279,7 +279,8 @@ def _is_store_failure(err: BaseException) -> bool:
     import obstore.exceptions as obstore_errors
 
     if isinstance(err, FileNotFoundError):
-        return False
+        # A missing bucket is the store configured wrong, not a key that is absent.
+        return "NoSuchBucket" in str(err)
     if isinstance(err, obstore_errors.AlreadyExistsError | obstore_errors.PreconditionError):
         return False
     return isinstance(err, obstore_errors.BaseError | ConnectionError | TimeoutError | OSError)

@@ -8,6 +8,7 @@ bucket prefixes) created for it are removed, so neither a row nor a file remains
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import unicodedata
@@ -251,8 +252,10 @@ async def create_child(
                 described.append(source)
             await _insert_many(connection, [(record, described)])
     except BaseException as err:
-        # Synchronously: awaiting here could be cut short by a cancellation, leaving files.
-        destroy_storages(created)
+        if created:
+            # On a thread (a bucket's deletes are requests over the network), shielded: a
+            # cancellation of this request must not leave storage behind.
+            await asyncio.shield(asyncio.ensure_future(run_sync(destroy_storages, created)))
         if isinstance(err, IntegrityError):
             raise _conflict(err, record) from None
         raise

@@ -328,10 +328,11 @@ class Unchanged(enum.Enum):
 
 
 class _LockedWrites:
-    """Writes run one at a time per node (in-process lock; the file lock covers processes)."""
+    """Writes run one at a time per node, in every process: they read what they change (a
+    partition appended to, the rest of a chunk), and a bucket has no lock of its own."""
 
     async def _locked(self, function: Any, *args: Any) -> None:
-        async with self._catalog.node_lock(self._record.path):
+        async with self._catalog.node_lock(self._record.path), self.exclusive():
             await run_sync(function, *args)
         await self._touch()
 

@@ -63,9 +63,11 @@ def storage_paths(value: Any) -> list[Path]:
     """Directories from a path, a ``file://`` URI, or a list of them (SQL URIs are skipped)."""
     if value is None:
         return []
-    items = [value] if isinstance(value, str | Path) else list(value)
+    items = [value] if isinstance(value, str | Path | Mapping) else list(value)
     paths = []
     for item in items:
+        if isinstance(item, Mapping):
+            continue  # a bucket (see writable_locations)
         text = str(item)
         if "://" in text and not text.startswith("file:"):
             continue  # e.g. SQL storage of appendable tables (see .sql_tables)
