@@ -189,6 +189,12 @@ class StorageUnavailable(ServiceUnavailable):
     retry_after = 5
 
 
+class UnfinishedWrite(StorageUnavailable):
+    """A write was stored whole (committed), but the store failed while it was being made
+    visible: the next write to the node finishes it first. Whoever records the write
+    elsewhere (the catalog's structure) records it, then lets this error through."""
+
+
 class ShapeMismatchError(TiledError, ValueError):
     """Stored data cannot be served at the shape its structure advertises."""
 

@@ -34,6 +34,7 @@ from tiled.server.app import build_app
 from .live_server import serve
 from .postgres import temporary_database
 from .processes import free_port
+from .store_front import Refusal, store_front
 
 pytest.importorskip(
     "moto.server",
@@ -90,13 +91,14 @@ class MotoServer:
         )  # fmt: skip
         client.create_bucket(Bucket=name)
 
-    def storage(self, name: str = BUCKET) -> dict:
-        """The bucket as ``writable_storage`` names it (upstream's form)."""
+    def storage(self, name: str = BUCKET, endpoint: str | None = None) -> dict:
+        """The bucket as ``writable_storage`` names it (upstream's form), reached at
+        ``endpoint`` if given (a front of this server)."""
         config = {
             **CREDENTIALS, "virtual_hosted_style_request": False,
             "client_options": {"allow_http": True, "timeout": "5s", "connect_timeout": "1s"},
         }  # fmt: skip
-        return {"provider": "s3", "uri": f"{self.endpoint}/{name}", "config": config}
+        return {"provider": "s3", "uri": f"{endpoint or self.endpoint}/{name}", "config": config}
 
     def objects(self, prefix: str = "") -> dict[str, bytes]:
         """Every object under ``prefix`` of the bucket, read with obstore."""
@@ -392,6 +394,92 @@ def test_unreachable_store_is_503_then_recovers(tmp_path):
         moto.stop()
 
 
+# --- the store failing part-way through a write ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fronted(moto, tmp_path_factory):
+    """A server whose bucket is reached through a front that refuses what a test names."""
+    directory = tmp_path_factory.mktemp("fronted")
+    with store_front(moto.endpoint) as (front, endpoint):
+        catalog = from_uri(
+            f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=True,
+            writable_storage=[moto.storage(endpoint=endpoint)],
+        )  # fmt: skip
+        with serving(catalog) as live:
+            live.front = front
+            yield live
+
+
+def staging_leftovers(moto, prefix: str) -> list[str]:
+    return [path for path in moto.objects(f"{prefix}/") if "/.staging" in path]
+
+
+def test_a_write_the_store_fails_while_sending_changes_nothing(fronted, moto, name):
+    client = client_from_uri(fronted.url, api_key=KEY)
+    node = client.write_array(dask.array.zeros(8, chunks=2), key=name)
+    prefix = prefix_of(node)
+    before = moto.objects(f"{prefix}/")
+    # The store refuses the last chunk of the four the write sends; the first three went.
+    with fronted.front.refusing(Refusal("PUT", rf"^/{BUCKET}/{prefix}/.*c/3$")):
+        refused = httpx.put(
+            f"{fronted.url}/api/v1/array/full/{name}", headers=HEADERS,
+            content=numpy.arange(8, dtype="f8").tobytes(),
+        )  # fmt: skip
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] and "object store" in refused.json()["detail"]
+    assert fronted.front.refused
+    numpy.testing.assert_array_equal(client[name].read(), numpy.zeros(8))
+    assert moto.objects(f"{prefix}/") == before  # and nothing staged is left behind
+
+    node.write(numpy.arange(8.0))  # the store is well again
+    numpy.testing.assert_array_equal(client[name].read(), numpy.arange(8.0))
+
+
+def test_a_write_the_store_fails_while_copying_is_finished_by_the_next(fronted, moto, name):
+    client = client_from_uri(fronted.url, api_key=KEY)
+    node = client.write_array(dask.array.zeros(8, chunks=2), key=name)
+    prefix = prefix_of(node)
+    # All of the write is staged and committed; then the store refuses the copy to c/3.
+    with fronted.front.refusing(Refusal("PUT", rf"^/{BUCKET}/{prefix}/c/3$", copies=True)):
+        refused = httpx.put(
+            f"{fronted.url}/api/v1/array/full/{name}", headers=HEADERS,
+            content=numpy.arange(8, dtype="f8").tobytes(),
+        )  # fmt: skip
+    assert refused.status_code == 503, refused.text
+    assert staging_leftovers(moto, prefix)  # the record of the committed write
+
+    # The next writer of the node first finishes that write, then makes its own.
+    node.write_block(numpy.array([100.0, 101.0]), (0,))
+    expected = numpy.arange(8.0)
+    expected[:2] = [100, 101]
+    numpy.testing.assert_array_equal(client[name].read(), expected)
+    assert staging_leftovers(moto, prefix) == []
+
+
+def test_a_shrink_the_store_fails_while_removing_is_finished_by_the_next(fronted, moto, name):
+    client = client_from_uri(fronted.url, api_key=KEY)
+    node = client.write_array(dask.array.from_array(numpy.arange(1.0, 9.0), chunks=2), key=name)
+    prefix = prefix_of(node)
+    url = f"{fronted.url}/zarr/v3/{name}"
+    document = httpx.get(f"{url}/zarr.json", headers=HEADERS).json()
+    document["shape"] = [3]
+    # zarr.json (shape 3) lands; removing c/2 and c/3 (a multi-object delete) is refused.
+    with fronted.front.refusing(Refusal("POST", rf"^/{BUCKET}/?$")):
+        refused = httpx.put(f"{url}/zarr.json", json=document, headers=HEADERS)
+    assert refused.status_code == 503, refused.text
+    assert "next write" in refused.json()["detail"]
+    assert f"{prefix}/c/3" in moto.objects(f"{prefix}/")
+    assert client[name].shape == (3,)  # the catalog records the shrink the store will finish
+
+    document["shape"] = [8]  # growing, the next write, removes them first
+    assert httpx.put(f"{url}/zarr.json", json=document, headers=HEADERS).status_code == 204
+    expected = numpy.zeros(8)
+    expected[:3] = [1, 2, 3]  # what lay beyond the shrunk shape is forgotten
+    numpy.testing.assert_array_equal(client[name].read(), expected)
+    assert staging_leftovers(moto, prefix) == []
+
+
 # --- PostgreSQL catalog --------------------------------------------------------------------------
 
 
@@ -593,10 +681,9 @@ def test_assets_in_a_bucket(server, client, moto, name):
 # --- several server processes on one bucket -------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_writers_in_two_processes_lose_nothing(moto, tmp_path):
-    """Appends and partial chunk writes read what they change; in a bucket, writers of two
-    processes take turns (the catalog's cross-process lock), so none undoes another's."""
+@contextlib.contextmanager
+def two_servers(moto, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two ``tiled serve config`` processes of one SQLite catalog and one bucket: their URLs."""
     import yaml
 
     from .processes import TILED, server_process
@@ -614,6 +701,14 @@ def test_writers_in_two_processes_lose_nothing(moto, tmp_path):
     )  # fmt: skip
     command = [*TILED, "serve", "config", str(config)]
     with server_process(command, tmp_path) as first, server_process(command, tmp_path) as second:
+        yield first, second
+
+
+@pytest.mark.slow
+def test_writers_in_two_processes_lose_nothing(moto, tmp_path):
+    """Appends and partial chunk writes read what they change; in a bucket, writers of two
+    processes take turns (the catalog's cross-process lock), so none undoes another's."""
+    with two_servers(moto, tmp_path) as (first, second):
         clients = [client_from_uri(url, api_key=KEY) for url in (first, second)]
         rows = pandas.DataFrame({"x": numpy.arange(5)})
         clients[0].write_dataframe(rows, key="t")
@@ -633,3 +728,49 @@ def test_writers_in_two_processes_lose_nothing(moto, tmp_path):
             appended = sorted(client["t"].read_partition(0)["x"].tolist())
             assert appended == [*range(5), *range(101, 149)]
             assert client["a"].read()[1:49].tolist() == [float(n) for n in range(1, 49)]
+
+
+@pytest.mark.slow
+def test_chunk_writes_of_one_process_never_land_outside_a_shrink_of_another(moto, tmp_path):
+    """A chunk PUT checks the array's grid, then stores the chunk; in a bucket both happen
+    under the catalog's lock of the node, so a resize by another process is either before
+    (the chunk is refused) or after (the resize removes it): once a shrink is answered, no
+    chunk outside it is stored, whatever the other process keeps sending."""
+    import threading
+
+    with two_servers(moto, tmp_path) as (first, second):
+        client = client_from_uri(first, api_key=KEY)
+        node = client.write_array(dask.array.ones(8, chunks=2), key="a")
+        prefix = prefix_of(node)
+        chunk = moto.objects(f"{prefix}/")[f"{prefix}/c/3"]
+        document = httpx.get(f"{second}/zarr/v3/a/zarr.json", headers=HEADERS).json()
+        stop = threading.Event()
+        answers: list[int] = []
+
+        def keep_writing() -> None:
+            with httpx.Client(headers=HEADERS, timeout=30) as http:
+                while not stop.is_set():
+                    answers.append(http.put(f"{first}/zarr/v3/a/c/3", content=chunk).status_code)
+
+        writers = [threading.Thread(target=keep_writing) for _ in range(6)]
+        for writer in writers:
+            writer.start()
+        try:
+            outside = 0
+            for _ in range(25):
+                for shape in ([6], [8]):
+                    document["shape"] = shape
+                    resized = httpx.put(
+                        f"{second}/zarr/v3/a/zarr.json", json=document, headers=HEADERS,
+                        timeout=30,
+                    )  # fmt: skip
+                    assert resized.status_code == 204, resized.text
+                    if shape == [6] and f"{prefix}/c/3" in moto.objects(f"{prefix}/"):
+                        outside += 1
+        finally:
+            stop.set()
+            for writer in writers:
+                writer.join()
+        assert outside == 0, f"{outside} shrinks of 25 left a chunk outside the array"
+        # Writes were refused while the array was shrunk, and landed while it was not.
+        assert set(answers) <= {201, 204, 400} and {400} < set(answers), set(answers)

@@ -250,6 +250,42 @@ async def _hold(root, name: str) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
+    database_uri,  # noqa: F811
+    storage,  # noqa: F811
+):
+    """Writers of one process that follow each other without pause, some of them at the
+    same time, would keep a lock that is only ever taken when free; they give it up now and
+    then, and a writer of another process gets it within a second, not a timeout."""
+    busy = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    other = from_uri(database_uri, writable_storage=storage)
+    await busy.startup()
+    await other.startup()
+    stop = asyncio.Event()
+
+    async def keep_writing() -> None:
+        while not stop.is_set():
+            async with busy.catalog.exclusive("a/b"):
+                await asyncio.sleep(0.002)
+
+    writers = [asyncio.create_task(keep_writing()) for _ in range(4)]
+    try:
+        await asyncio.sleep(0.3)  # the busy process's turn is well under way
+        waits = []
+        for _ in range(3):
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(10):
+                await _hold(other, "a/b")
+            waits.append(asyncio.get_running_loop().time() - started)
+        assert max(waits) < 1.0, waits
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+        await other.shutdown()
+        await busy.shutdown()
+
+
+@pytest.mark.asyncio
 async def test_the_sqlite_change_feed_leaves_sqlites_own_locks_alone(tmp_path, storage):  # noqa: F811
     database = tmp_path / "catalog.db"
     root = from_uri(

@@ -163,6 +163,15 @@ def test_resize_by_rewriting_the_metadata(server, name, zarr_format):
         zarr.open_array(fsspec_store(url, read_only=True), mode="r")[...],
         numpy.arange(12, dtype="u2").reshape(3, 4),
     )
+    # Growing again shows the fill value, not what row 3 held before the array shrank (it
+    # shares a chunk with row 2, which stayed).
+    document["shape"] = [5, 4]
+    assert put(url, name_of_document, json.dumps(document).encode()).status_code == 204
+    expected = numpy.zeros((5, 4), dtype="u2")
+    expected[:3] = numpy.arange(12, dtype="u2").reshape(3, 4)
+    numpy.testing.assert_array_equal(
+        zarr.open_array(fsspec_store(url, read_only=True), mode="r")[...], expected
+    )
 
 
 def test_modes(server, name, zarr_format):

@@ -15,18 +15,25 @@ operation              directory                                   bucket prefix
                                                                    ``If-Match`` (checked again
                                                                    if another writer won)
 ``remove`` (checked)   check and unlink under the lock             HEAD, check, DELETE
-``staged``             temporary files, then ``os.replace`` each   objects PUT once all are
-                                                                   encoded; zarr documents last
-                                                                   and conditional on the
-                                                                   version read
-``locked``             ``flock`` (across processes)                a lock in this process
+``staged``             temporary files, then ``os.replace`` each   objects PUT under ``.staging/``,
+                                                                   a commit record PUT, then each
+                                                                   copied to its key (zarr
+                                                                   documents last, removals after)
+``locked``             ``flock`` (across processes)                a lock in this process (the
+                                                                   catalog's lock spans processes)
 ``destroy``            remove the directory                        delete every object
 =====================  ==========================================  ===========================
 
-One object PUT is atomic, so a chunk is never half visible in a bucket either; a write of many
-chunks is all-or-nothing in a directory but, in a bucket, a failure part-way may leave some of
-its chunks written (its zarr document is put last, so the array's shape never runs ahead of
-its chunks).
+A write of several keys is all-or-nothing in both: everything is staged first, and nothing
+visible changes unless all of it was staged (a failure while encoding, a full disk, a store
+that fails or stops answering part-way). Then it is made visible key by key (renames, or
+server-side copies). A bucket transaction also PUTs a commit record once all of it is staged,
+so that a store failing during the copies leaves a write that the next writer of the node
+finishes before its own (:meth:`BucketStorage.locked`); one that failed before its record
+was PUT is removed instead. Its zarr document is copied after its chunks, so an array's shape
+never runs ahead of its chunks, and chunks are removed after it, so a shrunk array never
+shows a chunk as missing before its shape excludes it. A single key is PUT directly (one PUT
+is atomic).
 
 A bucket that cannot be reached, or that fails, raises
 :class:`~tiled.errors.StorageUnavailable` (answered 503 with ``Retry-After``); a missing key is
@@ -40,16 +47,18 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import json
 import os
 import shutil
 import threading
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from ..errors import Conflict, StorageUnavailable
+from ..errors import Conflict, StorageUnavailable, UnfinishedWrite
 from .files import (
     FileTransaction,
     file_identity,
@@ -66,6 +75,10 @@ from .files import (
 ZARR_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 # How many objects one commit puts at the same time.
 CONCURRENT_PUTS = 16
+# Where a bucket transaction stages its objects: under the node's prefix (deleting the node
+# deletes them too), one folder per transaction, with its commit record next to it.
+STAGING = ".staging"
+COMMIT_SUFFIX = ".commit"
 # Attempts of a checked put whose object another writer changed between the check and the put.
 CHECKED_PUT_ATTEMPTS = 5
 
@@ -98,6 +111,9 @@ class NodeStorage:
     uri: str  # what the node's asset records (``data_uri``)
     # Whether a small write may run on the event loop (a local file costs less than a thread hop).
     inline_writes: bool = False
+    # Whether :meth:`locked` holds across processes; where it does not, writers must also hold
+    # the catalog's lock of the node.
+    locks_across_processes: bool = False
 
     def uri_of(self, key: str) -> str:
         """The URI of one key (a table partition's asset)."""
@@ -186,6 +202,7 @@ class DirectoryStorage(NodeStorage):
 
     path: Path
     inline_writes = True
+    locks_across_processes = True
 
     @property
     def uri(self) -> str:  # type: ignore[override]
@@ -320,6 +337,8 @@ def _etag(meta: dict[str, Any]) -> str:
 # A bucket has no lock across processes; writes to one prefix in this process take one of
 # these (striped by prefix, so the number of locks is fixed however many nodes there are).
 _PREFIX_LOCKS = tuple(threading.RLock() for _ in range(256))
+# The prefixes whose lock this thread holds (recovery runs once, on the outermost hold).
+_HELD = threading.local()
 
 
 class _ObjectTransaction:
@@ -353,28 +372,65 @@ class _ObjectTransaction:
             self.removed.add(path)
 
     def commit(self) -> None:
-        documents = {k: v for k, v in self.writes.items() if k.rsplit("/", 1)[-1] in ZARR_DOCUMENTS}
-        chunks = {k: v for k, v in self.writes.items() if k not in documents}
+        with self._lock:
+            writes, removed = dict(self.writes), sorted(self.removed)
         with store_errors(self.node.storage):
-            asyncio.run(self._put_all(chunks))
-            for path, data in documents.items():
-                self._put_document(path, data)
-            removed = sorted(self.removed)
-            if removed:
+            if len(writes) + len(removed) > 1:
+                self._commit_staged(writes, removed)
+            elif writes:
+                ((path, data),) = writes.items()
+                if _is_document(path):
+                    self._put_document(path, data)
+                else:
+                    import obstore
+
+                    obstore.put(self.node.store, path, data)
+            elif removed:
                 import obstore
 
                 obstore.delete(self.node.store, removed)
 
-    async def _put_all(self, objects: dict[str, bytes]) -> None:
+    def _commit_staged(self, writes: dict[str, bytes], removed: list[str]) -> None:
         import obstore
 
-        limit = asyncio.Semaphore(CONCURRENT_PUTS)
+        folder = self.node.object_key(f"{STAGING}/{uuid.uuid4().hex}")
+        start = len(self.node.prefix) + 1
+        staged = {path: f"{folder}/{path[start:]}" for path in writes}
+        try:
+            _each(obstore.put_async, self.node.store, {staged[p]: d for p, d in writes.items()})
+            self._check_documents()
+            record = {"copy": {staged[path]: path for path in writes}, "remove": removed}
+            # The commit point: from here on, this write is finished, if not now then by the
+            # next writer of the node.
+            obstore.put(self.node.store, folder + COMMIT_SUFFIX, json.dumps(record).encode())
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the next writer removes them
+                _delete_under(self.node.store, folder)
+            raise
+        try:
+            _finish(self.node.store, folder, record)
+        except Exception as err:
+            if not _is_store_failure(err):
+                raise
+            raise UnfinishedWrite(
+                f"The object store {self.node.storage.uri} failed while this write, stored "
+                "whole, was being made visible (readers may see part of it until the next "
+                f"write to this node finishes it): {_unavailable(self.node.storage, err)}"
+            ) from None
 
-        async def put(path: str, data: bytes) -> None:
-            async with limit:
-                await obstore.put_async(self.node.store, path, data)
+    def _check_documents(self) -> None:
+        """Refuse the write (nothing of it visible yet) if a zarr document it read changed."""
+        import obstore
 
-        await asyncio.gather(*(put(path, data) for path, data in objects.items()))
+        for path, seen in self.documents_read.items():
+            if path not in self.writes:
+                continue
+            try:
+                current = _etag(obstore.head(self.node.store, path))
+            except FileNotFoundError:
+                current = None
+            if current != seen:
+                raise _document_changed()
 
     def _put_document(self, path: str, data: bytes) -> None:
         import obstore
@@ -387,10 +443,90 @@ class _ObjectTransaction:
         try:
             obstore.put(self.node.store, path, data, mode=mode)
         except (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError):
-            raise Conflict(
-                "The stored array's metadata changed during this write (another writer); "
-                "nothing of its metadata was changed: retry"
-            ) from None
+            raise _document_changed() from None
+
+
+def _document_changed() -> Conflict:
+    return Conflict(
+        "The stored array's metadata changed during this write (another writer); "
+        "nothing of this write was stored: retry"
+    )
+
+
+def _is_document(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in ZARR_DOCUMENTS
+
+
+def _each(call: Callable[..., Any], store: Any, pairs: dict[str, Any]) -> None:
+    """``call(store, key, value)`` (an obstore coroutine) for each pair, CONCURRENT_PUTS at
+    a time; raises the first failure."""
+
+    async def all_of() -> None:
+        limit = asyncio.Semaphore(CONCURRENT_PUTS)
+
+        async def one(key: str, value: Any) -> None:
+            async with limit:
+                await call(store, key, value)
+
+        await asyncio.gather(*(one(key, value) for key, value in pairs.items()))
+
+    asyncio.run(all_of())
+
+
+def _finish(store: Any, folder: str, record: dict[str, Any]) -> None:
+    """Make a committed transaction visible: chunks, then documents, then removals; then
+    forget it. Running it again (after a failure part-way) does the same."""
+    import obstore
+
+    copies: dict[str, str] = record["copy"]
+    chunks = {source: target for source, target in copies.items() if not _is_document(target)}
+    try:
+        _each(obstore.copy_async, store, chunks)
+        for source, target in copies.items():
+            if _is_document(target):
+                obstore.copy(store, source, target)
+    except FileNotFoundError:
+        try:
+            obstore.head(store, folder + COMMIT_SUFFIX)
+        except FileNotFoundError:
+            return  # another writer finished it meanwhile (and removed what it staged)
+        raise
+    if record["remove"]:
+        obstore.delete(store, record["remove"])
+    # The record first: without it, what is left of the staged objects is removed, not used.
+    obstore.delete(store, folder + COMMIT_SUFFIX)
+    obstore.delete(store, list(copies))
+
+
+def _delete_under(store: Any, folder: str) -> None:
+    import obstore
+
+    paths = [meta["path"] for batch in obstore.list(store, prefix=f"{folder}/") for meta in batch]
+    if paths:
+        obstore.delete(store, paths)
+
+
+def _recover(store: Any, prefix: str) -> None:
+    """Finish the committed transactions of the node at ``prefix`` that a failure left
+    part-way, oldest first, and remove what uncommitted ones staged. Only while no other
+    writer of the node is at work (under its lock, in every process)."""
+    import obstore
+
+    listed = obstore.list_with_delimiter(store, f"{prefix}/{STAGING}/")
+    records = sorted(
+        (meta for meta in listed["objects"] if meta["path"].endswith(COMMIT_SUFFIX)),
+        key=lambda meta: meta["last_modified"],
+    )
+    finished = set()
+    for meta in records:
+        folder = meta["path"][: -len(COMMIT_SUFFIX)]
+        record = json.loads(bytes(obstore.get(store, meta["path"]).bytes()))
+        _finish(store, folder, record)
+        finished.add(folder)
+    for folder in listed["common_prefixes"]:
+        folder = folder.rstrip("/")
+        if folder not in finished:
+            _delete_under(store, folder)
 
 
 def _bucket_zarr_store_class() -> type:
@@ -557,7 +693,8 @@ class BucketStorage(NodeStorage):
             check(None if found is None else found.etag)
             if found is None:
                 return False
-            # Checked in this process only: S3 has no conditional delete obstore can send.
+            # S3 has no conditional delete obstore can send: the check holds against writers
+            # that hold the node's lock (in every process, the catalog's), not others.
             obstore.delete(self.store, self.object_key(key))
             return True
 
@@ -569,6 +706,8 @@ class BucketStorage(NodeStorage):
         found = []
         for batch in obstore.list(self.store, prefix=f"{self.prefix}/"):
             for meta in batch:
+                if meta["path"][start:].startswith(f"{STAGING}/"):
+                    continue
                 found.append(
                     StoredObject(
                         meta["path"][start:], meta["size"], meta["last_modified"].timestamp(),
@@ -585,12 +724,22 @@ class BucketStorage(NodeStorage):
 
     @contextlib.contextmanager
     def locked(self, blocking: bool = True) -> Iterator[None]:
+        """The prefix's lock in this process; its writers hold the catalog's lock of the node,
+        which spans processes. The first to take it finishes what a failed write left."""
         lock = _PREFIX_LOCKS[zlib.crc32(self.uri.encode()) % len(_PREFIX_LOCKS)]
         if not lock.acquire(blocking=blocking):
             raise BlockingIOError(f"{self.uri} is locked by another writer")
+        held = _HELD.__dict__.setdefault("prefixes", set())
+        outermost = self.uri not in held
         try:
+            if outermost:
+                held.add(self.uri)
+                with store_errors(self.storage):
+                    _recover(self.store, self.prefix)
             yield
         finally:
+            if outermost:
+                held.discard(self.uri)
             lock.release()
 
     def zarr_store(self, transaction: _ObjectTransaction | None = None) -> Any:
@@ -610,11 +759,7 @@ class BucketStorage(NodeStorage):
 
     @_converting
     def destroy(self) -> None:
-        import obstore
-
-        paths = [self.object_key(found.key) for found in self.list()]
-        if paths:
-            obstore.delete(self.store, paths)
+        _delete_under(self.store, self.prefix)  # staged objects too
 
     @_converting
     def signed_url(self, key: str, seconds: float) -> str | None:

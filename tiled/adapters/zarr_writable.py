@@ -124,10 +124,33 @@ def store_zarr_documents(storage: NodeStorage, documents: Mapping[str, bytes]) -
 
 
 def resize_stored(storage: NodeStorage, shape: tuple[int, ...]) -> None:
-    """Give the stored array ``shape``: its metadata rewritten and the chunks now wholly
-    outside it removed, together (zarr-python's own resize)."""
+    """Give the stored array ``shape``: its metadata rewritten, the chunks now wholly outside
+    it removed and what the others hold outside it set to the fill value, together."""
     with storage.locked(), storage.staged() as transaction:
-        _open_staged(storage, transaction).resize(shape)
+        array = _open_staged(storage, transaction)
+        for region in _kept_beyond(array.shape, shape, array.chunks):
+            array[region] = array.fill_value
+        array.resize(shape)
+
+
+def _kept_beyond(
+    before: tuple[int, ...], after: tuple[int, ...], chunk_shape: tuple[int, ...]
+) -> Iterator[tuple[slice, ...]]:
+    """The regions of an array shrunk from ``before`` to ``after`` that lie outside it in
+    chunks that stay stored. zarr-python's resize keeps those chunks whole, so growing the
+    array again would show values written before it shrank instead of the fill value."""
+    # The extent, per dimension, of the chunks that stay: up to the end of the last chunk
+    # ``after`` reaches, and no further than the array was.
+    kept = tuple(
+        min(old, -(-new // size) * size)
+        for old, new, size in zip(before, after, chunk_shape, strict=True)
+    )
+    for axis, (old, new) in enumerate(zip(before, after, strict=True)):
+        if new < old and kept[axis] > new:
+            yield tuple(
+                slice(new, kept[axis]) if dim == axis else slice(0, kept[dim])
+                for dim in range(len(before))
+            )
 
 
 def stored_chunk_files(

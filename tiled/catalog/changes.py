@@ -33,6 +33,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -313,6 +314,13 @@ def change_feed(url: URL) -> ChangeFeed:
 # How often a writer waiting for another process's lock looks again, and for how long.
 EXCLUSION_POLL_SECONDS = 0.002
 EXCLUSION_TIMEOUT_SECONDS = 30.0
+# Turns: a process whose writers have kept one lock for this long without a pause lets it go
+# for a while before taking it again, so that the other processes, which look every
+# EXCLUSION_POLL_SECONDS, get it too (their writers would otherwise wait, then time out).
+EXCLUSION_TURN_SECONDS = 0.25
+EXCLUSION_YIELD_SECONDS = 0.02
+# A lock taken again this soon after it was given back continues the turn.
+EXCLUSION_PAUSE_SECONDS = 0.01
 # The lock files of a SQLite catalog: names are hashed onto this many (two names that share
 # one merely wait for each other).
 SQLITE_LOCK_SLOTS = 1024
@@ -331,6 +339,15 @@ class _Holders:
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.taking: dict[int, asyncio.Future] = {}
+        self.turn_started: dict[int, float] = {}  # when the owner's current turn began
+        self.given_back: dict[int, float] = {}  # when the owner last gave the key back
+        self.drained: dict[int, asyncio.Future] = {}  # done when the key is given back
+
+    def turn_is_over(self, key: int, now: float) -> bool:
+        return now - self.turn_started.get(key, now) > EXCLUSION_TURN_SECONDS
+
+    def continues_turn(self, key: int, now: float) -> bool:
+        return now - self.given_back.get(key, -math.inf) < EXCLUSION_PAUSE_SECONDS
 
 
 class Exclusion:
@@ -377,13 +394,29 @@ class Exclusion:
         holders = self._holders()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
-        while not holders.counts.get(key):
+        while True:
+            if holders.counts.get(key):
+                if not holders.turn_is_over(key, loop.time()):
+                    break  # another writer of ours holds it: share it
+                # Our turn is over: no more writers of ours join; the lock is given back
+                # when those in it are done, then taken again after a pause.
+                drained = holders.drained.get(key)
+                if drained is None:
+                    drained = holders.drained[key] = loop.create_future()
+                await asyncio.shield(drained)
+                continue
             pending = holders.taking.get(key)
             if pending is not None:
                 await asyncio.shield(pending)  # another writer of ours is taking it
                 continue
             attempt = holders.taking[key] = loop.create_future()
             try:
+                if holders.continues_turn(key, loop.time()):
+                    if holders.turn_is_over(key, loop.time()):
+                        await asyncio.sleep(EXCLUSION_YIELD_SECONDS)
+                        holders.turn_started[key] = loop.time()
+                else:
+                    holders.turn_started[key] = loop.time()
                 taken = await self._take(key)
             finally:
                 del holders.taking[key]
@@ -407,7 +440,13 @@ class Exclusion:
                 holders.counts[key] = remaining
             else:
                 holders.counts.pop(key, None)
-                await self._give_back(key)
+                try:
+                    await self._give_back(key)
+                finally:
+                    holders.given_back[key] = loop.time()
+                    drained = holders.drained.pop(key, None)
+                    if drained is not None:
+                        drained.set_result(None)
 
 
 class SQLiteExclusion(Exclusion):

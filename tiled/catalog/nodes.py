@@ -54,6 +54,7 @@ from ..errors import (
     NoSuchEntry,
     NotFound,
     TiledError,
+    UnfinishedWrite,
     ZarrKeyNotFound,
 )
 from ..ndslice import NDBlock
@@ -426,11 +427,13 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 await connection.execute(
                     update(nodes).where(nodes.c.id == self._record.id).values(time_updated=utcnow())
                 )
-                await run_sync(patch_region, self.node_storage, region, data, shape)
+                unfinished = await _storing(patch_region, self.node_storage, region, data, shape)
             if grown != self._structure:
                 self._record.data_sources[0] = replace(source, structure=grown)
                 self._structure = grown
                 self._array = await run_sync(open_readonly, self.node_storage)
+        if unfinished is not None:
+            raise unfinished
         return grown
 
     # --- writing through /zarr: the stored chunks and documents are the client's ---
@@ -452,7 +455,8 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
             if storage.inline_writes and meta.chunk_bytes <= INLINE_CHUNK_WRITE_BYTES:
                 with contextlib.suppress(BlockingIOError):  # lock held elsewhere: in a thread
                     return _store_checked_chunk(*arguments, blocking=False)
-            return await run_sync(_store_checked_chunk, *arguments)
+            async with self._storage_exclusive():
+                return await run_sync(_store_checked_chunk, *arguments)
         except FileNotFoundError:
             raise ZarrKeyNotFound("The array was deleted during this write") from None
 
@@ -460,11 +464,21 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         """Remove chunk ``coords`` (readers then get the fill value); whether it was stored."""
         (await self.to_zarr_meta()).chunk_region(coords)
         try:
-            return await run_sync(
-                self.node_storage.remove, self._chunk_key(coords), condition.check
-            )
+            async with self._storage_exclusive():
+                return await run_sync(
+                    self.node_storage.remove, self._chunk_key(coords), condition.check
+                )
         except FileNotFoundError:
             raise ZarrKeyNotFound("The array was deleted") from None
+
+    def _storage_exclusive(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """What a chunk write holds besides the storage's own lock: the node's lock in every
+        process, where the storage's lock does not span them (a bucket), so that a chunk
+        never lands beside a resize of another process, nor before a write it left
+        unfinished is completed."""
+        if self.node_storage.locks_across_processes:
+            return contextlib.nullcontext()
+        return self.exclusive()
 
     def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
         """``(coords, size, modification time, ETag)`` of every stored chunk (blocking: a
@@ -506,9 +520,10 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 )
                 if changed != structure:
                     await replace_structure(connection, source.id, changed)
+                unfinished = None
                 if changed.shape != structure.shape:
                     # Inside the transaction: if the files cannot be changed, nothing is.
-                    await run_sync(resize_stored, self.node_storage, changed.shape)
+                    unfinished = await _storing(resize_stored, self.node_storage, changed.shape)
             self._record.time_updated = now
             if attributes is not None:
                 self._record.metadata = self._metadata = attributes
@@ -516,6 +531,19 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 self._record.data_sources[0] = replace(source, structure=changed)
                 self._structure = changed
                 self._array = await run_sync(open_readonly, self.node_storage)
+        if unfinished is not None:
+            raise unfinished
+
+
+async def _storing(function: Any, *args: Any) -> UnfinishedWrite | None:
+    """Run a storage write that the catalog's transaction records: raise if nothing of it was
+    stored (the transaction rolls back), return the error if it was stored whole but is not
+    visible yet (the transaction commits: the storage finishes it later)."""
+    try:
+        await run_sync(function, *args)
+    except UnfinishedWrite as err:
+        return err
+    return None
 
 
 @dataclass(frozen=True)
