@@ -8,6 +8,7 @@ as S3 answers a denied request (403 AccessDenied, which clients do not retry).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Iterator
@@ -29,11 +30,21 @@ HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 @dataclass(frozen=True)
 class Refusal:
     """Requests refused: ``method`` and a path matching ``path`` (a regular expression);
-    ``copies`` is True for server-side copies only, False for plain requests only."""
+    ``copies`` is True for server-side copies only, False for plain requests only. With
+    ``forwarded``, the request reaches the store and only its answer is replaced (an answer
+    lost on its way back)."""
 
     method: str
     path: str
     copies: bool | None = None
+    forwarded: bool = False
+
+    def formatted(self, **names: str) -> Refusal:
+        """This refusal with ``{name}`` in its path replaced (escaped)."""
+        path = self.path
+        for name, value in names.items():
+            path = path.replace("{" + name + "}", re.escape(value))
+        return dataclasses.replace(self, path=path)
 
     def matches(self, method: str, path: str, headers: dict[str, str]) -> bool:
         if method != self.method or not re.search(self.path, path):
@@ -82,10 +93,10 @@ class StoreFront:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         method, path = scope["method"], scope["raw_path"].decode()
         with self._lock:
-            refused = any(r.matches(method, path, headers) for r in self.refusals)
-            if refused:
+            refusal = next((r for r in self.refusals if r.matches(method, path, headers)), None)
+            if refusal is not None:
                 self.refused.append(f"{method} {path}")
-        if refused:
+        if refusal is not None and not refusal.forwarded:
             await _answer(send, 403, [(b"content-type", b"application/xml")], DENIED)
             return
         if self._client is None:
@@ -94,6 +105,9 @@ class StoreFront:
         url = f"{self.upstream}{path}" + (f"?{query}" if query else "")
         forwarded = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
         answer = await self._client.request(method, url, headers=forwarded, content=bytes(body))
+        if refusal is not None:
+            await _answer(send, 403, [(b"content-type", b"application/xml")], DENIED)
+            return
         kept = [
             (k.encode(), v.encode())
             for k, v in answer.headers.items()

@@ -415,37 +415,40 @@ def staging_leftovers(moto, prefix: str) -> list[str]:
     return [path for path in moto.objects(f"{prefix}/") if "/.staging" in path]
 
 
-def test_a_write_the_store_fails_while_sending_changes_nothing(fronted, moto, name):
+def refused_write(fronted, name: str, refusal: Refusal) -> tuple:
+    """A node of 8 zeros in 4 chunks, then a write of 0..7 to all of it while the store front
+    refuses ``refusal``: the node, its prefix and the answer to the write."""
     client = client_from_uri(fronted.url, api_key=KEY)
     node = client.write_array(dask.array.zeros(8, chunks=2), key=name)
     prefix = prefix_of(node)
-    before = moto.objects(f"{prefix}/")
-    # The store refuses the last chunk of the four the write sends; the first three went.
-    with fronted.front.refusing(Refusal("PUT", rf"^/{BUCKET}/{prefix}/.*c/3$")):
-        refused = httpx.put(
+    with fronted.front.refusing(refusal.formatted(BUCKET=BUCKET, prefix=prefix)):
+        answer = httpx.put(
             f"{fronted.url}/api/v1/array/full/{name}", headers=HEADERS,
             content=numpy.arange(8, dtype="f8").tobytes(),
         )  # fmt: skip
+    return node, prefix, answer
+
+
+def test_a_write_the_store_fails_while_sending_changes_nothing(fronted, moto, name):
+    # The store refuses the last chunk of the four the write sends; the first three went.
+    node, prefix, refused = refused_write(
+        fronted, name, Refusal("PUT", r"^/{BUCKET}/{prefix}/.*c/3$")
+    )
     assert refused.status_code == 503, refused.text
     assert refused.headers["retry-after"] and "object store" in refused.json()["detail"]
     assert fronted.front.refused
-    numpy.testing.assert_array_equal(client[name].read(), numpy.zeros(8))
-    assert moto.objects(f"{prefix}/") == before  # and nothing staged is left behind
+    numpy.testing.assert_array_equal(node.read(), numpy.zeros(8))
+    assert sorted(moto.objects(f"{prefix}/")) == [f"{prefix}/zarr.json"]  # nothing staged left
 
     node.write(numpy.arange(8.0))  # the store is well again
-    numpy.testing.assert_array_equal(client[name].read(), numpy.arange(8.0))
+    numpy.testing.assert_array_equal(node.read(), numpy.arange(8.0))
 
 
 def test_a_write_the_store_fails_while_copying_is_finished_by_the_next(fronted, moto, name):
-    client = client_from_uri(fronted.url, api_key=KEY)
-    node = client.write_array(dask.array.zeros(8, chunks=2), key=name)
-    prefix = prefix_of(node)
     # All of the write is staged and committed; then the store refuses the copy to c/3.
-    with fronted.front.refusing(Refusal("PUT", rf"^/{BUCKET}/{prefix}/c/3$", copies=True)):
-        refused = httpx.put(
-            f"{fronted.url}/api/v1/array/full/{name}", headers=HEADERS,
-            content=numpy.arange(8, dtype="f8").tobytes(),
-        )  # fmt: skip
+    node, prefix, refused = refused_write(
+        fronted, name, Refusal("PUT", r"^/{BUCKET}/{prefix}/c/3$", copies=True)
+    )
     assert refused.status_code == 503, refused.text
     assert staging_leftovers(moto, prefix)  # the record of the committed write
 
@@ -453,8 +456,21 @@ def test_a_write_the_store_fails_while_copying_is_finished_by_the_next(fronted, 
     node.write_block(numpy.array([100.0, 101.0]), (0,))
     expected = numpy.arange(8.0)
     expected[:2] = [100, 101]
-    numpy.testing.assert_array_equal(client[name].read(), expected)
+    numpy.testing.assert_array_equal(node.read(), expected)
     assert staging_leftovers(moto, prefix) == []
+
+
+def test_a_commit_whose_answer_is_lost_is_undone_and_leaves_the_node_writable(fronted, moto, name):
+    # The commit record reaches the store, but the server is told the PUT failed: it removes
+    # the record, then what the write staged.
+    node, prefix, refused = refused_write(
+        fronted, name, Refusal("PUT", r"\.commit$", forwarded=True)
+    )
+    assert refused.status_code == 503, refused.text
+    assert staging_leftovers(moto, prefix) == []
+    numpy.testing.assert_array_equal(node.read(), numpy.zeros(8))
+    node.write_block(numpy.array([5.0, 6.0]), (3,))  # the node is as writable as before
+    numpy.testing.assert_array_equal(node.read(), [0, 0, 0, 0, 0, 0, 5, 6])
 
 
 def test_a_shrink_the_store_fails_while_removing_is_finished_by_the_next(fronted, moto, name):

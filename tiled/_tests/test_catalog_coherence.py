@@ -254,9 +254,10 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
     database_uri,  # noqa: F811
     storage,  # noqa: F811
 ):
-    """Writers of one process that follow each other without pause, some of them at the
-    same time, would keep a lock that is only ever taken when free; they give it up now and
-    then, and a writer of another process gets it within a second, not a timeout."""
+    """Writers of one process that follow each other without pause (serialized in the process,
+    as the server's are, by the node's lock) would keep a lock that another process only ever
+    takes when it finds it free; they give it up now and then, and a writer of another
+    process gets it within a second, not a timeout."""
     busy = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
     other = from_uri(database_uri, writable_storage=storage)
     await busy.startup()
@@ -265,7 +266,7 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
 
     async def keep_writing() -> None:
         while not stop.is_set():
-            async with busy.catalog.exclusive("a/b"):
+            async with busy.catalog.node_lock("a/b"), busy.catalog.exclusive("a/b"):
                 await asyncio.sleep(0.002)
 
     writers = [asyncio.create_task(keep_writing()) for _ in range(4)]
@@ -308,3 +309,40 @@ async def test_the_sqlite_change_feed_leaves_sqlites_own_locks_alone(tmp_path, s
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+@pytest.mark.asyncio
+async def test_writers_that_take_the_locks_in_either_order_never_deadlock(tmp_path, storage):  # noqa: F811
+    """A document write holds the cross-process lock, then the node's lock; a patch the other
+    way around. Within one process the cross-process lock is shared, so neither waits for the
+    other's, even when the lock has been busy long enough to be given up for a turn."""
+    root = from_uri(
+        f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=storage, init_if_not_exists=True
+    )
+    await root.startup()
+    catalog = root.catalog
+    try:
+
+        async def chunk_writer() -> None:  # keeps the lock busy, as /zarr chunk PUTs do
+            for _ in range(40):
+                async with catalog.exclusive("a"):
+                    await asyncio.sleep(0.01)
+
+        async def document_write() -> None:
+            await asyncio.sleep(0.1)
+            async with catalog.exclusive("a"):
+                await asyncio.sleep(0.2)  # the patch holds the node's lock meanwhile
+                async with catalog.node_lock("a"):
+                    pass
+
+        async def patch() -> None:
+            await asyncio.sleep(0.15)
+            async with catalog.node_lock("a"):
+                await asyncio.sleep(0.2)  # past EXCLUSION_TURN_SECONDS of the chunk writers
+                async with catalog.exclusive("a"):
+                    pass
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(document_write(), patch(), *(chunk_writer() for _ in range(3)))
+    finally:
+        await root.shutdown()

@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import logging
 import os
 import shutil
 import threading
@@ -70,6 +71,8 @@ from .files import (
     staged,
     uri_from_path,
 )
+
+logger = logging.getLogger(__name__)
 
 # Names of zarr metadata documents: put last, and conditionally, when a bucket write commits.
 ZARR_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
@@ -404,11 +407,15 @@ class _ObjectTransaction:
             # next writer of the node.
             obstore.put(self.node.store, folder + COMMIT_SUFFIX, json.dumps(record).encode())
         except BaseException:
-            with contextlib.suppress(Exception):  # else the next writer removes them
+            # The record first (its PUT may have landed although it failed): once it is gone
+            # the staged objects serve no one; while it may be there, they stay whole, for
+            # the next writer to finish the write with. (Else that writer removes them.)
+            with contextlib.suppress(Exception):
+                obstore.delete(self.node.store, folder + COMMIT_SUFFIX)
                 _delete_under(self.node.store, folder)
             raise
         try:
-            _finish(self.node.store, folder, record)
+            _apply(self.node.store, folder, record)
         except Exception as err:
             if not _is_store_failure(err):
                 raise
@@ -417,6 +424,14 @@ class _ObjectTransaction:
                 "whole, was being made visible (readers may see part of it until the next "
                 f"write to this node finishes it): {_unavailable(self.node.storage, err)}"
             ) from None
+        try:
+            _forget(self.node.store, folder, record)
+        except Exception:  # noqa: BLE001 - the write is done; what is left goes later
+            logger.warning(
+                "Could not remove the commit record and staged objects of a finished write "
+                "at %s/%s; the next write to the node removes them",
+                self.node.storage.uri, folder, exc_info=True,
+            )  # fmt: skip
 
     def _check_documents(self) -> None:
         """Refuse the write (nothing of it visible yet) if a zarr document it read changed."""
@@ -473,9 +488,9 @@ def _each(call: Callable[..., Any], store: Any, pairs: dict[str, Any]) -> None:
     asyncio.run(all_of())
 
 
-def _finish(store: Any, folder: str, record: dict[str, Any]) -> None:
-    """Make a committed transaction visible: chunks, then documents, then removals; then
-    forget it. Running it again (after a failure part-way) does the same."""
+def _apply(store: Any, folder: str, record: dict[str, Any]) -> None:
+    """Make a committed transaction visible: chunks, then documents, then removals. Running
+    it again (after a failure part-way) does the same."""
     import obstore
 
     copies: dict[str, str] = record["copy"]
@@ -486,16 +501,28 @@ def _finish(store: Any, folder: str, record: dict[str, Any]) -> None:
             if _is_document(target):
                 obstore.copy(store, source, target)
     except FileNotFoundError:
+        # Staged objects are removed only once their record is gone: if it is, another
+        # writer finished this write meanwhile; if not, something outside the node's writers
+        # removed them, and the write is dropped rather than left to fail every write after.
         try:
             obstore.head(store, folder + COMMIT_SUFFIX)
         except FileNotFoundError:
-            return  # another writer finished it meanwhile (and removed what it staged)
-        raise
+            return
+        _forget(store, folder, record)
+        raise Conflict(
+            "What this write had staged was removed by something other than the node's "
+            "writers; part of it may be visible: write it again"
+        ) from None
     if record["remove"]:
         obstore.delete(store, record["remove"])
-    # The record first: without it, what is left of the staged objects is removed, not used.
+
+
+def _forget(store: Any, folder: str, record: dict[str, Any]) -> None:
+    """Remove a transaction's record, then what it staged (never the other way around)."""
+    import obstore
+
     obstore.delete(store, folder + COMMIT_SUFFIX)
-    obstore.delete(store, list(copies))
+    obstore.delete(store, list(record["copy"]))
 
 
 def _delete_under(store: Any, folder: str) -> None:
@@ -521,7 +548,8 @@ def _recover(store: Any, prefix: str) -> None:
     for meta in records:
         folder = meta["path"][: -len(COMMIT_SUFFIX)]
         record = json.loads(bytes(obstore.get(store, meta["path"]).bytes()))
-        _finish(store, folder, record)
+        _apply(store, folder, record)
+        _forget(store, folder, record)
         finished.add(folder)
     for folder in listed["common_prefixes"]:
         folder = folder.rstrip("/")

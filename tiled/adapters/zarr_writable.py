@@ -11,6 +11,7 @@ chunks only once all of them are encoded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,29 +129,44 @@ def resize_stored(storage: NodeStorage, shape: tuple[int, ...]) -> None:
     it removed and what the others hold outside it set to the fill value, together."""
     with storage.locked(), storage.staged() as transaction:
         array = _open_staged(storage, transaction)
-        for region in _kept_beyond(array.shape, shape, array.chunks):
-            array[region] = array.fill_value
+        _forget_beyond(array, shape)
         array.resize(shape)
 
 
-def _kept_beyond(
-    before: tuple[int, ...], after: tuple[int, ...], chunk_shape: tuple[int, ...]
-) -> Iterator[tuple[slice, ...]]:
-    """The regions of an array shrunk from ``before`` to ``after`` that lie outside it in
-    chunks that stay stored. zarr-python's resize keeps those chunks whole, so growing the
-    array again would show values written before it shrank instead of the fill value."""
-    # The extent, per dimension, of the chunks that stay: up to the end of the last chunk
-    # ``after`` reaches, and no further than the array was.
-    kept = tuple(
-        min(old, -(-new // size) * size)
-        for old, new, size in zip(before, after, chunk_shape, strict=True)
-    )
-    for axis, (old, new) in enumerate(zip(before, after, strict=True)):
-        if new < old and kept[axis] > new:
-            yield tuple(
-                slice(new, kept[axis]) if dim == axis else slice(0, kept[dim])
-                for dim in range(len(before))
-            )
+def _forget_beyond(array: zarr.Array, shape: tuple[int, ...]) -> None:
+    """Set to the fill value what the chunks that stay hold outside ``shape``. zarr-python's
+    resize keeps those chunks whole, so growing the array again would show values written
+    before it shrank. Each such chunk is rewritten once: a staged write is not read back."""
+    before, chunk_shape = tuple(array.shape), tuple(array.chunks)
+    cut = [
+        axis
+        for axis, (old, new, size) in enumerate(zip(before, shape, chunk_shape, strict=True))
+        if new < old and new % size
+    ]
+    if not cut:
+        return
+    staying = [
+        -(-min(old, new) // size) for old, new, size in zip(before, shape, chunk_shape, strict=True)
+    ]
+    edge: set[tuple[int, ...]] = set()
+    for axis in cut:
+        ranges: list[Any] = [range(count) for count in staying]
+        ranges[axis] = [staying[axis] - 1]
+        edge.update(itertools.product(*ranges))
+    fill = array.fill_value
+    if fill is None:  # zarr v2's "undefined": readers get the dtype's zero
+        fill = numpy.zeros((), dtype=array.dtype)[()]
+    for index in sorted(edge):
+        region = tuple(
+            slice(i * size, min((i + 1) * size, old))
+            for i, size, old in zip(index, chunk_shape, before, strict=True)
+        )
+        block = numpy.array(array[region])
+        for axis in cut:
+            if index[axis] == staying[axis] - 1:
+                outside = (slice(None),) * axis + (slice(shape[axis] - region[axis].start, None),)
+                block[outside] = fill
+        array[region] = block
 
 
 def stored_chunk_files(

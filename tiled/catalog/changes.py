@@ -314,9 +314,9 @@ def change_feed(url: URL) -> ChangeFeed:
 # How often a writer waiting for another process's lock looks again, and for how long.
 EXCLUSION_POLL_SECONDS = 0.002
 EXCLUSION_TIMEOUT_SECONDS = 30.0
-# Turns: a process whose writers have kept one lock for this long without a pause lets it go
-# for a while before taking it again, so that the other processes, which look every
-# EXCLUSION_POLL_SECONDS, get it too (their writers would otherwise wait, then time out).
+# Turns: a process whose writers have taken one lock again and again, without a pause, for this
+# long lets it go for a while before taking it again, so that the other processes, which look
+# every EXCLUSION_POLL_SECONDS, get it too (their writers would otherwise wait, then time out).
 EXCLUSION_TURN_SECONDS = 0.25
 EXCLUSION_YIELD_SECONDS = 0.02
 # A lock taken again this soon after it was given back continues the turn.
@@ -341,7 +341,9 @@ class _Holders:
         self.taking: dict[int, asyncio.Future] = {}
         self.turn_started: dict[int, float] = {}  # when the owner's current turn began
         self.given_back: dict[int, float] = {}  # when the owner last gave the key back
-        self.drained: dict[int, asyncio.Future] = {}  # done when the key is given back
+        # Which counts are current: a new generation begins when the owner loses its locks
+        # all at once (a PostgreSQL connection), and writers of the old one release nothing.
+        self.generation = 0
 
     def turn_is_over(self, key: int, now: float) -> bool:
         return now - self.turn_started.get(key, now) > EXCLUSION_TURN_SECONDS
@@ -394,17 +396,9 @@ class Exclusion:
         holders = self._holders()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
-        while True:
-            if holders.counts.get(key):
-                if not holders.turn_is_over(key, loop.time()):
-                    break  # another writer of ours holds it: share it
-                # Our turn is over: no more writers of ours join; the lock is given back
-                # when those in it are done, then taken again after a pause.
-                drained = holders.drained.get(key)
-                if drained is None:
-                    drained = holders.drained[key] = loop.create_future()
-                await asyncio.shield(drained)
-                continue
+        while not holders.counts.get(key):
+            # (Held by another writer of ours, it is shared: the caller serializes those, and
+            # making them wait here could deadlock with the caller's own locks.)
             pending = holders.taking.get(key)
             if pending is not None:
                 await asyncio.shield(pending)  # another writer of ours is taking it
@@ -431,22 +425,18 @@ class Exclusion:
                 )
             await asyncio.sleep(EXCLUSION_POLL_SECONDS)
         holders.counts[key] += 1
+        generation = holders.generation
         try:
             yield
         finally:
-            # (A lost PostgreSQL connection took its locks, and their counts, with it.)
-            remaining = holders.counts.get(key, 1) - 1
-            if remaining > 0:
-                holders.counts[key] = remaining
-            else:
-                holders.counts.pop(key, None)
-                try:
-                    await self._give_back(key)
-                finally:
+            if holders.generation == generation:  # else the lock went with its connection
+                remaining = holders.counts[key] - 1
+                if remaining > 0:
+                    holders.counts[key] = remaining
+                else:
+                    del holders.counts[key]
                     holders.given_back[key] = loop.time()
-                    drained = holders.drained.pop(key, None)
-                    if drained is not None:
-                        drained.set_result(None)
+                    await self._give_back(key)
 
 
 class SQLiteExclusion(Exclusion):
@@ -533,6 +523,7 @@ class PostgreSQLExclusion(Exclusion):
             if session.connection is None or session.connection.is_closed():
                 # Locks of a lost connection went with it: so do their counts.
                 session.counts.clear()
+                session.generation += 1
                 session.connection = await asyncpg.connect(
                     self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
                 )

@@ -250,10 +250,12 @@ async def delete_asset(
                 catalog.writable_storage,
             )  # fmt: skip
         else:
-            data_deleted = await run_sync(
-                _remove_stored_object, found.data_uri, bool(found.is_directory),
-                catalog.writable_locations,
-            )  # fmt: skip
+            # As every writer of a bucket-stored node: the node's lock in every process.
+            async with catalog.node_lock(record.path), catalog.exclusive(record.path):
+                data_deleted = await run_sync(
+                    _remove_stored_object, found.data_uri, bool(found.is_directory),
+                    catalog.writable_locations,
+                )  # fmt: skip
     return {"asset_deleted": asset_deleted, "data_deleted": data_deleted}
 
 

@@ -19,7 +19,7 @@ import enum
 import functools
 import json
 import types
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
@@ -471,14 +471,18 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         except FileNotFoundError:
             raise ZarrKeyNotFound("The array was deleted") from None
 
-    def _storage_exclusive(self) -> contextlib.AbstractAsyncContextManager[None]:
+    @contextlib.asynccontextmanager
+    async def _storage_exclusive(self) -> AsyncIterator[None]:
         """What a chunk write holds besides the storage's own lock: the node's lock in every
         process, where the storage's lock does not span them (a bucket), so that a chunk
         never lands beside a resize of another process, nor before a write it left
-        unfinished is completed."""
+        unfinished is completed. (In the order every writer takes them: this process's lock
+        of the node first.)"""
         if self.node_storage.locks_across_processes:
-            return contextlib.nullcontext()
-        return self.exclusive()
+            yield
+            return
+        async with self._catalog.node_lock(self._record.path), self.exclusive():
+            yield
 
     def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
         """``(coords, size, modification time, ETag)`` of every stored chunk (blocking: a
