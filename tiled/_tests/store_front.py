@@ -8,6 +8,7 @@ as S3 answers a denied request (403 AccessDenied, which clients do not retry).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import threading
@@ -32,12 +33,14 @@ class Refusal:
     """Requests refused: ``method`` and a path matching ``path`` (a regular expression);
     ``copies`` is True for server-side copies only, False for plain requests only. With
     ``forwarded``, the request reaches the store and only its answer is replaced (an answer
-    lost on its way back)."""
+    lost on its way back). With ``delay`` (seconds), the request is not refused, only held
+    that long before it is forwarded (a slow store)."""
 
     method: str
     path: str
     copies: bool | None = None
     forwarded: bool = False
+    delay: float = 0.0
 
     def formatted(self, **names: str) -> Refusal:
         """This refusal with ``{name}`` in its path replaced (escaped)."""
@@ -96,6 +99,9 @@ class StoreFront:
             refusal = next((r for r in self.refusals if r.matches(method, path, headers)), None)
             if refusal is not None:
                 self.refused.append(f"{method} {path}")
+        if refusal is not None and refusal.delay:
+            await asyncio.sleep(refusal.delay)
+            refusal = None
         if refusal is not None and not refusal.forwarded:
             await _answer(send, 403, [(b"content-type", b"application/xml")], DENIED)
             return

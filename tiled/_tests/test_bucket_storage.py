@@ -698,8 +698,9 @@ def test_assets_in_a_bucket(server, client, moto, name):
 
 
 @contextlib.contextmanager
-def two_servers(moto, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two ``tiled serve config`` processes of one SQLite catalog and one bucket: their URLs."""
+def two_servers(moto, tmp_path: Path, endpoint: str | None = None) -> Iterator[tuple[str, str]]:
+    """Two ``tiled serve config`` processes of one SQLite catalog and one bucket (reached at
+    ``endpoint`` if given): their URLs."""
     import yaml
 
     from .processes import TILED, server_process
@@ -710,7 +711,8 @@ def two_servers(moto, tmp_path: Path) -> Iterator[tuple[str, str]]:
             {
                 "trees": [{"path": "/", "tree": "catalog", "args": {
                     "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
-                    "writable_storage": [moto.storage()], "init_if_not_exists": True}}],
+                    "writable_storage": [moto.storage(endpoint=endpoint)],
+                    "init_if_not_exists": True}}],
                 "authentication": {"single_user_api_key": KEY},
             }
         )
@@ -790,3 +792,58 @@ def test_chunk_writes_of_one_process_never_land_outside_a_shrink_of_another(moto
         assert outside == 0, f"{outside} shrinks of 25 left a chunk outside the array"
         # Writes were refused while the array was shrunk, and landed while it was not.
         assert set(answers) <= {201, 204, 400} and {400} < set(answers), set(answers)
+
+
+def write_chunks_until(stop, url: str, chunk: bytes, count: int = 4) -> None:
+    """PUT ``chunk`` as one of the chunks 0 to ``count - 1`` of the 1-d array at ``url`` (any
+    one: mostly new ones, when there are many) until ``stop``."""
+    with httpx.Client(headers=HEADERS, timeout=30) as http:
+        while not stop.is_set():
+            http.put(f"{url}/c/{time.monotonic_ns() % count}", content=chunk)
+
+
+@pytest.mark.slow
+def test_a_node_deleted_while_another_process_writes_its_chunks_leaves_no_object(moto, tmp_path):
+    """Deleting a node holds its lock in every process, as its writers do: a chunk write of
+    another process lands before the node's objects are removed, or is refused after. (The
+    store is made slow to take chunks, so that deletions fall between a write's check of the
+    array and its PUT.)"""
+    import threading
+
+    with store_front(moto.endpoint) as (front, endpoint):
+        slow_chunks = Refusal("PUT", r"/c/\d+$", copies=False, delay=0.1)
+        with two_servers(moto, tmp_path, endpoint) as (first, second), front.refusing(slow_chunks):
+            client = client_from_uri(first, api_key=KEY)
+            prefixes = []
+            for attempt in range(3):
+                # Chunks written through /zarr are mostly new: created with If-None-Match: *,
+                # which, unlike a replacement's If-Match, still succeeds once the node's
+                # objects are gone.
+                node = client.write_array(dask.array.zeros(400, chunks=2), key=f"a{attempt}")
+                prefix = prefix_of(node)
+                prefixes.append(prefix)
+                node.write_block(numpy.ones(2), (0,))
+                chunk = moto.objects(f"{prefix}/")[f"{prefix}/c/0"]
+                url = f"{first}/zarr/v3/a{attempt}"
+                assert httpx.delete(f"{url}/c/0", headers=HEADERS).status_code == 204
+                stop = threading.Event()
+                writers = [
+                    threading.Thread(target=write_chunks_until, args=(stop, url, chunk, 200))
+                    for _ in range(4)
+                ]
+                for writer in writers:
+                    writer.start()
+                try:
+                    time.sleep(0.3)
+                    deleted = httpx.delete(
+                        f"{second}/api/v1/metadata/a{attempt}", headers=HEADERS,
+                        params={"external_only": "false"}, timeout=30,
+                    )  # fmt: skip
+                    assert deleted.status_code == 200, deleted.text
+                    time.sleep(0.3)  # writes that began before the delete have ended by now
+                finally:
+                    stop.set()
+                    for writer in writers:
+                        writer.join()
+    left = {prefix: sorted(moto.objects(f"{prefix}/")) for prefix in prefixes}
+    assert all(not objects for objects in left.values()), left

@@ -312,6 +312,42 @@ async def test_the_sqlite_change_feed_leaves_sqlites_own_locks_alone(tmp_path, s
 
 
 @pytest.mark.asyncio
+async def test_a_writer_waiting_in_another_process_is_seen_by_the_holder(
+    database_uri,  # noqa: F811
+    storage,  # noqa: F811
+):
+    """The holder gives a turn away only when someone waits (a lone writer never pauses):
+    waiters say so while they wait, and stop saying so when they stop waiting."""
+    from tiled.catalog.changes import _lock_key
+
+    holder = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
+    other = from_uri(database_uri, writable_storage=storage)
+    await holder.startup()
+    await other.startup()
+    exclusion = holder.catalog._exclusion
+    key = _lock_key("a/b")
+    try:
+        async with holder.catalog.exclusive("a/b"):
+            assert not await exclusion._others_wait(key)
+            waiting = asyncio.create_task(_hold(other, "a/b"))
+            await asyncio.sleep(0.2)
+            assert await exclusion._others_wait(key)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert not await exclusion._others_wait(key)
+            waiting = asyncio.create_task(_hold(other, "a/b"))
+            await asyncio.sleep(0.2)
+            assert await exclusion._others_wait(key)
+        async with asyncio.timeout(10):
+            await waiting  # it got the lock: it waits no more
+        assert not await exclusion._others_wait(key)
+    finally:
+        await other.shutdown()
+        await holder.shutdown()
+
+
+@pytest.mark.asyncio
 async def test_writers_that_take_the_locks_in_either_order_never_deadlock(tmp_path, storage):  # noqa: F811
     """A document write holds the cross-process lock, then the node's lock; a patch the other
     way around. Within one process the cross-process lock is shared, so neither waits for the

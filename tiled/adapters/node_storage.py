@@ -502,19 +502,25 @@ def _apply(store: Any, folder: str, record: dict[str, Any]) -> None:
                 obstore.copy(store, source, target)
     except FileNotFoundError:
         # Staged objects are removed only once their record is gone: if it is, another
-        # writer finished this write meanwhile; if not, something outside the node's writers
-        # removed them, and the write is dropped rather than left to fail every write after.
+        # writer finished this write meanwhile. If not, the record landed after its writer
+        # gave the write up (a PUT that outlived its answer), or something outside the node's
+        # writers removed them: the write is dropped, not left to fail every write after it.
         try:
             obstore.head(store, folder + COMMIT_SUFFIX)
         except FileNotFoundError:
             return
         _forget(store, folder, record)
-        raise Conflict(
-            "What this write had staged was removed by something other than the node's "
-            "writers; part of it may be visible: write it again"
-        ) from None
+        raise _StagedObjectsGone() from None
     if record["remove"]:
         obstore.delete(store, record["remove"])
+
+
+class _StagedObjectsGone(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "What this write had staged was removed by something other than the node's "
+            "writers; part of it may be visible: write it again"
+        )
 
 
 def _forget(store: Any, folder: str, record: dict[str, Any]) -> None:
@@ -548,13 +554,20 @@ def _recover(store: Any, prefix: str) -> None:
     for meta in records:
         folder = meta["path"][: -len(COMMIT_SUFFIX)]
         record = json.loads(bytes(obstore.get(store, meta["path"]).bytes()))
-        _apply(store, folder, record)
-        _forget(store, folder, record)
+        try:
+            _apply(store, folder, record)
+        except _StagedObjectsGone:
+            logger.warning("Dropped the commit record %s, whose staged objects are gone", folder)
+        else:
+            _forget(store, folder, record)
         finished.add(folder)
     for folder in listed["common_prefixes"]:
         folder = folder.rstrip("/")
         if folder not in finished:
-            _delete_under(store, folder)
+            try:  # what a write that never committed left: only space, nothing to finish
+                _delete_under(store, folder)
+            except Exception:  # noqa: BLE001 - the next writer tries again
+                logger.warning("Could not remove %s, staged by a failed write", folder)
 
 
 def _bucket_zarr_store_class() -> type:

@@ -11,6 +11,7 @@ chunks only once all of them are encoded.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..structures.array import ArrayStructure, BuiltinDtype, Endianness
 from ..zarr_format.formats import encoding_for
 from ..zarr_format.model import regular_chunks
 from .files import FileTransaction
-from .node_storage import ZARR_DOCUMENTS, NodeStorage
+from .node_storage import CONCURRENT_PUTS, ZARR_DOCUMENTS, NodeStorage
 
 ZARR_MIMETYPE = "application/x-zarr"
 
@@ -156,7 +157,8 @@ def _forget_beyond(array: zarr.Array, shape: tuple[int, ...]) -> None:
     fill = array.fill_value
     if fill is None:  # zarr v2's "undefined": readers get the dtype's zero
         fill = numpy.zeros((), dtype=array.dtype)[()]
-    for index in sorted(edge):
+
+    def rewrite(index: tuple[int, ...]) -> None:
         region = tuple(
             slice(i * size, min((i + 1) * size, old))
             for i, size, old in zip(index, chunk_shape, before, strict=True)
@@ -167,6 +169,11 @@ def _forget_beyond(array: zarr.Array, shape: tuple[int, ...]) -> None:
                 outside = (slice(None),) * axis + (slice(shape[axis] - region[axis].start, None),)
                 block[outside] = fill
         array[region] = block
+
+    # Chunk by chunk (each is read once, before anything of this write is staged), several
+    # at a time: in a bucket, each read and write is a request.
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENT_PUTS) as pool:
+        list(pool.map(rewrite, sorted(edge)))  # raises the first failure
 
 
 def stored_chunk_files(

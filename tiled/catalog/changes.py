@@ -315,8 +315,9 @@ def change_feed(url: URL) -> ChangeFeed:
 EXCLUSION_POLL_SECONDS = 0.002
 EXCLUSION_TIMEOUT_SECONDS = 30.0
 # Turns: a process whose writers have taken one lock again and again, without a pause, for this
-# long lets it go for a while before taking it again, so that the other processes, which look
-# every EXCLUSION_POLL_SECONDS, get it too (their writers would otherwise wait, then time out).
+# long lets it go for a while before taking it again if another process is waiting for it
+# (waiters make themselves known), so that the other processes, which look every
+# EXCLUSION_POLL_SECONDS, get it too (their writers would otherwise wait, then time out).
 EXCLUSION_TURN_SECONDS = 0.25
 EXCLUSION_YIELD_SECONDS = 0.02
 # A lock taken again this soon after it was given back continues the turn.
@@ -329,6 +330,11 @@ SQLITE_LOCK_SLOTS = 1024
 def _lock_key(name: str) -> int:
     """A stable 63-bit number for ``name`` (the same in every process)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
+
+
+def _waiting_key(key: int) -> int:
+    """The key on which writers waiting for ``key`` make themselves known (PostgreSQL)."""
+    return key ^ (1 << 62)
 
 
 class _Holders:
@@ -344,6 +350,8 @@ class _Holders:
         # Which counts are current: a new generation begins when the owner loses its locks
         # all at once (a PostgreSQL connection), and writers of the old one release nothing.
         self.generation = 0
+        self.waiting: dict[int, int] = {}  # how many of the owner's writers wait, per key
+        self.announced: set[int] = set()  # keys for which the owner has said it waits
 
     def turn_is_over(self, key: int, now: float) -> bool:
         return now - self.turn_started.get(key, now) > EXCLUSION_TURN_SECONDS
@@ -390,40 +398,76 @@ class Exclusion:
     async def _give_back(self, key: int) -> None:
         raise NotImplementedError
 
+    def _still_held(self, holders: Any) -> bool:
+        """Whether the owner's locks still stand (a PostgreSQL connection may be lost)."""
+        return True
+
+    async def _announce(self, key: int) -> bool:
+        """Let the other processes see that a writer here waits for ``key``, if that can be
+        done at once; whether it was."""
+        return False
+
+    async def _withdraw(self, key: int) -> None:
+        """Undo :meth:`_announce`."""
+
+    async def _others_wait(self, key: int) -> bool:
+        """Whether a writer of another process has announced that it waits for ``key``."""
+        return False
+
+    async def _take_turn(self, holders: _Holders, key: int) -> None:
+        """Before taking ``key``: if this owner's writers have had it for a whole turn, pause
+        for another process's writer that waits for it."""
+        loop = asyncio.get_running_loop()
+        if not holders.continues_turn(key, loop.time()):
+            holders.turn_started[key] = loop.time()  # a new turn
+        elif holders.turn_is_over(key, loop.time()):
+            if await self._others_wait(key):
+                await asyncio.sleep(EXCLUSION_YIELD_SECONDS)
+            holders.turn_started[key] = loop.time()
+
     @contextlib.asynccontextmanager
     async def _counted(self, name: str) -> AsyncIterator[None]:
         key = _lock_key(name)
         holders = self._holders()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
-        while not holders.counts.get(key):
-            # (Held by another writer of ours, it is shared: the caller serializes those, and
-            # making them wait here could deadlock with the caller's own locks.)
-            pending = holders.taking.get(key)
-            if pending is not None:
-                await asyncio.shield(pending)  # another writer of ours is taking it
-                continue
-            attempt = holders.taking[key] = loop.create_future()
-            try:
-                if holders.continues_turn(key, loop.time()):
-                    if holders.turn_is_over(key, loop.time()):
-                        await asyncio.sleep(EXCLUSION_YIELD_SECONDS)
-                        holders.turn_started[key] = loop.time()
-                else:
-                    holders.turn_started[key] = loop.time()
-                taken = await self._take(key)
-            finally:
-                del holders.taking[key]
-                attempt.set_result(None)
-            if taken:
-                holders.counts[key] = 0
-                break
-            if loop.time() > deadline:
-                raise ServiceUnavailable(
-                    f"Another server process has held the write lock of {name!r} for "
-                    f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
-                )
-            await asyncio.sleep(EXCLUSION_POLL_SECONDS)
+        if holders.counts.get(key) and not self._still_held(holders):
+            holders.counts.clear()
+            holders.generation += 1
+        holders.waiting[key] = holders.waiting.get(key, 0) + 1
+        try:
+            while not holders.counts.get(key):
+                # (Held by another writer of ours, it is shared: the caller serializes
+                # those, and making them wait here could deadlock with the caller's locks.)
+                pending = holders.taking.get(key)
+                if pending is not None:
+                    await asyncio.shield(pending)  # another writer of ours is taking it
+                    continue
+                attempt = holders.taking[key] = loop.create_future()
+                try:
+                    await self._take_turn(holders, key)
+                    taken = await self._take(key)
+                finally:
+                    del holders.taking[key]
+                    attempt.set_result(None)
+                if taken:
+                    holders.counts[key] = 0
+                    break
+                if key not in holders.announced and await self._announce(key):
+                    holders.announced.add(key)
+                if loop.time() > deadline:
+                    raise ServiceUnavailable(
+                        f"Another server process has held the write lock of {name!r} for "
+                        f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
+                    )
+                await asyncio.sleep(EXCLUSION_POLL_SECONDS)
+        finally:
+            holders.waiting[key] -= 1
+            if not holders.waiting[key]:
+                del holders.waiting[key]
+            if key in holders.announced and (key in holders.counts or key not in holders.waiting):
+                holders.announced.discard(key)
+                await self._withdraw(key)
         holders.counts[key] += 1
         generation = holders.generation
         try:
@@ -449,25 +493,33 @@ class SQLiteExclusion(Exclusion):
         super().__init__()
         self._directory = Path(f"{database}.tiled-locks")
         self._files: dict[int, int] = {}  # key -> descriptor of the file holding its lock
+        self._waiting: dict[int, int] = {}  # key -> descriptor of its ".waiting" file
 
     @contextlib.asynccontextmanager
     async def held(self, name: str) -> AsyncIterator[None]:
         async with self._counted(name):
             yield
 
-    async def _take(self, key: int) -> bool:
-        # Opening is outside the try: a lock file this process may not open is a fault of
-        # the deployment, to be reported as one, not a lock held by someone else.
+    def _locked_file(self, name: str, operation: int) -> int | None:
+        """A descriptor of lock file ``name`` holding ``flock(operation | LOCK_NB)``; None
+        if another holds a conflicting lock. (Opening is not excused: a lock file this
+        process may not open is a fault of the deployment, not a lock held by another.)"""
         self._directory.mkdir(exist_ok=True)
-        fd = os.open(self._directory / f"{key % SQLITE_LOCK_SLOTS:04d}", os.O_RDWR | os.O_CREAT)
+        fd = os.open(self._directory / name, os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return False
+            return None
         except BaseException:
             os.close(fd)
             raise
+        return fd
+
+    async def _take(self, key: int) -> bool:
+        fd = self._locked_file(f"{key % SQLITE_LOCK_SLOTS:04d}", fcntl.LOCK_EX)
+        if fd is None:
+            return False
         self._files[key] = fd
         return True
 
@@ -476,11 +528,34 @@ class SQLiteExclusion(Exclusion):
         if fd is not None:
             os.close(fd)  # closing the file drops its lock
 
+    # Waiters hold a shared lock on the slot's ".waiting" file; a holder sees them by failing
+    # to take it exclusively (and lets go at once when it succeeds).
+
+    async def _announce(self, key: int) -> bool:
+        fd = self._locked_file(f"{key % SQLITE_LOCK_SLOTS:04d}.waiting", fcntl.LOCK_SH)
+        if fd is None:  # a holder is looking: say it next time
+            return False
+        self._waiting[key] = fd
+        return True
+
+    async def _withdraw(self, key: int) -> None:
+        fd = self._waiting.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def _others_wait(self, key: int) -> bool:
+        fd = self._locked_file(f"{key % SQLITE_LOCK_SLOTS:04d}.waiting", fcntl.LOCK_EX)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
     async def stop(self) -> None:
-        for fd in self._files.values():
+        for fd in [*self._files.values(), *self._waiting.values()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._files.clear()
+        self._waiting.clear()
         self._by_loop = weakref.WeakKeyDictionary()
 
 
@@ -523,6 +598,7 @@ class PostgreSQLExclusion(Exclusion):
             if session.connection is None or session.connection.is_closed():
                 # Locks of a lost connection went with it: so do their counts.
                 session.counts.clear()
+                session.announced.clear()
                 session.generation += 1
                 session.connection = await asyncpg.connect(
                     self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
@@ -552,6 +628,36 @@ class PostgreSQLExclusion(Exclusion):
         except asyncio.CancelledError:
             taking.add_done_callback(functools.partial(self._release_if_granted, session, key))
             raise
+
+    def _still_held(self, holders: Any) -> bool:
+        return holders.connection is not None and not holders.connection.is_closed()
+
+    # Waiters hold a shared advisory lock on a second key; a holder sees them by failing to
+    # take it exclusively (and gives it back at once when it succeeds). A session's own locks
+    # never conflict with each other.
+
+    async def _announce(self, key: int) -> bool:
+        session = self._holders()
+        statement = "SELECT pg_try_advisory_lock_shared($1)"
+        return bool(await self._completed(self._call(session, statement, _waiting_key(key))))
+
+    async def _withdraw(self, key: int) -> None:
+        session = self._holders()
+        statement = "SELECT pg_advisory_unlock_shared($1)"
+        with contextlib.suppress(Exception):  # a lost connection took it along
+            await self._completed(self._call(session, statement, _waiting_key(key)))
+
+    async def _others_wait(self, key: int) -> bool:
+        statement = (
+            "SELECT CASE WHEN pg_try_advisory_lock($1) THEN pg_advisory_unlock($1) ELSE false END"
+        )
+        free = await self._completed(self._call(self._holders(), statement, _waiting_key(key)))
+        return not free
+
+    async def _completed(self, work: Any) -> Any:
+        """``work``'s result; run to its end even if the writer is cancelled meanwhile (a
+        lock taken on the connection is never left behind unknown)."""
+        return await asyncio.shield(self._finish(work))
 
     def _release_if_granted(self, session: _Session, key: int, taking: asyncio.Task) -> None:
         if not taking.cancelled() and taking.exception() is None and taking.result():

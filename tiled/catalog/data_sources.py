@@ -207,7 +207,6 @@ async def delete_asset(
     source uses it any more, and then its files too if the server manages them. None if the
     node has no such asset. With ``external_only``, an asset of data the server manages is
     refused (:class:`WouldDeleteData`), as upstream."""
-    association = data_source_asset_association
     users = [s for s in record.data_sources if any(a.id == asset_id for a in s.assets)]
     if not users:
         return None
@@ -218,6 +217,18 @@ async def delete_asset(
             "deletes the data. Pass external_only=false to delete it."
         )
     source_ids = [s.id for s in users]
+    if not internal:
+        return await _delete_asset(catalog, record, asset_id, source_ids, internal)
+    # Its data go too: as every writer of the node's data, under the node's lock in every
+    # process, taken before anything changes.
+    async with catalog.node_lock(record.path), catalog.exclusive(record.path):
+        return await _delete_asset(catalog, record, asset_id, source_ids, internal)
+
+
+async def _delete_asset(
+    catalog: Catalog, record: NodeRecord, asset_id: int, source_ids: list[int], internal: bool
+) -> dict[str, bool]:
+    association = data_source_asset_association
     async with catalog.connect(write=True) as connection:
         await connection.execute(
             delete(association).where(
@@ -250,12 +261,10 @@ async def delete_asset(
                 catalog.writable_storage,
             )  # fmt: skip
         else:
-            # As every writer of a bucket-stored node: the node's lock in every process.
-            async with catalog.node_lock(record.path), catalog.exclusive(record.path):
-                data_deleted = await run_sync(
-                    _remove_stored_object, found.data_uri, bool(found.is_directory),
-                    catalog.writable_locations,
-                )  # fmt: skip
+            data_deleted = await run_sync(
+                _remove_stored_object, found.data_uri, bool(found.is_directory),
+                catalog.writable_locations,
+            )  # fmt: skip
     return {"asset_deleted": asset_deleted, "data_deleted": data_deleted}
 
 

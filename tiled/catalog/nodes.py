@@ -229,6 +229,12 @@ class CatalogNode:
         With ``external_only`` (the default) nodes whose data the server manages are refused
         (:class:`WouldDeleteData`): their data would be lost, not just unregistered.
         """
+        # Under the node's lock in every process, as its writers: none of them stores data in
+        # its place after that place is removed (leaving objects no node refers to).
+        async with self._catalog.node_lock(self._record.path), self.exclusive():
+            await self._delete(recursive, external_only)
+
+    async def _delete(self, recursive: bool, external_only: bool) -> None:
         path = self._record.path
         node_id = self._record.id
         async with self._catalog.connect(write=True) as connection:
