@@ -332,6 +332,11 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
 
 
+def _granted(task: asyncio.Task) -> bool:
+    """Whether a finished ``pg_try_advisory_lock*`` call took its lock."""
+    return not task.cancelled() and task.exception() is None and bool(task.result())
+
+
 def _waiting_key(key: int) -> int:
     """The key on which writers waiting for ``key`` make themselves known (PostgreSQL)."""
     return key ^ (1 << 62)
@@ -402,13 +407,13 @@ class Exclusion:
         """Whether the owner's locks still stand (a PostgreSQL connection may be lost)."""
         return True
 
-    async def _announce(self, key: int) -> bool:
-        """Let the other processes see that a writer here waits for ``key``, if that can be
-        done at once; whether it was."""
+    async def _announce(self, holders: Any, key: int) -> bool:
+        """Let the other processes see that a writer of ``holders`` waits for ``key``, if that
+        can be done at once; whether it was."""
         return False
 
-    async def _withdraw(self, key: int) -> None:
-        """Undo :meth:`_announce`."""
+    def _withdraw(self, holders: Any, key: int) -> None:
+        """Undo :meth:`_announce` (at once, or in the background: never awaited)."""
 
     async def _others_wait(self, key: int) -> bool:
         """Whether a writer of another process has announced that it waits for ``key``."""
@@ -431,14 +436,14 @@ class Exclusion:
         holders = self._holders()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
-        if holders.counts.get(key) and not self._still_held(holders):
+        if key in holders.counts and not self._still_held(holders):
             holders.counts.clear()
             holders.generation += 1
         holders.waiting[key] = holders.waiting.get(key, 0) + 1
         try:
-            while not holders.counts.get(key):
-                # (Held by another writer of ours, it is shared: the caller serializes
-                # those, and making them wait here could deadlock with the caller's locks.)
+            # Counted as soon as it is held (no await in between): a writer of ours that
+            # looks meanwhile shares it rather than taking it again.
+            while key not in holders.counts:
                 pending = holders.taking.get(key)
                 if pending is not None:
                     await asyncio.shield(pending)  # another writer of ours is taking it
@@ -446,14 +451,14 @@ class Exclusion:
                 attempt = holders.taking[key] = loop.create_future()
                 try:
                     await self._take_turn(holders, key)
-                    taken = await self._take(key)
+                    if await self._take(key):
+                        holders.counts[key] = 0
                 finally:
                     del holders.taking[key]
                     attempt.set_result(None)
-                if taken:
-                    holders.counts[key] = 0
+                if key in holders.counts:
                     break
-                if key not in holders.announced and await self._announce(key):
+                if key not in holders.announced and await self._announce(holders, key):
                     holders.announced.add(key)
                 if loop.time() > deadline:
                     raise ServiceUnavailable(
@@ -461,15 +466,17 @@ class Exclusion:
                         f"{EXCLUSION_TIMEOUT_SECONDS:g} s; retry later"
                     )
                 await asyncio.sleep(EXCLUSION_POLL_SECONDS)
+            # Held by another writer of ours, it is shared: the caller serializes those, and
+            # making them wait here could deadlock with the caller's own locks.
+            holders.counts[key] += 1
+            generation = holders.generation
         finally:
             holders.waiting[key] -= 1
             if not holders.waiting[key]:
                 del holders.waiting[key]
             if key in holders.announced and (key in holders.counts or key not in holders.waiting):
                 holders.announced.discard(key)
-                await self._withdraw(key)
-        holders.counts[key] += 1
-        generation = holders.generation
+                self._withdraw(holders, key)  # not awaited: nothing may come between
         try:
             yield
         finally:
@@ -493,7 +500,8 @@ class SQLiteExclusion(Exclusion):
         super().__init__()
         self._directory = Path(f"{database}.tiled-locks")
         self._files: dict[int, int] = {}  # key -> descriptor of the file holding its lock
-        self._waiting: dict[int, int] = {}  # key -> descriptor of its ".waiting" file
+        # (owner, key) -> descriptor of the key's ".waiting" file, held while the owner waits
+        self._waiting: dict[tuple[int, int], int] = {}
 
     @contextlib.asynccontextmanager
     async def held(self, name: str) -> AsyncIterator[None]:
@@ -531,15 +539,15 @@ class SQLiteExclusion(Exclusion):
     # Waiters hold a shared lock on the slot's ".waiting" file; a holder sees them by failing
     # to take it exclusively (and lets go at once when it succeeds).
 
-    async def _announce(self, key: int) -> bool:
+    async def _announce(self, holders: Any, key: int) -> bool:
         fd = self._locked_file(f"{key % SQLITE_LOCK_SLOTS:04d}.waiting", fcntl.LOCK_SH)
         if fd is None:  # a holder is looking: say it next time
             return False
-        self._waiting[key] = fd
+        self._waiting[(id(holders), key)] = fd
         return True
 
-    async def _withdraw(self, key: int) -> None:
-        fd = self._waiting.pop(key, None)
+    def _withdraw(self, holders: Any, key: int) -> None:
+        fd = self._waiting.pop((id(holders), key), None)
         if fd is not None:
             os.close(fd)
 
@@ -636,16 +644,31 @@ class PostgreSQLExclusion(Exclusion):
     # take it exclusively (and gives it back at once when it succeeds). A session's own locks
     # never conflict with each other.
 
-    async def _announce(self, key: int) -> bool:
-        session = self._holders()
+    async def _announce(self, holders: Any, key: int) -> bool:
         statement = "SELECT pg_try_advisory_lock_shared($1)"
-        return bool(await self._completed(self._call(session, statement, _waiting_key(key))))
+        announcing = self._finish(self._call(holders, statement, _waiting_key(key)))
+        try:
+            return bool(await asyncio.shield(announcing))
+        except asyncio.CancelledError:
+            # Granted to a writer that is gone: withdrawn at once, never left behind.
+            announcing.add_done_callback(
+                lambda done: _granted(done) and self._withdraw(holders, key)
+            )
+            raise
 
-    async def _withdraw(self, key: int) -> None:
-        session = self._holders()
-        statement = "SELECT pg_advisory_unlock_shared($1)"
-        with contextlib.suppress(Exception):  # a lost connection took it along
-            await self._completed(self._call(session, statement, _waiting_key(key)))
+    def _withdraw(self, holders: Any, key: int) -> None:
+        self._finish(self._unlock_shared(holders, _waiting_key(key)))
+
+    async def _unlock_shared(self, session: _Session, key: int) -> None:
+        async with session.calls:
+            connection = session.connection
+            if connection is None or connection.is_closed():
+                return  # it went with its connection
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    connection.fetchval("SELECT pg_advisory_unlock_shared($1)", key),
+                    ROUND_TRIP_TIMEOUT,
+                )
 
     async def _others_wait(self, key: int) -> bool:
         statement = (
@@ -660,7 +683,7 @@ class PostgreSQLExclusion(Exclusion):
         return await asyncio.shield(self._finish(work))
 
     def _release_if_granted(self, session: _Session, key: int, taking: asyncio.Task) -> None:
-        if not taking.cancelled() and taking.exception() is None and taking.result():
+        if _granted(taking):
             self._finish(self._release(session, key))
 
     async def _release(self, session: _Session, key: int) -> None:
