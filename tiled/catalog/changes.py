@@ -657,18 +657,7 @@ class PostgreSQLExclusion(Exclusion):
             raise
 
     def _withdraw(self, holders: Any, key: int) -> None:
-        self._finish(self._unlock_shared(holders, _waiting_key(key)))
-
-    async def _unlock_shared(self, session: _Session, key: int) -> None:
-        async with session.calls:
-            connection = session.connection
-            if connection is None or connection.is_closed():
-                return  # it went with its connection
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    connection.fetchval("SELECT pg_advisory_unlock_shared($1)", key),
-                    ROUND_TRIP_TIMEOUT,
-                )
+        self._finish(self._release(holders, _waiting_key(key), "pg_advisory_unlock_shared"))
 
     async def _others_wait(self, key: int) -> bool:
         statement = (
@@ -686,14 +675,16 @@ class PostgreSQLExclusion(Exclusion):
         if _granted(taking):
             self._finish(self._release(session, key))
 
-    async def _release(self, session: _Session, key: int) -> None:
+    async def _release(
+        self, session: _Session, key: int, unlock: str = "pg_advisory_unlock"
+    ) -> None:
         async with session.calls:
             connection = session.connection
             if connection is None or connection.is_closed():
                 return  # its locks went with it
             try:
                 await asyncio.wait_for(
-                    connection.fetchval("SELECT pg_advisory_unlock($1)", key), ROUND_TRIP_TIMEOUT
+                    connection.fetchval(f"SELECT {unlock}($1)", key), ROUND_TRIP_TIMEOUT
                 )
             except Exception:  # noqa: BLE001 - see below
                 # A lock we cannot give back is dropped with its connection (and so are the
