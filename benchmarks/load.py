@@ -1161,15 +1161,33 @@ def _relative(fault: dict, start: float) -> dict:
     return {**{k: v for k, v in fault.items() if k != "times"}, "seconds_since_load_start": times}
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
 def tracebacks(paths: list[Path]) -> dict:
     found = {}
     for path in paths:
         text = path.read_text(errors="replace") if path.exists() else ""
-        count = text.count("Traceback (most recent call last)")
+        count = text.count(TRACEBACK)
         if count:
-            first = text.find("Traceback (most recent call last)")
-            found[path.name] = {"count": count, "first": text[first : first + 3000]}
+            found[path.name] = {"count": count, "first": _first_traceback(text)}
     return found
+
+
+def _first_traceback(text: str, limit: int = 6000) -> str:
+    """The first traceback of ``text`` and what the log says after it, without the frames of
+    installed packages: the framework's twenty layers would fill the budget before the frames
+    and the exception that tell what failed."""
+    kept: list[str] = []
+    in_package_frame = False
+    for line in text[text.find(TRACEBACK) :][: limit * 10].splitlines():
+        if line.startswith('  File "'):
+            in_package_frame = "site-packages" in line
+        elif not line.startswith("    "):
+            in_package_frame = False
+        if not in_package_frame:
+            kept.append(line)
+    return "\n".join(kept)[:limit]
 
 
 def configuration(catalog_uri: str, storage: Any, api_key: str) -> dict:

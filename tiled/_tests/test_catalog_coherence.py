@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -420,3 +421,56 @@ async def test_writers_of_one_process_waiting_together_take_the_lock_once(
     finally:
         await second.shutdown()
         await first.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_lock_session_the_database_closed_unheard_is_opened_again(postgres_database):  # noqa: F811
+    """The database closes the lock session's connection; the driver hears of it only while a
+    writer is already on its way to use the connection (the race of a database restart under
+    load): the writer takes its lock on a new connection, not an error (a 500 before)."""
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from tiled.catalog.changes import PostgreSQLExclusion
+
+    exclusion = PostgreSQLExclusion(make_url(postgres_database))
+    try:
+        async with exclusion.held("a/b"):
+            pass
+        session = exclusion._holders()
+        connection = session.connection
+        # Closed from another thread, with this event loop blocked meanwhile: the close
+        # reaches the socket, unheard of by the driver.
+        closer = threading.Thread(
+            target=asyncio.run,
+            args=(_terminate(postgres_database, connection.get_server_pid()),),
+        )
+        closer.start()
+        closer.join()
+        time.sleep(0.3)
+        assert not connection.is_closed()
+        async with asyncio.timeout(10):
+            async with exclusion.held("a/b"):
+                assert connection.is_closed()
+                assert session.connection is not connection
+    finally:
+        await exclusion.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_statement_on_a_connection_the_database_closed_is_503(postgres_database):  # noqa: F811
+    import asyncpg
+
+    from tiled.server.errors import error_response
+
+    connection = await asyncpg.connect(postgres_database.replace("+asyncpg", ""))
+    await _terminate(postgres_database, connection.get_server_pid())
+    async with asyncio.timeout(10):
+        while not connection.is_closed():
+            await asyncio.sleep(0.01)
+    with pytest.raises(asyncpg.InterfaceError) as raised:
+        await connection.fetchval("SELECT 1")
+    response = error_response(raised.value)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"

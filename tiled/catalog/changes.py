@@ -576,6 +576,20 @@ class _Session(_Holders):
         self.calls = asyncio.Lock()  # one statement at a time on the connection
 
 
+def _session_lost_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    # A connection closed under a statement; one whose close was heard of just before the
+    # statement was sent; one that received the database's farewell but not yet its close.
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.OperatorInterventionError,  # the database's farewell: shutting down, say
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+    )
+
+
 class PostgreSQLExclusion(Exclusion):
     """PostgreSQL session advisory locks, on a connection of this process's own (one per
     event loop: a connection belongs to one); the database drops them with the connection,
@@ -603,23 +617,32 @@ class PostgreSQLExclusion(Exclusion):
         import asyncpg
 
         async with session.calls:
-            if session.connection is None or session.connection.is_closed():
-                # Locks of a lost connection went with it: so do their counts.
-                session.counts.clear()
-                session.announced.clear()
-                session.generation += 1
-                session.connection = await asyncpg.connect(
-                    self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
-                )
-            connection = session.connection
-            try:
-                return await asyncio.wait_for(
-                    connection.fetchval(statement, key), ROUND_TRIP_TIMEOUT
-                )
-            except TimeoutError:
-                # Whether the lock was granted is unknown: drop every lock of the connection.
-                connection.terminate()
-                raise
+            for attempt in range(2):
+                if session.connection is None or session.connection.is_closed():
+                    # Locks of a lost connection went with it: so do their counts.
+                    session.counts.clear()
+                    session.announced.clear()
+                    session.generation += 1
+                    session.connection = await asyncpg.connect(
+                        self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
+                    )
+                connection = session.connection
+                try:
+                    return await asyncio.wait_for(
+                        connection.fetchval(statement, key), ROUND_TRIP_TIMEOUT
+                    )
+                except TimeoutError:
+                    # Whether the lock was granted is unknown: drop every lock of the
+                    # connection.
+                    connection.terminate()
+                    raise
+                except _session_lost_errors() as err:
+                    # The database ended the session (a restart, an administrator), heard of
+                    # by the driver only now, in any of its states: whatever the statement did
+                    # went with the session, so it is sent again on a new one, once.
+                    connection.terminate()
+                    if attempt:
+                        raise ConnectionResetError("The catalog's lock session was lost") from err
 
     def _finish(self, work: Any) -> asyncio.Task:
         """Run ``work`` to its end whatever happens to the task that asked for it."""

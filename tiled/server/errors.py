@@ -75,9 +75,23 @@ def _lost_connection_types() -> tuple[type[BaseException], ...]:
 def _is_lost_connection(exception: BaseException, lost: tuple[type[BaseException], ...]) -> bool:
     if isinstance(exception, lost) or getattr(exception, "connection_invalidated", False):
         return True
+    if _asyncpg_connection_closed(exception):
+        return True
     if isinstance(exception, OSError) and exception.errno in _UNREACHABLE_ERRNOS:
         return True
     return "database is locked" in str(exception) and type(exception).__name__ == "OperationalError"
+
+
+def _asyncpg_connection_closed(exception: BaseException) -> bool:
+    """asyncpg's answer to a statement on a connection the database closed (noticed by the
+    driver before the statement was sent): an interface error, told apart by its message only
+    (SQLAlchemy's asyncpg dialect tells it the same way)."""
+    asyncpg = sys.modules.get("asyncpg.exceptions")
+    return (
+        asyncpg is not None
+        and isinstance(exception, asyncpg.InterfaceError)
+        and str(exception).endswith("connection is closed")
+    )
 
 
 def _causes(exception: BaseException) -> Iterator[BaseException]:
