@@ -11,7 +11,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -123,12 +122,18 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
         await root.shutdown()
 
 
-async def _terminate(uri: str, pid: int) -> None:
+async def _terminate(uri: str, pid: int, gone: bool = False) -> None:
+    """End the server process ``pid`` of the database at ``uri`` (and, if ``gone``, wait until
+    it has exited: its connection's socket is closed then)."""
     import asyncpg
 
     connection = await asyncpg.connect(uri.replace("+asyncpg", ""))
     try:
         assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
+        query = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+        async with asyncio.timeout(10):
+            while gone and await connection.fetchval(query, pid):
+                await asyncio.sleep(0.01)
     finally:
         await connection.close()
 
@@ -441,14 +446,13 @@ async def test_a_lock_session_the_database_closed_unheard_is_opened_again(postgr
         session = exclusion._holders()
         connection = session.connection
         # Closed from another thread, with this event loop blocked meanwhile: the close
-        # reaches the socket, unheard of by the driver.
+        # reaches the socket (its server process is gone), unheard of by the driver.
         closer = threading.Thread(
             target=asyncio.run,
-            args=(_terminate(postgres_database, connection.get_server_pid()),),
+            args=(_terminate(postgres_database, connection.get_server_pid(), gone=True),),
         )
         closer.start()
         closer.join()
-        time.sleep(0.3)
         assert not connection.is_closed()
         async with asyncio.timeout(10):
             async with exclusion.held("a/b"):
