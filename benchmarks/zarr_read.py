@@ -11,7 +11,9 @@ static server's figure from the same run and their ratio.
 - request rates measured by wrk (a compiled load generator: Python clients saturate before the
   server) on one server process: a small zarr chunk, an array's ``zarr.json``, native metadata
   and ``/healthz``, each as a fraction of a bare ASGI app served by the same uvicorn in the same
-  run (``bare_asgi.py``). Skipped, with a message, where wrk is not installed.
+  run (``bare_asgi.py``); and the least work a chunk GET can do in Python
+  (``least_chunk_app.py``), as a fraction of the bare app, with Tiled's chunk as a fraction of
+  it. Skipped, with a message, where wrk is not installed.
 
 Run: ``python benchmarks/zarr_read.py`` (after ``pip install -e '.[all,dev]'``).
 """
@@ -175,31 +177,46 @@ def _wrk(url: str, seconds: int, connections: int = 16) -> float:
     return wrk_rate(url, seconds, connections)
 
 
-def wrk_request_rates(tiled: str, seconds: int = 8) -> dict:
-    """Each target's rate as a fraction of the bare ASGI app's (measured before and after)."""
-    if shutil.which("wrk") is None:
-        return {"skipped": "wrk is not installed (Debian: apt-get install wrk)"}
+def _reference_app(module: str) -> tuple[subprocess.Popen, str]:
+    """An app of this folder served by the same uvicorn as Tiled, and its URL."""
     port = free_port()
-    bare = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent),
-         "bare_asgi:app", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+         f"{module}:app", "--port", str(port), "--log-level", "warning", "--no-access-log"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wrk_request_rates(tiled: str, seconds: int = 8) -> dict:
+    """Each target's rate as a fraction of the bare ASGI app's (measured before and after),
+    and the least a chunk GET can do in Python as a fraction of it."""
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (Debian: apt-get install wrk)"}
+    bare, bare_url = _reference_app("bare_asgi")
+    least, least_url = _reference_app("least_chunk_app")
+    least_url += WRK_TARGETS["small_zarr_chunk"]
     try:
-        bare_url = f"http://127.0.0.1:{port}/"
         wait_until_up(bare_url)
-        _wrk(bare_url, 2)  # warm up both
-        for path in WRK_TARGETS.values():
-            _wrk(tiled + path, 1)
+        wait_until_up(least_url)
+        for url in (bare_url, least_url, *(tiled + path for path in WRK_TARGETS.values())):
+            _wrk(url, 1)  # warm up all
         before = _wrk(bare_url, seconds)
         rates = {name: _wrk(tiled + path, seconds) for name, path in WRK_TARGETS.items()}
+        least_rate = _wrk(least_url, seconds)
         reference = (before + _wrk(bare_url, seconds)) / 2
     finally:
-        bare.terminate()
-        bare.wait(timeout=30)
+        for process in (bare, least):
+            process.terminate()
+            process.wait(timeout=30)
     results: dict = {"bare_asgi_rps": round(reference)}
     for name, rate in rates.items():
         results[name] = {"rps": round(rate), "fraction_of_bare": round(rate / reference, 3)}
+    results["least_chunk_work"] = {
+        "rps": round(least_rate),
+        "fraction_of_bare": round(least_rate / reference, 3),
+        "small_zarr_chunk_fraction_of_it": round(rates["small_zarr_chunk"] / least_rate, 3),
+    }
     return results
 
 
