@@ -433,8 +433,6 @@ async def test_a_lock_session_the_database_closed_unheard_is_opened_again(postgr
     """The database closes the lock session's connection; the driver hears of it only while a
     writer is already on its way to use the connection (the race of a database restart under
     load): the writer takes its lock on a new connection, not an error (a 500 before)."""
-    import threading
-
     from sqlalchemy.engine import make_url
 
     from tiled.catalog.changes import PostgreSQLExclusion
@@ -445,20 +443,53 @@ async def test_a_lock_session_the_database_closed_unheard_is_opened_again(postgr
             pass
         session = exclusion._holders()
         connection = session.connection
-        # Closed from another thread, with this event loop blocked meanwhile: the close
-        # reaches the socket (its server process is gone), unheard of by the driver.
-        closer = threading.Thread(
-            target=asyncio.run,
-            args=(_terminate(postgres_database, connection.get_server_pid(), gone=True),),
-        )
-        closer.start()
-        closer.join()
-        assert not connection.is_closed()
+        _end_unheard(postgres_database, connection)
         async with asyncio.timeout(10):
             async with exclusion.held("a/b"):
                 assert connection.is_closed()
                 assert session.connection is not connection
     finally:
+        await exclusion.stop()
+
+
+def _end_unheard(uri: str, connection) -> None:
+    """End the database session of ``connection`` from another thread, with this event loop
+    blocked meanwhile: the close reaches the socket (the server process is gone), unheard of
+    by the driver."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = connection.get_server_pid()
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _terminate(uri, pid, gone=True)).result()
+    assert not connection.is_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_lock_of_a_lost_lock_session_is_never_given_back_on_the_next(postgres_database):  # noqa: F811
+    """A give-back that runs after the session which granted its lock was replaced gives back
+    nothing: the same key may be held on the new session, by another writer of the process."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from tiled.catalog.changes import PostgreSQLExclusion, _lock_key
+
+    exclusion = PostgreSQLExclusion(make_url(postgres_database))
+    key = _lock_key("a/b")
+    other = await asyncpg.connect(postgres_database.replace("+asyncpg", ""))
+    try:
+        session = exclusion._holders()
+        taken, first = await exclusion._call(session, "SELECT pg_try_advisory_lock($1)", key)
+        assert taken
+        _end_unheard(postgres_database, session.connection)
+        # Taken again, on the session that replaces the lost one.
+        taken, second = await exclusion._call(session, "SELECT pg_try_advisory_lock($1)", key)
+        assert taken and second != first
+        await exclusion._release(session, key, first)  # the lost session's give-back
+        assert not await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        await exclusion._release(session, key, second)
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
+    finally:
+        await other.close()
         await exclusion.stop()
 
 

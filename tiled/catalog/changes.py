@@ -333,8 +333,8 @@ def _lock_key(name: str) -> int:
 
 
 def _granted(task: asyncio.Task) -> bool:
-    """Whether a finished ``pg_try_advisory_lock*`` call took its lock."""
-    return not task.cancelled() and task.exception() is None and bool(task.result())
+    """Whether a finished ``pg_try_advisory_lock*`` call (see ``_call``) took its lock."""
+    return not task.cancelled() and task.exception() is None and bool(task.result()[0])
 
 
 def _waiting_key(key: int) -> int:
@@ -574,19 +574,23 @@ class _Session(_Holders):
         super().__init__()
         self.connection: Any = None
         self.calls = asyncio.Lock()  # one statement at a time on the connection
+        self.retired = False  # stopped: never connects again
 
 
 def _session_lost_errors() -> tuple[type[BaseException], ...]:
     import asyncpg
 
-    # A connection closed under a statement; one whose close was heard of just before the
-    # statement was sent; one that received the database's farewell but not yet its close.
+    # A connection closed under a statement (the database's farewell is its cause); one
+    # whose close was heard of just before the statement was sent; one that received the
+    # farewell but not yet the close (the driver is stuck reading the farewell).
     return (
         asyncpg.PostgresConnectionError,
-        asyncpg.OperatorInterventionError,  # the database's farewell: shutting down, say
         asyncpg.InterfaceError,
         asyncpg.InternalClientError,
         OSError,
+        # A statement cancelled by the database (statement_timeout, pg_cancel_backend):
+        # the session lives, but whether the lock was granted is unknown, as on a timeout.
+        asyncpg.QueryCanceledError,
     )
 
 
@@ -613,12 +617,16 @@ class PostgreSQLExclusion(Exclusion):
         async with self._counted(name):
             yield
 
-    async def _call(self, session: _Session, statement: str, key: int) -> Any:
+    async def _call(self, session: _Session, statement: str, key: int) -> tuple[Any, int]:
+        """``statement``'s value, and the generation of the session that answered it (a lock
+        it granted is given back only while that generation lasts)."""
         import asyncpg
 
         async with session.calls:
             for attempt in range(2):
                 if session.connection is None or session.connection.is_closed():
+                    if session.retired:
+                        raise ConnectionResetError("The catalog's lock sessions are closed")
                     # Locks of a lost connection went with it: so do their counts.
                     session.counts.clear()
                     session.announced.clear()
@@ -628,9 +636,12 @@ class PostgreSQLExclusion(Exclusion):
                     )
                 connection = session.connection
                 try:
-                    return await asyncio.wait_for(
+                    value = await asyncio.wait_for(
                         connection.fetchval(statement, key), ROUND_TRIP_TIMEOUT
                     )
+                    return value, session.generation
+                # TimeoutError first: it is an OSError too, but is not retried (a database
+                # that does not answer in time would only keep the writer waiting longer).
                 except TimeoutError:
                     # Whether the lock was granted is unknown: drop every lock of the
                     # connection.
@@ -641,8 +652,10 @@ class PostgreSQLExclusion(Exclusion):
                     # by the driver only now, in any of its states: whatever the statement did
                     # went with the session, so it is sent again on a new one, once.
                     connection.terminate()
+                    logger.warning("The catalog's lock session was lost: %r", err)
                     if attempt:
                         raise ConnectionResetError("The catalog's lock session was lost") from err
+        raise AssertionError("unreachable")  # for type checkers: the loop returns or raises
 
     def _finish(self, work: Any) -> asyncio.Task:
         """Run ``work`` to its end whatever happens to the task that asked for it."""
@@ -655,7 +668,8 @@ class PostgreSQLExclusion(Exclusion):
         session = self._holders()
         taking = self._finish(self._call(session, "SELECT pg_try_advisory_lock($1)", key))
         try:
-            return bool(await asyncio.shield(taking))
+            taken, _ = await asyncio.shield(taking)
+            return bool(taken)
         except asyncio.CancelledError:
             taking.add_done_callback(functools.partial(self._release_if_granted, session, key))
             raise
@@ -671,22 +685,26 @@ class PostgreSQLExclusion(Exclusion):
         statement = "SELECT pg_try_advisory_lock_shared($1)"
         announcing = self._finish(self._call(holders, statement, _waiting_key(key)))
         try:
-            return bool(await asyncio.shield(announcing))
+            announced, _ = await asyncio.shield(announcing)
+            return bool(announced)
         except asyncio.CancelledError:
             # Granted to a writer that is gone: withdrawn at once, never left behind.
             announcing.add_done_callback(
-                lambda done: _granted(done) and self._withdraw(holders, key)
+                lambda done: _granted(done) and self._withdraw(holders, key, done.result()[1])
             )
             raise
 
-    def _withdraw(self, holders: Any, key: int) -> None:
-        self._finish(self._release(holders, _waiting_key(key), "pg_advisory_unlock_shared"))
+    def _withdraw(self, holders: Any, key: int, generation: int | None = None) -> None:
+        # An announcement the owner still records is of the session's current generation.
+        generation = holders.generation if generation is None else generation
+        unlock = "pg_advisory_unlock_shared"
+        self._finish(self._release(holders, _waiting_key(key), generation, unlock))
 
     async def _others_wait(self, key: int) -> bool:
         statement = (
             "SELECT CASE WHEN pg_try_advisory_lock($1) THEN pg_advisory_unlock($1) ELSE false END"
         )
-        free = await self._completed(self._call(self._holders(), statement, _waiting_key(key)))
+        free, _ = await self._completed(self._call(self._holders(), statement, _waiting_key(key)))
         return not free
 
     async def _completed(self, work: Any) -> Any:
@@ -696,15 +714,18 @@ class PostgreSQLExclusion(Exclusion):
 
     def _release_if_granted(self, session: _Session, key: int, taking: asyncio.Task) -> None:
         if _granted(taking):
-            self._finish(self._release(session, key))
+            self._finish(self._release(session, key, taking.result()[1]))
 
     async def _release(
-        self, session: _Session, key: int, unlock: str = "pg_advisory_unlock"
+        self, session: _Session, key: int, generation: int, unlock: str = "pg_advisory_unlock"
     ) -> None:
+        """Give back ``key``, granted in the session's ``generation``: nothing if that session
+        is gone by the time the release runs (its locks went with it; the same key may be held
+        on the new session now, by another writer of ours)."""
         async with session.calls:
             connection = session.connection
-            if connection is None or connection.is_closed():
-                return  # its locks went with it
+            if session.generation != generation or connection is None or connection.is_closed():
+                return
             try:
                 await asyncio.wait_for(
                     connection.fetchval(f"SELECT {unlock}($1)", key), ROUND_TRIP_TIMEOUT
@@ -715,13 +736,16 @@ class PostgreSQLExclusion(Exclusion):
                 connection.terminate()
 
     async def _give_back(self, key: int) -> None:
-        await asyncio.shield(self._finish(self._release(self._holders(), key)))
+        # Called as soon as the holder saw its generation still current (nothing in between).
+        holders = self._holders()
+        await asyncio.shield(self._finish(self._release(holders, key, holders.generation)))
 
     async def stop(self) -> None:
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), 2)
         for session in list(self._by_loop.values()):
+            session.retired = True
             connection, session.connection = session.connection, None
             if connection is not None and not connection.is_closed():
                 with contextlib.suppress(Exception):
