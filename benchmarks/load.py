@@ -1182,7 +1182,7 @@ def _first_traceback(text: str, limit: int = 6000) -> str:
     in_package_frame = False
     for line in text[text.find(TRACEBACK) :][: limit * 10].splitlines():
         if line.startswith('  File "'):
-            in_package_frame = "site-packages" in line
+            in_package_frame = "site-packages" in line or "dist-packages" in line
         elif not line.startswith("    "):
             in_package_frame = False
         if not in_package_frame:
