@@ -18,7 +18,7 @@ from .test_catalog_http import HEADERS, array_request, live_catalog  # noqa: F40
 
 # The run starts with FIRST frames (one chunk of the array's grid) and adds FRAMES more.
 FIRST = 50
-FRAMES = 1000
+FRAMES = 400  # eight more chunks: the readers see the grid grow many times
 FRAME = (8, 8)
 READ_INTERVAL = 0.1  # seconds between one reader's reads
 
