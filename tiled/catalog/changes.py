@@ -588,9 +588,10 @@ def _session_lost_errors() -> tuple[type[BaseException], ...]:
         asyncpg.InterfaceError,
         asyncpg.InternalClientError,
         OSError,
-        # A statement cancelled by the database (statement_timeout, pg_cancel_backend):
-        # the session lives, but whether the lock was granted is unknown, as on a timeout.
-        asyncpg.QueryCanceledError,
+        # A statement cancelled by the database (statement_timeout, pg_cancel_backend; the
+        # session lives, but whether the lock was granted is unknown, as on a timeout), or
+        # the database's farewell should it ever come unwrapped (shutdown, crash).
+        asyncpg.OperatorInterventionError,
     )
 
 
