@@ -358,6 +358,13 @@ class _Holders:
         self.waiting: dict[int, int] = {}  # how many of the owner's writers wait, per key
         self.announced: set[int] = set()  # keys for which the owner has said it waits
 
+    def lost_all(self) -> None:
+        """The owner's locks and announcements went all at once (with a PostgreSQL
+        connection): their counts go too, and a new generation begins."""
+        self.counts.clear()
+        self.announced.clear()
+        self.generation += 1
+
     def turn_is_over(self, key: int, now: float) -> bool:
         return now - self.turn_started.get(key, now) > EXCLUSION_TURN_SECONDS
 
@@ -437,8 +444,7 @@ class Exclusion:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXCLUSION_TIMEOUT_SECONDS
         if key in holders.counts and not self._still_held(holders):
-            holders.counts.clear()
-            holders.generation += 1
+            holders.lost_all()
         holders.waiting[key] = holders.waiting.get(key, 0) + 1
         try:
             # Counted as soon as it is held (no await in between): a writer of ours that
@@ -628,10 +634,7 @@ class PostgreSQLExclusion(Exclusion):
                 if session.connection is None or session.connection.is_closed():
                     if session.retired:
                         raise ConnectionResetError("The catalog's lock sessions are closed")
-                    # Locks of a lost connection went with it: so do their counts.
-                    session.counts.clear()
-                    session.announced.clear()
-                    session.generation += 1
+                    session.lost_all()  # what the lost connection held went with it
                     session.connection = await asyncpg.connect(
                         self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
                     )
