@@ -226,3 +226,35 @@ def test_the_telemetry_probe_asks_at_most_once_per_interval(monkeypatch):
     now[0] += 5.0
     assert probe() and telemetry.asked == 2
     assert not TelemetryProbe(object())()  # a FastAPI without native telemetry
+
+
+@pytest.mark.parametrize(
+    "body, media_type, headers",
+    [
+        (b'{"a": 1}', "application/json", {"ETag": '"x"'}),
+        (b"a,b\n1,2\n", "text/csv", {"Content-Disposition": 'attachment; filename="t.csv"'}),
+        (b"<p/>", "text/html; charset=latin-1", {}),
+        (b"\x00" * 10, "application/octet-stream", {"Content-Encoding": "gzip", "Vary": "x"}),
+    ],
+)
+def test_prepared_responses_send_what_starlette_responses_send(body, media_type, headers):
+    from starlette.responses import Response
+
+    from tiled.server.responses import PreparedResponse
+
+    prepared = PreparedResponse(body, media_type, headers)
+    plain = Response(body, media_type=media_type, headers=headers)
+    assert sorted(prepared.raw_headers) == sorted(plain.raw_headers)
+    assert (prepared.status_code, prepared.body) == (plain.status_code, plain.body)
+
+
+def test_the_header_map_answers_as_starlette_headers_do():
+    from starlette.requests import Request
+
+    from tiled.server.headers import header, header_map
+
+    raw = [(b"accept", b"application/json"), (b"x-forwarded-host", b"a"), (b"accept", b"*/*")]
+    request = Request({"type": "http", "headers": raw})
+    for name in ("accept", "x-forwarded-host", "host"):
+        assert header(request, name) == request.headers.get(name, "")
+    assert header_map(request) is header_map(request)  # made once per request

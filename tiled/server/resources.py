@@ -8,6 +8,7 @@ from typing import Any
 
 from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
 from ..structures.json import to_document_value
+from .headers import header
 from .middleware import PYTHON_CLIENT_AGENT
 
 ALL_FIELDS = frozenset(
@@ -116,7 +117,8 @@ class ResourceContext:
     async def resource(
         self, adapter: BaseAdapter, path_parts: tuple[str, ...], depth: int = 0
     ) -> dict[str, Any]:
-        return await build_resource(adapter, replace(self, path_parts=path_parts), depth)
+        context = self if path_parts == self.path_parts else replace(self, path_parts=path_parts)
+        return await build_resource(adapter, context, depth)
 
 
 def _access_tags(adapter: BaseAdapter) -> list[str] | None:
@@ -196,12 +198,12 @@ ASSET_SIZE_CLIENT_VERSION = "0.2.13"
 
 def omits_asset_size(request: Any) -> bool:
     """Whether the request comes from a Python client too old for assets' ``size``."""
-    from packaging.version import InvalidVersion, Version
-
-    agent = request.headers.get("user-agent", "")
+    agent = header(request, "user-agent")
     prefix = PYTHON_CLIENT_AGENT.decode()
     if not agent.startswith(prefix):
         return False
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(agent[len(prefix) :].split()[0]) < Version(ASSET_SIZE_CLIENT_VERSION)
     except (InvalidVersion, IndexError):

@@ -14,6 +14,7 @@ from ..structures.json import dumps as json_dumps
 from ..structures.json import to_document_value
 from ..zarr_format.chunk_cache import content_etag as etag_of  # noqa: F401 - shared
 from .compression import CompressionRegistry, default_compression_registry
+from .headers import header
 
 # A compressed body is sent only when it is at most this fraction of the original.
 WORTH_COMPRESSING = 0.9
@@ -42,17 +43,19 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 def matches_if_none_match(request: Request, etag: str) -> bool:
     """RFC 9110 weak comparison against ``If-None-Match`` (a list, ``*``, ``W/`` tags)."""
-    header = request.headers.get("if-none-match")
-    if not header:
+    conditional = header(request, "if-none-match")
+    if not conditional:
         return False
-    if header.strip() == "*":
+    if conditional.strip() == "*":
         return True
     wanted = etag.removeprefix("W/").strip('"')
-    return any(tag.strip().removeprefix("W/").strip('"') == wanted for tag in header.split(","))
+    return any(
+        tag.strip().removeprefix("W/").strip('"') == wanted for tag in conditional.split(",")
+    )
 
 
 def wants_msgpack(request: Request) -> bool:
-    for item in request.headers.get("accept", "").split(","):
+    for item in header(request, "accept").split(","):
         media = item.split(";")[0].strip()
         if media in ("*/*", "application/json"):
             return False
@@ -79,8 +82,7 @@ def compress(
     if len(body) < min_bytes:
         return body, None
     accepted = {
-        token.split(";")[0].strip()
-        for token in request.headers.get("accept-encoding", "").split(",")
+        token.split(";")[0].strip() for token in header(request, "accept-encoding").split(",")
     }
     chosen = registry.choose(media_type, accepted)
     if chosen is None:
@@ -118,7 +120,29 @@ def bytes_response(
     if encoding:
         headers["Content-Encoding"] = encoding
         headers["Vary"] = "Accept-Encoding"
-    return Response(body, media_type=media_type, headers=headers)
+    return PreparedResponse(body, media_type, headers)
+
+
+class PreparedResponse(Response):
+    """A 200 of bytes already encoded: what ``Response(body, media_type=..., headers=...)``
+    sends, with its header list made in one step (metadata answers are the most frequent
+    responses of /api/v1, and Starlette's general header handling costs microseconds)."""
+
+    def __init__(self, body: bytes, media_type: str, headers: dict[str, str]):
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.media_type = media_type
+        if media_type.startswith("text/") and "charset=" not in media_type.lower():
+            media_type += "; charset=" + self.charset  # as Starlette types text
+        self.raw_headers = [
+            *(
+                (key.lower().encode("latin-1"), value.encode("latin-1"))
+                for key, value in headers.items()
+            ),
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", media_type.encode("latin-1")),
+        ]
 
 
 def document_response(
