@@ -8,6 +8,8 @@ import pytest
 
 from tiled.adapters.array import ArrayAdapter
 from tiled.errors import UnsupportedZarrFormat
+from tiled.ndslice import NDSlice
+from tiled.structures.array import ArrayStructure
 from tiled.zarr_format.formats import encoding_for
 from tiled.zarr_format.model import ZarrArrayMeta, ZarrOptions
 
@@ -60,7 +62,28 @@ class TestNumpyArrayAdapter(ZarrArrayHookConformance):
             cases[name] = ZarrCase(ArrayAdapter.from_array(data), data)
             if data.ndim and data.size:
                 cases[name + "-small-chunks"] = ZarrCase(ArrayAdapter.from_array(data), data, SMALL)
+        # Held arrays that differ from what the structure advertises are served as advertised:
+        # one grown past it (a file appended to), one of another element type.
+        grown = rng.random((30, 7))
+        cases["grown-past-its-structure"] = ZarrCase(
+            ArrayAdapter(grown, ArrayStructure.from_array(grown[:20])), grown[:20], SMALL
+        )
+        counts = numpy.arange(60, dtype="int64").reshape(12, 5)
+        as_float = ArrayStructure.from_array(counts.astype("float32"))
+        cases["held-as-another-type"] = ZarrCase(
+            ArrayAdapter(counts, as_float), counts.astype("float32"), SMALL
+        )
+        cases["subclass-reading-its-own-way"] = ZarrCase(
+            _Doubled.from_array(counts), counts * 2, SMALL
+        )
         return cases
+
+
+class _Doubled(ArrayAdapter):
+    """An adapter that reads otherwise than the array it holds: its chunks come from read()."""
+
+    def read(self, slice=NDSlice()):
+        return super().read(slice) * 2
 
 
 class TestDaskArrayAdapter(ZarrArrayHookConformance):

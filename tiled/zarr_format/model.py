@@ -135,7 +135,7 @@ class ZarrArrayMeta:
         """Number of chunks along each dimension (a 0-d array has one chunk at ``()``)."""
         return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape, strict=True))
 
-    @property
+    @functools.cached_property
     def chunk_bytes(self) -> int:
         """Uncompressed size of one chunk (variable-length strings counted at 16 bytes each)."""
         return math.prod(self.chunk_shape) * (self.dtype.itemsize or 16)
