@@ -21,7 +21,7 @@ class AccessView:
     async def prepare(self, root: Any) -> None:
         """Let the policy bring its state up to date before a request on the tree ``root``
         (optional part of a policy: the catalog tag policy reloads stale tag definitions)."""
-        if supports(self.policy, PreparesRequests):
+        if self.policy is not None and supports(self.policy, PreparesRequests):
             await self.policy.prepare(root)
 
     async def lookup(self, root: BaseAdapter, parts: tuple[str, ...]) -> Chain:

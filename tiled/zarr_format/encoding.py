@@ -53,7 +53,7 @@ def coords_from_separated(
     ``separator``), else None."""
     if not pattern.match(key):
         return None
-    return tuple(int(part) for part in key.split(separator)) if key else ()
+    return tuple(map(int, key.split(separator))) if key else ()
 
 
 __all__ = ["ZarrEncoding", "coords_from_separated", "json_document"]

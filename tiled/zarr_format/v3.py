@@ -168,4 +168,4 @@ class ZarrV3Encoding:
     def parse_chunk_key(self, key: str, ndim: int | None = None) -> tuple[int, ...] | None:
         if not _CHUNK_KEY.match(key):
             return None
-        return tuple(int(part) for part in key.split("/")[1:])
+        return tuple(map(int, key.split("/")[1:]))
