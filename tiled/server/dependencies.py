@@ -17,7 +17,7 @@ from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, Wrong
 from .authenticators import CurrentIdentity
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made on every request: a frozen dataclass costs 3x to build
 class Node:
     """A resolved node: its adapter, where it is, who asked, and what they may see of it."""
 
