@@ -15,12 +15,16 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from ..change_feeds import ChangeFeed, change_feed
 from ..config import Database
 from ..utils import ASYNC_SQL_DRIVERS
 
 IN_MEMORY = "sqlite+aiosqlite://"
+# The PostgreSQL notification channel of writes to the authentication database.
+CHANNEL = "tiled_authn_changes"
 _MEMORY_FORMS = {"", ":memory:", "sqlite://", "sqlite:///:memory:", "sqlite+aiosqlite://"}
 _ASYNC_DRIVERS = ASYNC_SQL_DRIVERS
 
@@ -105,6 +109,11 @@ class AuthnDatabase:
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         # One shared in-memory connection: transactions must not interleave on it.
         self._lock: asyncio.Lock | None = None
+        # How this process learns of other processes' writes (see generation), and its own.
+        self._changes: ChangeFeed = (
+            ChangeFeed() if self.in_memory else change_feed(self.url, CHANNEL)
+        )
+        self._commits = 0
 
     @property
     def display_url(self) -> str:
@@ -117,19 +126,50 @@ class AuthnDatabase:
         if sqlite_file_missing(self.url) and not create:
             raise uninitialized(self.display_url)
         self.engine = create_engine(self.url, self.settings)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self._session_class()
+        )
         self._lock = asyncio.Lock() if self.in_memory else None
         try:
             await check_schema(self.engine, self.display_url, create, self.settings.schema_)
         except BaseException:
             await self.shutdown()
             raise
+        await self._changes.start()
 
     async def shutdown(self) -> None:
+        await self._changes.stop()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
             self._sessions = None
+
+    def _session_class(self) -> type[Session]:
+        """Sessions that make their commits known: to PostgreSQL listeners (other processes)
+        by a notification in the transaction, and to this process by a count."""
+
+        class AuthnSession(Session):
+            pass
+
+        def before_commit(session: Session) -> None:
+            # Within the transaction: the notification is delivered if, and only if, it commits.
+            if self.url.get_backend_name() == "postgresql":
+                session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+        def after_commit(session: Session) -> None:
+            self._commits += 1
+
+        event.listen(AuthnSession, "before_commit", before_commit)
+        event.listen(AuthnSession, "after_commit", after_commit)
+        return AuthnSession
+
+    async def generation(self) -> tuple[int, object] | None:
+        """A value that differs whenever the database may have changed since it was last
+        asked (by any process's commit), or None when that cannot be told: what was read from
+        the database before it was asked may be reused while it answers the same."""
+        commits = self._commits
+        changes = await self._changes.current()
+        return None if changes is None else (commits, changes)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -28,6 +28,7 @@ from ..config import Authentication, Database
 from ..errors import BadRequest, NotFound, Unauthenticated
 from .credentials import BEARER_CHALLENGE, INVALID_TOKEN, read_api_key, read_credentials
 from .failure_delays import FailureDelays
+from .kept_identities import AccessTokenIdentities, APIKeyIdentities, digest
 from .tokens import EXPIRED_ACCESS_TOKEN, EXPIRED_SESSION, TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,12 @@ class MultiUserAuthenticator:
                 "processes: set database.uri."
             )
         self.failures = FailureDelays()
+        # Identities established lately (see .kept_identities). A key is looked up again as
+        # often as its latest activity is recorded.
+        from ..authn_database.crud import ACTIVITY_RESOLUTION
+
+        self.access_tokens = AccessTokenIdentities()
+        self.api_keys = APIKeyIdentities(ACTIVITY_RESOLUTION.total_seconds())
 
     @property
     def required(self) -> bool:
@@ -168,7 +175,17 @@ class MultiUserAuthenticator:
             return ANONYMOUS_PUBLIC if self.allow_anonymous_access else ANONYMOUS
         if credentials.kind == "apikey":
             return await self._identify_api_key(credentials.secret)
+        key = digest(credentials.secret)
+        kept = self.access_tokens.identity(key)
+        if kept is not None:
+            return kept
         claims = self.signer.decode(credentials.secret, "access", EXPIRED_ACCESS_TOKEN)
+        identity = self._token_identity(claims)
+        self.access_tokens.keep_token(key, identity, claims["exp"])
+        return identity
+
+    @staticmethod
+    def _token_identity(claims: dict[str, Any]) -> Identity:
         try:
             scopes = frozenset(claims.get("scp") or ())
             identities = tuple(
@@ -186,6 +203,12 @@ class MultiUserAuthenticator:
         from ..authn_database import crud
         from ..authn_database.orm import utcnow
 
+        key_digest = digest(secret)
+        # Read before the lookup: a commit after it makes what the lookup found stale.
+        generation = await self.database.generation()
+        kept = self.api_keys.identity(key_digest, generation, utcnow())
+        if kept is not None:
+            return kept
         async with self.database.session() as db:
             key = await crud.lookup_api_key(db, secret)
             if key is None:
@@ -194,7 +217,7 @@ class MultiUserAuthenticator:
                 raise Unauthenticated("API key has expired")
             await crud.touch_api_key(db, key)
         principal = key.principal
-        return Identity(
+        identity = Identity(
             principal.uuid.hex,
             crud.api_key_scopes(key),
             authenticated=True,
@@ -203,6 +226,8 @@ class MultiUserAuthenticator:
             principal_type=str(principal.type),
             access_tags=frozenset(key.access_tags) if key.access_tags is not None else None,
         )
+        self.api_keys.keep_key(key_digest, identity, generation, key.expiration_time)
+        return identity
 
     async def login(self, provider_name: str, username: str, password: str) -> dict[str, Any]:
         """Check a username and password with a provider; open a session; return tokens."""
