@@ -40,6 +40,7 @@ import sqlite3
 import threading
 import uuid
 import weakref
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -107,9 +108,11 @@ class SQLiteChangeFeed(ChangeFeed):
                     self._close()
                     # mode=rw: a missing file is not created here (the schema check reports
                     # it); timeout=0: a writer holding the file is a reason to look it up.
+                    # As a URI of the escaped path: "#", "?" or "%" in a plain path would
+                    # end it early (and mode=rw with it).
                     self._connection = sqlite3.connect(
-                        f"file:{self._path}?mode=rw", uri=True, timeout=0,
-                        check_same_thread=False, isolation_level=None,
+                        Path(self._path).absolute().as_uri() + "?mode=rw", uri=True,
+                        timeout=0, check_same_thread=False, isolation_level=None,
                     )  # fmt: skip
                     self._inode = inode
                 return (inode, self._connection.execute("PRAGMA data_version").fetchone()[0])

@@ -8,6 +8,7 @@ connections); the caches are given an hour to live, so that only the change feed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -149,6 +150,21 @@ def test_which_feed_each_database_gets(tmp_path):
     assert feed.generation() is None  # not listening (yet): nothing is reused
     assert SQLiteChangeFeed(str(tmp_path / "missing.db")).generation() is None
     assert not (tmp_path / "missing.db").exists()  # looking did not create it
+
+
+def test_a_sqlite_file_whose_path_holds_uri_characters_is_watched(tmp_path):
+    directory = tmp_path / "run#1?x=%20"
+    directory.mkdir()
+    path = directory / "c.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE t (x)")
+        connection.commit()
+        feed = SQLiteChangeFeed(str(path))
+        before = feed.generation()
+        connection.execute("INSERT INTO t VALUES (1)")
+        connection.commit()
+        assert before is not None and feed.generation() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [directory.name]  # nothing else made
 
 
 # Holds the write lock of "a/b" in a process of its own until told to let go (or killed).

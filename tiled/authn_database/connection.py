@@ -110,8 +110,15 @@ class AuthnDatabase:
         # One shared in-memory connection: transactions must not interleave on it.
         self._lock: asyncio.Lock | None = None
         # How this process learns of other processes' writes (see generation), and its own.
-        self._changes: ChangeFeed = (
-            ChangeFeed() if self.in_memory else change_feed(self.url, CHANNEL)
+        # A private in-memory database has no other writers; one named in a SQLite URI
+        # (upstream's "file:authdb?mode=memory&cache=shared") may have others in this process,
+        # which nothing tells of.
+        self._changes: ChangeFeed | None = (
+            change_feed(self.url, CHANNEL)
+            if not self.in_memory
+            else ChangeFeed()
+            if self.url.database in (None, "", ":memory:")
+            else None
         )
         self._commits = 0
 
@@ -135,10 +142,12 @@ class AuthnDatabase:
         except BaseException:
             await self.shutdown()
             raise
-        await self._changes.start()
+        if self._changes is not None:
+            await self._changes.start()
 
     async def shutdown(self) -> None:
-        await self._changes.stop()
+        if self._changes is not None:
+            await self._changes.stop()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
@@ -153,11 +162,12 @@ class AuthnDatabase:
 
         def before_commit(session: Session) -> None:
             # Within the transaction: the notification is delivered if, and only if, it commits.
-            if self.url.get_backend_name() == "postgresql":
+            if self.url.get_backend_name() == "postgresql" and not _records_activity(session):
                 session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
         def after_commit(session: Session) -> None:
-            self._commits += 1
+            if not session.info.pop(RECORDS_ACTIVITY_ONLY, False):
+                self._commits += 1
 
         event.listen(AuthnSession, "before_commit", before_commit)
         event.listen(AuthnSession, "after_commit", after_commit)
@@ -167,7 +177,12 @@ class AuthnDatabase:
         """A value that differs whenever the database may have changed since it was last
         asked (by any process's commit), or None when that cannot be told: what was read from
         the database before it was asked may be reused while it answers the same."""
+        if self._changes is None:
+            return None
         commits = self._commits
+        # A round trip on every call, even within one task (an application driven in-process
+        # serves many requests from one): every commit until now must count.
+        self._changes.resynchronize()
         changes = await self._changes.current()
         return None if changes is None else (commits, changes)
 
@@ -179,6 +194,15 @@ class AuthnDatabase:
             if self._lock is not None:
                 await stack.enter_async_context(self._lock)
             yield await stack.enter_async_context(self._sessions())
+
+
+# Set in a session's ``info`` by whoever knows that its transaction only records when a key
+# was last used: that changes no identity, so it is not made known as a change.
+RECORDS_ACTIVITY_ONLY = "tiled.records_activity_only"
+
+
+def _records_activity(session: Session) -> bool:
+    return bool(session.info.get(RECORDS_ACTIVITY_ONLY))
 
 
 async def check_schema(

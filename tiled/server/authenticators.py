@@ -18,6 +18,7 @@ import hmac
 import inspect
 import logging
 import secrets
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -201,10 +202,12 @@ class MultiUserAuthenticator:
 
     async def _identify_api_key(self, secret: str) -> Identity:
         from ..authn_database import crud
+        from ..authn_database.connection import RECORDS_ACTIVITY_ONLY
         from ..authn_database.orm import utcnow
 
         key_digest = digest(secret)
         # Read before the lookup: a commit after it makes what the lookup found stale.
+        looked_up = time.monotonic()
         generation = await self.database.generation()
         kept = self.api_keys.identity(key_digest, generation, utcnow())
         if kept is not None:
@@ -215,6 +218,7 @@ class MultiUserAuthenticator:
                 raise Unauthenticated("Invalid API key")
             if key.expiration_time is not None and key.expiration_time <= utcnow():
                 raise Unauthenticated("API key has expired")
+            db.info[RECORDS_ACTIVITY_ONLY] = True
             await crud.touch_api_key(db, key)
         principal = key.principal
         identity = Identity(
@@ -226,7 +230,7 @@ class MultiUserAuthenticator:
             principal_type=str(principal.type),
             access_tags=frozenset(key.access_tags) if key.access_tags is not None else None,
         )
-        self.api_keys.keep_key(key_digest, identity, generation, key.expiration_time)
+        self.api_keys.keep_key(key_digest, identity, generation, key.expiration_time, looked_up)
         return identity
 
     async def login(self, provider_name: str, username: str, password: str) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class AccessTokenIdentities(KeptIdentities):
         return None
 
     def keep_token(self, key: bytes, identity: Identity, expiry: Any) -> None:
-        self.keep(key, KeptIdentity(identity, float(expiry)))
+        self.keep(key, KeptIdentity(identity, int(expiry)))  # as the token library reads it
 
 
 class APIKeyIdentities(KeptIdentities):
@@ -101,10 +101,16 @@ class APIKeyIdentities(KeptIdentities):
         return kept.identity
 
     def keep_key(
-        self, key: bytes, identity: Identity, generation: Hashable, expires: datetime | None
+        self,
+        key: bytes,
+        identity: Identity,
+        generation: Hashable,
+        expires: datetime | None,
+        looked_up: float,
     ) -> None:
-        """Keep what was established under ``generation`` (read before the lookup began)."""
+        """Keep what was established under ``generation``, both read from the moment
+        ``looked_up`` (``time.monotonic()``) before the lookup began."""
         if generation is None:
             return  # the database's changes cannot be told: look it up every time
-        recheck = time.monotonic() + self.recheck_seconds
+        recheck = looked_up + self.recheck_seconds
         self.keep(key, KeptIdentity(identity, recheck, generation, expires))
