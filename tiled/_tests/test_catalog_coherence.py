@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from tiled.catalog import from_uri
-from tiled.catalog.changes import ChangeFeed, PostgreSQLChangeFeed, SQLiteChangeFeed
+from tiled.change_feeds import ChangeFeed, PostgreSQLChangeFeed, SQLiteChangeFeed
 
 from .test_catalog import database_uri, make, postgres_database, storage  # noqa: F401 (fixtures)
 
@@ -140,8 +140,8 @@ async def _terminate(uri: str, pid: int, gone: bool = False) -> None:
 
 
 def test_which_feed_each_database_gets(tmp_path):
-    from tiled.catalog.changes import change_feed
     from tiled.catalog.database import async_url
+    from tiled.change_feeds import change_feed
 
     assert type(change_feed(async_url("sqlite:///:memory:"))) is ChangeFeed
     assert isinstance(change_feed(async_url(str(tmp_path / "c.db"))), SQLiteChangeFeed)

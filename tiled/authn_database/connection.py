@@ -110,16 +110,7 @@ class AuthnDatabase:
         # One shared in-memory connection: transactions must not interleave on it.
         self._lock: asyncio.Lock | None = None
         # How this process learns of other processes' writes (see generation), and its own.
-        # A private in-memory database has no other writers; one named in a SQLite URI
-        # (upstream's "file:authdb?mode=memory&cache=shared") may have others in this process,
-        # which nothing tells of.
-        self._changes: ChangeFeed | None = (
-            change_feed(self.url, CHANNEL)
-            if not self.in_memory
-            else ChangeFeed()
-            if self.url.database in (None, "", ":memory:")
-            else None
-        )
+        self._changes = _change_feed(self.url)
         self._commits = 0
 
     @property
@@ -194,6 +185,15 @@ class AuthnDatabase:
             if self._lock is not None:
                 await stack.enter_async_context(self._lock)
             yield await stack.enter_async_context(self._sessions())
+
+
+def _change_feed(url: URL) -> ChangeFeed | None:
+    """What tells of the commits of other processes to the database at ``url``; None where
+    nothing can. A private in-memory database has no other writers; one named in a SQLite URI
+    (upstream's ``file:authdb?mode=memory&cache=shared``) may have others in this process."""
+    if not is_memory(url):
+        return change_feed(url, CHANNEL)
+    return ChangeFeed() if url.database in (None, "", ":memory:") else None
 
 
 # Set in a session's ``info`` by whoever knows that its transaction only records when a key

@@ -1,6 +1,5 @@
-"""Writers' exclusion across the processes of one catalog database, and the change feeds
-(:mod:`tiled.change_feeds`) under the names the catalog has always used.
-"""
+"""Writers' exclusion across the processes of one catalog database (how the processes learn of
+each other's changes is :mod:`tiled.change_feeds`)."""
 
 from __future__ import annotations
 
@@ -19,14 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..change_feeds import (  # noqa: F401 - the catalog's names for them
-    CHANNEL,
-    ROUND_TRIP_TIMEOUT,
-    ChangeFeed,
-    PostgreSQLChangeFeed,
-    SQLiteChangeFeed,
-    change_feed,
-)
+from ..change_feeds import ROUND_TRIP_TIMEOUT
 from ..errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)

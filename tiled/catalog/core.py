@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..change_feeds import change_feed
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.json import dumps_text, refuse
-from .changes import change_feed, exclusion
+from .changes import exclusion
 from .database import check_schema, create_engine, is_memory
 from .mimetypes import AdapterRegistry
 from .queries import DIALECTS
