@@ -162,6 +162,7 @@ class PostgreSQLChangeFeed(ChangeFeed):
         self._rounds: asyncio.Task | None = None
         # The tasks (requests) that made a round trip already.
         self._synchronized: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        self._out_of_touch = False  # an outage has been reported and has not ended yet
 
     def generation(self) -> Any:
         return self._generation
@@ -273,13 +274,24 @@ class PostgreSQLChangeFeed(ChangeFeed):
                 self._session = f"{os.getpid()}-{uuid.uuid4().hex}"
                 self._generation = (self._session, next(self._count))
                 ready.set()
+                if self._out_of_touch:
+                    self._out_of_touch = False
+                    logger.warning("Listening for changes on %s again", self._channel)
                 while not connection.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), LIVENESS_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - down is a state here, not a failure
-                logger.debug("Not listening for changes on %s: %s", self._channel, err)
+                # Told once per outage (then retried quietly): meanwhile nothing learnt from
+                # the database is kept between requests, which is safe but slower.
+                report = logger.debug if self._out_of_touch else logger.warning
+                report(
+                    "Not listening for changes on %s (%s: %s); until it listens again, every "
+                    "request asks the database, and it retries every %s s",
+                    self._channel, type(err).__name__, err, RELISTEN_SECONDS,
+                )  # fmt: skip
+                self._out_of_touch = True
             finally:
                 if connection is not None and not connection.is_closed():
                     connection.terminate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -121,6 +122,68 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
         assert await _request(root, "x") is again
     finally:
         await root.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage(
+    postgres_database, caplog  # noqa: F811
+):
+    """A change feed whose database does not answer warns once (it retries quietly), and says
+    when it listens again; a later outage is told again."""
+    import logging
+
+    from sqlalchemy.engine import make_url
+
+    real = make_url(postgres_database)
+    with socket.socket() as probe:  # a port where nothing listens, until the relay opens it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    feed = PostgreSQLChangeFeed(real.set(host="127.0.0.1", port=port), "tiled_test_channel")
+    caplog.set_level(logging.DEBUG, logger="tiled.change_feeds")
+
+    def told(level: int, words: str) -> int:
+        return sum(r.levelno == level and words in r.getMessage() for r in caplog.records)
+
+    async def until(condition) -> None:
+        async with asyncio.timeout(10):
+            while not condition():
+                await asyncio.sleep(0.02)
+
+    listening = asyncio.create_task(feed._listen(asyncio.Event()))
+    try:
+        await until(lambda: told(logging.DEBUG, "Not listening") >= 2)  # retried twice
+        assert told(logging.WARNING, "Not listening for changes on tiled_test_channel") == 1
+        assert feed.generation() is None
+        relay = await _relay(port, real.host or "127.0.0.1", real.port or 5432)
+        async with relay:
+            await until(lambda: feed.generation() is not None)
+            assert told(logging.WARNING, "Listening for changes on tiled_test_channel again") == 1
+        feed._connection.terminate()  # the relay is closed: the next attempt fails
+        await until(lambda: told(logging.WARNING, "Not listening") == 2)
+        retried = told(logging.DEBUG, "Not listening")
+        await until(lambda: told(logging.DEBUG, "Not listening") > retried)
+        assert told(logging.WARNING, "Not listening") == 2
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+
+
+async def _relay(port: int, host: str, target_port: int) -> asyncio.Server:
+    """A TCP server on ``port`` that forwards each connection to ``host:target_port``."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, target_port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    return await asyncio.start_server(forward, "127.0.0.1", port)
 
 
 async def _terminate(uri: str, pid: int, gone: bool = False) -> None:
