@@ -126,7 +126,8 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
 
 @pytest.mark.asyncio
 async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage(
-    postgres_database, caplog  # noqa: F811
+    postgres_database,  # noqa: F811
+    caplog,
 ):
     """A change feed whose database does not answer warns once (it retries quietly), and says
     when it listens again; a later outage is told again."""
