@@ -115,7 +115,9 @@ def _file_errors(path: str) -> Iterator[None]:
         raise DataUnavailable(f"HDF5 file {name!r} {open_failure(err)}") from None
     except (OSError, RuntimeError, ValueError) as err:
         # h5py reports corrupt, truncated and unreadable files (and missing filter plugins)
-        # as OSError, and a few lower-level failures as RuntimeError/ValueError.
+        # as OSError, and a few lower-level failures as RuntimeError/ValueError. The client
+        # gets a 415; the operator gets the traceback, which tells a bad file from a fault here.
+        logger.warning("Cannot read HDF5 file %s", path, exc_info=True)
         raise DataUnavailable(f"Cannot read HDF5 file {name!r}: {err}") from None
 
 
