@@ -99,9 +99,12 @@ class SQLiteChangeFeed(ChangeFeed):
         self._lock = threading.Lock()  # test clients use the catalog from several threads
         self._connection: sqlite3.Connection | None = None
         self._inode: int | None = None
+        self._stopped = False  # after stop(), until start(): no connection is opened again
 
     def generation(self) -> Any:
         with self._lock:
+            if self._stopped:
+                return None  # a late caller after shutdown: nothing is reused
             try:
                 inode = os.stat(self._path).st_ino
                 if self._connection is None or inode != self._inode:
@@ -126,8 +129,13 @@ class SQLiteChangeFeed(ChangeFeed):
                 self._connection.close()
             self._connection = None
 
+    async def start(self) -> None:
+        with self._lock:
+            self._stopped = False
+
     async def stop(self) -> None:
         with self._lock:
+            self._stopped = True
             self._close()
 
 

@@ -216,6 +216,20 @@ def test_which_feed_each_database_gets(tmp_path):
     assert not (tmp_path / "missing.db").exists()  # looking did not create it
 
 
+async def test_a_stopped_sqlite_feed_opens_no_connection_until_started_again(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "c.db"
+    sqlite3.connect(path).close()
+    feed = SQLiteChangeFeed(str(path))
+    assert feed.generation() is not None  # usable before start(), as catalogs are
+    await feed.stop()
+    assert feed.generation() is None  # a late request after shutdown reuses nothing...
+    assert feed._connection is None  # ...and leaves no connection open behind it
+    await feed.start()
+    assert feed.generation() is not None
+
+
 def test_a_sqlite_file_whose_path_holds_uri_characters_is_watched(tmp_path):
     directory = tmp_path / "run#1?x=%20"
     directory.mkdir()
