@@ -284,7 +284,7 @@ class PostgreSQLChangeFeed(ChangeFeed):
                 ready.set()
                 if self._out_of_touch:
                     self._out_of_touch = False
-                    logger.warning("Listening for changes on %s again", self._channel)
+                    logger.warning("Listening for changes on %s from now on", self._channel)
                 while not connection.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), LIVENESS_SECONDS)
@@ -295,8 +295,8 @@ class PostgreSQLChangeFeed(ChangeFeed):
                 # the database is kept between requests, which is safe but slower.
                 report = logger.debug if self._out_of_touch else logger.warning
                 report(
-                    "Not listening for changes on %s (%s: %s); until it listens again, every "
-                    "request asks the database, and it retries every %s s",
+                    "Not listening for changes on %s (%s: %s); until it listens, every request "
+                    "asks the database, and it tries again %s s after each failed attempt",
                     self._channel, type(err).__name__, err, RELISTEN_SECONDS,
                 )  # fmt: skip
                 self._out_of_touch = True
@@ -319,6 +319,7 @@ class PostgreSQLChangeFeed(ChangeFeed):
         self._connection = None
         self._lost()
         self._loop = None
+        self._out_of_touch = False  # a new start reports its own outage
 
 
 def change_feed(url: URL, channel: str = CHANNEL) -> ChangeFeed:

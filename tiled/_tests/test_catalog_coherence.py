@@ -156,14 +156,27 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
         assert told(logging.WARNING, "Not listening for changes on tiled_test_channel") == 1
         assert feed.generation() is None
         relay = await _relay(port, real.host or "127.0.0.1", real.port or 5432)
-        async with relay:
+        try:
             await until(lambda: feed.generation() is not None)
-            assert told(logging.WARNING, "Listening for changes on tiled_test_channel again") == 1
-        feed._connection.terminate()  # the relay is closed: the next attempt fails
+            assert told(logging.WARNING, "Listening for changes on tiled_test_channel from") == 1
+        finally:
+            relay.close()  # stops accepting at once (wait_closed would wait for the relayed)
+        feed._connection.terminate()  # the next attempt finds nothing listening: a new outage
         await until(lambda: told(logging.WARNING, "Not listening") == 2)
         retried = told(logging.DEBUG, "Not listening")
         await until(lambda: told(logging.DEBUG, "Not listening") > retried)
         assert told(logging.WARNING, "Not listening") == 2
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    # Stopped while out of touch and listening anew, the feed reports its outage anew.
+    await feed.stop()
+    caplog.clear()
+    listening = asyncio.create_task(feed._listen(asyncio.Event()))
+    try:
+        await until(lambda: any("Not listening" in r.getMessage() for r in caplog.records))
+        assert told(logging.WARNING, "Not listening for changes on tiled_test_channel") == 1
     finally:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -708,6 +708,17 @@ async def test_unreadable_files_answer_data_unavailable(broken_files, name):
     assert await broken_files[name].count() == 0  # how its parent lists it
 
 
+async def test_an_unreadable_file_is_logged_with_its_traceback_at_debug(broken_files, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="tiled.adapters.hdf5")
+    with pytest.raises(DataUnavailable):
+        await broken_files["junk"].to_zarr_meta()
+    told = [r for r in caplog.records if r.getMessage().startswith("Cannot read HDF5 file")]
+    assert told and all(r.levelno == logging.DEBUG for r in told)
+    assert told[0].exc_info is not None and "junk.h5" in told[0].getMessage()
+
+
 async def test_permission_denied_is_data_unavailable(tmp_path, monkeypatch):
     path = tmp_path / "secret.h5"
     with h5py.File(path, "w") as f:

@@ -116,8 +116,9 @@ def _file_errors(path: str) -> Iterator[None]:
     except (OSError, RuntimeError, ValueError) as err:
         # h5py reports corrupt, truncated and unreadable files (and missing filter plugins)
         # as OSError, and a few lower-level failures as RuntimeError/ValueError. The client
-        # gets a 415; the operator gets the traceback, which tells a bad file from a fault here.
-        logger.warning("Cannot read HDF5 file %s", path, exc_info=True)
+        # gets a 415 with the message; the traceback, which tells a bad file from a fault here,
+        # goes to the debug log (not higher: registration probes bad files as a matter of course).
+        logger.debug("Cannot read HDF5 file %s", path, exc_info=True)
         raise DataUnavailable(f"Cannot read HDF5 file {name!r}: {err}") from None
 
 
