@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -135,10 +134,10 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
 
     from sqlalchemy.engine import make_url
 
+    from .processes import free_port
+
     real = make_url(postgres_database)
-    with socket.socket() as probe:  # a port where nothing listens, until the relay opens it
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there, until the relay opens it
     feed = PostgreSQLChangeFeed(real.set(host="127.0.0.1", port=port), "tiled_test_channel")
     caplog.set_level(logging.DEBUG, logger="tiled.change_feeds")
 
