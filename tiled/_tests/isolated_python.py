@@ -1,15 +1,23 @@
 """A Python of its own for third-party clients whose package names clash with ours.
 
-Each set of requirements is built once per test session, whoever asks first, and the session
-starts building the ones its collected tests will need in the background (:func:`prepare`,
-called by ``conftest.py``): by the time a test asks, the environment is usually ready. uv (a
-test dependency) installs them: a few seconds apiece where pip takes most of a minute of CPU,
-which the suite's other tests would wait for on a machine of two cores. Without uv, pip does.
+Each set of requirements is built once per test run, whoever asks first, and the run starts
+building the ones its collected tests will need in the background (:func:`prepare`, called by
+``conftest.py``): by the time a test asks, the environment is usually ready. The worker
+processes of a parallel run share them: they live in the folder named by
+:data:`ROOT_VARIABLE` (made and removed by ``conftest.py`` unless given, so that one given
+folder keeps them between runs), one per set of requirements, built under a file lock.
+
+uv (a test dependency) installs them: a few seconds apiece where pip takes most of a minute of
+CPU, which the suite's other tests would wait for on a machine of two cores. Without uv, pip
+does.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,15 +26,20 @@ import venv
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-# Two at a time: pip is half waiting on files, and the tests keep running beside it.
+ROOT_VARIABLE = "TILED_TEST_PYTHONS"
+
+# Two at a time: an installer is half waiting on files, and the tests keep running beside it.
 _BUILDERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="isolated-python")
 _BUILDS: dict[tuple[str, ...], Future] = {}
 _LOCK = threading.Lock()
 _ROOT: list[Path] = []
 
 
-def _session_root() -> Path:
-    if not _ROOT:
+def _root() -> Path:
+    given = os.environ.get(ROOT_VARIABLE)
+    if given:
+        return Path(given)
+    if not _ROOT:  # used outside this suite's pytest run: a folder of this process
         root = Path(tempfile.mkdtemp(prefix="tiled-test-pythons-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         _ROOT.append(root)
@@ -42,29 +55,37 @@ def _uv() -> str | None:
 
 
 def _build(directory: Path, requirements: tuple[str, ...]) -> Path:
-    uv = _uv()
-    venv.create(directory, with_pip=uv is None)
     python = directory / "bin" / "python"
-    if uv is None:
-        install = [python, "-m", "pip", "install", "-q"]
-    else:
-        # --no-config: no uv.toml or [tool.uv] of the folder it runs from applies; compiled now,
-        # as pip does, not by the first test to import each module.
-        install = [uv, "pip", "install", "-q", "--no-config", "--compile-bytecode"]
-        install += ["--python", python]
-    subprocess.run([*install, *requirements], check=True, timeout=900, cwd=directory)
+    ready = directory / ".built"
+    with open(directory.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process of this run may be building it
+        if ready.exists():
+            return python
+        shutil.rmtree(directory, ignore_errors=True)  # what a failed build left
+        uv = _uv()
+        venv.create(directory, with_pip=uv is None)
+        if uv is None:
+            install = [python, "-m", "pip", "install", "-q"]
+        else:
+            # --no-config: no uv.toml or [tool.uv] of the folder it runs from applies; compiled
+            # now, as pip does, not by the first test to import each module.
+            install = [uv, "pip", "install", "-q", "--no-config", "--compile-bytecode"]
+            install += ["--python", python]
+        subprocess.run([*install, *requirements], check=True, timeout=900, cwd=directory)
+        ready.touch()
     return python
 
 
 def _claim(requirements: tuple[str, ...]) -> tuple[Future, Path | None]:
-    """The session's build of ``requirements``, and a directory when the caller must build it
-    (the first to ask); the lock is held only to look up and claim."""
+    """This process' build of ``requirements``, and a directory when the caller must build it
+    (the first to ask here); the lock is held only to look up and claim."""
     with _LOCK:
         future = _BUILDS.get(requirements)
         if future is not None:
             return future, None
         future = _BUILDS[requirements] = Future()
-        return future, _session_root() / f"env{len(_BUILDS)}"
+        name = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
+        return future, _root() / f"env-{name}"
 
 
 def _build_into(future: Future, directory: Path, requirements: tuple[str, ...]) -> None:
@@ -83,7 +104,7 @@ def prepare(*requirements: str) -> None:
 
 def isolated_python(*requirements: str) -> Path:
     """The python of an environment holding ``requirements`` (built now unless it was built or
-    started earlier in the session)."""
+    started earlier in the run)."""
     future, directory = _claim(tuple(requirements))
     if directory is not None:
         _build_into(future, directory, tuple(requirements))
