@@ -75,39 +75,9 @@ def isolated_environments_for(fixturenames) -> list[tuple[str, ...]]:
     return wanted
 
 
-_MADE_PYTHONS_ROOT = pytest.StashKey[str]()
-
-
-def pytest_configure(config):
-    # One folder of isolated environments for the run, shared by its worker processes (they
-    # start after this hook and inherit the variable); removed at the end unless it was given.
-    import os
-    import tempfile
-
-    from .isolated_python import ROOT_VARIABLE
-
-    if hasattr(config, "workerinput") or os.environ.get(ROOT_VARIABLE):
-        return
-    root = tempfile.mkdtemp(prefix="tiled-test-pythons-")
-    os.environ[ROOT_VARIABLE] = root
-    config.stash[_MADE_PYTHONS_ROOT] = root
-
-
-def pytest_unconfigure(config):
-    import os
-    import shutil
-
-    from .isolated_python import ROOT_VARIABLE
-
-    root = config.stash.get(_MADE_PYTHONS_ROOT, None)
-    if root is not None:
-        shutil.rmtree(root, ignore_errors=True)
-        os.environ.pop(ROOT_VARIABLE, None)
-
-
 def pytest_collection_finish(session):
     # Start the environments the collected tests need now, two at a time in the background,
-    # instead of one by one when the first test of each asks (a minute of pip apiece).
+    # instead of one by one when the first test of each asks.
     from .isolated_python import prepare
 
     seen = set()

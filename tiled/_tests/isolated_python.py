@@ -3,9 +3,9 @@
 Each set of requirements is built once per test run, whoever asks first, and the run starts
 building the ones its collected tests will need in the background (:func:`prepare`, called by
 ``conftest.py``): by the time a test asks, the environment is usually ready. The worker
-processes of a parallel run share them: they live in the folder named by
-:data:`ROOT_VARIABLE` (made and removed by ``conftest.py`` unless given, so that one given
-folder keeps them between runs), one per set of requirements, built under a file lock.
+processes of a run share them: they live in the run's folder (``shared_run``), or in the
+folder named by :data:`ROOT_VARIABLE`, which keeps them between runs; one per set of
+requirements and Python, built under a file lock.
 
 uv (a test dependency) installs them: a few seconds apiece where pip takes most of a minute of
 CPU, which the suite's other tests would wait for on a machine of two cores. Without uv, pip
@@ -14,17 +14,18 @@ does.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
+import sys
 import threading
 import venv
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from .shared_run import run_folder
 
 ROOT_VARIABLE = "TILED_TEST_PYTHONS"
 
@@ -32,18 +33,20 @@ ROOT_VARIABLE = "TILED_TEST_PYTHONS"
 _BUILDERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="isolated-python")
 _BUILDS: dict[tuple[str, ...], Future] = {}
 _LOCK = threading.Lock()
-_ROOT: list[Path] = []
 
 
 def _root() -> Path:
     given = os.environ.get(ROOT_VARIABLE)
-    if given:
-        return Path(given)
-    if not _ROOT:  # used outside this suite's pytest run: a folder of this process
-        root = Path(tempfile.mkdtemp(prefix="tiled-test-pythons-"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        _ROOT.append(root)
-    return _ROOT[0]
+    if not given:
+        return run_folder()
+    root = Path(given).expanduser().resolve()  # absolute: the builds run from their own folder
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def stop_building() -> None:
+    """Cancel the builds not started and wait for those under way (at the end of a run)."""
+    _BUILDERS.shutdown(wait=True, cancel_futures=True)
 
 
 def _uv() -> str | None:
@@ -67,10 +70,8 @@ def _build(directory: Path, requirements: tuple[str, ...]) -> Path:
         if uv is None:
             install = [python, "-m", "pip", "install", "-q"]
         else:
-            # --no-config: no uv.toml or [tool.uv] of the folder it runs from applies; compiled
-            # now, as pip does, not by the first test to import each module.
-            install = [uv, "pip", "install", "-q", "--no-config", "--compile-bytecode"]
-            install += ["--python", python]
+            # Compiled now, as pip does, not by the first test to import each module.
+            install = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python]
         subprocess.run([*install, *requirements], check=True, timeout=900, cwd=directory)
         ready.touch()
     return python
@@ -84,7 +85,9 @@ def _claim(requirements: tuple[str, ...]) -> tuple[Future, Path | None]:
         if future is not None:
             return future, None
         future = _BUILDS[requirements] = Future()
-        name = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
+        # A kept folder may outlive the Python that built an environment.
+        made_of = [sys.version, sys.base_prefix, *requirements]
+        name = hashlib.sha256("\n".join(made_of).encode()).hexdigest()[:16]
         return future, _root() / f"env-{name}"
 
 

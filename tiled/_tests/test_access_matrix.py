@@ -6,8 +6,6 @@ serves data without credentials, none reveals a node its user may not see.
 
 from __future__ import annotations
 
-import time
-
 import fsspec
 import httpx
 import numpy
@@ -23,7 +21,15 @@ from tiled.adapters.table import DataFrameAdapter
 from tiled.server.app import build_app
 
 from .live_server import serve
-from .test_authentication import apikey, authentication, bearer, create_key, login
+from .test_authentication import (
+    SHORT_LIFETIME,
+    apikey,
+    authentication,
+    bearer,
+    create_key,
+    login,
+    sleep_until_expired,
+)
 
 ROUTES = {
     "metadata": "/api/v1/metadata/restricted/r",
@@ -72,7 +78,7 @@ def matrix(tmp_path_factory):
     policy = SimpleAccessPolicy({"bob": ["shared"], "dave": ["shared", "restricted"]})
     app = build_app(
         tree(),
-        authentication=authentication(access_token_max_age=1, tiled_admins=[]),
+        authentication=authentication(access_token_max_age=SHORT_LIFETIME, tiled_admins=[]),
         server_settings={
             "database": {
                 "uri": f"sqlite:///{tmp_path_factory.mktemp('m') / 'authn.db'}",
@@ -92,8 +98,9 @@ def matrix(tmp_path_factory):
             ).status_code
             == 204
         )
-        expiring = bearer(login(client, "dave"))
-        time.sleep(2.1)  # the access token lives one second
+        expiring_tokens = login(client, "dave")
+        expiring = bearer(expiring_tokens)
+        sleep_until_expired(expiring_tokens)
         credentials = {
             "none": {},
             "wrong key": apikey("f" * 72),

@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -103,18 +104,11 @@ async def test_postgresql_lookups_are_not_reused_while_nobody_listens(postgres_d
         # The listening connection is gone (the database restarted, say): notifications
         # may be missed from now on, so nothing resolved is reused.
         await _terminate(postgres_database, feed._connection.get_server_pid())
-        for _ in range(400):
-            if feed.generation() is None:
-                break
-            await asyncio.sleep(0.005)
-        assert feed.generation() is None
+        await _until(lambda: feed.generation() is None)
         assert await _request(root, "x") is not first
         assert await _request(root, "x") is not await _request(root, "x")
         # It listens again by itself, in a new session whose generations are new.
-        for _ in range(400):
-            if feed.generation() is not None:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: feed.generation() is not None)
         await _request(root, "x")
         again = await _request(root, "x")
         assert again is not first
@@ -390,7 +384,7 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
             async with asyncio.timeout(10):
                 await _hold(other, "a/b")
             waits.append(asyncio.get_running_loop().time() - started)
-        assert max(waits) < 1.0, waits
+        assert max(waits) < 3.0, waits  # not starved: each turn takes milliseconds
     finally:
         stop.set()
         await asyncio.gather(*writers)
@@ -442,21 +436,32 @@ async def test_a_writer_waiting_in_another_process_is_seen_by_the_holder(
         async with holder.catalog.exclusive("a/b"):
             assert not await exclusion._others_wait(key)
             waiting = asyncio.create_task(_hold(other, "a/b"))
-            await asyncio.sleep(0.2)
-            assert await exclusion._others_wait(key)
+            await _starts_waiting(exclusion, key)
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             await _stops_waiting(exclusion, key)
             waiting = asyncio.create_task(_hold(other, "a/b"))
-            await asyncio.sleep(0.2)
-            assert await exclusion._others_wait(key)
+            await _starts_waiting(exclusion, key)
         async with asyncio.timeout(10):
             await waiting  # it got the lock: it waits no more
         await _stops_waiting(exclusion, key)
     finally:
         await other.shutdown()
         await holder.shutdown()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def _starts_waiting(exclusion, key: int) -> None:
+    """Until ``exclusion`` sees a writer waiting for ``key``."""
+    async with asyncio.timeout(10):
+        while not await exclusion._others_wait(key):
+            await asyncio.sleep(0.01)
 
 
 async def _stops_waiting(exclusion, key: int) -> None:
@@ -527,7 +532,7 @@ async def test_writers_of_one_process_waiting_together_take_the_lock_once(
             await asyncio.sleep(0.3)  # they wait, and say so
         async with asyncio.timeout(10):
             await asyncio.gather(*waiters)
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(10):
             await _hold(first, "a/b")  # given back for good
     finally:
         await second.shutdown()

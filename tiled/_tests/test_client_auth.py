@@ -3,8 +3,6 @@ server: password grant, token refresh, remembered sessions, logout, profiles."""
 
 from __future__ import annotations
 
-import time
-
 import numpy
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +18,7 @@ from tiled.config import Authentication
 from tiled.server.app import build_app
 
 from .live_server import serve
+from .test_authentication import SHORT_LIFETIME, sleep_until_expired
 
 USERS = {"alice": "secret1", "bob": "secret2"}
 DATA = numpy.arange(2_000_000, dtype="float64")  # 16 MB: read through the zarr routes
@@ -34,7 +33,7 @@ def server(tmp_path_factory):
         }],
         secret_keys=["0123456789abcdef0123456789abcdef"],
         tiled_admins=[{"provider": "toy", "id": "alice"}],
-        access_token_max_age=1,  # so that the tests see a refresh
+        access_token_max_age=SHORT_LIFETIME,  # so that the tests see a refresh
     )  # fmt: skip
     database = tmp_path_factory.mktemp("authn") / "authn.db"
     tree = MapAdapter({"x": ArrayAdapter.from_array(DATA, chunks=(500_000,))})
@@ -68,7 +67,7 @@ def test_login_refresh_remember_and_logout(server):
     client = from_context(context)
     assert context.whoami()["identities"][0]["id"] == "alice"
     first = context.tokens["access_token"]
-    time.sleep(2.1)  # expiry is rounded up to a whole second: by now the token has expired
+    sleep_until_expired(context.tokens)
     assert numpy.array_equal(client["x"].read(), DATA)  # through the zarr routes, concurrently
     assert client["x"][5:8].tolist() == DATA[5:8].tolist()
     assert context.tokens["access_token"] != first

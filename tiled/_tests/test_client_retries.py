@@ -99,7 +99,7 @@ def test_retry_context_gives_up_when_out_of_time():
         for attempt in retry_context(attempts=100, timeout=0.5):
             with attempt:
                 raise httpx.ConnectError("refused")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # not the 100 attempts' worth of back-off
 
 
 def test_retry_policies():

@@ -37,6 +37,7 @@ import pytest
 import tiled
 
 from .conftest import extract_from_sdist
+from .shared_run import once_per_run
 
 # Each case starts a pytest of its own and reads the downloaded source distribution.
 pytestmark = pytest.mark.slow
@@ -267,6 +268,16 @@ def _shards() -> list[tuple[tuple[str, ...], list[str]]]:
 
 @pytest.fixture(scope="session")
 def upstream_outcome(upstream_test_suite, tmp_path_factory) -> Outcome:
+    """What upstream's modules said, found once for the whole test run (by whichever worker
+    process asks first: a run takes minutes)."""
+    found = once_per_run(
+        "upstream-test-suite",
+        lambda: dataclasses.asdict(_run_upstream_suite(upstream_test_suite, tmp_path_factory)),
+    )
+    return Outcome(**found)
+
+
+def _run_upstream_suite(upstream_test_suite, tmp_path_factory) -> Outcome:
     """Run every module of :data:`PASSING` in a few concurrent pytest processes (upstream's own
     suite runs in one process; here its modules are shared among :data:`SHARDS`), and read the
     results from their JUnit XML reports."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .zarr_conformance import ZarrArrayHookConformance, ZarrCase
 rng = numpy.random.default_rng(11)
 DATA = rng.random((37, 23)).astype("float32")
 STORE_ROOT = Path(tempfile.mkdtemp(prefix="tiled-zarr-storage-"))
+atexit.register(shutil.rmtree, STORE_ROOT, ignore_errors=True)
 
 # name: (zarr_format, dtype, create_array keyword arguments)
 LAYOUTS = {
