@@ -9,6 +9,7 @@ as a run of upstream's test suite, once for all the workers.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -29,8 +30,9 @@ def run_folder() -> Path:
     """The folder shared by the processes of this test run."""
     given = os.environ.get(RUN_FOLDER_VARIABLE)
     if not given:
-        # Imported outside a pytest run that loaded this plugin: a folder of this process.
+        # Used outside a pytest run that loaded this plugin: a folder of this process.
         given = os.environ[RUN_FOLDER_VARIABLE] = tempfile.mkdtemp(prefix="tiled-test-run-")
+        atexit.register(shutil.rmtree, given, ignore_errors=True)
     return Path(given)
 
 
@@ -44,19 +46,33 @@ def exclusively(name: str) -> Iterator[Path]:
 
 def once_per_run(name: str, compute: Callable[[], Any]) -> Any:
     """``compute()`` (a JSON value) computed by whichever process of the run asks first; the
-    others wait for it and read what it found. A failure is not kept: the next to ask tries."""
+    others wait for it and read what it found, or fail (or skip) as it did, without trying
+    again: a failure may have taken minutes."""
     with exclusively(name) as folder:
         found = folder / f"{name}.json"
-        if found.exists():
-            return json.loads(found.read_text())
-        value = compute()
-        found.write_text(json.dumps(value))
-        return value
+        if not found.exists():
+            try:
+                outcome = {"value": compute()}
+            except pytest.skip.Exception as skipped:
+                found.write_text(json.dumps({"skipped": str(skipped)}))
+                raise
+            except BaseException as error:
+                found.write_text(json.dumps({"failed": f"{type(error).__name__}: {error}"}))
+                raise
+            found.write_text(json.dumps(outcome))
+            return outcome["value"]
+        outcome = json.loads(found.read_text())
+    if "skipped" in outcome:
+        pytest.skip(outcome["skipped"])
+    if "failed" in outcome:
+        pytest.fail(f"{name}, computed by another process of the run: {outcome['failed']}")
+    return outcome["value"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config, "workerinput") or os.environ.get(RUN_FOLDER_VARIABLE):
+    if hasattr(config, "workerinput"):
         return  # a worker: the folder is its starter's
+    # A new folder for every run, even if the variable was set: nothing computed is stale.
     folder = Path(tempfile.mkdtemp(prefix="tiled-test-run-"))
     os.environ[RUN_FOLDER_VARIABLE] = str(folder)
     config.stash[_MADE_HERE] = folder

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from tiled.catalog import from_uri
+from tiled.catalog.changes import EXCLUSION_TURN_SECONDS
 from tiled.change_feeds import ChangeFeed, PostgreSQLChangeFeed, SQLiteChangeFeed
 
 from .test_catalog import database_uri, make, postgres_database, storage  # noqa: F401 (fixtures)
@@ -363,7 +364,7 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
     """Writers of one process that follow each other without pause (serialized in the process,
     as the server's are, by the node's lock) would keep a lock that another process only ever
     takes when it finds it free; they give it up now and then, and a writer of another
-    process gets it within a second, not a timeout."""
+    process gets it within a few turns, not a timeout."""
     busy = from_uri(database_uri, writable_storage=storage, init_if_not_exists=True)
     other = from_uri(database_uri, writable_storage=storage)
     await busy.startup()
@@ -384,7 +385,8 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
             async with asyncio.timeout(10):
                 await _hold(other, "a/b")
             waits.append(asyncio.get_running_loop().time() - started)
-        assert max(waits) < 3.0, waits  # not starved: each turn takes milliseconds
+        # A few turns (not one: a loaded machine is slow to hand over), not starved.
+        assert max(waits) < 8 * EXCLUSION_TURN_SECONDS, waits
     finally:
         stop.set()
         await asyncio.gather(*writers)
