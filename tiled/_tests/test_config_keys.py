@@ -41,6 +41,7 @@ PROVIDER = {
     "args": {"users_to_passwords": USERS, "confirmation_message": "Hello {id}"},
 }
 
+
 def accept_all(spec, metadata, entry, structure_family, structure):
     """A spec validator that accepts every node (named by import path above)."""
     return None

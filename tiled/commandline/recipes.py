@@ -54,9 +54,7 @@ def _pyobject(*, object_path: str, api_key: str, public: bool, scalable: bool) -
     return build_app(import_object(object_path), authentication=authentication, scalable=scalable)
 
 
-def _config_document(
-    *, document: dict[str, Any], overrides: dict[str, Any], scalable: bool
-) -> Any:
+def _config_document(*, document: dict[str, Any], overrides: dict[str, Any], scalable: bool) -> Any:
     from ..config import validate_config
     from ..server.app import build_app_from_config
 
