@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -129,10 +130,12 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
 
     from sqlalchemy.engine import make_url
 
-    from .processes import free_port
-
     real = make_url(postgres_database)
-    port = free_port()  # nothing listens there, until the relay opens it
+    # Bound but not listening: connections to the port are refused until the relay listens on
+    # this very socket, and no other process (a parallel test) can take the port meanwhile.
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
     feed = PostgreSQLChangeFeed(real.set(host="127.0.0.1", port=port), "tiled_test_channel")
     caplog.set_level(logging.DEBUG, logger="tiled.change_feeds")
 
@@ -149,7 +152,7 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
         await until(lambda: told(logging.DEBUG, "Not listening") >= 2)  # retried twice
         assert told(logging.WARNING, "Not listening for changes on tiled_test_channel") == 1
         assert feed.generation() is None
-        relay = await _relay(port, real.host or "127.0.0.1", real.port or 5432)
+        relay = await _relay(reserved, real.host or "127.0.0.1", real.port or 5432)
         try:
             await until(lambda: feed.generation() is not None)
             assert told(logging.WARNING, "Listening for changes on tiled_test_channel from") == 1
@@ -161,6 +164,7 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
         await until(lambda: told(logging.DEBUG, "Not listening") > retried)
         assert told(logging.WARNING, "Not listening") == 2
     finally:
+        reserved.close()  # the relay's, if it was made
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
@@ -177,8 +181,9 @@ async def test_a_listener_that_cannot_reach_the_database_says_so_once_per_outage
             await listening
 
 
-async def _relay(port: int, host: str, target_port: int) -> asyncio.Server:
-    """A TCP server on ``port`` that forwards each connection to ``host:target_port``."""
+async def _relay(bound: socket.socket, host: str, target_port: int) -> asyncio.Server:
+    """A TCP server listening on the ``bound`` socket that forwards each connection to
+    ``host:target_port``."""
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
@@ -191,7 +196,7 @@ async def _relay(port: int, host: str, target_port: int) -> asyncio.Server:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, target_port)
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
-    return await asyncio.start_server(forward, "127.0.0.1", port)
+    return await asyncio.start_server(forward, sock=bound)
 
 
 async def _terminate(uri: str, pid: int, gone: bool = False) -> None:
