@@ -32,6 +32,9 @@ ROOT_VARIABLE = "TILED_TEST_PYTHONS"
 # Two at a time: an installer is half waiting on files, and the tests keep running beside it.
 _BUILDERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="isolated-python")
 _BUILDS: dict[tuple[str, ...], Future] = {}
+# The builders' task of each build that ``prepare`` queued: a test that needs one no builder
+# has started yet (both busy, or waiting on another process' lock) builds it itself.
+_QUEUED: dict[tuple[str, ...], Future] = {}
 _LOCK = threading.Lock()
 
 
@@ -77,18 +80,25 @@ def _build(directory: Path, requirements: tuple[str, ...]) -> Path:
     return python
 
 
+def _directory(requirements: tuple[str, ...]) -> Path:
+    # A kept folder may outlive the Python that built an environment.
+    made_of = "\n".join([sys.version, sys.base_prefix, *requirements])
+    return _root() / f"env-{hashlib.sha256(made_of.encode()).hexdigest()[:16]}"
+
+
 def _claim(requirements: tuple[str, ...]) -> tuple[Future, Path | None]:
     """This process' build of ``requirements``, and a directory when the caller must build it
-    (the first to ask here); the lock is held only to look up and claim."""
+    (the first to ask here, or the first to need a build still queued); the lock is held only
+    to look up and claim."""
     with _LOCK:
         future = _BUILDS.get(requirements)
-        if future is not None:
-            return future, None
-        future = _BUILDS[requirements] = Future()
-        # A kept folder may outlive the Python that built an environment.
-        made_of = [sys.version, sys.base_prefix, *requirements]
-        name = hashlib.sha256("\n".join(made_of).encode()).hexdigest()[:16]
-        return future, _root() / f"env-{name}"
+        if future is None:
+            future = _BUILDS[requirements] = Future()
+            return future, _directory(requirements)
+        queued = _QUEUED.pop(requirements, None)
+        if queued is not None and queued.cancel():
+            return future, _directory(requirements)
+        return future, None
 
 
 def _build_into(future: Future, directory: Path, requirements: tuple[str, ...]) -> None:
@@ -100,14 +110,17 @@ def _build_into(future: Future, directory: Path, requirements: tuple[str, ...]) 
 
 def prepare(*requirements: str) -> None:
     """Start building an environment with ``requirements`` in the background."""
-    future, directory = _claim(tuple(requirements))
-    if directory is not None:
-        _BUILDERS.submit(_build_into, future, directory, tuple(requirements))
+    key = tuple(requirements)
+    with _LOCK:
+        if key in _BUILDS:
+            return
+        future = _BUILDS[key] = Future()
+        _QUEUED[key] = _BUILDERS.submit(_build_into, future, _directory(key), key)
 
 
 def isolated_python(*requirements: str) -> Path:
     """The python of an environment holding ``requirements`` (built now unless it was built or
-    started earlier in the run)."""
+    its build started earlier in the run)."""
     future, directory = _claim(tuple(requirements))
     if directory is not None:
         _build_into(future, directory, tuple(requirements))
