@@ -196,6 +196,59 @@ async def test_search_results_inline_only_visible_members():
         assert (await client.get("/api/v1/metadata/ds/hidden")).status_code == 404
 
 
+async def test_exports_leave_out_members_whose_data_the_identity_may_not_read():
+    # Seen (read:metadata) is not readable (read:data): a whole-container export must not hand
+    # over what the member's own data route refuses.
+    import io
+    import zipfile
+
+    import h5py
+
+    peek = {"peek": {"public": ["read:metadata"]}}
+    app = build_app(
+        MapAdapter(
+            {
+                "mixed": tagged(
+                    MapAdapter(
+                        {
+                            "readable": tagged(ArrayAdapter.from_array(numpy.arange(3)), "public"),
+                            "peek": tagged(ArrayAdapter.from_array(numpy.full(3, 7)), "peek"),
+                            "sub": tagged(
+                                MapAdapter(
+                                    {"deep": tagged(ArrayAdapter.from_array(numpy.ones(2)), "peek")}
+                                ),
+                                "public",
+                            ),
+                        }
+                    ),
+                    "public",
+                )
+            }
+        ),
+        authentication={"allow_anonymous_access": True},
+        access_policy=TagBasedAccessPolicy({**TAGS, **peek}),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/api/v1/metadata/mixed/peek")).status_code == 200
+        assert (await client.get("/api/v1/array/full/mixed/peek")).status_code == 403
+        exported = await client.get("/api/v1/container/full/mixed?format=application/x-hdf5")
+        assert exported.status_code == 200, exported.text
+        with h5py.File(io.BytesIO(exported.content), "r") as file:
+            assert sorted(file) == ["readable", "sub"]
+            assert list(file["sub"]) == []
+        exported = await client.get("/api/v1/container/full/mixed?format=application/x-zarr")
+        assert exported.status_code == 200, exported.text
+        names = zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
+        assert any(name.startswith("readable/") for name in names), names
+        assert not any("peek" in name or "deep" in name for name in names), names
+        asked = await client.get(
+            "/api/v1/container/full/mixed?format=application/x-hdf5&field=peek"
+        )
+        assert asked.status_code == 400, asked.text
+
+
 async def test_visible_node_without_the_scope_is_refused_alike_on_every_route():
     # One rule decides 404 against 403 for /api/v1 and /zarr: the same answer, word for word.
     peek = {"peek": {"public": ["read:metadata"]}}

@@ -75,12 +75,14 @@ class AccessView:
         except UnsupportedQuery:
             return None
 
-    def members_deep(self, chain: Chain) -> Any:
-        """The node at the end of ``chain`` with only visible members at every depth (exports)."""
+    def members_deep(self, chain: Chain, scope: str | None = None) -> Any:
+        """The node at the end of ``chain`` with only visible members at every depth, and of
+        those only the ones on which the identity holds ``scope`` (exports read data: a member
+        granted ``read:metadata`` alone is left out, as its own data route would refuse it)."""
         adapter = chain[-1][1]
         if self.policy is None or not is_group(adapter):
             return adapter
-        return VisibleGroup(self, tuple(chain))
+        return VisibleGroup(self, tuple(chain), scope)
 
 
 class VisibleGroup:
@@ -90,10 +92,11 @@ class VisibleGroup:
     wrapper answers those with what the identity may see, whatever the container type.
     """
 
-    def __init__(self, view: AccessView, chain: Chain):
+    def __init__(self, view: AccessView, chain: Chain, scope: str | None = None):
         self._view = view
         self._chain = chain
         self._adapter = chain[-1][1]
+        self._scope = scope
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
@@ -101,12 +104,17 @@ class VisibleGroup:
     async def to_zarr_meta(self, options: Any = None) -> Any:
         return await self._adapter.to_zarr_meta(options)
 
+    def _admits(self, key: str, child: Any) -> bool:
+        view = self._view
+        if not view.policy.visible(view.identity, self._chain, key, child):
+            return False
+        return self._scope is None or self._scope in view.scopes((*self._chain, (key, child)))
+
     async def _visible(self) -> list[tuple[str, Any]]:
-        policy, identity = self._view.policy, self._view.identity
         return [
             (key, child)
             async for key, child in members(self._adapter)
-            if policy.visible(identity, self._chain, key, child)
+            if self._admits(key, child)
         ]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -115,6 +123,6 @@ class VisibleGroup:
 
     async def zarr_member(self, key: str) -> Any:
         child = await self._adapter.zarr_member(key)
-        if not self._view.policy.visible(self._view.identity, self._chain, key, child):
+        if not self._admits(key, child):
             raise NoSuchEntry([key])
-        return self._view.members_deep((*self._chain, (key, child)))
+        return self._view.members_deep((*self._chain, (key, child)), self._scope)

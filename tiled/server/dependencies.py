@@ -41,8 +41,11 @@ class Node:
         return self.view.members((*self.chain, (key, child))) if self.view is not None else child
 
     def subtree(self) -> Any:
-        """The node with only visible members at every depth (for whole-subtree exports)."""
-        return self.view.members_deep(self.chain) if self.view is not None else self.adapter
+        """The node with only the members whose data the identity may read, at every depth
+        (for whole-subtree exports)."""
+        if self.view is None:
+            return self.adapter
+        return self.view.members_deep(self.chain, "read:data")
 
     def approve_tags(
         self, current: frozenset[str] | None, requested: list[str] | None
