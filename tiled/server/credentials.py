@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 
 from ..errors import BadRequest, Unauthenticated
 
@@ -24,6 +24,13 @@ class Credentials:
     source: str  # "query", "header" or "cookie"
 
 
+def request_cookies(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The cookies of every ``Cookie`` header, in order (HTTP/2 clients may split them over
+    several), so that whoever reads them (credentials, the CSRF check) reads the same ones."""
+    found = [value.decode("latin-1") for name, value in headers if name == b"cookie"]
+    return cookie_parser("; ".join(found)) if found else {}
+
+
 def read_credentials(request: Request) -> Credentials | None:
     """The first credential a request carries, in upstream's order of precedence; None if it
     carries none. A malformed ``Authorization`` header is a 400."""
@@ -33,12 +40,13 @@ def read_credentials(request: Request) -> Credentials | None:
         key = request.query_params.get("api_key")
         if key:
             return Credentials("apikey", key, "query")
-    header = cookie_header = None
+    header = None
+    has_cookies = False
     for name, value in request.scope["headers"]:
         if name == b"authorization" and header is None:
             header = value.decode("latin-1")
-        elif name == b"cookie" and cookie_header is None:
-            cookie_header = value
+        elif name == b"cookie":
+            has_cookies = True
     bearer_token = None
     if header:
         scheme, _, secret = header.partition(" ")
@@ -52,7 +60,7 @@ def read_credentials(request: Request) -> Credentials | None:
             )
         bearer_token = secret
     # Upstream's order: the cookie outranks a bearer token, though not an Apikey header.
-    cookie = request.cookies.get("tiled_api_key") if cookie_header else None
+    cookie = request_cookies(request.scope["headers"]).get("tiled_api_key") if has_cookies else None
     if cookie:
         return Credentials("apikey", cookie, "cookie")
     return Credentials("bearer", bearer_token, "header") if bearer_token else None

@@ -6,8 +6,9 @@ import hmac
 import secrets
 from urllib.parse import parse_qs
 
-from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
+
+from .credentials import request_cookies
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -30,11 +31,7 @@ class CSRFMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {}
-        for name, value in scope["headers"]:
-            if name in (b"cookie", b"x-csrf"):
-                headers[name] = value.decode("latin-1")
-        cookies = cookie_parser(headers.get(b"cookie", ""))
+        cookies = request_cookies(scope["headers"])
         expected = cookies.get("tiled_csrf")
         if not cookies.get("tiled_api_key"):
             if expected or not _offers_csrf_cookie(scope["path"]):
@@ -42,7 +39,8 @@ class CSRFMiddleware:
             return await self.app(scope, receive, _with_csrf_cookie(send))
         if scope["method"] not in SAFE_METHODS:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            submitted = headers.get(b"x-csrf") or (query.get("csrf") or [""])[0]
+            header = next((v for n, v in scope["headers"] if n == b"x-csrf"), b"")
+            submitted = header.decode("latin-1") or (query.get("csrf") or [""])[0]
             if not (expected and submitted and hmac.compare_digest(expected, submitted)):
                 return await _csrf_refused(scope, receive, send)
         if expected:
