@@ -342,6 +342,24 @@ def test_csrf_on_cookie_authenticated_post(client):
     assert client.post("/auth/apikey", json={}, headers=apikey(secret)).is_success
 
 
+def test_input_strict_json_cannot_carry_is_refused_with_422(client):
+    # The refusal echoes the input: NaN, infinities and lone surrogates were a 500.
+    json_body = {"content-type": "application/json"}
+    for body in (b'{"refresh_token": NaN}', b'{"refresh_token": -Infinity}', b'"\\ud800"'):
+        refused = client.post("/auth/session/refresh", content=body, headers=json_body)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["detail"]
+    admin = bearer(login(client, "alice"))
+    for body in (b'{"expires_in": 1e300}', b'{"expires_in": Infinity}', b'{"expires_in": NaN}'):
+        refused = client.post("/auth/apikey", content=body, headers={**admin, **json_body})
+        assert refused.status_code == 422, (body, refused.text)
+    # Offsets past what the database takes (a 64-bit integer) are refused, not overflowed.
+    for route in ("/auth/principal", "/search/"):
+        refused = client.get(route, params={"page[offset]": 2**63}, headers=admin)
+        assert refused.status_code == 422, (route, refused.text)
+        assert client.get(route, params={"page[offset]": 2**63 - 1}, headers=admin).is_success
+
+
 def test_admin_routes(client):
     admin = bearer(login(client, "alice"))
     page = client.get("/auth/principal", params={"page[limit]": 1}, headers=admin).json()

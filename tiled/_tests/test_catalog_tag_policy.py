@@ -228,6 +228,25 @@ def test_api_keys_limited_to_tags(deployment):
         f"{url}/api/v1/auth/apikey", json={"scopes": READ, "access_tags": ["lab"]}, headers=cara
     ).json()["secret"]
     assert listing(url, {"Authorization": f"Apikey {narrow}"}) == []
+    # A key limited to tags makes keys limited to those tags (or some of them), never more.
+    maker = httpx.post(
+        f"{url}/api/v1/auth/apikey",
+        json={"scopes": [*READ, "create:apikeys"], "access_tags": ["public", "lab"]},
+        headers=cara,
+    ).json()["secret"]  # fmt: skip
+    maker = {"Authorization": f"Apikey {maker}"}
+    made = httpx.post(f"{url}/api/v1/auth/apikey", json={"scopes": READ}, headers=maker)
+    assert made.status_code == 200, made.text
+    assert sorted(made.json()["access_tags"]) == ["lab", "public"]
+    assert listing(url, {"Authorization": f"Apikey {made.json()['secret']}"}) == ["lab"]
+    beyond = httpx.post(
+        f"{url}/api/v1/auth/apikey", json={"scopes": READ, "access_tags": ["lab", "ops"]},
+        headers=maker,
+    )  # fmt: skip
+    assert beyond.status_code == 403 and "['ops']" in beyond.json()["detail"]
+    inherit = httpx.post(f"{url}/api/v1/auth/apikey", json={}, headers=maker)
+    assert inherit.status_code == 200, inherit.text
+    assert inherit.json()["scopes"] != ["inherit"] and inherit.json()["access_tags"]
 
 
 def test_zarr_writes_are_decided_by_the_policy(deployment):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import sys
 from collections.abc import Iterator
@@ -161,11 +162,18 @@ async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
 
 
 async def _invalid_request(request: Request, exception: RequestValidationError) -> JSONResponse:
-    # FastAPI's own handler echoes the input decoded as UTF-8: a binary body sent to a route
-    # that takes JSON would make its answer a server error.
-    encoders = {bytes: lambda value: value.decode("utf-8", errors="replace")}
-    detail = jsonable_encoder(exception.errors(), custom_encoder=encoders)
+    detail = jsonable_encoder(exception.errors(), custom_encoder=_ECHOED_INPUT)
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+# The refused input is echoed in the answer: values that strict JSON cannot carry (bytes that
+# are not UTF-8, NaN and infinities, lone surrogates of a JSON string) would make the answer a
+# server error, as FastAPI's own handler does.
+_ECHOED_INPUT = {
+    bytes: lambda value: value.decode("utf-8", errors="replace"),
+    float: lambda value: value if math.isfinite(value) else str(value),
+    str: lambda value: value.encode("utf-8", errors="replace").decode("utf-8"),
+}
 
 
 async def _client_gone(request: Request, exception: ClientDisconnect) -> JSONResponse:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
 from ..structures.json import to_document_value
@@ -221,6 +223,16 @@ def _as_pair(item: Any) -> tuple[str, int]:
     if isinstance(item, tuple | list):
         return item[0], item[1]
     return item.key, item.direction
+
+
+# Positions in a listing go to the database as 64-bit integers: beyond them, 400 (not the
+# driver's overflow, a 500).
+LARGEST_POSITION = 2**63 - 1
+PageOffset = Annotated[int, Query(alias="page[offset]", ge=0, le=LARGEST_POSITION)]
+PageLimit = Annotated[int, Query(alias="page[limit]", ge=0, le=300)]
+PageCursor = Annotated[
+    int | None, Query(alias="page[cursor]", ge=-LARGEST_POSITION - 1, le=LARGEST_POSITION)
+]
 
 
 def page_links(

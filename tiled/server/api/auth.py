@@ -38,8 +38,14 @@ class RefreshToken(BaseModel):
     refresh_token: str
 
 
+# About 300 years: past that, an expiry time is out of the range of dates.
+MAX_KEY_LIFETIME = 1e10
+
+
 class APIKeyParams(BaseModel):
-    expires_in: float | None = Field(None, gt=0, description="Lifetime in seconds")
+    expires_in: float | None = Field(
+        None, gt=0, le=MAX_KEY_LIFETIME, allow_inf_nan=False, description="Lifetime in seconds"
+    )
     scopes: list[str] | None = Field(None, description="None means ['inherit']")
     access_tags: list[str] | None = None
     note: str | None = Field(None, max_length=1023)
@@ -185,8 +191,28 @@ async def create_apikey(
     async with checked_principal(request, identity, auth, "create:apikeys") as (db, principal):
         owned = crud.principal_scopes(principal)
         allowed = identity.scopes & owned  # a token's scopes may predate a change of roles
-        scopes = key_scopes(params.scopes, allowed, narrowed=allowed < owned)
+        limited = identity.access_tags is not None
+        params = _within_tags_of(identity, params)
+        scopes = key_scopes(params.scopes, allowed, narrowed=allowed < owned or limited)
         return await new_key(db, principal, params, scopes)
+
+
+def _within_tags_of(identity: Identity, params: APIKeyParams) -> APIKeyParams:
+    """``params`` for a key made with a key limited to some access tags: limited to those
+    tags (by default), or to some of them, never more (else a limited key could make an
+    unlimited one)."""
+    held = identity.access_tags
+    if held is None:
+        return params
+    if params.access_tags is None:
+        return params.model_copy(update={"access_tags": sorted(held)})
+    beyond = set(params.access_tags) - held
+    if beyond:
+        raise Forbidden(
+            f"Requested access tags {sorted(beyond)} are not among the tags the API key of "
+            f"this request is limited to: {sorted(held)}"
+        )
+    return params
 
 
 @router.get("/apikey")

@@ -25,6 +25,9 @@ from ..plain import PlainRoute
 from ..resources import (
     ALL_FIELDS,
     MAX_INLINE_DEPTH,
+    PageCursor,
+    PageLimit,
+    PageOffset,
     ResourceContext,
     omits_asset_size,
     page_links,
@@ -176,9 +179,9 @@ def _filtered(request: Request, tree: BaseAdapter) -> tuple[Any, str | None]:
 async def search(
     request: Request,
     node: SearchableNode,
-    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
-    limit: Annotated[int, Query(alias="page[limit]", ge=0, le=300)] = 100,
-    cursor: Annotated[int | None, Query(alias="page[cursor]")] = None,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ):
     tree, lookup_key = _filtered(request, node.members())
     sorting = _sorting_from(request.query_params.getlist("sort"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...access.blobs import tags_of_blob
@@ -20,7 +20,14 @@ from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
-from ..resources import LINKS_BY_FAMILY, data_sources_json, omits_asset_size, page_links
+from ..resources import (
+    LINKS_BY_FAMILY,
+    PageLimit,
+    PageOffset,
+    data_sources_json,
+    omits_asset_size,
+    page_links,
+)
 from ..responses import document_response
 from ..state import tiled_state
 from ..urls import base_url
@@ -244,8 +251,8 @@ async def delete_node(
 async def revisions(
     request: Request,
     node: ReadingRevisions,
-    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
-    limit: Annotated[int, Query(alias="page[limit]", ge=0, le=300)] = 100,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
 ):
     items, count = await capable(node.adapter, NodeWithHistory, "revisions").revisions(
         offset, limit

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from ...authn_database import crud
 from ...errors import BadRequest
 from ..authenticators import CurrentIdentity
 from ..dependencies import require_scope
-from ..resources import page_links
+from ..resources import PageLimit, PageOffset, page_links
 from ..urls import base_url
 from .auth import (
     APIKeyParams,
@@ -28,8 +28,8 @@ async def list_principals(
     request: Request,
     identity: CurrentIdentity,
     auth: Authenticator,
-    offset: int = Query(0, alias="page[offset]", ge=0),
-    limit: int = Query(100, alias="page[limit]", ge=0, le=300),
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
 ):
     require_scope(identity, "read:principals", request)
     async with auth.database.session() as db:
