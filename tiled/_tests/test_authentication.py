@@ -135,6 +135,22 @@ def test_anonymous_requests(client):
     assert client.post("/auth/provider/nope/token", data={"username": "a"}).status_code == 404
 
 
+def test_login_form_may_be_multipart(client):
+    # As OAuth2 password forms are sent by browsers' FormData and curl -F.
+    fields = {"username": (None, "bob"), "password": (None, USERS["bob"])}
+    response = client.post("/auth/provider/toy/token", files=fields)
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"]
+    wrong = {"username": (None, "bob"), "password": (None, "wrong")}
+    assert client.post("/auth/provider/toy/token", files=wrong).status_code == 401
+    garbage = client.post(
+        "/auth/provider/toy/token",
+        content=b"not a multipart body",
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert garbage.status_code == 400 and garbage.json()["detail"]
+
+
 def test_login_whoami_refresh_revoke(client):
     tokens = login(client, "alice")
     assert tokens["token_type"] == "bearer"

@@ -143,17 +143,43 @@ async def describe(db, principal: orm.Principal) -> dict:
 
 @router.post("/provider/{provider}/token")
 async def login(request: Request, provider: str, auth: Authenticator):
-    """OAuth2 password grant: form fields ``username`` and ``password``."""
-    body = (await request.body()).decode("utf-8", "replace")
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            form = dict(json.loads(body))
-        except (ValueError, TypeError):
-            raise BadRequest("Expected a JSON object with username and password") from None
-    else:
-        form = dict(parse_qsl(body, keep_blank_values=True))
+    """OAuth2 password grant: form fields ``username`` and ``password`` (URL-encoded or
+    multipart, as OAuth2 forms are sent; JSON is accepted too)."""
+    content_type = request.headers.get("content-type", "")
+    form = _login_fields(content_type, await request.body())
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     return await auth.login(provider, username, password)
+
+
+def _login_fields(content_type: str, body: bytes) -> dict[str, Any]:
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "application/json":
+        try:
+            return dict(json.loads(body.decode("utf-8", "replace")))
+        except (ValueError, TypeError):
+            raise BadRequest("Expected a JSON object with username and password") from None
+    if media_type == "multipart/form-data":
+        return _multipart_fields(content_type, body)
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The named fields of a ``multipart/form-data`` body (the standard library's MIME parser:
+    a login form is two small fields, not worth a parser of its own)."""
+    import email.parser
+    import email.policy
+
+    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise BadRequest("Expected a multipart/form-data body with username and password")
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields.setdefault(name, payload.decode("utf-8", "replace"))
+    return fields
 
 
 @router.post("/session/refresh")
