@@ -494,3 +494,29 @@ async def test_whole_subtree_exports_respect_the_size_limit(client):
     assert (
         await client.get("/api/v1/container/full/scalars", params={"format": "h5"})
     ).status_code == 200
+
+
+def test_links_of_keys_that_need_percent_encoding_lead_to_their_nodes():
+    # "?" and "#" would end a link's path; "%" would be read as an escape.
+    from tiled.adapters.array import ArrayAdapter
+    from tiled.adapters.mapping import MapAdapter
+
+    keys = ["q?x", "h#1", "50%", "sp ace", "é", "a:b@c"]
+    tree = MapAdapter(
+        {"c": MapAdapter({key: ArrayAdapter.from_array(numpy.arange(3)) for key in keys})}
+    )
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+    import asyncio
+
+    async def follow() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            page = (await client.get("/api/v1/search/c")).json()
+            assert [item["id"] for item in page["data"]] == keys
+            for item in page["data"]:
+                for name in ("self", "full"):
+                    followed = await client.get(item["links"][name])
+                    assert followed.status_code == 200, (item["id"], name, followed.text)
+            assert "q%3Fx" in page["data"][0]["links"]["self"]
+
+    asyncio.run(follow())

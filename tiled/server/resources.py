@@ -12,6 +12,7 @@ from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, L
 from ..structures.json import to_document_value
 from .headers import header
 from .middleware import PYTHON_CLIENT_AGENT
+from .urls import url_path
 
 ALL_FIELDS = frozenset(
     {
@@ -134,7 +135,7 @@ async def build_resource(
     fields = context.fields
     family = adapter.structure_family.value
     is_container = family == "container"
-    path = "/".join(context.path_parts)
+    path = url_path(context.path_parts)
     keys_only = not (fields - {""})
     metadata = None
     if "metadata" in fields:

@@ -1,8 +1,15 @@
-"""The absolute base URL of the API, as the client reached it."""
+"""The absolute base URL of the API, as the client reached it, and node paths in links."""
+
+from collections.abc import Iterable
+from urllib.parse import quote
 
 from fastapi import Request
 
 from .headers import header_map
+
+# What a path segment may hold as is (RFC 3986 pchar, besides letters, digits and "-._~"):
+# a key's "?", "#", "%", spaces and non-ASCII letters are percent-encoded in links.
+_SEGMENT_SAFE = "!$&'()*+,;=:@"
 
 
 def base_url(request: Request) -> str:
@@ -10,3 +17,8 @@ def base_url(request: Request) -> str:
     host = headers.get("x-forwarded-host") or headers.get("host") or "localhost"
     scheme = headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")
     return f"{scheme}://{host}{request.scope.get('root_path', '')}/api/v1"
+
+
+def url_path(parts: Iterable[str]) -> str:
+    """A node's path as it goes into a link (each key percent-encoded where it must be)."""
+    return "/".join(quote(part, safe=_SEGMENT_SAFE) for part in parts)

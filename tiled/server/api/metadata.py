@@ -34,7 +34,7 @@ from ..resources import (
 )
 from ..responses import document_response
 from ..state import tiled_state
-from ..urls import base_url
+from ..urls import base_url, url_path
 
 router = APIRouter()
 SearchableNode = Annotated[Any, node_dependency("read:metadata", {"container"})]
@@ -212,7 +212,7 @@ async def search(
         await context.resource(node.member_view(key, child), node.path_parts + (key,))
         for key, child in items
     ]
-    here = f"{base_url(request)}/search/{node.path}"
+    here = f"{base_url(request)}/search/{url_path(node.path_parts)}"
     links = page_links(here, offset, limit, count, cursor=cursor, next_cursor=next_cursor)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
