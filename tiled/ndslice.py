@@ -290,11 +290,18 @@ def _parse_part(part: str, whole: str) -> Any:
     if part == "...":
         return Ellipsis
     if _INT.match(part):
-        return int(part)
+        return _int(part, whole)
     pieces = [p.strip() for p in part.split(":")]
     if len(pieces) not in (2, 3) or not all(p == "" or _INT.match(p) for p in pieces):
-        raise InvalidSlice(f"Could not parse slice {whole!r}")
-    return builtins.slice(*(int(p) if p else None for p in pieces))
+        raise InvalidSlice(f"Could not parse slice {whole[:200]!r}")
+    return builtins.slice(*(_int(p, whole) if p else None for p in pieces))
+
+
+def _int(text: str, whole: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # past the digits int() converts (4300)
+        raise InvalidSlice(f"Could not parse slice {whole[:200]!r}: a number is too long") from None
 
 
 def _format_part(part: Any, *, keep_unit_step: bool) -> str:

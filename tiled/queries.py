@@ -83,8 +83,8 @@ def _loads(name: str, text: str) -> Any:
         raise InvalidQuery(f"Query field {name!r} must be a string, not {text!r}")
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        raise InvalidQuery(f"Query field {name!r} is not valid JSON: {text!r}") from None
+    except (ValueError, RecursionError):  # also past int()'s digit limit, or nested too deep
+        raise InvalidQuery(f"Query field {name!r} is not valid JSON: {text[:200]!r}") from None
 
 
 def _check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:

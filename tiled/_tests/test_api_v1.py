@@ -309,6 +309,19 @@ async def test_etag_and_not_modified(client):
         assert again.status_code == 304 and again.content == b""
 
 
+async def test_q_values_refuse_or_rank_media_types_and_encodings(client):
+    refused = {"Accept": "application/x-msgpack;q=0, application/json"}
+    response = await client.get("/api/v1/metadata/scalars", headers=refused)
+    assert response.headers["content-type"] == "application/json"
+    ranked = {"Accept": "application/json;q=0.1, application/x-msgpack;q=0.9"}
+    response = await client.get("/api/v1/metadata/scalars", headers=ranked)
+    assert response.headers["content-type"] == "application/x-msgpack"
+    for accept_encoding, expected in [("gzip;q=0", None), ("zstd;q=0, gzip", "gzip")]:
+        headers = {"Accept-Encoding": accept_encoding}
+        response = await client.get("/api/v1/array/full/low_entropy", headers=headers)
+        assert response.headers.get("content-encoding") == expected, accept_encoding
+
+
 async def test_compression_by_accept_encoding(client, demo_tree):
     response = await client.get(
         "/api/v1/array/full/low_entropy", headers={"Accept-Encoding": "gzip"}
@@ -407,6 +420,21 @@ BAD_REQUESTS = [
         400,
     ),
     ("/api/v1/search/?select_metadata=[[", 400),
+    # Expressions that compile but fail on the metadata, or nest past Python's recursion.
+    ("/api/v1/metadata/?select_metadata=length(color)", 400),
+    ("/api/v1/search/?select_metadata=nofunc(@)", 400),
+    ("/api/v1/metadata/scalars?select_metadata=merge(@,`1`)", 400),
+    ("/api/v1/metadata/?select_metadata=" + "(" * 3000 + "a" + ")" * 3000, 400),
+    ("/api/v1/metadata/?max_depth=%C2%B2", 400),  # "²" is a digit to str.isdigit, not int()
+    ("/api/v1/array/full/high_entropy?slice=" + "9" * 5000, 422),
+    (
+        "/api/v1/search/?filter[eq][condition][key]=a&filter[eq][condition][value]=" + "9" * 5000,
+        400,
+    ),
+    (
+        "/api/v1/search/?filter[eq][condition][key]=a&filter[eq][condition][value]=" + "[" * 3000,
+        400,
+    ),
     ("/api/v1/search/high_entropy", 404),
     ("/api/v1/container/full/scalars?field=nope", 400),
 ]

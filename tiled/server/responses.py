@@ -10,6 +10,7 @@ import msgpack
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from ..serialization.media_types import parse_accept
 from ..structures.json import dumps as json_dumps
 from ..structures.json import to_document_value
 from ..zarr_format.chunk_cache import content_etag as etag_of  # noqa: F401 - shared
@@ -55,8 +56,12 @@ def matches_if_none_match(request: Request, etag: str) -> bool:
 
 
 def wants_msgpack(request: Request) -> bool:
-    for item in header(request, "accept").split(","):
-        media = item.split(";")[0].strip()
+    accept = header(request, "accept")
+    if ";" in accept:  # parameters, q-values perhaps: the client's preference, not its order
+        media_types: Any = parse_accept(accept)
+    else:
+        media_types = (item.strip() for item in accept.split(","))
+    for media in media_types:
         if media in ("*/*", "application/json"):
             return False
         if media == "application/x-msgpack":
@@ -81,9 +86,7 @@ def compress(
     accepts, when it is worth it."""
     if len(body) < min_bytes:
         return body, None
-    accepted = {
-        token.split(";")[0].strip() for token in header(request, "accept-encoding").split(",")
-    }
+    accepted = set(parse_accept(header(request, "accept-encoding")))  # "gzip;q=0" refuses
     chosen = registry.choose(media_type, accepted)
     if chosen is None:
         return body, None

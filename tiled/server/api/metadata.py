@@ -78,9 +78,18 @@ def _compile_jmespath(expression: str | None):
 
     try:
         compiled = jmespath.compile(expression)
-    except jmespath.exceptions.JMESPathError as err:
+    except (jmespath.exceptions.JMESPathError, RecursionError) as err:
         raise BadRequest(f"Invalid select_metadata expression {expression!r}: {err}") from None
-    return compiled.search
+
+    def select(metadata: Any) -> Any:
+        # An expression that compiles may still fail on these values (length() of a number,
+        # an unknown function): the request's fault, as a compile error is.
+        try:
+            return compiled.search(metadata)
+        except (TypeError, ValueError, RecursionError) as err:  # JMESPathError included
+            raise BadRequest(f"select_metadata {expression!r} failed: {err}") from None
+
+    return select
 
 
 # Most requests carry no query: their options are these (never changed once made).
@@ -125,7 +134,7 @@ def _options_from(request: Request) -> dict[str, Any]:
     if unknown:
         raise BadRequest(f"Unknown fields {unknown}; allowed: {sorted(ALL_FIELDS)}")
     max_depth = params.get("max_depth", str(MAX_INLINE_DEPTH))
-    if not max_depth.isdigit() or int(max_depth) > MAX_INLINE_DEPTH:
+    if not (max_depth.isascii() and max_depth.isdigit()) or int(max_depth) > MAX_INLINE_DEPTH:
         raise BadRequest(f"max_depth must be an integer from 0 to {MAX_INLINE_DEPTH}")
     return {
         "fields": fields if "fields" in params else None,
