@@ -198,6 +198,17 @@ def set_default_profile_name(name: str | None) -> None:
     path.write_text(name + "\n")
 
 
+def _profile_file_stem(name: str) -> str:
+    """``name`` as the stem of its file: one plain file name in the profiles directory (a
+    name holding a path would write, or delete, a file elsewhere)."""
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0") or len(name) > 200:
+        raise ProfileError(
+            f"A profile name must be a plain file name (no '/', '\\', leading '.', "
+            f"at most 200 characters), not {name!r}"
+        )
+    return name
+
+
 def create_profile(
     uri: str,
     name: str,
@@ -211,7 +222,7 @@ def create_profile(
     import yaml
 
     content = check_profile(name, {"uri": uri, "verify": verify, **settings})
-    path = user_profiles_directory() / f"{name}.yml"
+    path = user_profiles_directory() / f"{_profile_file_stem(name)}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(path, "w" if overwrite else "x") as file:
@@ -227,9 +238,10 @@ def create_profile(
 def delete_profile(name: str) -> Path | None:
     """Remove the file ``{name}.yml`` (or ``.yaml``) nearest the user in the search path,
     as :func:`create_profile` writes them; the file removed, or None if there was none."""
+    stem = _profile_file_stem(name)
     for directory in reversed(paths):
         for suffix in PROFILE_SUFFIXES:
-            path = directory / f"{name}{suffix}"
+            path = directory / f"{stem}{suffix}"
             if path.exists():
                 path.unlink()
                 load_profiles.cache_clear()

@@ -88,6 +88,29 @@ def test_bad_object_path_is_one_clear_line(target):
     assert len(lines) == 1 and lines[0].startswith("Error:") and target.split(":")[0] in lines[0]
 
 
+def _one_error_line(args: list[str], cwd: Path) -> str:
+    result = subprocess.run([*TILED, *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_what_the_machine_refuses_is_one_clear_line(tmp_path):
+    long_name = "x" * 300  # past the 255 bytes a file name may have
+    for args in (
+        ["catalog", "init", f"sqlite:///{tmp_path}/{long_name}.db"],
+        ["serve", "config", str(tmp_path / long_name)],
+        ["admin", "initialize-database", f"sqlite:///{tmp_path}/{long_name}.db"],
+    ):
+        assert "Error:" in _one_error_line(args, tmp_path), args
+    binary = tmp_path / "config.yml"
+    binary.write_bytes(bytes(range(256)))
+    assert "not a text file" in _one_error_line(["serve", "config", str(binary)], tmp_path)
+    for port in ("99999", "-1"):
+        refused = _one_error_line(["serve", "demo", "--port", port], tmp_path)
+        assert "Invalid value for '--port'" in refused, refused
+
+
 def test_port_in_use_is_one_clear_line():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

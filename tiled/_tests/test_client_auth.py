@@ -123,8 +123,22 @@ def test_commands_login_whoami_tree_logout_and_profiles(server, monkeypatch):
     run("login", "--uri", server.url, "--username", "alice")
     assert run("whoami", "--uri", server.url).strip() == "alice (toy)"
     assert "x" in run("tree", "--uri", server.url)
+    # The api_key commands act with the remembered login too (as upstream's do).
+    secret = run("api_key", "create", "--uri", server.url, "--note", "from the login").strip()
+    assert "from the login" in run("api_key", "list", "--uri", server.url)
+    run("api_key", "revoke", "--uri", server.url, secret[:8])
+    assert "from the login" not in run("api_key", "list", "--uri", server.url)
     run("logout", "--uri", server.url)
     assert run("whoami", "--uri", server.url).strip() == "Not authenticated."
+    refused = runner.invoke(cli_app, ["api_key", "list", "--uri", server.url])
+    assert refused.exit_code == 1 and "tiled login" in refused.output
+    # A URL that cannot be parsed, an unknown provider: one line, no traceback.
+    for args in (
+        ["login", "--uri", "http://[::1"],
+        ["login", "--uri", server.url, "--provider", "nope"],
+    ):
+        failed = runner.invoke(cli_app, args)
+        assert failed.exit_code == 1 and failed.output.startswith("Error:"), failed.output
     # Profiles: created, listed, shown, made the default, used by commands and from_profile.
     run("profile", "create", server.url, "--name", "here")
     assert run("profile", "list").split()[0] == "here"

@@ -477,6 +477,15 @@ def test_profile_commands(profiles_dir):
     assert runner.invoke(app, ["profile", "delete", "h"]).exit_code == 0
     assert "No default" in runner.invoke(app, ["profile", "get-default"]).output
     assert runner.invoke(app, ["profile", "delete", "h"]).exit_code == 1
+    # A name is a file name in the profiles directory: a path would write or delete elsewhere.
+    victim = profiles_dir.parent / "victim.yml"
+    victim.write_text("v: {uri: http://v}\n")
+    for name in ("../victim", "a/b", "", ".hidden"):
+        made = runner.invoke(app, ["profile", "create", "http://h:8000", "--name", name])
+        assert made.exit_code == 1 and "plain file name" in made.output, (name, made.output)
+        gone = runner.invoke(app, ["profile", "delete", name])
+        assert gone.exit_code == 1 and "plain file name" in gone.output, (name, gone.output)
+    assert victim.exists() and not (profiles_dir.parent / "a").exists()
 
 
 # --- the simple server ---

@@ -2,7 +2,8 @@
 
 These commands talk HTTP to a running server (``--uri``, default ``$TILED_URI`` or
 http://localhost:8000) with an API key (``--api-key`` or ``$TILED_API_KEY``), or log in with
-``--username`` (the password is prompted).
+``--username`` (the password is prompted), or else use the session ``tiled login`` remembered
+for that server.
 """
 
 from __future__ import annotations
@@ -74,8 +75,35 @@ def _client(uri: str | None, api_key: str | None, username: str | None, provider
     elif username:
         http.headers["Authorization"] = f"Bearer {_login(http, username, provider)}"
     else:
-        _fail("no credentials: pass --api-key, set TILED_API_KEY, or log in with --username")
+        token = _remembered_token(base, no_verify)
+        if token is None:
+            _fail(
+                "no credentials: pass --api-key, set TILED_API_KEY, log in with --username, "
+                "or log in first with `tiled login`"
+            )
+        http.headers["Authorization"] = f"Bearer {token}"
     return http
+
+
+def _remembered_token(base: str, no_verify: bool) -> str | None:
+    """A fresh access token of the session ``tiled login`` remembered for this server; None
+    if there is none (or it has ended)."""
+    import httpx
+
+    from ..client.context import Context
+
+    try:
+        context, _ = Context.from_any_uri(base, verify=not no_verify)
+    except httpx.TransportError as error:
+        _fail(f"cannot reach {base}: {error}")
+    except (ValueError, httpx.InvalidURL) as error:
+        _fail(f"not a usable server URL {base!r}: {error}")
+    try:
+        if not context.use_cached_tokens():  # asks the server: the token is fresh after it
+            return None
+        return context.http_client.auth.sync_get_token("access_token")
+    finally:
+        context.close()
 
 
 @api_key_app.command("create")

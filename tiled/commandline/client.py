@@ -58,6 +58,8 @@ def _context(profile: str | None, uri: str | None, api_key: str | None) -> Any:
         )  # fmt: skip
     except httpx.TransportError as error:
         _fail(f"cannot reach {settings['uri']}: {error}")
+    except (ValueError, httpx.InvalidURL) as error:  # urllib's and httpx's word on a bad URL
+        _fail(f"not a usable server URL {settings['uri']!r}: {error}")
     return context
 
 
@@ -76,7 +78,7 @@ def login(
         _fail("this server has no logins (it takes an API key, or anyone)")
     try:
         context.authenticate(remember_me=True, provider=provider, username=username)
-    except PasswordRejected as error:
+    except (PasswordRejected, ValueError) as error:  # ValueError: no such provider
         _fail(str(error))
     who = context.whoami() or {}
     names = [i.get("id") for i in who.get("identities", [])]
@@ -178,11 +180,11 @@ def profile_create(
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip TLS verification."),
 ) -> None:
     """Add a profile to the user's profiles directory."""
-    from ..profiles import ProfileExists, create_profile, set_default_profile_name
+    from ..profiles import ProfileError, create_profile, set_default_profile_name
 
     try:
         path = create_profile(uri=uri, name=name, verify=not no_verify, overwrite=overwrite)
-    except ProfileExists as error:
+    except (ProfileError, FileExistsError) as error:  # ProfileExists is both
         _fail(str(error))
     if set_default:
         set_default_profile_name(name)
@@ -192,11 +194,20 @@ def profile_create(
 @profile_app.command("delete")
 def profile_delete(name: str) -> None:
     """Remove a profile's file (as ``tiled profile create`` wrote it); no longer the default."""
-    from ..profiles import delete_profile, get_default_profile_name, set_default_profile_name
+    from ..profiles import (
+        ProfileError,
+        delete_profile,
+        get_default_profile_name,
+        set_default_profile_name,
+    )
 
+    try:
+        deleted = delete_profile(name)
+    except ProfileError as error:
+        _fail(str(error))
     if get_default_profile_name() == name:
         set_default_profile_name(None)
-    if delete_profile(name) is None:
+    if deleted is None:
         _fail(f"no profile file for {name!r}")
 
 

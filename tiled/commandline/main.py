@@ -37,4 +37,10 @@ def _root(
 
 
 def main() -> None:
-    cli_app()
+    try:
+        cli_app()
+    except OSError as error:
+        # A file name too long, a folder not writable...: the machine's answer, said in one
+        # line (a traceback would suggest a bug of Tiled's).
+        typer.echo(f"Error: {error}", err=True)
+        raise SystemExit(1) from None

@@ -21,7 +21,7 @@ from .recipes import FACTORY, RECIPE_VARIABLE, AppRecipe, build
 serve_app = typer.Typer(no_args_is_help=True, help="Run a Tiled server.")
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to bind.")
-PORT = typer.Option(8000, "--port", help="Port to bind.")
+PORT = typer.Option(8000, "--port", min=0, max=65535, help="Port to bind.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Log every request.")
 WORKERS = typer.Option(
     None,
@@ -576,7 +576,11 @@ def serve_config(
         None, "--host", help="Address to bind (overrides uvicorn.host; default 127.0.0.1)."
     ),
     port: int | None = typer.Option(
-        None, "--port", help="Port to bind (overrides uvicorn.port; default 8000)."
+        None,
+        "--port",
+        min=0,
+        max=65535,
+        help="Port to bind (overrides uvicorn.port; default 8000).",
     ),
     scalable: bool = SCALABLE,
     verbose: bool = VERBOSE,

@@ -131,6 +131,8 @@ def load_document(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the file: {err.strerror}") from err
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML in UTF-8 is expected)") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -152,13 +154,18 @@ def load_document(path: Path) -> dict[str, Any]:
 
 def config_files(path: Path) -> list[Path]:
     """The file itself, or the ``.yml``/``.yaml`` files of a directory in name order."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
-        if not files:
-            raise ConfigError(f"{path}: the directory holds no .yml or .yaml files")
-        return files
-    if path.exists():
-        return [path]
+    try:
+        if path.is_dir():
+            files = sorted(
+                p for p in path.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()
+            )
+            if not files:
+                raise ConfigError(f"{path}: the directory holds no .yml or .yaml files")
+            return files
+        if path.exists():
+            return [path]
+    except OSError as err:  # a name too long, a folder not readable
+        raise ConfigError(f"{path}: {err.strerror}") from None
     raise ConfigError(f"{path}: no such configuration file or directory")
 
 
