@@ -548,3 +548,22 @@ def test_links_of_keys_that_need_percent_encoding_lead_to_their_nodes():
             assert "q%3Fx" in page["data"][0]["links"]["self"]
 
     asyncio.run(follow())
+
+
+@pytest.mark.parametrize(
+    ("filename", "disposition"),
+    [
+        ("a.json", 'attachment; filename="a.json"'),
+        ("€.json", "attachment; filename=\"_.json\"; filename*=UTF-8''%E2%82%AC.json"),
+        ("a\r\nX: 1", 'attachment; filename="aX: 1"'),
+        ('a"b; x=y', "attachment; filename=\"a_b; x=y\"; filename*=UTF-8''a%22b%3B%20x%3Dy"),
+    ],
+)
+async def test_filenames_are_sent_safely(client, filename, disposition):
+    # Before: a name outside Latin-1 was a 500, a line break dropped the connection, and a
+    # quote added parameters.
+    response = await client.get(
+        "/api/v1/array/full/low_entropy", params={"format": "json", "filename": filename}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == disposition

@@ -8,6 +8,7 @@ client version, conditionals): one pass into a dict costs less than two such sca
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 _KEY = "tiled.headers"
 
@@ -28,3 +29,15 @@ def header_map(request: Any) -> dict[str, str]:
 def header(request: Any, name: str, default: str = "") -> str:
     """The value of header ``name`` (lower case) of ``request``, or ``default``."""
     return header_map(request).get(name, default)
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` naming ``filename`` safely (RFC 6266): an ASCII ``filename``
+    for every client, and the exact name as ``filename*`` where it is not plain ASCII. A name
+    holding quotes or line breaks cannot add parameters or headers."""
+    printable = "".join(c for c in filename if c.isprintable())
+    fallback = "".join(c if c.isascii() and c not in '"\\' else "_" for c in printable)
+    disposition = f'attachment; filename="{fallback}"'
+    if fallback != printable:
+        disposition += f"; filename*=UTF-8''{quote(printable, safe='')}"
+    return disposition

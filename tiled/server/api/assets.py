@@ -27,6 +27,7 @@ from ...adapters.protocols import DeletesAssets, ReplaceableDataSources, ServesA
 from ...errors import BadRequest, Forbidden, NotFound
 from ...utils import run_sync
 from ..dependencies import Node, capable, node_dependency, require_scope
+from ..headers import attachment
 from ..resources import data_source_json, omits_asset_size
 from ..responses import document_response
 from ..state import tiled_state
@@ -126,7 +127,7 @@ async def get_asset_bytes(
     return FileResponse(
         path,
         stat_result=stat,
-        headers={"Content-Disposition": f'attachment; filename="{path.name}"'},
+        headers={"Content-Disposition": attachment(path.name)},
     )
 
 

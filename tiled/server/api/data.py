@@ -17,6 +17,7 @@ from ...errors import BadRequest, DataUnavailable, InvalidSlice, NoSuchEntry
 from ...ndslice import NDBlock, NDSlice
 from ...utils import run_sync
 from ..dependencies import ArrayNode, ContainerNode, GroupNode, Node, TableNode
+from ..headers import attachment
 from ..responses import bytes_response, stream_response
 from ..state import tiled_state
 
@@ -104,7 +105,7 @@ async def _encoded(
         key, media_type, node=adapter, read=read, metadata=adapter.metadata(), options=options
     )
     filename = encoding.filename
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
+    headers = {"Content-Disposition": attachment(filename)} if filename else {}
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes_response(request, bytes(body), media_type, headers)
     return stream_response(body, media_type, headers)
