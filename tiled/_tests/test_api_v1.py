@@ -410,6 +410,7 @@ BAD_REQUESTS = [
     ("/api/v1/table/partition/tables/short_table?partition=7", 400),
     ("/api/v1/table/partition/tables/short_table?partition=x", 422),
     ("/api/v1/table/full/tables/short_table?column=nope", 400),
+    ("/api/v1/table/full/tables/short_table?column=A&column=A", 400),
     ("/api/v1/search/?page[limit]=301", 422),
     ("/api/v1/search/?page[offset]=-1", 422),
     ("/api/v1/search/?fields=bogus", 400),
@@ -567,3 +568,17 @@ async def test_filenames_are_sent_safely(client, filename, disposition):
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-disposition"] == disposition
+
+
+@pytest.mark.parametrize("step", ["9223372036854775808", "-99999999999999999999"])
+async def test_sparse_slices_with_steps_past_64_bits_select_one_row(client, demo_tree, step):
+    # A step that long selects one position; it overflowed numpy's int64 (500).
+    response = await client.get(
+        "/api/v1/array/full/nested/sparse_image",
+        params={"slice": f"::{step}", "format": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    row = node(demo_tree, "nested/sparse_image").read().todense()[:: int(step)][0]
+    answered = response.json()
+    assert set(answered["dim0"]) == {0}
+    assert answered["data"] == row[answered["dim1"]].tolist()

@@ -98,7 +98,8 @@ REFUSED = [
     ({"offset": "-1"}, (1, *FRAME), 400),
     ({"offset": "0,0,0,0"}, (1, *FRAME), 400),
     ({"offset": "0"}, (1, 4), 400),  # wrong number of dimensions
-    ({"offset": "0", "shape": "1,4,4"}, (1, *FRAME), 400),  # body size does not match shape
+    ({"offset": "0", "shape": "1,4,4"}, (1, *FRAME), 413),  # a body larger than the shape
+    ({"offset": "0", "shape": "1,4,6"}, (1, *FRAME), 400),  # a body smaller than the shape
 ]
 
 

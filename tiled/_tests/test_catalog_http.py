@@ -334,3 +334,21 @@ def test_bad_specs_are_422(live_catalog):
             == 200
         )
         assert client.put("/api/v1/metadata/n", json={"specs": ["a", "a"]}).status_code == 422
+
+
+def test_query_values_no_database_binds_are_400(live_catalog):
+    # A lone surrogate or an integer past 64 bits cannot be sent to SQLite or PostgreSQL: it
+    # was a 500 on search and distinct.
+    eq = "filter[eq][condition][key]=color&filter[eq][condition][value]="
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as client:
+        assert client.post(
+            "/api/v1/metadata/", json={"id": "n", "structure_family": "container"}
+        ).is_success
+        for value in ('"\\ud800"', str(2**63), str(-(2**63) - 1), "[18446744073709551616]"):
+            for route in ("/api/v1/search/", "/api/v1/distinct/"):
+                response = client.get(f"{route}?{eq}{value}")
+                assert response.status_code == 400, (route, value, response.text)
+                assert response.json()["detail"]
+        within = client.get(f"/api/v1/search/?{eq}{2**63 - 1}")
+        assert within.status_code == 200 and within.json()["data"] == []

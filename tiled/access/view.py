@@ -112,9 +112,7 @@ class VisibleGroup:
 
     async def _visible(self) -> list[tuple[str, Any]]:
         return [
-            (key, child)
-            async for key, child in members(self._adapter)
-            if self._admits(key, child)
+            (key, child) async for key, child in members(self._adapter) if self._admits(key, child)
         ]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:

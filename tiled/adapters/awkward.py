@@ -192,6 +192,11 @@ class DirectoryContainer(MutableMapping):
                 transaction.write(self.directory / name, value)
 
 
+# Buffer roles holding positions in a list's content (never negative, unlike an option's
+# index, where -1 stands for a missing value).
+_POSITION_ROLES = ("-offsets", "-starts", "-stops")
+
+
 def check_buffers(structure: AwkwardStructure, buffers: Mapping[str, Any]) -> dict[str, bytes]:
     """The buffers of a whole write, checked against the structure (BadRequest otherwise):
     exactly the buffers the form expects, each a whole number of its elements, and together
@@ -209,10 +214,18 @@ def check_buffers(structure: AwkwardStructure, buffers: Mapping[str, Any]) -> di
     for name, dtype in expected.items():
         if len(checked[name]) % numpy.dtype(dtype).itemsize:
             raise BadRequest(f"Buffer {name!r} is not a whole number of {numpy.dtype(dtype)}")
+    for name in expected:
+        # awkward's validity check lets a negative position pass where a list is empty.
+        if name.endswith(_POSITION_ROLES) and (as_flat(checked[name], expected[name]) < 0).any():
+            raise BadRequest(f"Buffer {name!r} holds negative positions")
     try:
-        awkward.from_buffers(structure.awkward_form, structure.length, checked)
+        array = awkward.from_buffers(structure.awkward_form, structure.length, checked)
+        problem = awkward.validity_error(array)
     except Exception as err:  # awkward raises several kinds for inconsistent buffers
         raise BadRequest(f"The buffers do not form an array of this structure: {err}") from None
+    if problem:
+        # from_buffers reads only lengths; offsets past the content (or decreasing) show here.
+        raise BadRequest(f"The buffers do not form a valid array: {problem}")
     return checked
 
 

@@ -33,9 +33,16 @@ def _selection(parts: Sequence[Any], shape: tuple[int, ...]) -> tuple[Selection,
         parts = parts[:at] + filler + parts[at + 1 :]
     expanded = NDSlice(*parts).expand(shape)  # validates rank and int bounds
     return tuple(
-        p % n if isinstance(p, int) else range(*p.indices(n))
+        p % n if isinstance(p, int) else _positions(p, n)
         for p, n in zip(expanded, shape, strict=True)
     )
+
+
+def _positions(part: slice, size: int) -> range:
+    found = range(*part.indices(size))
+    # A step longer than the dimension selects one position at most: said with step 1, which
+    # the int64 arithmetic of _select holds (a step of 2**63 does not fit it).
+    return found if len(found) > 1 else range(found.start, found.start + len(found))
 
 
 def _bounds(selection: Selection) -> tuple[int, int]:

@@ -116,6 +116,9 @@ class ParquetSparseAdapter(COOAdapter):
         limits = numpy.asarray(shape, dtype=numpy.int64)[:, None]
         if coords.size and ((coords < 0).any() or (coords.astype(numpy.int64) >= limits).any()):
             raise InvalidSlice(f"Coordinates outside the region of shape {list(shape)}")
+        if coords.size and numpy.unique(coords, axis=1).shape[1] != coords.shape[1]:
+            # Readers would sum the values of a repeated entry: it would not read back.
+            raise BadRequest("Coordinates repeat: an entry of a sparse array is given once")
         target = self.zarr_dtype()
         if data.dtype != target and not numpy.can_cast(data.dtype, target, "safe"):
             raise BadRequest(f"Cannot safely cast values of {data.dtype} to {target}")

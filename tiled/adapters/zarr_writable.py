@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import itertools
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ def create_zarr_array(storage: NodeStorage, structure: ArrayStructure) -> ArrayS
         zarr_format=3,
         **_codecs(structure),
     )
-    chunks = regular_chunks(structure.shape, chunk_shape)
-    return ArrayStructure(structure.data_type, chunks, structure.shape, structure.dims)
+    # Only the chunks change (see the docstring): resizable, dims and the rest are as given.
+    return replace(structure, chunks=regular_chunks(structure.shape, chunk_shape))
 
 
 class StagingStore(LocalStore):

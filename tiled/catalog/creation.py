@@ -29,6 +29,7 @@ from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..structures.families import structure_from_json
 from ..utils import run_sync
+from ..zarr_format.model import check_chunk_counts
 from .access import set_tags_of_new_nodes
 from .core import Catalog, NodeRecord
 from .errors import InvalidKey
@@ -45,6 +46,9 @@ from .storage import (
 # Names a zarr client reads as documents of the parent, so a child by that name is unreachable.
 RESERVED_KEYS = frozenset({".", "..", "zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 MAX_KEY_LENGTH = 255
+# Families whose structure lists every chunk's size (bounded, where the server stores the data,
+# as the /zarr path bounds them).
+GRIDDED_FAMILIES = frozenset({StructureFamily.array, StructureFamily.sparse})
 
 
 def check_key(key: Any) -> str:
@@ -67,7 +71,8 @@ def new_key() -> str:
 
 
 def as_data_source(value: Any, family: StructureFamily) -> DataSource:
-    """A :class:`DataSource` from one, or from its JSON form; structures parsed by family."""
+    """A :class:`DataSource` from one, or from its JSON form; structures parsed by family, their
+    chunk grids within the limit of every stored array."""
     if isinstance(value, dict):
         known = {k: value[k] for k in ("id", "mimetype", "parameters", "properties") if k in value}
         value = DataSource(
@@ -85,6 +90,13 @@ def as_data_source(value: Any, family: StructureFamily) -> DataSource:
         )
     if isinstance(value.structure, dict):
         value = replace(value, structure=structure_from_json(family.value, value.structure))
+    if (
+        family in GRIDDED_FAMILIES
+        and value.structure is not None
+        and value.management == Management.writable
+    ):
+        # The grid of data the server stores; registered files keep the chunks they have.
+        check_chunk_counts([len(sizes) for sizes in value.structure.chunks])
     return value
 
 

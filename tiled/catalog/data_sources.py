@@ -104,6 +104,9 @@ async def put_data_source(
     old = record.data_sources[position]
     if old.management == Management.writable:
         if _same_description(old, replace(source, assets=_merged_assets(old, source))):
+            # An echo changes nothing, but its patch must still lie inside the array.
+            if patch is not None:
+                patch.check(old.structure)
             return old
         raise Conflict(
             f"Data source {old.id} of /{record.path} is stored by the server; it changes only "

@@ -62,7 +62,7 @@ from ..structures.array import ArrayStructure
 from ..structures.core import normalize_specs
 from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
-from ..zarr_format.model import regular_chunks
+from ..zarr_format.model import check_chunk_counts, grid_counts, regular_chunks
 from ..zarr_format.stored import passable_codecs
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
@@ -425,10 +425,7 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 data = _validated_array(data, structure.data_type.to_numpy_dtype(), data.shape)
                 grown = structure
                 if shape != structure.shape:
-                    chunk_shape = regular_chunk_shape(structure.chunks)
-                    grown = replace(
-                        structure, shape=shape, chunks=regular_chunks(shape, chunk_shape)
-                    )
+                    grown = _resized(structure, shape)
                     await replace_structure(connection, source.id, grown)
                 await connection.execute(
                     update(nodes).where(nodes.c.id == self._record.id).values(time_updated=utcnow())
@@ -508,10 +505,7 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
             structure = self.structure()
             changed = structure
             if shape is not None and tuple(shape) != structure.shape:
-                chunk_shape = regular_chunk_shape(structure.chunks)
-                changed = replace(
-                    changed, shape=tuple(shape), chunks=regular_chunks(shape, chunk_shape)
-                )
+                changed = _resized(changed, tuple(shape))
             if dims is not Unchanged.UNCHANGED and dims != structure.dims:
                 changed = replace(changed, dims=dims)
             if attributes is not None and attributes == dict(self.metadata()):
@@ -596,14 +590,25 @@ def _store_checked_chunk(
     return write.storage.put(key, payload, check, blocking)
 
 
+def _resized(structure: ArrayStructure, shape: tuple[int, ...]) -> ArrayStructure:
+    """``structure`` given ``shape``, its chunks the stored regular grid over it; a grid or a
+    size beyond what the server stores is refused (400) before anything is built for it."""
+    chunk_shape = regular_chunk_shape(structure.chunks)
+    check_chunk_counts(grid_counts(shape, chunk_shape))
+    return replace(structure, shape=shape, chunks=regular_chunks(shape, chunk_shape))
+
+
 def patched_region(
     shape: tuple[int, ...], offset: Sequence[int], data_shape: tuple[int, ...], extend: bool
 ) -> tuple[tuple[slice, ...], tuple[int, ...]]:
-    """Where data of ``data_shape`` at ``offset`` (missing trailing offsets are 0) lands, and
-    the array's shape after the write; refuses a region outside an array it may not grow."""
+    """Where data of ``data_shape`` at ``offset`` (missing trailing offsets are 0, as upstream
+    pads them) lands, and the array's shape after the write; refuses a region outside an array
+    it may not grow."""
     if len(data_shape) != len(shape):
         raise BadRequest(f"The data have {len(data_shape)} dimensions; the array has {len(shape)}")
-    if len(offset) > len(shape) or any(o < 0 for o in offset):
+    # An empty offset names no position at all (upstream refuses it too); a shorter one is the
+    # upstream client's spelling of "along the first dimensions".
+    if (shape and not offset) or len(offset) > len(shape) or any(o < 0 for o in offset):
         raise BadRequest(f"Invalid offset {list(offset)} for an array of shape {list(shape)}")
     offset = tuple(offset) + (0,) * (len(shape) - len(offset))
     region = tuple(slice(o, o + n) for o, n in zip(offset, data_shape, strict=True))

@@ -9,6 +9,7 @@ full text matches words (runs of letters and digits) case-insensitively on both 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -288,4 +289,29 @@ def condition_for(query: Any, dialect: Dialect) -> ColumnElement:
     if translate is None:
         name = default_query_registry.query_type_to_name.get(type(query))
         raise UnsupportedQuery(name or type(query).__name__)
+    if dataclasses.is_dataclass(query):
+        for field in dataclasses.fields(query):
+            _check_bindable(getattr(query, field.name), field.name)
     return translate(query, dialect)
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check_bindable(value: Any, name: str) -> None:
+    """400 for a query value no database driver can bind (the in-memory trees compare any):
+    an integer past 64 bits, text with a lone surrogate (no UTF-8 form)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        raise InvalidQuery(f"The query's {name} holds an integer past 64 bits: {value}")
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidQuery(f"The query's {name} holds text with no UTF-8 form") from None
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _check_bindable(item, name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_bindable(key, name)
+            _check_bindable(item, name)

@@ -109,6 +109,7 @@ class Config(_Section):
     zarr_listing_max: int | None = Field(None, ge=1)
     zarr_write_compressors: list[Literal["blosc", "zstd", "gzip"]] | None = None
     zarr_write_max_bytes: int | None = Field(None, ge=1)
+    write_max_bytes: int | None = Field(None, ge=1)
     zarr_direct_reads: float | None = Field(None, gt=0)
 
     # The file or directory the configuration was read from: import paths and relative file
@@ -294,6 +295,7 @@ _SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "database",
     "zarr_consolidated_max_nodes", "zarr_cache_control", "zarr_listing_max", "expose_raw_assets",
     "reject_undeclared_specs", "zarr_write_compressors", "zarr_write_max_bytes",
+    "write_max_bytes",
     "zarr_direct_reads",
 )  # fmt: skip
 

@@ -47,6 +47,14 @@ def _array(components: Components) -> Any:
     form, length, buffers = components
     if isinstance(form, dict):
         form = awkward.forms.from_dict(form)
+    missing = sorted(set(form.expected_from_buffers()) - set(buffers))
+    if missing:
+        # The buffers of some form keys only (a sliced read): only the zip file of buffers
+        # holds those; an array encoding needs them all.
+        raise BadRequest(
+            f"This encoding holds the whole array; the buffers {missing} were not asked for. "
+            f"Ask for all form keys, or for {ZIP} to get some buffers."
+        )
     return awkward.from_buffers(form, length, buffers)
 
 

@@ -74,9 +74,9 @@ class DeserializationRegistry:
             return decoder(body, *args)
         except BadRequest:
             raise
-        except (ValueError, TypeError, OSError, EOFError) as err:
+        except (ValueError, TypeError, OverflowError, OSError, EOFError) as err:
             # Malformed input as the parsing libraries report it (pyarrow's ArrowInvalid is
-            # a ValueError).
+            # a ValueError; a number too large for the node's type is an OverflowError).
             raise BadRequest(f"Could not read the {media_type} body: {err}") from None
 
 

@@ -19,6 +19,40 @@ from . import awkward as awkward_encoding
 from .media_types import ARROW_FILE, JSON, PARQUET, ZIP
 
 
+def _json_values(values: list, dtype: numpy.dtype) -> numpy.ndarray:
+    """JSON scalars as ``dtype``; ValueError unless they are all of one type (no ``true``
+    beside ``3``), of a kind that casts to ``dtype`` (numpy's "same_kind": no floats into
+    integers), and each fits it (Arrow's safe cast, as table writes are checked: no
+    overflow)."""
+    import pyarrow
+
+    if not values:
+        return numpy.empty(0, dtype=dtype)
+    if dtype.kind == "c":  # Arrow has no complex type; JSON numbers are real parts
+        if not all(type(v) in (int, float) for v in values):
+            raise ValueError(f"values of a {dtype} ragged array are numbers")
+        return numpy.asarray(values, dtype=dtype)
+    try:
+        found = pyarrow.array(values)  # one type for all, or refused
+        if found.null_count:
+            raise ValueError("null is not a value of a ragged array")
+        own = numpy.dtype(found.type.to_pandas_dtype())
+        # JSON integers have no sign or width: their range decides (the cast below).
+        integers = own.kind in "iu" and dtype.kind in "iu"
+        if not (integers or numpy.can_cast(own, dtype, "same_kind")):
+            raise ValueError(f"values of type {found.type} cannot be cast safely to {dtype}")
+        cast = found.cast(pyarrow.from_numpy_dtype(dtype), safe=True)
+    except (pyarrow.ArrowException, OverflowError) as err:
+        raise ValueError(f"The values do not fit {dtype}: {err}") from None
+    result = numpy.asarray(cast.to_numpy(zero_copy_only=False), dtype=dtype)
+    if dtype.kind == "f" and numpy.isinf(result).any():
+        # Arrow's float narrowing rounds a number past the type's range to infinity.
+        given = numpy.asarray(found.to_numpy(zero_copy_only=False), dtype="float64")
+        if (numpy.isinf(result) & ~numpy.isinf(given)).any():
+            raise ValueError(f"The values do not fit {dtype}: a number is out of its range")
+    return result
+
+
 def _buffers_from_data(form: Any, data: Any) -> tuple[int, dict[str, numpy.ndarray]]:
     """Length and buffers of nested lists ``data`` laid out as the canonical ``form``
     (ValueError for rows that do not fit it)."""
@@ -27,12 +61,13 @@ def _buffers_from_data(form: Any, data: Any) -> tuple[int, dict[str, numpy.ndarr
     buffers: dict[str, numpy.ndarray] = {}
 
     def leaf(form: Any, rows: list) -> int:
-        values = numpy.asarray(rows, dtype=numpy.dtype(form.primitive))
-        if values.shape[1:] != tuple(form.inner_shape):
+        dtype = numpy.dtype(form.primitive)
+        grid = numpy.asarray(rows, dtype=object)  # the values as JSON gave them, uncast
+        if rows and grid.shape[1:] != tuple(form.inner_shape):
             raise ValueError(
-                f"Rows of shape {values.shape[1:]} where {tuple(form.inner_shape)} was expected"
+                f"Rows of shape {grid.shape[1:]} where {tuple(form.inner_shape)} was expected"
             )
-        buffers[f"{form.form_key}-data"] = values.reshape(-1)
+        buffers[f"{form.form_key}-data"] = _json_values(grid.reshape(-1).tolist(), dtype)
         return len(rows)
 
     def regular(form: Any, rows: list) -> int:

@@ -19,6 +19,7 @@ from ..access.policies import StartsWithTree
 from ..adapters.protocols import supports
 from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
+from .bodies import BodyLimit
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware, ShortcutDispatch, TelemetryProbe
 from .settings import Environment, ServerSettings, read_environment
@@ -222,6 +223,8 @@ def build_app(
     shortcuts = {f"/zarr/v{n}": zarr_router(n) for n in (3, 2)}
     shortcuts.update((route.prefix, route) for route in metadata.PLAIN_ROUTES)
     shortcuts["/healthz"] = HEALTHY  # load balancers ask it several times a second
+    # Inside the shortcuts' dispatch: the shortcuts (zarr writes) read with limits of their own.
+    app.add_middleware(BodyLimit, limit=settings.write_max_bytes)
     app.add_middleware(ShortcutDispatch)  # for the shortcut requests the edge hands in
     app.edge = EdgeMiddleware(
         app.framework,

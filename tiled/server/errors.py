@@ -130,11 +130,24 @@ def unavailable_service(exception: BaseException) -> errors.ServiceUnavailable |
     return None
 
 
+def _wrapped_domain_error(exception: BaseException) -> errors.TiledError | None:
+    """A Tiled error raised inside a library that wrapped it: the catalog's JSON serializer
+    refusing metadata, within SQLAlchemy's statement (a ``StatementError``)."""
+    for current in _causes(exception):
+        if current is not exception and isinstance(current, errors.TiledError):
+            return current
+    return None
+
+
 def error_response(exception: Exception) -> JSONResponse:
     """The JSON answer to an exception a handler raised: its status from the table, its
     message as ``detail``; a database out of reach is 503 (see unavailable_service); anything
     else unexpected is logged and answered 500 without details."""
     status = status_for(exception)
+    if status == 500:
+        domain_error = _wrapped_domain_error(exception)
+        if domain_error is not None:
+            exception, status = domain_error, status_for(domain_error)
     if status == 500:
         unavailable = unavailable_service(exception)
         if unavailable is not None:
@@ -187,7 +200,7 @@ async def _maybe_unavailable(request: Request, exception: Exception) -> JSONResp
     # Registered for the classes a lost database raises, so that the answer is given here:
     # the catch-all handler's answer is followed by the exception going on to the server,
     # which then drops the client's connection.
-    if unavailable_service(exception) is not None:
+    if unavailable_service(exception) is not None or _wrapped_domain_error(exception):
         return error_response(exception)
     return await _unexpected(request, exception)
 
@@ -199,7 +212,9 @@ def _service_exception_types() -> list[type[Exception]]:
     try:
         import sqlalchemy.exc
 
-        found += [sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError]
+        # StatementError: DBAPIError's parent, also what wraps an error raised by the
+        # catalog's own code inside a statement (its JSON serializer).
+        found += [sqlalchemy.exc.StatementError, sqlalchemy.exc.TimeoutError]
     except ImportError:
         pass
     try:

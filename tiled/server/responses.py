@@ -60,7 +60,7 @@ def wants_msgpack(request: Request) -> bool:
     if ";" in accept:  # parameters, q-values perhaps: the client's preference, not its order
         media_types: Any = parse_accept(accept)
     else:
-        media_types = (item.strip() for item in accept.split(","))
+        media_types = (item.strip().lower() for item in accept.split(","))
     for media in media_types:
         if media in ("*/*", "application/json"):
             return False

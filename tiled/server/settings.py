@@ -202,6 +202,10 @@ class ServerSettings:
     # request body (a chunk or a document) accepted.
     zarr_write_compressors: tuple[str, ...] = ("blosc", "zstd", "gzip")
     zarr_write_max_bytes: int = 256 * 1024 * 1024
+    # Writes through /api/v1: the largest request body accepted where the node's structure
+    # does not size it (tables, sparse, awkward and ragged arrays, bodies of registered
+    # decoders); a raw array body is held to the exact size of the region written.
+    write_max_bytes: int = 256 * 1024 * 1024
     # Seconds: chunk GETs of arrays whose stored chunks pass through, stored in a bucket, are
     # answered 307 to a presigned URL of the object, valid this long (None: served here).
     zarr_direct_reads: float | None = None

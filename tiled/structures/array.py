@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
+import numbers
 import os
 import re
 import sys
@@ -55,11 +57,24 @@ _ALLOWED_ITEMSIZES = {
     Kind.timedelta: {8},
     Kind.datetime: {8},
 }
+# Kinds whose itemsize the type itself sets (a string's length): numpy keeps it in a C int, and
+# an empty one is numpy's "size not given yet", which no array can have.
+_FLEXIBLE_KINDS = frozenset({Kind.string, Kind.unicode, Kind.other})
+_LARGEST_ITEMSIZE = 2**31 - 1
+# numpy counts an array's elements and bytes in signed 64-bit integers: a larger one cannot be
+# read, sliced or even described to a client.
+LARGEST_SIZE = 2**63 - 1
 
 
 # numpy type characters that have a Tiled data type; "c" (numpy's one-byte character) is the
 # bytes string "S1".
 _NUMPY_CHARS = "?bBhHiIlLqQefdgFDGSUVOmMc"
+
+
+def _check_itemsize(itemsize: Any) -> None:
+    # A boolean is an int to Python, but not a size a client meant.
+    if not isinstance(itemsize, int) or isinstance(itemsize, bool) or itemsize < 0:
+        raise InvalidDtype(itemsize, "itemsize must be a non-negative integer")
 
 
 def _objects_allowed() -> bool:
@@ -81,11 +96,15 @@ class BuiltinDtype:
             raise InvalidDtype(self.kind, "unknown kind") from None
         if self.kind is Kind.object and not _objects_allowed():
             raise InvalidDtype("O", "object arrays are not allowed")
-        if not isinstance(self.itemsize, int) or self.itemsize < 0:
-            raise InvalidDtype(self.itemsize, "itemsize must be a non-negative integer")
+        _check_itemsize(self.itemsize)
         allowed = _ALLOWED_ITEMSIZES.get(self.kind)
         if allowed is not None and self.itemsize not in allowed:
             raise InvalidDtype(self.to_string_unchecked(), f"itemsize {self.itemsize} invalid")
+        if self.kind in _FLEXIBLE_KINDS and not 0 < self.itemsize <= _LARGEST_ITEMSIZE:
+            raise InvalidDtype(
+                self.to_string_unchecked(),
+                f"itemsize must be between 1 and {_LARGEST_ITEMSIZE} for kind {self.kind.value}",
+            )
         if self.kind is Kind.unicode and self.itemsize % 4:
             raise InvalidDtype(self.itemsize, "unicode itemsize must be a multiple of 4")
         if self.kind in (Kind.datetime, Kind.timedelta):
@@ -210,6 +229,23 @@ class StructDtype:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", tuple(self.fields))
+        _check_itemsize(self.itemsize)
+        if not self.fields:
+            raise InvalidDtype(self.itemsize, "a record type needs at least one field")
+        # numpy is the judge of a record type (field names, duplicates, sub-array shapes): what
+        # it refuses here could be neither stored nor read.
+        import numpy
+
+        try:
+            packed = numpy.dtype(self.to_numpy_descr())
+        except (TypeError, ValueError) as err:
+            raise InvalidDtype(self.to_numpy_descr(), f"not a valid record type: {err}") from None
+        if self.itemsize < packed.itemsize:
+            raise InvalidDtype(
+                self.itemsize,
+                f"itemsize {self.itemsize} is smaller than the {packed.itemsize} bytes its "
+                "fields take",
+            )
 
     @classmethod
     def from_numpy_dtype(cls, dtype: numpy.dtype) -> StructDtype:
@@ -274,8 +310,52 @@ def data_type_from_json(value: dict[str, Any]) -> DataType:
     return BuiltinDtype.from_json(value)
 
 
+def checked_sizes(values: Any, what: str) -> tuple[int, ...]:
+    """``values`` (a shape, one dimension's chunks) as sizes: integers (numpy's too, but not
+    booleans), none negative or beyond :data:`LARGEST_SIZE`; else :class:`InvalidStructure`."""
+    if isinstance(values, str | bytes | dict) or not hasattr(values, "__iter__"):
+        raise InvalidStructure(f"{what} must be a list of integers, not {values!r}")
+    sizes = tuple(values)
+    if all(type(size) is int for size in sizes):  # the usual case, quickly (chunk lists)
+        if not sizes or (0 <= min(sizes) and max(sizes) <= LARGEST_SIZE):
+            return sizes
+    for size in sizes:
+        # A float, a string or a boolean would be silently truncated by int().
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise InvalidStructure(f"{what} must be integers, not {size!r}")
+        if not 0 <= size <= LARGEST_SIZE:
+            raise InvalidStructure(f"{what} must be between 0 and {LARGEST_SIZE}, not {size}")
+    return tuple(int(size) for size in sizes)
+
+
+def checked_resizable(resizable: Any, rank: int) -> bool | tuple[bool, ...]:
+    """``resizable`` as a boolean, or one per dimension of an array of ``rank``; else
+    :class:`InvalidStructure`."""
+    if isinstance(resizable, bool):
+        return resizable
+    if (
+        isinstance(resizable, list | tuple)
+        and len(resizable) == rank
+        and all(isinstance(r, bool) for r in resizable)
+    ):
+        return tuple(resizable)
+    raise InvalidStructure(f"resizable must be a boolean or one per dimension, not {resizable!r}")
+
+
+def checked_dims(dims: Any, rank: int) -> tuple[str, ...]:
+    """``dims`` as one name per dimension of an array of ``rank``; else
+    :class:`InvalidStructure`."""
+    if not isinstance(dims, list | tuple) or not all(isinstance(d, str) for d in dims):
+        raise InvalidStructure(f"dims must be a list of names, not {dims!r}")
+    if len(dims) != rank:
+        raise InvalidStructure(f"dims {list(dims)} do not match rank {rank}")
+    return tuple(dims)
+
+
 def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    result = tuple(tuple(int(c) for c in dim) for dim in chunks)
+    if isinstance(chunks, str | bytes | dict) or not hasattr(chunks, "__iter__"):
+        raise InvalidStructure(f"chunks must be a list of lists of integers, not {chunks!r}")
+    result = tuple(checked_sizes(dim, "chunk sizes") for dim in chunks)
     if len(result) != len(shape):
         raise InvalidStructure(
             f"chunks {result} have rank {len(result)}, shape {shape} has {len(shape)}"
@@ -297,16 +377,18 @@ class ArrayStructure:
     resizable: bool | tuple[bool, ...] = False
 
     def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in self.shape)
-        if any(s < 0 for s in shape):
-            raise InvalidStructure(f"negative dimension in shape {list(shape)}")
+        shape = checked_sizes(self.shape, "shape")
+        nbytes = math.prod(shape) * self.data_type.itemsize
+        if nbytes > LARGEST_SIZE:
+            raise InvalidStructure(
+                f"An array of shape {list(shape)} would hold {nbytes} bytes, more than "
+                f"{LARGEST_SIZE}"
+            )
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "chunks", _normalize_chunks(self.chunks, shape))
         if self.dims is not None:
-            dims = tuple(self.dims)
-            if len(dims) != len(shape):
-                raise InvalidStructure(f"dims {list(dims)} do not match rank {len(shape)}")
-            object.__setattr__(self, "dims", dims)
+            object.__setattr__(self, "dims", checked_dims(self.dims, len(shape)))
+        object.__setattr__(self, "resizable", checked_resizable(self.resizable, len(shape)))
 
     @property
     def ndim(self) -> int:
@@ -353,7 +435,11 @@ __all__ = [
     "Endianness",
     "Field",
     "Kind",
+    "LARGEST_SIZE",
     "StructDtype",
+    "checked_dims",
+    "checked_resizable",
+    "checked_sizes",
     "data_type_from_json",
     "data_type_from_numpy",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,9 @@ def normalize_specs(specs: Any) -> list[Spec]:
     """Accept specs as Spec objects, bare names or JSON dicts; keep order, refuse duplicates."""
     from ..errors import InvalidSpecs
 
+    if isinstance(specs, str | bytes | Mapping):
+        # Iterated, they would make a spec of each letter or key (a merge patch can leave these).
+        raise InvalidSpecs(f"Specs are a list of spec names or objects, not {specs!r}")
     try:
         result = [Spec.from_json(s) for s in (specs or [])]
     except (ValueError, KeyError, TypeError) as err:

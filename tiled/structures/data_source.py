@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .array import LARGEST_SIZE
 from .core import StructureFamily
 
 # The structure a data source holds (upstream's annotations write DataSource[TableStructure]).
@@ -40,12 +41,35 @@ class Asset:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Asset:
-        known = {
-            k: value[k]
-            for k in ("data_uri", "is_directory", "parameter", "num", "id", "size")
-            if k in value
-        }
-        return cls(**known)
+        """An asset from its JSON form; :class:`BadRequest` naming what is missing or wrong."""
+        from ..errors import BadRequest
+
+        if not isinstance(value, dict):
+            raise BadRequest(f"An asset must be a JSON object, not {value!r}")
+        for name, (kinds, required) in _ASSET_FIELDS.items():
+            given = value.get(name)
+            if given is None and not required:
+                continue
+            # A boolean is an int to Python; it is no count or id, and 1 is no is_directory.
+            if not isinstance(given, kinds) or (kinds is int and isinstance(given, bool)):
+                raise BadRequest(
+                    f"An asset's {name} must be {_ASSET_KIND_NAMES[kinds]}, not {given!r}"
+                )
+            if kinds is int and not 0 <= given <= LARGEST_SIZE:
+                raise BadRequest(f"An asset's {name} must be between 0 and {LARGEST_SIZE}")
+        return cls(**{name: value.get(name) for name in _ASSET_FIELDS})
+
+
+# Each field of an asset's JSON: its type and whether it must be given.
+_ASSET_FIELDS: dict[str, tuple[type, bool]] = {
+    "data_uri": (str, True),
+    "is_directory": (bool, True),
+    "parameter": (str, False),
+    "num": (int, False),
+    "id": (int, False),
+    "size": (int, False),
+}
+_ASSET_KIND_NAMES = {str: "a string", bool: "a boolean", int: "an integer"}
 
 
 @dataclass

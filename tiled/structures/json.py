@@ -19,7 +19,11 @@ such a value the same way, so that it reads the same wherever it is read:
 - mapping keys: text (numbers, true, false and null as JSON writes them);
 - any other value: ``fallback(value)``: its text (``str``) where metadata is served, so that a
   value without a JSON form never fails a response; where it is stored (the catalog) or sent
-  (the client) it is refused instead (TypeError), as upstream's client refuses it.
+  (the client) it is refused instead (TypeError), as upstream's client refuses it;
+- text that UTF-8 cannot encode (a lone surrogate, which a JSON string may spell ``"\\ud800"``):
+  where served, each lone surrogate is written ``?``; where stored or sent, refused
+  (:class:`UnstorableValue`, a 400), so that the catalog never holds metadata that no route
+  could serve as it is. Nesting deeper than the encoders go is refused so on every road.
 
 So a value read through msgpack, written as JSON by this rule, is what the JSON routes give.
 Values that are JSON already come back as they are, so metadata that went through the rule
@@ -42,9 +46,15 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+from ..errors import BadRequest
+
 DATA_URI_PREFIX = "data:application/octet-stream;base64,"
 
 Fallback = Callable[[Any], Any]
+
+
+class UnstorableValue(BadRequest):
+    """A value stored or sent that JSON written as UTF-8 cannot hold (see the module)."""
 
 
 def to_json_value(value: Any, fallback: Fallback = str) -> Any:
@@ -84,14 +94,15 @@ def json_default(value: Any) -> Any:
 def dumps(value: Any, fallback: Fallback = str) -> bytes:
     """UTF-8 JSON of ``value`` by the rule (orjson where installed, else the standard library)."""
     orjson = _orjson()
-    if orjson is None:  # a client installed without the server's dependencies
-        return _standard_dumps(value, fallback).encode()
-    try:
-        return orjson.dumps(value, default=_hook(fallback), option=_options())
-    except TypeError:
-        # Keys orjson cannot write (numpy numbers), integers past 64 bits: the slower road,
-        # which also raises the fallback's TypeError again where there is one.
-        return _standard_dumps(value, fallback).encode()
+    if orjson is not None:  # else a client installed without the server's dependencies
+        try:
+            return orjson.dumps(value, default=_hook(fallback), option=_options())
+        except TypeError:
+            # Keys orjson cannot write (numpy numbers), integers past 64 bits, lone
+            # surrogates, deep nesting: the slower road, which also raises the fallback's
+            # TypeError again where there is one, and tells the rest apart.
+            pass
+    return _standard_dumps(value, fallback)
 
 
 def dumps_text(value: Any, fallback: Fallback = str) -> str:
@@ -136,9 +147,21 @@ def _hook(fallback: Fallback) -> Callable[[Any], Any]:
     return json_default if fallback is str else _Walk(fallback, keep_non_finite=False).value
 
 
-def _standard_dumps(value: Any, fallback: Fallback) -> str:
-    plain = _Walk(fallback, keep_non_finite=False).value(value)
-    return json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+def _standard_dumps(value: Any, fallback: Fallback) -> bytes:
+    try:
+        plain = _Walk(fallback, keep_non_finite=False).value(value)
+        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise UnstorableValue("The value is nested too deeply to be written as JSON") from None
+    try:
+        return text.encode()
+    except UnicodeEncodeError as err:
+        if fallback is str:  # served: a response never fails (see the module)
+            return text.encode(errors="replace")
+        raise UnstorableValue(
+            f"Text holding a lone surrogate ({err.object[err.start : err.end]!r}) has no UTF-8 "
+            "form: it cannot be written as JSON"
+        ) from None
 
 
 def _data_uri(value: bytes | bytearray | memoryview) -> str:
@@ -235,6 +258,7 @@ _TEXT_FALLBACK = _Walk(str, keep_non_finite=False)
 
 __all__ = [
     "DATA_URI_PREFIX",
+    "UnstorableValue",
     "dumps",
     "dumps_text",
     "json_default",

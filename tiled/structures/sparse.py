@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidStructure
-from .array import BuiltinDtype, DataType, Endianness, Kind, _normalize_chunks, data_type_from_json
+from .array import (
+    BuiltinDtype,
+    DataType,
+    Endianness,
+    Kind,
+    _normalize_chunks,
+    checked_dims,
+    checked_resizable,
+    checked_sizes,
+    data_type_from_json,
+)
 
 
 class SparseLayout(str, enum.Enum):
@@ -24,18 +34,17 @@ class COOStructure:
     data_type: DataType | None = None
     coord_data_type: BuiltinDtype = DEFAULT_COORD_DATA_TYPE
     dims: tuple[str, ...] | None = None
-    resizable: bool = False
+    resizable: bool | tuple[bool, ...] = False
     layout: SparseLayout = SparseLayout.COO
 
     def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in self.shape)
+        shape = checked_sizes(self.shape, "shape")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "chunks", _normalize_chunks(self.chunks, shape))
         object.__setattr__(self, "layout", SparseLayout(self.layout))
         if self.dims is not None:
-            if len(self.dims) != len(shape):
-                raise InvalidStructure(f"dims {list(self.dims)} do not match rank {len(shape)}")
-            object.__setattr__(self, "dims", tuple(self.dims))
+            object.__setattr__(self, "dims", checked_dims(self.dims, len(shape)))
+        object.__setattr__(self, "resizable", checked_resizable(self.resizable, len(shape)))
 
     @property
     def ndim(self) -> int:

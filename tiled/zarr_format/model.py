@@ -29,6 +29,10 @@ from .chunk_cache import ENCODED_CHUNKS, EncodedChunk
 from .codecs import compress, compressors_for, decompress, deserialize_strings, serialize_strings
 
 DEFAULT_CHUNK_BUDGET_BYTES = 4 * 1024 * 1024
+# The most chunks along one dimension of an array the server stores, however it is written
+# (/zarr or /api/v1): the catalog keeps every chunk's size, as upstream's structures do, and
+# every reader of the node gets them all.
+MAX_CHUNKS_PER_DIMENSION = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,22 @@ def unavailable_view(reason: str) -> dict[str, str]:
 def with_zarr_view(metadata: Mapping[str, Any], view: Mapping[str, str]) -> dict[str, Any]:
     """``metadata`` with the zarr view note (a fresh dict: callers may change it)."""
     return {**metadata, ZARR_VIEW_KEY: dict(view)}
+
+
+def grid_counts(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
+    """How many chunks of ``chunk_shape`` cover ``shape`` along each dimension."""
+    # Integer arithmetic: sizes near 2**63 lose precision as floats.
+    return tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
+
+
+def check_chunk_counts(counts: Sequence[int]) -> None:
+    """Refuse a chunk grid of ``counts`` chunks per dimension with more than
+    :data:`MAX_CHUNKS_PER_DIMENSION` along one (:class:`InvalidStructure`, a 400)."""
+    if any(n > MAX_CHUNKS_PER_DIMENSION for n in counts):
+        raise InvalidStructure(
+            f"The chunk grid {list(counts)} has more than {MAX_CHUNKS_PER_DIMENSION} chunks "
+            "along a dimension; use larger chunks"
+        )
 
 
 def split_dimension(size: int, chunk: int) -> tuple[int, ...]:
@@ -133,7 +153,7 @@ class ZarrArrayMeta:
     @functools.cached_property
     def grid_shape(self) -> tuple[int, ...]:
         """Number of chunks along each dimension (a 0-d array has one chunk at ``()``)."""
-        return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape, strict=True))
+        return grid_counts(self.shape, self.chunk_shape)
 
     @functools.cached_property
     def chunk_bytes(self) -> int:
@@ -223,13 +243,16 @@ def choose_chunk_shape(
 
 __all__ = [
     "DEFAULT_CHUNK_BUDGET_BYTES",
+    "MAX_CHUNKS_PER_DIMENSION",
     "VARIABLE_LENGTH_STRING",
     "ZARR_VIEW_KEY",
     "EncodedChunk",
     "ZarrArrayMeta",
     "ZarrGroupMeta",
     "ZarrOptions",
+    "check_chunk_counts",
     "choose_chunk_shape",
+    "grid_counts",
     "is_variable_length_string",
     "re_encoded_view",
     "regular_chunks",

@@ -19,16 +19,14 @@ import numpy
 import orjson
 
 from ..errors import InvalidZarrDocument
+from ..structures.json import dumps, refuse
 from .codecs import same_codecs
-from .model import ZarrArrayMeta
+from .model import ZarrArrayMeta, check_chunk_counts, grid_counts
 from .stored import PASSABLE_COMPRESSORS, compressor_names, passable_codecs
 from .zarr_python import default_buffer_prototype
 
 # numpy kinds an array written through /zarr may hold: bool, integers, floats, complex.
 WRITABLE_DTYPE_KINDS = "biufc"
-# The most chunks along one dimension of an array written through /zarr (the catalog keeps
-# every chunk's size, as upstream's structures do).
-MAX_CHUNKS_PER_DIMENSION = 1_000_000
 # xarray's name for an array's dimensions in zarr v2 attributes.
 V2_DIMENSIONS_ATTRIBUTE = "_ARRAY_DIMENSIONS"
 
@@ -44,14 +42,41 @@ def json_object(document: bytes, name: str) -> dict[str, Any]:
     return value
 
 
-def storable_attributes(attributes: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``attributes`` if they can be stored as metadata and served back as JSON (integers
-    within 64 bits, text without lone surrogates, nesting within bounds); else 400."""
+def storable_attributes(attributes: Any, name: str) -> dict[str, Any]:
+    """``attributes`` if they are a JSON object that can be stored as metadata (the catalog's
+    rule, :func:`tiled.structures.json.dumps`: text UTF-8 can encode, nesting within bounds)
+    and served back in zarr documents (integers within 64 bits, as orjson writes them); else
+    400."""
+    if not isinstance(attributes, Mapping):
+        raise InvalidZarrDocument(
+            f'The "attributes" of {name} must be a JSON object, not {type(attributes).__name__}'
+        )
     try:
+        dumps(attributes, refuse)
         orjson.dumps(attributes, option=orjson.OPT_SERIALIZE_NUMPY)
-    except (TypeError, RecursionError) as err:
+    except (TypeError, ValueError, RecursionError) as err:
         raise InvalidZarrDocument(f"The attributes of {name} cannot be stored: {err}") from None
     return dict(attributes)
+
+
+# What the v2 documents the server derives declare of their format: a client writing one must
+# still write that document. (zarr-python opens a .zgroup of any declared format, and nothing
+# reads a .zmetadata written; .zarray and .zattrs are zarr-python's to check.)
+_V2_DECLARATIONS = {
+    ".zgroup": ("zarr_format", 2),
+    ".zmetadata": ("zarr_consolidated_format", 1),
+}
+
+
+def check_v2_declaration(document: bytes, name: str) -> None:
+    """400 unless a v2 ``.zgroup`` or ``.zmetadata`` is a JSON object that declares its
+    format; other documents pass."""
+    if name not in _V2_DECLARATIONS:
+        return
+    member, value = _V2_DECLARATIONS[name]
+    declared = json_object(document, name).get(member)
+    if type(declared) is not int or declared != value:  # not true, which equals 1
+        raise InvalidZarrDocument(f'{name} must declare "{member}": {value}')
 
 
 def v3_node_type(document: Mapping[str, Any]) -> str:
@@ -65,10 +90,18 @@ def v3_node_type(document: Mapping[str, Any]) -> str:
 
 
 def dimensions_from_attributes(attributes: Mapping[str, Any]) -> tuple[str, ...] | None:
-    names = attributes.get(V2_DIMENSIONS_ATTRIBUTE)
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return tuple(names)
-    return None
+    """The dimension names v2 attributes give (xarray's convention), None if they give none;
+    400 if they are not a list of names (that they are one per dimension is the array
+    structure's rule, checked where they are applied)."""
+    if V2_DIMENSIONS_ATTRIBUTE not in attributes:
+        return None
+    names = attributes[V2_DIMENSIONS_ATTRIBUTE]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidZarrDocument(
+            f"{V2_DIMENSIONS_ATTRIBUTE} must be a list of dimension names (text), one per "
+            f"dimension of the array, not {names!r}"
+        )
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -149,12 +182,7 @@ def _check_grid(shape: tuple[int, ...], chunk_shape: tuple[int, ...], chunk_byte
             f"A chunk of {list(chunk_shape)} is {chunk_bytes} bytes, over the limit of "
             f"{max_chunk_bytes} bytes of a write"
         )
-    grid = [-(-s // c) for s, c in zip(shape, chunk_shape, strict=True)]
-    if any(n > MAX_CHUNKS_PER_DIMENSION for n in grid):
-        raise InvalidZarrDocument(
-            f"The chunk grid {grid} has more than {MAX_CHUNKS_PER_DIMENSION} chunks along a "
-            "dimension; use larger chunks"
-        )
+    check_chunk_counts(grid_counts(shape, chunk_shape))
 
 
 async def parse_array_document(
@@ -184,7 +212,7 @@ async def parse_array_document(
         raise InvalidZarrDocument(
             f"Arrays written through /zarr hold numbers or booleans, not {dtype}"
         )
-    attributes = dict(metadata.attributes)
+    attributes = storable_attributes(metadata.attributes, name)
     if zarr_format == 3:
         names_ = metadata.dimension_names
         dims = tuple(names_) if names_ and all(isinstance(n, str) for n in names_) else None
@@ -202,7 +230,6 @@ async def parse_array_document(
     )
     _check_grid(meta.shape, meta.chunk_shape, math.prod(meta.chunk_shape) * dtype.itemsize,
                 max_chunk_bytes)  # fmt: skip
-    storable_attributes(attributes, name)
     stored = metadata.update_attributes({}).to_buffer_dict(default_buffer_prototype())
     documents = {key: buffer.to_bytes() for key, buffer in stored.items() if key != ".zattrs"}
     return SubmittedArray(meta, zarr_format, documents)
@@ -221,6 +248,7 @@ def parse_attributes(document: bytes) -> dict[str, Any]:
 
 __all__ = [
     "SubmittedArray",
+    "check_v2_declaration",
     "dimensions_from_attributes",
     "json_object",
     "parse_array_document",

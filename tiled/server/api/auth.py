@@ -20,6 +20,7 @@ from ...authn_database import crud, orm
 from ...authn_database.schemas import api_key_json, principal_json
 from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from ..authenticators import CurrentIdentity, MultiUserAuthenticator
+from ..bodies import request_body
 from ..credentials import BEARER_CHALLENGE, read_credentials
 from ..dependencies import require_scope
 from ..state import tiled_state
@@ -146,7 +147,8 @@ async def login(request: Request, provider: str, auth: Authenticator):
     """OAuth2 password grant: form fields ``username`` and ``password`` (URL-encoded or
     multipart, as OAuth2 forms are sent; JSON is accepted too)."""
     content_type = request.headers.get("content-type", "")
-    form = _login_fields(content_type, await request.body())
+    # A login form is two short fields: a body of a megabyte is not one.
+    form = _login_fields(content_type, await request_body(request, 2**20))
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     return await auth.login(provider, username, password)
 
@@ -156,7 +158,7 @@ def _login_fields(content_type: str, body: bytes) -> dict[str, Any]:
     if media_type == "application/json":
         try:
             return dict(json.loads(body.decode("utf-8", "replace")))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             raise BadRequest("Expected a JSON object with username and password") from None
     if media_type == "multipart/form-data":
         return _multipart_fields(content_type, body)

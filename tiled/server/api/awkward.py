@@ -11,6 +11,7 @@ from ...adapters.protocols import WritableAwkward
 from ...errors import BadRequest
 from ...serialization.media_types import ZIP
 from ...utils import run_sync
+from ..bodies import request_body
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
 from ..state import tiled_state
@@ -73,7 +74,7 @@ async def write_awkward(request: Request, node: WritingAwkward):
     writer = capable(node.adapter, WritableAwkward, "writing")
     structure = node.adapter.structure()
     buffers = decoded(
-        request, "awkward", await request.body(), ZIP, structure.form, structure.length
+        request, "awkward", await request_body(request), ZIP, structure.form, structure.length
     )
     await writer.write(buffers)
     return document_response(request, None)

@@ -199,6 +199,8 @@ def _columns(request: Request, body: list[str] | None) -> list[str] | None:
             stacklevel=2,
         )  # fmt: skip
     columns = params.getlist("column") or params.getlist("field") or body
+    if columns and len(set(columns)) != len(columns):
+        raise BadRequest(f"A column is asked for more than once: {list(columns)}")
     return list(columns) if columns else None
 
 

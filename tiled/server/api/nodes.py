@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...access.blobs import tags_of_blob
@@ -21,6 +21,7 @@ from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
 from ..dependencies import Node, capable, node_dependency
 from ..resources import (
+    LARGEST_POSITION,
     LINKS_BY_FAMILY,
     PageLimit,
     PageOffset,
@@ -30,7 +31,7 @@ from ..resources import (
 )
 from ..responses import document_response
 from ..state import tiled_state
-from ..urls import base_url
+from ..urls import base_url, url_path
 
 router = APIRouter()
 
@@ -130,7 +131,7 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
         key=body.id, structure_family=body.structure_family, metadata=metadata, specs=specs,
         data_sources=data_sources, access_blob=access_blob, register=register,
     )  # fmt: skip
-    path = "/".join((*node.path_parts, child.key))
+    path = url_path((*node.path_parts, child.key))
     base = base_url(request)
     links = {"self": f"{base}/metadata/{path}"}
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
@@ -186,10 +187,12 @@ async def patch_metadata(
     drop_revision: bool = False,
 ):
     target = capable(node.adapter, NodeWithHistory, "metadata updates")
-    patcher = PATCHERS.get(body.get("content-type"))
+    content_type = body.get("content-type")
+    # Only a name can be looked up (a list or an object is unhashable).
+    patcher = PATCHERS.get(content_type) if isinstance(content_type, str) else None
     if patcher is None:
         raise UnsupportedMediaType(
-            f"Unsupported patch content-type {body.get('content-type')!r}; use one of {list(PATCHERS)}"
+            f"Unsupported patch content-type {content_type!r}; use one of {list(PATCHERS)}"
         )
     metadata = (
         patcher(node.adapter.metadata(), body["metadata"])
@@ -257,14 +260,20 @@ async def revisions(
     items, count = await capable(node.adapter, NodeWithHistory, "revisions").revisions(
         offset, limit
     )
-    links = page_links(f"{base_url(request)}/revisions/{node.path}", offset, limit, count)
+    here = f"{base_url(request)}/revisions/{url_path(node.path_parts)}"
+    links = page_links(here, offset, limit, count)
     return document_response(
         request, {"data": items, "error": None, "links": links, "meta": {"count": count}}
     )
 
 
 @router.delete("/revisions/{path:path}")
-async def delete_revision(request: Request, node: WritingMetadata, number: int):
+async def delete_revision(
+    request: Request,
+    node: WritingMetadata,
+    # Revisions count from 1; the catalog stores the number in a signed 64-bit column.
+    number: Annotated[int, Query(ge=1, le=LARGEST_POSITION)],
+):
     node.require("delete:revision")
     await capable(node.adapter, NodeWithHistory, "revisions").delete_revision(number)
     return document_response(request, None)

@@ -12,6 +12,7 @@ from ...errors import BadRequest
 from ...ndslice import NDBlock, NDSlice
 from ...serialization.media_types import ZIP
 from ...structures.ragged import RaggedSlicingError
+from ..bodies import request_body
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
 from ..state import tiled_state
@@ -50,7 +51,7 @@ async def ragged_full(
 
 
 async def _body(request: Request, node: Node) -> Any:
-    return decoded(request, "ragged", await request.body(), ZIP, node.adapter.structure())
+    return decoded(request, "ragged", await request_body(request), ZIP, node.adapter.structure())
 
 
 @router.put("/ragged/full/{path:path}")

@@ -1,11 +1,14 @@
 """Routes that write data: whole arrays, array blocks, tables and table partitions.
 
 Every handler validates the whole request before the node is touched, so a refused write
-changes nothing; the storage adapters make each file replacement atomic.
+changes nothing; the storage adapters make each file replacement atomic. Bodies are read
+through :func:`tiled.server.bodies.request_body`, which refuses (413) one larger than the
+write can use before it is held in memory.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import numpy
@@ -22,6 +25,7 @@ from ...adapters.protocols import (
 from ...errors import BadRequest
 from ...ndslice import NDBlock
 from ...serialization.media_types import ARROW_FILE, OCTET_STREAM
+from ..bodies import request_body
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
 from ..state import tiled_state
@@ -44,37 +48,45 @@ def decoded(request: Request, family: str, body: bytes, default: str, *args: Any
     return registry.decode(family, _media_type(request, default), body, *args)
 
 
-def _array_from_body(request: Request, body: bytes, structure: Any, shape: tuple[int, ...]) -> Any:
+async def _array_from_body(
+    request: Request, structure: Any, shape: tuple[int, ...], ceiling: int | None = None
+) -> Any:
+    """The body as an array of ``shape``; ``ceiling``: the most bytes a region of a shape the
+    client chose may have."""
     dtype = structure.data_type.to_numpy_dtype()
+    limit = None  # a registered decoder's encoding may take any size: the general limit
+    if _media_type(request, OCTET_STREAM).lower() == OCTET_STREAM:
+        # Raw bytes in C order: exactly the region's size (the decoder refuses fewer).
+        limit = math.prod(shape) * dtype.itemsize
+        if ceiling is not None:
+            limit = min(limit, ceiling)
+    body = await request_body(request, limit)
     return decoded(request, "array", body, OCTET_STREAM, dtype, shape)
 
 
-def _coo_from_body(request: Request, body: bytes, ndim: int) -> tuple[Any, Any]:
-    frame = decoded(request, "sparse", body, ARROW_FILE)
-    dims = [f"dim{i}" for i in range(ndim)]
-    if set(dims + ["data"]) - set(frame.columns):
-        raise BadRequest(f"A sparse body needs the columns {dims + ['data']}")
-    return numpy.stack([frame[d].to_numpy() for d in dims]), frame["data"].to_numpy()
+async def _coo_from_body(request: Request, ndim: int) -> tuple[Any, Any]:
+    frame = decoded(request, "sparse", await request_body(request), ARROW_FILE)
+    columns = [f"dim{i}" for i in range(ndim)] + ["data"]
+    if sorted(frame.columns, key=str) != sorted(columns):
+        # A coordinate column more or fewer than the array's rank is a body of another array.
+        raise BadRequest(f"A sparse body has the columns {columns}, not {list(frame.columns)}")
+    return numpy.stack([frame[c].to_numpy() for c in columns[:-1]]), frame["data"].to_numpy()
 
 
-async def _write_dense(
-    request: Request, adapter: ReadableArray, body: bytes, block: NDBlock | None
-) -> None:
+async def _write_dense(request: Request, adapter: ReadableArray, block: NDBlock | None) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
     if block is None:
-        await writer.write(_array_from_body(request, body, structure, structure.shape))
+        await writer.write(await _array_from_body(request, structure, structure.shape))
         return
     shape = tuple(r.stop - r.start for r in block.slices(structure.chunks))
-    await writer.write_block(_array_from_body(request, body, structure, shape), block)
+    await writer.write_block(await _array_from_body(request, structure, shape), block)
 
 
-async def _write_sparse(
-    request: Request, adapter: ReadableSparse, body: bytes, block: NDBlock | None
-) -> None:
+async def _write_sparse(request: Request, adapter: ReadableSparse, block: NDBlock | None) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
-    coords, data = _coo_from_body(request, body, len(structure.shape))
+    coords, data = await _coo_from_body(request, len(structure.shape))
     if block is None:
         await writer.write(coords, data)
     else:
@@ -86,16 +98,28 @@ async def _write_sparse(
 ARRAY_BODY_WRITERS = {"array": _write_dense, "sparse": _write_sparse}
 
 
+def _whole_region(request: Request) -> None:
+    """Refuse ``slice``: these routes write a whole array or block, and ignoring it would
+    write more than the client meant to."""
+    if "slice" in request.query_params:
+        raise BadRequest(
+            "A write takes the whole array (array/full) or block (array/block), not a slice: "
+            "write a region with PATCH array/full?offset=...&shape=..."
+        )
+
+
 @router.put("/array/full/{path:path}")
 async def write_array(request: Request, node: WritingArray):
-    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, await request.body(), None)
+    _whole_region(request)
+    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, None)
     return document_response(request, None)
 
 
 @router.put("/array/block/{path:path}")
 async def write_array_block(request: Request, node: WritingArray, block: str):
+    _whole_region(request)
     parsed = NDBlock.from_query(block)
-    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, await request.body(), parsed)
+    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, parsed)
     return document_response(request, None)
 
 
@@ -125,7 +149,11 @@ async def patch_array(
     dims = _integers(shape, "shape")
     if any(n < 0 for n in dims):
         raise BadRequest(f"Invalid shape {list(dims)}")
-    data = _array_from_body(request, await request.body(), structure, dims)
+    # The region's shape is the client's: it holds no more than the array, unless it grows
+    # the array (then no more than the array or write_max_bytes, whichever is larger).
+    held = math.prod(structure.shape) * structure.data_type.itemsize
+    ceiling = max(held, tiled_state(request).settings.write_max_bytes) if extend else held
+    data = await _array_from_body(request, structure, dims, ceiling)
     if not persist:
         # Nothing here streams unstored updates to subscribers: there is nothing to do.
         return document_response(request, structure.to_json())
@@ -134,7 +162,7 @@ async def patch_array(
 
 
 async def _table_body(request: Request) -> Any:
-    return decoded(request, "table", await request.body(), ARROW_FILE)
+    return decoded(request, "table", await request_body(request), ARROW_FILE)
 
 
 @router.put("/table/full/{path:path}")

@@ -15,6 +15,8 @@ PUT an array's document                       resizes it (shape), renames its   
                                               attributes; nothing else may change  to resize)
 PUT a group's document, v2 ``.zattrs``        replaces the attributes             write:metadata
 PUT v2 ``.zgroup``/``.zmetadata`` of a group  nothing: the server derives them    write:metadata
+                                              (each must still be the document
+                                              it names)
 PUT a chunk key                               stores the bytes as they are        write:data
 DELETE a chunk key                            removes the chunk (fill value)      write:data
 DELETE a node's document                      deletes the node and its subtree    delete:node
@@ -36,7 +38,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from ...access.view import AccessView
 from ...adapters.base import is_group, metadata_from_zarr_attributes
@@ -54,7 +56,6 @@ from ...errors import (
     ChunkOutOfRange,
     Conflict,
     NoSuchEntry,
-    PayloadTooLarge,
     PreconditionFailed,
     ZarrKeyNotFound,
 )
@@ -62,6 +63,7 @@ from ...zarr_format.encoding import ZarrEncoding
 from ...zarr_format.formats import ENCODINGS_BY_FORMAT
 from ...zarr_format.submitted import (
     V2_DIMENSIONS_ATTRIBUTE,
+    check_v2_declaration,
     dimensions_from_attributes,
     json_object,
     parse_array_document,
@@ -70,6 +72,7 @@ from ...zarr_format.submitted import (
     v3_node_type,
 )
 from ..authentication import get_identity
+from ..bodies import request_body
 from ..dependencies import (
     Node,
     capable,
@@ -118,21 +121,7 @@ class _Writer:
 
     async def body(self) -> bytes:
         """The request body, refused (413) past the server's limit before it is all read."""
-        limit = self.state.settings.zarr_write_max_bytes
-        declared = self.request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"The body ({declared} bytes) exceeds the limit of {limit} bytes")
-        pieces, size = [], 0
-        try:
-            async for piece in self.request.stream():
-                size += len(piece)
-                if size > limit:
-                    raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
-                pieces.append(piece)
-        except ClientDisconnect:
-            # Nothing was written, and nobody is left to answer: not a server error.
-            raise BadRequest("The client disconnected before sending the whole body") from None
-        return b"".join(pieces)
+        return await request_body(self.request, self.state.settings.zarr_write_max_bytes)
 
     async def document_etag(self, chain: Any, name: str) -> str | None:
         """The ETag a reader got for document ``name`` of the node (None: it has none)."""
@@ -178,6 +167,7 @@ def _document_kind(encoding: ZarrEncoding, name: str, body: bytes) -> str:
     """What a document write is about: "array", "group", "attributes" or "derived"."""
     if encoding.zarr_format == 3:
         return v3_node_type(json_object(body, name))
+    check_v2_declaration(body, name)
     return {".zarray": "array", ".zgroup": "group", ".zattrs": "attributes"}.get(name, "derived")
 
 
@@ -394,6 +384,7 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
         )
     settings = writer.state.settings
     zarr_format = writer.encoding.zarr_format
+    taken: Conflict | None = None
     async with writer.locked(parts, parent_chain, parts[-1]):
         # Another writer may have created it meanwhile (zarr-python writes parents from every
         # task that needs them): then this is a write to an existing node.
@@ -412,13 +403,26 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
                     attributes = await parse_group_document(zarr_format, name, body)
                     await creator.create_zarr_group(parts[-1], attributes, access_blob=access_blob)
                 return await writer.answer(await _lookup(writer, parts), name, created=True)
-        except Conflict:
-            pass  # created by another process between the lookup and the insert
+        except Conflict as err:
+            # Created by another process between the lookup and the insert, or held by a node
+            # this identity may not see.
+            taken = err
         chain = await _lookup(writer, parts)
         if chain is None:
+            if taken is not None and await _exists_unseen(creator, parts[-1]):
+                raise taken  # the catalog's answer, as to POST /api/v1/metadata: no more
             raise Conflict(f"/{'/'.join(parts)} is being created and deleted by other writers")
         node = writer.authorize(chain, parts, "write:metadata")
         return await _update_document(writer, node, chain, parts, name, body)
+
+
+async def _exists_unseen(group: Any, key: str) -> bool:
+    """Whether ``group`` has a child ``key``, whether or not the writer may see it."""
+    try:
+        await group.lookup_adapter([key])
+    except NoSuchEntry:
+        return False
+    return True
 
 
 # What deleting a document does: the node's own document deletes the node; v2's .zattrs
