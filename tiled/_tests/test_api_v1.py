@@ -582,3 +582,25 @@ async def test_sparse_slices_with_steps_past_64_bits_select_one_row(client, demo
     answered = response.json()
     assert set(answered["dim0"]) == {0}
     assert answered["data"] == row[answered["dim1"]].tolist()
+
+
+async def test_a_table_arrow_cannot_type_is_406_in_arrow_formats_and_served_in_others():
+    # A spreadsheet column may mix numbers and text: pyarrow refuses it (was a 500, and the
+    # connection dropped).
+    from tiled.adapters.mapping import MapAdapter
+    from tiled.adapters.table import DataFrameAdapter
+
+    frame = pandas.DataFrame({"x": [1, "s", None], "y": [1.0, 2.0, 3.0]})
+    app = build_app(
+        MapAdapter({"t": DataFrameAdapter.from_pandas(frame)}),
+        authentication={"allow_anonymous_access": True},
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for media_type in ("application/vnd.apache.arrow.file", "application/x-parquet"):
+            for route in ("/api/v1/table/full/t", "/api/v1/table/partition/t?partition=0"):
+                refused = await client.get(route, headers={"Accept": media_type})
+                assert refused.status_code == 406, (route, media_type, refused.text)
+                assert "JSON or CSV" in refused.json()["detail"]
+        served = await client.get("/api/v1/table/full/t", params={"format": "json"})
+        assert served.status_code == 200 and served.json()["x"] == [1, "s", None]

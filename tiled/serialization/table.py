@@ -15,11 +15,26 @@ if TYPE_CHECKING:
 DataEncoder = Callable[[Any, dict[str, Any]], bytes]
 
 
+def _arrow_table(frame: pandas.DataFrame, format_name: str) -> Any:
+    """``frame`` as an Arrow table; 406 for columns Arrow cannot type (values of mixed kinds,
+    as a spreadsheet column may hold), which other formats (JSON, CSV) still carry."""
+    import pyarrow
+
+    from ..errors import UnsupportedMediaType
+
+    try:
+        return pyarrow.Table.from_pandas(frame)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, pyarrow.ArrowNotImplementedError) as err:
+        raise UnsupportedMediaType(
+            f"This table cannot be written as {format_name}: {err}. JSON or CSV can hold it."
+        ) from None
+
+
 def encode_arrow(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     """Arrow IPC *file* format; pyarrow records the pandas index so it round-trips."""
     import pyarrow
 
-    table = pyarrow.Table.from_pandas(frame)
+    table = _arrow_table(frame, "Arrow")
     sink = pyarrow.BufferOutputStream()
     with pyarrow.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
@@ -48,7 +63,7 @@ def encode_parquet(frame: pandas.DataFrame, metadata: dict[str, Any]) -> bytes:
     import pyarrow.parquet
 
     sink = pyarrow.BufferOutputStream()
-    pyarrow.parquet.write_table(pyarrow.Table.from_pandas(frame), sink)
+    pyarrow.parquet.write_table(_arrow_table(frame, "Parquet"), sink)
     return sink.getvalue().to_pybytes()
 
 
