@@ -18,7 +18,12 @@ zarr chunks: chunked datasets whose filter pipeline maps onto numcodecs codecs (
 blosc, zstd, or none) and uncompressed contiguous datasets. Their chunks are served as byte
 ranges of the file, read with one ``pread`` and never decoded; a chunk the file never wrote is
 an absent zarr key, which zarr reads as the fill value. Every other dataset is decoded by h5py
-and re-encoded with the server's codec, and its metadata says why under ``zarr_view``.
+and re-encoded with the server's codec, and its metadata says why under ``zarr_view``. So is a
+dataset of more than ``MAX_CHUNKS_PER_DIMENSION`` HDF5 chunks along a dimension: its structure
+lists coarser chunks (whole multiples of HDF5's), and its zarr chunks are the structure's.
+
+Elements that are fixed-size arrays (HDF5 array types) are served as h5py reads them: an array
+of the base type with the block's dimensions appended, whose stored chunks still pass through.
 
 As upstream serves them
 -----------------------
@@ -67,6 +72,7 @@ from ..structures.core import StructureFamily
 from ..utils import BrokenLink, run_sync
 from ..zarr_format.codecs import same_codecs
 from ..zarr_format.model import (
+    MAX_CHUNKS_PER_DIMENSION,
     VARIABLE_LENGTH_STRING,
     ZARR_VIEW_KEY,
     EncodedChunk,
@@ -440,9 +446,26 @@ def _codec_for_filter(code: int, values: tuple[int, ...], name: str, itemsize: i
     return f"HDF5 filter {name or code!s} ({code}): {reason}"
 
 
+def _element_type(dtype: numpy.dtype) -> tuple[numpy.dtype, tuple[int, ...]]:
+    """The element type a dataset of ``dtype`` is served with, and the inner dimensions its
+    elements add to the dataset's shape.
+
+    An HDF5 array type (numpy's sub-array dtype, such as ``("f4", (3,))``) is a fixed-size
+    block of a base type: h5py reads a dataset of them with the block's dimensions appended,
+    and its stored bytes are the C-ordered base elements, so it is served as that array of the
+    base type (numpy, tiled's structures and zarr all refuse sub-array element types). Blocks
+    of variable-length data keep their type: they are served as a placeholder.
+    """
+    inner: tuple[int, ...] = ()
+    while dtype.subdtype is not None and not dtype.hasobject:
+        dtype, block = dtype.subdtype  # numpy may nest them: ("(2,)f4", (3,)) is (3, 2) of f4
+        inner += tuple(block)
+    return dtype, inner
+
+
 def _element_type_reason(dataset: h5py.Dataset) -> str | None:
     """Why the stored elements are not the bytes of a numpy dtype zarr knows, or None."""
-    dtype = dataset.dtype
+    dtype, _ = _element_type(dataset.dtype)
     if dtype.hasobject:
         if h5py.check_string_dtype(dtype) is not None:
             return "variable-length strings are stored in the file's heap, not in the chunks"
@@ -453,7 +476,7 @@ def _element_type_reason(dataset: h5py.Dataset) -> str | None:
         if dtype != dtype.newbyteorder("<"):
             return "compound type with big-endian members (zarr v3 cannot say so)"
     try:
-        same = dataset.id.get_type().equal(h5py.h5t.py_create(dtype, logical=True))
+        same = dataset.id.get_type().equal(h5py.h5t.py_create(dataset.dtype, logical=True))
     except (TypeError, ValueError):
         same = False
     if not same:
@@ -502,6 +525,7 @@ def zarr_storage(dataset: h5py.Dataset) -> ZarrStorage | str:
     reason = _element_type_reason(dataset)
     if reason is not None:
         return reason
+    dtype, inner = _element_type(dataset.dtype)
     plist = dataset.id.get_create_plist()
     layout = plist.get_layout()
     if layout == h5py.h5d.VIRTUAL:
@@ -511,12 +535,13 @@ def zarr_storage(dataset: h5py.Dataset) -> ZarrStorage | str:
     if layout == h5py.h5d.COMPACT:
         return "compact layout: the data are kept in the object header"
     if layout == h5py.h5d.CONTIGUOUS:
-        return ZarrStorage("contiguous", dataset.dtype, offset=dataset.id.get_offset())
+        return ZarrStorage("contiguous", dtype, offset=dataset.id.get_offset())
     if layout != h5py.h5d.CHUNKED:
         return f"unknown storage layout {layout}"
     compressors = []
     for index in range(plist.get_nfilters()):
         code, _flags, values, name = plist.get_filter(index)
+        # HDF5's filters see whole stored elements (an array type's block is one element).
         codec = _codec_for_filter(
             code, tuple(values), name.decode(errors="replace"), dataset.dtype.itemsize
         )
@@ -525,9 +550,9 @@ def zarr_storage(dataset: h5py.Dataset) -> ZarrStorage | str:
         compressors.append(codec)
     return ZarrStorage(
         "chunked",
-        dataset.dtype,
+        dtype,
         tuple(compressors),
-        chunk_shape=tuple(dataset.chunks),
+        chunk_shape=tuple(dataset.chunks) + inner,  # a chunk holds whole blocks
         partial_edges_raw=_partial_edges_raw(plist) if compressors else False,
     )
 
@@ -599,11 +624,14 @@ class _Description:
     the files of a multi-file node are concatenated, so (as upstream does) it is served with a
     leading axis of one (``lead``): a scalar is ``(1,)``, an empty ``(0,)`` is ``(1, 0)``. The
     stored bytes are the same, so this changes neither reads nor the zarr pass-through.
+    Elements of an HDF5 array type add their block's dimensions (see :func:`_element_type`).
     """
 
     shape: tuple[int, ...]
-    dtype: numpy.dtype  # what h5py reads
-    chunks: tuple[int, ...] | None  # HDF5 chunk shape, None unless chunked
+    dtype: numpy.dtype  # what h5py reads, an array type's base type
+    # The chunk shape served (None unless chunked): HDF5's, coarser along a dimension where
+    # HDF5's would be more than MAX_CHUNKS_PER_DIMENSION (see _bounded_chunk_shape).
+    chunks: tuple[int, ...] | None
     storage: ZarrStorage | str  # the pass-through plan, or why there is none
     fill_value: Any
     unsupported: str | None  # elements neither native reads nor zarr can serve
@@ -630,8 +658,13 @@ class _Description:
         return dtype
 
     def native_chunks(self) -> tuple[tuple[int, ...], ...]:
+        return self._native_chunks
+
+    @functools.cached_property
+    def _native_chunks(self) -> tuple[tuple[int, ...], ...]:
         # Upstream's blocks, so that structures registered by upstream match: the HDF5 chunks,
-        # else (contiguous storage, variable-length strings) the whole dataset.
+        # else (contiguous storage, variable-length strings) the whole dataset. Kept: there may
+        # be a million per dimension, and every request for the node asks for them.
         if self.chunks is not None and not self.vlen_string and not self.lead:
             return regular_chunks(self.shape, self.chunks)
         return tuple((size,) for size in self.shape)
@@ -640,15 +673,44 @@ class _Description:
 _PLACEHOLDER_DTYPE = numpy.dtype("S1")
 
 
-def _served_shape(stored: tuple[int, ...] | None) -> tuple[tuple[int, ...], bool]:
-    """The shape a dataset of shape ``stored`` is served at, and whether a leading axis of one
-    was added (see :class:`_Description`). A null dataspace (h5py.Empty) has neither elements
-    nor dimensions: ``(0,)``, as it reads."""
+def _served_shape(
+    stored: tuple[int, ...] | None, inner: tuple[int, ...] = ()
+) -> tuple[tuple[int, ...], bool]:
+    """The shape a dataset of shape ``stored`` (whose elements are blocks of shape ``inner``)
+    is served at, and whether a leading axis of one was added (see :class:`_Description`). A
+    null dataspace (h5py.Empty) has neither elements nor dimensions: ``(0,)``, as it reads."""
     if stored is None:
-        return (0,), False
+        return (0, *inner), False
     if stored == () or 0 in stored:
-        return (1, *stored), True
-    return tuple(stored), False
+        return (1, *stored, *inner), True
+    return (*stored, *inner), False
+
+
+def _bounded_chunk_shape(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """``chunks``, a whole multiple of itself along each dimension where it would cut
+    ``shape`` into more than MAX_CHUNKS_PER_DIMENSION chunks, so that there are at most that
+    many. A structure lists every chunk's size: HDF5 allows 10**12 chunks in a file of a
+    kilobyte, and listing them would take the server's memory and event loop."""
+    bounded = []
+    for size, chunk in zip(shape, chunks, strict=True):
+        count = -(-size // chunk)  # integers: sizes near 2**63 lose precision as floats
+        factor = -(-count // MAX_CHUNKS_PER_DIMENSION)
+        bounded.append(chunk * factor if factor > 1 else chunk)
+    return tuple(bounded)
+
+
+def _uniform_fill_value(fill_value: Any, inner: tuple[int, ...]) -> tuple[Any, bool]:
+    """The one fill value of an element, and whether there is one: an array type's fill value
+    is a block, which zarr can declare only when all its values are the same."""
+    if not inner or fill_value is None:
+        return fill_value, True
+    block = numpy.asarray(fill_value)
+    first = block.flat[0] if block.size else None
+    try:
+        uniform = block.size > 0 and bool(numpy.all(block == first))
+    except (TypeError, ValueError):  # members numpy cannot compare
+        uniform = False
+    return (first, True) if uniform else (None, False)
 
 
 def _is_placeholder(dtype: numpy.dtype) -> bool:
@@ -656,8 +718,8 @@ def _is_placeholder(dtype: numpy.dtype) -> bool:
 
 
 def _describe(dataset: h5py.Dataset, path: str) -> _Description | _Uncached:
-    shape, lead = _served_shape(dataset.shape)
-    dtype = dataset.dtype
+    dtype, inner = _element_type(dataset.dtype)
+    shape, lead = _served_shape(dataset.shape, inner)
     unsupported, placeholder = None, False
     if _is_placeholder(dtype):
         # Upstream serves these (with a warning) as empty bytes of the dataset's shape.
@@ -668,15 +730,31 @@ def _describe(dataset: h5py.Dataset, path: str) -> _Description | _Uncached:
         fill_value = dataset.fillvalue if unsupported is None and not placeholder else None
     except (OSError, TypeError, ValueError):
         fill_value = None
+    fill_value, uniform_fill = _uniform_fill_value(fill_value, inner)
     elsewhere = _in_other_file(dataset, path)
     storage = elsewhere or zarr_storage(dataset)
     if lead and isinstance(storage, ZarrStorage) and storage.layout == "chunked":
         storage = "no elements"  # chunks of the stored rank, none of them written
+    if not uniform_fill and isinstance(storage, ZarrStorage):
+        # Unwritten stored chunks would read as the one declared value, not the file's block.
+        storage = "the fill value differs within an array type's block"
+    chunks = (*dataset.chunks, *inner) if dataset.chunks else None
+    if chunks is not None and not lead:
+        bounded = _bounded_chunk_shape(shape, chunks)
+        if bounded != chunks:
+            if isinstance(storage, ZarrStorage):
+                # The zarr view's chunks are the structure's: stored chunks of another size
+                # cannot be passed through.
+                storage = (
+                    f"more than {MAX_CHUNKS_PER_DIMENSION} HDF5 chunks along a dimension; "
+                    f"served in chunks of {list(bounded)}"
+                )
+            chunks = bounded
     zarr_unsupported = unsupported or _zarr_type_reason(_Description.zarr_type_of(dtype))
     description = _Description(
         shape=shape,
         dtype=dtype,
-        chunks=tuple(dataset.chunks) if dataset.chunks else None,
+        chunks=chunks,
         storage=storage,
         fill_value=fill_value,
         unsupported=unsupported,
@@ -753,6 +831,9 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         super().__init__(structure, metadata=metadata, specs=specs)
         self._source = source
         self._name = dataset if dataset.startswith("/") else f"/{dataset}"
+
+    # (description, element type, structure) of the last structure built: see structure().
+    _structure_memo: tuple[_Description, numpy.dtype, ArrayStructure] | None = None
 
     # --- construction (upstream's names and parameters) ---
 
@@ -864,12 +945,19 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         if given is not None and given.data_type.to_numpy_dtype() == dtype:
             # At the file's shape, or another one that reads reshape the data to.
             return given
-        return ArrayStructure(
+        # A request asks several times, and checking a million chunk sizes takes a tenth of a
+        # second: kept while the file's description (learnt again when it changes) is the same.
+        memo = self._structure_memo
+        if memo is not None and memo[0] is description and memo[1] == dtype:
+            return memo[2]
+        structure = ArrayStructure(
             data_type=data_type_from_numpy(dtype),
             chunks=description.native_chunks(),
             shape=description.shape,
             resizable=False,
         )
+        self._structure_memo = (description, dtype, structure)
+        return structure
 
     def metadata(self) -> dict[str, Any]:
         try:
@@ -916,9 +1004,10 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
 
         def read(handle: _OpenFile) -> numpy.ndarray:
             dataset = _dataset(handle, name)
-            shape, lead = _served_shape(dataset.shape)
+            _, inner = _element_type(dataset.dtype)
+            shape, lead = _served_shape(dataset.shape, inner)
             if dataset.shape is None:
-                return numpy.zeros((0,), dtype=dataset.dtype)
+                return numpy.zeros((0,), dtype=dataset.dtype)  # an array type's: (0, *inner)
             if _is_placeholder(dataset.dtype):
                 empty = numpy.broadcast_to(numpy.zeros((), _PLACEHOLDER_DTYPE), shape)
                 return numpy.ascontiguousarray(_numpy_select(empty, ndslice))
@@ -926,7 +1015,14 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
             if lead:  # at most one element: read it whole, then select
                 return _numpy_select(numpy.asarray(source[()])[numpy.newaxis], ndslice)
             selection, rest = _h5_selection(ndslice, shape)
-            data = numpy.asarray(source[selection] if selection else source[()])
+            rank = len(dataset.shape)
+            outer = selection[:rank]
+            data = numpy.asarray(source[outer] if outer else source[()])
+            if len(selection) > rank:
+                # h5py selects whole elements: an array type's block is selected in memory,
+                # past the axes h5py kept (an integer drops its axis).
+                kept = tuple(slice(None) for part in outer if not isinstance(part, int))
+                data = data[(*kept, *selection[rank:])]
             return data[rest] if rest is not None else data
 
         return self._source.use(read)
@@ -1029,7 +1125,8 @@ class HDF5ArrayAdapter(ArrayAdapterBase):
         if storage.layout == "contiguous":
             return _contiguous_chunk(handle, storage, coords, meta)
         index = _learn(handle, ("index", name), lambda: _ChunkIndex.build(_dataset(handle, name)))
-        found = index.find(coords)
+        # An array type's block is whole in every chunk: the index knows the stored rank only.
+        found = index.find(coords[: len(index.grid)])
         if found is None:
             # Never written: the dataset's fill value, which the metadata declares.
             raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")

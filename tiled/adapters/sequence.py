@@ -31,6 +31,7 @@ import itertools
 import logging
 import math
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -143,17 +144,42 @@ class OpenedFile:
         return EncodedChunk.tagged(payload, identity_etag(self.identity, *parts))
 
 
+def _open_regular_file(path: Path) -> Any:
+    """``path`` opened for binary reading, if it is a regular file (symbolic links followed);
+    :class:`FileUnreadable` if it is a FIFO, a socket or a device.
+
+    Opened without blocking: opening a FIFO for reading would wait for a writer forever,
+    holding a worker thread that no shutdown can end. A regular file ignores the flag, which
+    is cleared before its bytes are read anyway."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | nonblocking)
+
+    # Through open(), so that the file's ``name`` is its path, which format libraries read.
+    file = open(path, "rb", opener=opener)  # noqa: SIM115 (closed by the caller)
+    try:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise FileUnreadable(f"{path.name} is not a regular file (a FIFO, socket or device)")
+        if nonblocking:
+            os.set_blocking(file.fileno(), True)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
 @contextlib.contextmanager
 def opened(path: Path) -> Iterator[OpenedFile]:
     """Open ``path`` for reading; any failure inside becomes a :class:`FileUnreadable`.
 
     Whatever goes wrong while a file's bytes are parsed or decoded (each library raises its
     own exceptions for corrupt input), the client gets a 4xx naming the file; the original
-    exception is logged. If the file changed meanwhile, that is the error reported.
+    exception is logged at debug level. If the file changed meanwhile, that is the error reported.
     """
     name = path.name
     try:
-        file = open(path, "rb")  # noqa: SIM115 (closed by the with block below)
+        file = _open_regular_file(path)
     except OSError as err:
         raise FileUnreadable(f"{name} {open_failure(err)}") from None
     with file:
@@ -169,7 +195,9 @@ def opened(path: Path) -> Iterator[OpenedFile]:
                 raise
             if isinstance(err, PermissionError):
                 raise FileUnreadable(f"{name} {open_failure(err)}") from err
-            logger.warning("Cannot read %s", path, exc_info=True)
+            # The reason reaches the client (or the walk's one-line skip) in the message
+            # below; the traceback is for whoever debugs the format's library.
+            logger.debug("Cannot read %s", path, exc_info=True)
             raise FileUnreadable(
                 f"{name} cannot be read; it may be corrupt or truncated ({_short(err)})"
             ) from err

@@ -2,7 +2,9 @@
 
 The walk follows upstream Tiled's rules, so that a tree registered by either holds the same
 nodes and data sources: a key is the file name without its suffixes (or with them, given
-``key_from_filename=identity``); hidden files are skipped; numbered images and arrays
+``key_from_filename=identity``); hidden files are skipped, and so (with a warning) are FIFOs,
+sockets and devices, which opening could block on, and names that are not UTF-8 or hold
+control characters, which no key or URI can carry; numbered images and arrays
 (``img_001.tif``, ``img_002.tif``) form one node, one asset per file in name order; a
 directory whose name gives a known format (``data.zarr``) is one node, any other directory a
 container; a file whose format is unknown, or which its adapter cannot open, is skipped with
@@ -28,7 +30,9 @@ import logging
 import mimetypes
 import os
 import re
+import stat
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ..mimetypes import DEFAULT_MIMETYPES_BY_FILE_EXT, sequence_of
-from ..structures.json import dumps, refuse
+from ..structures.json import UnstorableValue, dumps, refuse
 from ..utils import import_object
 
 logger = logging.getLogger(__name__)
@@ -263,7 +267,13 @@ class RegistrationTarget(Protocol):
 def _json_request(body: dict[str, Any]) -> dict[str, Any]:
     # Attributes read from files (HDF5, TIFF tags) are often numpy values or NaN: they are
     # sent by the metadata rule every route of the server writes them by.
-    return {"content": dumps(body, refuse), "headers": {"Content-Type": "application/json"}}
+    try:
+        content = dumps(body, refuse)
+    except UnstorableValue as err:
+        # A value of this node alone (bytes that are not UTF-8, say): the node is refused,
+        # as the server would refuse it, and the walk goes on.
+        raise RegistrationRefused(f"Its metadata cannot be sent: {err}") from None
+    return {"content": content, "headers": {"Content-Type": "application/json"}}
 
 
 def _url_path(segments: Sequence[str]) -> str:
@@ -444,11 +454,60 @@ def _detail(response: Any) -> str:
 
 def file_uri(path: Path) -> str:
     """The URI of a file as upstream writes it (``file://localhost`` + the absolute path);
-    characters that would end a URI's path are percent-encoded."""
+    characters that would end a URI's path, or that URL parsers drop (a newline, a tab), are
+    percent-encoded."""
     text = str(path.absolute())
-    if any(char in text for char in "%#?"):
+    if any(char in "%#?" or _is_control(char) for char in text):
         text = quote(text)
     return f"file://localhost{text}"
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"
+
+
+# File types the walk never opens: reading a FIFO (or a character device) waits for a writer
+# forever, and a socket cannot be opened at all.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def unwalkable(path: Path | os.DirEntry) -> str | None:
+    """Why the walk leaves ``path`` alone although a filter kept it, or None: its name cannot
+    be a key or a URI (not UTF-8, or holding a control character), or it is neither a regular
+    file nor a directory (symbolic links followed). The one check every walked path passes."""
+    name = path.name
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # undecodable bytes, which Python holds as lone surrogates
+        return "its name is not UTF-8 text"
+    if any(_is_control(char) for char in name):
+        return "its name holds a control character (a newline, a tab, ...)"
+    try:
+        if isinstance(path, os.DirEntry) and (path.is_file() or path.is_dir()):
+            return None  # known from the listing, mostly with no further system call
+        mode = path.stat().st_mode
+    except OSError as err:  # a broken link, a loop of links, no permission
+        return f"it cannot be followed: {err.strerror or err}"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), "not a regular file")
+    return f"it is {kind}"
+
+
+def _shown(path: Path) -> str:
+    """``path`` for a log line: quoted as Python would when printing it would break the line
+    or fail (a newline, bytes that are not UTF-8, in a directory's name)."""
+    text = str(path)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return repr(os.fsencode(text))
+    return repr(text) if any(_is_control(char) for char in text) else f"'{text}'"
 
 
 @dataclass(frozen=True)
@@ -542,12 +601,12 @@ def plan_directory(directory: Path, settings: Settings) -> DirectoryPlan:
         path = Path(entry.path)
         if not settings.filter(path):
             continue
-        try:
-            is_directory = entry.is_dir()
-        except OSError as err:  # e.g. a loop of symbolic links
-            logger.info("    SKIPPED: '%s' cannot be followed: %s", path, err.strerror)
+        reason = unwalkable(entry)
+        if reason is not None:
+            logger.warning("    SKIPPED: %s: %s", _shown(path), reason)
             plan.skipped_files += 1
             continue
+        is_directory = entry.is_dir()
         if is_directory and entry.is_symlink() and _loops_back(path, directory):
             logger.info("    SKIPPED: '%s' links back to a directory that holds it", path)
             plan.skipped_files += 1
@@ -601,7 +660,7 @@ def plan_directory(directory: Path, settings: Settings) -> DirectoryPlan:
             else:
                 plan.items.append(file_item(key, mimetype, paths, is_sequence))
         except OSError as err:  # vanished or unreadable between listing and stat
-            logger.info("    SKIPPED: Cannot stat '%s': %s", paths[0], err)
+            logger.warning("    SKIPPED: Cannot stat %s: %s", _shown(paths[0]), err.strerror or err)
             plan.skipped_files += 1
     return plan
 
@@ -669,6 +728,9 @@ def item_for_uris(
     for path in paths:
         if not path.exists():
             raise ValueError(f"No such file or directory: '{path}'")
+        reason = unwalkable(path)
+        if reason is not None:
+            raise ValueError(f"Cannot register {_shown(path)}: {reason}")
     is_sequence = False
     if mimetype is None:
         found = {settings.mimetype_of(path) for path in paths}
@@ -846,6 +908,11 @@ class Walker:
         return directory_item(self.settings.key_from_filename(self.root.name), mimetype, self.root)
 
     def _plan_single_file(self) -> list[Item]:
+        reason = unwalkable(self.root)
+        if reason is not None:
+            logger.warning("    SKIPPED: %s: %s", _shown(self.root), reason)
+            self.progress.skipped += 1
+            return []
         mimetype = self.settings.mimetype_of(self.root)
         if mimetype is None or mimetype not in self.settings.adapters_by_mimetype:
             logger.info("    SKIPPED: Could not resolve an adapter for '%s'", self.root)
@@ -910,14 +977,14 @@ class Walker:
             for key, node in existing.items()
             if key not in planned and node.is_catalog_container
         ]
-        results = await asyncio.gather(*work)
+        results = await _together(work)
         # A store that could not be opened is walked as a directory instead (as upstream does).
         fallbacks = [
             self._ensure_directory(item.paths[0], segments, item.key, existing.get(item.key), True)
             for item, ok in zip(plan.items, results, strict=False)
             if item.is_directory and ok is False
         ]
-        await asyncio.gather(*fallbacks)
+        await _together(fallbacks)
 
     async def _prune(self, directory: Path, segments: tuple[str, ...]) -> None:
         """A container whose directory is gone: remove what was registered from it, at every
@@ -929,12 +996,12 @@ class Walker:
             return
         if not existing:
             return
-        await asyncio.gather(
+        await _together([
             *(self._remove(segments, key) for key, node in existing.items()
               if node.registered_from(directory)),
             *(self._prune(directory / key, (*segments, key)) for key, node in existing.items()
               if node.is_catalog_container),
-        )  # fmt: skip
+        ])  # fmt: skip
         if not await self.target.children(segments):
             await self._remove(segments[:-1], segments[-1])
 
@@ -967,7 +1034,7 @@ class Walker:
         try:
             await self.target.create_container(segments, key)
         except RegistrationRefused as err:
-            logger.info("    SKIPPED: Directory '%s' cannot be a node: %s", path, err)
+            logger.warning("    SKIPPED: Directory %s cannot be a node: %s", _shown(path), err)
             self.progress.skipped += 1
             return
         await self._walk_directory(path, (*segments, key), recursive=True)
@@ -986,10 +1053,12 @@ class Walker:
             async with self._slots:
                 node = await asyncio.to_thread(describe, item, self.settings)
         except Exception as err:
-            logger.info(
-                "    SKIPPED: Cannot read '%s' as %s: %s", item.paths[0], item.mimetype,
+            # One line per skipped file; the traceback only for whoever debugs an adapter.
+            logger.warning(
+                "    SKIPPED: Cannot read %s as %s: %s", _shown(item.paths[0]), item.mimetype,
                 _one_line(err),
             )  # fmt: skip
+            logger.debug("Reading '%s' failed", item.paths[0], exc_info=True)
             self.progress.skipped += 1
             if existing is not None and existing.is_registered:
                 await self._remove(segments, item.key)
@@ -1005,12 +1074,26 @@ class Walker:
             self.progress.skipped += 1
             return True
         except RegistrationRefused as err:
-            logger.info("    SKIPPED: The catalog refused '%s': %s", item.paths[0], err)
+            logger.warning("    SKIPPED: The catalog refused %s: %s", _shown(item.paths[0]), err)
             self.progress.skipped += 1
             return True
         logger.info("    Registered '/%s' (%s)", where, item.mimetype)
         self.progress.registered += 1
         return True
+
+
+async def _together(work: Iterable[Any]) -> list[Any]:
+    """The results of ``work`` run concurrently. If one fails (the server is gone), the rest
+    are cancelled and awaited before its error is raised: a request left running would end
+    in ``asyncio.run``'s shutdown, which prints each one's error as unhandled."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in work]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _one_line(err: BaseException) -> str:
