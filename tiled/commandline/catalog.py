@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,31 @@ def _uri(database: str) -> str:
     if "://" in database:
         return database
     return f"sqlite:///{Path(database).expanduser().absolute()}"
+
+
+def _sqlite_file_problem(uri: str) -> str | None:
+    """Why the SQLite file of ``uri`` cannot be opened or created, or None (other databases,
+    in-memory ones). Asked before the driver, whose worker thread outlives a failed connect
+    and then prints a traceback of its own."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return None
+    if url.database.startswith("file:") or url.query.get("mode") == "memory":
+        return None  # an SQLite URI filename: SQLite's to read
+    path = Path(url.database)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except OSError as err:
+            return f"cannot create {path}: {err.strerror}"
+        path.unlink()
+    except OSError as err:  # a name too long, a folder not searchable
+        return f"cannot use {path}: {err.strerror}"
+    return None
 
 
 def _wait(result: Any) -> Any:
@@ -54,6 +80,9 @@ def init(
     from ..catalog import initialize_database
 
     uri = _uri(database)
+    problem = _sqlite_file_problem(uri)
+    if problem is not None:
+        _fail(problem)
     if "://" not in database:
         path = Path(database).expanduser().absolute()
         if not path.parent.is_dir():
@@ -86,6 +115,9 @@ def upgrade(
     """Migrate a catalog database to a newer schema revision (default: the newest)."""
     from ..catalog import upgrade_database
 
+    problem = _sqlite_file_problem(_uri(uri))
+    if problem is not None:
+        _fail(problem)
     if "://" not in uri and not Path(uri).expanduser().exists():
         _fail(f"no catalog database at {uri}")
     try:
