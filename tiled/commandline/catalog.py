@@ -28,11 +28,11 @@ def _sqlite_file_problem(uri: str) -> str | None:
     and then prints a traceback of its own."""
     from sqlalchemy.engine import make_url
 
+    from ..authn_database.connection import is_memory
+
     url = make_url(uri)
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
-        return None
-    if url.database.startswith("file:") or url.query.get("mode") == "memory":
-        return None  # an SQLite URI filename: SQLite's to read
+    if url.get_backend_name() != "sqlite" or is_memory(url) or url.database.startswith("file:"):
+        return None  # another database, or one SQLite reads by its own rules
     path = Path(url.database)
     try:
         path.stat()
