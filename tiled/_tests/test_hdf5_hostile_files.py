@@ -1,7 +1,8 @@
 """HDF5 files that are small on disk but hostile to serve: a chunk grid of 10**9 chunks (which
 listing in a structure would take the server's memory and event loop), and datasets whose
 elements are fixed-size arrays (HDF5 array types, numpy sub-array dtypes, which structures and
-zarr refuse as element types). Each is served, or refused with a 4xx, and never takes its
+zarr refuse as element types), and groups linked into their own descendants (an endless tree to
+every walk). Each is served, or refused with a 4xx, and never takes its
 siblings, its parent's listing or the zarr view of its ancestors down with it."""
 
 from __future__ import annotations
@@ -63,11 +64,25 @@ def write_array_types(path: Path) -> dict[str, numpy.ndarray]:
         return {name: f[name][()] for name in ["a", "b", "chunked", "scalar"]}
 
 
+def write_cycles(path: Path) -> None:
+    """Links back to a group's ancestors, by hard and soft links, beside links that only
+    repeat a member elsewhere (a finite tree)."""
+    with h5py.File(path, "w") as f:
+        a = f.create_group("a")
+        a["x"] = numpy.arange(5)
+        a["hard_loop"] = a  # a hard link to itself
+        a["soft_loop"] = h5py.SoftLink("/a")
+        f["root_again"] = f  # the root, hard-linked from itself
+        f["a_again"] = a  # a second name for /a: its own loops are left out too
+        f["x_again"] = a["x"]
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> tuple[Path, dict[str, numpy.ndarray]]:
     directory = tmp_path_factory.mktemp("hostile")
     write_huge_chunks(directory / "huge_chunks.h5")
     expected = write_array_types(directory / "array_types.h5")
+    write_cycles(directory / "cycles.h5")
     return directory, expected
 
 
@@ -78,6 +93,7 @@ def server(files):
         {
             "huge_chunks": HDF5Adapter.from_uris(str(directory / "huge_chunks.h5")),
             "array_types": HDF5Adapter.from_uris(str(directory / "array_types.h5")),
+            "cycles": HDF5Adapter.from_uris(str(directory / "cycles.h5")),
         }
     )
     with serve(build_app(tree, authentication={"allow_anonymous_access": True})) as live:
@@ -238,6 +254,45 @@ def test_array_types_in_the_zarr_view(server, files, zarr_format):
     assert served.status_code == 200 and served.content == raw
     missing = "2.0.0" if zarr_format == 2 else "c/2/0/0"  # never written: the fill value
     assert httpx.get(f"{url}/array_types/chunked/{missing}").status_code == 404
+
+
+# --- links that make the tree endless --------------------------------------------------------
+
+
+def test_links_back_to_an_ancestor_are_left_out_of_listings(server):
+    listing = httpx.get(f"{server.url}/api/v1/search/cycles?max_depth=5")
+    assert listing.status_code == 200, listing.text
+    assert [d["id"] for d in listing.json()["data"]] == ["a", "a_again", "x_again"]
+    for name in ["a", "a_again"]:
+        inner = httpx.get(f"{server.url}/api/v1/search/cycles/{name}").json()["data"]
+        assert [d["id"] for d in inner] == ["x"]
+    for loop in ["root_again", "a/hard_loop", "a/soft_loop", "a_again/hard_loop"]:
+        response = httpx.get(f"{server.url}/api/v1/metadata/cycles/{loop}")
+        assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize("format", ["application/json", "application/x-hdf5"])
+def test_a_file_with_loops_exports_as_its_finite_tree(server, format, tmp_path):
+    response = httpx.get(
+        f"{server.url}/api/v1/container/full/cycles", params={"format": format}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    if format == "application/json":
+        assert sorted(response.json()["contents"]) == ["a", "a_again", "x_again"]
+        return
+    (tmp_path / "export.h5").write_bytes(response.content)
+    with h5py.File(tmp_path / "export.h5", "r") as exported:
+        assert exported["a/x"][()].tolist() == exported["a_again/x"][()].tolist() == [0, 1, 2, 3, 4]
+        assert "hard_loop" not in exported["a"]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_python_walks_a_file_with_loops(server, zarr_format):
+    group = _zarr_root(server.url, zarr_format)["cycles"]
+    arrays = {name: array[...].tolist() for name, array in group.arrays()}
+    assert arrays == {"x_again": [0, 1, 2, 3, 4]}
+    walked = sorted(name for name, _ in group.members(max_depth=None))
+    assert walked == ["a", "a/x", "a_again", "a_again/x", "x_again"]
 
 
 def test_tiled_serve_directory_serves_both_files(files, tmp_path):

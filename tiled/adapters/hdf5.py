@@ -1335,12 +1335,14 @@ def _members(handle: _OpenFile, group: str) -> dict[str, str] | _Uncached:
     """The members of a group, in the file's order: name -> group, dataset or broken link.
 
     Broken soft and external links are listed, as upstream lists them (a file's layout says
-    they are there), and answer 404 when looked up; named data types are left out.
+    they are there), and answer 404 when looked up; named data types are left out, and so are
+    links back to the group itself or one of its ancestors, which would make the tree endless
+    (h5py's ``visititems`` likewise visits each object once).
     """
     node = _node(handle, group)
     if not isinstance(node, h5py.Group):
         raise DataUnavailable(f"{group} in {Path(handle.path).name!r} is a dataset, not a group")
-    members, external = {}, False
+    members, external, ancestors = {}, False, None
     for name in node:
         # What an external link names can change without this file changing: a listing
         # holding one is learnt again each time.
@@ -1349,9 +1351,28 @@ def _members(handle: _OpenFile, group: str) -> dict[str, str] | _Uncached:
             kind = node.get(name, getclass=True)
         except (KeyError, OSError, RuntimeError):
             kind = None  # a dangling soft link, an external link to a missing file or object
+        if kind is h5py.Group:
+            ancestors = _ancestor_ids(handle, group) if ancestors is None else ancestors
+            if node[name].id in ancestors:
+                logger.info(
+                    "%s/%s in %r links back to %s: left out",
+                    group.rstrip("/"),
+                    name,
+                    Path(handle.path).name,
+                    node[name].name,
+                )
+                continue
         if kind in _KINDS:
             members[name] = _KINDS[kind]
     return _Uncached(members) if external or _elsewhere(handle, node) else members
+
+
+def _ancestor_ids(handle: _OpenFile, group: str) -> set[Any]:
+    """The h5py object ids of ``group`` and of every group on the path to it."""
+    prefixes = ["/"]
+    for segment in group.strip("/").split("/") if group.strip("/") else ():
+        prefixes.append(f"{prefixes[-1].rstrip('/')}/{segment}")
+    return {_node(handle, prefix).id for prefix in prefixes}
 
 
 class _BrokenLinkNode(MapAdapter):
