@@ -21,6 +21,7 @@ from tiled.adapters.mapping import MapAdapter
 from tiled.adapters.sparse import COOAdapter
 from tiled.adapters.table import DataFrameAdapter
 from tiled.adapters.xarray import DatasetAdapter
+from tiled.errors import DataNotReadyError, DataUnavailable, StorageUnavailable
 from tiled.server.app import build_app
 
 from .live_server import serve
@@ -473,3 +474,89 @@ def test_conditional_and_range_edge_cases(server, zarr_format):
         for params in [{"offset": "x"}, {"limit": "-1"}]:
             response = client.get("", params=params)
             assert response.status_code == 400 and "non-negative" in response.json()["detail"]
+
+
+class _NotReadyArray(ArrayAdapter):
+    """An array whose structure is ahead of its data, as while an experiment writes it."""
+
+    async def to_zarr_meta(self, options=None):
+        raise DataNotReadyError("frames 5-9 are announced but not written yet")
+
+
+class _FaultyArray(ArrayAdapter):
+    """An adapter with a bug: its zarr metadata raise what no data error explains."""
+
+    async def to_zarr_meta(self, options=None):
+        raise RuntimeError("a bug in a custom adapter")
+
+
+class _UnlistableGroup(MapAdapter):
+    """A group that describes itself but cannot list its members."""
+
+    async def zarr_member_keys(self, offset=0, limit=None):
+        raise DataUnavailable("the index of this group is corrupt")
+
+
+class _FailingStorage(ArrayAdapter):
+    async def to_zarr_meta(self, options=None):
+        raise StorageUnavailable("the object store does not answer")
+
+
+def _with_bad_members(bad: dict) -> MapAdapter:
+    good = ArrayAdapter.from_array(numpy.arange(6))
+    return MapAdapter({"good": good, **bad, "grp": MapAdapter({"also_good": good})})
+
+
+def test_one_bad_member_does_not_make_its_ancestors_unreadable(zarr_format):
+    data = numpy.arange(3)
+    tree = _with_bad_members(
+        {
+            "not_ready": _NotReadyArray.from_array(data),
+            "faulty": _FaultyArray.from_array(data),
+            "unlistable": _UnlistableGroup({"x": ArrayAdapter.from_array(data)}),
+        }
+    )
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+    with serve(app) as live:
+        client = httpx.Client(base_url=url_of(live, zarr_format))
+        # A group below cannot be listed: the root is served without consolidation.
+        if zarr_format == 3:
+            response = client.get("zarr.json")
+            assert response.status_code == 200, response.text
+            assert "consolidated_metadata" not in response.json()
+        else:
+            assert client.get(".zmetadata").status_code == 404
+            assert client.get(".zgroup").status_code == 200
+        store = fsspec.get_mapper(url_of(live, zarr_format))
+        root = zarr.open_group(store, mode="r", zarr_format=zarr_format)
+        assert root["good"][...].tolist() == list(range(6))
+        assert root["grp/also_good"][...].tolist() == list(range(6))
+        assert client.get(f"not_ready/{'.zarray' if zarr_format == 2 else 'zarr.json'}").is_error
+
+
+def test_bad_members_are_left_out_of_consolidated_metadata(zarr_format):
+    data = numpy.arange(3)
+    bad = {"not_ready": _NotReadyArray.from_array(data), "faulty": _FaultyArray.from_array(data)}
+    app = build_app(_with_bad_members(bad), authentication={"allow_anonymous_access": True})
+    with serve(app) as live:
+        client = httpx.Client(base_url=url_of(live, zarr_format))
+        if zarr_format == 2:
+            documents = client.get(".zmetadata").json()["metadata"]
+            assert {"good/.zarray", "grp/also_good/.zarray"} <= set(documents)
+            assert not any(name.startswith(("not_ready", "faulty")) for name in documents)
+        else:
+            members = client.get("zarr.json").json()["consolidated_metadata"]["metadata"]
+            assert sorted(members) == ["good", "grp", "grp/also_good"]
+        store = fsspec.get_mapper(url_of(live, zarr_format))
+        root = zarr.open_consolidated(store, mode="r", zarr_format=zarr_format)
+        assert root["grp/also_good"][...].tolist() == list(range(6))
+
+
+def test_a_failing_storage_below_fails_the_consolidated_metadata(zarr_format):
+    tree = _with_bad_members({"in_bucket": _FailingStorage.from_array(numpy.arange(3))})
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+    with serve(app) as live:
+        consolidated = ".zmetadata" if zarr_format == 2 else "zarr.json"
+        response = httpx.get(url_of(live, zarr_format, consolidated))
+        assert response.status_code == 503, response.text
+        assert "Retry-After" in response.headers

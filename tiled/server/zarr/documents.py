@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ...access.view import AccessView
 from ...adapters.base import is_group
 from ...adapters.protocols import ZarrArrayHooks, ZarrGroupHooks
 from ...adapters.walk import Chain, walk
-from ...errors import DataUnavailable
+from ...errors import StorageUnavailable, TiledError
 from ...zarr_format.encoding import ZarrEncoding, json_document
 from ...zarr_format.model import ZarrArrayMeta, ZarrOptions
+
+logger = logging.getLogger(__name__)
 
 
 async def node_json(
@@ -34,16 +37,37 @@ async def descendants(
     chain: Chain, encoding: ZarrEncoding, options: ZarrOptions, max_nodes: int, view: AccessView
 ) -> list[tuple[str, dict[str, dict]]] | None:
     """Documents of every node below the end of ``chain`` that the viewer may see (breadth
-    first), or None past ``max_nodes``."""
+    first), or None past ``max_nodes`` or where a group below cannot be listed.
+
+    A member whose own documents fail is left out (its own documents answer why): one bad
+    member must not make its ancestors unreadable, the root above all. Only a failing storage
+    fails the whole (503: the same request may succeed later, and a partial tree would not
+    say so)."""
     found: list[tuple[str, dict[str, dict]]] = []
-    async for visit in walk(chain, order="breadth", group_at=view.members, limit=max_nodes):
-        if len(found) >= max_nodes:
-            return None
-        try:
-            found.append(("/".join(visit.path), await node_json(visit.node, encoding, options)))
-        except DataUnavailable:
-            visit.prune()  # left out: its own documents answer why it cannot be read
+    try:
+        async for visit in walk(chain, order="breadth", group_at=view.members, limit=max_nodes):
+            if len(found) >= max_nodes:
+                return None
+            try:
+                found.append(("/".join(visit.path), await node_json(visit.node, encoding, options)))
+            except StorageUnavailable:
+                raise
+            except Exception as err:
+                _left_out("/".join(visit.path), err)
+                visit.prune()
+    except StorageUnavailable:
+        raise
+    except Exception as err:
+        _left_out("a group below", err)
+        return None  # served without consolidated metadata: clients list the group instead
     return found
+
+
+def _left_out(where: str, err: Exception) -> None:
+    if isinstance(err, TiledError):
+        logger.debug("consolidated zarr metadata leave out %s: %s", where, err)
+    else:  # a fault of the adapter, not of the data: worth its traceback
+        logger.exception("consolidated zarr metadata leave out %s", where)
 
 
 async def documents_of(
