@@ -293,6 +293,6 @@ def test_a_slice_on_a_whole_array_write_is_refused(live, storage, url):  # noqa:
     ],
 )
 def test_body_limits_match_routes_as_the_framework_does(path, root_path, route):
-    from tiled.server.bodies import _route_path
+    from tiled.server.middleware import route_path
 
-    assert _route_path({"path": path, "root_path": root_path}) == (route or path)
+    assert route_path({"path": path, "root_path": root_path}) == (route or path)

@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from ..errors import BadRequest, PayloadTooLarge
 from .errors import error_response
+from .middleware import route_path
 from .state import tiled_state
 
 
@@ -57,7 +58,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in _WITHOUT_BODIES:
             return await self.app(scope, receive, send)
         method = scope["method"]
-        if method in _SIZED_WRITES and _route_path(scope).startswith(_SIZED_BY_THEIR_ROUTES):
+        if method in _SIZED_WRITES and route_path(scope).startswith(_SIZED_BY_THEIR_ROUTES):
             return await self.app(scope, receive, send)
         limit = self.limit
         declared = next((v for n, v in scope["headers"] if n == b"content-length"), b"")
@@ -79,12 +80,3 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-def _route_path(scope: Any) -> str:
-    """The path the routes match: without the root path where the path starts with it (a
-    proxy may have removed it already), as the framework's routing takes it."""
-    path, root = scope["path"], scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
-        return path[len(root) :]
-    return path

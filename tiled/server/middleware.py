@@ -28,6 +28,15 @@ MINIMUM_PYTHON_CLIENT_VERSION = "0.1.0a104"
 PYTHON_CLIENT_AGENT = b"python-tiled/"
 
 
+def route_path(scope: Any) -> str:
+    """The path the routes match: without the root path where the path starts with it (a
+    proxy may have removed it already), as the framework's routing takes it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
 @functools.lru_cache(maxsize=64)
 def _too_old(version: str) -> Any:
     """The 400 response for a client at ``version``, or None (cached: few versions exist)."""
@@ -149,10 +158,7 @@ class EdgeMiddleware:
     def _shortcut(self, scope) -> Any:
         method = scope["method"]
         reading = method in ("GET", "HEAD")
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
+        path = route_path(scope)
         for prefix, app in self.shortcuts:
             if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("/", ""):
                 # A shortcut app takes GET and HEAD, and the methods it lists (the zarr store
