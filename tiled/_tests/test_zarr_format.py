@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
+import random
 from pathlib import Path
 
 import numcodecs
@@ -11,7 +13,12 @@ import numpy
 import pytest
 
 from tiled.zarr_format.formats import ENCODINGS_BY_FORMAT, encoding_for
-from tiled.zarr_format.model import VARIABLE_LENGTH_STRING, ZarrArrayMeta
+from tiled.zarr_format.model import (
+    MAX_CHUNKS_PER_DIMENSION,
+    VARIABLE_LENGTH_STRING,
+    ZarrArrayMeta,
+    choose_chunk_shape,
+)
 from tiled.zarr_format.v3 import compressor_json
 
 from .zarr_conformance import open_with_zarr
@@ -146,3 +153,52 @@ def test_no_class_swapping_at_run_time():
         and isinstance(node.ctx, ast.Store)
     ]
     assert offenders == []
+
+
+# --- the zarr chunk shape chosen for a node's native chunks -----------------------------------
+
+
+def _plain_dimension_chunk(sizes):
+    """The rule, written plainly: the size of a regular dimension (equal chunks, but perhaps
+    a shorter last one), else the sizes' common divisor when it is at least a quarter of the
+    largest, else the largest; empty chunks do not count."""
+    sizes = [s for s in sizes if s > 0] or [1]
+    regular = all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0]
+    if regular:
+        return sizes[0]
+    divisor = math.gcd(*sizes)
+    return divisor if 4 * divisor >= max(sizes) else max(sizes)
+
+
+@pytest.mark.parametrize(
+    "sizes, chunk",
+    [
+        ((), 1),
+        ((0, 0), 1),
+        ((5,), 5),
+        ((5, 5, 3), 5),
+        ((5, 5, 5), 5),
+        ((3, 5), 5),  # a shorter first chunk: irregular, the largest
+        ((5, 3, 5), 5),
+        ((4, 4, 8), 4),  # the common divisor
+        ((2, 4, 6, 8), 2),
+        ((3, 0, 3), 3),  # an empty chunk in between does not count
+        ((1, 2, 3, 100), 100),
+    ],
+)
+def test_chunk_shape_of_native_chunks(sizes, chunk):
+    assert choose_chunk_shape([sizes], 1, 10**9) == (chunk,)
+    assert choose_chunk_shape([list(sizes)], 1, 10**9) == (chunk,)
+
+
+def test_chunk_shape_follows_the_plain_rule_on_random_chunks():
+    rng = random.Random(7)
+    for _ in range(5000):
+        sizes = [rng.choice([0, 1, 2, 3, 4, 6, 8, 12]) for _ in range(rng.randint(0, 6))]
+        assert choose_chunk_shape([sizes], 1, 10**9) == (_plain_dimension_chunk(sizes),)
+
+
+def test_chunk_shape_of_a_million_chunks_halves_to_the_budget():
+    sizes = (1000,) * (MAX_CHUNKS_PER_DIMENSION - 1) + (500,)
+    assert choose_chunk_shape([sizes, (10,)], 8, 1000 * 10 * 8) == (1000, 10)
+    assert choose_chunk_shape([sizes, (10,)], 8, 1000 * 8) == (63, 10)  # widest halved

@@ -214,14 +214,18 @@ def _pad(data: numpy.ndarray, chunk_shape: tuple[int, ...], fill_value: Any) -> 
     return out
 
 
-def _is_regular(sizes: Sequence[int]) -> bool:
-    return len(sizes) <= 1 or (all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0])
-
-
 def _dimension_chunk(sizes: Sequence[int]) -> int:
-    sizes = [s for s in sizes if s > 0] or [1]
-    if _is_regular(sizes):
-        return sizes[0]
+    # Up to MAX_CHUNKS_PER_DIMENSION sizes, on every chunk request of a node built anew per
+    # request: the common regular case is told by C-level list scans (~100x faster).
+    if not isinstance(sizes, list | tuple):
+        sizes = list(sizes)
+    if 0 in sizes:
+        sizes = [s for s in sizes if s > 0]
+    if not sizes:
+        return 1
+    first, equal = sizes[0], sizes.count(sizes[0])
+    if equal == len(sizes) or (equal == len(sizes) - 1 and sizes[-1] < first):
+        return first  # all equal, or all but a shorter last one
     divisor = reduce(math.gcd, sizes)
     largest = max(sizes)
     return divisor if 4 * divisor >= largest else largest
