@@ -471,6 +471,19 @@ def test_conditional_and_range_edge_cases(server, zarr_format):
         assert client.get(chunk, headers={"If-None-Match": '"other"'}).status_code == 200
         multi = client.get(chunk, headers={"Range": "bytes=0-1,5-6"})
         assert multi.status_code == 200 and multi.content == full.content  # multipart: ignored
+        # If-Match (RFC 9110 13.1.1): strong comparison, 412 for other versions.
+        for header in [etag, f'"other", {etag}', "*"]:
+            assert client.get(chunk, headers={"If-Match": header}).status_code == 200, header
+        for header in ['"other"', f"W/{etag}"]:
+            refused = client.get(chunk, headers={"If-Match": header})
+            assert refused.status_code == 412 and refused.content == b"", header
+        # If-Range: the part only of the version the client holds, else the whole body.
+        ranged = {"Range": "bytes=2-9"}
+        part = client.get(chunk, headers={**ranged, "If-Range": etag})
+        assert part.status_code == 206 and part.content == full.content[2:10]
+        for stale in ['"an older version"', f"W/{etag}", "Sun, 06 Dec 2026 10:00:00 GMT", "*"]:
+            whole = client.get(chunk, headers={**ranged, "If-Range": stale})
+            assert whole.status_code == 200 and whole.content == full.content, stale
         for params in [{"offset": "x"}, {"limit": "-1"}]:
             response = client.get("", params=params)
             assert response.status_code == 400 and "non-negative" in response.json()["detail"]
