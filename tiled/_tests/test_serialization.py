@@ -6,6 +6,7 @@ import io
 import json
 
 import h5py
+import httpx
 import numpy
 import pandas
 import pyarrow
@@ -354,6 +355,49 @@ async def test_container_json_is_metadata_only():
     assert decoded["contents"]["inner"]["metadata"] == {"level": "inner"}
     assert decoded["contents"]["inner"]["contents"]["image"] == {"metadata": {"k": 1}}
     assert set(decoded["contents"]) == {"inner", "ints", "sparse"}
+
+
+def _nested(depth: int) -> MapAdapter:
+    node = MapAdapter({"x": ArrayAdapter.from_array(numpy.arange(3))})
+    for _ in range(depth):
+        node = MapAdapter({"g": node})
+    return node
+
+
+DEEP = 1100  # deeper than Python's recursion limit
+
+
+async def test_container_hdf5_of_a_tree_deeper_than_the_recursion_limit():
+    with h5py.File(io.BytesIO(await encode(_nested(DEEP), None)), "r") as file:
+        assert file["/".join(["g"] * DEEP) + "/x"][()].tolist() == [0, 1, 2]
+
+
+async def test_zarr_zip_of_a_tree_deeper_than_the_recursion_limit(tmp_path):
+    group = _open_zip(await encode(_nested(DEEP), "application/x-zarr"), tmp_path)
+    assert group["/".join(["g"] * DEEP) + "/x"][:].tolist() == [0, 1, 2]
+
+
+async def test_container_json_too_deep_for_one_document_is_406():
+    assert json.loads(await encode(_nested(100), "json"))["contents"]["g"]["contents"]
+    with pytest.raises(UnsupportedMediaType, match="nested too deeply"):
+        await encode(_nested(DEEP), "json")
+
+
+def test_deep_tree_exports_over_http():
+    from tiled.server.app import build_app
+
+    from .live_server import serve
+
+    app = build_app(
+        MapAdapter({"deep": _nested(DEEP)}), authentication={"allow_anonymous_access": True}
+    )
+    with serve(app) as live:
+        url = f"{live.url}/api/v1/container/full/deep"
+        for format in ["application/x-hdf5", "application/x-zarr"]:
+            response = httpx.get(url, params={"format": format}, timeout=60)
+            assert response.status_code == 200, response.text
+        response = httpx.get(url, params={"format": "application/json"}, timeout=60)
+        assert response.status_code == 406 and "nested too deeply" in response.json()["detail"]
 
 
 # --- xarray datasets ---

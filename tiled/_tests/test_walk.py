@@ -84,3 +84,26 @@ async def test_with_a_limit_no_group_is_asked_for_more_keys_than_could_be_taken(
 async def test_members_lists_one_level_and_nothing_for_a_leaf():
     assert [key async for key, _ in members(tree())] == ["a", "b", "c"]
     assert [key async for key, _ in members(leaf())] == []
+
+
+def nested(depth: int) -> MapAdapter:
+    node = MapAdapter({"x": leaf()})
+    for _ in range(depth):
+        node = MapAdapter({"g": node})
+    return node
+
+
+async def test_a_tree_deeper_than_the_recursion_limit_is_walked_depth_first():
+    depth = 3000  # past Python's recursion limit (1000) whatever frames a level costs
+    visits = [visit async for visit in walk(nested(depth))]
+    assert len(visits) == depth + 1
+    assert visits[-1].path == ("g",) * depth + ("x",)
+
+
+async def test_a_walk_left_early_closes_the_levels_it_was_listing():
+    seen = []
+    async for visit in walk(nested(50)):
+        seen.append(visit.path)
+        if len(seen) == 10:
+            break
+    assert seen[-1] == ("g",) * 10

@@ -102,11 +102,22 @@ class _Walker:
                 self.taken += 1
 
     async def depth_first(self, chain: Chain) -> AsyncIterator[Visit]:
-        async for visit in self._level(chain):
-            yield visit
-            if not visit.pruned and is_group(visit.node):
-                async for below in self.depth_first(visit.chain):
-                    yield below
+        # A stack of the levels being listed, not recursion: a tree may be nested deeper
+        # than Python's recursion limit (an HDF5 file of a thousand nested groups).
+        levels = [self._level(chain)]
+        try:
+            while levels:
+                try:
+                    visit = await anext(levels[-1])
+                except StopAsyncIteration:
+                    levels.pop()
+                    continue
+                yield visit
+                if not visit.pruned and is_group(visit.node):
+                    levels.append(self._level(visit.chain))
+        finally:
+            for level in reversed(levels):
+                await level.aclose()
 
     async def breadth_first(self, chain: Chain) -> AsyncIterator[Visit]:
         pending: deque[Chain] = deque([chain])

@@ -75,7 +75,16 @@ def _write_array_node(group: Any, key: str, node: Any) -> None:
 
 async def encode_json(node: Any, options: Any) -> bytes:
     """``{"contents": {key: {...}}, "metadata": {...}}`` down the tree; no data values."""
-    return _json.dumps(await _describe(node))
+    described = await _describe(node)
+    try:
+        return _json.dumps(described)
+    except TypeError as err:  # orjson's JSONEncodeError: past its 255 levels of nesting
+        if "recursion" not in str(err).lower():
+            raise
+        raise UnsupportedMediaType(
+            "The tree is nested too deeply to be described in one JSON document: export a "
+            "part of it, or export it as HDF5 or as a zarr zip"
+        ) from None
 
 
 async def _describe(node: Any) -> dict[str, Any]:
