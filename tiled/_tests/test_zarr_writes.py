@@ -599,9 +599,11 @@ def test_documents_of_the_other_format_are_refused(server, name):
     assert native(server.url, "metadata", name).status_code == 404
 
 
-def test_other_methods_are_405(server):
-    response = httpx.request("PATCH", f"{server.url}/zarr/v3/zarr.json", headers=HEADERS)
+@pytest.mark.parametrize("method", ["PATCH", "POST", "TRACE", "MKCOL"])
+def test_other_methods_are_405(server, method):
+    response = httpx.request(method, f"{server.url}/zarr/v3/zarr.json", headers=HEADERS)
     assert response.status_code == 405 and "PUT" in response.headers["allow"]
+    assert method in response.json()["detail"]
 
 
 def test_attributes_of_xarray_nodes_go_back_under_attrs(server, name):

@@ -120,7 +120,8 @@ _ALLOWED = ", ".join(["GET", "HEAD", *sorted(WRITE_METHODS)])
 # methods of HTTP and WebDAV, which get their 405 with ``Allow`` from the store itself (CORS
 # preflights are answered before, by the CORS middleware).
 ANSWERED_METHODS = WRITE_METHODS | {
-    "POST", "PATCH", "OPTIONS", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK",
+    "POST", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK",
 }  # fmt: skip
 
 
