@@ -566,6 +566,63 @@ async def test_delete(root, storage):
         await root.lookup_adapter(["g", "inner"])
 
 
+# --- adapters looked up before another writer changed the node -----------------------------------
+
+
+async def _stale(root, *path):
+    """The node at ``path`` as a request that looked it up earlier holds it."""
+    root.catalog.forget_lookups()
+    return await root.lookup_adapter(list(path))
+
+
+async def test_stale_writers_of_a_deleted_node_get_404_and_leave_no_storage(root, storage):
+    group = await make(root, "g")
+    await make(group, "a", "array", sources=[array_source(numpy.ones(3))])
+    stale_group, stale_array = await _stale(root, "g"), await _stale(root, "g", "a")
+    deleter = await _stale(root, "g")
+    await deleter.delete(recursive=True, external_only=False)
+    assert list(storage.iterdir()) == []
+    with pytest.raises(NoSuchEntry):
+        await stale_array.write(numpy.zeros(3))  # not into the deleted node's place
+    with pytest.raises(NoSuchEntry):
+        await stale_array.patch(numpy.zeros(1), offset=(3,), extend=True)
+    with pytest.raises(NoSuchEntry):
+        await make(stale_group, "b", "array", sources=[array_source(numpy.ones(2))])
+    with pytest.raises(NoSuchEntry):
+        await stale_group.delete(recursive=True, external_only=False)  # deleted once only
+    assert list(storage.iterdir()) == []
+    _, counts = await snapshot(root, storage)
+    assert counts["nodes"] == 1 and counts["data_sources"] == 0
+
+
+async def test_a_stale_node_is_not_another_node_of_its_name(root, storage):
+    """SQLite reuses the id of a deleted row: a node made again under the same name may get
+    it, with other storage; a writer that looked up the first one must not write there."""
+    await make(root, "a", "array", sources=[array_source(numpy.ones(3))])
+    stale = await _stale(root, "a")
+    await (await _stale(root, "a")).delete(external_only=False)
+    again = await make(root, "a", "array", sources=[array_source(numpy.ones(3))])
+    await again.write(numpy.full(3, 2.0))
+    with pytest.raises(NoSuchEntry):
+        await stale.write(numpy.zeros(3))
+    assert (await _stale(root, "a")).read().tolist() == [2.0, 2.0, 2.0]
+
+
+async def test_an_update_in_turn_sees_what_another_writer_stored(root):
+    await make(root, "m", metadata={"n": 0})
+    first, second = await _stale(root, "m"), await _stale(root, "m")
+    await first.replace_metadata({"n": 1, "by": "first"})
+    assert second.metadata() == {"n": 0}  # as it was looked up
+    async with second.updating():
+        assert second.metadata() == {"n": 1, "by": "first"}
+        await second.replace_metadata({**second.metadata(), "n": 2})
+    assert (await _stale(root, "m")).metadata() == {"n": 2, "by": "first"}
+    await (await _stale(root, "m")).delete()
+    with pytest.raises(NoSuchEntry):
+        async with second.updating():
+            pass
+
+
 # --- failures leave nothing behind ----------------------------------------------------------------
 
 

@@ -301,6 +301,18 @@ class NodeWithHistory(Protocol):
 
 
 @runtime_checkable
+class UpdatesInTurn(Protocol):
+    """Nodes that several writers (and server processes) may update at once: a PATCH of the
+    metadata holds this around reading what it patches and storing the result, so that no
+    concurrent update is lost and a JSON Patch ``test`` checks the stored document."""
+
+    def updating(self) -> AbstractAsyncContextManager[None]:
+        """Held by one updater of this node at a time; inside it, the node shows its stored
+        metadata, specs and access tags."""
+        ...
+
+
+@runtime_checkable
 class ServesAssets(Protocol):
     async def asset_by_id(self, asset_id: int) -> Any:
         """The asset (a file of the node's data) ``asset_id``, or None."""

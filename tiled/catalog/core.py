@@ -71,15 +71,41 @@ class NodeRecord:
         return tuple(self.path.split("/"))
 
 
+class NodeLock:
+    """An asyncio lock that the task holding it may take again (a writer holding a node's
+    lock calls code that takes it too: a zarr document write deleting or resizing the node)."""
+
+    __slots__ = ("_lock", "_owner", "_depth", "__weakref__")
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task | None = None
+        self._depth = 0
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        if self._owner is not task or task is None:
+            await self._lock.acquire()
+            self._owner = task
+        self._depth += 1
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
 class _LoopState:
     """Engine and locks belonging to one event loop."""
 
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
         self.write_lock = asyncio.Lock()
-        self.node_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.node_locks: weakref.WeakValueDictionary[str, NodeLock] = weakref.WeakValueDictionary()
 
 
 _LOOKUP_CACHE_ENTRIES = 10_000
@@ -176,21 +202,22 @@ class Catalog:
     def writable_root(self) -> Path | None:
         return self.writable_storage[0] if self.writable_storage else None
 
-    def node_lock(self, path: str) -> asyncio.Lock:
-        """The lock serializing writes to the data of node ``path`` within this process."""
+    def node_lock(self, path: str) -> NodeLock:
+        """The lock serializing writes to node ``path`` within this process (the task that
+        holds it may take it again)."""
         locks = self._state().node_locks
         lock = locks.get(path)
         if lock is None:
-            lock = asyncio.Lock()
+            lock = NodeLock()
             locks[path] = lock
         return lock
 
     @contextlib.asynccontextmanager
     async def exclusive(self, path: str) -> AsyncIterator[None]:
-        """Held by one writer of node ``path`` at a time in all processes of this database
-        (within this process, the caller serializes its own writers). Lookups made while it
-        is held see what the previous holder, of any process, wrote."""
-        async with self._exclusion.held(path):
+        """Held by one writer of node ``path`` at a time, in this process (its node lock) and
+        in all other processes of this database. Lookups made while it is held see what the
+        previous holder, of any process, wrote."""
+        async with self.node_lock(path), self._exclusion.held(path):
             self._changes.resynchronize()
             yield
 
@@ -236,6 +263,12 @@ class Catalog:
                 async with state.engine.connect() as connection:
                     await self._ensure_schema(connection)
                     async with connection.begin():
+                        if write and self.is_sqlite:
+                            # pysqlite begins a transaction at the first INSERT/UPDATE only,
+                            # so a writer's reads (the next revision number, the assets to
+                            # delete) would run outside it, racing other processes. IMMEDIATE
+                            # takes the write lock first: writers of every process take turns.
+                            await connection.exec_driver_sql("BEGIN IMMEDIATE")
                         yield connection
                         if write:
                             await self._changes.announce(connection)

@@ -24,7 +24,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from ..adapters.node_storage import NodeStorage
-from ..errors import BadRequest, Conflict, InvalidStructure, TiledError, Unsupported
+from ..errors import (
+    BadRequest,
+    Conflict,
+    InvalidStructure,
+    NoSuchEntry,
+    TiledError,
+    Unsupported,
+)
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
 from ..structures.families import structure_from_json
@@ -209,10 +216,13 @@ def _prepared(
     return record, sources
 
 
-def _conflict(err: IntegrityError, record: NodeRecord) -> Conflict:
+def _conflict(err: IntegrityError, record: NodeRecord) -> Conflict | NoSuchEntry:
     text = str(err.orig)
     if "key_parent_unique_constraint" in text or "nodes.key, nodes.parent" in text:
         return Conflict(f"There is already a node named {record.key!r} in /{record.parent}")
+    if "violates foreign key constraint" in text or "FOREIGN KEY constraint failed" in text:
+        # The parent was deleted (by another request) after it was looked up.
+        return NoSuchEntry([part for part in record.parent.split("/") if part])
     return Conflict(f"The node's data sources conflict: {text.splitlines()[0]}")
 
 
@@ -337,6 +347,18 @@ async def register_children(
     return results
 
 
+async def _check_parent(connection: Any, record: NodeRecord) -> None:
+    """Refuse (404) children of a parent deleted since it was looked up, and, while they are
+    inserted, keep it from being deleted (PostgreSQL: a key-share lock on its row; a SQLite writer
+    holds the whole database). Its key is compared too: SQLite gives the id of a deleted row
+    to the next row inserted, perhaps another node, or the child itself."""
+    query = select(nodes.c.key).where(nodes.c.id == record.parent_id)
+    locked = query.with_for_update(read=True, key_share=True)  # a metadata update may go on
+    key = (await connection.execute(locked)).scalar_one_or_none()
+    if key is None or key != record.parent.rpartition("/")[2]:
+        raise NoSuchEntry([part for part in record.parent.split("/") if part])
+
+
 async def _insert_many(
     connection: Any, children: list[tuple[NodeRecord, list[DataSource]]]
 ) -> None:
@@ -348,6 +370,7 @@ async def _insert_many(
     since RETURNING in insertion order would cost a statement per row on SQLite.
     """
     records = [record for record, _ in children]
+    await _check_parent(connection, records[0])
     await connection.execute(
         nodes.insert(),
         [

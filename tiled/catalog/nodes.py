@@ -145,6 +145,34 @@ class CatalogNode:
     async def delete_asset(self, asset_id: int, external_only: bool = True) -> Any:
         return await delete_asset(self._catalog, self._record, asset_id, external_only)
 
+    async def stored_record(self) -> NodeRecord:
+        """This node's row as stored now: NoSuchEntry (404) if it was deleted since it was
+        looked up, or if its id now names another node (SQLite reuses the ids of deleted
+        rows: another node of that name holds other storage)."""
+        from .records import fetch_records, records_query
+
+        query = records_query([nodes.c.id == self._record.id])
+        async with self._catalog.connect() as connection:
+            found = await fetch_records(connection, query, self._record.parent)
+        if not found or (found[0].parent_id, found[0].key, _asset_uris(found[0])) != (
+            self._record.parent_id, self._record.key, _asset_uris(self._record),
+        ):  # fmt: skip
+            raise NoSuchEntry(list(self.segments))
+        return found[0]
+
+    @contextlib.asynccontextmanager
+    async def updating(self) -> AsyncIterator[None]:
+        """Held around a read-modify-write of this node's metadata, specs and access tags
+        (a PATCH): one at a time in every process, and inside it the node shows what is
+        stored now, not what its lookup (perhaps a cached one) saw."""
+        async with self.exclusive():
+            stored = await self.stored_record()
+            self._record.metadata = self._metadata = stored.metadata
+            self._record.specs = stored.specs
+            self._specs = list(stored.specs)
+            self._record.access_blob = self.access_blob = stored.access_blob
+            yield
+
     async def replace_metadata(
         self,
         metadata: dict[str, Any] | None = None,
@@ -231,16 +259,17 @@ class CatalogNode:
         """
         # Under the node's lock in every process, as its writers: none of them stores data in
         # its place after that place is removed (leaving objects no node refers to).
-        async with self._catalog.node_lock(self._record.path), self.exclusive():
+        async with self.exclusive():
             await self._delete(recursive, external_only)
 
     async def _delete(self, recursive: bool, external_only: bool) -> None:
         path = self._record.path
+        await self.stored_record()  # deleted (or replaced) since it was looked up: 404
         node_id = self._record.id
         async with self._catalog.connect(write=True) as connection:
-            total = (
-                await connection.execute(select(func.count()).where(subtree_condition(node_id)))
-            ).scalar_one()
+            total = len(await _lock_subtree(connection, node_id))
+            if total == 0:
+                raise NoSuchEntry(list(self.segments))
             if total > 1 and not recursive:
                 raise Conflict(f"{path} has children; pass recursive=True to delete them too")
             writable, asset_ids = await _stored_assets(connection, node_id)
@@ -269,6 +298,10 @@ class CatalogNode:
         self._record.time_updated = now
 
 
+def _asset_uris(record: NodeRecord) -> list[str]:
+    return [asset.data_uri for source in record.data_sources for asset in source.assets]
+
+
 def _revision_json(row: Any) -> dict[str, Any]:
     from .core import as_utc
 
@@ -280,6 +313,23 @@ def _revision_json(row: Any) -> dict[str, Any]:
             "time_updated": as_utc(row.time_updated).isoformat(),
         },
     }
+
+
+async def _lock_subtree(connection: Any, node_id: int) -> set[int]:
+    """The ids of the node and its descendants, each row locked until the transaction ends
+    (PostgreSQL; a SQLite writer holds the whole database already).
+
+    Locked again until no new row appears: a child inserted meanwhile (its parent's row was
+    not locked yet, or its insert was waiting on it) is locked too, and once every row is
+    locked no child can be inserted below, so what is read and deleted next is the whole
+    subtree (its storage included: none is left behind with no row)."""
+    locked: set[int] = set()
+    while True:
+        query = select(nodes.c.id).where(subtree_condition(node_id)).with_for_update(of=nodes)
+        found = set((await connection.execute(query)).scalars())
+        if found <= locked:
+            return found
+        locked |= found
 
 
 async def _stored_assets(connection: Any, node_id: int) -> tuple[list[tuple[str, bool]], list[int]]:
@@ -339,7 +389,10 @@ class _LockedWrites:
     partition appended to, the rest of a chunk), and a bucket has no lock of its own."""
 
     async def _locked(self, function: Any, *args: Any) -> None:
-        async with self._catalog.node_lock(self._record.path), self.exclusive():
+        async with self.exclusive():
+            # Deleted (or replaced) while this write waited: 404, and nothing written where
+            # its storage was.
+            await self.stored_record()
             await run_sync(function, *args)
         await self._touch()
 
@@ -416,7 +469,8 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         source = self._record.data_sources[0]
         # Other processes may patch the array too: the structure is read again under their
         # common lock, in the transaction that changes it.
-        async with self._catalog.node_lock(self._record.path), self.exclusive():
+        async with self.exclusive():
+            await self.stored_record()  # deleted since it was looked up: 404
             # The catalog's row changes in the transaction that the file replacement runs in:
             # if the files cannot be written, the structure stays as it was.
             async with self._catalog.connect(write=True) as connection:
@@ -484,7 +538,7 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
         if self.node_storage.locks_across_processes:
             yield
             return
-        async with self._catalog.node_lock(self._record.path), self.exclusive():
+        async with self.exclusive():
             yield
 
     def stored_zarr_chunks(self) -> list[tuple[tuple[int, ...], int, float, str]]:
@@ -501,7 +555,7 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
     ) -> None:
         """Resize (stored array and catalog structure), rename the dimensions and replace the
         attributes (keeping the old ones as a revision), in one transaction: all or none."""
-        async with self._catalog.node_lock(self._record.path):
+        async with self.exclusive():
             structure = self.structure()
             changed = structure
             if shape is not None and tuple(shape) != structure.shape:
@@ -666,7 +720,7 @@ class WritableCatalogRaggedAdapter(_LockedWrites, CatalogNode, RaggedSQLAdapter)
     async def patch(self, array: Any, offset: Sequence[int], extend: bool) -> Any:
         """Append rows as a new chunk; the chunk's row and the catalog's structure change
         together (the row is deleted again if the catalog cannot be updated)."""
-        async with self._catalog.node_lock(self._record.path):
+        async with self.exclusive():
             source = self._record.data_sources[0]
             before = self.structure()
             grown = await run_sync(self.append_chunk, array, offset, extend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -10,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...access.blobs import tags_of_blob
 from ...adapters.protocols import (
     NodeWithHistory,
+    UpdatesInTurn,
     WritableContainer,
+    supports,
 )
 from ...errors import BadRequest, UnsupportedMediaType
 from ...structures.array import ArrayStructure
@@ -194,6 +197,21 @@ async def patch_metadata(
         raise UnsupportedMediaType(
             f"Unsupported patch content-type {content_type!r}; use one of {list(PATCHERS)}"
         )
+    # The patch applies to what is stored when it is applied, one updater at a time: no
+    # concurrent update is lost, and a JSON Patch "test" is a compare-and-set.
+    in_turn = target.updating() if supports(target, UpdatesInTurn) else contextlib.nullcontext()
+    async with in_turn:
+        return await _patched(request, node, target, patcher, body, drop_revision)
+
+
+async def _patched(
+    request: Request,
+    node: Node,
+    target: NodeWithHistory,
+    patcher: Any,
+    body: dict[str, Any],
+    drop_revision: bool,
+) -> Any:
     metadata = (
         patcher(node.adapter.metadata(), body["metadata"])
         if body.get("metadata") is not None
