@@ -8,6 +8,7 @@ engine code with the server; a command line calls them through ``asyncio.run``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,27 @@ def async_url(uri: str | Path) -> URL:
 
 def is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def sqlite_file_problem(uri: str | URL) -> str | None:
+    """Why the SQLite file of ``uri`` cannot be opened or created, or None (other databases,
+    in-memory ones). Asked before the driver, whose worker thread outlives a failed connect
+    and then prints a traceback of its own."""
+    url = make_url(uri) if isinstance(uri, str) else uri
+    if url.get_backend_name() != "sqlite" or is_memory(url) or url.database.startswith("file:"):
+        return None  # another database, or one SQLite reads by its own rules
+    path = Path(url.database)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except OSError as err:
+            return f"cannot create {path}: {err.strerror}"
+        path.unlink()
+    except OSError as err:  # a name too long, a folder not searchable
+        return f"cannot use {path}: {err.strerror}"
+    return None
 
 
 def create_engine(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from ..catalog.database import sqlite_file_problem
 from .serve import _fail, _first_line, serve_catalog
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Create, migrate and serve SQL catalogs.")
@@ -20,31 +20,6 @@ def _uri(database: str) -> str:
     if "://" in database:
         return database
     return f"sqlite:///{Path(database).expanduser().absolute()}"
-
-
-def _sqlite_file_problem(uri: str) -> str | None:
-    """Why the SQLite file of ``uri`` cannot be opened or created, or None (other databases,
-    in-memory ones). Asked before the driver, whose worker thread outlives a failed connect
-    and then prints a traceback of its own."""
-    from sqlalchemy.engine import make_url
-
-    from ..authn_database.connection import is_memory
-
-    url = make_url(uri)
-    if url.get_backend_name() != "sqlite" or is_memory(url) or url.database.startswith("file:"):
-        return None  # another database, or one SQLite reads by its own rules
-    path = Path(url.database)
-    try:
-        path.stat()
-    except FileNotFoundError:
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except OSError as err:
-            return f"cannot create {path}: {err.strerror}"
-        path.unlink()
-    except OSError as err:  # a name too long, a folder not searchable
-        return f"cannot use {path}: {err.strerror}"
-    return None
 
 
 def _wait(result: Any) -> Any:
@@ -80,7 +55,7 @@ def init(
     from ..catalog import initialize_database
 
     uri = _uri(database)
-    problem = _sqlite_file_problem(uri)
+    problem = sqlite_file_problem(uri)
     if problem is not None:
         _fail(problem)
     if "://" not in database:
@@ -115,7 +90,7 @@ def upgrade(
     """Migrate a catalog database to a newer schema revision (default: the newest)."""
     from ..catalog import upgrade_database
 
-    problem = _sqlite_file_problem(_uri(uri))
+    problem = sqlite_file_problem(_uri(uri))
     if problem is not None:
         _fail(problem)
     if "://" not in uri and not Path(uri).expanduser().exists():

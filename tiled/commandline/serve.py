@@ -64,7 +64,6 @@ def _run(
     on http://HOST:PORT``, which upstream's tooling waits for); requests only with --verbose.
     The URL printed names the bound port, so ``--port 0`` (any free port) tells which.
     ``on_stop`` runs once the server has shut down."""
-    import uvicorn
 
     from ..server.logging import install as redact_secrets_in_logs
 
@@ -73,7 +72,7 @@ def _run(
     if verbose:
         uvicorn_kwargs["log_level"] = "info"
     uvicorn_kwargs.setdefault("access_log", verbose)
-    config = uvicorn.Config(app, host=host, port=port, **uvicorn_kwargs)
+    config = _uvicorn_config(app, host=host, port=port, **uvicorn_kwargs)
     server = _announcing_server(config, api_key, on_stop)  # configures logging; filter after
     redact_secrets_in_logs()
     server.run()
@@ -90,7 +89,6 @@ def _run_workers(
 ) -> None:
     """Serve with ``workers`` uvicorn worker processes, each building the application of
     ``recipe`` (uvicorn's supervisor restarts a worker that dies)."""
-    import uvicorn
 
     from ..server.logging import install as redact_secrets_in_logs
 
@@ -99,7 +97,7 @@ def _run_workers(
     uvicorn_kwargs.setdefault("access_log", verbose)
     # The workers are new interpreters (spawned): they read the recipe from the environment.
     os.environ[RECIPE_VARIABLE] = recipe.to_json()
-    config = uvicorn.Config(
+    config = _uvicorn_config(
         FACTORY, factory=True, host=host, port=port, workers=workers, **uvicorn_kwargs
     )
     redact_secrets_in_logs()
@@ -107,6 +105,17 @@ def _run_workers(
     url = _url(host, socket_.getsockname()[1], api_key)
     typer.echo(f"\n    Tiled server is running at: {url} ({workers} workers)\n", err=True)
     _supervisor(config, socket_).run()
+
+
+def _uvicorn_config(app: Any, **kwargs: Any) -> Any:
+    """``uvicorn.Config``, a setting it cannot use (a logging configuration it cannot read,
+    say) being one line rather than a traceback."""
+    import uvicorn
+
+    try:
+        return uvicorn.Config(app, **kwargs)
+    except Exception as err:
+        _fail(f"uvicorn cannot use these settings: {type(err).__name__}: {_first_line(err)}")
 
 
 def _supervisor(config: Any, socket_: socket.socket) -> Any:
@@ -131,7 +140,7 @@ def _serve(
     *,
     scalable: bool = False,
     where: str | None = None,
-    checks: tuple[Callable[[Any], None], ...] = (),
+    checks: tuple[Callable[[Any, str], None], ...] = (),
     on_stop: Callable[[], None] | None = None,
     **uvicorn_kwargs,
 ) -> None:
@@ -141,7 +150,7 @@ def _serve(
     several = workers > 1
     app = _built(recipe, scalable or several, where, several)
     for check in checks:
-        check(app)
+        check(app, f"{where}: " if where else "")
     if not several:
         _run(app, host, port, verbose, api_key, on_stop, **uvicorn_kwargs)
         return
@@ -249,6 +258,15 @@ def serve_pyobject(
     ),
     host: str = HOST,
     port: int = PORT,
+    scalable: bool = typer.Option(
+        False, "--scalable", help="Check that the tree works with several server processes."
+    ),
+    log_config: str | None = typer.Option(
+        None, "--log-config", help="A uvicorn logging configuration file (.json, .yaml or .ini)."
+    ),
+    log_timestamps: bool = typer.Option(
+        False, "--log-timestamps/--no-log-timestamps", help="Include timestamps in log output."
+    ),
     verbose: bool = VERBOSE,
     workers: int | None = WORKERS,
 ) -> None:
@@ -262,9 +280,13 @@ def serve_pyobject(
         import_object(object_path)
     except (ImportError, AttributeError) as err:
         _fail(f"could not import {object_path!r}: {err}")
+    logging = _log_config(log_config, log_timestamps)
     key, shown = _single_user_key(api_key)
     arguments = {"object_path": object_path, "api_key": key, "public": public}
-    _serve(AppRecipe("pyobject", arguments), workers or 1, host, port, verbose, shown)
+    _serve(
+        AppRecipe("pyobject", arguments), workers or 1, host, port, verbose, shown,
+        scalable=scalable, **logging,
+    )  # fmt: skip
 
 
 PUBLIC = typer.Option(False, "--public", help="Allow anonymous read access.")
@@ -276,6 +298,64 @@ API_KEY = typer.Option(
 SCALABLE = typer.Option(
     False, "--scalable", help="Check that the configuration works with several server processes."
 )
+LOG_CONFIG = typer.Option(
+    None, "--log-config", help="A uvicorn logging configuration file (.json, .yaml or .ini)."
+)
+LOG_TIMESTAMPS = typer.Option(
+    False, "--log-timestamps/--no-log-timestamps", help="Include timestamps in log output."
+)
+
+
+def _log_config(value: Any, timestamps: bool, key: str = "--log-config") -> dict[str, Any]:
+    """uvicorn's ``log_config`` argument (as a dict of keyword arguments, empty for uvicorn's
+    default): ``value`` a file (checked here) or a dict, with timestamps in front of the
+    messages of the formatters ``default`` and ``access`` if asked, as upstream."""
+    if value is None and not timestamps:
+        return {}
+    if isinstance(value, str | Path):
+        file = Path(value).expanduser()
+        if not file.is_file():
+            _fail(f"{key}: no such logging configuration file {str(value)!r}")
+    if not timestamps:
+        return {"log_config": str(value) if isinstance(value, Path) else value}
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    if value is None:
+        config = copy.deepcopy(LOGGING_CONFIG)
+    elif isinstance(value, dict):
+        config = copy.deepcopy(value)
+    else:
+        config = _read_log_config(Path(value).expanduser(), key)
+    try:
+        for name in ("access", "default"):
+            formatter = config["formatters"][name]
+            field = "fmt" if "fmt" in formatter else "format"  # uvicorn's or logging's
+            formatter[field] = "[%(asctime)s.%(msecs)03dZ] " + formatter[field]
+            formatter.setdefault("datefmt", "%Y-%m-%dT%H:%M:%S")
+    except (KeyError, TypeError):
+        _fail(
+            f"{key}: --log-timestamps needs a logging configuration with the formatters "
+            "'access' and 'default' (as uvicorn's own), each with a 'format'"
+        )
+    return {"log_config": config}
+
+
+def _read_log_config(file: Path, key: str) -> Any:
+    import json
+
+    import yaml
+
+    try:
+        text = file.read_text()
+        if file.suffix == ".json":
+            return json.loads(text)
+        if file.suffix in (".yml", ".yaml"):
+            return yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        _fail(f"{key}: cannot read {str(file)!r}: {_first_line(err)}")
+    _fail(f"{key}: --log-timestamps needs a .json or .yaml logging configuration, not {file.name}")
 
 
 def _fail_lines(problems: list[str]) -> None:
@@ -308,7 +388,7 @@ def _mounted_catalogs(app) -> list:
     return [(path, tree) for path, tree in mounted if isinstance(tree, CatalogRootAdapter)]
 
 
-def _check_catalogs(app) -> None:
+def _check_catalogs(app, prefix: str = "") -> None:
     """Open each catalog once before serving, so a missing or unreadable database is one line
     here rather than a traceback from the server's startup."""
     import asyncio
@@ -325,14 +405,23 @@ def _check_catalogs(app) -> None:
 
     for path, tree in catalogs:
         where = "" if path == "/" else f" (mounted at {path})"
-        _check_sqlite_file(getattr(tree, "catalog", None), where)
+        _check_sqlite_file(getattr(tree, "catalog", None), where, prefix)
         try:
             asyncio.run(open_and_close(tree))
         except Exception as err:
-            _fail(f"cannot open the catalog{where}: {_first_line(err)}")
+            url = _display_url(getattr(getattr(tree, "catalog", None), "url", None))
+            _fail(f"{prefix}cannot open the catalog{where}{url}: {_first_line(err)}")
 
 
-def _check_authentication_database(app) -> None:
+def _display_url(url: Any) -> str:
+    """`` at URL`` (the password hidden), or nothing."""
+    try:
+        return f" at {url.render_as_string(hide_password=True)}" if url is not None else ""
+    except Exception:
+        return ""
+
+
+def _check_authentication_database(app, prefix: str = "") -> None:
     """Open the authentication database once before serving, so that one behind the newest
     revision (or missing) is a message here rather than a traceback from the server's startup."""
     import asyncio
@@ -354,21 +443,31 @@ def _check_authentication_database(app) -> None:
     try:
         asyncio.run(open_and_close())
     except AuthnDatabaseError as err:
-        _fail(str(err).strip())
+        _fail(f"{prefix}database: {' '.join(str(err).split())}")  # one line, command included
     except Exception as err:
-        _fail(f"cannot open the authentication database {database.display_url}: {_first_line(err)}")
+        _fail(
+            f"{prefix}database: cannot open the authentication database "
+            f"{database.display_url}: {_first_line(err)}"
+        )
 
 
-def _check_sqlite_file(catalog, where: str) -> None:
+def _check_sqlite_file(catalog, where: str, prefix: str = "") -> None:
     # Opening a missing SQLite file would create an empty one; refuse before that happens.
+    from ..catalog.database import sqlite_file_problem
+
     url = getattr(catalog, "url", None)
-    if url is None or getattr(catalog, "init_if_not_exists", True):
+    if url is None:
+        return
+    problem = sqlite_file_problem(url)  # before the driver (see there)
+    if problem is not None:
+        _fail(f"{prefix}cannot open the catalog{where}{_display_url(url)}: {problem}")
+    if getattr(catalog, "init_if_not_exists", True):
         return
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
         if not database.startswith("file:") and not Path(database).exists():
             _fail(
-                f"no catalog database at {database}{where}: create one with "
+                f"{prefix}no catalog database at {database}{where}: create one with "
                 f"`tiled catalog init {database}`, or set init_if_not_exists"
             )
 
@@ -401,17 +500,33 @@ def serve_catalog(
     ),
     public: bool = PUBLIC,
     api_key: str | None = API_KEY,
+    cache: str | None = typer.Option(
+        None, "--cache", help="Upstream's streaming cache URI: not supported by this server."
+    ),
+    cache_data_ttl: int | None = typer.Option(
+        None, "--cache-data-ttl", help="With --cache (upstream): not supported by this server."
+    ),
+    cache_seq_ttl: int | None = typer.Option(
+        None, "--cache-seq-ttl", help="With --cache (upstream): not supported by this server."
+    ),
     host: str = HOST,
     port: int = PORT,
     scalable: bool = SCALABLE,
+    log_config: str | None = LOG_CONFIG,
+    log_timestamps: bool = LOG_TIMESTAMPS,
     verbose: bool = VERBOSE,
     workers: int | None = WORKERS,
 ) -> None:
     """Serve a SQL catalog (read-only unless --write or --temp)."""
     from ..catalog.storage import local_tabular_storage
     from ..config import ConfigError, validate_config
+    from ..config.sections import UNSUPPORTED
     from ..storage import is_sql_uri
 
+    if cache is not None:
+        _fail(f"--cache: not supported by this server: {UNSUPPORTED['streaming_cache']}")
+    # Without --cache upstream ignores the TTLs too.
+    logging = _log_config(log_config, log_timestamps)
     writable = [_local_path(item) for item in write or []]
     if temp and database:
         _fail("pass a DATABASE or --temp, not both")
@@ -462,7 +577,7 @@ def serve_catalog(
     try:
         _serve(
             recipe, workers or 1, host, port, verbose, shown, scalable=scalable,
-            checks=(_check_catalogs,), on_stop=remove,
+            checks=(_check_catalogs,), on_stop=remove, **logging,
         )  # fmt: skip
     finally:
         if remove is not None:  # also when serving failed
@@ -485,8 +600,13 @@ def serve_directory(
     ext: list[str] | None = register_options.EXT,
     mimetype_hook: str | None = register_options.MIMETYPE_HOOK,
     adapters: list[str] | None = register_options.ADAPTER,
+    walkers: list[str] | None = typer.Option(
+        None, "--walker", help="Upstream's custom directory walkers: not supported by this server."
+    ),
     host: str = HOST,
     port: int = PORT,
+    log_config: str | None = LOG_CONFIG,
+    log_timestamps: bool = LOG_TIMESTAMPS,
     workers: int | None = WORKERS,
 ) -> None:
     """Serve the files of a directory (indexed into a temporary catalog while serving; with
@@ -494,6 +614,12 @@ def serve_directory(
     from ..catalog.directory import directory_tree
     from ..server.app import build_app
 
+    if walkers:
+        _fail(
+            "--walker: not supported by this server: files are grouped by the built-in walker; "
+            "use --adapter MIMETYPE=package.module:function and --mimetype-hook instead"
+        )
+    logging = _log_config(log_config, log_timestamps)
     path = Path(directory).expanduser().absolute()
     if not path.is_dir():
         _fail(f"{directory} is not a directory")
@@ -514,7 +640,7 @@ def serve_directory(
     if (workers or 1) > 1:
         _serve_indexed_directory(
             path, settings, adapters_by_mimetype, report, workers, host, port, verbose,
-            api_key=key, shown=shown, public=public,
+            api_key=key, shown=shown, public=public, **logging,
         )  # fmt: skip
         return
     tree, database = directory_tree(
@@ -525,7 +651,7 @@ def serve_directory(
         tree,
         authentication={"single_user_api_key": key, "allow_anonymous_access": public or None},
     )
-    _run(app, host, port, verbose, shown)
+    _run(app, host, port, verbose, shown, **logging)
 
 
 def _serve_indexed_directory(
@@ -541,6 +667,7 @@ def _serve_indexed_directory(
     api_key: str,
     shown: str | None,
     public: bool,
+    **uvicorn_kwargs: Any,
 ) -> None:
     """Index ``path`` once, here, then serve the index with ``workers`` processes; the index
     is removed when the server stops."""
@@ -559,7 +686,10 @@ def _serve_indexed_directory(
         "adapters_by_mimetype": adapters_by_mimetype, "api_key": api_key, "public": public,
     }  # fmt: skip
     try:
-        _serve(AppRecipe("directory-index", arguments), workers, host, port, verbose, shown)
+        _serve(
+            AppRecipe("directory-index", arguments), workers, host, port, verbose, shown,
+            **uvicorn_kwargs,
+        )  # fmt: skip
     finally:
         shutil.rmtree(database.parent, ignore_errors=True)
 
@@ -583,6 +713,12 @@ def serve_config(
         help="Port to bind (overrides uvicorn.port; default 8000).",
     ),
     scalable: bool = SCALABLE,
+    log_config: str | None = typer.Option(
+        None,
+        "--log-config",
+        help="A uvicorn logging configuration file (overrides uvicorn.log_config).",
+    ),
+    log_timestamps: bool = LOG_TIMESTAMPS,
     verbose: bool = VERBOSE,
     workers: int | None = typer.Option(
         None,
@@ -624,6 +760,11 @@ def serve_config(
     unknown = sorted(set(extra) - accepted)
     if unknown:
         _fail(f"{path}: uvicorn does not accept the setting(s) {unknown}")
+    if log_config is not None:
+        extra.update(_log_config(log_config, log_timestamps))
+    else:
+        label = f"{path}: uvicorn.log_config"
+        extra.update(_log_config(extra.pop("log_config", None), log_timestamps, label))
     host = host or server.host or "127.0.0.1"
     port = port if port is not None else (server.port if server.port is not None else 8000)
     # The overrides decided here (the key above all) go to every worker with the path.

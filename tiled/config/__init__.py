@@ -42,6 +42,7 @@ from .files import (
 )
 from .sections import (
     _TAGS,
+    LARGEST,
     AccessControl,
     AnyTreeSpec,
     Authentication,
@@ -84,17 +85,17 @@ class Config(_Section):
     access_control: AccessControl | None = None
     uvicorn: UvicornConfig = Field(default_factory=UvicornConfig)
     allow_origins: list[str] | None = None
-    response_bytesize_limit: int | None = Field(None, ge=1)
-    exact_count_limit: int | None = Field(None, ge=0)
+    response_bytesize_limit: int | None = Field(None, ge=1, le=LARGEST)
+    exact_count_limit: int | None = Field(None, ge=0, le=LARGEST)
     media_types: dict[str, dict[str, Any]] = {}
     file_extensions: dict[str, str] = {}
     routers: list[Any] = []
     specs: list[SpecDeclaration] = []
-    catalog_pool_size: int | None = Field(None, ge=1)
-    catalog_max_overflow: int | None = Field(None, ge=0)
+    catalog_pool_size: int | None = Field(None, ge=1, le=LARGEST)
+    catalog_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     # Defaults of the catalogs' SQL storage pools (appendable tables).
-    storage_pool_size: int | None = Field(None, ge=1)
-    storage_max_overflow: int | None = Field(None, ge=0)
+    storage_pool_size: int | None = Field(None, ge=1, le=LARGEST)
+    storage_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     object_cache: dict[str, Any] | None = None  # deprecated upstream, no effect there either
     reject_undeclared_specs: bool | None = None
     expose_raw_assets: bool | None = None
@@ -104,13 +105,14 @@ class Config(_Section):
     create_mount_nodes_if_not_exist: CreateMountNodes = None
     # This server's own settings.
     zarr: ZarrConfig | None = None
-    zarr_consolidated_max_nodes: int | None = Field(None, ge=0)
+    zarr_consolidated_max_nodes: int | None = Field(None, ge=0, le=LARGEST)
     zarr_cache_control: str | None = None
-    zarr_listing_max: int | None = Field(None, ge=1)
+    zarr_listing_max: int | None = Field(None, ge=1, le=LARGEST)
     zarr_write_compressors: list[Literal["blosc", "zstd", "gzip"]] | None = None
-    zarr_write_max_bytes: int | None = Field(None, ge=1)
-    write_max_bytes: int | None = Field(None, ge=1)
-    zarr_direct_reads: float | None = Field(None, gt=0)
+    zarr_write_max_bytes: int | None = Field(None, ge=1, le=LARGEST)
+    write_max_bytes: int | None = Field(None, ge=1, le=LARGEST)
+    # S3 presigns a URL for at most seven days.
+    zarr_direct_reads: float | None = Field(None, gt=0, le=7 * 24 * 3600)
 
     # The file or directory the configuration was read from: import paths and relative file
     # paths are resolved from its directory.
@@ -320,7 +322,8 @@ def _tree(spec: TreeSpec | CatalogTreeSpec, index: int, config: Config, director
         pools["catalog_max_overflow"] = config.catalog_max_overflow
         pools["storage_pool_size"] = config.storage_pool_size
         pools["storage_max_overflow"] = config.storage_max_overflow
-        return build.catalog_tree(spec.args.from_uri_kwargs(pools, directory), what)
+        where = "catalog." if config.catalog is not None else f"{what}: args."
+        return build.catalog_tree(spec.args.from_uri_kwargs(pools, directory, where), what)
     return build.instantiate_tree(spec.tree, spec.args, what, directory)
 
 

@@ -36,7 +36,10 @@ def import_from_config(reference: str, directory: str | Path | None, what: str) 
             sys.path.insert(0, str(directory))
         return import_object(reference)
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{what}: cannot import {reference!r}: {err}") from err
+        text = str(err)  # import_object's messages name the reference already
+        if not text.lower().startswith(f"cannot import {reference!r}".lower()):
+            text = f"cannot import {reference!r}: {text}"
+        raise ConfigError(f"{what}: {text[0].lower()}{text[1:]}") from err
     except Exception as err:  # the module itself fails (a syntax error, an exception)
         raise ConfigError(
             f"{what}: cannot import {reference!r}: {type(err).__name__}: {_first_line(err)}"

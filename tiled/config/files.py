@@ -6,6 +6,7 @@ top-level value came from. Nothing here validates settings; :mod:`tiled.config` 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -15,10 +16,18 @@ from typing import Any
 from ..server.settings import variable
 from .errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 # Top-level lists that concatenate when a directory of files is merged.
 CONCATENATED_KEYS = ("allow_origins", "trees", "specs", "routers")
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ``$NAME`` without braces, as upstream expands it (``os.path.expandvars``): a variable that is
+# not set is left as it is written (a ``$`` in a password, say).
+_BARE_VARIABLE = re.compile(r"\$(\w+)", re.ASCII)
+# The most values a file may hold once its YAML aliases are expanded (aliases of aliases make
+# "billion laughs": a few lines that would take gigabytes).
+MAX_VALUES = 1_000_000
 
 
 def expand_environment_variables(value: Any, *, where: str = "", _path: str = "") -> Any:
@@ -57,7 +66,25 @@ def expand_environment_variables(value: Any, *, where: str = "", _path: str = ""
             f"(write ${{{name}:-default}} to give a default)"
         )
 
-    return _VARIABLE.sub(substitute, value)
+    def substitute_bare(match: re.Match) -> str:
+        found = variable(match.group(1))
+        return match.group(0) if found is None else found
+
+    # Braced references first; a bare ``$NAME`` in what they produced is left alone.
+    return "".join(
+        _BARE_VARIABLE.sub(substitute_bare, part) if index % 2 == 0 else part
+        for index, part in enumerate(_split_braced(value, substitute))
+    )
+
+
+def _split_braced(value: str, substitute) -> list[str]:
+    """``value`` as [text, expansion, text, expansion, ..., text] (``${...}`` expanded)."""
+    parts: list[str] = []
+    position = 0
+    for match in _VARIABLE.finditer(value):
+        parts += [value[position : match.start()], substitute(match)]
+        position = match.end()
+    return [*parts, value[position:]]
 
 
 _RELATIVE_DB = re.compile(r"^(?P<scheme>(sqlite|duckdb)(\+\w+)?):///(?P<path>[^/?].*)$")
@@ -123,6 +150,32 @@ def resolve_relative_paths(document: Mapping[str, Any], directory: Path) -> dict
     return document
 
 
+def _duplicate_key_loader(path: Path) -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """YAML's safe loader, warning of a key given twice in one mapping (upstream reads the
+        file too, keeping the last value, so it is not an error; but it is rarely meant)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    mark = key_node.start_mark
+                    logger.warning(
+                        "%s: line %d: the key %r is given twice in one mapping; the last "
+                        "value is used",
+                        path, mark.line + 1, key,
+                    )  # fmt: skip
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_document(path: Path) -> dict[str, Any]:
     """One file: parsed, ``${NAME}`` expanded, relative paths resolved."""
     import yaml
@@ -134,12 +187,15 @@ def load_document(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (YAML in UTF-8 is expected)") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_duplicate_key_loader(path))  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: invalid YAML: {problem}{where}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    _check_shape(document, path)
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -150,6 +206,52 @@ def load_document(path: Path) -> dict[str, Any]:
     # As upstream: a relative path means the same file whichever server reads the configuration,
     # relative to the working directory (made absolute here, so messages name the real file).
     return resolve_relative_paths(document, Path.cwd())
+
+
+MAX_DEPTH = 100
+
+
+def _check_shape(document: Any, path: Path) -> None:
+    """Refuse a document that would be unusable once its aliases are expanded: one that holds
+    itself (``&a [*a]``), is nested more than :data:`MAX_DEPTH` levels deep, or expands to more
+    than :data:`MAX_VALUES` values. Shared values are counted once per use, but visited once."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if children is None or (not done and id(node) in sizes):
+            continue
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            depths[id(node)] = 1 + max((depths.get(id(c), 0) for c in children), default=0)
+            if sizes[id(node)] > MAX_VALUES:
+                raise ConfigError(
+                    f"{path}: the YAML expands to more than {MAX_VALUES:,} values "
+                    "(aliases of aliases?); refusing to read it"
+                )
+            if depths[id(node)] > MAX_DEPTH:
+                raise ConfigError(f"{path}: the YAML is nested more than {MAX_DEPTH} levels deep")
+            continue
+        if id(node) in open_:
+            raise ConfigError(f"{path}: a YAML alias refers to a value that contains it")
+        open_.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_:
+                raise ConfigError(f"{path}: a YAML alias refers to a value that contains it")
+            stack.append((child, False))
+
+
+def _children(node: Any) -> list[Any] | None:
+    if isinstance(node, Mapping):
+        return [*node.keys(), *node.values()]
+    if isinstance(node, list):
+        return list(node)
+    return None
 
 
 def config_files(path: Path) -> list[Path]:

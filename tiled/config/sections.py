@@ -41,6 +41,8 @@ UNSUPPORTED = {
         "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
     ),
 }
+# The largest count or size a setting may hold: what a database's (or C's) 64-bit integer holds.
+LARGEST = 2**63 - 1
 UNSUPPORTED_AUTHENTICATORS = {
     "OIDCAuthenticator": "OpenID Connect login",
     "ProxiedOIDCAuthenticator": "OpenID Connect login behind a proxy",
@@ -151,6 +153,22 @@ class Authentication(BaseModel):
             raise ValueError("single_user_api_key must be a non-empty alphanumeric string")
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _no_empty_key(cls, value: list[str]) -> list[str]:
+        if any(not key for key in value):
+            raise ValueError("a secret key is empty (tokens signed with it could be forged)")
+        return value
+
+    @field_validator("access_token_max_age", "refresh_token_max_age", "session_max_age")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration (tokens would expire as issued)")
+        if value > timedelta(days=36500):
+            raise ValueError("must be at most 100 years (3153600000 seconds)")
+        return value
+
     @field_validator("tiled_admins")
     @classmethod
     def _admin_entries(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -185,9 +203,9 @@ class Database(_Section):
 
     uri: str | None = None
     init_if_not_exists: bool = False
-    pool_size: int = Field(5, ge=2)
+    pool_size: int = Field(5, ge=2, le=LARGEST)
     pool_pre_ping: bool = True
-    max_overflow: int = Field(5, ge=0)
+    max_overflow: int = Field(5, ge=0, le=LARGEST)
     schema_: str | None = Field(None, alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -261,20 +279,23 @@ class CatalogConfig(_Section):
     adapters_by_mimetype: dict[str, Any] = {}
     top_level_access_tags: list[str] | None = None
     top_level_access_blob: dict[str, Any] | None = None
-    catalog_pool_size: int | None = Field(None, ge=1)
-    catalog_max_overflow: int | None = Field(None, ge=0)
+    catalog_pool_size: int | None = Field(None, ge=1, le=LARGEST)
+    catalog_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     # Connection pools of the SQL storage of appendable tables.
-    storage_pool_size: int | None = Field(None, ge=1)
-    storage_max_overflow: int | None = Field(None, ge=0)
+    storage_pool_size: int | None = Field(None, ge=1, le=LARGEST)
+    storage_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     # Seconds a resolved node is reused without a query (writes of this process drop it).
-    lookup_cache_ttl: float | None = None
+    lookup_cache_ttl: float | None = Field(None, ge=0)
     mount_node: MountNode = None
     create_mount_nodes_if_not_exist: CreateMountNodes = None
     cache_config: CacheConfig = None
     webhook_secret_keys: WebhookSecretKeys = None
 
-    def from_uri_kwargs(self, pools: Mapping[str, int | None], directory: Path | None) -> dict:
-        """The arguments of ``tiled.catalog.from_uri``; ``pools`` are the top-level defaults."""
+    def from_uri_kwargs(
+        self, pools: Mapping[str, int | None], directory: Path | None, where: str = "catalog."
+    ) -> dict:
+        """The arguments of ``tiled.catalog.from_uri``; ``pools`` are the top-level defaults,
+        ``where`` what a key is named after in messages."""
         kwargs: dict[str, Any] = {
             "uri": self.uri,
             "writable_storage": list(self.writable_storage),
@@ -295,7 +316,7 @@ class CatalogConfig(_Section):
                 kwargs[name] = value
         if self.adapters_by_mimetype:
             kwargs["adapters_by_mimetype"] = {
-                mimetype: build.resolve(ref, directory, f"adapters_by_mimetype.{mimetype}")
+                mimetype: build.resolve(ref, directory, f"{where}adapters_by_mimetype.{mimetype}")
                 for mimetype, ref in self.adapters_by_mimetype.items()
             }
         return kwargs
@@ -381,7 +402,7 @@ class ZarrConfig(_Section):
     """The ``zarr`` section: how the zarr views encode chunks."""
 
     codec: str = "blosc-lz4"
-    chunk_budget_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    chunk_budget_bytes: int = Field(4 * 1024 * 1024, ge=1, le=LARGEST)
 
     @field_validator("codec")
     @classmethod
@@ -405,7 +426,15 @@ class UvicornConfig(_Section):
     port: int | None = Field(None, ge=0, le=65535)
     root_path: str | None = None
     workers: int | None = Field(None, ge=1)
-    log_level: str | None = None
+    log_level: str | int | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str | int | None) -> str | int | None:
+        names = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+        if isinstance(value, str) and value.lower() not in names:
+            raise ValueError(f"unknown log level {value!r}; choose one of {list(names)}")
+        return value
 
     @field_validator("root_path")
     @classmethod
