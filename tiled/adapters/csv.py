@@ -13,6 +13,7 @@ so the column chunks of one partition do not parse it each.
 from __future__ import annotations
 
 import builtins
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,10 +37,36 @@ if TYPE_CHECKING:
 
 ZARR_VIEW = re_encoded_view("CSV text is parsed, then encoded")
 _NUMERIC_KINDS = "biufcmM"
+# The widest table read: parsing a header of 10**6 names alone takes pandas minutes, and each
+# column is a node of the zarr view. Checked on the first line before anything is parsed.
+MAX_COLUMNS = 10_000
+_PEEK_BYTES = 64 * 1024 * 1024  # how much of the first line is looked at for that check
+_QUOTED = re.compile(rb'"[^"]*"')
+_INT64 = numpy.iinfo(numpy.int64)
 
 
 def _frame_bytes(frame: pandas.DataFrame) -> int:
     return int(frame.memory_usage(index=True, deep=False).sum())
+
+
+def _big_integers_as_text(frame: pandas.DataFrame) -> pandas.DataFrame:
+    """Integers too large for 64 bits (pandas keeps them as Python ints, which neither Arrow
+    nor JSON encoders take) as their text, in columns of text."""
+    big = {}
+    for column, dtype in frame.dtypes.items():
+        if getattr(dtype, "kind", None) != "O":
+            continue
+        values = frame[column]
+        if any(
+            isinstance(v, int) and not isinstance(v, bool) and not _INT64.min <= v <= _INT64.max
+            for v in values
+        ):
+            big[column] = values.map(lambda v: str(v) if isinstance(v, int) else v)
+    if big:
+        frame = frame.copy(deep=False)
+        for column, values in big.items():
+            frame[column] = values
+    return frame
 
 
 class _CSVPartitions(_Partitions):
@@ -70,8 +97,10 @@ class _CSVPartitions(_Partitions):
             return DECODED.get_or_make(key, lambda: self._parse(file), _frame_bytes)
 
     def _parse(self, file: Any) -> pandas.DataFrame:
+        self._check_width(file)
         frame = pandas.read_csv(file.file, **self.kwargs)
         frame = frame.rename(columns=str)
+        frame = _big_integers_as_text(frame)
         usecols = self.kwargs.get("usecols")
         if (
             usecols is not None
@@ -85,6 +114,22 @@ class _CSVPartitions(_Partitions):
         if self._meta is not None:
             frame = self._conform(frame, file.name)
         return frame
+
+    def _check_width(self, file: Any) -> None:
+        """Refuse a file whose first line has more than :data:`MAX_COLUMNS` fields, before
+        pandas spends minutes on it (quoted fields are not counted as separators)."""
+        sep = self.kwargs.get("sep", self.kwargs.get("delimiter", ","))
+        if not isinstance(sep, str) or len(sep) != 1 or "skiprows" in self.kwargs:
+            return  # a regular expression, sniffed, or not the first line: pandas decides
+        head = file.file.read(_PEEK_BYTES)
+        file.file.seek(0)
+        line = _QUOTED.sub(b"", head.split(b"\n", 1)[0])
+        fields = line.count(sep.encode()) + 1
+        if fields > MAX_COLUMNS:
+            raise FileUnreadable(
+                f"{file.name} has {fields} or more columns, more than this server reads "
+                f"({MAX_COLUMNS})"
+            )
 
     def _conform(self, frame: pandas.DataFrame, name: str) -> pandas.DataFrame:
         columns = tuple(frame.columns)

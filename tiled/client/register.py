@@ -613,18 +613,21 @@ def plan_directory(directory: Path, settings: Settings) -> DirectoryPlan:
             continue
         (directories if is_directory else files).append(path)
     by_key: dict[str, list[Any]] = collections.defaultdict(list)
-    sequences: dict[str, list[Path]] = collections.defaultdict(list)
+    # Numbered files of one name and one format are a sequence: frame0.tif and frame0.png
+    # are two sequences (and so two nodes named alike: a collision), never one of mixed files.
+    sequences: dict[tuple[str, str], list[Path]] = collections.defaultdict(list)
     singles = []
     for path in files:
-        pattern = SEQUENCE_PATTERNS.get(path.suffixes[-1] if path.suffixes else "")
+        suffix = path.suffixes[-1] if path.suffixes else ""
+        pattern = SEQUENCE_PATTERNS.get(suffix)
         match = pattern.match(path.name) if pattern is not None and path.is_file() else None
         if match:
-            sequences[match.group(1) or UNNAMED_SEQUENCE].append(path)
+            name = match.group(1) or UNNAMED_SEQUENCE
+            sequences[(name, SEQUENCE_MIMETYPES[suffix])].append(path)
         else:
             singles.append(path)
-    for name, members in sequences.items():
+    for (name, mimetype), members in sequences.items():
         members.sort()
-        mimetype = SEQUENCE_MIMETYPES[members[0].suffixes[-1]]
         logger.info("    Grouped %d files into a sequence %r", len(members), name)
         by_key[settings.key_from_filename(name)].append((mimetype, members, True))
     for path in singles:

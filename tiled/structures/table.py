@@ -36,7 +36,8 @@ class TableStructure:
     @classmethod
     def from_arrow_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
         encoded = base64.b64encode(schema.serialize()).decode()
-        columns = [n for n in schema.names if n not in _index_names(schema)]
+        index = _index_names(schema)  # once: it decodes the schema's pandas metadata
+        columns = [n for n in schema.names if n not in index]
         return cls(B64_PREFIX + encoded, npartitions, tuple(columns))
 
     @classmethod
