@@ -44,6 +44,7 @@ def normalize_key(
     parts: list[int | slice] = []
     result: list[int] = []
     for part, size in zip(key, shape, strict=True):
+        refuse_booleans(part)
         if isinstance(part, slice):
             start, stop, step = part.indices(size)
             if step < 1:
@@ -66,6 +67,17 @@ def _query(parts: tuple[int | slice, ...]) -> str:
     return NDSlice(*parts).to_query()
 
 
+def refuse_booleans(key: Any) -> None:
+    """IndexError for a boolean scalar index: an int to Python (``True`` would read row 1),
+    a new axis to numpy; neither is what an array node can serve."""
+    for part in key if isinstance(key, tuple) else (key,):
+        kind = getattr(getattr(part, "dtype", None), "kind", None)
+        if isinstance(part, bool) or (kind == "b" and getattr(part, "ndim", None) == 0):
+            raise IndexError(
+                f"Boolean indices are not supported on an array node ({part!r}); read, then mask"
+            )
+
+
 def expand_selection(key: Any, shape: tuple[int, ...]) -> NDSlice:
     """A numpy-style basic index (ints, slices with any step, ``...``; ``None`` or ``()`` for
     everything) as an expanded :class:`NDSlice` for ``shape``; ``IndexError`` when it selects
@@ -74,10 +86,28 @@ def expand_selection(key: Any, shape: tuple[int, ...]) -> NDSlice:
         key = ()
     if isinstance(key, list) or getattr(key, "ndim", 0) > 0:  # fancy indexing
         raise IndexError(f"Only integers, slices and '...' index an array node, not {key!r}")
+    refuse_booleans(key)
     try:
         return NDSlice(key).expand_for_shape(shape)
     except TypeError as err:  # NDSlice's SliceTypeError: not an int, slice or '...'
         raise IndexError(str(err)) from None
+
+
+def block_index(block: Any, chunks: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """A block of the chunk grid as non-negative integers: negative ones count from the end
+    of their dimension, as upstream's server takes them; IndexError off the grid."""
+    block = tuple(block) if isinstance(block, Sequence) else (block,)
+    if len(block) != len(chunks):
+        raise IndexError(f"Block {block} has {len(block)} indices; the array has {len(chunks)}")
+    result = []
+    for index, dim in zip(block, chunks, strict=True):
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
+            raise IndexError(f"Block indices must be integers, not {index!r}")
+        index = int(index)
+        if not -len(dim) <= index < len(dim):
+            raise IndexError(f"Block index {block} out of range for the chunk grid {chunks}")
+        result.append(index % len(dim))
+    return tuple(result)
 
 
 def chunks_repr(chunks: Sequence[Sequence[int]]) -> str:
@@ -265,6 +295,7 @@ class ArrayClient(BaseClient):
         """Block ``block`` of the chunk grid (optionally a selection within it)."""
         import numpy
 
+        block = block_index(block, self.chunks)
         region = NDBlock(*block).slices(self.chunks)
         block_shape = tuple(r.stop - r.start for r in region)
         parts, shape = normalize_key(slice, block_shape)
@@ -299,6 +330,7 @@ class ArrayClient(BaseClient):
         import numpy
 
         array = numpy.asarray(array, dtype=self.dtype, order="C")
+        block = block_index(block, self.chunks)
         self.context.request(
             "PUT", f"array/block/{self._path}", params={"block": ",".join(map(str, block))},
             content=array.tobytes(), headers={"Content-Type": OCTET_STREAM},
@@ -383,7 +415,10 @@ class DaskArrayClient(ArrayClient):
             array = dask.array.from_zarr(zarr.open_array(self.zarr_store(3), mode="r"))
         else:
             array = dask.array.from_array(ArrayClient.read(self), chunks=self.chunks)
-        return array if slice is None else array[slice]
+        if slice is None:
+            return array
+        refuse_booleans(slice)
+        return array[slice]
 
     def compute(self) -> Any:
         return ArrayClient.read(self)

@@ -4,6 +4,7 @@ metadata updates, revisions, deletion, and a zarr view."""
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +28,67 @@ def _merge_patch(metadata: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _member_name(key: Any) -> str:
+    """A metadata key as the JSON rule writes it (``1`` -> ``"1"``)."""
+    from ..structures.json import refuse, to_json_value
+
+    return key if isinstance(key, str) else next(iter(to_json_value({key: 0}, refuse)))
+
+
+def _is_null(value: Any) -> bool:
+    """Whether ``value`` is written as JSON ``null`` (None, NaN, infinities, NaT)."""
+    if value is None:
+        return True
+    if isinstance(value, (str, list, tuple, dict)) or value is DELETE_KEY:
+        return False
+    from ..structures.json import refuse, to_json_value
+
+    return to_json_value(value, refuse) is None
+
+
+def _sets_null(update: dict[str, Any]) -> bool:
+    """Whether an update puts a null somewhere a merge patch would read as 'delete'."""
+    return any(
+        _sets_null(value) if isinstance(value, dict) else _is_null(value)
+        for value in update.values()
+    )
+
+
+def _without_deletions(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_deletions(v) for k, v in value.items() if v is not DELETE_KEY}
+    return value
+
+
+def _json_patch(update: dict[str, Any], current: Any, prefix: str = "") -> list[dict[str, Any]]:
+    """A JSON Patch (RFC 6902) making the update of ``update_metadata`` on ``current``: what
+    a merge patch cannot say, a key set to null (None, NaN)."""
+    operations: list[dict[str, Any]] = []
+    current = current if isinstance(current, dict) else {}
+    for key, value in update.items():
+        name = _member_name(key)
+        path = f"{prefix}/{name.replace('~', '~0').replace('/', '~1')}"
+        if value is DELETE_KEY:
+            if name in current:
+                operations.append({"op": "remove", "path": path})
+        elif isinstance(value, dict) and isinstance(current.get(name), dict):
+            operations.extend(_json_patch(value, current[name], path))
+        else:
+            operations.append({"op": "add", "path": path, "value": _without_deletions(value)})
+    return operations
+
+
 def check_metadata(metadata: Any) -> None:
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
 
 
 def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
-    """Specs given as ``Spec``, names or JSON, as JSON."""
-    return [Spec.from_json(spec).to_json() for spec in specs or []]
+    """Specs given as ``Spec``, names or JSON, as JSON; a ValueError for anything else (a
+    bare string, which would be a spec of each letter, is refused as the server refuses it)."""
+    from ..structures.core import normalize_specs
+
+    return [spec.to_json() for spec in normalize_specs(specs)]
 
 
 class BaseClient:
@@ -207,7 +261,20 @@ class BaseClient:
         """Merge ``metadata`` into the node's (``DELETE_KEY`` removes a key); replace specs
         and access tags when given."""
         check_metadata(metadata)
-        body: dict[str, Any] = {"content-type": "application/merge-patch+json"}
+        if metadata is not None and _sets_null(metadata):
+            # A merge patch reads null as "delete": say it as a JSON Patch instead, made on
+            # the metadata as they are now (upstream's client also sends a JSON Patch).
+            self.refresh()
+            patch = _json_patch(metadata, self.metadata_copy())
+            body: dict[str, Any] = {"content-type": "application/json-patch+json",
+                                    "metadata": patch}  # fmt: skip
+            if specs is not None:
+                body["specs"] = [{"op": "add", "path": "", "value": specs_json(specs)}]
+            if access_tags is not None:
+                body["access_tags"] = [{"op": "add", "path": "", "value": list(access_tags)}]
+            self._send_patch(body, drop_revision)
+            return
+        body = {"content-type": "application/merge-patch+json"}
         if metadata is not None:
             body["metadata"] = _merge_patch(dict(metadata))
         if specs is not None:
@@ -388,9 +455,10 @@ class MetadataRevisions:
             start, stop, step = index.indices(len(self))
             found = self._page(start, max(stop - start, 0))["data"]
             return found[::step]
+        index = operator.index(index)  # a TypeError for anything but an integer or a slice
         if index < 0:
             index += len(self)
-        found = self._page(index, 1)["data"]
+        found = self._page(index, 1)["data"] if index >= 0 else []
         if not found:
             raise IndexError(index)
         return found[0]

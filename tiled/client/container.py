@@ -204,9 +204,11 @@ class Container(BaseClient, collections.abc.Mapping):
         return self._keys_slice(0, None, 1, _ignore_inlined_contents=_ignore_inlined_contents)
 
     def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (str, tuple)):
+            return False  # as a dict of text keys says of any other key
         try:
             self[key]  # type: ignore[index]
-        except KeyError:
+        except (KeyError, TypeError):
             return False
         return True
 
@@ -234,9 +236,15 @@ class Container(BaseClient, collections.abc.Mapping):
 
     def __getitem__(self, key: str | tuple[str, ...]) -> BaseClient:
         parts = list(key) if isinstance(key, tuple) else [key]
-        segments = [s for part in parts for s in str(part).split("/") if s]
+        if not all(isinstance(part, str) for part in parts):
+            # Not str(): c[0] would find a key "0" (positions: c.values()[0]).
+            raise TypeError(
+                f"Containers are indexed by key (text), not {key!r}; by position: "
+                "c.keys()[i], c.values()[i]"
+            )
+        segments = [s for part in parts for s in part.split("/") if s]
         if not segments:
-            raise KeyError(key)
+            return self  # "" or "/": this node, as upstream's client gives it
         if self._queries and not self._passes_queries(segments[0]):
             raise KeyError(segments[0])
         params = {"include_data_sources": "true"} if self._include_data_sources else None
@@ -259,11 +267,31 @@ class Container(BaseClient, collections.abc.Mapping):
 
     def search(self, query: Any) -> Container:
         """The children matching ``query`` (and every query searched before)."""
+        try:
+            _query_params([query])  # a query's mistakes are found here, not when listing
+        except KeyError:
+            raise TypeError(
+                f"Not a query: {query!r}; search with one of tiled.queries, e.g. "
+                "Key('color') == 'red' or FullText('word')"
+            ) from None
         return self.new_variation(queries=[*self._queries, query])
 
     def sort(self, *sorting: tuple[str, int]) -> Container:
         """The children sorted by metadata keys: ``c.sort(("color", ASCENDING), ("x", -1))``."""
-        return self.new_variation(sorting=list(sorting))
+        pairs = []
+        for entry in sorting:
+            try:
+                key, direction = entry
+                if not isinstance(key, str):
+                    raise TypeError
+                # As upstream: any negative number is descending, anything else ascending.
+                pairs.append((key, DESCENDING if direction < 0 else ASCENDING))
+            except (TypeError, ValueError):
+                raise TypeError(
+                    "Sort by (key, direction) pairs, direction ASCENDING (1) or DESCENDING "
+                    f"(-1), e.g. c.sort(('color', ASCENDING)); not {entry!r}"
+                ) from None
+        return self.new_variation(sorting=pairs)
 
     def distinct(
         self,
@@ -304,7 +332,9 @@ class Container(BaseClient, collections.abc.Mapping):
             "specs": specs_json(specs),
             "data_sources": sources,
         }
-        if key is not None:
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"A key is text, not {key!r}")
+        if key:  # None or "": the server names the node (as upstream's does for "")
             body["id"] = key
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
@@ -415,10 +445,13 @@ class Container(BaseClient, collections.abc.Mapping):
         """Store a table (pandas or dask DataFrame, or a dict of columns) as a new table
         node; a dask frame's partitions become the table's partitions."""
         from ..structures.table import TableStructure
-        from .dataframe import as_partitions
+        from .dataframe import as_partitions, schema_of
 
         partitions, meta = as_partitions(dataframe)
-        structure = TableStructure.from_pandas(meta, npartitions=len(partitions))
+        # A pandas frame's column types are read from its values, not its empty head: an
+        # object column (text, bytes, lists) would be Arrow's null type without its values.
+        schema = schema_of(partitions[0] if len(partitions) == 1 else meta, meta)
+        structure = TableStructure.from_arrow_schema(schema, len(partitions))
         source = DataSource(StructureFamily.table, structure)  # stored by the server
         client = self.new(
             "table", [source], key=key, metadata=metadata, specs=specs, access_tags=access_tags

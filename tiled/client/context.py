@@ -239,7 +239,27 @@ class Context:
         self._lock = threading.Lock()
         self.api_key = api_key or key_in_uri or os.environ.get("TILED_API_KEY") or None
         # Read by key (``server_info["formats"]``) or by attribute, as upstream's model is.
-        self.server_info: AttributeDict = AttributeDict(self.get_json(""))
+        try:
+            self.server_info: AttributeDict = AttributeDict(self._about())
+        except BaseException:
+            self.close()  # not left open (nor an app's lifespan running) for a failed context
+            raise
+
+    def _about(self) -> dict[str, Any]:
+        """The server's about document; a ValueError naming the URL when what answers there
+        is not a Tiled server (a web page, some other JSON)."""
+        response = self.request("GET", "", headers={"Accept": DOCUMENT_TYPES})
+        try:
+            about = decode_document(response)
+        except Exception:  # JSON or msgpack that does not decode: a web page, say
+            about = None
+        if not isinstance(about, dict) or "api_version" not in about:
+            kind = response.headers.get("content-type") or "no content type"
+            raise ValueError(
+                f"{self.api_uri} is not a Tiled server's API (it answered {kind}: "
+                f"{response.text[:80]!r}); give the server's address, e.g. http://host:8000"
+            )
+        return about
 
     # --- construction ---
 

@@ -50,7 +50,26 @@ def as_partitions(data: Any) -> tuple[list[Any], Any]:
         raise TypeError(
             f"Expected a pandas or dask DataFrame, or a dict of columns, not {type(data)}"
         )
+    if isinstance(data.columns, pandas.MultiIndex):
+        raise ValueError(
+            "A table's columns have one level of names, not a MultiIndex; flatten them first, "
+            "e.g. df.columns = ['_'.join(map(str, c)) for c in df.columns]"
+        )
     return [data], data.iloc[:0]
+
+
+def schema_of(frame: Any, meta: Any) -> Any:
+    """The Arrow schema of a table to write: a pandas frame's, its column types read from its
+    values (its empty head would make an object column of text or bytes Arrow's null type);
+    otherwise (dask's lazy partitions) that of the empty frame ``meta``. Values Arrow cannot
+    hold in one column (numbers mixed with text) raise pyarrow's error here, before any node
+    is made."""
+    import pandas
+    import pyarrow
+
+    if not isinstance(frame, pandas.DataFrame):
+        return pyarrow.Table.from_pandas(meta.iloc[:0]).schema
+    return pyarrow.Schema.from_pandas(frame)
 
 
 def index_is_row_numbers(structure: Any) -> bool:
@@ -94,6 +113,8 @@ class DataFrameClient(BaseClient):
 
     def __getitem__(self, column: str) -> BaseClient:
         """The column ``column`` as an array client."""
+        if not isinstance(column, str):
+            raise TypeError(f"Columns are named by text (written as text), not {column!r}")
         path = path_url([*self.path_parts, column])
         try:
             item = self.context.get_json(f"metadata/{path}")["data"]
