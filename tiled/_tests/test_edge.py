@@ -176,6 +176,36 @@ def test_an_error_escaping_a_shortcut_is_a_json_500(monkeypatch):
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error"}
     assert response.headers["x-tiled-request-id"]
+    assert response.headers["connection"] == "close"
+
+
+class _FaultyArray(ArrayAdapter):
+    """An adapter with a bug: its reads raise what no error of the data explains."""
+
+    def read(self, *args, **kwargs):
+        raise RuntimeError("a bug in a custom adapter")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/array/full/bad", "/zarr/v3/bad/c/0"])
+def test_a_500_closes_its_connection_and_the_next_request_gets_a_new_one(path):
+    """The server drops the connection after a 500 (the framework re-raises for uvicorn to
+    log): saying ``Connection: close`` lets a client send its next request, a POST that
+    clients do not retry above all, on a new connection instead of the dropped one."""
+    tree = MapAdapter(
+        {
+            "bad": _FaultyArray.from_array(numpy.arange(3)),
+            "a": ArrayAdapter.from_array(numpy.arange(3)),
+        }
+    )
+    app = build_app(tree, authentication={"allow_anonymous_access": True})
+    with serve(app) as live, httpx.Client(base_url=live.url) as client:
+        for _ in range(5):
+            failed = client.get(path)
+            assert failed.status_code == 500 and failed.headers["connection"] == "close"
+            assert failed.json() == {"detail": "Internal server error"}
+            # A POST read, on the same client: a new connection, not the dropped one.
+            response = client.post("/api/v1/search/", json={})
+            assert response.status_code in (200, 405, 422), response.text
 
 
 def test_traced_requests_pass_through_the_framework(monkeypatch):

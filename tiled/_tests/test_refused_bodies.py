@@ -296,3 +296,23 @@ def test_body_limits_match_routes_as_the_framework_does(path, root_path, route):
     from tiled.server.middleware import route_path
 
     assert route_path({"path": path, "root_path": root_path}) == (route or path)
+
+
+def test_table_values_arrow_cannot_cast_to_the_schema_are_refused(live, storage):  # noqa: F811
+    from .test_catalog_http import table_request
+
+    with live() as (server, http):
+        # A column of None only: Arrow's null type, to which no text can be cast (a cast
+        # Arrow does not implement, which was a 500).
+        made = http.post(
+            "/api/v1/metadata/", json=table_request("nulls", pandas.DataFrame({"a": [None]}))
+        )
+        assert made.status_code == 200, made.text
+        before = _state(http, storage)
+        body = arrow_bytes(pandas.DataFrame({"a": ["text"]}))
+        response = http.put(
+            "/api/v1/table/full/nulls", content=body, headers={"Content-Type": ARROW}
+        )
+        _refused(response, 400)
+        assert "schema" in response.json()["detail"]
+        assert _state(http, storage) == before

@@ -179,11 +179,13 @@ def to_arrow(frame: pandas.DataFrame, structure: TableStructure) -> pyarrow.Tabl
     names = [str(c) for c in frame.columns]
     if sorted(names) != sorted(structure.columns) or len(set(names)) != len(names):
         raise BadRequest(f"Expected the columns {list(structure.columns)}, got {names}")
-    frame = frame.rename(columns=str)[list(structure.columns)]
     schema = structure.arrow_schema_decoded
     try:
+        # Inside: columns of several levels (a MultiIndex) are no names a schema holds.
+        frame = frame.rename(columns=str)[list(structure.columns)]
         table = pyarrow.Table.from_pandas(frame, schema=schema, safe=True)
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, KeyError, ValueError) as err:
+    except (pyarrow.ArrowException, KeyError, TypeError, ValueError) as err:
+        # ArrowException: also casts Arrow does not implement (text to the null type).
         raise BadRequest(f"The data do not fit the table's schema: {err}") from None
     if not table.schema.equals(schema, check_metadata=False):
         raise BadRequest(f"The data have the schema {table.schema}, expected {schema}")

@@ -404,24 +404,8 @@ def json_body(value: Any) -> dict[str, Any]:
     (``tiled.structures.json``); a value without a JSON form is refused (TypeError)."""
     from ..structures.json import dumps, refuse
 
-    _refuse_wide_integers(value)
-    content = dumps(value, refuse)
+    content = dumps(value, refuse)  # integers past 64 bits too (WideInteger, a TypeError)
     return {"content": content, "headers": {"Content-Type": "application/json"}}
-
-
-def _refuse_wide_integers(value: Any, depth: int = 0) -> None:
-    """TypeError for an integer past 64 bits, which msgpack (the documents the server sends)
-    cannot carry: stored, it would make the node unreadable. Upstream's client refuses it too."""
-    if type(value) is int:
-        if not -(2**63) <= value < 2**64:
-            raise TypeError(f"Integer exceeds 64-bit range: {value}")
-    elif depth < 200 and isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_wide_integers(key, depth + 1)
-            _refuse_wide_integers(item, depth + 1)
-    elif depth < 200 and isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _refuse_wide_integers(item, depth + 1)
 
 
 def path_url(parts: list[str] | tuple[str, ...]) -> str:

@@ -139,6 +139,12 @@ def _wrapped_domain_error(exception: BaseException) -> errors.TiledError | None:
     return None
 
 
+SERVER_ERROR = {"detail": "Internal server error"}
+# After a 500 the framework re-raises and uvicorn drops the connection: saying so lets the
+# client open a new one for its next request instead of failing it on the dropped one.
+SERVER_ERROR_HEADERS = {"Connection": "close"}
+
+
 def error_response(exception: Exception) -> JSONResponse:
     """The JSON answer to an exception a handler raised: its status from the table, its
     message as ``detail``; a database out of reach is 503 (see unavailable_service); anything
@@ -155,7 +161,7 @@ def error_response(exception: Exception) -> JSONResponse:
             exception, status = unavailable, 503
     if status == 500:
         logger.error("Unhandled error", exc_info=exception)
-        return JSONResponse({"detail": "Internal server error"}, status_code=500)
+        return JSONResponse(SERVER_ERROR, status_code=500, headers=SERVER_ERROR_HEADERS)
     headers = dict(getattr(exception, "headers", None) or {})
     if status == 401:
         # Every 401 names a scheme, so clients know credentials are what is missing.
@@ -171,7 +177,7 @@ async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
     if unavailable_service(exception) is not None:
         return error_response(exception)
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exception)
-    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+    return JSONResponse(SERVER_ERROR, status_code=500, headers=SERVER_ERROR_HEADERS)
 
 
 async def _invalid_request(request: Request, exception: RequestValidationError) -> JSONResponse:

@@ -68,6 +68,7 @@ _SERVER_ERROR = b'{"detail":"Internal server error"}'
 _SERVER_ERROR_HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_SERVER_ERROR)).encode()),
+    (b"connection", b"close"),  # as tiled.server.errors answers a 500
 ]
 
 

@@ -39,7 +39,24 @@ def _msgpack_default(value: Any) -> Any:
 
 
 def msgpack_bytes(payload: Any) -> bytes:
-    return msgpack.packb(payload, default=_msgpack_default, datetime=True)
+    try:
+        return msgpack.packb(payload, default=_msgpack_default, datetime=True)
+    except OverflowError:
+        # An integer past 64 bits, stored by other means than this server's routes (which
+        # refuse it): sent as its text, as msgpack cannot hold it.
+        return msgpack.packb(
+            _wide_integers_as_text(payload), default=_msgpack_default, datetime=True
+        )
+
+
+def _wide_integers_as_text(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _wide_integers_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_integers_as_text(v) for v in value]
+    return value
 
 
 def matches_if_none_match(request: Request, etag: str) -> bool:

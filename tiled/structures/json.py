@@ -23,7 +23,9 @@ such a value the same way, so that it reads the same wherever it is read:
 - text that UTF-8 cannot encode (a lone surrogate, which a JSON string may spell ``"\\ud800"``):
   where served, each lone surrogate is written ``?``; where stored or sent, refused
   (:class:`UnstorableValue`, a 400), so that the catalog never holds metadata that no route
-  could serve as it is. Nesting deeper than the encoders go is refused so on every road.
+  could serve as it is. Nesting deeper than the encoders go is refused so on every road, and
+  so are integers past 64 bits, which msgpack cannot carry (served, such a value stored by
+  other means goes as its text in msgpack).
 
 So a value read through msgpack, written as JSON by this rule, is what the JSON routes give.
 Values that are JSON already come back as they are, so metadata that went through the rule
@@ -42,7 +44,7 @@ import json
 import math
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -55,6 +57,11 @@ Fallback = Callable[[Any], Any]
 
 class UnstorableValue(BadRequest):
     """A value stored or sent that JSON written as UTF-8 cannot hold (see the module)."""
+
+
+class WideInteger(UnstorableValue, TypeError):
+    """An integer stored or sent that 64 bits cannot hold (a TypeError too, as the client's
+    other refusals of values without a form are, and as upstream's client raises it)."""
 
 
 def to_json_value(value: Any, fallback: Fallback = str) -> Any:
@@ -153,6 +160,13 @@ def _standard_dumps(value: Any, fallback: Fallback) -> bytes:
         text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except RecursionError:
         raise UnstorableValue("The value is nested too deeply to be written as JSON") from None
+    if fallback is not str:  # stored or sent: what msgpack documents cannot carry is refused
+        wide = next(wide_integers(plain), None)
+        if wide is not None:
+            raise WideInteger(
+                f"Integer exceeds 64-bit range: {wide} (metadata are also sent as msgpack, "
+                "which cannot hold it: store it as text)"
+            )
     try:
         return text.encode()
     except UnicodeEncodeError as err:
@@ -162,6 +176,20 @@ def _standard_dumps(value: Any, fallback: Fallback) -> bytes:
             f"Text holding a lone surrogate ({err.object[err.start : err.end]!r}) has no UTF-8 "
             "form: it cannot be written as JSON"
         ) from None
+
+
+def wide_integers(value: Any) -> Iterator[int]:
+    """The integers of a JSON value that 64 bits (signed or unsigned) cannot hold."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is int:
+            if not -(2**63) <= item < 2**64:
+                yield item
+        elif type(item) is dict:
+            pending.extend(item.values())
+        elif type(item) is list:
+            pending.extend(item)
 
 
 def _data_uri(value: bytes | bytearray | memoryview) -> str:
@@ -259,10 +287,12 @@ _TEXT_FALLBACK = _Walk(str, keep_non_finite=False)
 __all__ = [
     "DATA_URI_PREFIX",
     "UnstorableValue",
+    "WideInteger",
     "dumps",
     "dumps_text",
     "json_default",
     "refuse",
     "to_document_value",
     "to_json_value",
+    "wide_integers",
 ]
