@@ -352,3 +352,22 @@ def test_query_values_no_database_binds_are_400(live_catalog):
                 assert response.json()["detail"]
         within = client.get(f"/api/v1/search/?{eq}{2**63 - 1}")
         assert within.status_code == 200 and within.json()["data"] == []
+
+
+def test_columns_labelled_by_integers_are_members_by_their_names(live_catalog):
+    """A frame with columns 0 and 1 is stored with pandas' metadata, which brings the integer
+    labels back on reads; its structure lists the names "0" and "1", by which the columns are
+    members (they were 404)."""
+    from tiled.client import from_uri as client_from_uri
+
+    server_context, _ = live_catalog()
+    with server_context as server, httpx.Client(base_url=server.url, headers=HEADERS) as http:
+        client = client_from_uri(server.url, api_key="secret")
+        client.write_dataframe(pandas.DataFrame({0: [1, 2], 1: [3.5, 4.5]}), key="t")
+        assert client["t"].structure().columns == ("0", "1")
+        column = http.get("/api/v1/array/full/t/1", params={"format": "application/json"})
+        assert column.status_code == 200 and column.json() == [3.5, 4.5]
+        chunk = http.get("/zarr/v3/t/0/c/0")
+        assert chunk.status_code == 200, chunk.text
+        assert client["t"]["0"].read().tolist() == [1, 2]
+        assert client["t"].read().to_dict("list") == {"0": [1, 2], "1": [3.5, 4.5]}

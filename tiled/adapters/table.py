@@ -99,14 +99,23 @@ class _StoredPartitions(_Partitions):
     meta: Any
 
     def column(self, index: int, name: str) -> pandas.Series:
-        return self.read(index, [name])[name]
+        frame = self.read(index, [name])
+        return frame[_label(frame, name)]
 
     def dtype(self, column: str) -> Any:
-        return self.meta.dtypes[column]
+        return self.meta.dtypes[_label(self.meta, column)]
 
     @property
     def lengths_known(self) -> bool:
         return self._lengths is not None
+
+
+def _label(frame: pandas.DataFrame, name: str) -> Any:
+    """The label of column ``name`` (a structure lists columns by name; pandas' metadata of a
+    stored table brings back labels of other types: the integers of columns 0, 1)."""
+    if name in frame.columns:
+        return name
+    return next((label for label in frame.columns if str(label) == name), name)
 
 
 def _check_fields(fields: Sequence[str] | None, columns: Sequence[str]) -> None:
