@@ -13,6 +13,7 @@ import json
 import pickle
 import subprocess
 import sys
+from urllib.parse import quote
 
 import dask.array
 import dask.dataframe
@@ -1053,7 +1054,9 @@ def test_single_user_api_key(simple_server, scratch, monkeypatch):
         from_context(Context.from_app(simple_server.app)),  # the app's own key
     ]:
         assert client.context.api_key == simple_server.api_key and list(client) == expected
-    node = from_uri(f"{url}/api/v1/metadata/{expected[0]}?api_key={simple_server.api_key}")
+    # Quoted: the first key may be a scratch container of a test of keys holding "?" or "#".
+    first = quote(expected[0], safe="")
+    node = from_uri(f"{url}/api/v1/metadata/{first}?api_key={simple_server.api_key}")
     assert node.path_parts == [expected[0]]
     assert "api_key" not in from_uri(simple_server.uri).context.api_uri
     monkeypatch.setenv("TILED_API_KEY", simple_server.api_key)
