@@ -342,3 +342,13 @@ async def test_a_configuration_declares_specs_and_their_validators(tmp_path):
         assert (await client.post("/api/v1/metadata/", json=titled)).status_code == 200
         other = await client.post("/api/v1/metadata/", json={**body, "specs": ["other"]})
         assert other.status_code == 400 and other.json()["detail"] == "Unrecognized spec: other"
+
+
+def test_allowed_origins_no_browser_sends_are_warned_of(caplog):
+    tree = MapAdapter({})
+    origins = ["https://a.example", "http://b.example:8080", "*", "https://c.example/", "x"]
+    with caplog.at_level("WARNING", logger="tiled.server.app"):
+        build_app(tree, server_settings={"allow_origins": origins})
+    warned = [r.getMessage() for r in caplog.records if "allow_origins" in r.getMessage()]
+    assert len(warned) == 2
+    assert "'https://c.example/'" in warned[0] and "'x'" in warned[1]

@@ -7,7 +7,8 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -209,6 +210,7 @@ def build_app(
         # Where a browser (or SimpleTiledServer.web_ui_link) lands: pointers to the API.
         return HTMLResponse(LANDING_PAGE.format(version=__version__))
 
+    _warn_of_unmatchable_origins(settings.allow_origins or ())
     # Always installed, as upstream's: a preflight from an origin not allowed gets a 400.
     cors = functools.partial(
         CORSMiddleware,
@@ -269,3 +271,19 @@ def __getattr__(name: str) -> Any:
         globals()["app"] = application
         return application
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+$")
+
+
+def _warn_of_unmatchable_origins(origins: Iterable[str]) -> None:
+    """A warning for each allowed origin that no browser sends (a browser's ``Origin`` is
+    ``scheme://host[:port]``, with no path, not even a trailing slash): accepted, as upstream
+    accepts them, but such an entry allows nothing."""
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            logger.warning(
+                "allow_origins: %r is no origin a browser sends (scheme://host[:port], "
+                "without a path or a trailing slash): it allows nothing",
+                origin,
+            )
