@@ -1009,3 +1009,20 @@ def test_every_registry_entry_names_an_adapter_with_upstreams_constructors():
         adapter = DEFAULT_ADAPTERS_BY_MIMETYPE[mimetype]
         assert callable(getattr(adapter, "from_uris", None)), mimetype
         assert callable(getattr(adapter, "from_catalog", None)), mimetype
+
+
+@pytest.mark.parametrize("name", ["npy", "tiff", "strips", "tiff_sequence", "jpeg", "numbers"])
+def test_file_arrays_export_as_hdf5(served_files, name, tmp_path):
+    """The note on how the zarr view serves a file's chunks (``zarr_view``, a mapping HDF5
+    attributes cannot hold) is no attribute of the export: it made every export a 406."""
+    import h5py
+
+    response = httpx.get(
+        f"{served_files.server.url}/api/v1/array/full/{name}",
+        params={"format": "application/x-hdf5"},
+    )
+    assert response.status_code == 200, response.text
+    (tmp_path / "export.h5").write_bytes(response.content)
+    with h5py.File(tmp_path / "export.h5", "r") as file:
+        numpy.testing.assert_array_equal(file["data"][()], served_files.expected[name])
+        assert "zarr_view" not in file["data"].attrs

@@ -64,10 +64,11 @@ def write_attributes(obj: Any, metadata: Mapping[str, Any]) -> None:
     """Store the metadata as attributes of ``obj``; :class:`UnsupportedMediaType` (406) when
     an entry has no HDF5 attribute form."""
     from ..errors import UnsupportedMediaType
+    from ..zarr_format.model import ZARR_VIEW_KEY
 
     for key, value in metadata.items():
-        if value is None:
-            continue
+        if value is None or key == ZARR_VIEW_KEY:
+            continue  # (the server's note on how its zarr view serves chunks: not the data's)
         converted = _attribute_value(value)
         try:
             if converted is None:

@@ -27,13 +27,10 @@ async def encode_hdf5(node: Any, options: Any) -> bytes:
 
 def _attributes(node: Any) -> dict[str, Any]:
     # The attributes a node's metadata stands for, by spec (an xarray node's are its "attrs"),
-    # as the zarr view writes them, without the note on how the zarr view serves chunks.
+    # as the zarr view writes them (write_attributes leaves out its note on chunks).
     from ..adapters.base import zarr_attributes
-    from ..zarr_format.model import ZARR_VIEW_KEY
 
-    attributes = zarr_attributes(node)
-    attributes.pop(ZARR_VIEW_KEY, None)
-    return attributes
+    return zarr_attributes(node)
 
 
 async def _fill_group(file: Any, node: Any) -> None:
