@@ -17,10 +17,11 @@ import numpy
 import pytest
 import zarr
 
-from tiled.adapters.hdf5 import HDF5Adapter, HDF5ArrayAdapter, _bounded_chunk_shape
+from tiled.adapters.hdf5 import HDF5Adapter, HDF5ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
 from tiled.server.app import build_app
 from tiled.zarr_format.model import MAX_CHUNKS_PER_DIMENSION, ZARR_VIEW_KEY
+from tiled.zarr_format.model import bounded_chunk_shape as _bounded_chunk_shape
 
 from .live_server import serve
 from .processes import server_process

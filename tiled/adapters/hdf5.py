@@ -79,6 +79,7 @@ from ..zarr_format.model import (
     ZarrArrayMeta,
     ZarrGroupMeta,
     ZarrOptions,
+    bounded_chunk_shape,
     re_encoded_view,
     regular_chunks,
     stored_chunks_view,
@@ -630,7 +631,7 @@ class _Description:
     shape: tuple[int, ...]
     dtype: numpy.dtype  # what h5py reads, an array type's base type
     # The chunk shape served (None unless chunked): HDF5's, coarser along a dimension where
-    # HDF5's would be more than MAX_CHUNKS_PER_DIMENSION (see _bounded_chunk_shape).
+    # HDF5's would be more than MAX_CHUNKS_PER_DIMENSION (see bounded_chunk_shape).
     chunks: tuple[int, ...] | None
     storage: ZarrStorage | str  # the pass-through plan, or why there is none
     fill_value: Any
@@ -686,19 +687,6 @@ def _served_shape(
     return (*stored, *inner), False
 
 
-def _bounded_chunk_shape(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
-    """``chunks``, a whole multiple of itself along each dimension where it would cut
-    ``shape`` into more than MAX_CHUNKS_PER_DIMENSION chunks, so that there are at most that
-    many. A structure lists every chunk's size: HDF5 allows 10**12 chunks in a file of a
-    kilobyte, and listing them would take the server's memory and event loop."""
-    bounded = []
-    for size, chunk in zip(shape, chunks, strict=True):
-        count = -(-size // chunk)  # integers: sizes near 2**63 lose precision as floats
-        factor = -(-count // MAX_CHUNKS_PER_DIMENSION)
-        bounded.append(chunk * factor if factor > 1 else chunk)
-    return tuple(bounded)
-
-
 def _uniform_fill_value(fill_value: Any, inner: tuple[int, ...]) -> tuple[Any, bool]:
     """The one fill value of an element, and whether there is one: an array type's fill value
     is a block, which zarr can declare only when all its values are the same."""
@@ -740,7 +728,7 @@ def _describe(dataset: h5py.Dataset, path: str) -> _Description | _Uncached:
         storage = "the fill value differs within an array type's block"
     chunks = (*dataset.chunks, *inner) if dataset.chunks else None
     if chunks is not None and not lead:
-        bounded = _bounded_chunk_shape(shape, chunks)
+        bounded = bounded_chunk_shape(shape, chunks)
         if bounded != chunks:
             if isinstance(storage, ZarrStorage):
                 # The zarr view's chunks are the structure's: stored chunks of another size

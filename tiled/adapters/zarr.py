@@ -4,35 +4,135 @@ A stored array whose codecs a zarr client of either format can read as they are 
 serializer writing raw bytes, at most one blosc/zstd/gzip compressor, no sharding) is served
 by **passing the stored chunk bytes through**: ``to_zarr_meta`` advertises the stored chunk
 grid, byte order, fill value and compressor, and ``to_zarr_chunk`` returns the stored file's
-bytes untouched. Any other array falls back to the default hooks (decode, re-encode).
+bytes untouched. Any other array falls back to the default hooks (decode, re-encode), and so
+does an array of more than ``MAX_CHUNKS_PER_DIMENSION`` stored chunks along a dimension: its
+structure lists coarser chunks (see :func:`~tiled.zarr_format.model.bounded_chunk_shape`).
+
+A store in a directory is read only through :class:`ContainedStore`, by the pass-through and
+by zarr-python alike: every key must be a regular file inside the store's directory once
+symbolic links are followed (a link out of the store, a FIFO, a device or a directory in
+place of a file is refused with a 4xx naming the key, never the server's path).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy
 import zarr
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
 from ..errors import NoSuchEntry, ZarrKeyNotFound
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
 from ..utils import run_sync
-from ..zarr_format.model import EncodedChunk, ZarrArrayMeta, ZarrOptions, regular_chunks
+from ..zarr_format.model import (
+    EncodedChunk,
+    ZarrArrayMeta,
+    ZarrOptions,
+    bounded_chunk_shape,
+    regular_chunks,
+)
 from ..zarr_format.stored import passable_codecs
 from ..zarr_format.zarr_python import default_buffer_prototype
 from .base import ArrayAdapterBase, zarr_attributes
-from .files import file_identity, identity_etag
+from .files import file_identity, identity_etag, open_failure
 from .mapping import MapAdapter
 from .node_storage import NodeStorage
+from .sequence import FileUnreadable, _open_regular_file
 
 # Upstream's public flag: True when the installed zarr-python is major version 2.
 ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
+
+
+class ContainedStore(LocalStore):
+    """A read-only :class:`~zarr.storage.LocalStore` that reads a key only from a regular file
+    inside its root directory, symbolic links followed (a link to another file of the store
+    keeps working). Anything else is :class:`FileUnreadable` (a 415 naming the key): a link
+    out of the store, a FIFO (whose opening would wait forever), a device, a directory. A key
+    with no file, as in ``LocalStore``, reads as absent (the chunk holds the fill value)."""
+
+    def __init__(self, root: Path | str, *, read_only: bool = True) -> None:
+        super().__init__(root, read_only=True)
+        self.resolved_root = Path(os.path.realpath(self.root))
+
+    def open_key(self, key: str) -> Any | None:
+        """The file of ``key`` opened for binary reading (the caller closes it), or None if
+        there is none. Blocking: call it on a worker thread."""
+        # realpath, not Path.resolve(): a loop of links then fails at open() (ELOOP), not
+        # with an error that names the server's path.
+        path = Path(os.path.realpath(self.root / key))
+        if not path.is_relative_to(self.resolved_root):
+            raise FileUnreadable(f"zarr key {key!r} is a link to a file outside the store")
+        try:
+            return _open_regular_file(path)
+        except FileUnreadable:
+            raise FileUnreadable(
+                f"zarr key {key!r} is not a regular file (a FIFO, socket or device)"
+            ) from None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise FileUnreadable(f"zarr key {key!r} {open_failure(err)}") from None
+
+    def _read(self, key: str, prototype: Any, byte_range: ByteRequest | None) -> Any | None:
+        file = self.open_key(key)
+        if file is None:
+            return None
+        with file:
+            if byte_range is None:
+                data = file.read()
+            elif isinstance(byte_range, RangeByteRequest):
+                file.seek(byte_range.start)
+                data = file.read(max(byte_range.end - byte_range.start, 0))
+            elif isinstance(byte_range, OffsetByteRequest):
+                file.seek(byte_range.offset)
+                data = file.read()
+            elif isinstance(byte_range, SuffixByteRequest):
+                file.seek(max(0, file.seek(0, os.SEEK_END) - byte_range.suffix))
+                data = file.read()
+            else:
+                raise TypeError(f"Unexpected byte_range, got {byte_range}.")
+        return prototype.buffer.from_bytes(data)
+
+    def get_sync(
+        self, key: str, *, prototype: Any = None, byte_range: ByteRequest | None = None
+    ) -> Any | None:
+        # Read straight from the file: opening the store (which only checks its directory
+        # for a read-only one) is not needed to read a key.
+        return self._read(key, prototype or default_buffer_prototype(), byte_range)
+
+    async def get(
+        self, key: str, prototype: Any = None, byte_range: ByteRequest | None = None
+    ) -> Any | None:
+        prototype = prototype or default_buffer_prototype()
+        return await asyncio.to_thread(self._read, key, prototype, byte_range)
+
+    async def get_partial_values(
+        self, prototype: Any, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Any | None]:
+        reads = (self.get(key, prototype, byte_range) for key, byte_range in key_ranges)
+        return list(await asyncio.gather(*reads))
+
+
+def contained(node: zarr.Array | zarr.Group) -> zarr.Array | zarr.Group:
+    """``node`` opened again through a :class:`ContainedStore` if it is read from a directory
+    by a plain ``LocalStore`` (its metadata documents are read again, as they may be links out
+    of the store too); a node of any other store as it is."""
+    store = node.store
+    if not isinstance(store, LocalStore) or isinstance(store, ContainedStore):
+        return node
+    store = ContainedStore(store.root)
+    zarr_format = node.metadata.zarr_format
+    if isinstance(node, zarr.Group):
+        return zarr.open_group(store, path=node.path, mode="r", zarr_format=zarr_format)
+    return zarr.open_array(store, path=node.path, mode="r", zarr_format=zarr_format)
 
 
 class ZarrArrayAdapter(ArrayAdapterBase):
@@ -48,8 +148,12 @@ class ZarrArrayAdapter(ArrayAdapterBase):
         storage: NodeStorage | None = None,
     ):
         super().__init__(structure, metadata=metadata, specs=specs)
-        self._array = array
+        self._array = array = contained(array)
         self._passthrough = passable_codecs(array.metadata)
+        if self._passthrough is not None and not _listable(array):
+            # More stored chunks along a dimension than a structure may list: its chunks are
+            # coarser (see from_array), and the zarr view in them is re-encoded.
+            self._passthrough = None
         # The node's own storage (the catalog's arrays): chunks are read by key from it, with
         # its ETags, whether it is a directory or a bucket.
         self._storage = storage
@@ -60,9 +164,8 @@ class ZarrArrayAdapter(ArrayAdapterBase):
     ) -> ZarrArrayAdapter:
         dims = dims or _dimension_names(array)
         shape = tuple(array.shape)
-        structure = ArrayStructure.from_array(
-            array, shape=shape, chunks=regular_chunks(shape, tuple(array.chunks)), dims=dims
-        )
+        chunks = regular_chunks(shape, bounded_chunk_shape(shape, tuple(array.chunks)))
+        structure = ArrayStructure.from_array(array, shape=shape, chunks=chunks, dims=dims)
         metadata = dict(array.attrs) if metadata is None else metadata
         metadata.pop("_ARRAY_DIMENSIONS", None)
         return cls(array, structure, metadata=metadata, specs=specs)
@@ -104,8 +207,8 @@ class ZarrArrayAdapter(ArrayAdapterBase):
                 raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")
             return EncodedChunk.tagged(fetched.data, fetched.etag)
         path = f"{self._array.path}/{key}" if self._array.path else key
-        if isinstance(self._array.store, LocalStore):
-            return await run_sync(_read_chunk_file, Path(self._array.store.root) / path, coords)
+        if isinstance(self._array.store, ContainedStore):
+            return await run_sync(_read_chunk_file, self._array.store, path, coords)
         buffer = await self._array.store.get(path, prototype=default_buffer_prototype())
         if buffer is None:
             # Never written: the stored fill value, which the metadata declares too.
@@ -122,15 +225,21 @@ class ZarrArrayAdapter(ArrayAdapterBase):
         return self._storage.signed_url(key, seconds)
 
 
-def _read_chunk_file(path: Path, coords: Sequence[int]) -> EncodedChunk:
+def _read_chunk_file(store: ContainedStore, key: str, coords: Sequence[int]) -> EncodedChunk:
     """A stored chunk file's bytes, tagged from its identity (no hashing of the payload)."""
-    try:
-        with open(path, "rb") as file:
-            info = os.fstat(file.fileno())
-            payload = file.read()
-    except FileNotFoundError:
-        raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value") from None
+    file = store.open_key(key)
+    if file is None:
+        raise ZarrKeyNotFound(f"Chunk {list(coords)} holds only the fill value")
+    with file:
+        info = os.fstat(file.fileno())
+        payload = file.read()
     return EncodedChunk.tagged(payload, identity_etag(file_identity(info)))
+
+
+def _listable(array: zarr.Array) -> bool:
+    """Whether a structure may list the stored chunks of ``array`` as they are."""
+    chunks = tuple(array.chunks)
+    return bounded_chunk_shape(tuple(array.shape), chunks) == chunks
 
 
 def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
@@ -142,6 +251,7 @@ class ZarrGroupAdapter(MapAdapter):
     """A stored zarr group: members are its arrays and groups, attributes its metadata."""
 
     def __init__(self, group: zarr.Group, *, metadata=None, specs=None):
+        group = contained(group)
         members = {name: _adapter_for(member) for name, member in group.members()}
         super().__init__(
             members, metadata=dict(group.attrs) if metadata is None else metadata, specs=specs
@@ -164,7 +274,7 @@ class ZarrAdapter:
     def from_uris(data_uri: str, **kwargs: Any) -> ZarrArrayAdapter | ZarrGroupAdapter:
         path = data_uri.removeprefix("file://localhost").removeprefix("file://")
         try:
-            node = zarr.open(path, mode="r")
+            node = zarr.open(ContainedStore(path), mode="r")
         except FileNotFoundError:
             raise NoSuchEntry([data_uri]) from None
         return _adapter_for(node)
@@ -177,4 +287,4 @@ class ZarrAdapter:
         return ZarrAdapter.from_uris(asset_uris(data_source)[0])
 
 
-__all__ = ["ZarrAdapter", "ZarrArrayAdapter", "ZarrGroupAdapter"]
+__all__ = ["ContainedStore", "ZarrAdapter", "ZarrArrayAdapter", "ZarrGroupAdapter", "contained"]

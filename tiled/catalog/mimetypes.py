@@ -52,8 +52,12 @@ def _single_uri(source: DataSource) -> str:
 def _open_zarr(path: Any) -> Any:
     import zarr
 
+    from ..adapters.zarr import ContainedStore
+
     try:
-        return zarr.open(str(path), mode="r")
+        # Its documents too are read only from regular files inside it (a FIFO in place of
+        # one hung the walk; a link out of the store was read).
+        return zarr.open(ContainedStore(path), mode="r")
     except FileNotFoundError:
         raise
     except Exception as err:  # zarr names a missing or malformed store in several ways

@@ -99,6 +99,21 @@ def check_chunk_counts(counts: Sequence[int]) -> None:
         )
 
 
+def bounded_chunk_shape(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """``chunks``, a whole multiple of itself along each dimension where it would cut
+    ``shape`` into more than :data:`MAX_CHUNKS_PER_DIMENSION` chunks, so that there are at
+    most that many. A structure lists every chunk's size: an HDF5 file or a zarr array's
+    metadata of a kilobyte may declare 10**12 chunks, and listing them would take the
+    server's memory and event loop. Where this differs from ``chunks``, the stored chunks
+    cannot be passed through: the zarr view is re-encoded in the coarser grid."""
+    bounded = []
+    for size, chunk in zip(shape, chunks, strict=True):
+        count = -(-size // chunk)  # integers: sizes near 2**63 lose precision as floats
+        factor = -(-count // MAX_CHUNKS_PER_DIMENSION)
+        bounded.append(chunk * factor if factor > 1 else chunk)
+    return tuple(bounded)
+
+
 def split_dimension(size: int, chunk: int) -> tuple[int, ...]:
     """``size`` cut into pieces of ``chunk`` (the last may be shorter); ``(0,)`` when empty."""
     full, rest = divmod(size, chunk)
@@ -254,6 +269,7 @@ __all__ = [
     "ZarrArrayMeta",
     "ZarrGroupMeta",
     "ZarrOptions",
+    "bounded_chunk_shape",
     "check_chunk_counts",
     "choose_chunk_shape",
     "grid_counts",
