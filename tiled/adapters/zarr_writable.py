@@ -114,7 +114,30 @@ def patch_region(
 
 
 def open_readonly(storage: NodeStorage) -> zarr.Array:
-    return zarr.open_array(store=storage.zarr_store(), mode="r")
+    """The stored array, read in the byte order its chunks are stored in: the order the
+    catalog's structure declares (see :func:`in_stored_byte_order`)."""
+    return in_stored_byte_order(zarr.open_array(store=storage.zarr_store(), mode="r"))
+
+
+def in_stored_byte_order(array: zarr.Array) -> zarr.Array:
+    """``array``, reading values in the byte order of its v3 ``bytes`` codec.
+
+    zarr v3's ``data_type`` has no byte order (the ``bytes`` codec has), so zarr-python reads
+    every array it opens in native order. The catalog declares the order the array was
+    created with (the client's, e.g. ``>i4``), and every reader (the octet-stream routes above
+    all, whose bytes the client reads as the declared type) must get the values in it.
+    """
+    metadata = array.metadata
+    if metadata.zarr_format != 3 or not metadata.codecs:
+        return array  # v2 dtypes carry their byte order
+    serializer = metadata.codecs[0]
+    endian = getattr(serializer, "endian", None) if isinstance(serializer, BytesCodec) else None
+    data_type = metadata.data_type
+    stored = getattr(endian, "value", endian)
+    if stored is None or getattr(data_type, "endianness", stored) == stored:
+        return array
+    metadata = replace(metadata, data_type=replace(data_type, endianness=stored))
+    return zarr.Array(zarr.AsyncArray(metadata, array.store_path, array.config))
 
 
 def store_zarr_documents(storage: NodeStorage, documents: Mapping[str, bytes]) -> None:

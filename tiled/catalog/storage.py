@@ -29,7 +29,7 @@ from ..adapters.ragged import RAGGED_SQL_MIMETYPE
 from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.sql import SQL_TABLE_MIMETYPE
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array, store_zarr_documents
-from ..errors import BadRequest
+from ..errors import BadRequest, InvalidDtype
 from ..storage import FileStorage, ObjectStorage, Storage, is_sql_uri, parse_storage
 from ..structures.core import StructureFamily
 from ..structures.data_source import Asset, DataSource, Management
@@ -172,6 +172,22 @@ def check_writable_source(source: DataSource) -> None:
     if source.mimetype not in (None, wanted):
         raise BadRequest(
             f"Data of family {family.value} are stored as {wanted}, not {source.mimetype}"
+        )
+    if family == StructureFamily.array:
+        check_zarr_storable(source.structure.data_type)
+
+
+def check_zarr_storable(data_type: Any) -> None:
+    """Refuse (400, before any storage or row is made) an array data type that the catalog's
+    zarr v3 storage cannot hold as it is: one zarr-python has no type for (``float128``,
+    ``complex256``, objects), or one a reader of the stored array would read as another (a
+    record with a sub-array field or a big-endian field)."""
+    from ..zarr_format.v3 import read_back_dtype
+
+    dtype = data_type.to_numpy_dtype()
+    if read_back_dtype(dtype) != dtype:
+        raise InvalidDtype(
+            str(dtype), "the catalog stores arrays as zarr v3, which cannot hold this data type"
         )
 
 

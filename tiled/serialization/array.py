@@ -34,10 +34,20 @@ def encode_json(array: numpy.ndarray, metadata: dict[str, Any]) -> bytes:
     return _json.dumps(_json.to_jsonable(numpy.asarray(array)))
 
 
+# The most columns a CSV export has (numpy builds a format string per column, even for an
+# array with no rows: an empty array of 10**18 columns would exhaust the memory).
+MAX_CSV_COLUMNS = 1_000_000
+
+
 def encode_csv(array: numpy.ndarray, metadata: dict[str, Any]) -> bytes:
     array = numpy.asarray(array)
     if array.ndim > 2:
         raise UnsupportedMediaType(f"CSV holds at most 2 dimensions; this array has {array.ndim}")
+    if array.ndim == 2 and array.shape[1] > MAX_CSV_COLUMNS:
+        raise UnsupportedMediaType(
+            f"CSV holds at most {MAX_CSV_COLUMNS} columns; this array has {array.shape[1]} "
+            "(slice it, or ask for another format)"
+        )
     buffer = io.StringIO()
     numpy.savetxt(buffer, array.reshape(1) if array.ndim == 0 else array, fmt="%s", delimiter=",")
     return buffer.getvalue().encode("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import warnings
@@ -11,6 +12,7 @@ from typing import Any
 import numpy
 from zarr.codecs import BytesCodec, VLenUTF8Codec
 
+from ..errors import DataUnavailable
 from ..structures.json import to_json_value
 from .encoding import json_document
 from .model import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
@@ -101,6 +103,49 @@ def _codecs_json(dtype: numpy.dtype, compressor_configs: tuple[tuple, ...]) -> l
     ]
 
 
+@functools.lru_cache(maxsize=512)
+def read_back_dtype(dtype: numpy.dtype) -> numpy.dtype | None:
+    """The numpy dtype zarr-python reads from the ``zarr.json`` this encoding writes for
+    ``dtype`` (its ``data_type`` parsed back, in the byte order of the ``bytes`` codec), or
+    None when zarr has no data type for it.
+
+    It differs from ``dtype`` where zarr v3 cannot say what the bytes are: zarr-python stores
+    a record's sub-array field as raw bytes, and a record's fields carry no byte order in v3
+    (they are read little-endian)."""
+    if is_variable_length_string(dtype):
+        return dtype
+    from zarr.dtype import parse_dtype
+
+    try:
+        document = _data_type_json(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as in _data_type_json
+            zdtype = parse_dtype(document, zarr_format=3)
+    except (TypeError, ValueError):
+        return None
+    endian = _serializer(dtype)["configuration"]["endian"]
+    if getattr(zdtype, "endianness", None) is not None:
+        zdtype = dataclasses.replace(zdtype, endianness=endian)
+    return zdtype.to_native_dtype()
+
+
+def check_describable(dtype: numpy.dtype) -> None:
+    """Raise :class:`DataUnavailable` (415) unless a zarr v3 reader of this encoding's
+    documents reads values of ``dtype`` back as they are."""
+    if read_back_dtype(dtype) != dtype:
+        raise DataUnavailable(
+            f"zarr v3 cannot describe the data type {dtype} (zarr-python would read these "
+            "values as another type); read the node through /api/v1"
+        )
+
+
+def _fill_scalar(zdtype: Any, dtype: numpy.dtype) -> Any:
+    try:
+        return zdtype.default_scalar()
+    except (TypeError, ValueError):  # e.g. records: zarr-python's default may not fit them
+        return numpy.zeros((), dtype=dtype)[()]
+
+
 def _inline(metadata: dict) -> dict:
     return {"kind": "inline", "must_understand": False, "metadata": metadata}
 
@@ -112,8 +157,9 @@ class ZarrV3Encoding:
     document_names = frozenset({"zarr.json"})
 
     def array_metadata(self, meta: ZarrArrayMeta) -> dict:
+        check_describable(meta.dtype)
         zdtype = zarr_data_type(meta.dtype)
-        fill = zdtype.default_scalar() if meta.fill_value is None else meta.fill_value
+        fill = _fill_scalar(zdtype, meta.dtype) if meta.fill_value is None else meta.fill_value
         codecs = _codecs_json(meta.dtype, tuple(_frozen(c.get_config()) for c in meta.compressors))
         document = {
             "zarr_format": 3,
