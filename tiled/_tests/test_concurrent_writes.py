@@ -31,6 +31,7 @@ from tiled.adapters.files import path_from_uri
 
 from .postgres import temporary_database
 from .processes import TILED, server_process
+from .test_catalog_http import arrow_bytes
 
 KEY = "secret"
 HEADERS = {"Authorization": f"Apikey {KEY}"}
@@ -109,14 +110,6 @@ def _array_node(key: str, size: int = 8) -> dict:
 def _container(key: str, metadata: dict | None = None) -> dict:
     return {"id": key, "structure_family": "container", "metadata": metadata or {},
             "data_sources": []}  # fmt: skip
-
-
-def _arrow(frame: pandas.DataFrame) -> bytes:
-    table = pyarrow.Table.from_pandas(frame, preserve_index=False)
-    sink = io.BytesIO()
-    with pyarrow.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
 
 
 def _metadata(deployment: Deployment, path: str) -> dict:
@@ -271,13 +264,13 @@ def test_every_append_lands(deployment, sql):
     created = httpx.post(f"{base}/api/v1/metadata/", json=node, headers=HEADERS)
     assert created.status_code == 200, created.text
     if not sql:
-        first = _arrow(pandas.DataFrame({"i": [-1], "x": [0.0]}))
+        first = arrow_bytes(pandas.DataFrame({"i": [-1], "x": [0.0]}))
         written = httpx.put(f"{base}/api/v1/table/full/{key}", content=first,
                             headers={**HEADERS, "Content-Type": ARROW})  # fmt: skip
         assert written.status_code == 200, written.text
 
     def append(i: int) -> httpx.Response:
-        rows = _arrow(pandas.DataFrame({"i": [i] * 3, "x": [float(i)] * 3}))
+        rows = arrow_bytes(pandas.DataFrame({"i": [i] * 3, "x": [float(i)] * 3}))
         return httpx.patch(
             f"{deployment.url(i)}/api/v1/table/partition/{key}", params={"partition": 0},
             content=rows, headers={**HEADERS, "Content-Type": ARROW}, timeout=TIMEOUT,
