@@ -100,6 +100,15 @@ def stores(tmp_path_factory) -> Path:
     # A FIFO in place of the store's own document: opening the store waited on it forever.
     _v2(served / "fifometa.zarr", four, (4,))
     _replace(served / "fifometa.zarr" / ".zarray", os.mkfifo)
+    # A group with a healthy member, one whose document links out, one whose document is a
+    # FIFO: the group and its healthy member stay readable.
+    group = zarr.open_group(served / "group.zarr", mode="w", zarr_format=3)
+    group.create_array("good", data=four, chunks=(4,), compressors=None)
+    group.create_array("linked", data=four, chunks=(4,), compressors=None)
+    group.create_array("fifo", data=four, chunks=(4,), compressors=None)
+    _replace(served / "group.zarr" / "linked" / "zarr.json",
+             lambda p: p.symlink_to(outside / "attrs.json"))  # fmt: skip
+    _replace(served / "group.zarr" / "fifo" / "zarr.json", os.mkfifo)
     _many_chunks(served / "many2.zarr", 2)
     _many_chunks(served / "many3.zarr", 3)
     return served
@@ -108,7 +117,7 @@ def stores(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(stores):
     # Not the FIFO: a worker thread blocked on it would outlive this process's server.
-    names = ["ok", "inlink", "link", "link3", "dirchunk", "many2", "many3"]
+    names = ["ok", "inlink", "link", "link3", "dirchunk", "many2", "many3", "group"]
     tree = MapAdapter({name: ZarrAdapter.from_uris(str(stores / f"{name}.zarr")) for name in names})
     with serve(build_app(tree, authentication={"allow_anonymous_access": True})) as live:
         yield live
@@ -256,3 +265,11 @@ def test_fifo_in_place_of_a_stores_document_is_skipped_by_the_walk(directory_ser
         found.json()["data"]["attributes"]["structure_family"] == "container"
     )
     assert httpx.get(f"{directory_server}/api/v1/metadata/ok", timeout=TIMEOUT).status_code == 200
+
+
+def test_one_hostile_member_leaves_its_group_readable(server):
+    listing = httpx.get(f"{server.url}/api/v1/search/group", timeout=TIMEOUT)
+    assert listing.status_code == 200, listing.text
+    assert [d["id"] for d in listing.json()["data"]] == ["good"]
+    root = zarr.open_group(fsspec.get_mapper(f"{server.url}/zarr/v3/group"), mode="r")
+    assert root["good"][...].tolist() == [7, 7, 7, 7]

@@ -17,6 +17,7 @@ place of a file is refused with a 4xx naming the key, never the server's path).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from importlib.metadata import version
@@ -28,7 +29,7 @@ import zarr
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
-from ..errors import NoSuchEntry, ZarrKeyNotFound
+from ..errors import DataUnavailable, NoSuchEntry, ZarrKeyNotFound
 from ..ndslice import NDSlice
 from ..structures.array import ArrayStructure
 from ..utils import run_sync
@@ -46,6 +47,8 @@ from .files import file_identity, identity_etag, open_failure
 from .mapping import MapAdapter
 from .node_storage import NodeStorage
 from .sequence import FileUnreadable, _open_regular_file
+
+logger = logging.getLogger(__name__)
 
 # Upstream's public flag: True when the installed zarr-python is major version 2.
 ZARR_LIB_V2 = version("zarr").split(".")[0] == "2"
@@ -252,11 +255,38 @@ class ZarrGroupAdapter(MapAdapter):
 
     def __init__(self, group: zarr.Group, *, metadata=None, specs=None):
         group = contained(group)
-        members = {name: _adapter_for(member) for name, member in group.members()}
+        members = {}
+        for name, member in _members(group):
+            try:
+                members[name] = _adapter_for(member)
+            except (FileUnreadable, DataUnavailable) as err:
+                logger.warning("zarr group member %r left out: %s", name, err)
         super().__init__(
             members, metadata=dict(group.attrs) if metadata is None else metadata, specs=specs
         )
         self._group = group
+
+
+def _members(group: zarr.Group) -> list[tuple[str, Any]]:
+    """The group's members; where one cannot be opened (a document that is a link out of the
+    store, a FIFO), the others, each opened on its own, that one left out with a warning:
+    one hostile member must not make its group unreadable."""
+    try:
+        return list(group.members())
+    except (FileUnreadable, DataUnavailable):
+        pass
+    found = []
+    directory = Path(group.store.root) / group.path
+    with os.scandir(directory) as entries:
+        names = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    for name in names:
+        try:
+            found.append((name, group[name]))
+        except KeyError:
+            continue  # a folder that is no member (v3's chunk folder "c", say)
+        except (FileUnreadable, DataUnavailable) as err:
+            logger.warning("zarr group member %r left out: %s", name, err)
+    return found
 
 
 def _adapter_for(node: zarr.Array | zarr.Group) -> Any:

@@ -220,8 +220,9 @@ def _conflict(err: IntegrityError, record: NodeRecord) -> Conflict | NoSuchEntry
     text = str(err.orig)
     if "key_parent_unique_constraint" in text or "nodes.key, nodes.parent" in text:
         return Conflict(f"There is already a node named {record.key!r} in /{record.parent}")
-    if "violates foreign key constraint" in text or "FOREIGN KEY constraint failed" in text:
-        # The parent was deleted (by another request) after it was looked up.
+    if 'on table "nodes" violates foreign key constraint' in text:
+        # PostgreSQL: the parent was deleted (by another request) after it was looked up and
+        # before its key-share lock (SQLite: _check_parent, under the database's write lock).
         return NoSuchEntry([part for part in record.parent.split("/") if part])
     return Conflict(f"The node's data sources conflict: {text.splitlines()[0]}")
 

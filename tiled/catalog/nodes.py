@@ -210,7 +210,10 @@ class CatalogNode:
     async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
         query = select(nodes.c.metadata, nodes.c.specs, nodes.c.time_updated)
         current = (
-            await connection.execute(query.where(nodes.c.id == self._record.id).with_for_update())
+            # FOR NO KEY UPDATE: children may be inserted meanwhile (their key-share lock).
+            await connection.execute(
+                query.where(nodes.c.id == self._record.id).with_for_update(key_share=True)
+            )
         ).one_or_none()
         if current is None:
             raise NoSuchEntry(list(self.segments))
@@ -323,11 +326,15 @@ async def _lock_subtree(connection: Any, node_id: int) -> set[int]:
     not locked yet, or its insert was waiting on it) is locked too, and once every row is
     locked no child can be inserted below, so what is read and deleted next is the whole
     subtree (its storage included: none is left behind with no row)."""
+    # In id order, so that two deletions of overlapping subtrees lock rows in one order.
+    query = (
+        select(nodes.c.id).where(subtree_condition(node_id)).order_by(nodes.c.id)
+        .with_for_update(of=nodes)
+    )  # fmt: skip
     locked: set[int] = set()
     while True:
-        query = select(nodes.c.id).where(subtree_condition(node_id)).with_for_update(of=nodes)
         found = set((await connection.execute(query)).scalars())
-        if found <= locked:
+        if found <= locked or connection.dialect.name == "sqlite":  # no row locks there
             return found
         locked |= found
 

@@ -50,10 +50,10 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 
 def _wide_integers_as_text(value: Any) -> Any:
-    if type(value) is int and not -(2**63) <= value < 2**64:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         return str(value)
     if isinstance(value, dict):
-        return {k: _wide_integers_as_text(v) for k, v in value.items()}
+        return {_wide_integers_as_text(k): _wide_integers_as_text(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_wide_integers_as_text(v) for v in value]
     return value

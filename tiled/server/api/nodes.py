@@ -163,12 +163,19 @@ async def replace_metadata(
 ):
     target = capable(node.adapter, NodeWithHistory, "metadata updates")
     specs = normalize_specs(body.specs) if body.specs is not None else None
-    metadata, validated = await _validated_update(request, node, body.metadata, specs)
-    access_blob, reported_tags = node.approve_tags(
-        _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
-    )
-    await target.replace_metadata(metadata, specs, access_blob, drop_revision)
+    # In turn with the patches: one that read the metadata must not store over this.
+    async with _in_turn(target):
+        metadata, validated = await _validated_update(request, node, body.metadata, specs)
+        access_blob, reported_tags = node.approve_tags(
+            _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
+        )
+        await target.replace_metadata(metadata, specs, access_blob, drop_revision)
     return _updated(request, node, reported_tags, validated)
+
+
+def _in_turn(target: Any) -> Any:
+    """Held around a read-modify-write of a node's metadata (see UpdatesInTurn)."""
+    return target.updating() if supports(target, UpdatesInTurn) else contextlib.nullcontext()
 
 
 async def _validated_update(
@@ -199,8 +206,7 @@ async def patch_metadata(
         )
     # The patch applies to what is stored when it is applied, one updater at a time: no
     # concurrent update is lost, and a JSON Patch "test" is a compare-and-set.
-    in_turn = target.updating() if supports(target, UpdatesInTurn) else contextlib.nullcontext()
-    async with in_turn:
+    async with _in_turn(target):
         return await _patched(request, node, target, patcher, body, drop_revision)
 
 

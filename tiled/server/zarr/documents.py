@@ -40,9 +40,9 @@ async def descendants(
     first), or None past ``max_nodes`` or where a group below cannot be listed.
 
     A member whose own documents fail is left out (its own documents answer why): one bad
-    member must not make its ancestors unreadable, the root above all. Only a failing storage
-    fails the whole (503: the same request may succeed later, and a partial tree would not
-    say so)."""
+    member must not make its ancestors unreadable, the root above all. Only a storage or a
+    database out of reach fails the whole (503: the same request may succeed later, and a
+    partial tree would not say so)."""
     found: list[tuple[str, dict[str, dict]]] = []
     try:
         async for visit in walk(chain, order="breadth", group_at=view.members, limit=max_nodes):
@@ -50,17 +50,25 @@ async def descendants(
                 return None
             try:
                 found.append(("/".join(visit.path), await node_json(visit.node, encoding, options)))
-            except StorageUnavailable:
-                raise
             except Exception as err:
+                if _unavailable(err):
+                    raise
                 _left_out("/".join(visit.path), err)
                 visit.prune()
-    except StorageUnavailable:
-        raise
     except Exception as err:
+        if _unavailable(err):
+            raise
         _left_out("a group below", err)
         return None  # served without consolidated metadata: clients list the group instead
     return found
+
+
+def _unavailable(err: Exception) -> bool:
+    """A storage or database out of reach (503): the same request may succeed later, and a
+    document served meanwhile would be cached as if it were whole."""
+    from ..errors import unavailable_service
+
+    return isinstance(err, StorageUnavailable) or unavailable_service(err) is not None
 
 
 def _left_out(where: str, err: Exception) -> None:
