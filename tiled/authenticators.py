@@ -1,4 +1,8 @@
-"""Username/password authenticators for multi-user servers ("internal" providers).
+"""Authenticators for multi-user servers.
+
+Username/password ("internal") providers check credentials themselves; OpenID Connect
+("external") providers send the user to an identity provider and read who logged in from
+the ID token it issues (:class:`OIDCAuthenticator`).
 
 An authenticator is any object with ``async authenticate(username, password)`` returning a
 :class:`UserSessionState` on success and ``None`` on failure (a plain, non-async method is
@@ -15,10 +19,19 @@ accepted too). Configure one per provider::
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,3 +106,260 @@ class PAMAuthenticator(InternalAuthenticator):
             return True
 
         return UserSessionState(username) if await run_sync(check) else None
+
+
+class ExternalAuthenticator(ABC):
+    """The interface of a provider that logs users in elsewhere (a browser redirect) and
+    hands back an authorization code: ``authenticate(request)`` reads the request that
+    carries the code."""
+
+    mode = "external"
+    confirmation_message: str | None = None
+    redirect_on_success: str | None = None
+    redirect_on_failure: str | None = None
+
+    @abstractmethod
+    async def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
+        """Where to send the user's browser to log in; it comes back to ``redirect_uri``."""
+
+    @abstractmethod
+    async def authenticate(self, request: Request) -> UserSessionState | None:
+        """The session state for the login whose code ``request`` carries, None if refused."""
+
+
+class IdentityProviderUnavailable(ServiceUnavailable):
+    """The identity provider could not be reached or answered something unusable."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The identity provider cannot be used now: {reason}")
+
+
+# Signature algorithms an ID token may use: public-key ones only. "none" proves nothing, and
+# an HMAC token would be checked with a key taken from the JWKS document, which is public.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+# Clocks of the identity provider and of this server drift apart.
+CLOCK_SKEW_SECONDS = 60
+KEYS_MAX_AGE_SECONDS = 3600.0
+# A token naming an unknown key fetches the keys again (the provider rotated them), at most
+# this often, so that forged key ids cannot make the server fetch on every request.
+KEYS_REFETCH_SECONDS = 60.0
+PROVIDER_TIMEOUT_SECONDS = 10.0
+
+
+class OIDCAuthenticator(ExternalAuthenticator):
+    """Log in through an OpenID Connect provider (Google, ORCID, Keycloak, ...) with the
+    authorization code flow; upstream Tiled's configuration::
+
+        authentication:
+          providers:
+            - provider: orcid
+              authenticator: tiled.authenticators:OIDCAuthenticator
+              args:
+                audience: ${ORCID_CLIENT_ID}
+                client_id: ${ORCID_CLIENT_ID}
+                client_secret: ${ORCID_CLIENT_SECRET}
+                well_known_uri: https://orcid.org/.well-known/openid-configuration
+
+    The provider's discovery document and keys are fetched when first needed (a server starts
+    while the provider is away). The ID token must be signed with one of the provider's
+    public keys, name the provider as issuer and ``audience`` among its audiences, be
+    unexpired, and match the access token issued with it (``at_hash``). The user is the
+    ``user_id_claim`` of the token (``sub``: stable, where an e-mail address may change).
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        client_id: str,
+        client_secret: str,
+        well_known_uri: str,
+        confirmation_message: str = "",
+        redirect_on_success: str | None = None,
+        redirect_on_failure: str | None = None,
+        user_id_claim: str = "sub",
+    ):
+        self.audience = audience
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.well_known_uri = well_known_uri
+        self.confirmation_message = confirmation_message
+        self.redirect_on_success = redirect_on_success
+        self.redirect_on_failure = redirect_on_failure
+        self.user_id_claim = user_id_claim
+        self._configuration: dict[str, Any] | None = None
+        self._keys: dict[str, Any] = {}
+        self._keys_fetched = -float("inf")
+
+    def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
+        return f"{type(self).__name__}(client_id={self.client_id!r}, {self.well_known_uri!r})"
+
+    async def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """The status and JSON body of a request to the provider (None: no JSON body)."""
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=PROVIDER_TIMEOUT_SECONDS) as client:
+                response = await client.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise IdentityProviderUnavailable(f"{url}: {error}") from None
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
+    async def _document(self, url: str) -> dict[str, Any]:
+        status, document = await self._exchange("GET", url)
+        if status != 200 or not isinstance(document, dict):
+            raise IdentityProviderUnavailable(f"{url} answered {status}, not a JSON object")
+        return document
+
+    async def configuration(self) -> dict[str, Any]:
+        """The provider's discovery document (fetched once)."""
+        if self._configuration is None:
+            document = await self._document(self.well_known_uri)
+            needed = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+            if not all(isinstance(document.get(name), str) for name in needed):
+                raise IdentityProviderUnavailable(
+                    f"{self.well_known_uri} is not an OpenID Connect discovery document "
+                    f"(it needs {', '.join(needed)})"
+                )
+            self._configuration = document
+        return self._configuration
+
+    async def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
+        from urllib.parse import urlencode
+
+        configuration = await self.configuration()
+        params = {
+            "client_id": self.client_id,
+            "response_type": "code",
+            "scope": "openid",
+            "redirect_uri": redirect_uri,
+            "prompt": "login",
+        }
+        if state is not None:
+            params["state"] = state
+        endpoint = configuration["authorization_endpoint"]
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
+
+    async def authenticate(self, request: Request) -> UserSessionState | None:
+        from .server.urls import request_url_without_query
+
+        code = request.query_params.get("code")
+        if not code:
+            logger.warning("OpenID Connect login refused: no authorization code")
+            return None
+        configuration = await self.configuration()
+        # The same redirect URI as the authorization request's: the route that got the code.
+        redirect_uri = request_url_without_query(request)
+        status, body = await self._exchange(
+            "POST",
+            configuration["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "client_id": self.client_id,
+            },
+            auth=(_form_encoded(self.client_id), _form_encoded(self._client_secret)),
+        )
+        if status != 200 or not isinstance(body, dict) or "id_token" not in body:
+            logger.warning("OpenID Connect login refused by the token endpoint: %r", body)
+            return None
+        try:
+            claims = await self.verified_claims(body["id_token"], body.get("access_token"))
+        except InvalidIDToken as error:
+            logger.warning("OpenID Connect login refused: %s", error)
+            return None
+        user = claims.get(self.user_id_claim)
+        if not isinstance(user, str) or not user:
+            logger.warning("OpenID Connect login refused: no %r claim", self.user_id_claim)
+            return None
+        return UserSessionState(user, {})
+
+    async def _key(self, key_id: str | None) -> Any:
+        import jwt
+
+        now = time.monotonic()
+        stale = now - self._keys_fetched > KEYS_MAX_AGE_SECONDS
+        unknown = key_id not in self._keys and not (key_id is None and len(self._keys) == 1)
+        if stale or (unknown and now - self._keys_fetched > KEYS_REFETCH_SECONDS):
+            configuration = await self.configuration()
+            document = await self._document(configuration["jwks_uri"])
+            keys = {}
+            entries = document.get("keys")
+            for entry in entries if isinstance(entries, list) else []:
+                try:
+                    keys[entry.get("kid")] = jwt.PyJWK.from_dict(entry)
+                except (jwt.PyJWTError, AttributeError, TypeError, ValueError):
+                    continue  # a key of a type PyJWT cannot use: tokens it signed fail
+            self._keys, self._keys_fetched = keys, now
+        if key_id is None and len(self._keys) == 1:
+            # A token may leave out which key signed it when the provider has only one.
+            return next(iter(self._keys.values()))
+        if key_id not in self._keys:
+            raise InvalidIDToken(f"no key {key_id!r} among the provider's keys")
+        return self._keys[key_id]
+
+    async def verified_claims(self, id_token: str, access_token: str | None) -> dict[str, Any]:
+        """The claims of ``id_token`` once its signature, issuer, audience, times and
+        ``at_hash`` are checked (:class:`InvalidIDToken` otherwise)."""
+        import jwt
+
+        configuration = await self.configuration()
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError as error:
+            raise InvalidIDToken(str(error)) from None
+        algorithm = header.get("alg")
+        offered = configuration.get("id_token_signing_alg_values_supported") or ["RS256"]
+        if algorithm not in ASYMMETRIC_ALGORITHMS or algorithm not in offered:
+            raise InvalidIDToken(f"signature algorithm {algorithm!r} is not accepted")
+        key = await self._key(header.get("kid"))
+        try:
+            claims = jwt.decode(
+                id_token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=configuration["issuer"],
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as error:
+            raise InvalidIDToken(str(error)) from None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != self.client_id:
+            raise InvalidIDToken("a token for several audiences must be authorized for us (azp)")
+        if "at_hash" in claims:
+            if not access_token:
+                raise InvalidIDToken("at_hash without an access token to check it against")
+            if claims["at_hash"] != _token_hash(algorithm, access_token):
+                raise InvalidIDToken("at_hash does not match the access token")
+        return claims
+
+
+class InvalidIDToken(Exception):
+    """An ID token that does not prove a login (signature, issuer, audience, time, hash)."""
+
+
+def _token_hash(algorithm: str, token: str) -> str:
+    """OpenID Connect's ``at_hash``: the left half of the token's digest, base64url."""
+    import base64
+
+    import jwt
+
+    try:
+        digest = jwt.get_algorithm_by_name(algorithm).compute_hash_digest(token.encode())
+    except (NotImplementedError, AttributeError):
+        raise InvalidIDToken(f"at_hash cannot be checked for {algorithm}") from None
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+def _form_encoded(value: str) -> str:
+    # RFC 6749 2.3.1: the client id and secret are form-encoded before HTTP Basic.
+    from urllib.parse import quote_plus
+
+    return quote_plus(value)

@@ -97,6 +97,28 @@ def _bucket_without_its_store(url: str, headers: dict) -> None:
     assert made.status_code == 503 and made.headers["retry-after"], made.text
 
 
+def _external_login(provider: str, host: str) -> Callable[[str, dict], None]:
+    """google_auth.yml, orcid_auth.yml: an OpenID Connect login is offered; its provider
+    is on the internet, which the tests do not reach: the login answers 503 (or, where the
+    internet is reached, sends the browser there) and the server serves on."""
+
+    def check(url: str, headers: dict) -> None:
+        about = httpx.get(f"{url}/api/v1/").json()["authentication"]
+        assert about["required"] is True
+        [offered] = about["providers"]
+        assert (offered["provider"], offered["mode"]) == (provider, "external")
+        assert httpx.get(f"{url}/api/v1/metadata/A").status_code == 401
+        login = httpx.get(f"{url}/api/v1/auth/provider/{provider}/authorize", timeout=60)
+        if login.status_code == 307:
+            assert httpx.URL(login.headers["location"]).host == host
+        else:
+            assert login.status_code == 503, login.text
+            assert "identity provider" in login.json()["detail"]
+        assert httpx.get(f"{url}/api/v1/").status_code == 200
+
+    return check
+
+
 def _tag_policy_from_the_catalog(url: str, headers: dict) -> None:
     """toy_authentication.yml: the tag policy reads tags from the catalog (none compiled yet):
     the root is public, and what the admin tags ``public`` anyone logged in sees."""
@@ -125,7 +147,6 @@ def _tag_policy_from_the_catalog(url: str, headers: dict) -> None:
 
 
 NOT_SUPPORTED = "not supported by this server"
-OIDC = "OpenID Connect login (OIDCAuthenticator) is not implemented"
 STREAMING = f"{NOT_SUPPORTED}: there is no cache for streaming live data"
 
 OUTCOMES = {
@@ -149,8 +170,8 @@ OUTCOMES = {
     "saml.yml": Refused(
         (("authentication.providers[0].authenticator", "SAML login (SAMLAuthenticator)"),)
     ),
-    "google_auth.yml": Refused((("authentication.providers[0].authenticator", OIDC),)),
-    "orcid_auth.yml": Refused((("authentication.providers[0].authenticator", OIDC),)),
+    "google_auth.yml": Serves(_external_login("google", "accounts.google.com"), api_key=""),
+    "orcid_auth.yml": Serves(_external_login("orcid", "orcid.org"), api_key=""),
 }
 
 # The YAML files in upstream's example_configs/ that are not Tiled server configurations.

@@ -26,6 +26,7 @@ INHERIT = "inherit"  # meta-scope of API keys: the owner's scopes at the time of
 API_KEY_SECRET_BYTES = 36  # 72 hex characters, as upstream makes them
 ACTIVITY_RESOLUTION = timedelta(seconds=1)  # latest_activity is written at most this often
 LIST_COLUMN_LENGTH = 511  # scopes and access tags are JSON text in VARCHAR(511)
+DEVICE_CODE_MAX_AGE = timedelta(minutes=15)  # how long a device-code login waits for its user
 
 
 def hash_secret(secret: bytes) -> bytes:
@@ -177,6 +178,56 @@ async def live_sessions(db: AsyncSession, principal_id: int) -> list[orm.Session
         .order_by(orm.Session.id)
     )
     return list((await db.scalars(statement)).all())
+
+
+async def create_pending_session(db: AsyncSession) -> tuple[str, str]:
+    """A device-code login waiting for its user: its device code (hex, which only the
+    device learns) and user code (``ABCD-1234``, which the user types in a browser)."""
+    now = utcnow()
+    # Pending logins nobody finished would otherwise stay forever.
+    await db.execute(delete(orm.PendingSession).where(orm.PendingSession.expiration_time <= now))
+    while True:
+        user_code = secrets.token_hex(4).upper()
+        if await pending_session(db, user_code=user_code) is None:
+            break
+    device_code = secrets.token_bytes(32)
+    db.add(
+        orm.PendingSession(
+            hashed_device_code=hash_secret(device_code),
+            user_code=user_code,
+            expiration_time=now + DEVICE_CODE_MAX_AGE,
+        )
+    )
+    await db.commit()
+    return device_code.hex(), f"{user_code[:4]}-{user_code[4:]}"
+
+
+async def pending_session(
+    db: AsyncSession, *, user_code: str | None = None, device_code: bytes | None = None
+) -> orm.PendingSession | None:
+    """The unexpired pending login with this user code (any case, dashes ignored) or
+    device code; None if there is none."""
+    statement = select(orm.PendingSession).where(orm.PendingSession.expiration_time > utcnow())
+    if user_code is not None:
+        normalized = user_code.replace("-", "").strip().upper()
+        statement = statement.where(orm.PendingSession.user_code == normalized)
+    else:
+        statement = statement.where(
+            orm.PendingSession.hashed_device_code == hash_secret(device_code)
+        )
+    return (await db.scalars(statement)).first()
+
+
+async def claim_pending_session(db: AsyncSession, pending: orm.PendingSession) -> bool:
+    """Delete a finished pending login, once: False if another request claimed it first."""
+    result = await db.execute(
+        delete(orm.PendingSession).where(
+            orm.PendingSession.hashed_device_code == pending.hashed_device_code,
+            orm.PendingSession.session_id == pending.session_id,
+        )
+    )
+    await db.commit()
+    return result.rowcount == 1
 
 
 def _fits(name: str, values: list[str] | None) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -122,6 +122,54 @@ def password_grant(
         raise PasswordRejected(f"Username or password not recognized: {detail_of(response)}")
     handle_error(response)
     return response.json()
+
+
+def print_device_login(verification: Mapping[str, Any]) -> None:
+    """Tell the user where to log in for a device-code login, and open it in a browser
+    where there is one (a terminal without one shows the URL to copy)."""
+    import webbrowser
+
+    minutes = int(verification["expires_in"]) // 60
+    print(
+        f"\nYou have {minutes} minutes to visit this URL\n\n{verification['authorization_uri']}"
+        f"\n\nand enter the code:\n\n{verification['user_code']}\n"
+    )
+    webbrowser.open(verification["authorization_uri"])
+
+
+def device_code_grant(
+    http_client: httpx.Client,
+    auth_endpoint: str,
+    show: Callable[[Mapping[str, Any]], None] = print_device_login,
+) -> dict[str, Any]:
+    """The tokens of a device-code login started at ``auth_endpoint`` (an OpenID Connect
+    provider's): ``show`` tells the user where to log in, then the server is polled until
+    the login is finished, refused or expired."""
+    import time
+
+    start = http_client.post(auth_endpoint)
+    handle_error(start)
+    verification = start.json()
+    show(verification)
+    deadline = time.monotonic() + float(verification["expires_in"])
+    interval = float(verification.get("interval", 5))
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        response = http_client.post(
+            verification["verification_uri"],
+            json={
+                "device_code": verification["device_code"],
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            },
+            auth=None,
+        )
+        if response.status_code == 400:
+            detail = (response.json() or {}).get("detail")
+            if isinstance(detail, dict) and detail.get("error") == "authorization_pending":
+                continue
+        handle_error(response)
+        return response.json()
+    raise TimeoutError("The login was not finished in time; start again")
 
 
 def _split_api_key(uri: str) -> tuple[str, str | None]:
@@ -359,6 +407,10 @@ class Context:
         return [p["provider"] for p in self.authentication_providers if p.get("mode") in
                 ("internal", "password")]  # fmt: skip
 
+    def _external_providers(self) -> dict[str, dict[str, Any]]:
+        return {p["provider"]: p for p in self.authentication_providers
+                if p.get("mode") == "external"}  # fmt: skip
+
     def _token_directory(self) -> Any:
         return token_directory(self.api_uri)
 
@@ -389,19 +441,30 @@ class Context:
         provider: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        show_device_login: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
-        """Log in with a username and password (prompted for when not given). With
-        ``remember_me`` the session is remembered for this server until :meth:`logout`."""
-        providers = self._password_providers()
-        if not providers:
-            raise RuntimeError("This server offers no username/password login; use an API key")
-        if provider is not None and provider not in providers:
-            raise ValueError(f"No provider {provider!r}; this server has {providers}")
-        username = username if username is not None else username_input()
-        password = password if password is not None else password_input()
-        endpoint = self.url(f"auth/provider/{provider or providers[0]}/token")
-        tokens = password_grant(self.http_client, endpoint, provider or providers[0],
-                                username, password)  # fmt: skip
+        """Log in: with a username and password (prompted for when not given), or, with an
+        OpenID Connect provider, in a browser (a device-code login: the URL and a code to
+        type are shown by ``show_device_login``, printed by default). With ``remember_me``
+        the session is remembered for this server until :meth:`logout`."""
+        passwords, external = self._password_providers(), self._external_providers()
+        offered = passwords + list(external)
+        if not offered:
+            raise RuntimeError("This server offers no login; use an API key")
+        if provider is not None and provider not in offered:
+            raise ValueError(f"No provider {provider!r}; this server has {offered}")
+        provider = provider or offered[0]
+        if provider in external:
+            if username is not None or password is not None:
+                raise ValueError(f"Provider {provider!r} logs in in a browser, not by password")
+            endpoint = external[provider]["links"]["auth_endpoint"]
+            show = show_device_login or print_device_login
+            tokens = device_code_grant(self.http_client, endpoint, show)
+        else:
+            username = username if username is not None else username_input()
+            password = password if password is not None else password_input()
+            endpoint = self.url(f"auth/provider/{provider}/token")
+            tokens = password_grant(self.http_client, endpoint, provider, username, password)
         self.configure_auth(tokens, remember_me)
 
     login = authenticate

@@ -248,7 +248,7 @@ def authenticators(providers: list[Any], directory: Path | None) -> list[Any]:
         if not callable(getattr(target, "authenticate", None)):
             raise ConfigError(
                 f"{what}: {spec.authenticator!r} is not an authenticator "
-                "(it has no authenticate(username, password) method)"
+                "(it has no authenticate method)"
             )
         built.append(spec.model_copy(update={"authenticator": target, "args": {}}))
     return built

@@ -44,7 +44,6 @@ UNSUPPORTED = {
 # The largest count or size a setting may hold: what a database's (or C's) 64-bit integer holds.
 LARGEST = 2**63 - 1
 UNSUPPORTED_AUTHENTICATORS = {
-    "OIDCAuthenticator": "OpenID Connect login",
     "ProxiedOIDCAuthenticator": "OpenID Connect login behind a proxy",
     "EntraAuthenticator": "Microsoft Entra ID login",
     "SAMLAuthenticator": "SAML login",
@@ -109,8 +108,8 @@ class AuthenticationProviderSpec(BaseModel):
         ):
             raise ValueError(
                 f"not supported by this server: {UNSUPPORTED_AUTHENTICATORS[name]} ({name}) is "
-                "not implemented; use a username/password authenticator such as "
-                "tiled.authenticators:PAMAuthenticator or DictionaryAuthenticator"
+                "not implemented; use tiled.authenticators:OIDCAuthenticator or a "
+                "username/password authenticator such as PAMAuthenticator"
             )
         return value
 

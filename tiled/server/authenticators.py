@@ -39,6 +39,21 @@ ANONYMOUS_PUBLIC = Identity(principal=None, scopes=PUBLIC_SCOPES)
 SINGLE_USER = Identity(principal="single-user", scopes=SINGLE_USER_SCOPES, authenticated=True)
 
 
+def provider_mode(authenticator: Any) -> str:
+    """``external`` for providers that log users in elsewhere (OpenID Connect), else
+    ``internal`` (username and password)."""
+    return "external" if getattr(authenticator, "mode", None) == "external" else "internal"
+
+
+class AuthorizationPending(BadRequest):
+    """A device-code login the user has not finished yet: its client asks again later."""
+
+    def __init__(self):
+        super().__init__("authorization_pending")
+        # The body upstream's clients read: {"detail": {"error": "authorization_pending"}}.
+        self.json_detail = {"error": "authorization_pending"}
+
+
 class UnscalableConfig(ValueError):
     """The configuration only works in one server process (``build_app(scalable=True)``)."""
 
@@ -141,15 +156,29 @@ class MultiUserAuthenticator:
         return router
 
     def providers_json(self, base_url: str) -> list[dict[str, Any]]:
+        # An internal provider's endpoint takes a password; an external one's sends the user
+        # to the identity provider (GET) or starts a device-code login (POST).
+        endpoints = {"internal": "token", "external": "authorize"}
         return [
             {
                 "provider": name,
-                "mode": "internal",
-                "links": {"auth_endpoint": f"{base_url}/auth/provider/{name}/token"},
+                "mode": provider_mode(provider),
+                "links": {
+                    "auth_endpoint": f"{base_url}/auth/provider/{name}/"
+                    + endpoints[provider_mode(provider)]
+                },
                 "confirmation_message": getattr(provider, "confirmation_message", None),
             }
             for name, provider in self.providers.items()
         ]
+
+    def provider(self, name: str, mode: str) -> Any:
+        """The authenticator of provider ``name`` if it logs in that way (404 otherwise)."""
+        provider = self.providers.get(name)
+        if provider is None or provider_mode(provider) != mode:
+            kind = "an OpenID Connect" if mode == "external" else "a username/password"
+            raise NotFound(f"No {kind} authentication provider named {name!r}")
+        return provider
 
     def links_json(self, base_url: str) -> dict[str, str]:
         return {
@@ -235,12 +264,7 @@ class MultiUserAuthenticator:
 
     async def login(self, provider_name: str, username: str, password: str) -> dict[str, Any]:
         """Check a username and password with a provider; open a session; return tokens."""
-        from ..authn_database import crud
-        from . import authentication  # where the session limit is set (upstream's module)
-
-        provider = self.providers.get(provider_name)
-        if provider is None:
-            raise NotFound(f"No authentication provider named {provider_name!r}")
+        provider = self.provider(provider_name, "internal")
         state = None
         if username and password:
             state = provider.authenticate(username, password)
@@ -250,23 +274,105 @@ class MultiUserAuthenticator:
             await self.failures.wait_after_failure(attempt)
             raise Unauthenticated("Incorrect username or password", BEARER_CHALLENGE)
         self.failures.reset(attempt)
-        admin = (provider_name, state.user_name) in self.admins
         async with self.database.session() as db:
-            principal = await crud.login(db, provider_name, state.user_name, admin)
-            open_sessions = len(await crud.live_sessions(db, principal.id))
-            limit = authentication.SESSION_LIMIT
-            if open_sessions >= limit:
-                raise BadRequest(
-                    f"This principal already has {open_sessions} sessions, the most allowed "
-                    f"({limit}); some must expire before another login"
-                )
-            session = await crud.create_session(
-                db, principal, self.settings.session_max_age, getattr(state, "state", {}) or {}
+            principal, session = await self._open_session(db, provider_name, state)
+        return self._login_tokens(principal, session, provider_name, state.user_name)
+
+    async def _open_session(self, db, provider_name: str, state: Any) -> tuple[Any, Any]:
+        """A new session of the principal ``state`` names (created on first login), and
+        the principal."""
+        from ..authn_database import crud
+        from . import authentication  # where the session limit is set (upstream's module)
+
+        admin = (provider_name, state.user_name) in self.admins
+        principal = await crud.login(db, provider_name, state.user_name, admin)
+        open_sessions = len(await crud.live_sessions(db, principal.id))
+        limit = authentication.SESSION_LIMIT
+        if open_sessions >= limit:
+            raise BadRequest(
+                f"This principal already has {open_sessions} sessions, the most allowed "
+                f"({limit}); some must expire before another login"
             )
+        session = await crud.create_session(
+            db, principal, self.settings.session_max_age, getattr(state, "state", {}) or {}
+        )
+        return principal, session
+
+    def _login_tokens(self, principal, session, provider_name: str, user_name: str) -> dict:
         tokens = self._tokens(principal, session)
-        tokens["identity"] = {"id": state.user_name, "provider": provider_name}
+        tokens["identity"] = {"id": user_name, "provider": provider_name}
         tokens["principal"] = principal.uuid.hex
         return tokens
+
+    async def _external_state(self, provider_name: str, request: Request) -> Any:
+        """Who the identity provider says logged in, from the code ``request`` brings back
+        (None when the provider refuses)."""
+        provider = self.provider(provider_name, "external")
+        state = await provider.authenticate(request)
+        return state if state is not None and getattr(state, "user_name", None) else None
+
+    async def external_login(self, provider_name: str, request: Request) -> dict[str, Any]:
+        """Tokens for the login an identity provider sent back to ``request``."""
+        state = await self._external_state(provider_name, request)
+        if state is None:
+            raise Unauthenticated("Authentication failure")
+        async with self.database.session() as db:
+            principal, session = await self._open_session(db, provider_name, state)
+        return self._login_tokens(principal, session, provider_name, state.user_name)
+
+    async def start_device_login(self, provider_name: str) -> tuple[str, str]:
+        """A pending device-code login with provider ``provider_name``: its device code
+        and user code."""
+        from ..authn_database import crud
+
+        self.provider(provider_name, "external")
+        async with self.database.session() as db:
+            return await crud.create_pending_session(db)
+
+    async def finish_device_login(self, provider_name: str, user_code: str, request: Request):
+        """Give the pending login of ``user_code`` the session of the user the identity
+        provider sent back to ``request``; raise NotFound for an unknown or expired code and
+        Unauthenticated when the provider refuses."""
+        from ..authn_database import crud
+
+        # One login at the provider may be tried against many user codes (the code is
+        # exchanged only for a right one): each wrong one makes the next answer slower.
+        attempt = ("user_code", provider_name, request.query_params.get("code"))
+        async with self.database.session() as db:
+            pending = await crud.pending_session(db, user_code=user_code)
+            if pending is None or pending.session_id is not None:
+                await self.failures.wait_after_failure(attempt)
+                raise NotFound("No pending login has this code, or it has expired")
+            self.failures.reset(attempt)
+            state = await self._external_state(provider_name, request)
+            if state is None:
+                raise Unauthenticated("Authentication failure")
+            _, session = await self._open_session(db, provider_name, state)
+            pending.session_id = session.id
+            await db.commit()
+
+    async def device_tokens(self, provider_name: str, device_code_hex: str) -> dict[str, Any]:
+        """The tokens of a finished device-code login, once; raises AuthorizationPending
+        while the user has not finished it."""
+        from ..authn_database import crud, orm
+
+        self.provider(provider_name, "external")
+        try:
+            device_code = bytes.fromhex(device_code_hex)
+        except ValueError:
+            raise Unauthenticated("Invalid device code") from None
+        async with self.database.session() as db:
+            pending = await crud.pending_session(db, device_code=device_code)
+            if pending is None:
+                raise NotFound("No such device_code. The pending request may have expired.")
+            if pending.session_id is None:
+                raise AuthorizationPending()
+            if not await crud.claim_pending_session(db, pending):
+                raise NotFound("No such device_code. The pending request may have expired.")
+            session = await db.get(orm.Session, pending.session_id)
+            principal = session.principal
+        user_name = next((i.id for i in principal.identities if i.provider == provider_name), "")
+        return self._login_tokens(principal, session, provider_name, user_name)
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
         """New tokens for a live session named by a valid refresh token."""

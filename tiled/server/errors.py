@@ -166,7 +166,9 @@ def error_response(exception: Exception) -> JSONResponse:
     if status == 401:
         # Every 401 names a scheme, so clients know credentials are what is missing.
         headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse({"detail": str(exception)}, status_code=status, headers=headers)
+    # An error may carry a structured detail that clients read (see AuthorizationPending).
+    detail = getattr(exception, "json_detail", None) or str(exception)
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:

@@ -1,5 +1,5 @@
 """Upstream's import path for the authenticator interface (``tiled.server.protocols``)."""
 
-from ..authenticators import InternalAuthenticator, UserSessionState
+from ..authenticators import ExternalAuthenticator, InternalAuthenticator, UserSessionState
 
-__all__ = ["InternalAuthenticator", "UserSessionState"]
+__all__ = ["ExternalAuthenticator", "InternalAuthenticator", "UserSessionState"]

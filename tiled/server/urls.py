@@ -12,11 +12,25 @@ from .headers import header_map
 _SEGMENT_SAFE = "!$&'()*+,;=:@"
 
 
-def base_url(request: Request) -> str:
+def _origin(request: Request) -> str:
     headers = header_map(request)
     host = headers.get("x-forwarded-host") or headers.get("host") or "localhost"
     scheme = headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")
-    return f"{scheme}://{host}{request.scope.get('root_path', '')}/api/v1"
+    return f"{scheme}://{host}"
+
+
+def base_url(request: Request) -> str:
+    return f"{_origin(request)}{request.scope.get('root_path', '')}/api/v1"
+
+
+def request_url_without_query(request: Request) -> str:
+    """The URL of ``request`` as the client sent it, without the query (a login's redirect
+    URI, which must be the same when the code is exchanged)."""
+    root_path, path = request.scope.get("root_path", ""), request.scope.get("path", "")
+    # Servers differ on whether the path includes the root path.
+    if not path.startswith(root_path):
+        path = root_path + path
+    return f"{_origin(request)}{path}"
 
 
 def url_path(parts: Iterable[str]) -> str:

@@ -9,21 +9,23 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from ...access.identity import Identity
 from ...authn_database import crud, orm
 from ...authn_database.schemas import api_key_json, principal_json
 from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from ..authenticators import CurrentIdentity, MultiUserAuthenticator
+from ..authenticators import CurrentIdentity, MultiUserAuthenticator, provider_mode
 from ..bodies import request_body
 from ..credentials import BEARER_CHALLENGE, read_credentials
 from ..dependencies import require_scope
 from ..state import tiled_state
+from ..urls import base_url
+from . import device_pages
 
 router = APIRouter(prefix="/auth", tags=["authentication"])
 
@@ -145,12 +147,98 @@ async def describe(db, principal: orm.Principal) -> dict:
 @router.post("/provider/{provider}/token")
 async def login(request: Request, provider: str, auth: Authenticator):
     """OAuth2 password grant: form fields ``username`` and ``password`` (URL-encoded or
-    multipart, as OAuth2 forms are sent; JSON is accepted too)."""
+    multipart, as OAuth2 forms are sent; JSON is accepted too). For an OpenID Connect
+    provider, the poll of a device-code login: ``device_code`` (JSON or form)."""
     content_type = request.headers.get("content-type", "")
     # A login form is two short fields: a body of a megabyte is not one.
     form = _login_fields(content_type, await request_body(request, 2**20))
+    if provider_mode(auth.providers.get(provider)) == "external":
+        device_code = form.get("device_code")
+        if not isinstance(device_code, str):
+            raise BadRequest("Expected a device_code")
+        return await auth.device_tokens(provider, device_code)
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     return await auth.login(provider, username, password)
+
+
+# Seconds a device-code client waits between polls (upstream's figure).
+DEVICE_CODE_POLLING_INTERVAL = 5
+
+
+@router.get("/provider/{provider}/authorize")
+async def authorize(request: Request, provider: str, auth: Authenticator, state: str | None = None):
+    """Send the browser to the identity provider; it comes back to ``.../code``."""
+    authenticator = auth.provider(provider, "external")
+    redirect_uri = f"{base_url(request)}/auth/provider/{provider}/code"
+    return RedirectResponse(await authenticator.authorization_url(redirect_uri, state))
+
+
+@router.get("/provider/{provider}/code")
+async def authorization_code(request: Request, provider: str, auth: Authenticator):
+    """The identity provider's answer: tokens (JSON), or a redirect to the configured page
+    with the tokens in its query (a web application's login)."""
+    authenticator = auth.provider(provider, "external")
+    try:
+        tokens = await auth.external_login(provider, request)
+    except Unauthenticated:
+        if authenticator.redirect_on_failure:
+            return RedirectResponse(authenticator.redirect_on_failure, status_code=302)
+        raise
+    if not authenticator.redirect_on_success:
+        return tokens
+    params = {
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens["refresh_token"],
+        "identity.id": tokens["identity"]["id"],
+        "identity.provider": tokens["identity"]["provider"],
+        "principal": tokens["principal"],
+    }
+    if "state" in request.query_params:
+        params["state"] = request.query_params["state"]
+    target = authenticator.redirect_on_success
+    return RedirectResponse(f"{target}{'&' if '?' in target else '?'}{urlencode(params)}", 302)
+
+
+@router.post("/provider/{provider}/authorize")
+async def start_device_login(request: Request, provider: str, auth: Authenticator):
+    """Start a device-code login (a terminal's): the user opens ``authorization_uri`` in a
+    browser, logs in, and types ``user_code``; the terminal polls ``verification_uri``."""
+    authenticator = auth.provider(provider, "external")
+    base = f"{base_url(request)}/auth/provider/{provider}"
+    authorization_uri = await authenticator.authorization_url(f"{base}/device_code")
+    device_code, user_code = await auth.start_device_login(provider)
+    return {
+        "authorization_uri": authorization_uri,
+        "verification_uri": f"{base}/token",
+        "interval": DEVICE_CODE_POLLING_INTERVAL,
+        "device_code": device_code,
+        "expires_in": int(crud.DEVICE_CODE_MAX_AGE.total_seconds()),
+        "user_code": user_code,
+    }
+
+
+@router.get("/provider/{provider}/device_code")
+async def device_code_form(request: Request, provider: str, auth: Authenticator, code: str = ""):
+    """The page the identity provider sends the browser back to: asks for the user code."""
+    auth.provider(provider, "external")
+    return device_pages.form(code)
+
+
+@router.post("/provider/{provider}/device_code")
+async def device_code_submit(request: Request, provider: str, auth: Authenticator):
+    """The user code typed in: the pending login gets the session of who logged in."""
+    auth.provider(provider, "external")
+    content_type = request.headers.get("content-type", "")
+    form = _login_fields(content_type, await request_body(request, 2**16))
+    code = str(request.query_params.get("code") or form.get("code") or "")
+    user_code = str(form.get("user_code", ""))
+    try:
+        await auth.finish_device_login(provider, user_code, request)
+    except NotFound:
+        return device_pages.form(code, device_pages.UNKNOWN_CODE, status_code=401)
+    except Unauthenticated:
+        return device_pages.failure()
+    return device_pages.success()
 
 
 def _login_fields(content_type: str, body: bytes) -> dict[str, Any]:
