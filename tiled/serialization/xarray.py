@@ -26,6 +26,9 @@ async def _variables(node: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if family_of(child) != "array":
             continue
         values = await run_sync(child.read)
+        if values.dtype.fields is None and not values.dtype.isnative:
+            # Arrow holds native byte order only (netCDF-3 variables are big-endian).
+            values = values.astype(values.dtype.newbyteorder("="))
         dims = child.structure().dims or tuple(f"{key}_dim_{i}" for i in range(values.ndim))
         target = coords if "xarray_coord" in spec_names(child) else data_vars
         target[key] = (tuple(dims), values)

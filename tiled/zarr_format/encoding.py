@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import numpy
 import orjson
 
 from .model import ZarrArrayMeta, ZarrGroupMeta
@@ -46,6 +47,20 @@ def json_document(document: Mapping[str, Any]) -> bytes:
     return orjson.dumps(document)
 
 
+# xarray's name for the CF missing-value marker among an array's attributes: how each format
+# spells it is xarray's convention (see ``served_fill_value`` in v2, ``xarray_fill_value_json``
+# in v3).
+FILL_VALUE_ATTRIBUTE = "_FillValue"
+
+
+def single_value(value: Any) -> Any:
+    """The element of a one-element array of numbers (HDF5 and netCDF attributes are arrays),
+    else ``value`` as it is."""
+    if isinstance(value, numpy.ndarray) and value.size == 1 and value.dtype.kind in "biufc":
+        return value.reshape(()).item()
+    return value
+
+
 def coords_from_separated(
     key: str, pattern: re.Pattern[str], separator: str
 ) -> tuple[int, ...] | None:
@@ -56,4 +71,10 @@ def coords_from_separated(
     return tuple(map(int, key.split(separator))) if key else ()
 
 
-__all__ = ["ZarrEncoding", "coords_from_separated", "json_document"]
+__all__ = [
+    "FILL_VALUE_ATTRIBUTE",
+    "ZarrEncoding",
+    "coords_from_separated",
+    "json_document",
+    "single_value",
+]

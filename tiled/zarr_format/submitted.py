@@ -23,6 +23,7 @@ from ..structures.json import dumps, refuse
 from .codecs import same_codecs
 from .model import ZarrArrayMeta, check_chunk_counts, grid_counts
 from .stored import PASSABLE_COMPRESSORS, compressor_names, passable_codecs
+from .v2 import served_fill_value
 from .zarr_python import default_buffer_prototype
 
 # numpy kinds an array written through /zarr may hold: bool, integers, floats, complex.
@@ -125,7 +126,11 @@ class SubmittedArray:
             )
         if not same_codecs(new.compressors, current.compressors):
             return "codecs"
-        if not _same_fill(new.fill_value, current.fill_value):
+        # A v2 client writes back the fill value it read, which may be the _FillValue the
+        # .zarray declares for an array without one of its own (see served_fill_value).
+        if not _same_fill(new.fill_value, current.fill_value) and not (
+            self.zarr_format == 2 and _same_fill(new.fill_value, served_fill_value(current))
+        ):
             return f"fill value ({current.fill_value!r} stored, {new.fill_value!r} written)"
         return None
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
+import warnings
+from typing import Any
+
+import numpy
 
 from ..structures.json import to_json_value
-from .encoding import coords_from_separated, json_document
+from .encoding import FILL_VALUE_ATTRIBUTE, coords_from_separated, json_document, single_value
 from .model import ZarrArrayMeta, ZarrGroupMeta
 from .zarr_python import zarr_data_type
 
@@ -13,6 +19,45 @@ from .zarr_python import zarr_data_type
 # that one chunk has one key.
 _INDEX = r"(?:0|[1-9][0-9]{0,17})"
 _CHUNK_KEY = re.compile(rf"{_INDEX}(?:\.{_INDEX})*\Z")
+
+
+def _no_fill_of_its_own(fill_value: Any) -> bool:
+    # None, or the NaN the server declares for every floating-point array.
+    if fill_value is None:
+        return True
+    try:
+        return bool(numpy.isnan(fill_value))
+    except TypeError:
+        return False
+
+
+def served_fill_value(meta: ZarrArrayMeta) -> Any:
+    """The fill value the ``.zarray`` declares: the array's own, or the number its
+    ``_FillValue`` attribute holds where the array has none of its own (None, or NaN).
+
+    xarray reads a v2 fill value as the missing-value marker in place of the ``_FillValue``
+    attribute (as it writes them: the attribute becomes the fill value), so a float array
+    declaring NaN would have its -9999 markers read as data."""
+    own = meta.fill_value
+    marker = single_value(meta.attributes.get(FILL_VALUE_ATTRIBUTE))
+    if (
+        not _no_fill_of_its_own(own)
+        or meta.dtype.kind not in "iufc"
+        or isinstance(marker, bool | numpy.bool_)
+        or not isinstance(marker, numbers.Number)
+    ):
+        return own
+    with warnings.catch_warnings(), numpy.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            cast = numpy.asarray(marker).astype(meta.dtype)[()]
+        except (TypeError, ValueError, OverflowError):
+            return own
+    # Only a marker the array's type holds exactly (not 1.5 in integers, nor 300 in int8).
+    same = cast == marker or (
+        isinstance(marker, numbers.Real) and math.isnan(marker) and numpy.isnan(cast)
+    )
+    return cast if same else own
 
 
 class ZarrV2Encoding:
@@ -29,11 +74,8 @@ class ZarrV2Encoding:
         # (e.g. HDF5's shuffle then deflate) puts all but its last codec among the filters.
         filters += [codec.get_config() for codec in meta.compressors[:-1]]
         compressor = meta.compressors[-1].get_config() if meta.compressors else None
-        fill_value = (
-            None
-            if meta.fill_value is None
-            else zdtype.to_json_scalar(meta.fill_value, zarr_format=2)
-        )
+        fill = served_fill_value(meta)
+        fill_value = None if fill is None else zdtype.to_json_scalar(fill, zarr_format=2)
         return {
             "zarr_format": 2,
             "shape": list(meta.shape),

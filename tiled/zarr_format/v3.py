@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
+import math
+import numbers
 import re
+import struct
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,7 +18,7 @@ from zarr.codecs import BytesCodec, VLenUTF8Codec
 
 from ..errors import DataUnavailable
 from ..structures.json import to_json_value
-from .encoding import json_document
+from .encoding import FILL_VALUE_ATTRIBUTE, json_document, single_value
 from .model import ZarrArrayMeta, ZarrGroupMeta, is_variable_length_string
 from .zarr_python import zarr_data_type
 
@@ -146,6 +150,41 @@ def _fill_scalar(zdtype: Any, dtype: numpy.dtype) -> Any:
         return numpy.zeros((), dtype=dtype)[()]
 
 
+def _float_base64(value: float) -> str:
+    return base64.standard_b64encode(struct.pack("<d", value)).decode()
+
+
+def xarray_fill_value_json(value: Any, dtype: numpy.dtype) -> Any:
+    """The ``_FillValue`` attribute of a floating-point or complex array as xarray writes it
+    in zarr v3 (and refuses to read otherwise): the little-endian float64 bytes in base64,
+    one such string per part of a complex number. None for a value or dtype it leaves as a
+    JSON value (integers, booleans, text, and a value spelled so already).
+
+    None stands for NaN there: it is how JSON metadata keeps a NaN (and xarray can read no
+    null ``_FillValue``)."""
+    if value is None and dtype.kind in "fc":
+        value = math.nan
+    value = single_value(value)
+    if isinstance(value, bool | numpy.bool_) or not isinstance(value, numbers.Number):
+        return None
+    if dtype.kind == "f" and isinstance(value, numbers.Real):
+        return _float_base64(float(value))
+    if dtype.kind == "c":
+        value = complex(value)
+        return [_float_base64(value.real), _float_base64(value.imag)]
+    return None
+
+
+def _attributes_json(meta: ZarrArrayMeta) -> dict:
+    attributes = to_json_value(meta.attributes)
+    if FILL_VALUE_ATTRIBUTE in meta.attributes:
+        # The number as it is (not its JSON form, where NaN is null).
+        spelled = xarray_fill_value_json(meta.attributes[FILL_VALUE_ATTRIBUTE], meta.dtype)
+        if spelled is not None:
+            attributes[FILL_VALUE_ATTRIBUTE] = spelled
+    return attributes
+
+
 def _inline(metadata: dict) -> dict:
     return {"kind": "inline", "must_understand": False, "metadata": metadata}
 
@@ -173,7 +212,7 @@ class ZarrV3Encoding:
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": zdtype.to_json_scalar(fill, zarr_format=3),
             "codecs": codecs,
-            "attributes": to_json_value(meta.attributes),
+            "attributes": _attributes_json(meta),
             "storage_transformers": [],
         }
         if meta.dimension_names is not None:
