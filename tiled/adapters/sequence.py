@@ -144,7 +144,7 @@ class OpenedFile:
         return EncodedChunk.tagged(payload, identity_etag(self.identity, *parts))
 
 
-def _open_regular_file(path: Path) -> Any:
+def open_regular_file(path: Path) -> Any:
     """``path`` opened for binary reading, if it is a regular file (symbolic links followed);
     :class:`FileUnreadable` if it is a FIFO, a socket or a device.
 
@@ -179,7 +179,7 @@ def opened(path: Path) -> Iterator[OpenedFile]:
     """
     name = path.name
     try:
-        file = _open_regular_file(path)
+        file = open_regular_file(path)
     except OSError as err:
         raise FileUnreadable(f"{name} {open_failure(err)}") from None
     with file:

@@ -46,7 +46,7 @@ from .base import ArrayAdapterBase, zarr_attributes
 from .files import file_identity, identity_etag, open_failure
 from .mapping import MapAdapter
 from .node_storage import NodeStorage
-from .sequence import FileUnreadable, _open_regular_file
+from .sequence import FileUnreadable, open_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ContainedStore(LocalStore):
         if not path.is_relative_to(self.resolved_root):
             raise FileUnreadable(f"zarr key {key!r} is a link to a file outside the store")
         try:
-            return _open_regular_file(path)
+            return open_regular_file(path)
         except FileUnreadable:
             raise FileUnreadable(
                 f"zarr key {key!r} is not a regular file (a FIFO, socket or device)"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
+# Attributes are what a node's metadata stands for, by spec (an xarray node's are its
+# "attrs"), as the zarr view writes them; write_attributes leaves out the zarr view's note.
+from ..adapters.base import zarr_attributes
 from ..adapters.walk import walk
 from ..errors import UnsupportedMediaType
 from ..structures.json import to_json_value
@@ -25,23 +28,15 @@ async def encode_hdf5(node: Any, options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _attributes(node: Any) -> dict[str, Any]:
-    # The attributes a node's metadata stands for, by spec (an xarray node's are its "attrs"),
-    # as the zarr view writes them (write_attributes leaves out its note on chunks).
-    from ..adapters.base import zarr_attributes
-
-    return zarr_attributes(node)
-
-
 async def _fill_group(file: Any, node: Any) -> None:
     from ._hdf5 import write_attributes
 
-    write_attributes(file, _attributes(node))
+    write_attributes(file, zarr_attributes(node))
     async for visit in walk(node):
         child, parent = visit.node, file["/".join(visit.path[:-1]) or "/"]
         family = family_of(child)
         if family == "container":
-            write_attributes(parent.create_group(visit.key), _attributes(child))
+            write_attributes(parent.create_group(visit.key), zarr_attributes(child))
             continue  # its members follow (depth first), inside the group just made
         visit.prune()
         if family == "table":
@@ -53,7 +48,7 @@ async def _fill_group(file: Any, node: Any) -> None:
 def _write_table_node(group: Any, node: Any) -> None:
     from ._hdf5 import write_attributes, write_table
 
-    write_attributes(group, _attributes(node))
+    write_attributes(group, zarr_attributes(node))
     write_table(group, node.read())
 
 
@@ -67,7 +62,7 @@ def _write_array_node(group: Any, key: str, node: Any) -> None:
         write_array(group, key, data)
     except (TypeError, ValueError, UnsupportedMediaType):
         return  # a dtype HDF5 cannot hold: skip this member, keep the rest of the export
-    write_attributes(group[key], _attributes(node))
+    write_attributes(group[key], zarr_attributes(node))
 
 
 async def encode_json(node: Any, options: Any) -> bytes:

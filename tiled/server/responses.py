@@ -11,8 +11,8 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..serialization.media_types import parse_accept
+from ..structures.json import STORABLE_INTEGERS, to_document_value
 from ..structures.json import dumps as json_dumps
-from ..structures.json import to_document_value
 from ..zarr_format.chunk_cache import content_etag as etag_of  # noqa: F401 - shared
 from .compression import CompressionRegistry, default_compression_registry
 from .headers import header
@@ -50,7 +50,7 @@ def msgpack_bytes(payload: Any) -> bytes:
 
 
 def _wide_integers_as_text(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+    if isinstance(value, int) and not isinstance(value, bool) and value not in STORABLE_INTEGERS:
         return str(value)
     if isinstance(value, dict):
         return {_wide_integers_as_text(k): _wide_integers_as_text(v) for k, v in value.items()}

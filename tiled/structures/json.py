@@ -178,13 +178,17 @@ def _standard_dumps(value: Any, fallback: Fallback) -> bytes:
         ) from None
 
 
+# The integers 64 bits hold, signed or unsigned: what msgpack and the databases' JSON hold.
+STORABLE_INTEGERS = range(-(2**63), 2**64)
+
+
 def wide_integers(value: Any) -> Iterator[int]:
     """The integers of a JSON value that 64 bits (signed or unsigned) cannot hold."""
     pending = [value]
     while pending:
         item = pending.pop()
         if type(item) is int:
-            if not -(2**63) <= item < 2**64:
+            if item not in STORABLE_INTEGERS:
                 yield item
         elif type(item) is dict:
             pending.extend(item.values())
