@@ -118,13 +118,37 @@ class ExternalAuthenticator(ABC):
     redirect_on_success: str | None = None
     redirect_on_failure: str | None = None
 
-    @abstractmethod
     async def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
-        """Where to send the user's browser to log in; it comes back to ``redirect_uri``."""
+        """Where to send the user's browser to log in; it comes back to ``redirect_uri``.
+
+        By default, the OAuth2 authorization request to the ``authorization_endpoint`` with
+        this ``client_id`` (the attributes upstream's external authenticators have)."""
+        return authorization_request(
+            str(self.authorization_endpoint), self.client_id, redirect_uri, state
+        )
 
     @abstractmethod
     async def authenticate(self, request: Request) -> UserSessionState | None:
-        """The session state for the login whose code ``request`` carries, None if refused."""
+        """The session state for the login whose code ``request`` carries, None if refused
+        (a plain method is accepted too)."""
+
+
+def authorization_request(
+    endpoint: str, client_id: str, redirect_uri: str, state: str | None = None
+) -> str:
+    """The URL of an OpenID Connect authorization request (authorization code flow)."""
+    from urllib.parse import urlencode
+
+    params = {
+        "client_id": client_id,
+        "response_type": "code",
+        "scope": "openid",
+        "redirect_uri": redirect_uri,
+        "prompt": "login",
+    }
+    if state is not None:
+        params["state"] = state
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
 
 
 class IdentityProviderUnavailable(ServiceUnavailable):
@@ -229,20 +253,9 @@ class OIDCAuthenticator(ExternalAuthenticator):
         return self._configuration
 
     async def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
-        from urllib.parse import urlencode
-
         configuration = await self.configuration()
-        params = {
-            "client_id": self.client_id,
-            "response_type": "code",
-            "scope": "openid",
-            "redirect_uri": redirect_uri,
-            "prompt": "login",
-        }
-        if state is not None:
-            params["state"] = state
         endpoint = configuration["authorization_endpoint"]
-        return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
+        return authorization_request(endpoint, self.client_id, redirect_uri, state)
 
     async def authenticate(self, request: Request) -> UserSessionState | None:
         from .server.urls import request_url_without_query
@@ -254,16 +267,22 @@ class OIDCAuthenticator(ExternalAuthenticator):
         configuration = await self.configuration()
         # The same redirect URI as the authorization request's: the route that got the code.
         redirect_uri = request_url_without_query(request)
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": self.client_id,
+        }
+        # The client authenticates as the provider says it may (OAuth2's default, HTTP Basic,
+        # when it does not say); some providers take the secret in the form only.
+        methods = configuration.get("token_endpoint_auth_methods_supported") or []
+        if "client_secret_basic" in methods or "client_secret_post" not in methods:
+            secret = {"auth": (_form_encoded(self.client_id), _form_encoded(self._client_secret))}
+        else:
+            form["client_secret"] = self._client_secret
+            secret = {}
         status, body = await self._exchange(
-            "POST",
-            configuration["token_endpoint"],
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": redirect_uri,
-                "client_id": self.client_id,
-            },
-            auth=(_form_encoded(self.client_id), _form_encoded(self._client_secret)),
+            "POST", configuration["token_endpoint"], data=form, **secret
         )
         if status != 200 or not isinstance(body, dict) or "id_token" not in body:
             logger.warning("OpenID Connect login refused by the token endpoint: %r", body)
@@ -351,10 +370,13 @@ def _token_hash(algorithm: str, token: str) -> str:
 
     import jwt
 
-    try:
+    if algorithm == "EdDSA":
+        import hashlib
+
+        # OpenID Connect's hash for Ed25519 (PyJWT has none for EdDSA).
+        digest = hashlib.sha512(token.encode()).digest()
+    else:
         digest = jwt.get_algorithm_by_name(algorithm).compute_hash_digest(token.encode())
-    except (NotImplementedError, AttributeError):
-        raise InvalidIDToken(f"at_hash cannot be checked for {algorithm}") from None
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 

@@ -19,9 +19,10 @@ import pytest
 
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
-from tiled.authenticators import OIDCAuthenticator
+from tiled.authenticators import OIDCAuthenticator, UserSessionState
 from tiled.client.context import Context
 from tiled.server.app import build_app
+from tiled.server.protocols import ExternalAuthenticator
 
 from .live_server import serve
 
@@ -439,3 +440,136 @@ def test_upstream_client_logs_in_with_a_device_code(server, fast_polls, upstream
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got == {"keys": ["x"], "identity": USER, "x": list(range(10))}
+
+
+# --- a provider that takes the client's secret in the form only (client_secret_post) ---
+
+
+def _offering_only_secret_post(app):
+    """The provider's WSGI app, its discovery document saying so (as such providers do)."""
+
+    def wrapped(environ, start_response):
+        if environ.get("PATH_INFO") != "/.well-known/openid-configuration":
+            return app(environ, start_response)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+
+        document = json.loads(b"".join(app(environ, capture)))
+        document["token_endpoint_auth_methods_supported"] = ["client_secret_post"]
+        body = json.dumps(document).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    return wrapped
+
+
+def test_a_provider_that_takes_the_secret_in_the_form(tmp_path):
+    import socket
+    import threading
+
+    import werkzeug.serving
+
+    from tiled.server.simple import BackgroundServer
+
+    app = oidc_provider_mock.app(require_client_registration=True)
+    provider_server = werkzeug.serving.make_server(
+        "localhost", 0, _offering_only_secret_post(app), threaded=True
+    )
+    threading.Thread(target=provider_server.serve_forever, daemon=True).start()
+    provider = f"http://localhost:{provider_server.server_port}"
+    try:
+        with socket.socket() as probe:  # Tiled's port, known before its redirect URI is
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        redirect = f"http://127.0.0.1:{port}/api/v1/auth/provider/post/code"
+        client = httpx.post(
+            f"{provider}/oauth2/clients",
+            json={"redirect_uris": [redirect], "token_endpoint_auth_method": "client_secret_post"},
+        ).json()
+        args = oidc_args(provider, client_id=client["client_id"], audience=client["client_id"],
+                         client_secret=client["client_secret"])  # fmt: skip
+        tiled_app = build_app(
+            MapAdapter({}),
+            {"providers": [{"provider": "post", "authenticator": OIDCAuthenticator(**args)}],
+             "secret_keys": ["0123456789abcdef0123456789abcdef"]},
+        )  # fmt: skip
+        server = BackgroundServer(tiled_app, port=port).start()
+        try:
+            response = browser_login(server.url, provider="post")
+            assert response.status_code == 200, response.text
+            assert response.json()["identity"] == {"id": USER, "provider": "post"}
+        finally:
+            server.stop()
+    finally:
+        provider_server.shutdown()
+
+
+# --- an external authenticator written for upstream: attributes, a plain authenticate ---
+
+
+class CodeIsTheUser(ExternalAuthenticator):
+    """As a site might have written one for upstream: the provider's endpoint and client id
+    as attributes, a plain (not async) authenticate."""
+
+    authorization_endpoint = "https://login.example/authorize"
+    client_id = "site-client"
+
+    def authenticate(self, request):
+        code = request.query_params.get("code", "")
+        return UserSessionState(code.removeprefix("good-")) if code.startswith("good-") else None
+
+
+def test_an_upstream_style_external_authenticator(tmp_path):
+    tiled_app = build_app(
+        MapAdapter({}),
+        {"providers": [{"provider": "site", "authenticator": CodeIsTheUser()}],
+         "secret_keys": ["0123456789abcdef0123456789abcdef"]},
+    )  # fmt: skip
+    with serve(tiled_app) as live:
+        base = f"{live.url}/api/v1/auth/provider/site"
+        location = httpx.get(f"{base}/authorize").headers["location"]
+        assert location.startswith("https://login.example/authorize?client_id=site-client&")
+        tokens = httpx.get(f"{base}/code", params={"code": "good-carol"})
+        assert tokens.status_code == 200, tokens.text
+        assert tokens.json()["identity"] == {"id": "carol", "provider": "site"}
+        assert httpx.get(f"{base}/code", params={"code": "bad"}).status_code == 401
+
+
+def test_a_device_login_finished_elsewhere_names_the_identity_used(server):
+    verification = start_device_login(server)
+    # The user logs in with the "web" provider's page instead.
+    web = start_device_login_at(server, "web")
+    back = log_in_at_provider(web["authorization_uri"], user="dora@example.com")
+    assert httpx.post(back, data={"user_code": verification["user_code"]}).status_code == 200
+    tokens = poll(verification).json()
+    assert tokens["identity"] == {"id": "dora@example.com", "provider": "web"}
+
+
+def start_device_login_at(server: str, provider: str) -> dict:
+    response = httpx.post(f"{server}/api/v1/auth/provider/{provider}/authorize")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_provider_out_of_reach_at_the_code_page_is_a_page(server):
+    verification = start_device_login(server)
+    page = httpx.post(
+        f"{server}/api/v1/auth/provider/away/device_code?code=x",
+        data={"user_code": verification["user_code"]},
+    )
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "identity provider" in page.text
+
+
+def test_at_hash_of_eddsa_tokens():
+    import hashlib
+
+    from tiled.authenticators import _token_hash
+
+    expected = _b64(hashlib.sha512(b"token").digest()[:32])
+    assert _token_hash("EdDSA", "token") == expected
+    assert _token_hash("RS256", "token") == _b64(hashlib.sha256(b"token").digest()[:16])

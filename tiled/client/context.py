@@ -447,8 +447,10 @@ class Context:
         OpenID Connect provider, in a browser (a device-code login: the URL and a code to
         type are shown by ``show_device_login``, printed by default). With ``remember_me``
         the session is remembered for this server until :meth:`logout`."""
-        passwords, external = self._password_providers(), self._external_providers()
-        offered = passwords + list(external)
+        external = self._external_providers()
+        # In the server's order: the first is the default, as the server lists it.
+        offered = [p["provider"] for p in self.authentication_providers
+                   if p.get("mode") in ("internal", "password", "external")]  # fmt: skip
         if not offered:
             raise RuntimeError("This server offers no login; use an API key")
         if provider is not None and provider not in offered:

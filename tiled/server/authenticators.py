@@ -19,6 +19,7 @@ import inspect
 import logging
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -308,7 +309,8 @@ class MultiUserAuthenticator:
         """Who the identity provider says logged in, from the code ``request`` brings back
         (None when the provider refuses)."""
         provider = self.provider(provider_name, "external")
-        state = await provider.authenticate(request)
+        state = provider.authenticate(request)
+        state = await state if inspect.isawaitable(state) else state
         return state if state is not None and getattr(state, "user_name", None) else None
 
     async def external_login(self, provider_name: str, request: Request) -> dict[str, Any]:
@@ -371,8 +373,10 @@ class MultiUserAuthenticator:
                 raise NotFound("No such device_code. The pending request may have expired.")
             session = await db.get(orm.Session, pending.session_id)
             principal = session.principal
-        user_name = next((i.id for i in principal.identities if i.provider == provider_name), "")
-        return self._login_tokens(principal, session, provider_name, user_name)
+        # The identity the user logged in with at the browser (its latest login).
+        never = datetime.min.replace(tzinfo=UTC)
+        latest = max(principal.identities, key=lambda i: i.latest_login or never)
+        return self._login_tokens(principal, session, latest.provider, latest.id)
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
         """New tokens for a live session named by a valid refresh token."""

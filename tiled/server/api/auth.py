@@ -18,11 +18,12 @@ from pydantic import BaseModel, Field
 from ...access.identity import Identity
 from ...authn_database import crud, orm
 from ...authn_database.schemas import api_key_json, principal_json
-from ...errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from ...errors import BadRequest, Forbidden, NotFound, TiledError, Unauthenticated
 from ..authenticators import CurrentIdentity, MultiUserAuthenticator, provider_mode
 from ..bodies import request_body
 from ..credentials import BEARER_CHALLENGE, read_credentials
 from ..dependencies import require_scope
+from ..errors import status_for
 from ..state import tiled_state
 from ..urls import base_url
 from . import device_pages
@@ -238,6 +239,8 @@ async def device_code_submit(request: Request, provider: str, auth: Authenticato
         return device_pages.form(code, device_pages.UNKNOWN_CODE, status_code=401)
     except Unauthenticated:
         return device_pages.failure()
+    except TiledError as error:  # a person reads this answer: a page, not JSON
+        return device_pages.failure(str(error), status_for(error))
     return device_pages.success()
 
 

@@ -51,10 +51,12 @@ def success() -> HTMLResponse:
     )
 
 
-def failure() -> HTMLResponse:
-    return _page(
-        "<h1>Login failed</h1><p>The code was right, but the identity provider did not "
-        "confirm the login. Start again from your terminal; an administrator can find the "
-        "reason in the server's log.</p>",
-        status_code=401,
+def failure(reason: str = "", status_code: int = 401) -> HTMLResponse:
+    """The login did not happen: the identity provider refused it, or ``reason``."""
+    why = (
+        f"<p>{escape(reason)}</p>"
+        if reason
+        else "<p>The code was right, but the identity provider did not confirm the login. "
+        "An administrator can find the reason in the server's log.</p>"
     )
+    return _page(f"<h1>Login failed</h1>{why}<p>Start again from your terminal.</p>", status_code)
