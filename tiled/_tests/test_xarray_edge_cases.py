@@ -16,6 +16,7 @@ import pandas
 import pyarrow
 import pytest
 import xarray
+import zarr
 
 from tiled.adapters.mapping import MapAdapter
 from tiled.adapters.xarray import DatasetAdapter
@@ -282,3 +283,22 @@ def test_multiindex_is_refused():
     with pytest.raises(ValueError, match="MultiIndex.*reset_index"):
         DatasetAdapter.from_dataset(stacked)
     DatasetAdapter.from_dataset(stacked.reset_index("z"))  # served as it is
+
+
+def test_client_reads_a_dataset_past_the_consolidated_limit():
+    """A group with more members than the server consolidates (its zarr.json or .zmetadata
+    leaves them out): the client lists them, page by page. It read an empty dataset."""
+    dataset = xarray.Dataset(
+        {f"v{i}": (("x", "y"), numpy.full((3, 2), i)) for i in range(12)},
+        coords={"x": [10, 20, 30]},
+    )
+    tree = MapAdapter({"wide": DatasetAdapter.from_dataset(dataset)})
+    settings = {"zarr_consolidated_max_nodes": 5, "zarr_listing_max": 4}
+    app = build_app(tree, authentication={"allow_anonymous_access": True},
+                    server_settings=settings)  # fmt: skip
+    with serve(app) as live:
+        client = from_uri(live.url)
+        xarray.testing.assert_identical(client["wide"].read().load(), dataset)
+        for zarr_format in (2, 3):
+            group = zarr.open_group(client["wide"].zarr_store(zarr_format), mode="r")
+            assert sorted(group.array_keys()) == sorted(["x", *dataset.data_vars])

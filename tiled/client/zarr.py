@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import aiohttp
 import httpx
@@ -177,13 +178,30 @@ class TiledZarrStore(Store):
             document = await self._document(join("zarr.json"))
             if not document or document.get("node_type") != "group":
                 return []
-            consolidated = (document.get("consolidated_metadata") or {}).get("metadata") or {}
-            return sorted({name.split("/")[0] for name in consolidated})
+            consolidated = document.get("consolidated_metadata")
+            if consolidated is None:  # left out by the server (a group past its limit)
+                return await self._listed_members(base)
+            return sorted({name.split("/")[0] for name in consolidated.get("metadata") or {}})
         document = await self._document(join(".zmetadata"))
         if not document:
-            return []
+            # Left out by the server (a group past its limit), or no group here.
+            return await self._listed_members(base) if await self.exists(join(".zgroup")) else []
         names = {name.split("/")[0] for name in document.get("metadata", {}) if "/" in name}
         return sorted(names)
+
+    async def _listed_members(self, base: str) -> list[str]:
+        """The members of the group at ``base`` from the server's listing, page by page."""
+        names: list[str] = []
+        while True:
+            group = f"{self.url}/{base}" if base else self.url  # as _fetch names keys
+            response = await fetch(
+                self.context, f"{group}?offset={len(names)}", {"Accept": "application/json"}
+            )
+            handle_error(response)
+            page = [unquote(url.rstrip("/").rsplit("/", 1)[-1]) for url in response.json()]
+            if not page:
+                return sorted(names)
+            names.extend(page)
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         documents = GROUP_DOCUMENTS[self.zarr_format]
