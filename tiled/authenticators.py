@@ -19,6 +19,7 @@ accepted too). Configure one per provider::
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -158,11 +159,14 @@ class IdentityProviderUnavailable(ServiceUnavailable):
         super().__init__(f"The identity provider cannot be used now: {reason}")
 
 
-# Signature algorithms an ID token may use: public-key ones only. "none" proves nothing, and
-# an HMAC token would be checked with a key taken from the JWKS document, which is public.
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+# Signature algorithms an ID token may use, and the type of key of each: public-key ones
+# only. "none" proves nothing, and an HMAC token would be checked with a key taken from the
+# JWKS document, which is public.
+KEY_TYPES = {
+    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "RSA"),
+    **dict.fromkeys(("ES256", "ES384", "ES512"), "EC"),
+    "EdDSA": "OKP",
+}
 # Clocks of the identity provider and of this server drift apart.
 CLOCK_SKEW_SECONDS = 60
 KEYS_MAX_AGE_SECONDS = 3600.0
@@ -170,6 +174,8 @@ KEYS_MAX_AGE_SECONDS = 3600.0
 # this often, so that forged key ids cannot make the server fetch on every request.
 KEYS_REFETCH_SECONDS = 60.0
 PROVIDER_TIMEOUT_SECONDS = 10.0
+PROVIDER_DEADLINE_SECONDS = 15.0
+PROVIDER_BODY_LIMIT = 2**20  # discovery documents, keys and tokens are a few kB
 
 
 class OIDCAuthenticator(ExternalAuthenticator):
@@ -221,17 +227,29 @@ class OIDCAuthenticator(ExternalAuthenticator):
 
     async def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         """The status and JSON body of a request to the provider (None: no JSON body)."""
+        import asyncio
+
         import httpx
 
-        try:
+        async def send() -> tuple[int, bytes]:
             async with httpx.AsyncClient(timeout=PROVIDER_TIMEOUT_SECONDS) as client:
-                response = await client.request(method, url, **kwargs)
-        except httpx.HTTPError as error:
-            raise IdentityProviderUnavailable(f"{url}: {error}") from None
+                async with client.stream(method, url, **kwargs) as response:
+                    body = bytearray()
+                    async for piece in response.aiter_bytes():
+                        body += piece
+                        if len(body) > PROVIDER_BODY_LIMIT:
+                            raise IdentityProviderUnavailable(f"{url}: an answer past 1 MiB")
+                    return response.status_code, bytes(body)
+
         try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, None
+            # A whole deadline: httpx's timeout is per read, which a trickling answer meets.
+            status, body = await asyncio.wait_for(send(), PROVIDER_DEADLINE_SECONDS)
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as error:
+            raise IdentityProviderUnavailable(f"{url}: {type(error).__name__} {error}") from None
+        try:
+            return status, json.loads(body)
+        except (ValueError, RecursionError):
+            return status, None
 
     async def _document(self, url: str) -> dict[str, Any]:
         status, document = await self._exchange("GET", url)
@@ -244,10 +262,20 @@ class OIDCAuthenticator(ExternalAuthenticator):
         if self._configuration is None:
             document = await self._document(self.well_known_uri)
             needed = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
-            if not all(isinstance(document.get(name), str) for name in needed):
+            if not all(_is_url(document.get(name)) for name in needed[1:]) or not isinstance(
+                document.get("issuer"), str
+            ):
                 raise IdentityProviderUnavailable(
                     f"{self.well_known_uri} is not an OpenID Connect discovery document "
                     f"(it needs {', '.join(needed)})"
+                )
+            offered = document.get("id_token_signing_alg_values_supported")
+            if offered is not None and not (
+                isinstance(offered, list) and all(isinstance(name, str) for name in offered)
+            ):
+                raise IdentityProviderUnavailable(
+                    f"{self.well_known_uri}: id_token_signing_alg_values_supported is not a "
+                    "list of names"
                 )
             self._configuration = document
         return self._configuration
@@ -284,11 +312,22 @@ class OIDCAuthenticator(ExternalAuthenticator):
         status, body = await self._exchange(
             "POST", configuration["token_endpoint"], data=form, **secret
         )
-        if status != 200 or not isinstance(body, dict) or "id_token" not in body:
-            logger.warning("OpenID Connect login refused by the token endpoint: %r", body)
+        if status >= 500 or body is None:
+            raise IdentityProviderUnavailable(f"the token endpoint answered {status}")
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("id_token"), str):
+            # The error only: a body of tokens without an ID token would leak them to the log.
+            error = body.get("error") if isinstance(body, dict) else None
+            description = body.get("error_description") if isinstance(body, dict) else None
+            logger.warning(
+                "OpenID Connect login refused by the token endpoint (%s): %s %s",
+                status, error or "no ID token", description or "",
+            )  # fmt: skip
             return None
         try:
-            claims = await self.verified_claims(body["id_token"], body.get("access_token"))
+            access_token = body.get("access_token")
+            claims = await self.verified_claims(
+                body["id_token"], access_token if isinstance(access_token, str) else None
+            )
         except InvalidIDToken as error:
             logger.warning("OpenID Connect login refused: %s", error)
             return None
@@ -298,7 +337,7 @@ class OIDCAuthenticator(ExternalAuthenticator):
             return None
         return UserSessionState(user, {})
 
-    async def _key(self, key_id: str | None) -> Any:
+    async def _key(self, key_id: str | None, algorithm: str) -> Any:
         import jwt
 
         now = time.monotonic()
@@ -307,20 +346,27 @@ class OIDCAuthenticator(ExternalAuthenticator):
         if stale or (unknown and now - self._keys_fetched > KEYS_REFETCH_SECONDS):
             configuration = await self.configuration()
             document = await self._document(configuration["jwks_uri"])
-            keys = {}
             entries = document.get("keys")
+            keys = {}
             for entry in entries if isinstance(entries, list) else []:
-                try:
-                    keys[entry.get("kid")] = jwt.PyJWK.from_dict(entry)
-                except (jwt.PyJWTError, AttributeError, TypeError, ValueError):
-                    continue  # a key of a type PyJWT cannot use: tokens it signed fail
+                if isinstance(entry, dict) and entry.get("use", "sig") == "sig":
+                    keys[entry.get("kid")] = entry
             self._keys, self._keys_fetched = keys, now
         if key_id is None and len(self._keys) == 1:
             # A token may leave out which key signed it when the provider has only one.
-            return next(iter(self._keys.values()))
-        if key_id not in self._keys:
+            entry = next(iter(self._keys.values()))
+        elif key_id in self._keys:
+            entry = self._keys[key_id]
+        else:
             raise InvalidIDToken(f"no key {key_id!r} among the provider's keys")
-        return self._keys[key_id]
+        if entry.get("alg", algorithm) != algorithm or entry.get("kty") != KEY_TYPES[algorithm]:
+            raise InvalidIDToken(f"the key {key_id!r} is not a key for {algorithm}")
+        try:
+            # The token's algorithm, not the key type's default: an RSA key without "alg"
+            # signs PS256 tokens too.
+            return jwt.PyJWK(entry, algorithm)
+        except (jwt.PyJWTError, TypeError, ValueError, KeyError) as error:
+            raise InvalidIDToken(f"the key {key_id!r} cannot be used: {error}") from None
 
     async def verified_claims(self, id_token: str, access_token: str | None) -> dict[str, Any]:
         """The claims of ``id_token`` once its signature, issuer, audience, times and
@@ -332,11 +378,13 @@ class OIDCAuthenticator(ExternalAuthenticator):
             header = jwt.get_unverified_header(id_token)
         except jwt.PyJWTError as error:
             raise InvalidIDToken(str(error)) from None
-        algorithm = header.get("alg")
+        algorithm, key_id = header.get("alg"), header.get("kid")
         offered = configuration.get("id_token_signing_alg_values_supported") or ["RS256"]
-        if algorithm not in ASYMMETRIC_ALGORITHMS or algorithm not in offered:
+        if not isinstance(algorithm, str) or algorithm not in KEY_TYPES or algorithm not in offered:
             raise InvalidIDToken(f"signature algorithm {algorithm!r} is not accepted")
-        key = await self._key(header.get("kid"))
+        if key_id is not None and not isinstance(key_id, str):
+            raise InvalidIDToken("the key id is not text")
+        key = await self._key(key_id, algorithm)
         try:
             claims = jwt.decode(
                 id_token,
@@ -350,8 +398,8 @@ class OIDCAuthenticator(ExternalAuthenticator):
         except jwt.PyJWTError as error:
             raise InvalidIDToken(str(error)) from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != self.client_id:
-            raise InvalidIDToken("a token for several audiences must be authorized for us (azp)")
+        if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != self.client_id:
+            raise InvalidIDToken("the token was issued to another client (azp)")
         if "at_hash" in claims:
             if not access_token:
                 raise InvalidIDToken("at_hash without an access token to check it against")
@@ -385,3 +433,14 @@ def _form_encoded(value: str) -> str:
     from urllib.parse import quote_plus
 
     return quote_plus(value)
+
+
+def _is_url(value: Any) -> bool:
+    import httpx
+
+    if not isinstance(value, str):
+        return False
+    try:
+        return httpx.URL(value).scheme in ("http", "https")
+    except httpx.InvalidURL:
+        return False

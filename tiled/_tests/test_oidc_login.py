@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import time
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
@@ -573,3 +575,241 @@ def test_at_hash_of_eddsa_tokens():
     expected = _b64(hashlib.sha512(b"token").digest()[:32])
     assert _token_hash("EdDSA", "token") == expected
     assert _token_hash("RS256", "token") == _b64(hashlib.sha256(b"token").digest()[:16])
+
+
+# --- providers that misbehave (a WSGI app of this test, on loopback) ---
+
+
+@contextlib.contextmanager
+def wsgi_server(app):
+    import threading
+
+    import werkzeug.serving
+
+    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def _misbehaving(answers: dict):
+    """A provider answering ``answers[path]``: a JSON-able value, or (status, body bytes),
+    or an iterable of bytes chunks (sent as they come)."""
+
+    def app(environ, start_response):
+        answer = answers.get(environ["PATH_INFO"], (404, b"{}"))
+        if callable(answer):
+            answer = answer(environ)
+        if isinstance(answer, tuple):
+            status, body = answer
+            start_response(f"{status} X", [("Content-Type", "application/json")])
+            return [body]
+        if isinstance(answer, (dict, list)):
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(answer).encode()]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return answer
+
+    return app
+
+
+def _discovery(base: str, **changes) -> dict:
+    return {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/authorize",
+        "token_endpoint": f"{base}/token",
+        "jwks_uri": f"{base}/jwks",
+        **changes,
+    }
+
+
+def _login_with(answers_for) -> tuple[httpx.Response, list[str]]:
+    """A login through a provider answering ``answers_for(base)``: Tiled's answer to the
+    code, and what Tiled logged meanwhile."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("tiled")
+    logger.addHandler(handler)
+    answers: dict = {}
+    try:
+        with wsgi_server(_misbehaving(answers)) as base:
+            answers.update(answers_for(base))
+            authenticator = OIDCAuthenticator(
+                **{**oidc_args(base), "well_known_uri": f"{base}/discovery"}
+            )
+            app = build_app(
+                MapAdapter({}),
+                {"providers": [{"provider": "p", "authenticator": authenticator}],
+                 "secret_keys": ["0123456789abcdef0123456789abcdef"]},
+            )  # fmt: skip
+            with serve(app) as live:
+                response = httpx.get(f"{live.url}/api/v1/auth/provider/p/code?code=c", timeout=60)
+    finally:
+        logger.removeHandler(handler)
+    return response, records
+
+
+def test_tokens_without_an_id_token_are_refused_and_not_logged():
+    response, logged = _login_with(lambda base: {
+        "/discovery": _discovery(base),
+        "/token": {"access_token": "AT-SECRET", "refresh_token": "RT-SECRET"},
+    })  # fmt: skip
+    assert response.status_code == 401
+    assert logged and not any("SECRET" in line for line in logged)
+
+
+@pytest.mark.parametrize(
+    "answers_for",
+    [
+        pytest.param(lambda base: {"/discovery": (500, b"oops")}, id="discovery 500"),
+        pytest.param(lambda base: {"/discovery": [1, 2]}, id="discovery not an object"),
+        pytest.param(
+            lambda base: {"/discovery": _discovery(base, id_token_signing_alg_values_supported=5)},
+            id="algorithms not a list",
+        ),
+        pytest.param(
+            lambda base: {"/discovery": _discovery(base, token_endpoint="http://[::1")},
+            id="token endpoint not a URL",
+        ),
+        pytest.param(
+            lambda base: {"/discovery": _discovery(base), "/token": (502, b"<html>")},
+            id="token endpoint 502",
+        ),
+        pytest.param(
+            lambda base: {"/discovery": _discovery(base), "/token": (200, b"[" * 100_000)},
+            id="token answer nested deep",
+        ),
+        pytest.param(
+            lambda base: {
+                "/discovery": iter([b" " * 65536] * 20 + [json.dumps(_discovery(base)).encode()])
+            },
+            id="discovery past 1 MiB",
+        ),
+    ],
+)
+def test_a_provider_answering_garbage_is_503(answers_for):
+    response, _ = _login_with(answers_for)
+    assert response.status_code == 503, response.text
+    assert "identity provider" in response.json()["detail"]
+
+
+def test_a_trickling_provider_meets_a_deadline(monkeypatch):
+    import tiled.authenticators
+
+    monkeypatch.setattr(tiled.authenticators, "PROVIDER_DEADLINE_SECONDS", 1.0)
+
+    def trickle():
+        for _ in range(30):
+            yield b" "
+            time.sleep(0.2)  # each read well within httpx's timeout
+
+    response, _ = _login_with(lambda base: {"/discovery": lambda environ: trickle()})
+    assert response.status_code == 503
+
+
+def _signed(key, algorithm: str, base: str, **claims) -> str:
+    import jwt
+
+    now = int(time.time())
+    payload = {"iss": base, "aud": CLIENT_ID, "sub": "erin", "iat": now, "exp": now + 60,
+               **claims}  # fmt: skip
+    return jwt.encode(payload, key, algorithm=algorithm, headers={"kid": "k1"})
+
+
+@pytest.fixture(scope="module")
+def rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _checked(rsa_key, algorithm: str, jwk_changes: dict = (), **claims):
+    import jwt
+
+    from tiled.authenticators import InvalidIDToken
+
+    entry = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "k1",
+             **dict(jwk_changes)}  # fmt: skip
+    answers: dict = {}
+    with wsgi_server(_misbehaving(answers)) as base:
+        answers["/discovery"] = _discovery(
+            base, id_token_signing_alg_values_supported=["RS256", "PS256"]
+        )
+        answers["/jwks"] = {"keys": [entry]}
+        checker = OIDCAuthenticator(**{**oidc_args(base), "well_known_uri": f"{base}/discovery"})
+        try:
+            return verify(checker, _signed(rsa_key, algorithm, base, **claims))
+        except InvalidIDToken as error:
+            return error
+
+
+def test_ps256_with_a_key_that_names_no_algorithm(rsa_key):
+    assert _checked(rsa_key, "PS256")["sub"] == "erin"
+    assert _checked(rsa_key, "RS256")["sub"] == "erin"
+    # A key that names its algorithm is used for that one only.
+    refused = _checked(rsa_key, "PS256", {"alg": "RS256"})
+    assert "not a key for PS256" in str(refused) and not isinstance(refused, dict)
+
+
+def test_a_token_issued_to_another_client_is_refused(rsa_key):
+    from tiled.authenticators import InvalidIDToken
+
+    refused = _checked(rsa_key, "RS256", azp="another-client")
+    assert isinstance(refused, InvalidIDToken) and "azp" in str(refused)
+    assert _checked(rsa_key, "RS256", azp=CLIENT_ID)["sub"] == "erin"
+
+
+def test_wrong_user_codes_hold_no_database_connection(provider, tmp_path):
+    """Each wrong code waits (longer and longer) before its answer, with no connection of
+    the authentication database's pool held meanwhile: guesses cannot use the pool up."""
+    import concurrent.futures
+
+    database = tmp_path / "authn.db"
+    app = build_app(
+        MapAdapter({}),
+        {"providers": [{"provider": "example", "authenticator": OIDCAuthenticator(
+            **oidc_args(provider))}],
+         "secret_keys": ["0123456789abcdef0123456789abcdef"]},
+        server_settings={"database": {"uri": f"sqlite:///{database}",
+                                      "init_if_not_exists": True}},
+    )  # fmt: skip
+    with serve(app) as live:
+        authenticator = app.state.tiled.authenticator
+        url = f"{live.url}/api/v1/auth/provider/example/device_code?code=same"
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            guesses = [
+                pool.submit(httpx.post, url, data={"user_code": f"0000-{i:04d}"}, timeout=60)
+                for i in range(24)
+            ]
+            deadline = time.monotonic() + 30
+            while sum(authenticator.failures._failures.values()) < 24:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # All 24 have failed; most are still waiting their delay.
+            assert not all(guess.done() for guess in guesses)
+            assert authenticator.database.engine.pool.checkedout() == 0
+            assert {guess.result().status_code for guess in guesses} == {401}
+
+
+def test_the_code_form_sent_twice_is_a_login_not_a_failure(server):
+    import concurrent.futures
+
+    def submit(back: str, user_code: str) -> int:
+        return httpx.post(back, data={"user_code": user_code}).status_code
+
+    for together in (False, True):
+        verification = start_device_login(server)
+        back = log_in_at_provider(verification["authorization_uri"])
+        if together:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                sent = [pool.submit(submit, back, verification["user_code"]) for _ in range(2)]
+                statuses = [future.result() for future in sent]
+        else:
+            statuses = [submit(back, verification["user_code"]) for _ in range(2)]
+        assert statuses == [200, 200], together
+        assert poll(verification).json()["identity"] == {"id": USER, "provider": "example"}

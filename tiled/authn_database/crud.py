@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import BadRequest
@@ -216,6 +216,33 @@ async def pending_session(
             orm.PendingSession.hashed_device_code == hash_secret(device_code)
         )
     return (await db.scalars(statement)).first()
+
+
+async def finish_pending_session(
+    db: AsyncSession, hashed_device_code: bytes, session_id: int
+) -> bool:
+    """Give an unfinished, unexpired pending login its session; False if it is finished
+    (by another request) or expired meanwhile."""
+    result = await db.execute(
+        update(orm.PendingSession)
+        .where(
+            orm.PendingSession.hashed_device_code == hashed_device_code,
+            orm.PendingSession.session_id.is_(None),
+            orm.PendingSession.expiration_time > utcnow(),
+        )
+        .values(session_id=session_id)
+    )
+    await db.commit()
+    return result.rowcount == 1
+
+
+async def pending_session_finished(db: AsyncSession, hashed_device_code: bytes) -> bool:
+    """Whether an unexpired pending login has its session."""
+    statement = select(orm.PendingSession.session_id).where(
+        orm.PendingSession.hashed_device_code == hashed_device_code,
+        orm.PendingSession.expiration_time > utcnow(),
+    )
+    return (await db.scalar(statement)) is not None
 
 
 async def claim_pending_session(db: AsyncSession, pending: orm.PendingSession) -> bool:

@@ -334,24 +334,54 @@ class MultiUserAuthenticator:
     async def finish_device_login(self, provider_name: str, user_code: str, request: Request):
         """Give the pending login of ``user_code`` the session of the user the identity
         provider sent back to ``request``; raise NotFound for an unknown or expired code and
-        Unauthenticated when the provider refuses."""
+        Unauthenticated when the provider refuses. A login finished already (the form sent
+        twice) is no error."""
         from ..authn_database import crud
 
-        # One login at the provider may be tried against many user codes (the code is
-        # exchanged only for a right one): each wrong one makes the next answer slower.
-        attempt = ("user_code", provider_name, request.query_params.get("code"))
+        self.provider(provider_name, "external")
+        # Wrong codes slow down the address that sends them (a key a guesser cannot choose
+        # freely), with no database connection held while it waits; nor while the identity
+        # provider is asked.
+        attempt = ("user_code", request.client.host if request.client else None)
         async with self.database.session() as db:
             pending = await crud.pending_session(db, user_code=user_code)
-            if pending is None or pending.session_id is not None:
-                await self.failures.wait_after_failure(attempt)
-                raise NotFound("No pending login has this code, or it has expired")
-            self.failures.reset(attempt)
-            state = await self._external_state(provider_name, request)
-            if state is None:
-                raise Unauthenticated("Authentication failure")
+            found = None if pending is None else (pending.hashed_device_code, pending.session_id)
+        if found is None:
+            await self.failures.wait_after_failure(attempt)
+            raise NotFound("No pending login has this code, or it has expired")
+        self.failures.reset(attempt)
+        hashed_device_code, finished = found
+        if finished is not None:
+            return
+        state = await self._external_state(provider_name, request)
+        if state is None:
+            # The form sent twice at once: the other submit spent the code, and finishes the
+            # login in a moment.
+            if await self._finished_soon(hashed_device_code):
+                return
+            raise Unauthenticated("Authentication failure")
+        async with self.database.session() as db:
             _, session = await self._open_session(db, provider_name, state)
-            pending.session_id = session.id
-            await db.commit()
+            if await crud.finish_pending_session(db, hashed_device_code, session.id):
+                return
+            await crud.revoke_session(db, session.uuid.hex)  # a session no one will use
+            if not await crud.pending_session_finished(db, hashed_device_code):
+                raise NotFound("No pending login has this code, or it has expired")
+
+    async def _finished_soon(self, hashed_device_code: bytes, seconds: float = 5.0) -> bool:
+        """Whether the pending login is finished, or is within ``seconds``."""
+        import asyncio
+
+        from ..authn_database import crud
+
+        deadline = time.monotonic() + seconds
+        while True:
+            async with self.database.session() as db:
+                if await crud.pending_session_finished(db, hashed_device_code):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     async def device_tokens(self, provider_name: str, device_code_hex: str) -> dict[str, Any]:
         """The tokens of a finished device-code login, once; raises AuthorizationPending
