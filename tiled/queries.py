@@ -49,6 +49,8 @@ class QueryBase:
     """Shared wire encoding and the refusal of truthiness."""
 
     _json_fields: ClassVar[frozenset[str]] = frozenset()
+    # Booleans: sent as JSON, read as upstream's server reads them (see _parse_bool).
+    _bool_fields: ClassVar[frozenset[str]] = frozenset()
 
     def encode(self) -> dict[str, str]:
         encoded = {}
@@ -61,14 +63,19 @@ class QueryBase:
 
     @classmethod
     def decode(cls, **fields: str) -> Self:
-        values = {
-            name: _loads(name, text) if name in cls._json_fields else text
-            for name, text in fields.items()
-        }
+        values = {name: cls._decode_field(name, text) for name, text in fields.items()}
         try:
             return cls(**values)
         except (TypeError, ValueError) as error:
             raise InvalidQuery(f"Invalid {cls.__name__} query {fields}: {error}") from None
+
+    @classmethod
+    def _decode_field(cls, name: str, text: str) -> Any:
+        if name in cls._bool_fields:
+            return _parse_bool(name, text)
+        if name in cls._json_fields:
+            return _loads(name, text)
+        return text
 
     def __bool__(self) -> bool:
         # `if Key("a") == 1:` would otherwise be silently true; `Key("a") == 1 and ...` worse.
@@ -76,6 +83,21 @@ class QueryBase:
             f"{type(self).__name__} queries have no truth value. To combine queries, chain "
             "searches: tree.search(query1).search(query2)."
         )
+
+
+# Upstream's server reads boolean query fields with FastAPI, so clients that format a Python
+# bool with str() ("True") or send 1/0 are understood there; JSON true/false are the same words.
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+
+
+def _parse_bool(name: str, text: str) -> Any:
+    word = text.strip().lower() if isinstance(text, str) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    return _loads(name, text)  # any other JSON is refused by the dataclass, which names it
 
 
 def _loads(name: str, text: str) -> Any:
@@ -143,6 +165,7 @@ class Regex(QueryBase):
     pattern: str
     case_sensitive: bool = True
     _json_fields: ClassVar[frozenset[str]] = frozenset({"case_sensitive"})
+    _bool_fields: ClassVar[frozenset[str]] = frozenset({"case_sensitive"})
 
     def __post_init__(self) -> None:
         _check_type("key", self.key, str)
@@ -240,6 +263,7 @@ class KeyPresent(QueryBase):
     key: str
     exists: bool = True
     _json_fields: ClassVar[frozenset[str]] = frozenset({"exists"})
+    _bool_fields: ClassVar[frozenset[str]] = frozenset({"exists"})
 
     def __post_init__(self) -> None:
         _check_type("key", self.key, str)

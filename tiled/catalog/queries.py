@@ -5,6 +5,9 @@ equal to / less than a value, ...) and :data:`QUERY_TRANSLATIONS` composes them 
 Semantics follow the in-memory container's (``tiled.adapters.mapping``), with two deliberate
 differences: values of different JSON types never compare equal (``1`` is not ``true``), and
 full text matches words (runs of letters and digits) case-insensitively on both back ends.
+``Contains`` finds an array's member or (for a string) an object's member name, never a
+substring. What a database would fail to run (NUL characters, Python-only regular expression
+syntax on PostgreSQL, a LIKE pattern ending in an escape) is refused as an invalid query.
 """
 
 from __future__ import annotations
@@ -66,7 +69,13 @@ _COMPARE = {
 
 def words(text: str) -> list[str]:
     """Words as full text search sees them: runs of letters and digits, lower-cased."""
-    return re.findall(r"\w+", text.lower())
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def word_pattern(wanted: list[str]) -> str:
+    """A regular expression finding any of ``wanted`` as a whole word (case is the caller's)."""
+    alternatives = "|".join(re.escape(word) for word in wanted)
+    return rf"(?<![^\W_])(?:{alternatives})(?![^\W_])"
 
 
 def like_to_regex(pattern: str) -> str:
@@ -85,6 +94,38 @@ def like_to_regex(pattern: str) -> str:
         else:
             out.append(re.escape(char))
     return "(?s)^" + "".join(out) + "$"
+
+
+# Python syntax that PostgreSQL's regular expressions refuse (the statement would fail):
+# named groups, atomic groups, scoped or Python-only flags, possessive quantifiers, \N{name}.
+_PYTHON_ONLY_REGEX = re.compile(
+    r"\(\?P|\(\?>|\(\?[a-zA-Z]*-|\(\?[a-zA-Z]+:|\(\?[a-zA-Z]*[auL]|(?<!\\)[*+?}]\+|\\N\{"
+)
+_REPEAT_COUNTS = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+_PG_MAX_REPEAT = 255  # RE_DUP_MAX: PostgreSQL refuses larger counts in {m,n}
+
+
+def _refuse_python_only_regex(pattern: str) -> None:
+    """400 for a pattern Python accepts (the query was validated with ``re``) but PostgreSQL
+    cannot compile, instead of a failed statement."""
+    counts = [int(n) for match in _REPEAT_COUNTS.finditer(pattern) for n in match.groups() if n]
+    if _PYTHON_ONLY_REGEX.search(pattern) or any(n > _PG_MAX_REPEAT for n in counts):
+        raise InvalidQuery(
+            f"The regular expression {pattern[:200]!r} uses syntax this catalog's database "
+            "(PostgreSQL) does not support: named or atomic groups, scoped flags, possessive "
+            f"quantifiers, \\N{{...}} or repetition counts above {_PG_MAX_REPEAT}"
+        )
+
+
+def _refuse_trailing_escape(pattern: str) -> None:
+    # PostgreSQL fails the statement ("LIKE pattern must not end with escape character").
+    if (len(pattern) - len(pattern.rstrip("\\"))) % 2:
+        raise InvalidQuery(f"The LIKE pattern {pattern[:200]!r} ends with an unpaired backslash")
+
+
+def _like(query: Like, d: Dialect) -> ColumnElement:
+    _refuse_trailing_escape(query.pattern)
+    return d.like(META, query.key, query.pattern)
 
 
 def _is_number(value: Any) -> bool:
@@ -133,11 +174,17 @@ class SQLiteJSON:
         )
 
     def contains(self, column: Any, key: str, value: Any) -> ColumnElement:
+        kind = self.type(column, key)
         each = func.json_each(column, self.path(key)).table_valued("value", "type")
         member = (
             select(literal(1)).select_from(each).where(self.equal(each.c.value, each.c.type, value))
         )
-        return and_(self.type(column, key) == "array", exists(member))
+        in_array = and_(kind == "array", exists(member))
+        if not isinstance(value, str):
+            return in_array
+        names = func.json_each(column, self.path(key)).table_valued("key")
+        named = select(literal(1)).select_from(names).where(names.c.key == value)
+        return or_(in_array, and_(kind == "object", exists(named)))
 
     def regex(self, column: Any, key: str, pattern: str, case_sensitive: bool) -> ColumnElement:
         match = func.tiled_regexp(pattern, self.value(column, key), int(not case_sensitive))
@@ -148,7 +195,15 @@ class SQLiteJSON:
         return self.regex(column, key, like_to_regex(pattern), True)
 
     def fulltext(self, column: Any, text: str) -> ColumnElement:
-        return func.tiled_fulltext(column, text) == 1
+        # Every string value (not the keys) searched for a whole word, case-insensitively: the
+        # words PostgreSQL's parser and upstream's FTS5 table find ("hello-world" holds
+        # "hello"), where splitting on white space alone would not.
+        wanted = words(text)
+        if not wanted:
+            return false()
+        tree = func.json_tree(column).table_valued("value", "type")
+        found = func.tiled_regexp(word_pattern(wanted), tree.c.value, 1) == 1
+        return exists(select(literal(1)).select_from(tree).where(tree.c.type == "text", found))
 
     def has_spec(self, name: str) -> ColumnElement:
         each = func.json_each(nodes.c.specs).table_valued("value")
@@ -202,9 +257,13 @@ class PostgresJSON:
 
     def contains(self, column: Any, key: str, value: Any) -> ColumnElement:
         at = self.at(column, key)
-        return and_(func.jsonb_typeof(at) == "array", at.contains(self._jsonb([value])))
+        in_array = and_(func.jsonb_typeof(at) == "array", at.contains(self._jsonb([value])))
+        if not isinstance(value, str):
+            return in_array
+        return or_(in_array, and_(func.jsonb_typeof(at) == "object", at.has_key(value)))
 
     def regex(self, column: Any, key: str, pattern: str, case_sensitive: bool) -> ColumnElement:
+        _refuse_python_only_regex(pattern)
         text = self.at(column, key).astext
         matched = text.regexp_match(pattern, flags=None if case_sensitive else "i")
         return and_(self.type(column, key) == "string", matched)
@@ -272,7 +331,7 @@ QUERY_TRANSLATIONS: dict[type, Callable[[Any, Dialect], ColumnElement]] = {
     NotIn: _notin,
     KeyPresent: lambda q, d: d.present(META, q.key) if q.exists else not_(d.present(META, q.key)),
     Regex: lambda q, d: d.regex(META, q.key, q.pattern, q.case_sensitive),
-    Like: lambda q, d: d.like(META, q.key, q.pattern),
+    Like: _like,
     FullText: lambda q, d: d.fulltext(META, q.text),
     SpecsQuery: _specs,
     StructureFamilyQuery: lambda q, d: nodes.c.structure_family == q.value.value,
@@ -291,16 +350,20 @@ def condition_for(query: Any, dialect: Dialect) -> ColumnElement:
         raise UnsupportedQuery(name or type(query).__name__)
     if dataclasses.is_dataclass(query):
         for field in dataclasses.fields(query):
-            _check_bindable(getattr(query, field.name), field.name)
+            # A NUL character fails the statement wherever a value becomes a JSON path (keys, on
+            # both databases) and anywhere on PostgreSQL, whose text and JSONB cannot hold it.
+            refuse_nul = field.name == "key" or dialect.name == "postgresql"
+            _check_bindable(getattr(query, field.name), field.name, refuse_nul)
     return translate(query, dialect)
 
 
 _INT64 = range(-(2**63), 2**63)
 
 
-def _check_bindable(value: Any, name: str) -> None:
+def _check_bindable(value: Any, name: str, refuse_nul: bool = False) -> None:
     """400 for a query value no database driver can bind (the in-memory trees compare any):
-    an integer past 64 bits, text with a lone surrogate (no UTF-8 form)."""
+    an integer past 64 bits, text with a lone surrogate (no UTF-8 form), and where
+    ``refuse_nul``, text holding a NUL character."""
     if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
         raise InvalidQuery(f"The query's {name} holds an integer past 64 bits: {value}")
     if isinstance(value, str):
@@ -308,10 +371,12 @@ def _check_bindable(value: Any, name: str) -> None:
             value.encode()
         except UnicodeEncodeError:
             raise InvalidQuery(f"The query's {name} holds text with no UTF-8 form") from None
+        if refuse_nul and "\x00" in value:
+            raise InvalidQuery(f"The query's {name} holds a NUL character")
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _check_bindable(item, name)
+            _check_bindable(item, name, refuse_nul)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_bindable(key, name)
-            _check_bindable(item, name)
+            _check_bindable(key, name, refuse_nul)
+            _check_bindable(item, name, refuse_nul)
