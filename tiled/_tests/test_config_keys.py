@@ -215,7 +215,7 @@ UPSTREAM = [
         "yes",
     ),
     ("metrics", lambda t: {**TREES, "metrics": {"prometheus": False}}, "yes"),
-    ("metrics.prometheus", lambda t: {**TREES, "metrics": {"prometheus": True}}, "refused"),
+    ("metrics.prometheus", lambda t: {**TREES, "metrics": {"prometheus": True}}, "yes"),
     ("specs", lambda t: {**TREES, "specs": [{"spec": "xdi"}]}, "yes"),
     (
         "specs[0].validator",

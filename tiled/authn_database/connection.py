@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from .. import database_pools
 from ..change_feeds import ChangeFeed, change_feed
 from ..config import Database
 from ..utils import ASYNC_SQL_DRIVERS
@@ -88,6 +89,7 @@ def create_engine(url: URL, settings: Database | None = None) -> AsyncEngine:
             # Every table, type and the alembic stamp live in that schema.
             options["connect_args"] = {"server_settings": {"search_path": settings.schema_}}
     engine = create_async_engine(url, **options)
+    database_pools.announce(engine)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
     return engine

@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from .. import database_pools
 from ..access.blobs import PUBLIC_TAG
 from .ddl import create_extensions, create_triggers
 from .errors import DatabaseNotInitialized
@@ -99,6 +100,7 @@ def create_engine(
         # replaced on checkout instead of failing the request that drew it.
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
     engine = create_async_engine(url, **options)
+    database_pools.announce(engine)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _prepare_sqlite)
         if not durable:

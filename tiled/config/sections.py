@@ -35,7 +35,6 @@ UNSUPPORTED = {
     "create_mount_nodes_if_not_exist": "catalogs are not mounted at nodes (mount_node)",
     "cache_config": "there is no cache for streaming live data",
     "webhook_secret_keys": "webhooks are not implemented",
-    "prometheus": "there is no Prometheus /metrics endpoint",
     "bucket_storage": (
         "buckets are configured as a mapping {provider: s3, uri: http(s)://endpoint/bucket, "
         "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
@@ -72,7 +71,6 @@ MountNode = _refuse_unless("mount_node", "", "/", [])
 CreateMountNodes = _refuse_unless("create_mount_nodes_if_not_exist", False)
 CacheConfig = _refuse_unless("cache_config")
 WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
-Prometheus = _refuse_unless("prometheus", False)
 StreamingCache = _refuse_unless("streaming_cache")
 Webhooks = _refuse_unless("webhooks")
 
@@ -450,7 +448,10 @@ class UvicornConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    prometheus: Prometheus = None
+    """Upstream's ``metrics`` section: ``prometheus: false`` turns ``/api/v1/metrics`` (and
+    the counting) off."""
+
+    prometheus: bool | None = None
 
 
 class SpecDeclaration(_Section):

@@ -22,6 +22,7 @@ from ..config import Authentication, Database
 from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
 from .bodies import BodyLimit
 from .errors import install_error_handlers
+from .metrics import metrics_from_environment, metrics_router
 from .middleware import EdgeMiddleware, ShortcutDispatch, TelemetryProbe
 from .settings import Environment, ServerSettings, read_environment
 from .state import TiledState
@@ -106,14 +107,26 @@ def _given(registry: Any, default: Any) -> Any:
     return default if registry is None else registry
 
 
-def _lifespan(tree: Any, tasks: Mapping[str, list] | None, authenticator: Any, policy: Any):
+def _lifespan(
+    tree: Any,
+    tasks: Mapping[str, list] | None,
+    authenticator: Any,
+    policy: Any,
+    metrics: Any = None,
+):
     tasks = dict(tasks or {})
 
     def collected(kind: str) -> list:
-        # The authentication database opens first and closes last; a policy that reads the
-        # tree's catalog (its startup is optional) starts after the tree.
-        first = [authenticator.startup] if kind == "startup" else []
-        last = [authenticator.shutdown] if kind == "shutdown" else []
+        # The metrics start first (to see every database engine made), then the
+        # authentication database opens; they close last. A policy that reads the tree's
+        # catalog (its startup is optional) starts after the tree.
+        first = {"startup": [authenticator.startup]}.get(kind, [])
+        last = {"shutdown": [authenticator.shutdown]}.get(kind, [])
+        if metrics is not None:
+            first = {"startup": [metrics.start, *first], "background": [metrics.share]}.get(
+                kind, first
+            )
+            last = [*last, metrics.stop] if kind == "shutdown" else last
         own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
         if kind == "startup" and supports(policy, StartsWithTree):
             own.append(functools.partial(policy.startup, tree))
@@ -172,10 +185,11 @@ def build_app(
     authenticator = build_authenticator(
         _authentication(authentication, env), _database(server_settings, env), scalable
     )
+    metrics = metrics_from_environment() if settings.prometheus else None
     app = TiledApp(
         title="Tiled",
         version=__version__,
-        lifespan=_lifespan(tree, tasks, authenticator, access_policy),
+        lifespan=_lifespan(tree, tasks, authenticator, access_policy, metrics),
         root_path=settings.root_path,
     )
     state = TiledState(
@@ -197,6 +211,8 @@ def build_app(
         app.include_router(router, prefix="/api/v1")
     if authenticator.router is not None:  # multi-user: /api/v1/auth
         app.include_router(authenticator.router, prefix="/api/v1")
+    if metrics is not None:
+        app.include_router(metrics_router(metrics), prefix="/api/v1")
     for router in list(include_routers or []) + list(getattr(tree, "include_routers", [])):
         app.include_router(router, prefix="/api/v1")
         app.include_router(router, prefix="/custom")
@@ -234,6 +250,7 @@ def build_app(
         csrf=CSRFMiddleware,
         shortcuts=shortcuts,
         traced=TelemetryProbe(app),
+        metrics=metrics,
     )
     return app
 

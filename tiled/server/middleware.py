@@ -92,8 +92,11 @@ class EdgeMiddleware:
         csrf,
         shortcuts: dict[str, Any],
         traced: Callable[[], bool] = lambda: False,
+        metrics: Any = None,
     ):
         self.inner = inner
+        # Counts each request's status, duration and body bytes (tiled.server.metrics).
+        self.metrics = metrics
         self.shortcuts = tuple(shortcuts.items())
         self.traced = traced
         # Request ids: a random prefix per process, then a counter (16 hex digits, as
@@ -125,15 +128,18 @@ class EdgeMiddleware:
         agent, cookie = scope.pop("tiled.edge")
         request_id = b"%s%08x" % (self.id_prefix, next(self.id_counter) & 0xFFFFFFFF)
         started = False
+        status, size, begun = 500, 0, time.perf_counter()
 
         async def tagged_send(message):
-            nonlocal started
+            nonlocal started, status, size
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 # A new list: responses sent more than once (shared ones) keep their own, and
                 # the layers outside (CORS) may add to this one.
                 tag = (b"x-tiled-request-id", request_id)
                 message["headers"] = [*message.get("headers", ()), tag]
+            else:
+                size += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -155,6 +161,9 @@ class EdgeMiddleware:
                 await tagged_send({**start, "headers": list(_SERVER_ERROR_HEADERS)})
                 await tagged_send({"type": "http.response.body", "body": _SERVER_ERROR})
             raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.request_done(scope, status, time.perf_counter() - begun, size)
 
     def _shortcut(self, scope) -> Any:
         method = scope["method"]

@@ -213,6 +213,8 @@ class ServerSettings:
     expose_raw_assets: bool = True
     # Upstream's name and default: a node may declare specs that have no validator.
     reject_undeclared_specs: bool = False
+    # Upstream's ``metrics: {prometheus: ...}`` and its default: /api/v1/metrics is served.
+    prometheus: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ServerSettings:
@@ -224,6 +226,12 @@ class ServerSettings:
             kwargs["allow_origins"] = tuple(kwargs["allow_origins"] or ())
         if "zarr_write_compressors" in kwargs:
             kwargs["zarr_write_compressors"] = tuple(kwargs["zarr_write_compressors"])
+        metrics = values.get("metrics")
+        prometheus = getattr(metrics, "prometheus", None)
+        if isinstance(metrics, Mapping):
+            prometheus = metrics.get("prometheus")
+        if prometheus is not None:
+            kwargs["prometheus"] = bool(prometheus)
         zarr = values.get("zarr")
         if isinstance(zarr, Mapping):
             kwargs["zarr"] = ZarrOptions(**zarr)

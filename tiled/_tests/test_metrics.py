@@ -1,0 +1,150 @@
+"""Prometheus metrics at ``/api/v1/metrics`` (upstream's names, on by default as upstream's).
+
+What a server answers is read with prometheus_client's own parser of the text format, as a
+Prometheus server would read it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import numpy
+import pytest
+
+from tiled.adapters.array import ArrayAdapter
+from tiled.adapters.mapping import MapAdapter
+from tiled.server.app import build_app
+
+from .live_server import serve
+from .processes import free_port, running_tiled
+
+parser = pytest.importorskip("prometheus_client.parser")
+KEY = {"Authorization": "Apikey secret"}
+
+
+def families(text: str) -> dict:
+    return {family.name: family for family in parser.text_string_to_metric_families(text)}
+
+
+def sample(found: dict, name: str, suffix: str, **labels) -> float | None:
+    family = found[name]
+    for item in family.samples:
+        if item.name == name + suffix and all(item.labels.get(k) == v for k, v in labels.items()):
+            return item.value
+    return None
+
+
+def _tree() -> MapAdapter:
+    return MapAdapter({"x": ArrayAdapter.from_array(numpy.arange(1000))})
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = build_app(_tree(), {"single_user_api_key": "secret", "allow_anonymous_access": True})
+    with serve(app) as live:
+        yield live.url
+
+
+def test_requests_are_counted_by_endpoint_code_and_method(server):
+    before = families(httpx.get(f"{server}/api/v1/metrics", headers=KEY).text)
+    duration = "tiled_request_duration_seconds"
+    counted = sample(before, duration, "_count", method="GET", code="200", endpoint="data") or 0
+    for _ in range(3):
+        assert httpx.get(f"{server}/api/v1/array/full/x").status_code == 200
+    httpx.get(f"{server}/zarr/v3/x/zarr.json")
+    httpx.get(f"{server}/api/v1/metadata/nope")
+    found = families(httpx.get(f"{server}/api/v1/metrics", headers=KEY).text)
+    assert found[duration].type == "histogram"
+    data = {"method": "GET", "code": "200", "endpoint": "data"}
+    assert sample(found, duration, "_count", **data) == counted + 3
+    assert sample(found, duration, "_count", method="GET", code="200", endpoint="zarr") >= 1
+    assert sample(found, duration, "_count", method="GET", code="404", endpoint="metadata") >= 1
+    # Buckets are cumulative, ending with +Inf at the count.
+    size = "tiled_response_content_length_bytes"
+    assert sample(found, size, "_bucket", le="+Inf", **data) == counted + 3
+    assert sample(found, size, "_bucket", le="1000.0", **data) <= sample(
+        found, size, "_bucket", le="10000.0", **data
+    )
+    # The array is 8000 bytes: each answer counts in the 10,000 bucket, not the 1,000 one.
+    assert (
+        sample(found, size, "_bucket", le="10000.0", **data)
+        - sample(found, size, "_bucket", le="1000.0", **data)
+        >= 3
+    )
+    assert sample(found, duration, "_sum", **data) > 0
+
+
+def test_the_metrics_need_the_metrics_scope(server):
+    anonymous = httpx.get(f"{server}/api/v1/metrics")
+    assert anonymous.status_code == 401
+    assert "metrics" in anonymous.json()["detail"]
+    allowed = httpx.get(f"{server}/api/v1/metrics", headers=KEY)
+    assert allowed.status_code == 200
+    assert allowed.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_metrics_off():
+    app = build_app(_tree(), {"single_user_api_key": "secret"},
+                    server_settings={"metrics": {"prometheus": False}})  # fmt: skip
+    with serve(app) as live:
+        assert httpx.get(f"{live.url}/api/v1/metrics", headers=KEY).status_code == 404
+        assert httpx.get(f"{live.url}/api/v1/array/full/x", headers=KEY).status_code == 200
+    assert app.edge.metrics is None
+
+
+def test_database_pools_are_counted_without_passwords(tmp_path):
+    from tiled.catalog import from_uri
+
+    catalog = from_uri(f"sqlite:///{tmp_path / 'catalog.db'}", init_if_not_exists=True,
+                       writable_storage=str(tmp_path / "data"))  # fmt: skip
+    app = build_app(catalog, {"single_user_api_key": "secret"})
+    with serve(app) as live:
+        for _ in range(3):
+            assert httpx.get(f"{live.url}/api/v1/search/", headers=KEY).status_code == 200
+        found = families(httpx.get(f"{live.url}/api/v1/metrics", headers=KEY).text)
+    checkouts = [s for s in found["tiled_db_pool_checkouts"].samples
+                 if s.name == "tiled_db_pool_checkouts_total"]  # fmt: skip
+    assert any("catalog.db" in s.labels["uri"] and s.value >= 3 for s in checkouts), checkouts
+    assert found["tiled_db_pool_active"].type == "gauge"
+
+
+def test_password_of_a_database_url_stays_out_of_labels():
+    from sqlalchemy.engine import make_url
+
+    from tiled.server.metrics import pool_label
+
+    label = pool_label(make_url("postgresql+asyncpg://tiled:hunter2@db.example/tiled"))
+    assert "hunter2" not in label and "db.example/tiled" in label
+
+
+def test_a_multiprocess_directory_that_is_not_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="not a directory"):
+        build_app(_tree(), {"single_user_api_key": "secret"})
+
+
+@pytest.mark.slow
+def test_two_workers_answer_the_sum_of_their_counts(tmp_path):
+    """With PROMETHEUS_MULTIPROC_DIR, each process of `--workers 2` answers the counts of
+    both, whichever of them counted a request."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory),
+           "TILED_SINGLE_USER_API_KEY": "secret"}  # fmt: skip
+    args = ["serve", "demo", "--workers", "2", "--port", str(free_port())]
+    with running_tiled(*args, env=env) as (url, _):
+        base = url.split("?")[0].replace("localhost", "127.0.0.1")
+        processes = set()
+        for _ in range(40):  # a new connection each: the kernel spreads them over both
+            response = httpx.get(f"{base}/api/v1/metadata/", headers=KEY)
+            processes.add(response.headers["x-tiled-request-id"][:8])
+        assert len(processes) == 2
+        time.sleep(1.5)  # each process writes its counts every second
+        labels = {"method": "GET", "code": "200", "endpoint": "metadata"}
+        answers = set()
+        for _ in range(6):
+            found = families(httpx.get(f"{base}/api/v1/metrics", headers=KEY).text)
+            answers.add(sample(found, "tiled_request_duration_seconds", "_count", **labels))
+        assert answers == {40.0}
