@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -98,6 +99,34 @@ def _parse_bool(name: str, text: str) -> Any:
     if word in _FALSE:
         return False
     return _loads(name, text)  # any other JSON is refused by the dataclass, which names it
+
+
+# Each search of one value by a Regex query: a pattern such as (a+)+$ backtracks for ever on
+# some text, holding a server's worker; the regex module's searches take a timeout.
+REGEX_SEARCH_SECONDS = 0.25
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_regex(pattern: str, ignore_case: bool) -> Any:
+    import regex
+
+    try:
+        return regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
+    except regex.error as error:
+        raise InvalidQuery(f"Invalid regular expression {pattern[:200]!r}: {error}") from None
+
+
+def regex_found(pattern: str, text: str, ignore_case: bool = False) -> bool:
+    """Whether ``pattern`` matches somewhere in ``text`` (Python's syntax); InvalidQuery if
+    finding out takes longer than :data:`REGEX_SEARCH_SECONDS`."""
+    try:
+        found = _compiled_regex(pattern, ignore_case).search(text, timeout=REGEX_SEARCH_SECONDS)
+    except TimeoutError:
+        raise InvalidQuery(
+            f"The regular expression {pattern[:200]!r} takes too long to match (it backtracks "
+            "without end on some values); write it so that it does not"
+        ) from None
+    return found is not None
 
 
 def _loads(name: str, text: str) -> Any:

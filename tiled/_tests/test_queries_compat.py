@@ -189,6 +189,9 @@ UNRUNNABLE = {
     "atomic group": (_regex("(?>l)"), {"postgresql"}),
     "repetition past 255": (_regex("l{0,1000}"), {"postgresql"}),
     "scoped flag": (_regex("(?i:H)"), {"postgresql"}),
+    # Valid in Python; PostgreSQL fails the statement (SQLSTATE 2201B, which the server reads).
+    "repeated lookahead": (_regex("(?=h)*"), {"postgresql"}),
+    "unknown character class": (_regex("[[:foo:]]"), {"postgresql"}),
     "like ends in escape": (
         _filter("like", key="note", pattern=json.dumps("hello\\")),
         {"sqlite", "postgresql"},
@@ -360,3 +363,28 @@ def test_search_answers_as_upstream_does(upstream_python, database, tmp_path):
         name: (upstream[name], ours[name]) for name in AGREED if upstream[name] != ours[name]
     }
     assert not differences
+
+
+# --- a regular expression that backtracks without end holds no worker -----------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_regex_that_backtracks_without_end_is_a_400(backend, tmp_path):
+    """(a|a)+$ on 40 a's and a '!' takes about 2**40 steps; each search of a value gives up
+    after tiled.queries.REGEX_SEARCH_SECONDS."""
+    import time
+
+    note = {"note": "a" * 40 + "!"}
+    if backend == "memory":
+        app = build_app(MapAdapter({"x": MapAdapter({}, metadata=note)}))
+    else:
+        app = build_app(in_memory(writable_storage=tmp_path))
+    with Context.from_app(app) as context:
+        if backend == "sqlite":
+            from_context(context).create_container("x", metadata=note)
+        started = time.monotonic()
+        response = _search(context, _regex("(a|a)+$"))
+        assert response.status_code == 400, response.text
+        assert "too long" in response.json()["detail"]
+        assert time.monotonic() - started < 30
+        assert _keys(context, _regex("a+!$")) == ["x"]  # the same value, a sane pattern

@@ -11,13 +11,12 @@ from __future__ import annotations
 import copy
 import itertools
 import operator
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from ..errors import BadRequest, NoSuchEntry, UnsupportedQuery
+from ..errors import BadRequest, InvalidQuery, NoSuchEntry, UnsupportedQuery
 from ..queries import (
     Comparison,
     Contains,
@@ -33,6 +32,7 @@ from ..queries import (
     Regex,
     SpecsQuery,
     StructureFamilyQuery,
+    regex_found,
 )
 from ..query_registration import default_query_registry
 from ..structures.container import ContainerStructure
@@ -363,6 +363,8 @@ def _safe(test: Callable[[Any], Any]) -> Callable[[Any], bool]:
     def safe_test(value: Any) -> bool:
         try:
             return bool(test(value))
+        except InvalidQuery:
+            raise  # the query's own fault (a regular expression that takes too long)
         except (TypeError, ValueError):  # e.g. str < int, or ambiguous array truth values
             return False
 
@@ -403,9 +405,11 @@ def full_text(query: FullText, tree: MapAdapter) -> MapAdapter:
 
 
 def regex(query: Regex, tree: MapAdapter) -> MapAdapter:
-    pattern = re.compile(query.pattern, 0 if query.case_sensitive else re.IGNORECASE)
+    ignore_case = not query.case_sensitive
     return filter_by_metadata(
-        tree, query.key, lambda v: isinstance(v, str) and pattern.search(v) is not None
+        tree,
+        query.key,
+        lambda v: isinstance(v, str) and regex_found(query.pattern, v, ignore_case),
     )
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import database_pools
 from ..access.blobs import PUBLIC_TAG
+from ..queries import regex_found
 from .ddl import create_extensions, create_triggers
 from .errors import DatabaseNotInitialized
 from .orm import (
@@ -117,16 +116,12 @@ def _without_flushing(dbapi_connection: Any, _record: Any) -> None:
 # --- SQLite: settings and the Python functions the query translation calls ---------------------
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str, flags: int) -> re.Pattern:
-    return re.compile(pattern, flags)
-
-
 def _regexp(pattern: str | None, value: Any, ignore_case: int) -> int | None:
+    # A search that takes too long raises: SQLite fails the statement with "user-defined
+    # function raised exception", which the server answers 400 (tiled.server.errors).
     if pattern is None or not isinstance(value, str):
         return None
-    flags = re.IGNORECASE if ignore_case else 0
-    return int(_compiled(pattern, flags).search(value) is not None)
+    return int(regex_found(pattern, value, bool(ignore_case)))
 
 
 def metadata_words(metadata: Any) -> set[str]:

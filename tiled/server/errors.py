@@ -139,6 +139,30 @@ def _wrapped_domain_error(exception: BaseException) -> errors.TiledError | None:
     return None
 
 
+# A search the database could not run because of what the request asked: a regular
+# expression PostgreSQL cannot compile (SQLSTATE 2201B, or 22025 for an escape), or the SQLite
+# catalog's regular expression function giving up (one that backtracks without end).
+_REFUSED_QUERY_SQLSTATES = frozenset({"2201B", "22025"})
+_SQLITE_FUNCTION_FAILED = "user-defined function raised exception"
+
+
+def refused_query(exception: BaseException) -> errors.InvalidQuery | None:
+    """The 400 for a search that failed in the database because of its query, else None."""
+    import sqlite3
+
+    for current in _causes(exception):
+        if getattr(current, "sqlstate", None) in _REFUSED_QUERY_SQLSTATES:
+            return errors.InvalidQuery(f"The catalog's database cannot run this search: {current}")
+        if isinstance(current, sqlite3.OperationalError) and _SQLITE_FUNCTION_FAILED in str(
+            current
+        ):
+            return errors.InvalidQuery(
+                "The search could not be run: a regular expression in it takes too long to "
+                "match (it backtracks without end on some values) or is not valid"
+            )
+    return None
+
+
 SERVER_ERROR = {"detail": "Internal server error"}
 # After a 500 the framework re-raises and uvicorn drops the connection: saying so lets the
 # client open a new one for its next request instead of failing it on the dropped one.
@@ -154,6 +178,10 @@ def error_response(exception: Exception) -> JSONResponse:
         domain_error = _wrapped_domain_error(exception)
         if domain_error is not None:
             exception, status = domain_error, status_for(domain_error)
+    if status == 500:
+        refused = refused_query(exception)
+        if refused is not None:
+            exception, status = refused, 400
     if status == 500:
         unavailable = unavailable_service(exception)
         if unavailable is not None:
@@ -176,7 +204,7 @@ async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONRe
 
 
 async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
-    if unavailable_service(exception) is not None:
+    if unavailable_service(exception) is not None or refused_query(exception) is not None:
         return error_response(exception)
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exception)
     return JSONResponse(SERVER_ERROR, status_code=500, headers=SERVER_ERROR_HEADERS)
@@ -208,7 +236,11 @@ async def _maybe_unavailable(request: Request, exception: Exception) -> JSONResp
     # Registered for the classes a lost database raises, so that the answer is given here:
     # the catch-all handler's answer is followed by the exception going on to the server,
     # which then drops the client's connection.
-    if unavailable_service(exception) is not None or _wrapped_domain_error(exception):
+    if (
+        unavailable_service(exception) is not None
+        or _wrapped_domain_error(exception)
+        or refused_query(exception) is not None
+    ):
         return error_response(exception)
     return await _unexpected(request, exception)
 
