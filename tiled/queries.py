@@ -15,6 +15,7 @@ import enum
 import functools
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -101,9 +102,61 @@ def _parse_bool(name: str, text: str) -> Any:
     return _loads(name, text)  # any other JSON is refused by the dataclass, which names it
 
 
-# Each search of one value by a Regex query: a pattern such as (a+)+$ backtracks for ever on
-# some text, holding a server's worker; the regex module's searches take a timeout.
-REGEX_SEARCH_SECONDS = 0.25
+# A search by regular expression reads every value at its key; a pattern such as (a|a)+$
+# backtracks for ever on some text, which would hold a server's worker. All the values of
+# one search share this many seconds (the regex package's searches take a timeout).
+REGEX_QUERY_SECONDS = 1.0
+# Counted repeats (a{1000}) are built out in full when a pattern is compiled, nested ones
+# multiplied: (?:a{65535}){65535} would take all the memory there is.
+REGEX_MAX_UNROLLED = 10_000
+REGEX_MAX_LENGTH = 10_000
+
+
+def regex_deadline() -> float:
+    """When a search by regular expression starting now must be done (``time.monotonic``)."""
+    return time.monotonic() + REGEX_QUERY_SECONDS
+
+
+def check_regex(pattern: str) -> None:
+    """ValueError for a pattern Python cannot compile, or that unrolls past
+    :data:`REGEX_MAX_UNROLLED` elements."""
+    if len(pattern) > REGEX_MAX_LENGTH:
+        raise ValueError(f"A regular expression may have {REGEX_MAX_LENGTH} characters at most")
+    try:
+        re.compile(pattern)
+        # The parsed form is the standard library's own (re._parser): the one exact account
+        # of what each repeat holds.
+        unrolled = _unrolled(re._parser.parse(pattern))
+    except (re.error, RecursionError, OverflowError) as error:
+        raise ValueError(f"Invalid regular expression {pattern[:200]!r}: {error}") from None
+    if unrolled > REGEX_MAX_UNROLLED:
+        raise ValueError(
+            f"The regular expression {pattern[:200]!r} repeats too much: its counted repeats "
+            f"unroll to {unrolled} elements, more than {REGEX_MAX_UNROLLED}"
+        )
+
+
+def _unrolled(items: Any) -> int:
+    constants = re._constants
+    repeats = {constants.MAX_REPEAT, constants.MIN_REPEAT}
+    repeats |= {getattr(constants, "POSSESSIVE_REPEAT", constants.MAX_REPEAT)}
+    total = 0
+    for op, argument in items:
+        if op in repeats:
+            low, high, inner = argument
+            count = low if high == constants.MAXREPEAT else high
+            total += max(count, 1) * _unrolled(inner)
+        elif op == constants.SUBPATTERN:
+            total += _unrolled(argument[-1])
+        elif op == constants.BRANCH:
+            total += sum(_unrolled(branch) for branch in argument[1])
+        elif op in (constants.ASSERT, constants.ASSERT_NOT):
+            total += _unrolled(argument[1])
+        elif op == constants.GROUPREF_EXISTS:
+            total += sum(_unrolled(branch) for branch in argument[1:] if branch)
+        else:
+            total += 1
+    return total
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,21 +165,28 @@ def _compiled_regex(pattern: str, ignore_case: bool) -> Any:
 
     try:
         return regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
-    except regex.error as error:
+    except (regex.error, MemoryError, RecursionError, OverflowError) as error:
         raise InvalidQuery(f"Invalid regular expression {pattern[:200]!r}: {error}") from None
 
 
-def regex_found(pattern: str, text: str, ignore_case: bool = False) -> bool:
-    """Whether ``pattern`` matches somewhere in ``text`` (Python's syntax); InvalidQuery if
-    finding out takes longer than :data:`REGEX_SEARCH_SECONDS`."""
+def regex_found(
+    pattern: str, text: str, ignore_case: bool = False, deadline: float | None = None
+) -> bool:
+    """Whether ``pattern`` (Python's syntax) matches somewhere in ``text``; InvalidQuery if
+    it is not found out by ``deadline`` (see :func:`regex_deadline`; None: no limit)."""
+    compiled = _compiled_regex(pattern, ignore_case)
+    if deadline is None:
+        return compiled.search(text) is not None
     try:
-        found = _compiled_regex(pattern, ignore_case).search(text, timeout=REGEX_SEARCH_SECONDS)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return compiled.search(text, timeout=remaining) is not None
     except TimeoutError:
         raise InvalidQuery(
             f"The regular expression {pattern[:200]!r} takes too long to match (it backtracks "
             "without end on some values); write it so that it does not"
         ) from None
-    return found is not None
 
 
 def _loads(name: str, text: str) -> Any:
@@ -200,10 +260,7 @@ class Regex(QueryBase):
         _check_type("key", self.key, str)
         _check_type("pattern", self.pattern, str)
         _check_type("case_sensitive", self.case_sensitive, bool)
-        try:
-            re.compile(self.pattern)
-        except re.error as error:
-            raise ValueError(f"Invalid regular expression {self.pattern!r}: {error}") from None
+        check_regex(self.pattern)
 
 
 class _KeyValue(QueryBase):

@@ -388,3 +388,26 @@ def test_a_regex_that_backtracks_without_end_is_a_400(backend, tmp_path):
         assert "too long" in response.json()["detail"]
         assert time.monotonic() - started < 30
         assert _keys(context, _regex("a+!$")) == ["x"]  # the same value, a sane pattern
+
+
+def test_one_deadline_for_all_the_values_of_a_search(tmp_path):
+    """Each value takes this pattern a tenth of a second, well within any per-value limit;
+    40 of them together take longer than the search may (tiled.queries.REGEX_QUERY_SECONDS)."""
+    children = {
+        f"n{i}": MapAdapter({}, metadata={"note": f"sample_{i:04d}_measurement_run."})
+        for i in range(40)
+    }
+    with Context.from_app(build_app(MapAdapter(children))) as context:
+        response = _search(context, _regex(r"^(\w|\w\w)*$"))
+        assert response.status_code == 400, response.text
+        assert "too long" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("pattern", ["a{4294967294}", "(?:a{65535}){65535}", "(?:a{200}){200}"])
+def test_repeats_that_unroll_past_the_limit_are_a_400(served, pattern):
+    """The regex package builds counted repeats out when it compiles a pattern: these took
+    gigabytes (the first got the server killed)."""
+    _, context = served
+    response = _search(context, _regex(pattern))
+    assert response.status_code == 400, response.text
+    assert "repeats too much" in response.json()["detail"]

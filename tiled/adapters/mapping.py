@@ -32,6 +32,7 @@ from ..queries import (
     Regex,
     SpecsQuery,
     StructureFamilyQuery,
+    regex_deadline,
     regex_found,
 )
 from ..query_registration import default_query_registry
@@ -405,11 +406,11 @@ def full_text(query: FullText, tree: MapAdapter) -> MapAdapter:
 
 
 def regex(query: Regex, tree: MapAdapter) -> MapAdapter:
-    ignore_case = not query.case_sensitive
+    ignore_case, deadline = not query.case_sensitive, regex_deadline()
     return filter_by_metadata(
         tree,
         query.key,
-        lambda v: isinstance(v, str) and regex_found(query.pattern, v, ignore_case),
+        lambda v: isinstance(v, str) and regex_found(query.pattern, v, ignore_case, deadline),
     )
 
 

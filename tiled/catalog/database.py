@@ -116,12 +116,14 @@ def _without_flushing(dbapi_connection: Any, _record: Any) -> None:
 # --- SQLite: settings and the Python functions the query translation calls ---------------------
 
 
-def _regexp(pattern: str | None, value: Any, ignore_case: int) -> int | None:
-    # A search that takes too long raises: SQLite fails the statement with "user-defined
+def _regexp(
+    pattern: str | None, value: Any, ignore_case: int, deadline: float | None
+) -> int | None:
+    # A search past its deadline raises: SQLite fails the statement with "user-defined
     # function raised exception", which the server answers 400 (tiled.server.errors).
     if pattern is None or not isinstance(value, str):
         return None
-    return int(regex_found(pattern, value, bool(ignore_case)))
+    return int(regex_found(pattern, value, bool(ignore_case), deadline))
 
 
 def metadata_words(metadata: Any) -> set[str]:
@@ -144,7 +146,7 @@ def _fulltext(metadata_json: str | None, text: str) -> int:
 
 def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # SQLite has no regular expressions nor word search of JSON; these are Python functions.
-    dbapi_connection.create_function("tiled_regexp", 3, _regexp, deterministic=True)
+    dbapi_connection.create_function("tiled_regexp", 4, _regexp, deterministic=True)
     dbapi_connection.create_function("tiled_fulltext", 2, _fulltext, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # SQLite ignores ON DELETE CASCADE without it

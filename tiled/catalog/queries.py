@@ -54,6 +54,7 @@ from ..queries import (
     Regex,
     SpecsQuery,
     StructureFamilyQuery,
+    regex_deadline,
 )
 from ..query_registration import default_query_registry
 from .access import has_any_tag, owned_by
@@ -187,7 +188,10 @@ class SQLiteJSON:
         return or_(in_array, and_(kind == "object", exists(named)))
 
     def regex(self, column: Any, key: str, pattern: str, case_sensitive: bool) -> ColumnElement:
-        match = func.tiled_regexp(pattern, self.value(column, key), int(not case_sensitive))
+        # One deadline for every value the statement reads (tiled.queries.regex_deadline).
+        match = func.tiled_regexp(
+            pattern, self.value(column, key), int(not case_sensitive), regex_deadline()
+        )
         return and_(self.type(column, key) == "text", match == 1)
 
     def like(self, column: Any, key: str, pattern: str) -> ColumnElement:
@@ -202,7 +206,8 @@ class SQLiteJSON:
         if not wanted:
             return false()
         tree = func.json_tree(column).table_valued("value", "type")
-        found = func.tiled_regexp(word_pattern(wanted), tree.c.value, 1) == 1
+        # No deadline: a pattern of literal words takes time linear in the text.
+        found = func.tiled_regexp(word_pattern(wanted), tree.c.value, 1, None) == 1
         return exists(select(literal(1)).select_from(tree).where(tree.c.type == "text", found))
 
     def has_spec(self, name: str) -> ColumnElement:
