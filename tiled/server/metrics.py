@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from bisect import bisect_left
 from pathlib import Path
@@ -30,6 +31,8 @@ from fastapi import APIRouter, Request, Response
 from .authenticators import CurrentIdentity
 from .dependencies import require_scope
 from .middleware import route_path
+
+logger = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 SIZE_BUCKETS = (1, 10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000,
@@ -77,6 +80,9 @@ ENDPOINTS = {
     "auth": "auth",
     "metrics": "metrics",
 }
+# Upstream's label values that exist (at zero) before any request.
+INITIAL_ENDPOINTS = ("about", "auth", "data", "entries", "metadata", "metrics", "search")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"})
 SNAPSHOT_SECONDS = 1.0
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -99,12 +105,19 @@ class Metrics:
         self.pools: dict[tuple[str, str], float] = {}
         self.directory = Path(directory) if directory else None
         self._unsubscribe: Any = None
+        self._write_failed = False
+        self._listening: list[tuple[Any, str, Any]] = []
+        # Upstream's series that exist before any request (for dashboards and alerts).
+        for code in ("200", "304", "500"):
+            for endpoint in INITIAL_ENDPOINTS:
+                self.requests[("GET", code, endpoint)] = _empty_counts()
 
     def observe(self, method: str, code: int, endpoint: str, seconds: float, size: int) -> None:
-        key = (method, str(code), endpoint)
+        # A label per method a client makes up would grow the series without end.
+        key = (method if method in METHODS else "other", str(code), endpoint)
         counts = self.requests.get(key)
         if counts is None:
-            counts = self.requests[key] = [0.0] * (len(DURATION_BUCKETS) + len(SIZE_BUCKETS) + 4)
+            counts = self.requests[key] = _empty_counts()
         # Per bucket (not cumulative; summed when read), then the sum, for each histogram.
         counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         counts[len(DURATION_BUCKETS) + 1] += seconds
@@ -141,7 +154,7 @@ class Metrics:
         def checkout(*_):
             add("tiled_db_pool_active", label)
             add("tiled_db_pool_checkouts_total", label)
-            if limit is None:
+            if limit is None or limit < 0:
                 return  # a pool of one connection, or unbounded
             if pool.overflow() == 1:
                 add("tiled_db_pool_first_overflow_total", label)
@@ -152,11 +165,18 @@ class Metrics:
             add("tiled_db_pool_active", label, -1)
             add("tiled_db_pool_checkins_total", label)
 
+        def invalidate(*_):
+            add("tiled_db_pool_invalid_total", label)
+
+        def reset(*_):
+            add("tiled_db_pool_reset_total", label)
+
         for name, listener in [("connect", connect), ("close", close), ("checkout", checkout),
-                               ("checkin", checkin)]:  # fmt: skip
+                               ("checkin", checkin), ("invalidate", invalidate),
+                               ("reset", reset)]:  # fmt: skip
             event.listen(pool, name, listener)
-        event.listen(pool, "invalidate", lambda *_: add("tiled_db_pool_invalid_total", label))
-        event.listen(pool, "reset", lambda *_: add("tiled_db_pool_reset_total", label))
+            # Removed when the application stops (an engine may outlive it, in tests).
+            self._listening.append((pool, name, listener))
 
     # --- several processes ---
 
@@ -164,23 +184,49 @@ class Metrics:
         return self.directory / f"tiled-{os.getpid()}.json"
 
     def write_snapshot(self) -> None:
+        """This process's counts, for the others (a full disk is logged once, not fatal)."""
         document = {
             "pid": os.getpid(),
             "requests": [[*key, counts] for key, counts in self.requests.items()],
             "pools": [[*key, value] for key, value in self.pools.items()],
         }
         temporary = self._snapshot_file().with_suffix(".tmp")
-        temporary.write_text(json.dumps(document))
-        temporary.replace(self._snapshot_file())  # readers never see half a file
+        try:
+            temporary.write_text(json.dumps(document))
+            temporary.replace(self._snapshot_file())  # readers never see half a file
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            if not self._write_failed:
+                logger.warning("Cannot share this process's metrics in %s: %s",
+                               self.directory, error)  # fmt: skip
+            self._write_failed = True
+        else:
+            self._write_failed = False
+
+    def _take_over_file_of_this_pid(self) -> None:
+        """Counts an earlier process with this pid left (pids are reused): added to this
+        one's, so that no counter goes down when the file is written again."""
+        try:
+            document = json.loads(self._snapshot_file().read_text())
+        except (OSError, ValueError):
+            return
+        for key, counts in _requests_of(document):
+            mine = self.requests.setdefault(key, _empty_counts())
+            for index, count in enumerate(counts[: len(mine)]):
+                mine[index] += count
+        for name, pool, value in _pools_of(document):
+            if name in POOL_COUNTERS:
+                self.pool_add(name, pool, value)
 
     async def start(self) -> None:
         from .. import database_pools
 
-        # Engines are made at startup and later (a catalog's, per event loop): from now on.
+        # Engines are made at startup and later (a catalog's, per event loop).
         self._unsubscribe = database_pools.subscribe(
             lambda engine: self.watch_pool(engine.sync_engine.pool, pool_label(engine.url))
         )
         if self.directory is not None:
+            self._take_over_file_of_this_pid()
             self.write_snapshot()
 
     async def share(self) -> None:
@@ -193,34 +239,53 @@ class Metrics:
             self.write_snapshot()
 
     async def stop(self) -> None:
+        from sqlalchemy import event
+
         if self._unsubscribe is not None:
             self._unsubscribe()
+        for pool, name, listener in self._listening:
+            if event.contains(pool, name, listener):
+                event.remove(pool, name, listener)
+        self._listening.clear()
         if self.directory is not None:
             self.write_snapshot()
 
     def _merged(self) -> tuple[dict, dict]:
-        """Counts of every process (from their files) with this one's as of now."""
-        requests = {key: list(counts) for key, counts in self.requests.items()}
-        pools = dict(self.pools)
+        """Counts of every process: this one's as of now, the others' from their files.
+
+        This process's file is written first and read back with the others: every process
+        answers the sum of the same files, each of which only grows, so that no counter goes
+        down from one answer to the next, whichever process gives it."""
         if self.directory is None:
-            return requests, pools
+            return {key: list(counts) for key, counts in self.requests.items()}, dict(self.pools)
+        self.write_snapshot()
+        requests: dict = {}
+        pools: dict = {}
         for path in self.directory.glob("tiled-*.json"):
             try:
                 document = json.loads(path.read_text())
-            except (OSError, ValueError):
+                pid = document["pid"]
+                file_requests, file_pools = _requests_of(document), _pools_of(document)
+            except (OSError, ValueError, TypeError, KeyError):
                 continue  # being replaced, or not ours
-            pid = document.get("pid")
-            if pid == os.getpid():
-                continue
-            running = _running(pid)
-            for *key, counts in document.get("requests", ()):
-                merged = requests.setdefault(tuple(key), [0.0] * len(counts))
-                for index, count in enumerate(counts):
+            if pid == os.getpid() and self._write_failed:
+                continue  # stale: this process's counts are added as of now below
+            running = pid == os.getpid() or _running(pid)
+            for key, counts in file_requests:
+                merged = requests.setdefault(key, _empty_counts())
+                for index, count in enumerate(counts[: len(merged)]):
                     merged[index] += count
-            for name, pool, value in document.get("pools", ()):
+            for name, pool, value in file_pools:
                 if name in POOL_GAUGES and not running:
                     continue  # a stopped process holds no connections
                 pools[(name, pool)] = pools.get((name, pool), 0) + value
+        if self._write_failed:
+            for key, counts in self.requests.items():
+                merged = requests.setdefault(key, _empty_counts())
+                for index, count in enumerate(counts):
+                    merged[index] += count
+            for key, value in self.pools.items():
+                pools[key] = pools.get(key, 0) + value
         return requests, pools
 
     def exposition(self) -> bytes:
@@ -251,6 +316,20 @@ class Metrics:
         return ("\n".join(lines) + "\n").encode()
 
 
+def _empty_counts() -> list[float]:
+    return [0.0] * (len(DURATION_BUCKETS) + len(SIZE_BUCKETS) + 4)
+
+
+def _requests_of(document: Any) -> list[tuple[tuple[str, str, str], list[float]]]:
+    return [((method, code, endpoint), [float(c) for c in counts])
+            for method, code, endpoint, counts in document.get("requests", ())]  # fmt: skip
+
+
+def _pools_of(document: Any) -> list[tuple[str, str, float]]:
+    return [(str(name), str(pool), float(value))
+            for name, pool, value in document.get("pools", ())]  # fmt: skip
+
+
 def _running(pid: Any) -> bool:
     if not isinstance(pid, int):
         return False
@@ -264,9 +343,21 @@ def _running(pid: Any) -> bool:
 
 
 def _number(value: float) -> str:
+    """A value as prometheus_client writes it (and so upstream's ``le`` labels): Go's
+    notation, which turns to an exponent for numbers of more than six digits."""
+    value = float(value)
     if value == float("inf"):
         return "+Inf"
-    return repr(float(value)) if value != int(value) else f"{int(value)}.0"
+    if value == float("-inf"):
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}".rstrip("0.")
+        return f"{mantissa}e+0{dot - 1}"
+    return text
 
 
 def _escaped(text: str) -> str:

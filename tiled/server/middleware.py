@@ -121,8 +121,28 @@ class EdgeMiddleware:
                 cookie = value
         scope["tiled.edge"] = (agent, cookie)
         if origin is not None:
+            if self.metrics is not None and scope["method"] == "OPTIONS":
+                # A preflight is answered by the CORS layer itself, before the request id.
+                return await self._counted(self.cors, scope, receive, send)
             return await self.cors(scope, receive, send)
         await self._identified(scope, receive, send)
+
+    async def _counted(self, app, scope, receive, send):
+        status, size, begun = 500, 0, time.perf_counter()
+        scope["tiled.counted"] = True
+
+        async def counting_send(message):
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            else:
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, receive, counting_send)
+        finally:
+            self.metrics.request_done(scope, status, time.perf_counter() - begun, size)
 
     async def _identified(self, scope, receive, send):
         agent, cookie = scope.pop("tiled.edge")
@@ -162,7 +182,7 @@ class EdgeMiddleware:
                 await tagged_send({"type": "http.response.body", "body": _SERVER_ERROR})
             raise
         finally:
-            if self.metrics is not None:
+            if self.metrics is not None and "tiled.counted" not in scope:
                 self.metrics.request_done(scope, status, time.perf_counter() - begun, size)
 
     def _shortcut(self, scope) -> Any:
