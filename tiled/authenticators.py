@@ -1,7 +1,7 @@
 """Authenticators for multi-user servers.
 
-Username/password ("internal") providers check credentials themselves; OpenID Connect
-("external") providers send the user to an identity provider and read who logged in from
+Username/password ("internal") providers check credentials themselves (against a mapping,
+the host's PAM stack or an LDAP directory); OpenID Connect ("external") providers send the user to an identity provider and read who logged in from
 the ID token it issues (:class:`OIDCAuthenticator`).
 
 An authenticator is any object with ``async authenticate(username, password)`` returning a
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -444,3 +445,256 @@ def _is_url(value: Any) -> bool:
         return httpx.URL(value).scheme in ("http", "https")
     except httpx.InvalidURL:
         return False
+
+
+class LDAPAuthenticator(InternalAuthenticator):
+    """Check usernames and passwords by binding to an LDAP directory (needs ``ldap3``), with
+    upstream Tiled's arguments (which follow JupyterHub's LDAP authenticator)::
+
+        authentication:
+          providers:
+            - provider: ldap
+              authenticator: tiled.authenticators:LDAPAuthenticator
+              args:
+                server_address: ldap.example.org
+                bind_dn_template: "uid={username},ou=people,dc=example,dc=org"
+                allowed_groups: ["cn=beamline,ou=groups,dc=example,dc=org"]
+
+    A login binds as the DN each ``bind_dn_template`` makes of the username (the first that
+    binds wins), or, with ``lookup_dn``, as the DN a search finds for it (as
+    ``lookup_dn_search_user``, anonymously if unset). Then, if set, ``search_filter`` must
+    find exactly one entry, and the user must be a member (``member``, ``uniqueMember`` or
+    ``memberUid``) of one of ``allowed_groups``. The ``auth_state_attributes`` of the user's
+    entry become the session's state. Usernames must match ``valid_username_regex`` (which
+    keeps LDAP syntax out of them); values put in search filters are escaped besides. An empty
+    password is refused before anything is sent: LDAP takes a bind without one as anonymous.
+    A directory that cannot be reached is a ``503``.
+    """
+
+    def __init__(
+        self,
+        server_address: str | list[str],
+        server_port: int | None = None,
+        *,
+        use_ssl: bool = False,
+        use_tls: bool = True,
+        connect_timeout: float = 5,
+        receive_timeout: float = 60,
+        bind_dn_template: str | list[str] | None = None,
+        allowed_groups: list[str] | None = None,
+        valid_username_regex: str = r"^[a-z][.a-z0-9_-]*$",
+        lookup_dn: bool = False,
+        user_search_base: str | None = None,
+        user_attribute: str | None = None,
+        lookup_dn_search_filter: str = "({login_attr}={login})",
+        lookup_dn_search_user: str | None = None,
+        lookup_dn_search_password: str | None = None,
+        lookup_dn_user_dn_attribute: str | None = None,
+        escape_userdn: bool = False,
+        search_filter: str = "",
+        attributes: list[str] | None = None,
+        auth_state_attributes: list[str] | None = None,
+        use_lookup_dn_username: bool = True,
+        confirmation_message: str = "",
+    ):
+        try:
+            import ldap3  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "LDAPAuthenticator needs the 'ldap3' package: pip install ldap3"
+            ) from None
+        addresses = [server_address] if isinstance(server_address, str) else list(server_address)
+        if not addresses or not all(isinstance(a, str) and a for a in addresses):
+            raise ValueError("server_address must name at least one LDAP server")
+        self.servers = [_host_and_port(a, server_port, use_ssl) for a in addresses]
+        self.use_ssl, self.use_tls = use_ssl, use_tls
+        self.connect_timeout, self.receive_timeout = connect_timeout, receive_timeout
+        templates = [bind_dn_template] if isinstance(bind_dn_template, str) else bind_dn_template
+        self.bind_dn_templates = [t for t in templates or [] if t]
+        if not lookup_dn and not self.bind_dn_templates:
+            raise ValueError("LDAPAuthenticator needs bind_dn_template, or lookup_dn: true")
+        self.allowed_groups = list(allowed_groups or [])
+        self.valid_username = re.compile(valid_username_regex)
+        self.lookup_dn = lookup_dn
+        self.user_search_base, self.user_attribute = user_search_base, user_attribute
+        self.lookup_dn_search_filter = lookup_dn_search_filter
+        self.lookup_dn_search_user = lookup_dn_search_user
+        self._lookup_dn_search_password = lookup_dn_search_password
+        self.lookup_dn_user_dn_attribute = lookup_dn_user_dn_attribute
+        self.escape_userdn = escape_userdn
+        self.search_filter = search_filter
+        self.attributes = list(attributes or [])
+        self.auth_state_attributes = list(auth_state_attributes or [])
+        self.use_lookup_dn_username = use_lookup_dn_username
+        self.confirmation_message = confirmation_message
+
+    def __repr__(self) -> str:  # the search user's password stays out of logs
+        return f"{type(self).__name__}({[f'{h}:{p}' for h, p in self.servers]!r})"
+
+    async def authenticate(self, username: str, password: str) -> UserSessionState | None:
+        from .utils import run_sync
+
+        if not isinstance(username, str) or not self.valid_username.match(username):
+            logger.warning("LDAP login refused: the username does not match valid_username_regex")
+            return None
+        if not isinstance(password, str) or not password.strip():
+            return None  # an LDAP bind without a password is an anonymous bind: never a login
+        return await run_sync(self._login, username, password)
+
+    def _connection(self, dn: str | None, password: str | None) -> Any:
+        import ldap3
+
+        servers = [
+            ldap3.Server(host, port=port, use_ssl=self.use_ssl,
+                         connect_timeout=self.connect_timeout)
+            for host, port in self.servers
+        ]  # fmt: skip
+        if len(servers) == 1:
+            target = servers[0]
+        else:
+            # Each server tried once a connection (active=True would try them for ever).
+            target = ldap3.ServerPool(servers, ldap3.ROUND_ROBIN, active=1, exhaust=False)
+        tls = ldap3.AUTO_BIND_TLS_BEFORE_BIND if self.use_tls else ldap3.AUTO_BIND_NO_TLS
+        return ldap3.Connection(
+            target,
+            user=dn,
+            password=password,
+            auto_bind=ldap3.AUTO_BIND_NO_TLS if self.use_ssl else tls,
+            receive_timeout=self.receive_timeout,
+        )
+
+    def _bound(self, dn: str, password: str) -> Any:
+        """A connection bound as ``dn``, or None if the directory refuses the password."""
+        import ldap3
+
+        try:
+            return self._connection(dn, password)
+        except ldap3.core.exceptions.LDAPBindError:
+            return None
+        except _unreachable() as error:
+            raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+
+    def _login(self, username: str, password: str) -> UserSessionState | None:
+        import ldap3
+        from ldap3.utils.conv import escape_filter_chars
+
+        given = username
+        templates = self.bind_dn_templates
+        if self.lookup_dn:
+            found = self._look_up(username)
+            if found is None:
+                return None
+            username, found_dn = found
+            if str(self.lookup_dn_user_dn_attribute).upper() == "CN":
+                username = re.sub(r"(?<!\\),", r"\\,", username)  # a comma inside a CN
+            templates = templates or [found_dn]
+        connection, user_dn = None, None
+        for template in templates:
+            user_dn = template.format(username=username)
+            if self.escape_userdn:
+                user_dn = escape_filter_chars(user_dn)
+            connection = self._bound(user_dn, password)
+            if connection is not None:
+                break
+        if connection is None:
+            logger.warning("LDAP login refused: wrong password or unknown user %r", given)
+            return None
+        with connection:
+            try:
+                if self.search_filter:
+                    wanted = self.search_filter.format(
+                        userattr=self.user_attribute, username=escape_filter_chars(username)
+                    )
+                    connection.search(self.user_search_base, wanted, ldap3.SUBTREE,
+                                      attributes=self.attributes)  # fmt: skip
+                    if len(connection.entries) != 1:
+                        logger.warning(
+                            "LDAP login refused: search_filter found %d entries for %r, not 1",
+                            len(connection.entries), given,
+                        )  # fmt: skip
+                        return None
+                if self.allowed_groups and not self._in_a_group(connection, user_dn, username):
+                    logger.warning("LDAP login refused: %r is in none of allowed_groups", given)
+                    return None
+                state = self._state(connection, user_dn)
+            except _unreachable() as error:
+                raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+        return UserSessionState(username if self.use_lookup_dn_username else given, state)
+
+    def _look_up(self, username: str) -> tuple[str, str] | None:
+        """The username (the ``lookup_dn_user_dn_attribute`` of the user's entry) and the
+        entry's DN, found by a search as the search user; None if there is none."""
+        import ldap3
+        from ldap3.utils.conv import escape_filter_chars
+
+        try:
+            connection = self._connection(
+                self.lookup_dn_search_user, self._lookup_dn_search_password
+            )
+        except ldap3.core.exceptions.LDAPBindError:
+            logger.warning("LDAP: the search user cannot bind (lookup_dn_search_user)")
+            return None
+        except _unreachable() as error:
+            raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+        wanted = self.lookup_dn_search_filter.format(
+            login_attr=self.user_attribute, login=escape_filter_chars(username)
+        )
+        attribute = self.lookup_dn_user_dn_attribute
+        with connection:
+            connection.search(self.user_search_base, wanted, ldap3.SUBTREE,
+                              attributes=[attribute])  # fmt: skip
+            entries = [e for e in connection.response if e.get("type") == "searchResEntry"]
+        if not entries:
+            logger.warning("LDAP login refused: no entry found for %r", username)
+            return None
+        value = entries[0]["attributes"].get(attribute)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if not value:
+            return None
+        return str(value), entries[0]["dn"]
+
+    def _in_a_group(self, connection: Any, user_dn: str, username: str) -> bool:
+        import ldap3
+        from ldap3.utils.conv import escape_filter_chars
+
+        dn, uid = escape_filter_chars(user_dn), escape_filter_chars(username)
+        membership = f"(|(member={dn})(uniqueMember={dn})(memberUid={uid}))"
+        return any(
+            connection.search(group, membership, ldap3.BASE, attributes=["cn"])
+            for group in self.allowed_groups
+        )
+
+    def _state(self, connection: Any, user_dn: str) -> dict[str, Any]:
+        """The ``auth_state_attributes`` of the user's entry, as JSON can hold them."""
+        if not self.auth_state_attributes:
+            return {}
+        if not connection.search(user_dn, "(objectClass=*)", attributes=self.auth_state_attributes):
+            return {}
+        found = connection.entries[0].entry_attributes_as_dict
+        return {name: [_text(v) for v in values] for name, values in found.items()}
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+def _host_and_port(address: str, port: int | None, use_ssl: bool) -> tuple[str, int]:
+    """``host:port`` or ``host`` (then ``port``, or 636 with SSL, 389 without)."""
+    host, _, written = address.rpartition(":")
+    if host and written.isdigit():
+        return host, int(written)
+    return address, port if port is not None else (636 if use_ssl else 389)
+
+
+def _unreachable() -> tuple[type[Exception], ...]:
+    """What ldap3 raises when no server of the directory can be used now."""
+    from ldap3.core import exceptions
+
+    return (
+        exceptions.LDAPCommunicationError,
+        exceptions.LDAPServerPoolExhaustedError,
+        exceptions.LDAPStartTLSError,
+    )

@@ -46,7 +46,6 @@ UNSUPPORTED_AUTHENTICATORS = {
     "ProxiedOIDCAuthenticator": "OpenID Connect login behind a proxy",
     "EntraAuthenticator": "Microsoft Entra ID login",
     "SAMLAuthenticator": "SAML login",
-    "LDAPAuthenticator": "LDAP login",
 }
 
 
@@ -106,8 +105,8 @@ class AuthenticationProviderSpec(BaseModel):
         ):
             raise ValueError(
                 f"not supported by this server: {UNSUPPORTED_AUTHENTICATORS[name]} ({name}) is "
-                "not implemented; use tiled.authenticators:OIDCAuthenticator or a "
-                "username/password authenticator such as PAMAuthenticator"
+                "not implemented; use tiled.authenticators:OIDCAuthenticator, "
+                "LDAPAuthenticator or PAMAuthenticator"
             )
         return value
 
