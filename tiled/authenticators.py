@@ -573,6 +573,10 @@ class LDAPAuthenticator(InternalAuthenticator):
             return None
         except _unreachable() as error:
             raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+        except ldap3.core.exceptions.LDAPException as error:
+            # e.g. a DN the template made of an odd username that is no DN at all
+            logger.warning("LDAP login refused: cannot bind as %r: %s", dn, error)
+            return None
 
     def _login(self, username: str, password: str) -> UserSessionState | None:
         import ldap3
@@ -619,6 +623,10 @@ class LDAPAuthenticator(InternalAuthenticator):
                 state = self._state(connection, user_dn)
             except _unreachable() as error:
                 raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+            except ldap3.core.exceptions.LDAPException as error:
+                # A search the configuration makes and the directory refuses (a bad filter).
+                logger.error("LDAP login refused: a search failed: %s", error)
+                return None
         return UserSessionState(username if self.use_lookup_dn_username else given, state)
 
     def _look_up(self, username: str) -> tuple[str, str] | None:
@@ -641,8 +649,14 @@ class LDAPAuthenticator(InternalAuthenticator):
         )
         attribute = self.lookup_dn_user_dn_attribute
         with connection:
-            connection.search(self.user_search_base, wanted, ldap3.SUBTREE,
-                              attributes=[attribute])  # fmt: skip
+            try:
+                connection.search(self.user_search_base, wanted, ldap3.SUBTREE,
+                                  attributes=[attribute])  # fmt: skip
+            except _unreachable() as error:
+                raise IdentityProviderUnavailable(f"LDAP: {error}") from None
+            except ldap3.core.exceptions.LDAPException as error:
+                logger.error("LDAP login refused: the lookup_dn search failed: %s", error)
+                return None
             entries = [e for e in connection.response if e.get("type") == "searchResEntry"]
         if not entries:
             logger.warning("LDAP login refused: no entry found for %r", username)

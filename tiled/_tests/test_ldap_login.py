@@ -79,6 +79,9 @@ def server(directory, tmp_path_factory):
                   "auth_state_attributes": ["mail"],
                   "search_filter": "(&(uid={username})(objectClass=inetOrgPerson))",
                   "user_search_base": PEOPLE},
+        # Any username: the template makes something that is no DN of some of them.
+        "loose": {"server_address": address, "use_tls": False, "bind_dn_template": TEMPLATE,
+                  "valid_username_regex": r"^.+$"},
         "away": {"server_address": f"127.0.0.1:{free_port()}", "use_tls": False,
                  "bind_dn_template": TEMPLATE, "connect_timeout": 2},
     }  # fmt: skip
@@ -193,3 +196,9 @@ def test_a_configuration_without_a_way_to_find_the_dn_is_refused():
         LDAPAuthenticator("127.0.0.1")
     with pytest.raises(ValueError, match="server_address"):
         LDAPAuthenticator([], bind_dn_template=TEMPLATE)
+
+
+@pytest.mark.parametrize("username", ["a,b=c,=", "x\\", "=", "alice,ou=people"])
+def test_a_username_that_makes_no_dn_is_refused(server, username):
+    response = login(server, "loose", username, "wonder")
+    assert response.status_code == 401, response.text
