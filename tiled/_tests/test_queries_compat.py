@@ -5,14 +5,13 @@ null, unicode, large and negative numbers, missing keys, specs and structure fam
 The catalogs must agree with each other and with the in-memory tree where this package says
 they do; hostile input must be a 4xx with a JSON ``detail``, never a 500; and where upstream
 Tiled 0.2.20 answers sensibly on both of its databases, this server must answer the same
-(``TILED_TEST_UPSTREAM_PYTHON`` names an environment with upstream's server; without it that
-comparison is skipped).
+(upstream's server runs from the shared ``upstream_tiled`` environment, built once a session,
+or the one ``TILED_TEST_UPSTREAM_PYTHON`` names).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,14 +318,6 @@ def _answers(base: str, params: list[tuple[str, str]]) -> tuple[int, Any]:
     return 200, ([item["id"] for item in body["data"]], body["meta"]["count"])
 
 
-@pytest.fixture(scope="module")
-def upstream_python() -> Path:
-    given = os.environ.get("TILED_TEST_UPSTREAM_PYTHON")
-    if not given:
-        pytest.skip("TILED_TEST_UPSTREAM_PYTHON (an environment with tiled[all]==0.2.20) unset")
-    return Path(given)
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database(request, tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(upstream's catalog URI, ours) on one back end."""
@@ -340,13 +331,13 @@ def database(request, tmp_path_factory) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_search_answers_as_upstream_does(upstream_python, database, tmp_path):
+def test_search_answers_as_upstream_does(upstream_tiled, database, tmp_path):
     """Each server builds its catalog with its own client from the same nodes; every agreed
     query must give the same keys, order and count."""
     nodes = json.dumps([NODES, ARRAY])
     answers = []
     servers = [
-        (str(upstream_python.parent / "tiled"), upstream_python, database[0]),
+        (str(upstream_tiled.parent / "tiled"), upstream_tiled, database[0]),
         (str(Path(sys.executable).parent / "tiled"), Path(sys.executable), database[1]),
     ]
     for index, (tiled, python, uri) in enumerate(servers):
