@@ -1019,3 +1019,18 @@ async def test_a_node_the_database_cannot_hold_refuses_only_itself(root, storage
     assert outcomes[0] is None
     assert isinstance(outcomes[1], RegistrationRefused)
     assert sorted(key for key, _ in await root.items_range()) == ["good"]
+
+
+async def test_a_search_by_regex_has_its_time_each_time_it_runs(root, monkeypatch):
+    """A search is built once and then counted and paged by separate statements: each
+    statement gets the whole allowance (it was spent from when the search was built, so a
+    search that waited for its connection failed on a trivial pattern)."""
+    import tiled.queries
+
+    monkeypatch.setattr(tiled.queries, "REGEX_QUERY_SECONDS", 0.3)
+    await _searchable(root)
+    found = root.search(Regex("color", "^gr"))
+    for _ in range(3):
+        await asyncio.sleep(0.4)
+        assert await found.keys_range() == ["green"]
+        assert await found.count() == 1

@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     ColumnElement,
+    Float,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -188,9 +190,12 @@ class SQLiteJSON:
         return or_(in_array, and_(kind == "object", exists(named)))
 
     def regex(self, column: Any, key: str, pattern: str, case_sensitive: bool) -> ColumnElement:
-        # One deadline for every value the statement reads (tiled.queries.regex_deadline).
+        # One deadline for every value a statement reads (tiled.queries.regex_deadline), taken
+        # each time the statement runs: a search is built once, then counted and paged by
+        # several statements, each with its own time.
+        deadline = bindparam(None, callable_=regex_deadline, type_=Float)
         match = func.tiled_regexp(
-            pattern, self.value(column, key), int(not case_sensitive), regex_deadline()
+            pattern, self.value(column, key), int(not case_sensitive), deadline
         )
         return and_(self.type(column, key) == "text", match == 1)
 
