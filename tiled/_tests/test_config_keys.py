@@ -73,7 +73,7 @@ UPSTREAM = [
     ("catalog.catalog_max_overflow", lambda t: _catalog(t, catalog_max_overflow=2), "yes"),
     ("catalog.storage_pool_size", lambda t: _catalog(t, storage_pool_size=3), "yes"),
     ("catalog.storage_max_overflow", lambda t: _catalog(t, storage_max_overflow=3), "yes"),
-    ("catalog.mount_node", lambda t: _catalog(t, mount_node="/a/b"), "refused"),
+    ("catalog.mount_node", lambda t: _catalog(t, mount_node="/a/b"), "yes"),
     ("trees[0].args.cache_config", lambda t: _tree_catalog(t, cache_config={}), "refused"),
     (
         "trees[0].args.webhook_secret_keys",
@@ -83,7 +83,7 @@ UPSTREAM = [
     (
         "trees[0].args.create_mount_nodes_if_not_exist",
         lambda t: _tree_catalog(t, create_mount_nodes_if_not_exist=True),
-        "refused",
+        "yes",
     ),
     (
         "catalog.writable_storage[1]",
@@ -236,7 +236,7 @@ UPSTREAM = [
     (
         "create_mount_nodes_if_not_exist",
         lambda t: {**TREES, "create_mount_nodes_if_not_exist": True},
-        "refused",
+        "yes",
     ),
 ]
 

@@ -25,24 +25,31 @@ class AccessView:
             await self.policy.prepare(root)
 
     async def lookup(self, root: BaseAdapter, parts: tuple[str, ...]) -> Chain:
-        """The ``(key, adapter)`` chain from the root to ``parts``; invisible nodes do not exist."""
+        """The ``(key, adapter)`` chain from the root to ``parts``; invisible nodes do not exist.
+
+        Whatever part of the path is missing (or invisible), the error names the path as
+        requested: an adapter's own account may be relative to where it is served, or say
+        where a mounted catalog lies in its database."""
         if not parts:
             return (("", root),)
         if not supports(root, PathLookup):
             raise NoSuchEntry(list(parts))
-        if self.policy is None:
-            # One lookup for the whole path (a catalog answers it in one query).
-            return (("", root), (parts[-1], await root.lookup_adapter(list(parts))))
-        chain: list[tuple[str, Any]] = [("", root)]
-        for depth, key in enumerate(parts):
-            parent = chain[-1][1]
-            if not supports(parent, PathLookup):
-                raise NoSuchEntry(list(parts[: depth + 1]))
-            child = await parent.lookup_adapter([key])
-            if not self.policy.visible(self.identity, chain, key, child):
-                raise NoSuchEntry(list(parts[: depth + 1]))
-            chain.append((key, child))
-        return tuple(chain)
+        try:
+            if self.policy is None:
+                # One lookup for the whole path (a catalog answers it in one query).
+                return (("", root), (parts[-1], await root.lookup_adapter(list(parts))))
+            chain: list[tuple[str, Any]] = [("", root)]
+            for key in parts:
+                parent = chain[-1][1]
+                if not supports(parent, PathLookup):
+                    raise NoSuchEntry(list(parts))
+                child = await parent.lookup_adapter([key])
+                if not self.policy.visible(self.identity, chain, key, child):
+                    raise NoSuchEntry(list(parts))
+                chain.append((key, child))
+            return tuple(chain)
+        except NoSuchEntry:
+            raise NoSuchEntry(list(parts)) from None
 
     def scopes(self, chain: Chain) -> frozenset[str]:
         if self.policy is None:

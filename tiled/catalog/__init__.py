@@ -15,7 +15,7 @@ for the layout: ``orm`` (tables), ``database`` (engines, migrations), ``queries`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ def from_uri(
     top_level_access_blob: dict[str, Any] | None = None,
     lookup_cache_ttl: float = 1.0,
     durable: bool = True,
+    mount_node: str | Sequence[str] | None = None,
+    create_mount_nodes_if_not_exist: bool = False,
     **options: Any,
 ) -> CatalogRootAdapter:
     """The root adapter of the catalog in database ``uri`` (SQLite path/URI or PostgreSQL).
@@ -70,7 +72,10 @@ def from_uri(
     class (upstream's style: ``from_catalog``/``from_uris``) or factory, or the import path of
     one; these take precedence over the defaults (:mod:`tiled.catalog.mimetypes`). Upstream's
     pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
-    honoured; its other options (cache, webhooks, mount nodes) are accepted and ignored.
+    honoured; its other options (streaming cache, webhooks) are accepted and ignored.
+    ``mount_node``: serve the container at this path of the database (``"/a/b"`` or
+    ``["a", "b"]``) as the root, found when the adapter starts (``await root.startup()``, which
+    the server does); ``create_mount_nodes_if_not_exist`` creates the missing containers then.
     ``lookup_cache_ttl``: seconds a resolved node may be reused without a query; writes through
     this process drop the cache at once, so only other processes' writes can show this late
     (0 disables it). ``durable=False``: a SQLite catalog that may be lost with a crash of the
@@ -106,8 +111,32 @@ def from_uri(
         writable_locations=locations,
     )
     return CatalogRootAdapter(
-        catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob
-    )
+        catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob,
+        mount_path=mount_segments(mount_node),
+        create_mount_nodes=create_mount_nodes_if_not_exist,
+    )  # fmt: skip
+
+
+def mount_segments(mount_node: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The keys along a ``mount_node`` path: ``"/a/b"`` (slashes around ignored) or
+    ``["a", "b"]``; None, ``"/"`` and ``[]`` are the database's root. ValueError if malformed."""
+    if mount_node is None:
+        return ()
+    if isinstance(mount_node, str):
+        segments = tuple(segment for segment in mount_node.split("/") if segment)
+    elif isinstance(mount_node, Sequence) and all(isinstance(s, str) for s in mount_node):
+        segments = tuple(mount_node)
+        if any(not segment or "/" in segment for segment in segments):
+            raise ValueError(
+                f"mount_node {list(mount_node)!r}: each segment is one non-empty key, without '/'"
+            )
+    else:
+        raise ValueError(
+            f"mount_node must be a path ('/a/b') or a list of keys, not {mount_node!r}"
+        )
+    if any(segment in (".", "..") for segment in segments):
+        raise ValueError(f"mount_node {mount_node!r} may not contain '.' or '..' segments")
+    return segments
 
 
 def _items(value: Any) -> list[Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from ..adapters.base import (
 )
 from ..adapters.mapping import SortingItem, distinct_at, distinct_values, normalize_sorting
 from ..adapters.zarr_writable import ZARR_MIMETYPE
-from ..errors import BadRequest, NoSuchEntry, Unsupported
+from ..errors import BadRequest, Conflict, NoSuchEntry, Unsupported
 from ..queries import SpecsQuery
 from ..structures.array import ArrayStructure, BuiltinDtype
 from ..structures.core import Spec, StructureFamily
@@ -48,6 +49,7 @@ PAGE = 100  # rows read at a time when Python predicates filter a listing
 MAX_JOINED_STEPS = 32  # path segments resolved by one statement (one join each)
 
 Predicate = Callable[[str, Any], bool]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -520,14 +522,52 @@ class CatalogContainerBase(ContainerAdapterBase):
 
 
 class CatalogRootAdapter(CatalogContainerBase):
-    """The root of a catalog: its metadata is configuration, not a row."""
+    """The root of a catalog, or of the subtree below its node at ``mount_path`` (upstream's
+    ``mount_node``): its metadata, specs and access blob are configuration, not a row.
 
-    def __init__(self, catalog: Catalog, *, metadata=None, specs=None, access_blob=None):
+    A mounted root finds its node when it starts (:meth:`startup`, which the server calls);
+    with ``create_mount_nodes`` the missing containers along the path are created then, the
+    last one with this root's specs and access blob."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        metadata=None,
+        specs=None,
+        access_blob=None,
+        mount_path: Sequence[str] = (),
+        create_mount_nodes: bool = False,
+    ):
         super().__init__(catalog, (), metadata=metadata, specs=specs, access_blob=access_blob)
-        self.startup_tasks = [catalog.startup]
-        self.shutdown_tasks = [catalog.dispose]
+        self.mount_path = tuple(mount_path)
+        self.create_mount_nodes = create_mount_nodes
+        if self.mount_path:
+            self._node_id = None  # found by startup()
+        self.startup_tasks = [self.startup]
+        self.shutdown_tasks = [self.shutdown]
         self.background_tasks: list[Any] = []
         self.include_routers: list[Any] = []
+
+    # A mounted root used before it has found its node would list the database's root node
+    # (parent IS NULL): every query reads the node id through this guard.
+    @property
+    def _node_id(self) -> int:
+        if self._mounted_id is None:
+            raise RuntimeError(
+                f"The catalog mounted at {self.mount_node!r} finds its node when it starts: "
+                "await its startup() first (the server does)"
+            )
+        return self._mounted_id
+
+    @_node_id.setter
+    def _node_id(self, value: int | None) -> None:
+        self._mounted_id = value
+
+    @property
+    def mount_node(self) -> str:
+        """The path in the database of the node served as this root (``"/"``: its root)."""
+        return "/" + "/".join(self.mount_path)
 
     @property
     def catalog(self) -> Catalog:
@@ -540,9 +580,65 @@ class CatalogRootAdapter(CatalogContainerBase):
 
     async def startup(self) -> None:
         await self._catalog.startup()
+        if self.mount_path:
+            node = await self._mounted_node()
+            self._node_id, self._segments, self._path = node._node_id, node._segments, node._path
 
     async def shutdown(self) -> None:
         await self._catalog.dispose()
+
+    async def _mounted_node(self) -> CatalogContainerBase:
+        database_root = CatalogContainerBase(self._catalog, ())
+        try:
+            node = await database_root.lookup_adapter(self.mount_path)
+        except NoSuchEntry:
+            if not self.create_mount_nodes:
+                raise ValueError(
+                    f"mount_node {self.mount_node!r} was not found in the database. Create "
+                    "the node first (with the Python client or the HTTP API) and start the "
+                    "server again, or set create_mount_nodes_if_not_exist: true in the "
+                    "configuration"
+                ) from None
+            node = await self._create_mount_path(database_root)
+        return self._checked_mount(node)
+
+    async def _create_mount_path(self, node: CatalogContainerBase) -> CatalogContainerBase:
+        # As upstream: the containers along the path get no metadata, specs or tags, but the
+        # last (the one served) gets this root's specs and access blob.
+        for depth, key in enumerate(self.mount_path, start=1):
+            last = depth == len(self.mount_path)
+            child = await node.get(key)
+            if child is None:
+                logger.info("Creating the container %s of mount_node %s", key, self.mount_node)
+                try:
+                    child = await node.create_node(
+                        key=key, structure_family=StructureFamily.container, metadata={},
+                        specs=self.specs if last else [],
+                        access_blob=self.access_blob if last else None,
+                    )  # fmt: skip
+                except Conflict:  # another process of this server created it first
+                    child = await node.get(key)
+            node = self._checked_mount(child, self.mount_path[:depth])
+        return node
+
+    def _checked_mount(self, node: Any, path: Sequence[str] | None = None) -> Any:
+        if isinstance(node, CatalogContainerAdapter):
+            return node
+        shown = "/" + "/".join(self.mount_path if path is None else path)
+        family = getattr(node, "structure_family", "node")
+        what = (
+            "a registered container"
+            if family == StructureFamily.container
+            else _article(str(getattr(family, "value", family)))
+        )
+        raise ValueError(
+            f"mount_node {self.mount_node!r}: {shown!r} is {what}, not a container of "
+            "the catalog; only a container whose children are catalog nodes can be mounted"
+        )
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 class CatalogContext:

@@ -21,7 +21,9 @@ Times are naive UTC (``timestamp without time zone``), as upstream writes them.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -343,3 +345,39 @@ link_access_tags_association = Table(
 # The tables whose presence tells that a database holds a catalog.
 TABLE_NAMES = ("nodes", "nodes_closure", "structures", "data_sources", "assets",
                "data_source_asset_association", "revisions")  # fmt: skip
+
+# Upstream's ORM class of each table, for scripts written against it (``select(orm.Node.id)``,
+# ``insert(orm.AccessTag.__table__)``): columns only, no relationships, mapped on first use,
+# since sqlalchemy.orm is a heavy import that this server does not need.
+ORM_CLASS_TABLES = {
+    "Node": "nodes", "NodesClosure": "nodes_closure", "Structure": "structures",
+    "DataSource": "data_sources", "Asset": "assets",
+    "DataSourceAssetAssociation": "data_source_asset_association", "Revision": "revisions",
+    "AccessTag": "access_tags", "AccessTagsPrincipal": "access_tags_principals",
+    "NodeAccessTagAssociation": "node_access_tags_association",
+    "AccessGrant": "access_grants", "AccessTagOwnerAssociation": "access_tag_owners_association",
+    "Webhook": "webhooks", "WebhookDelivery": "webhook_deliveries",
+}  # fmt: skip
+
+
+@functools.cache
+def _orm_classes() -> dict[str, type]:
+    from sqlalchemy.orm import registry
+
+    mappings = registry()
+    classes = {}
+    for name, table_name in ORM_CLASS_TABLES.items():
+        table = metadata_obj.tables[table_name]
+        doc = f"Rows of ``{table_name}`` (upstream's ORM class, columns only)."
+        cls = type(name, (), {"__module__": __name__, "__doc__": doc})
+        # Upstream names the "metadata" column metadata_ (declarative classes reserve it).
+        properties = {"metadata_": table.c.metadata} if "metadata" in table.c else {}
+        mappings.map_imperatively(cls, table, properties=properties)
+        classes[name] = cls
+    return classes
+
+
+def __getattr__(name: str) -> Any:
+    if name in ORM_CLASS_TABLES:
+        return _orm_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,6 @@ from .sections import (
     AuthenticationProviderSpec,
     CatalogConfig,
     CatalogTreeSpec,
-    CreateMountNodes,
     Database,
     MetricsConfig,
     SpecDeclaration,
@@ -102,7 +101,8 @@ class Config(_Section):
     metrics: MetricsConfig | None = None
     streaming_cache: StreamingCache = None
     webhooks: Webhooks = None
-    create_mount_nodes_if_not_exist: CreateMountNodes = None
+    # Mounted catalogs (mount_node) create the containers along their path when missing.
+    create_mount_nodes_if_not_exist: bool | None = None
     # This server's own settings.
     zarr: ZarrConfig | None = None
     zarr_consolidated_max_nodes: int | None = Field(None, ge=0, le=LARGEST)
@@ -318,12 +318,15 @@ def _server_settings(config: Config) -> dict[str, Any]:
 def _tree(spec: TreeSpec | CatalogTreeSpec, index: int, config: Config, directory) -> Any:
     what = f"trees[{index}] ({spec.path})" if config.catalog is None else "catalog"
     if isinstance(spec, CatalogTreeSpec):
-        pools = {"catalog_pool_size": config.catalog_pool_size}
-        pools["catalog_max_overflow"] = config.catalog_max_overflow
-        pools["storage_pool_size"] = config.storage_pool_size
-        pools["storage_max_overflow"] = config.storage_max_overflow
+        defaults = {
+            name: getattr(config, name)
+            for name in (
+                "catalog_pool_size", "catalog_max_overflow", "storage_pool_size",
+                "storage_max_overflow", "create_mount_nodes_if_not_exist",
+            )
+        }  # fmt: skip
         where = "catalog." if config.catalog is not None else f"{what}: args."
-        return build.catalog_tree(spec.args.from_uri_kwargs(pools, directory, where), what)
+        return build.catalog_tree(spec.args.from_uri_kwargs(defaults, directory, where), what)
     return build.instantiate_tree(spec.tree, spec.args, what, directory)
 
 

@@ -31,8 +31,6 @@ from . import build
 UNSUPPORTED = {
     "streaming_cache": "there is no cache for streaming live data (Redis or memory)",
     "webhooks": "webhooks are not implemented",
-    "mount_node": "a catalog is always served from the root node of its database",
-    "create_mount_nodes_if_not_exist": "catalogs are not mounted at nodes (mount_node)",
     "cache_config": "there is no cache for streaming live data",
     "webhook_secret_keys": "webhooks are not implemented",
     "bucket_storage": (
@@ -66,8 +64,15 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-MountNode = _refuse_unless("mount_node", "", "/", [])
-CreateMountNodes = _refuse_unless("create_mount_nodes_if_not_exist", False)
+def _mount_node(value: Any) -> Any:
+    if value is not None:
+        from ..catalog import mount_segments  # the SQL catalog, only where one is mounted
+
+        mount_segments(value)
+    return value
+
+
+MountNode = Annotated[str | list[str] | None, AfterValidator(_mount_node)]
 CacheConfig = _refuse_unless("cache_config")
 WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
 StreamingCache = _refuse_unless("streaming_cache")
@@ -282,15 +287,17 @@ class CatalogConfig(_Section):
     storage_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     # Seconds a resolved node is reused without a query (writes of this process drop it).
     lookup_cache_ttl: float | None = Field(None, ge=0)
+    # Serve the container at this path of the database as the root (upstream's mount_node).
     mount_node: MountNode = None
-    create_mount_nodes_if_not_exist: CreateMountNodes = None
+    create_mount_nodes_if_not_exist: bool | None = None
     cache_config: CacheConfig = None
     webhook_secret_keys: WebhookSecretKeys = None
 
     def from_uri_kwargs(
-        self, pools: Mapping[str, int | None], directory: Path | None, where: str = "catalog."
+        self, defaults: Mapping[str, Any], directory: Path | None, where: str = "catalog."
     ) -> dict:
-        """The arguments of ``tiled.catalog.from_uri``; ``pools`` are the top-level defaults,
+        """The arguments of ``tiled.catalog.from_uri``; ``defaults`` are the top-level values
+        of the keys a catalog may set too (pool sizes, ``create_mount_nodes_if_not_exist``),
         ``where`` what a key is named after in messages."""
         kwargs: dict[str, Any] = {
             "uri": self.uri,
@@ -303,11 +310,13 @@ class CatalogConfig(_Section):
                 kwargs[name] = getattr(self, name)
         if self.top_level_access_tags is not None:
             kwargs["top_level_access_blob"] = {"tags": list(self.top_level_access_tags)}
+        if self.mount_node is not None:
+            kwargs["mount_node"] = self.mount_node
         for name in (
             "catalog_pool_size", "catalog_max_overflow", "storage_pool_size",
-            "storage_max_overflow",
+            "storage_max_overflow", "create_mount_nodes_if_not_exist",
         ):  # fmt: skip
-            value = getattr(self, name) if getattr(self, name) is not None else pools.get(name)
+            value = getattr(self, name) if getattr(self, name) is not None else defaults.get(name)
             if value is not None:
                 kwargs[name] = value
         if self.adapters_by_mimetype:

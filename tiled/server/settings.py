@@ -49,6 +49,7 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
     "catalog_max_overflow": ("catalog_max_overflow",),
     "storage_pool_size": ("storage_pool_size",),
     "storage_max_overflow": ("storage_max_overflow",),
+    "create_mount_nodes_if_not_exist": ("create_mount_nodes_if_not_exist",),
     "streaming_cache_uri": ("streaming_cache", "uri"),
     "webhooks_secret_keys": ("webhooks", "secret_keys"),
 }
@@ -100,6 +101,7 @@ class Environment(BaseSettings):
     catalog_max_overflow: int | None = None
     storage_pool_size: int | None = None
     storage_max_overflow: int | None = None
+    create_mount_nodes_if_not_exist: bool | None = None
     streaming_cache_uri: str | None = None
     webhooks_secret_keys: StringList = None
 

@@ -1,0 +1,264 @@
+"""Catalogs mounted at a node of their database (upstream's ``mount_node``), on SQLite and
+PostgreSQL, through live servers and the zarr, HTTP and Python clients.
+
+Upstream's own tests of the feature (tests/test_mount_node.py of 0.2.20) run against this
+package in test_upstream_test_suite.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import numpy
+import pytest
+import zarr
+
+from tiled.catalog import from_uri, mount_segments
+from tiled.client import Context, from_context
+from tiled.config import ConfigError, construct_build_app_kwargs
+from tiled.server.app import build_app, build_app_from_config
+
+from .live_server import serve
+from .postgres import temporary_database
+
+
+@pytest.fixture(scope="module")
+def postgres_database():
+    with temporary_database() as uri:
+        yield uri
+
+
+async def _drop_schema(uri: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(uri.replace("+asyncpg", ""))
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def uri(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    database = request.getfixturevalue("postgres_database")
+    asyncio.run(_drop_schema(database))
+    return database
+
+
+def _catalog(uri, tmp_path, **args):
+    return {"uri": uri, "writable_storage": [str(tmp_path / "data")], **args}
+
+
+def _whole(uri, tmp_path, **args):
+    return {"catalog": _catalog(uri, tmp_path, init_if_not_exists=True, **args)}
+
+
+def _trees(*trees, **top):
+    return {
+        "trees": [{"path": path, "tree": "catalog", "args": args} for path, args in trees],
+        **top,
+    }
+
+
+def _make(config, *containers):
+    with Context.from_app(build_app_from_config(config)) as context:
+        client = from_context(context)
+        for path in containers:
+            parent, _, key = path.rpartition("/")
+            (client[parent] if parent else client).create_container(key)
+
+
+def test_two_mounts_of_one_database_do_not_mix(uri, tmp_path):
+    _make(_whole(uri, tmp_path), "A", "B", "A/deep")
+    config = _trees(
+        ("/a", _catalog(uri, tmp_path, mount_node="/A")),
+        ("/b", _catalog(uri, tmp_path, mount_node=["B"])),
+        authentication={"single_user_api_key": "key"},
+    )
+    headers = {"Authorization": "Apikey key"}
+    with serve(build_app_from_config(config)) as server:
+        with Context(server.url, api_key="key") as context:
+            client = from_context(context)
+            client["a"].create_container("x")
+            client["b"].create_container("y")
+            first = client["a"].write_array(numpy.arange(3), key="same")
+            second = client["b"].write_array(numpy.arange(3) * 10, key="same")
+            assert list(client["a"]) == ["deep", "x", "same"]
+            assert list(client["b"]) == ["y", "same"]
+            assert first.data_sources()[0].assets[0].data_uri != (
+                second.data_sources()[0].assets[0].data_uri
+            )
+        # zarr clients read each mount as a group of its own.
+        for path, expected in [("a/same", [0, 1, 2]), ("b/same", [0, 10, 20])]:
+            url = f"{server.url}/zarr/v3/{path}"
+            array = zarr.open_array(url, mode="r", storage_options={"headers": headers})
+            assert array[:].tolist() == expected
+        url = f"{server.url}/zarr/v3/b"
+        group = zarr.open_group(url, mode="r", storage_options={"headers": headers})
+        assert sorted(group.keys()) == ["same", "y"]
+        # A missing node is reported at the path asked for, not where it lies in the database.
+        response = httpx.get(f"{server.url}/api/v1/metadata/a/deep/nope", headers=headers)
+        assert response.status_code == 404
+        assert response.json()["detail"] == "No such entry: ['a', 'deep', 'nope']"
+        assert httpx.get(f"{server.url}/api/v1/metadata/a/B", headers=headers).status_code == 404
+    # Served whole, the nodes are where the mounts put them.
+    with Context.from_app(build_app_from_config(_whole(uri, tmp_path))) as context:
+        client = from_context(context)
+        assert list(client["A"]) == ["deep", "x", "same"]
+        assert client["B"]["same"].read().tolist() == [0, 10, 20]
+
+
+def test_a_mounted_root_keeps_its_configured_metadata_and_searches_below_it(uri, tmp_path):
+    _make(_whole(uri, tmp_path), "A", "A/sub", "other")
+    config = {"catalog": _catalog(uri, tmp_path, mount_node="/A/sub", metadata={"m": 1})}
+    with Context.from_app(build_app_from_config(config)) as context:
+        client = from_context(context)
+        client.create_container("one", metadata={"color": "red"})
+        client.create_container("two", metadata={"color": "blue"})
+        assert client.metadata == {"m": 1}
+        from tiled.queries import Eq
+
+        assert list(client.search(Eq("color", "red"))) == ["one"]
+        assert list(client) == ["one", "two"]
+        # Deep search spans the mounted subtree only.
+        client["one"].create_container("inner", metadata={"color": "red"})
+        response = context.http_client.get(
+            "/api/v1/search/",
+            params={"filter[eq][condition][key]": "color", "filter[eq][condition][value]": '"red"'},
+        )
+        assert [item["id"] for item in response.json()["data"]] == ["one"]
+
+
+def test_missing_mount_node_stops_the_server_naming_it(uri, tmp_path):
+    _make(_whole(uri, tmp_path), "A")
+    config = _trees(("/b", _catalog(uri, tmp_path, mount_node="/A/missing")))
+    with pytest.raises(ValueError, match="mount_node '/A/missing' was not found in the database"):
+        with Context.from_app(build_app_from_config(config)):
+            pass
+
+
+def test_created_mount_nodes_carry_specs_and_tags_on_the_last_only(uri, tmp_path):
+    _make(_whole(uri, tmp_path), "X")
+    config = {
+        "create_mount_nodes_if_not_exist": True,
+        "catalog": _catalog(
+            uri, tmp_path, mount_node="/X/Y/Z", specs=["Leaf"], top_level_access_tags=["beam"]
+        ),
+    }
+    with Context.from_app(build_app_from_config(config)) as context:
+        from_context(context).create_container("child")
+    with Context.from_app(build_app_from_config(_whole(uri, tmp_path))) as context:
+        client = from_context(context)
+        assert [spec.name for spec in client["X"]["Y"]["Z"].specs] == ["Leaf"]
+        assert client["X"].specs == [] and client["X"]["Y"].specs == []
+        tags = {
+            path: context.http_client.get(f"/api/v1/metadata/{path}").json()["data"]["attributes"][
+                "access_blob"
+            ]
+            for path in ("X", "X/Y", "X/Y/Z")
+        }
+        assert tags["X/Y/Z"] == {"tags": ["beam"]}
+        assert not tags["X"] and not tags["X/Y"]
+        assert list(client["X"]["Y"]["Z"]) == ["child"]
+    # Started again, the path exists: nothing is created twice.
+    with Context.from_app(build_app_from_config(config)) as context:
+        assert list(from_context(context)) == ["child"]
+
+
+def test_the_environment_may_ask_for_mount_nodes(uri, tmp_path, monkeypatch):
+    from tiled.server.settings import get_settings
+
+    monkeypatch.setenv("TILED_CREATE_MOUNT_NODES_IF_NOT_EXIST", "true")
+    get_settings.cache_clear()
+    try:
+        config = {"catalog": _catalog(uri, tmp_path, init_if_not_exists=True, mount_node="/E")}
+        with Context.from_app(build_app(**construct_build_app_kwargs(config))) as context:
+            assert list(from_context(context)) == []
+    finally:
+        get_settings.cache_clear()
+    with Context.from_app(build_app_from_config(_whole(uri, tmp_path))) as context:
+        assert list(from_context(context)) == ["E"]
+
+
+async def test_servers_starting_together_create_the_path_once(uri, tmp_path):
+    root = from_uri(uri, init_if_not_exists=True)
+    await root.startup()
+    await root.shutdown()
+    roots = [
+        from_uri(uri, mount_node="/P/Q", create_mount_nodes_if_not_exist=True) for _ in range(4)
+    ]
+    try:
+        await asyncio.gather(*(r.startup() for r in roots))
+        assert len({r._node_id for r in roots}) == 1
+    finally:
+        for r in roots:
+            await r.shutdown()
+
+
+def test_only_a_catalog_container_can_be_mounted(uri, tmp_path):
+    with Context.from_app(build_app_from_config(_whole(uri, tmp_path))) as context:
+        client = from_context(context)
+        client.write_array(numpy.zeros(2), key="arr")
+        client.write_array(numpy.zeros(2), key="under")
+    for node, message in [
+        ("/arr", "'/arr' is an array, not a container of the catalog"),
+        ("/arr/inside", "'/arr/inside' was not found"),
+    ]:
+        config = {"catalog": _catalog(uri, tmp_path, mount_node=node)}
+        with pytest.raises(ValueError, match=message):
+            with Context.from_app(build_app_from_config(config)):
+                pass
+    config = {
+        "create_mount_nodes_if_not_exist": True,
+        "catalog": _catalog(uri, tmp_path, mount_node="/under/more"),
+    }
+    with pytest.raises(ValueError, match="'/under' is an array"):
+        with Context.from_app(build_app_from_config(config)):
+            pass
+
+
+@pytest.mark.parametrize(
+    "mount_node, problem",
+    [
+        ("/a/../b", "may not contain '.' or '..'"),
+        (["a", "b/c"], "each segment is one non-empty key"),
+        (["a", ""], "each segment is one non-empty key"),
+        (7, "valid string"),
+    ],
+)
+def test_malformed_mount_nodes_are_configuration_errors(tmp_path, mount_node, problem):
+    config = {"catalog": {"uri": f"sqlite:///{tmp_path}/c.db", "mount_node": mount_node}}
+    with pytest.raises(ConfigError) as info:
+        construct_build_app_kwargs(config)
+    assert any("catalog.mount_node" in line and problem in line for line in info.value.problems)
+
+
+@pytest.mark.parametrize("root", ["/", "", []])
+def test_the_database_root_is_no_mount(root):
+    assert mount_segments(root) == ()
+
+
+async def test_a_mounted_root_refuses_queries_before_it_has_started(tmp_path):
+    root = from_uri(f"sqlite:///{tmp_path}/c.db", init_if_not_exists=True, mount_node="/A")
+    with pytest.raises(RuntimeError, match="await its startup"):
+        await root.keys_range()
+
+
+def test_serve_config_names_a_missing_mount_node_in_one_line(tmp_path):
+    database = tmp_path / "catalog.db"
+    (tmp_path / "config.yml").write_text(
+        f"catalog: {{uri: 'sqlite:///{database}', init_if_not_exists: true, mount_node: /gone}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tiled", "serve", "config", "config.yml", "--port", "0"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "mount_node '/gone' was not found in the database" in errors[0]
