@@ -849,3 +849,55 @@ def test_cli_catalog_init_then_serve_persists(tmp_path):
         with pytest.raises(AssertionError, match="no writable storage"):
             _create_array(api, {"Authorization": f"Apikey {key}"}, "", "more", ramp)
         assert httpx.get(f"{api}/array/full/ramp", params={"api_key": key}).status_code == 200
+
+
+def test_catalog_variables_override_a_catalog_section_only(monkeypatch, tmp_path):
+    """Upstream reads TILED_CATALOG_<KEY> into the catalog section (over the file's values);
+    a configuration of trees gets no catalog from them."""
+    monkeypatch.setenv("TILED_CATALOG_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv("TILED_CATALOG_INIT_IF_NOT_EXISTS", "true")
+    monkeypatch.setenv("TILED_CATALOG_METADATA", '{"from": "environment"}')
+    monkeypatch.setenv("TILED_CATALOG_WRITABLE_STORAGE", str(tmp_path / "env-data"))
+    monkeypatch.setenv("TILED_CATALOG_MOUNT_NODE", '["a", "b"]')
+    monkeypatch.setenv("TILED_CATALOG_CATALOG_POOL_SIZE", "4")
+    file = {"catalog": {"uri": f"sqlite:///{tmp_path / 'file.db'}", "metadata": {"from": "file"}}}
+    tree = construct_build_app_kwargs(file)["tree"]
+    assert tree.catalog.url.database == str(tmp_path / "env.db")
+    assert tree.metadata() == {"from": "environment"}
+    assert tree.catalog.writable_storage == [tmp_path / "env-data"]
+    assert tree.mount_path == ("a", "b")
+    assert tree.catalog.pool_options["pool_size"] == 4
+    trees = construct_build_app_kwargs({"trees": [{"path": "/", "tree": DEMO}]})
+    assert not hasattr(trees["tree"], "catalog")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TILED_CATALOG_METADATA", "{not json"), ("TILED_CATALOG_CATALOG_POOL_SIZE", "many")],
+)
+def test_bad_catalog_variables_are_named(monkeypatch, tmp_path, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(f"environment variable {name}: ")):
+        construct_build_app_kwargs({"catalog": {"uri": f"sqlite:///{tmp_path / 'c.db'}"}})
+
+
+def test_serve_catalog_arguments_win_over_catalog_variables(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "TILED_CATALOG_URI": f"sqlite:///{tmp_path / 'env.db'}"}
+    command = [sys.executable, "-m", "tiled", "serve", "catalog", str(tmp_path / "cli.db")]
+    server = subprocess.Popen(
+        [*command, "--init", "--port", "0"], env=environment, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for line in server.stderr:
+            if "Uvicorn running" in line or "Error" in line:
+                break
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert (tmp_path / "cli.db").exists()
+    assert not (tmp_path / "env.db").exists()

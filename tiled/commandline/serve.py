@@ -566,7 +566,8 @@ def serve_catalog(
         },
     }
     given = {"single_user_api_key": key, "allow_anonymous_access": public or None}
-    overrides = {"authentication": given}
+    # The command's arguments over the TILED_CATALOG_* variables (which may set the rest).
+    overrides = {"authentication": given, "catalog": document["catalog"]}
     try:
         validate_config(document, overrides=overrides)
     except ConfigError as err:

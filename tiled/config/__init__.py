@@ -258,6 +258,10 @@ def validate_config(
 
     source = Path(source) if source is not None else None
     environment, from_environment = read_environment().document()
+    if "catalog" not in document:
+        # As upstream reads them: into a catalog section the configuration has, never one of
+        # their own (which would clash with its trees).
+        environment.pop("catalog", None)
     merged = _overlay(_overlay(dict(document), environment), dict(overrides or {}))
     try:
         config = Config.model_validate(merged)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import ValidationError, field_validator
+from pydantic import BeforeValidator, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..zarr_format.model import ZarrOptions
@@ -51,6 +51,27 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
     "storage_max_overflow": ("storage_max_overflow",),
     "create_mount_nodes_if_not_exist": ("create_mount_nodes_if_not_exist",),
     "streaming_cache_uri": ("streaming_cache", "uri"),
+    # Upstream reads TILED_CATALOG_<KEY> into the keys of the ``catalog`` section, where a
+    # configuration has one (see tiled.config.validate_config); a pool size of the catalog
+    # is therefore TILED_CATALOG_CATALOG_POOL_SIZE.
+    **{
+        f"catalog_{key}": ("catalog", key)
+        for key in (
+            "uri",
+            "writable_storage",
+            "readable_storage",
+            "init_if_not_exists",
+            "metadata",
+            "specs",
+            "adapters_by_mimetype",
+            "top_level_access_tags",
+            "mount_node",
+            "catalog_pool_size",
+            "catalog_max_overflow",
+            "storage_pool_size",
+            "storage_max_overflow",
+        )
+    },
     "webhooks_secret_keys": ("webhooks", "secret_keys"),
 }
 SERVER_SETTINGS = (
@@ -73,6 +94,23 @@ def _string_list(value: Any) -> Any:
 
 
 StringList = Annotated[list[str] | None, NoDecode]
+
+
+def _json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ValueError("must be JSON") from None
+
+
+def _path_or_json_list(value: Any) -> Any:
+    return _json(value) if isinstance(value, str) and value.strip().startswith("[") else value
+
+
+# Parsed here (not by pydantic-settings, whose JSON errors are no ValidationError).
+JSONValue = Annotated[Any, NoDecode, BeforeValidator(_json)]
 
 
 class Environment(BaseSettings):
@@ -104,8 +142,24 @@ class Environment(BaseSettings):
     create_mount_nodes_if_not_exist: bool | None = None
     streaming_cache_uri: str | None = None
     webhooks_secret_keys: StringList = None
+    catalog_uri: str | None = None
+    catalog_writable_storage: StringList = None
+    catalog_readable_storage: StringList = None
+    catalog_init_if_not_exists: bool | None = None
+    catalog_metadata: JSONValue = None
+    catalog_specs: JSONValue = None
+    catalog_adapters_by_mimetype: JSONValue = None
+    catalog_top_level_access_tags: StringList = None
+    catalog_mount_node: Annotated[Any, NoDecode, BeforeValidator(_path_or_json_list)] = None
+    catalog_catalog_pool_size: int | None = None
+    catalog_catalog_max_overflow: int | None = None
+    catalog_storage_pool_size: int | None = None
+    catalog_storage_max_overflow: int | None = None
 
-    @field_validator("secret_keys", "allow_origins", "webhooks_secret_keys", mode="before")
+    @field_validator(
+        "secret_keys", "allow_origins", "webhooks_secret_keys", "catalog_writable_storage",
+        "catalog_readable_storage", "catalog_top_level_access_tags", mode="before",
+    )  # fmt: skip
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _string_list(value)
