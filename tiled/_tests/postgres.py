@@ -19,7 +19,6 @@ import functools
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -221,9 +220,11 @@ def _unprivileged_prefix() -> tuple[str, ...]:
 
 
 def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    # Not one the kernel picks: initdb takes seconds before the server binds it, and the
+    # server gives it up and takes it again when a test halts and resumes it.
+    from .processes import free_port
+
+    return free_port()
 
 
 def admin_uri() -> str:

@@ -390,8 +390,11 @@ async def test_a_process_that_keeps_a_lock_busy_lets_the_others_have_turns(
             async with asyncio.timeout(10):
                 await _hold(other, "a/b")
             waits.append(asyncio.get_running_loop().time() - started)
-        # A few turns (not one: a loaded machine is slow to hand over), not starved.
-        assert max(waits) < 8 * EXCLUSION_TURN_SECONDS, waits
+        # Some turns, not starved (a starved writer waits the 10 s above out). Not one turn, nor
+        # a few: a holder lets go for EXCLUSION_YIELD_SECONDS, a window a loaded machine (a
+        # slow PostgreSQL round trip, this process stopped a second or two) may miss again
+        # and again, each miss costing a turn.
+        assert max(waits) < 20 * EXCLUSION_TURN_SECONDS, waits
     finally:
         stop.set()
         await asyncio.gather(*writers)

@@ -12,15 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .processes import running_tiled
+from .processes import free_port, running_tiled
 
 TILED = [str(Path(sys.executable).parent / "tiled")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

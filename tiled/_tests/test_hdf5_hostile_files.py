@@ -123,9 +123,11 @@ def test_chunk_counts_are_bounded_by_a_multiple_of_the_native_chunk():
 def test_huge_chunk_grid_metadata_is_quick_and_bounded(server):
     url = f"{server.url}/api/v1"
     started = time.monotonic()
-    response = httpx.get(f"{url}/metadata/huge_chunks/x", timeout=30)
+    response = httpx.get(f"{url}/metadata/huge_chunks/x", timeout=60)
     assert response.status_code == 200, response.text
-    assert time.monotonic() - started < 5
+    # About 0.3 s for its 8 MB; listing all 10**9 chunks would be gigabytes and hours. The
+    # bound leaves a loaded machine room.
+    assert time.monotonic() - started < 30
     attributes = response.json()["data"]["attributes"]
     (chunks,) = attributes["structure"]["chunks"]
     assert attributes["structure"]["shape"] == [HUGE]
@@ -304,9 +306,9 @@ def test_tiled_serve_directory_serves_both_files(files, tmp_path):
     with server_process(command, tmp_path) as url:
         _eventually(lambda: _indexed(_log(tmp_path)))
         started = time.monotonic()
-        response = httpx.get(f"{url}/api/v1/metadata/huge_chunks/x", timeout=30)
+        response = httpx.get(f"{url}/api/v1/metadata/huge_chunks/x", timeout=60)
         assert response.status_code == 200, response.text
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30  # as in the test above
         (chunks,) = response.json()["data"]["attributes"]["structure"]["chunks"]
         assert len(chunks) <= MAX_CHUNKS_PER_DIMENSION
         listing = httpx.get(f"{url}/api/v1/search/array_types", timeout=30)

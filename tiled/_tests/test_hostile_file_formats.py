@@ -100,7 +100,9 @@ def test_too_wide_csv_is_refused_before_it_is_parsed(files):
     started = time.monotonic()
     with pytest.raises(FileUnreadable, match=f"{WIDE} or more columns"):
         CSVAdapter.from_uris(uri_from_path(files / "wide.csv"))
-    assert time.monotonic() - started < 2
+    # Refused in milliseconds; parsed, the file takes over 20 s (pandas, then the structure).
+    # Not 2 s: a loaded machine may stop this process for a second or two.
+    assert time.monotonic() - started < 10
     assert MAX_COLUMNS < WIDE
 
 

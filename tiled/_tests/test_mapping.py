@@ -136,9 +136,12 @@ def test_cache_hints_and_lifecycle_attributes():
         entries_stale_after=timedelta(hours=1),
         must_revalidate=False,
     )
-    now = datetime.now(UTC)
-    assert timedelta(seconds=59) < hinted.metadata_stale_at - now <= timedelta(seconds=61)
-    assert timedelta(minutes=59) < hinted.entries_stale_at - now <= timedelta(minutes=61)
+    # Counted from when they are asked for (as late as a loaded machine asks).
+    before = datetime.now(UTC)
+    metadata_stale_at, entries_stale_at = hinted.metadata_stale_at, hinted.entries_stale_at
+    after = datetime.now(UTC)
+    assert before + timedelta(seconds=60) <= metadata_stale_at <= after + timedelta(seconds=60)
+    assert before + timedelta(hours=1) <= entries_stale_at <= after + timedelta(hours=1)
     assert hinted.must_revalidate is False
 
 

@@ -136,20 +136,36 @@ def test_two_workers_answer_the_sum_of_their_counts(tmp_path):
     args = ["serve", "demo", "--workers", "2", "--port", str(free_port())]
     with running_tiled(*args, env=env) as (url, _):
         base = url.split("?")[0].replace("localhost", "127.0.0.1")
-        processes = set()
-        for _ in range(40):  # a new connection each: the kernel spreads them over both
-            response = httpx.get(f"{base}/api/v1/metadata/", headers=KEY)
-            processes.add(response.headers["x-tiled-request-id"][:8])
-        assert len(processes) == 2
-        time.sleep(1.5)  # each process writes its counts every second
         labels = {"method": "GET", "code": "200", "endpoint": "metadata"}
+
+        def scrape() -> dict:
+            return families(httpx.get(f"{base}/api/v1/metrics", headers=KEY, timeout=30).text)
+
+        # A new connection each: the kernel spreads them over both processes, once both
+        # listen (the second may still be starting when the first answers): 40 requests at
+        # least, and as many more as it takes for both to have answered.
+        processes, sent = set(), 0
+        deadline = time.monotonic() + 120
+        while sent < 40 or len(processes) < 2:
+            assert time.monotonic() < deadline, f"{sent} requests, all answered by {processes}"
+            response = httpx.get(f"{base}/api/v1/metadata/", headers=KEY, timeout=30)
+            assert response.status_code == 200, response.text
+            processes.add(response.headers["x-tiled-request-id"][:8])
+            sent += 1
+        # Each process writes its counts every second (later, on a loaded machine); the one
+        # that answers adds its own as of now. Once an answer holds every request, both files
+        # hold their process's counts, and every later answer must too.
+        deadline = time.monotonic() + 60
+        while sample(scrape(), "tiled_request_duration_seconds", "_count", **labels) != sent:
+            assert time.monotonic() < deadline, "the counts of the two processes never add up"
+            time.sleep(0.2)
         answers, scrapes = set(), []
         for _ in range(12):
-            found = families(httpx.get(f"{base}/api/v1/metrics", headers=KEY).text)
+            found = scrape()
             answers.add(sample(found, "tiled_request_duration_seconds", "_count", **labels))
             scrapes.append(sample(found, "tiled_request_duration_seconds", "_count",
                                   method="GET", code="200", endpoint="metrics") or 0)  # fmt: skip
-        assert answers == {40.0}
+        assert answers == {float(sent)}
         # Whichever process answers, a counter never goes down from one answer to the next.
         assert scrapes == sorted(scrapes), scrapes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -75,11 +76,22 @@ def test_serve_directory_public_allows_anonymous_reads(tmp_path):
         assert response.status_code == 200 and response.json()["x"] == [1, 2, 3]
 
 
+# A file whose existence lets SlowAdapter open files (the server process reads its path here).
+GATE_VARIABLE = "TILED_TEST_SLOW_ADAPTER_GATE"
+
+
 class SlowAdapter:
-    """Reads a file's bytes as an array, slowly: a directory that takes a while to index."""
+    """Reads a file's bytes as an array, slowly: a directory that takes a while to index. No
+    file is opened before the file :data:`GATE_VARIABLE` names exists (if it names one, for
+    two minutes at most): the walk lasts as long as the test needs, however slowly a loaded
+    machine runs the test."""
 
     @staticmethod
     def _open(data_uri: str) -> ArrayAdapter:
+        gate = os.environ.get(GATE_VARIABLE)
+        deadline = time.monotonic() + 120
+        while gate and not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(0.3)
         data = numpy.frombuffer(Path(data_uri.removeprefix("file://localhost")).read_bytes(), "u1")
         return ArrayAdapter.from_array(data)
@@ -101,12 +113,16 @@ def test_serve_directory_answers_while_indexing_and_reports_progress(tmp_path):
         (files / f"f{n:02}.slow").write_bytes(bytes([n, n + 1]))
     options = ["--ext", ".slow=application/x-slow",
                "--adapter", f"application/x-slow={__name__}:SlowAdapter"]  # fmt: skip
+    gate = tmp_path / "gate"  # no file is opened, and the walk cannot end, before it exists
+    env = {**os.environ, GATE_VARIABLE: str(gate)}
     started = time.monotonic()
-    with server_process(serve_directory(files, *options), tmp_path) as url:
+    with server_process(serve_directory(files, *options), tmp_path, env=env) as url:
         early = keys(url)
-        assert time.monotonic() - started < 30
+        # A bound on the process's start (about 2 s; many more on a loaded machine).
+        assert time.monotonic() - started < 60
         assert len(early) < count  # served before the walk was done
         _eventually(lambda: "so far" in _log(tmp_path).read_text(), timeout=60)
+        gate.touch()
         _eventually(lambda: len(keys(url)) == count, timeout=120)
         assert values(url, "array/full/f07") == [7, 8]
         _eventually(lambda: _indexed(_log(tmp_path)))

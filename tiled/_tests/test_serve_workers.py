@@ -6,6 +6,7 @@ are drawn at random by each process (tiled/server/middleware.py), nothing is add
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -29,16 +30,21 @@ def _base(url: str) -> str:
     return url.split("?")[0].replace("localhost", "127.0.0.1")
 
 
-def _answers_by_process(request, wanted: int = 2, tries: int = 400) -> dict[str, httpx.Response]:
+def _answers_by_process(
+    request, wanted: int = 2, seconds: float = 120
+) -> dict[str, httpx.Response]:
     """One answer of each process, asking on a new connection each time (the kernel hands
-    each connection to one of the processes listening on the shared socket)."""
+    each connection to one of the processes listening on the shared socket). Asked for
+    ``seconds``, not a number of times: the server answers as soon as one process has
+    started, and on a loaded machine another may take many seconds more to start."""
     answers: dict[str, httpx.Response] = {}
-    for _ in range(tries):
+    asked = 0
+    deadline = time.monotonic() + seconds
+    while len(answers) < wanted and time.monotonic() < deadline:
         response = request()
+        asked += 1
         answers.setdefault(_process_of(response), response)
-        if len(answers) >= wanted:
-            break
-    assert len(answers) == wanted, f"{len(answers)} process(es) answered in {tries} requests"
+    assert len(answers) == wanted, f"{len(answers)} process(es) answered {asked} requests"
     return answers
 
 

@@ -571,7 +571,11 @@ def test_deletes(server, name, zarr_format):
     assert native(server.url, "metadata", name).status_code == 404
 
 
-def test_v2_attributes_may_arrive_before_their_node(server, name):
+def test_v2_attributes_may_arrive_before_their_node(server, name, monkeypatch):
+    import threading
+
+    from tiled.server.zarr import writes
+
     url = f"{server.url}/zarr/v2/{name}"
     zarr.open_group(fsspec_store(url), mode="w-", zarr_format=2)
     array_document = json.dumps({
@@ -579,13 +583,30 @@ def test_v2_attributes_may_arrive_before_their_node(server, name):
         "fill_value": 0.0, "filters": None, "order": "C",
     }).encode()  # fmt: skip
     attributes = json.dumps({"units": "s", "_ARRAY_DIMENSIONS": ["t"]}).encode()
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        early = pool.submit(put, url, "a/.zattrs", attributes)
-        later = pool.submit(
-            lambda: (__import__("time").sleep(0.3), put(url, "a/.zarray", array_document))[1]
-        )
-        assert early.result().status_code == 204, early.result().text
-        assert later.result().status_code == 201
+    # The .zarray is sent once the .zattrs waits for its node (not after a pause that a loaded
+    # machine may not keep the order of), and the node is given longer than the server's
+    # 2 s to arrive (a loaded machine may take as long to create it).
+    waiting = threading.Event()
+    wait_for_node = writes._wait_for_node
+
+    async def told(*args):
+        waiting.set()
+        return await wait_for_node(*args)
+
+    def node_once_awaited() -> httpx.Response:
+        assert waiting.wait(timeout=60), "the attributes did not wait for their node"
+        return put(url, "a/.zarray", array_document)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(writes, "_wait_for_node", told)
+        patched.setattr(writes, "ATTRIBUTES_WAIT_SECONDS", 60.0)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            early = pool.submit(
+                httpx.put, f"{url}/a/.zattrs", content=attributes, headers=HEADERS, timeout=90
+            )
+            later = pool.submit(node_once_awaited)
+            assert early.result().status_code == 204, early.result().text
+            assert later.result().status_code == 201
     described = native(server.url, "metadata", f"{name}/a").json()["data"]["attributes"]
     assert described["metadata"] == {"units": "s"} and described["structure"]["dims"] == ["t"]
     assert put(url, "b/.zattrs", attributes).status_code == 404  # nothing came
