@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import itertools
 import json
 import re
 import time
@@ -103,8 +104,8 @@ def _parse_bool(name: str, text: str) -> Any:
 
 
 # A search by regular expression reads every value at its key; a pattern such as (a|a)+$
-# backtracks for ever on some text, which would hold a server's worker. All the values of
-# one search share this many seconds (the regex package's searches take a timeout).
+# backtracks for ever on some text, which would hold a server's worker. The matching of all
+# the values of one search may take this many seconds together (see RegexBudget).
 REGEX_QUERY_SECONDS = 1.0
 # Counted repeats (a{1000}) are built out in full when a pattern is compiled, nested ones
 # multiplied: (?:a{65535}){65535} would take all the memory there is.
@@ -112,9 +113,45 @@ REGEX_MAX_UNROLLED = 10_000
 REGEX_MAX_LENGTH = 10_000
 
 
-def regex_deadline() -> float:
-    """When a search by regular expression starting now must be done (``time.monotonic``)."""
-    return time.monotonic() + REGEX_QUERY_SECONDS
+_regex_searches = itertools.count(1)
+
+
+def new_regex_search() -> int:
+    """A number naming one run of a search by regular expression (a SQL statement's), for
+    the database to keep its :class:`RegexBudget` by."""
+    return next(_regex_searches)
+
+
+class RegexBudget:
+    """The time the matching of one search's values may take together
+    (:data:`REGEX_QUERY_SECONDS`), spent only while a value is matched: waiting for a lock,
+    reading rows or anything else between values costs none of it."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self) -> None:
+        self.remaining = REGEX_QUERY_SECONDS
+
+    def found(self, pattern: str, text: str, ignore_case: bool = False) -> bool:
+        """Whether ``pattern`` (Python's syntax) matches somewhere in ``text``; InvalidQuery
+        once the budget is spent."""
+        compiled = _compiled_regex(pattern, ignore_case)
+        if self.remaining <= 0:
+            raise _too_long(pattern)
+        started = time.perf_counter()
+        try:
+            return compiled.search(text, timeout=self.remaining) is not None
+        except TimeoutError:
+            raise _too_long(pattern) from None
+        finally:
+            self.remaining -= time.perf_counter() - started
+
+
+def _too_long(pattern: str) -> InvalidQuery:
+    return InvalidQuery(
+        f"The regular expression {pattern[:200]!r} takes too long to match (it backtracks "
+        "without end on some values); write it so that it does not"
+    )
 
 
 def check_regex(pattern: str) -> None:
@@ -169,24 +206,10 @@ def _compiled_regex(pattern: str, ignore_case: bool) -> Any:
         raise InvalidQuery(f"Invalid regular expression {pattern[:200]!r}: {error}") from None
 
 
-def regex_found(
-    pattern: str, text: str, ignore_case: bool = False, deadline: float | None = None
-) -> bool:
-    """Whether ``pattern`` (Python's syntax) matches somewhere in ``text``; InvalidQuery if
-    it is not found out by ``deadline`` (see :func:`regex_deadline`; None: no limit)."""
-    compiled = _compiled_regex(pattern, ignore_case)
-    if deadline is None:
-        return compiled.search(text) is not None
-    try:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        return compiled.search(text, timeout=remaining) is not None
-    except TimeoutError:
-        raise InvalidQuery(
-            f"The regular expression {pattern[:200]!r} takes too long to match (it backtracks "
-            "without end on some values); write it so that it does not"
-        ) from None
+def regex_found(pattern: str, text: str, ignore_case: bool = False) -> bool:
+    """Whether ``pattern`` (Python's syntax) matches somewhere in ``text``, with no time limit
+    (for patterns that cannot backtrack; others go through a :class:`RegexBudget`)."""
+    return _compiled_regex(pattern, ignore_case).search(text) is not None
 
 
 def _loads(name: str, text: str) -> Any:

@@ -399,6 +399,27 @@ def test_one_deadline_for_all_the_values_of_a_search(tmp_path):
         assert "too long" in response.json()["detail"]
 
 
+class SlowToDescribe(MapAdapter):
+    """A node whose metadata takes a while to read (a file opened, a database asked)."""
+
+    def metadata(self):
+        import time
+
+        time.sleep(0.1)
+        return super().metadata()
+
+
+def test_only_the_matching_spends_a_search_s_time(monkeypatch):
+    """Reading 12 values takes 1.2 s here, more than the search's allowance (set to 0.5 s),
+    but matching them takes microseconds: the search is answered."""
+    import tiled.queries
+
+    monkeypatch.setattr(tiled.queries, "REGEX_QUERY_SECONDS", 0.5)
+    children = {f"n{i}": SlowToDescribe({}, metadata={"note": f"run {i}"}) for i in range(12)}
+    found = MapAdapter(children).search(Regex("note", r"^run 1\d?$"))
+    assert list(found.keys()) == ["n1", "n10", "n11"]
+
+
 @pytest.mark.parametrize("pattern", ["a{4294967294}", "(?:a{65535}){65535}", "(?:a{200}){200}"])
 def test_repeats_that_unroll_past_the_limit_are_a_400(served, pattern):
     """The regex package builds counted repeats out when it compiles a pattern: these took

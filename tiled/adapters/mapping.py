@@ -30,10 +30,9 @@ from ..queries import (
     NotIn,
     Operator,
     Regex,
+    RegexBudget,
     SpecsQuery,
     StructureFamilyQuery,
-    regex_deadline,
-    regex_found,
 )
 from ..query_registration import default_query_registry
 from ..structures.container import ContainerStructure
@@ -406,11 +405,11 @@ def full_text(query: FullText, tree: MapAdapter) -> MapAdapter:
 
 
 def regex(query: Regex, tree: MapAdapter) -> MapAdapter:
-    ignore_case, deadline = not query.case_sensitive, regex_deadline()
+    ignore_case, budget = not query.case_sensitive, RegexBudget()
     return filter_by_metadata(
         tree,
         query.key,
-        lambda v: isinstance(v, str) and regex_found(query.pattern, v, ignore_case, deadline),
+        lambda v: isinstance(v, str) and budget.found(query.pattern, v, ignore_case),
     )
 
 

@@ -78,7 +78,8 @@ def create_engine(url: URL, settings: Database | None = None) -> AsyncEngine:
         # One connection shared by everyone, or each connection would see its own database.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     elif url.get_backend_name() == "sqlite":
-        options = {}
+        # As the catalog's (tiled.catalog.database): sqlite3's 5 s is short for a busy server.
+        options = {"connect_args": {"timeout": 30.0}}
     else:
         options = {
             "pool_size": settings.pool_size,

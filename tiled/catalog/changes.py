@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..change_feeds import ROUND_TRIP_TIMEOUT
 from ..errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -37,6 +36,11 @@ EXCLUSION_TURN_SECONDS = 0.25
 EXCLUSION_YIELD_SECONDS = 0.02
 # A lock taken again this soon after it was given back continues the turn.
 EXCLUSION_PAUSE_SECONDS = 0.01
+# The longest a statement on the lock session may take. Lock statements never wait for other
+# sessions (they only try), so only a database out of reach makes one slow; giving up drops
+# every lock of the session, which this process's other writers count on, so load alone
+# (seconds, on a busy machine) must not be taken for that.
+LOCK_ROUND_TRIP_SECONDS = 15.0
 # The lock files of a SQLite catalog: names are hashed onto this many (two names that share
 # one merely wait for each other).
 SQLITE_LOCK_SLOTS = 1024
@@ -351,12 +355,12 @@ class PostgreSQLExclusion(Exclusion):
                         raise ConnectionResetError("The catalog's lock sessions are closed")
                     session.lost_all()  # what the lost connection held went with it
                     session.connection = await asyncpg.connect(
-                        self._dsn, timeout=ROUND_TRIP_TIMEOUT * 5
+                        self._dsn, timeout=LOCK_ROUND_TRIP_SECONDS
                     )
                 connection = session.connection
                 try:
                     value = await asyncio.wait_for(
-                        connection.fetchval(statement, key), ROUND_TRIP_TIMEOUT
+                        connection.fetchval(statement, key), LOCK_ROUND_TRIP_SECONDS
                     )
                     return value, session.generation
                 # TimeoutError first: it is an OSError too, but is not retried (a database
@@ -447,7 +451,7 @@ class PostgreSQLExclusion(Exclusion):
                 return
             try:
                 await asyncio.wait_for(
-                    connection.fetchval(f"SELECT {unlock}($1)", key), ROUND_TRIP_TIMEOUT
+                    connection.fetchval(f"SELECT {unlock}($1)", key), LOCK_ROUND_TRIP_SECONDS
                 )
             except Exception:  # noqa: BLE001 - see below
                 # A lock we cannot give back is dropped with its connection (and so are the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import database_pools
 from ..access.blobs import PUBLIC_TAG
-from ..queries import regex_found
+from ..queries import RegexBudget, regex_found
 from .ddl import create_extensions, create_triggers
 from .errors import DatabaseNotInitialized
 from .orm import (
@@ -80,6 +80,10 @@ def sqlite_file_problem(uri: str | URL) -> str | None:
     return None
 
 
+# How long a SQLite connection waits for another's write lock before "database is locked".
+SQLITE_LOCK_WAIT_SECONDS = 30.0
+
+
 def create_engine(
     url: URL,
     pool_size: int = 5,
@@ -94,7 +98,11 @@ def create_engine(
     if is_memory(url):
         # One connection shared by everyone, or each connection would see its own empty database.
         options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    elif url.get_backend_name() != "sqlite":
+    elif url.get_backend_name() == "sqlite":
+        # Writers of several processes take turns at the file's lock; sqlite3 gives up after
+        # 5 s, which a turn (a large array's storage created in the transaction) may outlast.
+        options.update(connect_args={"timeout": SQLITE_LOCK_WAIT_SECONDS})
+    else:
         # Pre-ping: after the database restarted, a pooled connection that died with it is
         # replaced on checkout instead of failing the request that drew it.
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
@@ -116,14 +124,31 @@ def _without_flushing(dbapi_connection: Any, _record: Any) -> None:
 # --- SQLite: settings and the Python functions the query translation calls ---------------------
 
 
-def _regexp(
-    pattern: str | None, value: Any, ignore_case: int, deadline: float | None
-) -> int | None:
-    # A search past its deadline raises: SQLite fails the statement with "user-defined
-    # function raised exception", which the server answers 400 (tiled.server.errors).
-    if pattern is None or not isinstance(value, str):
-        return None
-    return int(regex_found(pattern, value, bool(ignore_case), deadline))
+# Budgets of the searches a connection ran last: more than one statement's at a time only for
+# the regular expressions of one statement (each has its own search number).
+_BUDGETS_KEPT = 16
+
+
+def _regexp_function() -> Callable[[Any, Any, int, int | None], int | None]:
+    """A connection's ``tiled_regexp(pattern, value, ignore_case, search)``: ``search`` numbers
+    one run of a statement (tiled.queries.new_regex_search), whose values share one
+    :class:`~tiled.queries.RegexBudget`; NULL: no limit. A spent budget raises, which SQLite
+    reports as "user-defined function raised exception", answered 400 (tiled.server.errors)."""
+    budgets: dict[int, RegexBudget] = {}
+
+    def regexp(pattern: Any, value: Any, ignore_case: int, search: int | None) -> int | None:
+        if pattern is None or not isinstance(value, str):
+            return None
+        if search is None:
+            return int(regex_found(pattern, value, bool(ignore_case)))
+        budget = budgets.get(search)
+        if budget is None:
+            if len(budgets) >= _BUDGETS_KEPT:
+                del budgets[next(iter(budgets))]  # the oldest: its statement has ended
+            budget = budgets[search] = RegexBudget()
+        return int(budget.found(pattern, value, bool(ignore_case)))
+
+    return regexp
 
 
 def metadata_words(metadata: Any) -> set[str]:
@@ -146,7 +171,8 @@ def _fulltext(metadata_json: str | None, text: str) -> int:
 
 def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # SQLite has no regular expressions nor word search of JSON; these are Python functions.
-    dbapi_connection.create_function("tiled_regexp", 4, _regexp, deterministic=True)
+    regexp = _regexp_function()
+    dbapi_connection.create_function("tiled_regexp", 4, regexp, deterministic=True)
     dbapi_connection.create_function("tiled_fulltext", 2, _fulltext, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # SQLite ignores ON DELETE CASCADE without it

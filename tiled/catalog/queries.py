@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     ColumnElement,
-    Float,
+    Integer,
     and_,
     bindparam,
     exists,
@@ -56,7 +56,7 @@ from ..queries import (
     Regex,
     SpecsQuery,
     StructureFamilyQuery,
-    regex_deadline,
+    new_regex_search,
 )
 from ..query_registration import default_query_registry
 from .access import has_any_tag, owned_by
@@ -190,13 +190,11 @@ class SQLiteJSON:
         return or_(in_array, and_(kind == "object", exists(named)))
 
     def regex(self, column: Any, key: str, pattern: str, case_sensitive: bool) -> ColumnElement:
-        # One deadline for every value a statement reads (tiled.queries.regex_deadline), taken
-        # each time the statement runs: a search is built once, then counted and paged by
-        # several statements, each with its own time.
-        deadline = bindparam(None, callable_=regex_deadline, type_=Float)
-        match = func.tiled_regexp(
-            pattern, self.value(column, key), int(not case_sensitive), deadline
-        )
+        # One budget of time for the values a statement reads (tiled.queries.RegexBudget),
+        # numbered each time the statement runs: a search is built once, then counted and
+        # paged by several statements, each with its own budget.
+        search = bindparam(None, callable_=new_regex_search, type_=Integer)
+        match = func.tiled_regexp(pattern, self.value(column, key), int(not case_sensitive), search)
         return and_(self.type(column, key) == "text", match == 1)
 
     def like(self, column: Any, key: str, pattern: str) -> ColumnElement:

@@ -368,12 +368,16 @@ class MultiUserAuthenticator:
             if not await crud.pending_session_finished(db, hashed_device_code):
                 raise NotFound("No pending login has this code, or it has expired")
 
-    async def _finished_soon(self, hashed_device_code: bytes, seconds: float = 5.0) -> bool:
-        """Whether the pending login is finished, or is within ``seconds``."""
+    async def _finished_soon(self, hashed_device_code: bytes, seconds: float | None = None) -> bool:
+        """Whether the pending login is finished, or is within ``seconds`` (default: as long
+        as the other submission may take, which waits for the provider's answer)."""
         import asyncio
 
+        from ..authenticators import PROVIDER_DEADLINE_SECONDS
         from ..authn_database import crud
 
+        if seconds is None:
+            seconds = PROVIDER_DEADLINE_SECONDS + 5
         deadline = time.monotonic() + seconds
         while True:
             async with self.database.session() as db:
