@@ -881,12 +881,18 @@ def test_bad_catalog_variables_are_named(monkeypatch, tmp_path, name, value):
         construct_build_app_kwargs({"catalog": {"uri": f"sqlite:///{tmp_path / 'c.db'}"}})
 
 
-def test_serve_catalog_arguments_win_over_catalog_variables(tmp_path):
+def test_serve_catalog_does_not_read_catalog_variables(tmp_path):
+    """As upstream's command: its catalog is its arguments (a mount_node meant for a
+    configuration file would make it fail)."""
     import os
     import subprocess
     import sys
 
-    environment = {**os.environ, "TILED_CATALOG_URI": f"sqlite:///{tmp_path / 'env.db'}"}
+    environment = {
+        **os.environ,
+        "TILED_CATALOG_URI": f"sqlite:///{tmp_path / 'env.db'}",
+        "TILED_CATALOG_MOUNT_NODE": "/nowhere",
+    }
     command = [sys.executable, "-m", "tiled", "serve", "catalog", str(tmp_path / "cli.db")]
     server = subprocess.Popen(
         [*command, "--init", "--port", "0"], env=environment, stderr=subprocess.PIPE, text=True,

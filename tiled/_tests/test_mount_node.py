@@ -228,14 +228,17 @@ def test_only_a_catalog_container_can_be_mounted(uri, tmp_path):
         ("/a/../b", "may not contain '.' or '..'"),
         (["a", "b/c"], "each segment is one non-empty key"),
         (["a", ""], "each segment is one non-empty key"),
-        (7, "valid string"),
+        (7, "must be a path ('/a/b') or a list of keys, not 7"),
+        (["a", 5], "must be a path ('/a/b') or a list of keys"),
     ],
 )
 def test_malformed_mount_nodes_are_configuration_errors(tmp_path, mount_node, problem):
     config = {"catalog": {"uri": f"sqlite:///{tmp_path}/c.db", "mount_node": mount_node}}
     with pytest.raises(ConfigError) as info:
         construct_build_app_kwargs(config)
-    assert any("catalog.mount_node" in line and problem in line for line in info.value.problems)
+    assert len(info.value.problems) == 1, info.value.problems
+    assert "catalog.mount_node" in info.value.problems[0]
+    assert problem in info.value.problems[0]
 
 
 @pytest.mark.parametrize("root", ["/", "", []])
@@ -262,3 +265,63 @@ def test_serve_config_names_a_missing_mount_node_in_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "mount_node '/gone' was not found in the database" in errors[0]
+
+
+def test_a_mount_node_deleted_while_served_is_gone_and_one_made_anew_is_served(uri, tmp_path):
+    """The node is found at its path again once the database has changed: a deleted node's id
+    may be a new node's (SQLite gives the largest id again), whose children must not show."""
+    _make(_whole(uri, tmp_path), "M")
+    config = _trees(
+        ("/all", _catalog(uri, tmp_path)), ("/m", _catalog(uri, tmp_path, mount_node="/M"))
+    )
+    with Context.from_app(build_app_from_config(config)) as context:
+        client = from_context(context)
+        client["m"].create_container("inside")
+        assert list(client["m"]) == ["inside"]
+        context.http_client.delete("/api/v1/metadata/all/M", params={"recursive": True})
+        client["all"].create_container("N").create_container("not_yours")
+        response = context.http_client.get("/api/v1/search/m")
+        assert response.status_code == 404, response.text
+        refused = context.http_client.post(
+            "/api/v1/metadata/m", json={"id": "x", "structure_family": "container"}
+        )
+        assert refused.status_code == 404, refused.text
+        assert response.json()["detail"] == (
+            "The node this tree is served from (mount_node) was deleted"
+        )
+        assert "not_yours" not in response.text
+        # Made again at its path: served again, with no restart.
+        client["all"].create_container("M").create_container("again")
+        assert [
+            item["id"] for item in context.http_client.get("/api/v1/search/m").json()["data"]
+        ] == ["again"]
+
+
+def test_a_mount_path_with_a_key_no_node_may_have_creates_nothing(uri, tmp_path):
+    _make(_whole(uri, tmp_path))
+    config = {
+        "create_mount_nodes_if_not_exist": True,
+        "catalog": _catalog(uri, tmp_path, mount_node="/X/Y/.zarray"),
+    }
+    with pytest.raises(ValueError, match="'.zarray' is reserved"):
+        with Context.from_app(build_app_from_config(config)):
+            pass
+    with Context.from_app(build_app_from_config(_whole(uri, tmp_path))) as context:
+        assert list(from_context(context)) == []
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("TILED_CATALOG_METADATA", "[" * 5000 + "]" * 5000),
+        ("TILED_CATALOG_MOUNT_NODE", "[" * 5000 + "]" * 5000),
+        ("TILED_SECRET_KEYS", "[" * 5000 + "]" * 5000),
+        ("TILED_CATALOG_SPECS", "[5]"),
+    ],
+)
+def test_bad_catalog_variables_are_one_line_naming_them(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        construct_build_app_kwargs({"catalog": {"uri": f"sqlite:///{tmp_path}/c.db"}})
+    assert len(info.value.problems) == 1, info.value.problems
+    assert info.value.problems[0].startswith(f"environment variable {name}: ")

@@ -26,7 +26,7 @@ from ..adapters.base import (
 )
 from ..adapters.mapping import SortingItem, distinct_at, distinct_values, normalize_sorting
 from ..adapters.zarr_writable import ZARR_MIMETYPE
-from ..errors import BadRequest, Conflict, NoSuchEntry, Unsupported
+from ..errors import BadRequest, Conflict, InvalidKey, NoSuchEntry, Unsupported
 from ..queries import SpecsQuery
 from ..structures.array import ArrayStructure, BuiltinDtype
 from ..structures.core import Spec, StructureFamily
@@ -36,7 +36,7 @@ from ..zarr_format.model import regular_chunks
 from ..zarr_format.submitted import SubmittedArray
 from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
-from .creation import create_child, register_children
+from .creation import check_key, create_child, register_children
 from .nodes import CatalogNode, ListedNode, UnavailableNode, is_registered, open_node
 from .orm import ROOT_ID, nodes, nodes_closure
 from .queries import condition_for
@@ -542,27 +542,27 @@ class CatalogRootAdapter(CatalogContainerBase):
         super().__init__(catalog, (), metadata=metadata, specs=specs, access_blob=access_blob)
         self.mount_path = tuple(mount_path)
         self.create_mount_nodes = create_mount_nodes
-        if self.mount_path:
-            self._node_id = None  # found by startup()
         self.startup_tasks = [self.startup]
         self.shutdown_tasks = [self.shutdown]
         self.background_tasks: list[Any] = []
         self.include_routers: list[Any] = []
 
-    # A mounted root used before it has found its node would list the database's root node
-    # (parent IS NULL): every query reads the node id through this guard.
     @property
     def _node_id(self) -> int:
-        if self._mounted_id is None:
+        if not self.mount_path:
+            return ROOT_ID
+        # A mounted root used before it has found its node would list the database's root
+        # (parent IS NULL): every query reads the node id through this guard.
+        if self._catalog.mount_id is None:
             raise RuntimeError(
                 f"The catalog mounted at {self.mount_node!r} finds its node when it starts: "
                 "await its startup() first (the server does)"
             )
-        return self._mounted_id
+        return self._catalog.mount_id
 
     @_node_id.setter
-    def _node_id(self, value: int | None) -> None:
-        self._mounted_id = value
+    def _node_id(self, value: int) -> None:
+        pass  # the database's root, or the mounted node the catalog follows (Catalog.mount_id)
 
     @property
     def mount_node(self) -> str:
@@ -581,8 +581,10 @@ class CatalogRootAdapter(CatalogContainerBase):
     async def startup(self) -> None:
         await self._catalog.startup()
         if self.mount_path:
+            self._catalog.mount_id = None  # found again, as if for the first time
             node = await self._mounted_node()
-            self._node_id, self._segments, self._path = node._node_id, node._segments, node._path
+            self._segments, self._path = node._segments, node._path
+            self._catalog.mount_path, self._catalog.mount_id = self.mount_path, node._node_id
 
     async def shutdown(self) -> None:
         await self._catalog.dispose()
@@ -604,7 +606,13 @@ class CatalogRootAdapter(CatalogContainerBase):
 
     async def _create_mount_path(self, node: CatalogContainerBase) -> CatalogContainerBase:
         # As upstream: the containers along the path get no metadata, specs or tags, but the
-        # last (the one served) gets this root's specs and access blob.
+        # last (the one served) gets this root's specs and access blob. Every key is checked
+        # before any is created: a path refused half-way would be left half made.
+        for key in self.mount_path:
+            try:
+                check_key(key)
+            except InvalidKey as err:
+                raise ValueError(f"mount_node {self.mount_node!r}: {err}") from None
         for depth, key in enumerate(self.mount_path, start=1):
             last = depth == len(self.mount_path)
             child = await node.get(key)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..change_feeds import change_feed
+from ..errors import NotFound
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.json import dumps_text, refuse
@@ -109,6 +110,7 @@ class _LoopState:
 
 
 _LOOKUP_CACHE_ENTRIES = 10_000
+_NOT_SEEN = object()
 
 
 class Catalog:
@@ -162,6 +164,11 @@ class Catalog:
         self._states: weakref.WeakKeyDictionary[Any, _LoopState] = weakref.WeakKeyDictionary()
         self._shared_engine: AsyncEngine | None = None  # SQLite: one engine for every loop
         self._schema_checked = False
+        # A catalog served from one of its nodes (mount_node): the keys of its path, and the
+        # id of the node found there, looked for again whenever the database has changed.
+        self.mount_path: tuple[str, ...] = ()
+        self.mount_id: int | None = None
+        self._mount_seen_in: Any = _NOT_SEEN
 
     @property
     def is_sqlite(self) -> bool:
@@ -263,6 +270,8 @@ class Catalog:
                 async with state.engine.connect() as connection:
                     await self._ensure_schema(connection)
                     async with connection.begin():
+                        if self.mount_id is not None:
+                            await self._follow_mount(connection)
                         if write and self.is_sqlite:
                             # pysqlite begins a transaction at the first INSERT/UPDATE only,
                             # so a writer's reads (the next revision number, the assets to
@@ -275,6 +284,23 @@ class Catalog:
         finally:
             if write:
                 self.forget_lookups()
+
+    async def _follow_mount(self, connection: AsyncConnection) -> None:
+        """Find the mounted node at its path again if the database changed since it was last
+        found: a node deleted there is a 404, one made there anew is served (a deleted node's
+        id may be another node's now)."""
+        from .orm import ROOT_ID
+        from .records import path_ids
+
+        generation = self._changes.generation()
+        if generation is not None and generation == self._mount_seen_in:
+            return
+        ids = (await connection.execute(path_ids(ROOT_ID, self.mount_path))).one_or_none()
+        found = ids[-1] if ids is not None else None
+        if found is None:
+            # Not NoSuchEntry: its path would say where the node was in the database.
+            raise NotFound("The node this tree is served from (mount_node) was deleted")
+        self.mount_id, self._mount_seen_in = found, generation
 
     async def startup(self) -> None:
         async with self.connect():

@@ -54,11 +54,14 @@ def _pyobject(*, object_path: str, api_key: str, public: bool, scalable: bool) -
     return build_app(import_object(object_path), authentication=authentication, scalable=scalable)
 
 
-def _config_document(*, document: dict[str, Any], overrides: dict[str, Any], scalable: bool) -> Any:
+def _config_document(
+    *, document: dict[str, Any], overrides: dict[str, Any], scalable: bool,
+    catalog_variables: bool = True,
+) -> Any:  # fmt: skip
     from ..config import validate_config
     from ..server.app import build_app_from_config
 
-    config = validate_config(document, overrides=overrides)
+    config = validate_config(document, overrides=overrides, catalog_variables=catalog_variables)
     return build_app_from_config(config, scalable=scalable)
 
 

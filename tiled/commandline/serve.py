@@ -566,13 +566,15 @@ def serve_catalog(
         },
     }
     given = {"single_user_api_key": key, "allow_anonymous_access": public or None}
-    # The command's arguments over the TILED_CATALOG_* variables (which may set the rest).
-    overrides = {"authentication": given, "catalog": document["catalog"]}
+    overrides = {"authentication": given}
+    # The catalog is the command's arguments: the TILED_CATALOG_* variables are for the
+    # catalog section of configuration files (upstream's command does not read them either).
+    recipe_arguments = {"document": document, "overrides": overrides, "catalog_variables": False}
     try:
-        validate_config(document, overrides=overrides)
+        validate_config(document, overrides=overrides, catalog_variables=False)
     except ConfigError as err:
         _fail_lines(err.problems)
-    recipe = AppRecipe("config-document", {"document": document, "overrides": overrides})
+    recipe = AppRecipe("config-document", recipe_arguments)
     # A throw-away catalog goes with its server (--temp serves one process).
     remove = functools.partial(shutil.rmtree, directory, ignore_errors=True) if temp else None
     try:

@@ -251,14 +251,17 @@ def validate_config(
     source: str | Path | None = None,
     origins: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    catalog_variables: bool = True,
 ) -> Config:
     """Validate a document as a :class:`Config`, with the ``TILED_*`` variables over it and
-    ``overrides`` over those; every problem is one line of the :class:`ConfigError`."""
+    ``overrides`` over those; every problem is one line of the :class:`ConfigError`.
+    ``catalog_variables=False``: the ``TILED_CATALOG_*`` variables are not read (a command
+    that makes the catalog section of its arguments, as upstream's ``serve catalog``)."""
     from ..server.settings import read_environment
 
     source = Path(source) if source is not None else None
     environment, from_environment = read_environment().document()
-    if "catalog" not in document:
+    if "catalog" not in document or not catalog_variables:
         # As upstream reads them: into a catalog section the configuration has, never one of
         # their own (which would clash with its trees).
         environment.pop("catalog", None)

@@ -72,7 +72,8 @@ def _mount_node(value: Any) -> Any:
     return value
 
 
-MountNode = Annotated[str | list[str] | None, AfterValidator(_mount_node)]
+# Checked by the catalog's own rule, which says what a mount_node may be in one line.
+MountNode = Annotated[Any, AfterValidator(_mount_node)]
 CacheConfig = _refuse_unless("cache_config")
 WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
 StreamingCache = _refuse_unless("streaming_cache")
@@ -287,6 +288,21 @@ class CatalogConfig(_Section):
     storage_max_overflow: int | None = Field(None, ge=0, le=LARGEST)
     # Seconds a resolved node is reused without a query (writes of this process drop it).
     lookup_cache_ttl: float | None = Field(None, ge=0)
+
+    @field_validator("specs")
+    @classmethod
+    def _specs(cls, value: Any) -> Any:
+        # Checked here (not only when the catalog is built) so a bad value, from a file or a
+        # TILED_CATALOG_SPECS variable, is an error naming where it came from.
+        from ..errors import InvalidSpecs
+        from ..structures.core import normalize_specs
+
+        try:
+            normalize_specs(value)
+        except InvalidSpecs as err:
+            raise ValueError(str(err)) from None
+        return value
+
     # Serve the container at this path of the database as the root (upstream's mount_node).
     mount_node: MountNode = None
     create_mount_nodes_if_not_exist: bool | None = None

@@ -88,7 +88,7 @@ def _string_list(value: Any) -> Any:
     if text.startswith("["):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError("must be a JSON list of strings") from None
     return [text] if text else []
 
@@ -101,7 +101,7 @@ def _json(value: Any) -> Any:
         return value
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise ValueError("must be JSON") from None
 
 
