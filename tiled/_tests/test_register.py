@@ -764,6 +764,18 @@ def test_register_cli_reports_an_unreachable_server(tmp_path):
     assert done.returncode == 1 and "cannot reach" in done.stderr
 
 
+def test_register_cli_reports_an_address_with_no_container_in_one_line(tmp_path):
+    files = make_files(tmp_path / "files")
+    with catalog_server(tmp_path, files) as url:
+        done = subprocess.run(
+            [TILED, "register", f"{url.rstrip('/')}/not-a-server", str(files), "--api-key", KEY],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Error: no container at " in done.stderr and "/not-a-server/api/v1" in done.stderr
+
+
 def test_register_of_a_single_file_and_of_a_store(tmp_path):
     files = make_files(tmp_path / "files")
     with catalog_server(tmp_path, files) as url:

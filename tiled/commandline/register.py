@@ -160,5 +160,17 @@ def register(
     except httpx.TransportError as err:
         typer.echo(f"Error: cannot reach {server}: {err}", err=True)
         raise typer.Exit(code=1) from None
+    except httpx.HTTPStatusError as err:
+        typer.echo(f"Error: the server failed: {err.response.status_code}", err=True)
+        raise typer.Exit(code=1) from None
+    except KeyError:
+        # The container to register into is not there (or the address is no Tiled server's).
+        shown = f"{server}/api/v1/metadata/{full_prefix}".rstrip("/")
+        typer.echo(
+            f"Error: no container at {shown}: give a Tiled server's address, or the address of "
+            "a container (.../api/v1/metadata/<path>), optionally with --prefix",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
