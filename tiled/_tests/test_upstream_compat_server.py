@@ -132,11 +132,11 @@ async def test_search_deep_counts_and_distinct_cover_the_subtree(nested_catalog)
     assert await a.search_deep(max_depth=1).count() == 2
     # The node itself stays a listing of its children.
     assert await a.count() == 2
-    # A descendant's key alone does not say where it is: listing a deep variation is refused.
+    # A descendant's key alone does not say where it is: keys are refused, items come
+    # under their paths.
     with pytest.raises(Unsupported):
         await deep.keys_range()
-    with pytest.raises(Unsupported):
-        await deep.items_range()
+    assert [key for key, _ in await deep.items_range()] == ["inside", "b", "b/deep"]
 
 
 # --- registration with a declared structure ---------------------------------------------------

@@ -179,6 +179,15 @@ class Searchable(Protocol):
 
 
 @runtime_checkable
+class SearchesDeep(Protocol):
+    def search_deep(self, max_depth: int | None = None) -> Any:
+        """A variation spanning every descendant (at most ``max_depth`` levels down), which
+        is searched, counted and read a page at a time (``items_range``), each member under
+        its path below this node (``"a/b/c"``)."""
+        ...
+
+
+@runtime_checkable
 class Sortable(Protocol):
     def sort(self, sorting: Sequence[tuple[str, int]]) -> Any:
         """A variation listing its members by ``(key, direction)`` pairs."""

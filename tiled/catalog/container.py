@@ -125,9 +125,10 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     def search_deep(self, max_depth: int | None = None) -> CatalogContainerBase:
         """A variation spanning all descendants (at most ``max_depth`` levels down) instead of
-        the children: its searches, counts and distinct values cover the whole subtree.
-
-        Listing its members is refused: a descendant's key alone does not say where it is.
+        the children: its searches, counts and distinct values cover the whole subtree, and
+        ``items_range`` gives each match under its path below this node (``"a/b/c"``), in
+        the order the nodes were made. Other listings are refused: a descendant's key alone
+        does not say where it is.
         """
         if max_depth is not None and max_depth < 1:
             raise BadRequest(f"max_depth must be at least 1, not {max_depth}")
@@ -180,15 +181,47 @@ class CatalogContainerBase(ContainerAdapterBase):
     def _refuse_deep_listing(self) -> None:
         if self._deep:
             raise Unsupported(
-                "A deep variation (search_deep) answers counts, searches and distinct "
-                "values; list the members of each container instead"
+                "A deep variation (search_deep) answers counts, searches, distinct values "
+                "and pages of items under their paths; list each container's keys instead"
             )
 
     async def _records(self, offset: int, limit: int | None) -> list[NodeRecord]:
-        self._refuse_deep_listing()
         query = records_query(self._where(), self._order_for, offset, limit)
         async with self._catalog.connect() as connection:
-            return await fetch_records(connection, query, self._path)
+            records = await fetch_records(connection, query, self._path)
+            if self._deep:
+                await self._place_below(connection, records)
+            return records
+
+    async def _place_below(self, connection: Any, records: list[NodeRecord]) -> None:
+        """Give each record of a deep listing its parent's path (each has its own)."""
+        if not records:
+            return
+        below = select(nodes_closure.c.descendant).where(
+            nodes_closure.c.ancestor == self._node_id, nodes_closure.c.depth >= 1
+        )
+        steps = (
+            select(nodes_closure.c.descendant, nodes.c.key)
+            .join(nodes, nodes.c.id == nodes_closure.c.ancestor)
+            .where(
+                nodes_closure.c.descendant.in_([record.id for record in records]),
+                nodes_closure.c.ancestor.in_(below),
+                nodes_closure.c.depth >= 1,
+            )
+            .order_by(nodes_closure.c.descendant, nodes_closure.c.depth.desc())
+        )
+        between: dict[int, list[str]] = {}
+        for descendant, key in (await connection.execute(steps)).all():
+            between.setdefault(descendant, []).append(key)
+        for record in records:
+            steps_between = between.get(record.id)
+            record.parent = (
+                join_path(self._path, "/".join(steps_between)) if steps_between else self._path
+            )
+
+    def relative_key(self, record_path: str) -> str:
+        """A record's path below this node (its key, for a child)."""
+        return record_path[len(self._path) + 1 :] if self._path else record_path
 
     async def _adapters(
         self, records: list[NodeRecord], open_registered: bool = True
@@ -197,7 +230,14 @@ class CatalogContainerBase(ContainerAdapterBase):
 
     async def _sql_items(self, offset: int, limit: int | None) -> list[tuple[str, Any]]:
         # A listing shows registered nodes from their rows: it opens none of their files.
-        return await self._adapters(await self._records(offset, limit), open_registered=False)
+        records = await self._records(offset, limit)
+        items = await self._adapters(records, open_registered=False)
+        if self._deep:  # each under its path below this node
+            return [
+                (self.relative_key(r.path), child)
+                for r, (_, child) in zip(records, items, strict=True)
+            ]
+        return items
 
     async def _visible_items(self) -> AsyncIterator[tuple[str, Any]]:
         """Children passing the predicates, read a page at a time."""
@@ -241,7 +281,10 @@ class CatalogContainerBase(ContainerAdapterBase):
     def _keyset_direction(self) -> int | None:
         """1 or -1 when the listing is in insertion order (forwards or backwards) and filtered
         in SQL only, so that a page can start after a node id; else None."""
-        if self._predicates or len(self.sorting) != 1 or self.sorting[0].key not in _GIVEN_ORDER:
+        if (
+            self._predicates or self._deep or len(self.sorting) != 1
+            or self.sorting[0].key not in _GIVEN_ORDER
+        ):  # fmt: skip
             return None
         return 1 if self.sorting[0].direction > 0 else -1
 
@@ -262,7 +305,6 @@ class CatalogContainerBase(ContainerAdapterBase):
     ) -> tuple[list[tuple[str, Any]], int | None]:
         """``(items, next cursor)``: up to ``limit`` children after the node id ``cursor``
         (from the first when None); the next cursor is None on the last page."""
-        self._refuse_deep_listing()
         direction = self._keyset_direction
         if direction is None:
             if cursor is not None:

@@ -276,6 +276,24 @@ class Container(BaseClient, collections.abc.Mapping):
             ) from None
         return self.new_variation(queries=[*self._queries, query])
 
+    def search_deep(self, *queries: Any, max_depth: int | None = None) -> DeepSearchResults:
+        """The descendants at any depth (at most ``max_depth`` levels down) matching all of
+        ``queries``, keyed by their path below this container as a tuple of keys (upstream's
+        method; the server must offer ``/search-deep``, as a catalog's does).
+
+        >>> results = client.search_deep(Key("sample") == "abc")
+        >>> results[("run1", "scan", "image")]
+        """
+        if not queries:
+            raise TypeError("search_deep() needs at least one query")
+        try:
+            _query_params(queries)
+        except KeyError:
+            raise TypeError(f"Not queries: {queries!r}; use tiled.queries") from None
+        if "search_deep" not in (self.item.get("links") or {}):
+            raise NotImplementedError("This server does not support deep search.")
+        return DeepSearchResults(self, queries, max_depth)
+
     def sort(self, *sorting: tuple[str, int]) -> Container:
         """The children sorted by metadata keys: ``c.sort(("color", ASCENDING), ("x", -1))``."""
         pairs = []
@@ -655,6 +673,65 @@ def _same_columns(provided: Any, inferred: Any) -> bool:
 
 # Whether a given structure can serve data of the structure found, by family.
 _COMPATIBLE = {"array": _same_elements, "table": _same_columns}
+
+
+class DeepSearchResults(collections.abc.Mapping):
+    """The matches of :meth:`Container.search_deep`: client nodes keyed by their path (a
+    tuple of keys) below the container searched, in the order the nodes were made, read a
+    page at a time."""
+
+    def __init__(self, container: Container, queries: Sequence[Any], max_depth: int | None):
+        self._container = container
+        self._queries = list(queries)
+        self._max_depth = max_depth
+        self._path = container._path
+
+    def _params(self) -> list[tuple[str, str]]:
+        params = _query_params(self._queries)
+        if self._max_depth is not None:
+            params.append(("max_depth", str(self._max_depth)))
+        if self._container._include_data_sources:
+            params.append(("include_data_sources", "true"))
+        return params
+
+    def __len__(self) -> int:
+        page = self._container.context.get_json(
+            f"search-deep/{self._path}", params=[*self._params(), ("fields", "count")]
+        )
+        return int(page["meta"]["count"])
+
+    def _items(self) -> Iterator[tuple[tuple[str, ...], BaseClient]]:
+        below = len(self._container.path_parts)
+        position: tuple[str, str] | None = ("page[offset]", "0")
+        while position is not None:
+            page = self._container.context.get_json(
+                f"search-deep/{self._path}", params=[*self._params(), position]
+            )
+            for item in page["data"]:
+                path = (*item["attributes"]["ancestors"], item["id"])
+                yield tuple(path[below:]), self._container.client_for_item(item)
+            if not page["data"]:
+                return
+            position = _next_position((page.get("links") or {}).get("next"))
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return (key for key, _ in self._items())
+
+    def items(self) -> Iterator[tuple[tuple[str, ...], BaseClient]]:  # type: ignore[override]
+        return self._items()
+
+    def values(self) -> Iterator[BaseClient]:  # type: ignore[override]
+        return (node for _, node in self._items())
+
+    def __getitem__(self, key: tuple[str, ...] | str) -> BaseClient:
+        wanted = tuple(key.split("/")) if isinstance(key, str) else tuple(key)
+        for path, node in self._items():
+            if path == wanted:
+                return node
+        raise KeyError(key)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} ({len(self)} matches)>"
 
 
 class ListView(collections.abc.Sequence):

@@ -70,6 +70,7 @@ ENDPOINTS = {
     "": "about",
     "metadata": "metadata",
     "search": "search",
+    "search-deep": "search",
     "distinct": "search",
     "array": "data",
     "table": "data",

@@ -41,7 +41,11 @@ def _array_links(base: str, path: str, adapter: Any) -> dict[str, str]:
 
 
 def _container_links(base: str, path: str, adapter: Any) -> dict[str, str]:
-    return {"search": f"{base}/search/{path}", "full": f"{base}/container/full/{path}"}
+    return {
+        "full": f"{base}/container/full/{path}",
+        "search": f"{base}/search/{path}",
+        "search_deep": f"{base}/search-deep/{path}",
+    }
 
 
 def _table_links(base: str, path: str, adapter: Any) -> dict[str, str]:

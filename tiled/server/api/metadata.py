@@ -14,13 +14,14 @@ from ...adapters.protocols import (
     KeysetPages,
     Listing,
     Searchable,
+    SearchesDeep,
     Sortable,
     supports,
 )
 from ...errors import BadRequest, NoSuchEntry
 from ...queries import KeyLookup
 from ...structures.json import to_document_value
-from ..dependencies import MetadataNode, Node, capable, node_dependency
+from ..dependencies import MetadataNode, Node, capable, node_dependency, visible_node_scopes
 from ..plain import PlainRoute
 from ..resources import (
     ALL_FIELDS,
@@ -127,13 +128,15 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
-def _options_from(request: Request) -> dict[str, Any]:
+def _options_from(request: Request, inline_depth: bool = True) -> dict[str, Any]:
+    """``inline_depth=False``: ``max_depth`` is not the depth of inlined members (in
+    /search-deep it is the depth searched)."""
     params = request.query_params
     fields = params.getlist("fields")
     unknown = [f for f in fields if f not in ALL_FIELDS | {""}]
     if unknown:
         raise BadRequest(f"Unknown fields {unknown}; allowed: {sorted(ALL_FIELDS)}")
-    max_depth = params.get("max_depth", str(MAX_INLINE_DEPTH))
+    max_depth = params.get("max_depth", str(MAX_INLINE_DEPTH)) if inline_depth else "0"
     if not (max_depth.isascii() and max_depth.isdigit()) or int(max_depth) > MAX_INLINE_DEPTH:
         raise BadRequest(f"max_depth must be an integer from 0 to {MAX_INLINE_DEPTH}")
     return {
@@ -226,6 +229,76 @@ async def search(
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
     )
+
+
+# Under an access policy, each match of a deep search is checked along its path, in Python:
+# no more matches than this are looked at.
+DEEP_SEARCH_CHECKED_MAX = 10_000
+
+
+@router.get("/search-deep/{path:path}")
+async def search_deep(
+    request: Request,
+    node: SearchableNode,
+    offset: PageOffset = 0,
+    limit: PageLimit = 100,
+    max_depth: Annotated[int | None, Query(ge=1, le=64)] = None,
+):
+    """The descendants of a container at any depth (upstream 0.2.20's route): each item's
+    ``id`` is its key and its ``ancestors`` say where it is."""
+    if request.query_params.getlist("sort"):
+        raise BadRequest("Sorting is not supported for deep search.")
+    if not supports(node.adapter, SearchesDeep):
+        raise BadRequest("This node does not support deep search.")
+    tree, lookup_key = _filtered(request, node.adapter.search_deep(max_depth))
+    if lookup_key is not None:
+        raise BadRequest("KeyLookup does not apply to a deep search")
+    listing = capable(tree, Listing, "deep search")
+    options = ResourceOptions(**_options_from(request, inline_depth=False))
+    context = options.context(request, node.path_parts)
+    wanted = limit and options.fields != {"count"}
+    if node.view is None or node.view.policy is None:
+        count = await listing.count()
+        items = await listing.items_range(offset, limit) if wanted else []
+    else:
+        visible = await _visible_deep(request, node, listing)
+        count, items = len(visible), visible[offset : offset + limit] if wanted else []
+    data = [
+        await context.resource(child, node.path_parts + tuple(key.split("/")))
+        for key, child in items
+    ]
+    here = f"{base_url(request)}/search-deep/{url_path(node.path_parts)}"
+    links = page_links(here, offset, limit, count)
+    return document_response(
+        request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
+    )
+
+
+async def _visible_deep(request: Request, node: Node, listing: Listing) -> list[tuple[str, Any]]:
+    """The matches the identity may see, each seen as it may see it: found again from the
+    root, so that every node along its path is checked (a visible node below an invisible one
+    is not visible)."""
+    root, view = tiled_state(request).root_tree, node.view
+    found: list[tuple[str, Any]] = []
+    offset, page_size = 0, 100
+    while True:
+        page = await listing.items_range(offset, page_size)
+        for key, _ in page:
+            parts = node.path_parts + tuple(key.split("/"))
+            try:
+                chain = await view.lookup(root, parts)
+                visible_node_scopes(view, chain, parts)
+            except NoSuchEntry:
+                continue
+            found.append((key, view.members(chain)))
+        offset += page_size
+        if len(page) < page_size:
+            return found
+        if offset >= DEEP_SEARCH_CHECKED_MAX:
+            raise BadRequest(
+                f"More than {DEEP_SEARCH_CHECKED_MAX} matches to check: narrow the deep search "
+                "(more queries, or max_depth)"
+            )
 
 
 async def _page(
