@@ -22,32 +22,12 @@ from tiled.config import ConfigError, construct_build_app_kwargs
 from tiled.server.app import build_app, build_app_from_config
 
 from .live_server import serve
-from .postgres import temporary_database
+from .test_catalog import database_uri, postgres_database  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def postgres_database():
-    with temporary_database() as uri:
-        yield uri
-
-
-async def _drop_schema(uri: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(uri.replace("+asyncpg", ""))
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def uri(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalog.db'}"
-    database = request.getfixturevalue("postgres_database")
-    asyncio.run(_drop_schema(database))
-    return database
+@pytest.fixture
+def uri(database_uri):  # noqa: F811 - SQLite, and PostgreSQL from an empty schema
+    return database_uri
 
 
 def _catalog(uri, tmp_path, **args):

@@ -18,35 +18,15 @@ from tiled.server.app import build_app
 
 from .isolated_python import run_isolated
 from .live_server import serve
-from .postgres import temporary_database
+from .test_catalog import database_uri, postgres_database  # noqa: F401 (fixtures)
 
 EQ = "filter[eq][condition]"
 
 
-@pytest.fixture(scope="module")
-def postgres_database():
-    with temporary_database() as uri:
-        yield uri
-
-
-async def _drop_schema(uri: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(uri.replace("+asyncpg", ""))
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request, tmp_path):
+@pytest.fixture
+def catalog(database_uri, tmp_path):  # noqa: F811
     """outside; a/{inside, b/{deep}}: metadata ``m`` names each, ``n`` is set on some."""
-    if request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        uri = request.getfixturevalue("postgres_database")
-        asyncio.run(_drop_schema(uri))
+    uri = database_uri
     tree = from_uri(uri, writable_storage=tmp_path / "data", init_if_not_exists=True)
     with Context.from_app(build_app(tree)) as context:
         client = from_context(context)
