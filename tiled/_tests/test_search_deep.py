@@ -10,7 +10,7 @@ import json
 import numpy
 import pytest
 
-from tiled.access.policies import TagBasedAccessPolicy
+from tiled.access.policies import SimpleAccessPolicy, TagBasedAccessPolicy
 from tiled.adapters.mapping import MapAdapter
 from tiled.catalog import from_uri
 from tiled.client import Context, from_context
@@ -85,6 +85,7 @@ def test_descendants_at_any_depth_with_queries_depth_and_pages(catalog):
     "path, params, status, detail",
     [
         ("a", {"sort": "m"}, 400, "Sorting is not supported for deep search."),
+        ("a", {"page[cursor]": "3"}, 400, "page[cursor] does not apply"),
         ("a/inside", {}, 404, "has structure family array"),
         ("a", {"max_depth": 0}, 422, None),
         ("a", {"max_depth": 65}, 422, None),
@@ -102,8 +103,20 @@ def test_refusals(catalog, path, params, status, detail):
 def test_a_container_that_cannot_search_deep_says_so():
     with Context.from_app(build_app(MapAdapter({"x": MapAdapter({})}))) as context:
         response = context.http_client.get("/api/v1/search-deep/")
+        links = context.http_client.get("/api/v1/metadata/x").json()["data"]["links"]
     assert response.status_code == 400
     assert response.json()["detail"] == "This node does not support deep search."
+    assert "search_deep" not in links  # clients look for it before they ask
+
+
+def test_an_empty_sort_and_a_key_lookup_as_upstream(catalog):
+    with Context.from_app(_served(catalog)) as context:
+        get = context.http_client.get
+        assert _found(get("/api/v1/search-deep/a", params={"sort": ""})) == [
+            "a/inside", "a/b", "a/b/deep",
+        ]  # fmt: skip
+        lookup = {"filter[lookup][condition][key]": "deep"}
+        assert _found(get("/api/v1/search-deep/", params=lookup)) == ["a/b/deep"]
 
 
 def test_under_a_policy_a_match_below_an_invisible_node_is_not_found(catalog, tmp_path):
@@ -188,6 +201,14 @@ def test_our_client_searches_deep(catalog):
         assert list(client.search_deep(Key("m") != "none", max_depth=1)) == [("outside",), ("a",)]
         with pytest.raises(KeyError):
             found[("nope",)]
+        assert found["/b/deep/"].metadata["m"] == "deep"
+        # Views that can be read again, indexed and sliced.
+        values = everything.values()
+        assert [node.metadata["m"] for node in values] == [node.metadata["m"] for node in values]
+        assert values[0].metadata["m"] == "outside" and len(values) == 5
+        assert everything.keys()[1:3] == [("a",), ("a", "inside")]
+        assert everything.keys().page_size(2)[:4] == list(everything.keys())[:4]
+        assert everything.items().first()[0] == ("outside",)
         with pytest.raises(TypeError):
             client.search_deep()
 
@@ -199,3 +220,37 @@ def test_our_client_says_when_a_server_cannot_search_deep():
         client = from_context(context)
         with pytest.raises(Exception, match="does not support deep search"):
             list(client.search_deep(Key("m") == 1))
+
+
+def test_under_a_policy_a_registered_file_gone_missing_is_still_listed(tmp_path):
+    """Matches are checked with the adapters their listing gave, which open no file: one
+    unreadable registered file must not fail the search (it did: each match was looked up
+    again, which opened it)."""
+    import h5py
+
+    from tiled.client.register import HTTPTarget, Settings, Walker
+
+    files = tmp_path / "files"
+    files.mkdir()
+    with h5py.File(files / "scan.h5", "w") as file:
+        file["x"] = numpy.arange(3)
+    uri = f"sqlite:///{tmp_path / 'catalog.db'}"
+    options = {"readable_storage": [files]}
+    tree = from_uri(uri, init_if_not_exists=True, **options)
+    with serve(build_app(tree, authentication={"single_user_api_key": "key"})) as server:
+
+        async def register() -> None:
+            async with HTTPTarget(server.url, "key") as target:
+                await Walker(target, files, "/", Settings.init()).run()
+
+        asyncio.run(register())
+    (files / "scan.h5").unlink()
+    policy = SimpleAccessPolicy({}, public=["scan"])
+    app = build_app(
+        from_uri(uri, **options),
+        authentication={"allow_anonymous_access": True},
+        access_policy=policy,
+    )
+    with Context.from_app(app) as context:
+        response = context.http_client.get("/api/v1/search-deep/")
+    assert _found(response) == ["scan"]

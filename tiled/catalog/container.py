@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from ..adapters.base import (
     XARRAY_COORDINATE_SPEC,
@@ -194,30 +194,36 @@ class CatalogContainerBase(ContainerAdapterBase):
             return records
 
     async def _place_below(self, connection: Any, records: list[NodeRecord]) -> None:
-        """Give each record of a deep listing its parent's path (each has its own)."""
+        """Give each record of a deep listing its parent's path (each has its own): the keys
+        of its ancestors strictly between this node and it."""
         if not records:
             return
-        below = select(nodes_closure.c.descendant).where(
-            nodes_closure.c.ancestor == self._node_id, nodes_closure.c.depth >= 1
-        )
+        step, below = nodes_closure.alias("step"), nodes_closure.alias("below")
+        # Driven from each record's own closure rows (an index lookup each), not from every
+        # descendant of this node.
         steps = (
-            select(nodes_closure.c.descendant, nodes.c.key)
-            .join(nodes, nodes.c.id == nodes_closure.c.ancestor)
+            select(step.c.descendant, nodes.c.key)
+            .select_from(
+                step.join(
+                    below,
+                    and_(
+                        below.c.descendant == step.c.descendant, below.c.ancestor == self._node_id
+                    ),
+                ).join(nodes, nodes.c.id == step.c.ancestor)
+            )  # fmt: skip
             .where(
-                nodes_closure.c.descendant.in_([record.id for record in records]),
-                nodes_closure.c.ancestor.in_(below),
-                nodes_closure.c.depth >= 1,
+                step.c.descendant.in_([record.id for record in records]),
+                step.c.depth >= 1,
+                step.c.depth < below.c.depth,
             )
-            .order_by(nodes_closure.c.descendant, nodes_closure.c.depth.desc())
+            .order_by(step.c.descendant, step.c.depth.desc())
         )
         between: dict[int, list[str]] = {}
         for descendant, key in (await connection.execute(steps)).all():
             between.setdefault(descendant, []).append(key)
         for record in records:
-            steps_between = between.get(record.id)
-            record.parent = (
-                join_path(self._path, "/".join(steps_between)) if steps_between else self._path
-            )
+            keys = between.get(record.id)
+            record.parent = join_path(self._path, "/".join(keys)) if keys else self._path
 
     def relative_key(self, record_path: str) -> str:
         """A record's path below this node (its key, for a child)."""

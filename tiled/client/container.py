@@ -257,6 +257,9 @@ class Container(BaseClient, collections.abc.Mapping):
             raise
         return self.client_for_item(document["data"])
 
+    def _entry_key(self, item: dict[str, Any]) -> str:
+        return item["id"]
+
     def _passes_queries(self, key: str) -> bool:
         from ..queries import KeyLookup
 
@@ -678,7 +681,8 @@ _COMPATIBLE = {"array": _same_elements, "table": _same_columns}
 class DeepSearchResults(collections.abc.Mapping):
     """The matches of :meth:`Container.search_deep`: client nodes keyed by their path (a
     tuple of keys) below the container searched, in the order the nodes were made, read a
-    page at a time."""
+    page at a time. ``keys()``, ``values()`` and ``items()`` are sliceable views (read from
+    the first match; positions from the end are refused)."""
 
     def __init__(self, container: Container, queries: Sequence[Any], max_depth: int | None):
         self._container = container
@@ -700,34 +704,60 @@ class DeepSearchResults(collections.abc.Mapping):
         )
         return int(page["meta"]["count"])
 
-    def _items(self) -> Iterator[tuple[tuple[str, ...], BaseClient]]:
-        below = len(self._container.path_parts)
-        position: tuple[str, str] | None = ("page[offset]", "0")
+    # What ListView reads: pages of items, a key for each, a client for each.
+    def _entries(
+        self, start: int, stop: int | None, direction: int, page_size: int | None = None,
+        *, keys_only: bool = False,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        if direction < 0:
+            raise NotImplementedError("Deep search results are read from the first match")
+        if stop is not None and stop <= start:
+            return
+        base = self._params()
+        if page_size is not None:
+            base.append(("page[limit]", str(page_size)))
+        position: tuple[str, str] | None = ("page[offset]", str(start))
+        remaining = None if stop is None else stop - start
         while position is not None:
             page = self._container.context.get_json(
-                f"search-deep/{self._path}", params=[*self._params(), position]
+                f"search-deep/{self._path}", params=[*base, position]
             )
             for item in page["data"]:
-                path = (*item["attributes"]["ancestors"], item["id"])
-                yield tuple(path[below:]), self._container.client_for_item(item)
-            if not page["data"]:
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                yield item
+            if not page["data"] or remaining == 0:
                 return
             position = _next_position((page.get("links") or {}).get("next"))
 
+    def _entry_key(self, item: dict[str, Any]) -> tuple[str, ...]:
+        path = (*item["attributes"]["ancestors"], item["id"])
+        return tuple(path[len(self._container.path_parts) :])
+
+    def client_for_item(self, item: dict[str, Any]) -> BaseClient:
+        return self._container.client_for_item(item)
+
     def __iter__(self) -> Iterator[tuple[str, ...]]:
-        return (key for key, _ in self._items())
+        return iter(self.keys())
 
-    def items(self) -> Iterator[tuple[tuple[str, ...], BaseClient]]:  # type: ignore[override]
-        return self._items()
+    def keys(self) -> ListView:  # type: ignore[override]
+        return ListView(self, "keys")  # type: ignore[arg-type]
 
-    def values(self) -> Iterator[BaseClient]:  # type: ignore[override]
-        return (node for _, node in self._items())
+    def values(self) -> ListView:  # type: ignore[override]
+        return ListView(self, "values")  # type: ignore[arg-type]
+
+    def items(self) -> ListView:  # type: ignore[override]
+        return ListView(self, "items")  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[str, ...] | str) -> BaseClient:
-        wanted = tuple(key.split("/")) if isinstance(key, str) else tuple(key)
-        for path, node in self._items():
-            if path == wanted:
-                return node
+        wanted = (
+            tuple(part for part in key.split("/") if part) if isinstance(key, str) else tuple(key)
+        )
+        for item in self._entries(0, None, 1):
+            if self._entry_key(item) == wanted:
+                return self.client_for_item(item)
         raise KeyError(key)
 
     def __repr__(self) -> str:
@@ -754,10 +784,11 @@ class ListView(collections.abc.Sequence):
         return ListView(self._container, self._kind, n)
 
     def _convert(self, item: dict[str, Any]) -> Any:
+        key = self._container._entry_key(item)
         if self._kind == "keys":
-            return item["id"]
+            return key
         client = self._container.client_for_item(item)
-        return client if self._kind == "values" else (item["id"], client)
+        return client if self._kind == "values" else (key, client)
 
     def _read(self, start: int, stop: int | None, direction: int) -> list[Any]:
         page_size = self._page_size

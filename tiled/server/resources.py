@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from ..adapters.protocols import BaseAdapter, HasDataSources, InlinesContents, Listing, supports
+from ..adapters.protocols import (
+    BaseAdapter,
+    HasDataSources,
+    InlinesContents,
+    Listing,
+    SearchesDeep,
+    supports,
+)
 from ..structures.json import to_document_value
 from .headers import header
 from .middleware import PYTHON_CLIENT_AGENT
@@ -41,11 +48,10 @@ def _array_links(base: str, path: str, adapter: Any) -> dict[str, str]:
 
 
 def _container_links(base: str, path: str, adapter: Any) -> dict[str, str]:
-    return {
-        "full": f"{base}/container/full/{path}",
-        "search": f"{base}/search/{path}",
-        "search_deep": f"{base}/search-deep/{path}",
-    }
+    links = {"full": f"{base}/container/full/{path}", "search": f"{base}/search/{path}"}
+    if supports(adapter, SearchesDeep):  # clients look for the link before they ask
+        links["search_deep"] = f"{base}/search-deep/{path}"
+    return links
 
 
 def _table_links(base: str, path: str, adapter: Any) -> dict[str, str]:

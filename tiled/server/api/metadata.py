@@ -21,7 +21,7 @@ from ...adapters.protocols import (
 from ...errors import BadRequest, NoSuchEntry
 from ...queries import KeyLookup
 from ...structures.json import to_document_value
-from ..dependencies import MetadataNode, Node, capable, node_dependency, visible_node_scopes
+from ..dependencies import MetadataNode, Node, capable, node_dependency
 from ..plain import PlainRoute
 from ..resources import (
     ALL_FIELDS,
@@ -232,8 +232,8 @@ async def search(
 
 
 # Under an access policy, each match of a deep search is checked along its path, in Python:
-# no more matches than this are looked at.
-DEEP_SEARCH_CHECKED_MAX = 10_000
+# no more matches than this are looked at for one request.
+DEEP_SEARCH_CHECKED_MAX = 100_000
 
 
 @router.get("/search-deep/{path:path}")
@@ -242,17 +242,20 @@ async def search_deep(
     node: SearchableNode,
     offset: PageOffset = 0,
     limit: PageLimit = 100,
+    cursor: PageCursor = None,
     max_depth: Annotated[int | None, Query(ge=1, le=64)] = None,
 ):
     """The descendants of a container at any depth (upstream 0.2.20's route): each item's
     ``id`` is its key and its ``ancestors`` say where it is."""
-    if request.query_params.getlist("sort"):
+    if _sorting_from(request.query_params.getlist("sort")):
         raise BadRequest("Sorting is not supported for deep search.")
+    if cursor is not None:
+        raise BadRequest("A deep search is read by page[offset]; page[cursor] does not apply.")
     if not supports(node.adapter, SearchesDeep):
         raise BadRequest("This node does not support deep search.")
     tree, lookup_key = _filtered(request, node.adapter.search_deep(max_depth))
-    if lookup_key is not None:
-        raise BadRequest("KeyLookup does not apply to a deep search")
+    if lookup_key is not None:  # at any depth: the nodes of that key
+        tree = capable(tree, Searchable, "search").search(KeyLookup(lookup_key))
     listing = capable(tree, Listing, "deep search")
     options = ResourceOptions(**_options_from(request, inline_depth=False))
     context = options.context(request, node.path_parts)
@@ -261,7 +264,7 @@ async def search_deep(
         count = await listing.count()
         items = await listing.items_range(offset, limit) if wanted else []
     else:
-        visible = await _visible_deep(request, node, listing)
+        visible = await _visible_deep(node, listing)
         count, items = len(visible), visible[offset : offset + limit] if wanted else []
     data = [
         await context.resource(child, node.path_parts + tuple(key.split("/")))
@@ -274,24 +277,37 @@ async def search_deep(
     )
 
 
-async def _visible_deep(request: Request, node: Node, listing: Listing) -> list[tuple[str, Any]]:
-    """The matches the identity may see, each seen as it may see it: found again from the
-    root, so that every node along its path is checked (a visible node below an invisible one
-    is not visible)."""
-    root, view = tiled_state(request).root_tree, node.view
+async def _visible_deep(node: Node, listing: Listing) -> list[tuple[str, Any]]:
+    """The matches the identity may see, each as it may see it: every node on a match's path
+    must be visible (a visible node below an invisible one is not). Each container on the
+    way is looked at once per request; a match is checked with the adapter its listing gave
+    (a registered file is not opened)."""
+    view = node.view
+    chains: dict[tuple[str, ...], Any] = {(): node.chain}  # None: not visible
+
+    async def chain_to(parts: tuple[str, ...]) -> Any:
+        if parts not in chains:
+            above = await chain_to(parts[:-1])
+            chains[parts] = None
+            if above is not None:
+                try:
+                    child = await above[-1][1].lookup_adapter([parts[-1]])
+                except NoSuchEntry:
+                    return None
+                chains[parts] = _visible_chain(view, above, parts[-1], child)
+        return chains[parts]
+
     found: list[tuple[str, Any]] = []
     offset, page_size = 0, 100
     while True:
         page = await listing.items_range(offset, page_size)
-        for key, _ in page:
-            parts = node.path_parts + tuple(key.split("/"))
-            try:
-                chain = await view.lookup(root, parts)
-                visible_node_scopes(view, chain, parts)
-            except NoSuchEntry:
-                continue
-            found.append((key, view.members(chain)))
-        offset += page_size
+        for key, child in page:
+            *between, own = key.split("/")
+            above = await chain_to(tuple(between))
+            chain = None if above is None else _visible_chain(view, above, own, child)
+            if chain is not None:
+                found.append((key, view.members(chain)))
+        offset += len(page)
         if len(page) < page_size:
             return found
         if offset >= DEEP_SEARCH_CHECKED_MAX:
@@ -299,6 +315,15 @@ async def _visible_deep(request: Request, node: Node, listing: Listing) -> list[
                 f"More than {DEEP_SEARCH_CHECKED_MAX} matches to check: narrow the deep search "
                 "(more queries, or max_depth)"
             )
+
+
+def _visible_chain(view: Any, above: Any, key: str, child: Any) -> Any:
+    """``above`` continued by ``(key, child)`` if the identity may see that child (and read
+    its metadata), else None."""
+    if not view.policy.visible(view.identity, above, key, child):
+        return None
+    chain = (*above, (key, child))
+    return chain if "read:metadata" in view.scopes(chain) else None
 
 
 async def _page(
