@@ -270,14 +270,14 @@ class Catalog:
                 async with state.engine.connect() as connection:
                     await self._ensure_schema(connection)
                     async with connection.begin():
-                        if self.mount_id is not None:
-                            await self._follow_mount(connection)
                         if write and self.is_sqlite:
                             # pysqlite begins a transaction at the first INSERT/UPDATE only,
                             # so a writer's reads (the next revision number, the assets to
                             # delete) would run outside it, racing other processes. IMMEDIATE
                             # takes the write lock first: writers of every process take turns.
                             await connection.exec_driver_sql("BEGIN IMMEDIATE")
+                        if self.mount_id is not None:
+                            await self._follow_mount(connection)
                         yield connection
                         if write:
                             await self._changes.announce(connection)
