@@ -49,7 +49,9 @@ def _array_links(base: str, path: str, adapter: Any) -> dict[str, str]:
 
 def _container_links(base: str, path: str, adapter: Any) -> dict[str, str]:
     links = {"full": f"{base}/container/full/{path}", "search": f"{base}/search/{path}"}
-    if supports(adapter, SearchesDeep):  # clients look for the link before they ask
+    # Clients look for the link before they ask. Asked of the class: a registered node listed
+    # unopened opens its file to answer for an attribute it lacks.
+    if issubclass(type(adapter), SearchesDeep):
         links["search_deep"] = f"{base}/search-deep/{path}"
     return links
 
