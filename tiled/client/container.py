@@ -58,6 +58,26 @@ def _next_position(link: str | None) -> tuple[str, str] | None:
     return None
 
 
+def _paged_items(
+    context: Any, route: str, params: list[tuple[str, str]], start: int, stop: int | None
+) -> Iterator[dict[str, Any]]:
+    """The items of a listing ``route`` from position ``start`` to ``stop`` (the end when
+    None), a page at a time, following the server's ``next`` links (cursors or offsets)."""
+    position: tuple[str, str] | None = ("page[offset]", str(start))
+    remaining = None if stop is None else stop - start
+    while position is not None:
+        page = context.get_json(route, params=[*params, position])
+        for item in page["data"]:
+            if remaining is not None:
+                if remaining <= 0:
+                    return
+                remaining -= 1
+            yield item
+        if not page["data"] or remaining == 0:
+            return
+        position = _next_position((page.get("links") or {}).get("next"))
+
+
 def _deprecated_indexer(container: Container, kind: str) -> ListView:
     warnings.warn(
         f"Instead of {kind}_indexer[...] use {kind}()[...]. "
@@ -158,19 +178,7 @@ class Container(BaseClient, collections.abc.Mapping):
             base.append(("fields", ""))
         if page_size is not None:
             base.append(("page[limit]", str(page_size)))
-        position: tuple[str, str] | None = ("page[offset]", str(start))
-        remaining = None if stop is None else stop - start
-        while position is not None:
-            page = self.context.get_json(f"search/{self._path}", params=[*base, position])
-            for item in page["data"]:
-                if remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                yield item
-            if not page["data"] or remaining == 0:
-                return
-            position = _next_position((page.get("links") or {}).get("next"))
+        yield from _paged_items(self.context, f"search/{self._path}", base, start, stop)
 
     def _keys_slice(
         self,
@@ -716,21 +724,8 @@ class DeepSearchResults(collections.abc.Mapping):
         base = self._params()
         if page_size is not None:
             base.append(("page[limit]", str(page_size)))
-        position: tuple[str, str] | None = ("page[offset]", str(start))
-        remaining = None if stop is None else stop - start
-        while position is not None:
-            page = self._container.context.get_json(
-                f"search-deep/{self._path}", params=[*base, position]
-            )
-            for item in page["data"]:
-                if remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                yield item
-            if not page["data"] or remaining == 0:
-                return
-            position = _next_position((page.get("links") or {}).get("next"))
+        route = f"search-deep/{self._path}"
+        yield from _paged_items(self._container.context, route, base, start, stop)
 
     def _entry_key(self, item: dict[str, Any]) -> tuple[str, ...]:
         path = (*item["attributes"]["ancestors"], item["id"])
