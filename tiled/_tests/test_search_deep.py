@@ -100,13 +100,35 @@ def test_refusals(catalog, path, params, status, detail):
         assert detail in response.json()["detail"]
 
 
-def test_a_container_that_cannot_search_deep_says_so():
-    with Context.from_app(build_app(MapAdapter({"x": MapAdapter({})}))) as context:
-        response = context.http_client.get("/api/v1/search-deep/")
-        links = context.http_client.get("/api/v1/metadata/x").json()["data"]["links"]
+@pytest.fixture(scope="module")
+def h5_file(tmp_path_factory):
+    """A file with a group in it: ``/group/inner`` (metadata ``m``)."""
+    import h5py
+
+    path = tmp_path_factory.mktemp("h5") / "file.h5"
+    with h5py.File(path, "w") as file:
+        file.create_group("group").attrs["m"] = "group"
+        file["group/inner"] = numpy.arange(3)
+        file["group/inner"].attrs["m"] = "inner"
+    return path
+
+
+def _h5(path):
+    from tiled.adapters.hdf5 import HDF5Adapter
+
+    return HDF5Adapter.from_uris(path.as_uri())
+
+
+def test_a_container_that_cannot_search_deep_says_so(h5_file):
+    tree = MapAdapter({"file": _h5(h5_file)})
+    with Context.from_app(build_app(tree)) as context:
+        response = context.http_client.get("/api/v1/search-deep/file")
+        links = context.http_client.get("/api/v1/metadata/file").json()["data"]["links"]
+        root_links = context.http_client.get("/api/v1/metadata/").json()["data"]["links"]
     assert response.status_code == 400
     assert response.json()["detail"] == "This node does not support deep search."
     assert "search_deep" not in links  # clients look for it before they ask
+    assert root_links["search_deep"].endswith("/api/v1/search-deep/")
 
 
 def test_an_empty_sort_and_a_key_lookup_as_upstream(catalog):
@@ -213,13 +235,13 @@ def test_our_client_searches_deep(catalog):
             client.search_deep()
 
 
-def test_our_client_says_when_a_server_cannot_search_deep():
+def test_our_client_says_when_a_server_cannot_search_deep(h5_file):
     from tiled.queries import Key
 
-    with Context.from_app(build_app(MapAdapter({"x": MapAdapter({})}))) as context:
+    with Context.from_app(build_app(MapAdapter({"file": _h5(h5_file)}))) as context:
         client = from_context(context)
         with pytest.raises(Exception, match="does not support deep search"):
-            list(client.search_deep(Key("m") == 1))
+            list(client["file"].search_deep(Key("m") == 1))
 
 
 def test_under_a_policy_a_registered_file_gone_missing_is_still_listed(tmp_path):
@@ -254,3 +276,145 @@ def test_under_a_policy_a_registered_file_gone_missing_is_still_listed(tmp_path)
     with Context.from_app(app) as context:
         response = context.http_client.get("/api/v1/search-deep/")
     assert _found(response) == ["scan"]
+
+
+# --- in-memory trees, and catalogs under a trees: root ---------------------------------------
+
+
+def _memory_tree(h5_file=None):
+    """x/{y/{z}, w}, v: metadata ``m`` names each; ``n`` is set on z and v."""
+    from tiled.adapters.array import ArrayAdapter
+
+    def array(**metadata):
+        return ArrayAdapter.from_array(numpy.arange(3), metadata=metadata)
+
+    y = MapAdapter({"z": array(m="z", n=1)}, metadata={"m": "y"})
+    x = MapAdapter({"y": y, "w": array(m="w")}, metadata={"m": "x"})
+    members = {"x": x, "v": array(m="v", n=1)}
+    if h5_file is not None:
+        members["file"] = _h5(h5_file)
+    return MapAdapter(members)
+
+
+def test_an_in_memory_tree_searches_deep(h5_file):
+    tree = _memory_tree(h5_file)
+    with Context.from_app(build_app(tree)) as context:
+        get = context.http_client.get
+        # Parents before their members; a file's node is matched, its groups are not walked
+        # (as a catalog does not enter a registered file).
+        assert _found(get("/api/v1/search-deep/")) == ["x", "x/y", "x/y/z", "x/w", "v", "file"]
+        assert _found(get("/api/v1/search-deep/x")) == ["x/y", "x/y/z", "x/w"]
+        assert _found(get("/api/v1/search-deep/", params={"max_depth": 2})) == [
+            "x", "x/y", "x/w", "v", "file",
+        ]  # fmt: skip
+        ones = {f"{EQ}[key]": "n", f"{EQ}[value]": "1"}
+        assert _found(get("/api/v1/search-deep/", params=ones)) == ["x/y/z", "v"]
+        # A key lookup, and a keys filter, match a node's own key at any depth (as in a catalog).
+        lookup = {"filter[lookup][condition][key]": "z"}
+        assert _found(get("/api/v1/search-deep/", params=lookup)) == ["x/y/z"]
+        keys = {"filter[keys_filter][condition][keys]": json.dumps(["w", "v"])}
+        assert _found(get("/api/v1/search-deep/", params=keys)) == ["x/w", "v"]
+        page = get("/api/v1/search-deep/", params={"page[offset]": 1, "page[limit]": 2})
+        assert _found(page) == ["x/y", "x/y/z"] and page.json()["meta"]["count"] == 6
+        links = get("/api/v1/metadata/x/y").json()["data"]["links"]
+        assert links["search_deep"].endswith("/api/v1/search-deep/x/y")
+
+
+def test_a_key_holding_a_slash_is_refused():
+    with Context.from_app(build_app(MapAdapter({"a": MapAdapter({"b/c": MapAdapter({})})}))) as c:
+        response = c.http_client.get("/api/v1/search-deep/")
+    assert response.status_code == 400
+    assert "'b/c'" in response.json()["detail"]
+
+
+@pytest.fixture
+def trees_app(catalog, tmp_path):
+    """A ``trees:`` root: the catalog at /raw/cat (under a synthetic parent) beside an
+    in-memory tree at /mem."""
+    from tiled.server.app import build_app_from_config
+
+    uri, storage = catalog
+    catalog_args = {"uri": uri, "writable_storage": [str(storage)]}
+
+    def build(**top):
+        config = {
+            "trees": [
+                {"path": "/mem", "tree": f"{__name__}:_memory_tree"},
+                {"path": "/raw/cat", "tree": "catalog", "args": catalog_args},
+            ],
+            **top,
+        }
+        return build_app_from_config(config)
+
+    return build
+
+
+CATALOG_PATHS = ["outside", "a", "a/inside", "a/b", "a/b/deep"]
+MEMORY_PATHS = ["x", "x/y", "x/y/z", "x/w", "v"]
+
+
+def test_a_trees_root_searches_its_catalogs_too(trees_app):
+    with Context.from_app(trees_app()) as context:
+        get = context.http_client.get
+        everything = get("/api/v1/search-deep/")
+        expected = [
+            "mem", *(f"mem/{path}" for path in MEMORY_PATHS),
+            "raw", "raw/cat", *(f"raw/cat/{path}" for path in CATALOG_PATHS),
+        ]  # fmt: skip
+        assert _found(everything) == expected
+        assert everything.json()["meta"]["count"] == len(expected)
+        # Pages across the in-memory part and the catalog's, in either order of reading.
+        pages = [
+            _found(get("/api/v1/search-deep/", params={"page[offset]": o, "page[limit]": 4}))
+            for o in (12, 0, 8, 4)
+        ]
+        assert [*pages[1], *pages[3], *pages[2], *pages[0]] == expected
+        # Queries reach the catalog (in SQL) and the in-memory tree alike.
+        ones = {f"{EQ}[key]": "n", f"{EQ}[value]": "1"}
+        assert _found(get("/api/v1/search-deep/", params=ones)) == [
+            "mem/x/y/z", "mem/v", "raw/cat/outside", "raw/cat/a/inside",
+        ]  # fmt: skip
+        lookup = {"filter[lookup][condition][key]": "deep"}
+        assert _found(get("/api/v1/search-deep/raw", params=lookup)) == ["raw/cat/a/b/deep"]
+        # max_depth counts levels from where the search starts, into the catalog too.
+        assert _found(get("/api/v1/search-deep/raw", params={"max_depth": 3})) == [
+            "raw/cat", "raw/cat/outside", "raw/cat/a", "raw/cat/a/inside", "raw/cat/a/b",
+        ]  # fmt: skip
+        assert _found(get("/api/v1/search-deep/raw", params={"max_depth": 1})) == ["raw/cat"]
+        counted = get("/api/v1/search-deep/", params={"fields": "count"}).json()
+        assert counted["meta"]["count"] == len(expected)
+        item = everything.json()["data"][-1]
+        assert item["links"]["self"].endswith("/api/v1/metadata/raw/cat/a/b/deep")
+
+
+def test_a_trees_root_under_a_policy(trees_app):
+    """Under a policy, the catalog's matches are checked along their paths as the in-memory
+    ones are: only what the public may see is found (this policy rules on top-level keys)."""
+    policy = {
+        "access_policy": "tiled.access.policies:SimpleAccessPolicy",
+        "args": {"access_lists": {}, "public": ["raw"]},
+    }
+    app = trees_app(authentication={"allow_anonymous_access": True}, access_control=policy)
+    with Context.from_app(app) as context:
+        found = _found(context.http_client.get("/api/v1/search-deep/"))
+    assert found == ["raw", "raw/cat", *(f"raw/cat/{path}" for path in CATALOG_PATHS)]
+
+
+def test_both_clients_search_an_in_memory_tree_deep(upstream_tiled):
+    from tiled.queries import Key
+
+    app = build_app(_memory_tree(), authentication={"allow_anonymous_access": True})
+    with Context.from_app(app) as context:
+        found = from_context(context).search_deep(Key("n") == 1)
+        assert list(found) == [("x", "y", "z"), ("v",)]
+        assert found[("x", "y", "z")].read().tolist() == [0, 1, 2]
+    script = UPSTREAM_CLIENT.replace('client["a"]', "client").replace("== 2", "== 1")
+    script = script.replace('("b", "deep")', '("x", "y", "z")')
+    with serve(app) as server:
+        done = run_isolated(upstream_tiled, script, server.url)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["keys"] == [["x", "y", "z"], ["v"]]
+    assert answer["values"] == [0, 1, 2]
+    assert answer["all"] == [path.split("/") for path in MEMORY_PATHS]
+    assert answer["count"] == 5

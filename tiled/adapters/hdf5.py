@@ -1367,6 +1367,8 @@ class _BrokenLinkNode(MapAdapter):
     """What a listing shows for a broken link: an empty container saying so. Looking the
     link up answers :class:`~tiled.utils.BrokenLink` (404); an export leaves it empty."""
 
+    search_deep = None  # a file's members: matched by a deep search, not entered (see HDF5Adapter)
+
     def __init__(self, reason: str):
         super().__init__({}, metadata={"broken_link": reason})
         self.reason = reason
@@ -1422,6 +1424,9 @@ class HDF5Adapter(MapAdapter):
     """
 
     structure_family = StructureFamily.container
+    # Members read from a file: a deep search matches the file's node but does not open it to
+    # walk its groups (as a catalog does not enter a registered file, and as upstream).
+    search_deep = None
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from ..queries import (
 from ..query_registration import default_query_registry
 from ..structures.container import ContainerStructure
 from .base import ContainerAdapterBase
+from .protocols import Listing, SearchesDeep, supports
 
 GIVEN_ORDER = "_"  # the sort key meaning "the order of the mapping as given"
 # "" is what clients send for "the server's default order", which for a mapping is the same.
@@ -296,6 +297,40 @@ class MapAdapter(ContainerAdapterBase):
             raise UnsupportedQuery(name or type(query).__name__)
         return function(query, self)
 
+    def search_deep(self, max_depth: int | None = None) -> DeepListing:
+        """Every descendant (at most ``max_depth`` levels down) under its path below this node
+        (``"a/b/c"``), parents before their members, in the given order.
+
+        In-memory containers are walked. A container that searches its own descendants (a
+        catalog under a ``trees:`` root) is asked for them, and its matches follow the
+        in-memory ones. Containers whose members are read from a file (HDF5, zarr) refuse
+        deep search and are matched but not entered, as a catalog does not enter a
+        registered file.
+        """
+        if max_depth is not None and max_depth < 1:
+            raise BadRequest(f"max_depth must be at least 1, not {max_depth}")
+        found: dict[str, Any] = {}
+        mounts: list[tuple[str, Any]] = []
+
+        def walk(mapping: Mapping[str, Any], prefix: str, depth: int) -> None:
+            for key, child in mapping.items():
+                if "/" in key:  # its path would name another node
+                    raise BadRequest(f"Cannot deep search below the key {key!r}: it holds '/'")
+                path = prefix + key
+                found[path] = child
+                if (max_depth is not None and depth >= max_depth) or not supports(
+                    child, SearchesDeep
+                ):
+                    continue
+                if isinstance(child, MapAdapter):
+                    walk(child._mapping, path + "/", depth + 1)
+                else:
+                    remaining = None if max_depth is None else max_depth - depth
+                    mounts.append((path, child.search_deep(remaining)))
+
+        walk(self._mapping, "", 1)
+        return DeepListing(_Descendants(found), mounts)
+
     def get_distinct(
         self, metadata: Sequence[str], structure_families: bool, specs: bool, counts: bool
     ) -> dict[str, Any]:
@@ -320,6 +355,70 @@ class MapAdapter(ContainerAdapterBase):
         keys = list(self.keys()[:5])
         more = ", ..." if len(self) > 5 else ""
         return f"<{type(self).__name__} {{{', '.join(map(repr, keys))}{more}}}>"
+
+
+# --- deep search ---
+
+
+class _Descendants(MapAdapter):
+    """The in-memory part of a deep search, keyed by path (``"a/b/c"``): searched as children
+    are, except that key queries match a node's own key, as a catalog's deep search does."""
+
+
+def _own_key(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _deep_key_lookup(query: KeyLookup, tree: MapAdapter) -> MapAdapter:
+    return tree.filter(lambda path, _: _own_key(path) == query.key)
+
+
+def _deep_keys_filter(query: KeysFilter, tree: MapAdapter) -> MapAdapter:
+    wanted = set(query.keys)
+    return tree.filter(lambda path, _: _own_key(path) in wanted)
+
+
+class DeepListing:
+    """What :meth:`MapAdapter.search_deep` gives: its in-memory descendants, then those of each
+    container that searches its own (``mounts``: its path and its deep variation), read as one
+    listing that is searched, counted and read a page at a time."""
+
+    def __init__(self, local: MapAdapter, mounts: Sequence[tuple[str, Any]]):
+        self._local = local
+        self._mounts = tuple(mounts)
+        self._sizes: dict[int, int] = {}  # a variation does not change: count each part once
+
+    def search(self, query: Any) -> DeepListing:
+        # A deep variation is searchable by the SearchesDeep contract.
+        mounts = [(path, deep.search(query)) for path, deep in self._mounts]
+        return DeepListing(self._local.search(query), mounts)
+
+    def _parts(self) -> list[tuple[str, Listing]]:
+        return [("", self._local), *((f"{path}/", deep) for path, deep in self._mounts)]
+
+    async def _size(self, index: int, part: Listing) -> int:
+        if index not in self._sizes:
+            self._sizes[index] = await part.count()
+        return self._sizes[index]
+
+    async def count(self) -> int:
+        return sum([await self._size(index, part) for index, (_, part) in enumerate(self._parts())])
+
+    async def items_range(self, offset: int = 0, limit: int | None = None) -> list[tuple[str, Any]]:
+        items: list[tuple[str, Any]] = []
+        for index, (prefix, part) in enumerate(self._parts()):
+            wanted = None if limit is None else limit - len(items)
+            if wanted == 0:
+                break
+            if offset:  # pages after the first skip whole parts by their counts
+                size = await self._size(index, part)
+                if offset >= size:
+                    offset -= size
+                    continue
+            page = await part.items_range(offset, wanted)
+            items.extend((prefix + key, child) for key, child in page)
+            offset = 0
+        return items
 
 
 # --- distinct values ---
@@ -499,3 +598,6 @@ for _query_type, _function in [
     (StructureFamilyQuery, structure_family),
 ]:
     MapAdapter.register_query(_query_type, _function)
+
+_Descendants.register_query(KeyLookup, _deep_key_lookup)
+_Descendants.register_query(KeysFilter, _deep_keys_filter)

@@ -253,6 +253,8 @@ def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
 class ZarrGroupAdapter(MapAdapter):
     """A stored zarr group: members are its arrays and groups, attributes its metadata."""
 
+    search_deep = None  # a deep search matches the group but does not walk the store (as HDF5)
+
     def __init__(self, group: zarr.Group, *, metadata=None, specs=None):
         group = contained(group)
         members = {}
