@@ -177,6 +177,26 @@ def test_under_a_policy_a_match_below_an_invisible_node_is_not_found(catalog, tm
         assert _found(context.http_client.get("/api/v1/search-deep/pub")) == ["pub/seen"]
 
 
+@pytest.mark.parametrize("cap, status", [(5, 200), (4, 400)])
+def test_under_a_policy_the_matches_checked_are_capped(monkeypatch, cap, status):
+    """Exactly as many matches as the cap are checked and found; one more is refused."""
+    from tiled.adapters.array import ArrayAdapter
+    from tiled.server.api import metadata
+
+    monkeypatch.setattr(metadata, "DEEP_SEARCH_CHECKED_MAX", cap)
+    leaf = ArrayAdapter.from_array(numpy.ones(1))
+    tree = MapAdapter({"a": MapAdapter({str(i): leaf for i in range(4)})})
+    policy = SimpleAccessPolicy({}, public=["a"])
+    app = build_app(tree, authentication={"allow_anonymous_access": True}, access_policy=policy)
+    with Context.from_app(app) as context:
+        response = context.http_client.get("/api/v1/search-deep/")
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert _found(response) == ["a", "a/0", "a/1", "a/2", "a/3"]
+    else:
+        assert "More than 4 matches to check" in response.json()["detail"]
+
+
 UPSTREAM_CLIENT = r"""
 import json, sys
 from tiled.client import from_uri

@@ -298,9 +298,14 @@ async def _visible_deep(node: Node, listing: Listing) -> list[tuple[str, Any]]:
         return chains[parts]
 
     found: list[tuple[str, Any]] = []
-    offset, page_size = 0, 100
+    offset, page_size = 0, min(100, DEEP_SEARCH_CHECKED_MAX)
     while True:
         page = await listing.items_range(offset, page_size)
+        if page and offset >= DEEP_SEARCH_CHECKED_MAX:
+            raise BadRequest(
+                f"More than {DEEP_SEARCH_CHECKED_MAX} matches to check: narrow the deep search "
+                "(more queries, or max_depth)"
+            )
         for key, child in page:
             *between, own = key.split("/")
             above = await chain_to(tuple(between))
@@ -310,11 +315,6 @@ async def _visible_deep(node: Node, listing: Listing) -> list[tuple[str, Any]]:
         offset += len(page)
         if len(page) < page_size:
             return found
-        if offset >= DEEP_SEARCH_CHECKED_MAX:
-            raise BadRequest(
-                f"More than {DEEP_SEARCH_CHECKED_MAX} matches to check: narrow the deep search "
-                "(more queries, or max_depth)"
-            )
 
 
 def _visible_chain(view: Any, above: Any, key: str, child: Any) -> Any:
