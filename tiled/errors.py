@@ -1,7 +1,9 @@
 """The domain exceptions of Tiled, one tree rooted at :class:`TiledError`.
 
 Code below the HTTP layer raises these; the server maps each class to a status code in one
-table (``tiled.server.errors``). Nothing here knows about HTTP.
+table (``tiled.server.errors``). Nothing here knows about HTTP. An error whose message names a
+node (:func:`naming`, :class:`NoSuchEntry`) names it within the tree that raised it
+(:class:`NodeAt`); the server names it where it serves that tree.
 
 ::
 
@@ -39,9 +41,59 @@ table (``tiled.server.errors``). Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class NodeAt:
+    """A node as an adapter names it in an error: its keys below the root of the tree that
+    adapter belongs to (``tree``: the adapter a server is given to serve; for a catalog mounted
+    at a node of its database, below that node).
+
+    The adapter cannot know where the server serves its tree (a ``trees:`` path), so the server
+    names the node below that path when it answers (``tiled.server.errors``): the client reads
+    the path it asked for. ``tree`` None: the keys are already as the client sees them."""
+
+    segments: tuple[str, ...]
+    tree: object | None = None
+
+
+@dataclass(frozen=True)
+class NodeMessage:
+    """The message of an error that names a node: ``template`` with ``{path}`` (the node's keys
+    joined by '/'), ``{segments}`` (their list) and ``fields`` (values kept out of the template,
+    so that a brace in a key is not read as a field)."""
+
+    template: str
+    node: NodeAt
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def text(self, prefix: Sequence[str] = ()) -> str:
+        """The message, the node's keys below ``prefix`` (where its tree is served)."""
+        segments = [*prefix, *self.node.segments]
+        return self.template.format(path="/".join(segments), segments=segments, **self.fields)
+
 
 class TiledError(Exception):
     """Root of every exception Tiled raises on purpose."""
+
+    # How the message names a node, for errors made by naming() (and every NoSuchEntry): the
+    # server names it again where it serves the node's tree.
+    naming: NodeMessage | None = None
+
+
+E = TypeVar("E", bound=TiledError)
+
+
+def naming(error_class: type[E], node: NodeAt, template: str, **fields: Any) -> E:
+    """An ``error_class`` (made from its message) whose message, ``template`` (see
+    :class:`NodeMessage`), names ``node``."""
+    message = NodeMessage(template, node, fields)
+    error = error_class(message.text())
+    error.naming = message
+    return error
 
 
 class NotFound(TiledError, KeyError):
@@ -55,10 +107,16 @@ class NotFound(TiledError, KeyError):
 
 
 class NoSuchEntry(NotFound):
-    def __init__(self, path: list[str] | tuple[str, ...] | str):
-        parts = path if isinstance(path, list | tuple) else [path]
-        self.path = list(parts)
-        super().__init__(f"No such entry: {self.path}")
+    """``path``: the keys asked for (a key alone: one member), or a node of a tree (NodeAt)."""
+
+    def __init__(self, path: list[str] | tuple[str, ...] | str | NodeAt):
+        if isinstance(path, NodeAt):
+            node = path
+        else:
+            node = NodeAt(tuple(path) if isinstance(path, list | tuple) else (path,))
+        self.path = list(node.segments)
+        self.naming = NodeMessage("No such entry: {segments}", node)
+        super().__init__(self.naming.text())
 
 
 class WrongStructureFamily(NotFound):

@@ -12,7 +12,7 @@ from tiled.catalog.nodes import (
     rebuilt_as,
     registered_node_class,
 )
-from tiled.errors import DataUnavailable
+from tiled.errors import DataUnavailable, NodeAt
 
 
 class FileBacked:
@@ -43,13 +43,13 @@ class BuiltOnDict(dict):
 
 def test_guarded_adapter_is_a_new_instance_of_a_subclass_with_the_same_state():
     original = FileBacked("/data/a.h5")
-    guarded = guard_registered(original, ("/a", "application/x-hdf5"))
+    guarded = guard_registered(original, (NodeAt(("a",)), "application/x-hdf5"))
     assert guarded is not original and type(original) is FileBacked  # the original is untouched
     assert isinstance(guarded, FileBacked) and type(guarded) is guarded_class(FileBacked)
     assert guarded.path == "/data/a.h5"
     with pytest.raises(DataUnavailable, match="/a: cannot read its application/x-hdf5 data"):
         guarded.read()
-    assert guard_registered(guarded, ("/b", None)) is guarded  # guarded once only
+    assert guard_registered(guarded, (NodeAt(("b",)), None)) is guarded  # guarded once only
 
 
 def test_node_class_is_built_once_per_adapter_class():
@@ -60,7 +60,7 @@ def test_node_class_is_built_once_per_adapter_class():
 
 
 def test_slots_are_carried_over():
-    guarded = guard_registered(Slotted("/data/s.tif"), ("/s", "image/tiff"))
+    guarded = guard_registered(Slotted("/data/s.tif"), (NodeAt(("s",)), "image/tiff"))
     assert type(guarded) is guarded_class(Slotted)
     assert guarded.read() == ("/data/s.tif", 42)
     assert not hasattr(guarded, "never_set")
@@ -69,4 +69,4 @@ def test_slots_are_carried_over():
 def test_state_of_built_in_types_cannot_be_carried_over():
     adapter = BuiltOnDict(a=1)
     assert rebuilt_as(guarded_class(BuiltOnDict), adapter) is None
-    assert guard_registered(adapter, ("/d", None)) is adapter  # served as it is
+    assert guard_registered(adapter, (NodeAt(("d",)), None)) is adapter  # served as it is

@@ -518,8 +518,15 @@ def test_simple_server_page_storage_and_servers_list(tmp_path):
     assert SERVERS[-1] is client.server
     SERVERS.pop().close()
     assert not client.server.directory.exists()
-    with pytest.raises(NotImplementedError, match="webhooks"):
-        SimpleTiledServer(tmp_path / "w", enable_webhooks=True)
+    with SimpleTiledServer(tmp_path / "w", enable_webhooks=True) as server:
+        # A local server's webhooks may target local receivers over plain HTTP.
+        response = httpx.post(
+            f"http://127.0.0.1:{server.port}/api/v1/webhooks/target/",
+            headers={"Authorization": f"Apikey {server.api_key}"},
+            json={"url": "http://localhost:19999/hook"},
+        )
+        assert response.status_code == 200, response.text
+        assert server.webhook_secret_key is not None
 
 
 def test_requests_to_the_server_root_are_never_500(tiled_server):

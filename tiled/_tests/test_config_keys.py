@@ -78,7 +78,7 @@ UPSTREAM = [
     (
         "trees[0].args.webhook_secret_keys",
         lambda t: _tree_catalog(t, webhook_secret_keys=["k"]),
-        "refused",
+        "yes",  # the webhooks section's keys are the ones used
     ),
     (
         "trees[0].args.create_mount_nodes_if_not_exist",
@@ -232,7 +232,7 @@ UPSTREAM = [
     ("expose_raw_assets: false", lambda t: {**TREES, "expose_raw_assets": False}, "yes"),
     ("routers", lambda t: {**TREES, "routers": ["tiled.server.api.about:router"]}, "yes"),
     ("streaming_cache", lambda t: {**TREES, "streaming_cache": {"uri": "memory"}}, "refused"),
-    ("webhooks", lambda t: {**TREES, "webhooks": {"secret_keys": ["k"]}}, "refused"),
+    ("webhooks", lambda t: {**TREES, "webhooks": {"secret_keys": ["k"]}}, "yes"),
     (
         "create_mount_nodes_if_not_exist",
         lambda t: {**TREES, "create_mount_nodes_if_not_exist": True},

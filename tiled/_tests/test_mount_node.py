@@ -8,8 +8,10 @@ package in test_upstream_test_suite.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy
@@ -305,3 +307,256 @@ def test_bad_catalog_variables_are_one_line_naming_them(tmp_path, monkeypatch, n
         construct_build_app_kwargs({"catalog": {"uri": f"sqlite:///{tmp_path}/c.db"}})
     assert len(info.value.problems) == 1, info.value.problems
     assert info.value.problems[0].startswith(f"environment variable {name}: ")
+
+
+# --- errors name nodes where the client sees them -------------------------------------------------
+#
+# The catalog names a node in an error by its path below the root it is served as (for a
+# mount_node, below that node); the server names it below the path it serves that root at.
+# Served whole at the root, the messages are as they always were.
+
+LAYOUTS = {
+    "whole": ({}, ""),
+    "mounted": ({"mount_node": "/A/sub"}, ""),
+    "tree": ({}, "raw"),
+    "mounted tree": ({"mount_node": "/A/sub"}, "raw"),
+}
+
+
+def _served(uri, tmp_path, layout, **args):
+    """The configuration of ``layout`` and the path at which its catalog's root is served."""
+    catalog_args, prefix = LAYOUTS[layout]
+    _make(_whole(uri, tmp_path), "A", "A/sub")
+    catalog = _catalog(uri, tmp_path, **catalog_args, **args)
+    return (_trees((f"/{prefix}", catalog)) if prefix else {"catalog": catalog}), prefix
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_errors_name_nodes_at_the_path_the_client_asked_for(uri, tmp_path, layout):
+    config, prefix = _served(uri, tmp_path, layout)
+
+    def at(path: str) -> str:
+        return f"{prefix}/{path}" if prefix else path
+
+    with Context.from_app(build_app_from_config(config)) as context:
+        client = from_context(context)
+        served = client[prefix] if prefix else client
+        served.create_container("box").create_container("inner")
+        served.write_array(numpy.arange(3), key="x")
+        http = context.http_client
+        # The details, in the order of the requests below.
+        (source,) = served["x"].data_sources()
+        (asset,) = source.assets
+        changed = source.to_json()
+        changed["structure"]["shape"], changed["structure"]["chunks"] = [30], [[30]]
+        requests = [
+            (http.delete(f"/api/v1/metadata/{at('box')}"), 409,
+             f"{at('box')} has children; pass recursive=True to delete them too"),
+            (http.post(f"/api/v1/metadata/{prefix}",
+                       json={"id": "box", "structure_family": "container"}), 409,
+             f"There is already a node named 'box' in /{prefix}"),
+            (http.post(f"/api/v1/metadata/{at('box')}",
+                       json={"id": "inner", "structure_family": "container"}), 409,
+             f"There is already a node named 'inner' in /{at('box')}"),
+            (http.delete(f"/api/v1/revisions/{at('box')}", params={"number": 7}), 404,
+             f"No revision 7 of {at('box')}"),
+            (http.put(f"/api/v1/data_source/{at('x')}",
+                      json={"data_source": {**source.to_json(), "id": source.id + 1000}}), 404,
+             f"No data_source {source.id + 1000} on /{at('x')}"),
+            (http.put(f"/api/v1/data_source/{at('x')}", json={"data_source": changed}), 409,
+             f"Data source {source.id} of /{at('x')} is stored by the server; it changes only "
+             "by writing data through the data routes"),
+            (http.delete(f"/api/v1/asset/{at('x')}", params={"id": asset.id}), 409,
+             f"Asset {asset.id} of /{at('x')} holds data the server manages; deleting it "
+             "deletes the data. Pass external_only=false to delete it."),
+            (http.delete(f"/api/v1/metadata/{at('x')}"), 409,
+             f"Deleting {at('x')} would delete data the server manages; "
+             "pass external_only=False to delete it"),
+        ]  # fmt: skip
+        for response, status, detail in requests:
+            assert (response.status_code, response.json()["detail"]) == (status, detail)
+        # A node whose data are gone says so, under its path, through /api/v1 and /zarr alike.
+        deleted = http.delete(
+            f"/api/v1/asset/{at('x')}", params={"id": asset.id, "external_only": False}
+        )
+        assert deleted.status_code == 200, deleted.text
+        gone = f"/{at('x')}: its stored data were deleted (the data source has no assets)"
+        for url in (f"/api/v1/array/full/{at('x')}", f"/zarr/v3/{at('x')}/zarr.json"):
+            response = http.get(url)
+            assert (response.status_code, response.json()["detail"]) == (415, gone), url
+
+
+class VanishingArray:
+    """Registered data whose reads fail (a disk gone after the file was opened)."""
+
+    structure_family = "array"
+    specs: list = []
+
+    @classmethod
+    def from_uris(cls, data_uri: str, **kwargs):
+        return cls()
+
+    @classmethod
+    def from_catalog(cls, data_source, node, /, **kwargs):
+        return cls()
+
+    def structure(self):
+        from tiled.structures.array import ArrayStructure
+
+        return ArrayStructure.from_array(numpy.zeros(3))
+
+    def metadata(self) -> dict:
+        return {}
+
+    def read(self, slice=None):
+        raise OSError("the disk is gone")
+
+
+class FileGroup:
+    """A registered file as a container of one array (upstream's style), read when opened."""
+
+    structure_family = "container"
+    specs: list = []
+
+    def __init__(self, data_uri: str):
+        from tiled.adapters.array import ArrayAdapter
+
+        size = len(Path(data_uri.removeprefix("file://localhost")).read_bytes())
+        self._members = {"y": ArrayAdapter.from_array(numpy.arange(size))}
+
+    @classmethod
+    def from_uris(cls, data_uri: str, **kwargs):
+        return cls(data_uri)
+
+    @classmethod
+    def from_catalog(cls, data_source, node, /, **kwargs):
+        return cls(data_source.assets[0].data_uri)
+
+    def metadata(self) -> dict:
+        return {}
+
+    def keys(self):
+        return list(self._members)
+
+    def __getitem__(self, key: str):
+        return self._members[key]
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def structure(self):
+        return {"keys": self.keys()}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_registered_files_that_fail_are_named_where_the_client_sees_them(uri, tmp_path, layout):
+    from tiled.structures.array import ArrayStructure
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import Asset, DataSource, Management
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.bin").write_bytes(b"\0")
+    (files / "group.bin").write_bytes(b"\0\0")
+    mimetype, group = "application/x-vanishing", "application/x-file-group"
+    config, prefix = _served(
+        uri, tmp_path, layout, readable_storage=[str(files)], lookup_cache_ttl=0,
+        adapters_by_mimetype={
+            mimetype: f"{__name__}:VanishingArray", group: f"{__name__}:FileGroup"
+        },
+    )  # fmt: skip
+
+    def at(path: str) -> str:
+        return f"{prefix}/{path}" if prefix else path
+
+    with Context.from_app(build_app_from_config(config)) as context:
+        served = from_context(context)
+        served = served[prefix] if prefix else served
+        served.new(
+            "array", key="vanishing",
+            data_sources=[DataSource(
+                StructureFamily.array, structure=ArrayStructure.from_array(numpy.zeros(3)),
+                mimetype=mimetype, management=Management.external,
+                assets=[Asset(f"file://localhost{files}/a.bin", False, "data_uri")],
+            )],
+        )  # fmt: skip
+        served.new(
+            "container", key="group",
+            data_sources=[DataSource(
+                StructureFamily.container, mimetype=group, management=Management.external,
+                assets=[Asset(f"file://localhost{files}/group.bin", False, "data_uri")],
+            )],
+        )  # fmt: skip
+        (files / "group.bin").unlink()
+        http = context.http_client
+        # Read when its data are asked for.
+        response = http.get(f"/api/v1/array/full/{at('vanishing')}")
+        assert response.status_code == 415, response.text
+        assert response.json()["detail"] == (
+            f"/{at('vanishing')}: cannot read its {mimetype} data: OSError: the disk is gone"
+        )
+        # Found missing when a path into it is looked up.
+        response = http.get(f"/api/v1/metadata/{at('group')}/y")
+        assert response.status_code == 415, response.text
+        assert response.json()["detail"].startswith(
+            f"/{at('group')}: cannot open its {group} data: a file it needs is missing"
+        )
+
+
+async def test_errors_of_nodes_changed_meanwhile_name_them_below_the_mount(uri, tmp_path):
+    """What a node learns only when it writes (it was deleted since it was looked up, a key
+    registered twice) is named below the mounted node, and below where the tree is served."""
+    from tiled.config.build import mount
+    from tiled.errors import NoSuchEntry
+    from tiled.server.errors import error_response
+    from tiled.structures.array import ArrayStructure
+
+    whole = from_uri(uri, init_if_not_exists=True)
+    await whole.startup()
+    try:
+        await (await whole.create_node(key="A", structure_family="container")).create_node(
+            key="sub", structure_family="container"
+        )
+    finally:
+        await whole.shutdown()
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.h5").write_bytes(b"\0")
+    root = from_uri(uri, mount_node="/A/sub", readable_storage=[files])
+    await root.startup()
+    try:
+        box = await root.create_node(key="box", structure_family="container")
+        stale = await root.lookup_adapter(["box"])
+        await box.delete()
+        refusals = [
+            await _refusal(stale.delete()),
+            await _refusal(stale.replace_metadata(metadata={"a": 1})),
+            await _refusal(stale.create_node(key="k", structure_family="container")),
+        ]
+        for refusal in refusals:
+            assert isinstance(refusal, NoSuchEntry) and str(refusal) == "No such entry: ['box']"
+            response = error_response(refusal, mount([(("raw",), root)]))
+            assert json.loads(response.body) == {"detail": "No such entry: ['raw', 'box']"}
+        child = {
+            "key": "twice", "structure_family": "array",
+            "data_sources": [{
+                "structure_family": "array", "mimetype": "application/x-hdf5",
+                "structure": ArrayStructure.from_array(numpy.zeros(1)).to_json(),
+                "management": "external",
+                "assets": [{"data_uri": f"file://localhost{files}/a.h5", "is_directory": False,
+                            "parameter": "data_uri", "num": None}],
+            }],
+        }  # fmt: skip
+        results = await root.register_children([child, child], files_read=True)
+        assert results[0] is None
+        assert str(results[1]) == "There is already a node named 'twice' in /"
+    finally:
+        await root.shutdown()
+
+
+async def _refusal(call) -> Exception | None:
+    try:
+        await call
+    except Exception as err:  # noqa: BLE001 - the test looks at what it is
+        return err
+    return None

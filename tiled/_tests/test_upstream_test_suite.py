@@ -227,8 +227,6 @@ DESELECTED = {
         ),
     },
     "test_simple_server": {
-        "test_webhooks_enabled": "webhooks are not offered by this server",
-        "test_webhooks_delivers_event": "webhooks are not offered by this server",
         "test_close_with_open_streaming_subscription_does_not_hang[False]": (
             "streaming subscriptions are not offered by this server"
         ),

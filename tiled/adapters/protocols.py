@@ -188,6 +188,14 @@ class SearchesDeep(Protocol):
 
 
 @runtime_checkable
+class HasWebhooks(Protocol):
+    def webhooks(self) -> Any:
+        """This node's webhooks (``tiled.catalog.webhooks.NodeWebhooks``: a catalog's nodes
+        have them), or None where the server delivers none."""
+        ...
+
+
+@runtime_checkable
 class Sortable(Protocol):
     def sort(self, sorting: Sequence[tuple[str, int]]) -> Any:
         """A variation listing its members by ``(key, direction)`` pairs."""

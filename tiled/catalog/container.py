@@ -34,6 +34,7 @@ from ..structures.data_source import DataSource
 from ..utils import run_sync
 from ..zarr_format.model import regular_chunks
 from ..zarr_format.submitted import SubmittedArray
+from . import webhooks as webhook_events
 from .access import tags_of_node
 from .core import Catalog, NodeRecord, join_path
 from .creation import check_key, create_child, register_children
@@ -358,7 +359,7 @@ class CatalogContainerBase(ContainerAdapterBase):
     async def zarr_member(self, key: str) -> Any:
         child = await self.get(key)
         if child is None:
-            raise NoSuchEntry(list((*self._segments, key)))
+            raise NoSuchEntry(self._catalog.node_at((*self._segments, key)))
         return child
 
     async def lookup_adapter(self, segments: Sequence[str]) -> Any:
@@ -373,7 +374,7 @@ class CatalogContainerBase(ContainerAdapterBase):
             # SQLite joins at most 64 tables: a longer path is resolved a stretch at a time.
             head = await self.lookup_adapter(segments[:MAX_JOINED_STEPS])
             if not is_group(head):
-                raise NoSuchEntry(list((*self._segments, *segments)))
+                raise NoSuchEntry(self._catalog.node_at((*self._segments, *segments)))
             return await head.lookup_adapter(segments[MAX_JOINED_STEPS:])
         path = join_path(self._path, "/".join(segments))
         cached, generation = await self._catalog.cached_lookup(path)
@@ -398,7 +399,7 @@ class CatalogContainerBase(ContainerAdapterBase):
     async def _lookup_inside(self, connection: Any, segments: list[str]) -> Any:
         """A path that goes on below a node with members of its own: a table's columns, the
         members of a registered HDF5 file or zarr group (at any depth)."""
-        missing = NoSuchEntry(list((*self._segments, *segments)))
+        missing = NoSuchEntry(self._catalog.node_at((*self._segments, *segments)))
         if len(segments) < 2:
             raise missing
         ids = (await connection.execute(path_ids(self._node_id, segments[:-1]))).one_or_none()
@@ -410,7 +411,8 @@ class CatalogContainerBase(ContainerAdapterBase):
         # A registered file is opened once for a burst of requests inside it (zarr chunks).
         node, generation = await self._catalog.cached_lookup(node_path)
         if node is None:
-            parent = join_path(self._path, "/".join(segments[: depth - 1]))
+            # (Not join_path: at depth 1 the parent is this node, whose path has no '/' after.)
+            parent = "/".join((*self._segments, *segments[: depth - 1]))
             query = records_query([nodes.c.id == found[-1]])
             records = await fetch_records(connection, query, parent)
             deepest = records[0] if records else None
@@ -514,6 +516,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         )  # fmt: skip
         if self._child_count is not None:
             self._child_count += 1  # counts are a snapshot taken with the row; keep ours true
+        await self._tell_webhooks([record])
         # Registration has just opened the files; the answer needs only the row.
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
@@ -540,6 +543,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         )  # fmt: skip
         if self._child_count is not None:
             self._child_count += 1
+        await self._tell_webhooks([record])
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
 
@@ -561,9 +565,21 @@ class CatalogContainerBase(ContainerAdapterBase):
         results = await register_children(
             self._catalog, self._node_id, self._path, children, files_read=files_read
         )
+        created = [r for r in results if isinstance(r, NodeRecord)]
         if self._child_count is not None:
-            self._child_count += sum(isinstance(r, NodeRecord) for r in results)
+            self._child_count += len(created)
+        await self._tell_webhooks(created)
         return [None if isinstance(r, NodeRecord) else r for r in results]
+
+    async def _tell_webhooks(self, children: list[NodeRecord]) -> None:
+        if self._catalog.webhooks is not None and children:
+            events = [webhook_events.child_created(record) for record in children]
+            await self._catalog.webhooks.announce(self._node_id, *events)
+
+    def webhooks(self) -> Any:
+        """This node's webhooks (see :class:`~tiled.adapters.protocols.HasWebhooks`)."""
+        hooks = self._catalog.webhooks
+        return None if hooks is None else hooks.of_node(self._node_id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{self._path}>"
@@ -588,6 +604,7 @@ class CatalogRootAdapter(CatalogContainerBase):
         create_mount_nodes: bool = False,
     ):
         super().__init__(catalog, (), metadata=metadata, specs=specs, access_blob=access_blob)
+        catalog.root = self  # the tree its errors name nodes in (Catalog.node_at)
         self.mount_path = tuple(mount_path)
         self.create_mount_nodes = create_mount_nodes
         self.startup_tasks = [self.startup]

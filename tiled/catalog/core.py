@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..change_feeds import change_feed
-from ..errors import NotFound
+from ..errors import NodeAt, NotFound
 from ..structures.core import Spec, StructureFamily
 from ..structures.data_source import DataSource
 from ..structures.json import dumps_text, refuse
@@ -168,7 +168,23 @@ class Catalog:
         # id of the node found there, looked for again whenever the database has changed.
         self.mount_path: tuple[str, ...] = ()
         self.mount_id: int | None = None
+        # Its webhooks (tiled.catalog.webhooks.CatalogWebhooks), where the server delivers them.
+        self.webhooks: Any = None
         self._mount_seen_in: Any = _NOT_SEEN
+        # The adapter that serves this catalog as a tree (its CatalogRootAdapter, which sets
+        # it): errors name nodes below it, and the server places that where it serves it.
+        self.root: Any = None
+
+    def node_at(self, path: str | Sequence[str]) -> NodeAt:
+        """The node at ``path`` of the database (``"a/b"`` or its keys) as errors name it: by
+        its keys below the node this catalog is served from (mount_node), in the tree of its
+        root adapter. A client never sees where that node lies in the database."""
+        if isinstance(path, str):
+            path = [part for part in path.split("/") if part]
+        segments = tuple(path)
+        if segments[: len(self.mount_path)] == self.mount_path:
+            segments = segments[len(self.mount_path) :]
+        return NodeAt(segments, self.root)
 
     @property
     def is_sqlite(self) -> bool:

@@ -31,6 +31,8 @@ from ..errors import (
     NoSuchEntry,
     TiledError,
     Unsupported,
+    UnsupportedUploadType,
+    naming,
 )
 from ..structures.core import StructureFamily, normalize_specs
 from ..structures.data_source import Asset, DataSource, Management
@@ -120,6 +122,14 @@ def _check_sources(family: StructureFamily, sources: list[DataSource], register:
     if sources[0].assets and not register:
         raise BadRequest("Data sources with assets must be registered (register=True)")
     for source in sources:
+        if source.management == Management.external and not source.assets:
+            # Else it would be given new storage and be writable: not what was asked for.
+            # 415 as upstream's answer to one (its mimetype is none it can read).
+            raise UnsupportedUploadType(
+                "An external data source (management 'external') is read from its files, "
+                "given as assets, and this one has none: register the files as assets, or "
+                "leave out management to have the server store the data"
+            )
         places = [(asset.parameter, asset.num) for asset in source.assets]
         single = {parameter for parameter, num in places if num is None}
         numbered = {parameter for parameter, num in places if num is not None}
@@ -216,14 +226,21 @@ def _prepared(
     return record, sources
 
 
-def _conflict(err: IntegrityError, record: NodeRecord) -> Conflict | NoSuchEntry:
+def _taken(catalog: Catalog, parent: str, key: str) -> Conflict:
+    return naming(
+        Conflict, catalog.node_at(parent), "There is already a node named {key!r} in /{path}",
+        key=key,
+    )  # fmt: skip
+
+
+def _conflict(err: IntegrityError, record: NodeRecord, catalog: Catalog) -> Conflict | NoSuchEntry:
     text = str(err.orig)
     if "key_parent_unique_constraint" in text or "nodes.key, nodes.parent" in text:
-        return Conflict(f"There is already a node named {record.key!r} in /{record.parent}")
+        return _taken(catalog, record.parent, record.key)
     if 'on table "nodes" violates foreign key constraint' in text:
         # PostgreSQL: the parent was deleted (by another request) after it was looked up and
         # before its key-share lock (SQLite: _check_parent, under the database's write lock).
-        return NoSuchEntry([part for part in record.parent.split("/") if part])
+        return NoSuchEntry(catalog.node_at(record.parent))
     return Conflict(f"The node's data sources conflict: {text.splitlines()[0]}")
 
 
@@ -273,14 +290,14 @@ async def create_child(
                     created.append(storage)  # known before anything is created in it
                     source = await run_sync(create_storage, storage, source, zarr_documents)
                 described.append(source)
-            await _insert_many(connection, [(record, described)])
+            await _insert_many(connection, catalog, [(record, described)])
     except BaseException as err:
         if created:
             # On a thread (a bucket's deletes are requests over the network), shielded: a
             # cancellation of this request must not leave storage behind.
             await asyncio.shield(asyncio.ensure_future(run_sync(destroy_storages, created)))
         if isinstance(err, IntegrityError):
-            raise _conflict(err, record) from None
+            raise _conflict(err, record, catalog) from None
         raise
     return record
 
@@ -338,17 +355,15 @@ async def register_children(
         fresh: dict[str, tuple[int, NodeRecord, list[DataSource]]] = {}
         for position, record, sources in prepared:
             if record.key in taken or record.key in fresh:
-                results[position] = Conflict(
-                    f"There is already a node named {record.key!r} in /{parent}"
-                )
+                results[position] = _taken(catalog, parent, record.key)
             else:
                 fresh[record.key] = (position, record, sources)
         if fresh:
-            await _insert_many(connection, [(r, s) for _, r, s in fresh.values()])
+            await _insert_many(connection, catalog, [(r, s) for _, r, s in fresh.values()])
     return results
 
 
-async def _check_parent(connection: Any, record: NodeRecord) -> None:
+async def _check_parent(connection: Any, catalog: Catalog, record: NodeRecord) -> None:
     """Refuse (404) children of a parent deleted since it was looked up, and, while they are
     inserted, keep it from being deleted (PostgreSQL: a key-share lock on its row; a SQLite writer
     holds the whole database). Its key is compared too: SQLite gives the id of a deleted row
@@ -357,11 +372,11 @@ async def _check_parent(connection: Any, record: NodeRecord) -> None:
     locked = query.with_for_update(read=True, key_share=True)  # a metadata update may go on
     key = (await connection.execute(locked)).scalar_one_or_none()
     if key is None or key != record.parent.rpartition("/")[2]:
-        raise NoSuchEntry([part for part in record.parent.split("/") if part])
+        raise NoSuchEntry(catalog.node_at(record.parent))
 
 
 async def _insert_many(
-    connection: Any, children: list[tuple[NodeRecord, list[DataSource]]]
+    connection: Any, catalog: Catalog, children: list[tuple[NodeRecord, list[DataSource]]]
 ) -> None:
     """Insert new nodes with their data sources (storage already made): a few statements
     in all, however many nodes.
@@ -371,7 +386,7 @@ async def _insert_many(
     since RETURNING in insertion order would cost a statement per row on SQLite.
     """
     records = [record for record, _ in children]
-    await _check_parent(connection, records[0])
+    await _check_parent(connection, catalog, records[0])
     await connection.execute(
         nodes.insert(),
         [

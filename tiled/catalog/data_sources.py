@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, exists, select, update
 
 from ..adapters.files import path_from_uri
-from ..errors import BadRequest, Conflict, InvalidStructure, NotFound
+from ..errors import BadRequest, Conflict, InvalidStructure, NotFound, naming
 from ..structures.core import StructureFamily
 from ..structures.data_source import Asset, DataSource, Management
 from ..utils import run_sync
@@ -100,7 +100,9 @@ async def put_data_source(
         return await _add_data_source(catalog, record, source, patch)
     position = next((i for i, old in enumerate(record.data_sources) if old.id == source.id), None)
     if position is None:
-        raise NotFound(f"No data_source {source.id} on /{record.path}")
+        raise naming(
+            NotFound, catalog.node_at(record.path), "No data_source {id} on /{path}", id=source.id
+        )
     old = record.data_sources[position]
     if old.management == Management.writable:
         if _same_description(old, replace(source, assets=_merged_assets(old, source))):
@@ -108,10 +110,11 @@ async def put_data_source(
             if patch is not None:
                 patch.check(old.structure)
             return old
-        raise Conflict(
-            f"Data source {old.id} of /{record.path} is stored by the server; it changes only "
-            "by writing data through the data routes"
-        )
+        raise naming(
+            Conflict, catalog.node_at(record.path),
+            "Data source {id} of /{path} is stored by the server; it changes only by writing "
+            "data through the data routes", id=old.id,
+        )  # fmt: skip
     merged = replace(source, assets=_merged_assets(old, source))
     checked = await run_sync(_registered, catalog, merged, record)
     if patch is not None:
@@ -215,10 +218,11 @@ async def delete_asset(
         return None
     internal = any(Management(s.management) != Management.external for s in users)
     if internal and external_only:
-        raise WouldDeleteData(
-            f"Asset {asset_id} of /{record.path} holds data the server manages; deleting it "
-            "deletes the data. Pass external_only=false to delete it."
-        )
+        raise naming(
+            WouldDeleteData, catalog.node_at(record.path),
+            "Asset {id} of /{path} holds data the server manages; deleting it deletes the "
+            "data. Pass external_only=false to delete it.", id=asset_id,
+        )  # fmt: skip
     source_ids = [s.id for s in users]
     if not internal:
         return await _delete_asset(catalog, record, asset_id, source_ids, internal)

@@ -51,11 +51,13 @@ from ..errors import (
     DataUnavailable,
     InvalidDtype,
     InvalidZarrDocument,
+    NodeAt,
     NoSuchEntry,
     NotFound,
     TiledError,
     UnfinishedWrite,
     ZarrKeyNotFound,
+    naming,
 )
 from ..ndslice import NDBlock
 from ..structures.array import ArrayStructure
@@ -64,6 +66,7 @@ from ..structures.data_source import DataSource, Management
 from ..utils import run_sync
 from ..zarr_format.model import check_chunk_counts, grid_counts, regular_chunks
 from ..zarr_format.stored import passable_codecs
+from . import webhooks as webhook_events
 from .access import set_node_tags, tags_of_node
 from .core import Catalog, NodeRecord
 from .creation import replace_structure, stored_structure
@@ -119,10 +122,20 @@ class CatalogNode:
     def segments(self) -> tuple[str, ...]:
         return self._record.segments
 
+    @property
+    def _named(self) -> NodeAt:
+        """This node as its errors name it (below the node the catalog is served from)."""
+        return self._catalog.node_at(self.segments)
+
     def exclusive(self, *below: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Writers of this node (or of its descendant ``below``) one at a time, in every
         process (see :class:`~tiled.adapters.protocols.ExcludesWriters`)."""
         return self._catalog.exclusive("/".join((*self.segments, *below)))
+
+    def webhooks(self) -> Any:
+        """This node's webhooks (see :class:`~tiled.adapters.protocols.HasWebhooks`)."""
+        hooks = self._catalog.webhooks
+        return None if hooks is None else hooks.of_node(self._record.id)
 
     @property
     def time_created(self) -> Any:
@@ -157,7 +170,7 @@ class CatalogNode:
         if not found or (found[0].parent_id, found[0].key, _asset_uris(found[0])) != (
             self._record.parent_id, self._record.key, _asset_uris(self._record),
         ):  # fmt: skip
-            raise NoSuchEntry(list(self.segments))
+            raise NoSuchEntry(self._named)
         return found[0]
 
     @contextlib.asynccontextmanager
@@ -206,6 +219,9 @@ class CatalogNode:
             self._record.specs = self._specs = new_specs
         if access_blob is not None:
             self._record.access_blob = self.access_blob = access_blob
+        if self._catalog.webhooks is not None:  # as upstream: whatever the update changed
+            event = webhook_events.metadata_updated(self._record)
+            await self._catalog.webhooks.announce(self._record.id, event)
 
     async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
         query = select(nodes.c.metadata, nodes.c.specs, nodes.c.time_updated)
@@ -216,7 +232,7 @@ class CatalogNode:
             )
         ).one_or_none()
         if current is None:
-            raise NoSuchEntry(list(self.segments))
+            raise NoSuchEntry(self._named)
         if drop_revision:
             return
         latest = select(func.coalesce(func.max(revisions.c.revision_number), 0)).where(
@@ -252,7 +268,7 @@ class CatalogNode:
                 )
             )
         if result.rowcount == 0:
-            raise NotFound(f"No revision {number} of {'/'.join(self.segments)}")
+            raise naming(NotFound, self._named, "No revision {number} of {path}", number=number)
 
     async def delete(self, recursive: bool = False, external_only: bool = True) -> None:
         """Delete this node (and, with ``recursive``, its descendants) and their stored data.
@@ -266,21 +282,24 @@ class CatalogNode:
             await self._delete(recursive, external_only)
 
     async def _delete(self, recursive: bool, external_only: bool) -> None:
-        path = self._record.path
         await self.stored_record()  # deleted (or replaced) since it was looked up: 404
         node_id = self._record.id
         async with self._catalog.connect(write=True) as connection:
             total = len(await _lock_subtree(connection, node_id))
             if total == 0:
-                raise NoSuchEntry(list(self.segments))
+                raise NoSuchEntry(self._named)
             if total > 1 and not recursive:
-                raise Conflict(f"{path} has children; pass recursive=True to delete them too")
+                raise naming(
+                    Conflict, self._named,
+                    "{path} has children; pass recursive=True to delete them too",
+                )  # fmt: skip
             writable, asset_ids = await _stored_assets(connection, node_id)
             if writable and external_only:
-                raise WouldDeleteData(
-                    f"Deleting {path} would delete data the server manages; "
-                    "pass external_only=False to delete it"
-                )
+                raise naming(
+                    WouldDeleteData, self._named,
+                    "Deleting {path} would delete data the server manages; "
+                    "pass external_only=False to delete it",
+                )  # fmt: skip
             from .sql_tables import delete_datasets, stored_datasets
 
             rows = await stored_datasets(connection, subtree_condition(node_id))
@@ -818,8 +837,10 @@ _MEMBER_LOOKUPS = ("lookup_adapter", "zarr_member")
 
 
 def _unreadable(adapter: Any, err: Exception) -> DataUnavailable:
-    where, mimetype = getattr(adapter, "_registered_as", ("", None))
-    return DataUnavailable(f"{where}: {why_unopenable(mimetype, err).replace('open', 'read', 1)}")
+    # Named by the registered node, whichever member of its files failed.
+    where, mimetype = getattr(adapter, "_registered_as", (NodeAt(()), None))
+    reason = why_unopenable(mimetype, err).replace("open", "read", 1)
+    return naming(DataUnavailable, where, "/{path}: {reason}", reason=reason)
 
 
 def _guard_read(original: Any) -> Any:
@@ -932,7 +953,7 @@ def rebuilt_as(cls: type, adapter: Any) -> Any | None:
     return rebuilt
 
 
-def guard_registered(adapter: Any, registered_as: tuple[str, str | None]) -> Any:
+def guard_registered(adapter: Any, registered_as: tuple[NodeAt, str | None]) -> Any:
     """``adapter`` (read from registered files) answering 4xx when they fail to be read; an
     object that cannot be carried over to its guarded class is served as it is."""
     if getattr(type(adapter), "_guards_files", False) or not hasattr(adapter, "structure_family"):
@@ -990,7 +1011,7 @@ class UnavailableNode(CatalogNode):
         return stored if hasattr(stored, "to_json") else StoredStructure(stored)
 
     def unavailable(self) -> DataUnavailable:
-        return DataUnavailable(f"/{self._record.path}: {self.reason}")
+        return naming(DataUnavailable, self._named, "/{path}: {reason}", reason=self.reason)
 
     def read(self, *args: Any, **kwargs: Any) -> Any:
         raise self.unavailable()
@@ -1102,7 +1123,7 @@ def open_node(catalog: Catalog, record: NodeRecord) -> Any:
             f"its adapter ({type(adapter).__qualname__}) keeps state in a built-in or extension "
             "type, which the catalog cannot carry over to a node",
         )  # fmt: skip
-    served._registered_as = (f"/{record.path}", source.mimetype)
+    served._registered_as = (catalog.node_at(record.segments), source.mimetype)
     return served.bind(catalog, record)
 
 

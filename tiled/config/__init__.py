@@ -55,7 +55,7 @@ from .sections import (
     StreamingCache,
     TreeSpec,
     UvicornConfig,
-    Webhooks,
+    WebhooksConfig,
     ZarrConfig,
     _Section,
 )
@@ -63,7 +63,8 @@ from .sections import (
 __all__ = [
     "CONCATENATED_KEYS", "AccessControl", "Authentication", "AuthenticationProviderSpec",
     "CatalogConfig", "CatalogTreeSpec", "Config", "ConfigError", "Database", "MetricsConfig",
-    "SpecDeclaration", "TreeSpec", "UnsupportedSetting", "UvicornConfig", "ZarrConfig",
+    "SpecDeclaration", "TreeSpec", "UnsupportedSetting", "UvicornConfig", "WebhooksConfig",
+    "ZarrConfig",
     "construct_build_app_kwargs", "expand_environment_variables", "import_from_config",
     "merge_documents", "parse_configs", "resolve_relative_path", "resolve_relative_paths",
     "validate_config",
@@ -100,7 +101,7 @@ class Config(_Section):
     expose_raw_assets: bool | None = None
     metrics: MetricsConfig | None = None
     streaming_cache: StreamingCache = None
-    webhooks: Webhooks = None
+    webhooks: WebhooksConfig | None = None
     # Mounted catalogs (mount_node) create the containers along their path when missing.
     create_mount_nodes_if_not_exist: bool | None = None
     # This server's own settings.
@@ -317,6 +318,8 @@ def _server_settings(config: Config) -> dict[str, Any]:
     }
     if config.zarr is not None:
         settings["zarr"] = config.zarr.model_dump()
+    if config.webhooks is not None:
+        settings["webhooks"] = config.webhooks.model_dump()
     if config.uvicorn.root_path:
         settings["root_path"] = config.uvicorn.root_path
     return settings

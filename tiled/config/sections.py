@@ -30,9 +30,7 @@ from . import build
 # Why each upstream setting that this server does not implement is refused.
 UNSUPPORTED = {
     "streaming_cache": "there is no cache for streaming live data (Redis or memory)",
-    "webhooks": "webhooks are not implemented",
     "cache_config": "there is no cache for streaming live data",
-    "webhook_secret_keys": "webhooks are not implemented",
     "bucket_storage": (
         "buckets are configured as a mapping {provider: s3, uri: http(s)://endpoint/bucket, "
         "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
@@ -75,9 +73,7 @@ def _mount_node(value: Any) -> Any:
 # Checked by the catalog's own rule, which says what a mount_node may be in one line.
 MountNode = Annotated[Any, AfterValidator(_mount_node)]
 CacheConfig = _refuse_unless("cache_config")
-WebhookSecretKeys = _refuse_unless("webhook_secret_keys", [])
 StreamingCache = _refuse_unless("streaming_cache")
-Webhooks = _refuse_unless("webhooks")
 
 
 class _Section(BaseModel):
@@ -307,7 +303,9 @@ class CatalogConfig(_Section):
     mount_node: MountNode = None
     create_mount_nodes_if_not_exist: bool | None = None
     cache_config: CacheConfig = None
-    webhook_secret_keys: WebhookSecretKeys = None
+    # Upstream's per-catalog copy of ``webhooks.secret_keys`` (its configuration loader fills
+    # it in): the keys of the ``webhooks`` section are the ones used.
+    webhook_secret_keys: list[str] | None = None
 
     def from_uri_kwargs(
         self, defaults: Mapping[str, Any], directory: Path | None, where: str = "catalog."
@@ -476,6 +474,50 @@ class MetricsConfig(_Section):
     the counting) off."""
 
     prometheus: bool | None = None
+
+
+class WebhooksConfig(_Section):
+    """Upstream's ``webhooks`` section: present, the server serves ``/api/v1/webhooks`` and
+    delivers the events of its catalogs (see :mod:`tiled.catalog.webhooks`).
+
+    ``secret_keys`` encrypt webhooks' signing secrets in the catalog (the first encrypts, any
+    decrypts: add a new key first to rotate); without them, webhooks cannot have secrets.
+    Deliveries go to HTTPS URLs on public addresses only, unless ``allow_http`` and
+    ``allow_private_addresses`` say otherwise; ``blocked_networks`` (CIDR) adds to the private
+    and reserved ranges refused, and ``allow_delivery_hosts`` names hosts accepted wherever
+    they resolve to.
+    """
+
+    secret_keys: list[str] = []
+    blocked_networks: list[str] = []
+    allow_delivery_hosts: list[str] = []
+    allow_http: bool = False
+    allow_private_addresses: bool = False
+
+    @field_validator("blocked_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (e.g. 10.1.0.0/16)") from None
+        return value
+
+    @field_validator("allow_delivery_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for host in value:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                continue
+            raise ValueError(f"{host!r} is an address: allow_delivery_hosts names hosts")
+        return value
 
 
 class SpecDeclaration(_Section):

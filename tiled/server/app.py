@@ -113,6 +113,7 @@ def _lifespan(
     authenticator: Any,
     policy: Any,
     metrics: Any = None,
+    webhooks: Any = None,
 ):
     tasks = dict(tasks or {})
 
@@ -130,6 +131,10 @@ def _lifespan(
         own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
         if kind == "startup" and supports(policy, StartsWithTree):
             own.append(functools.partial(policy.startup, tree))
+        if webhooks is not None:  # deliveries need their catalogs, from start to end
+            own = {"startup": [*own, webhooks.startup], "shutdown": [webhooks.shutdown, *own]}.get(
+                kind, own
+            )
         return first + own + last
 
     @contextlib.asynccontextmanager
@@ -161,6 +166,7 @@ def build_app(
     scalable: bool = False,
     access_policy=None,
     include_routers=None,
+    webhook_url_validator=None,
 ) -> FastAPI:
     """Build the application serving ``tree`` (any adapter, usually a container).
 
@@ -172,6 +178,10 @@ def build_app(
     ``serialization_registry`` encodes data responses; ``deserialization_registry`` reads the
     bodies of writes; ``compression_registry`` compresses response bodies (HTTP content
     coding); ``validation_registry`` validates the specs of created and updated nodes.
+
+    ``webhook_url_validator`` (an async callable given the registration, raising
+    ``HTTPException`` to refuse it) replaces the checks of webhook URLs that the
+    ``webhooks`` settings describe.
     """
     from ..query_registration import default_query_registry
     from ..serialization import default_deserialization_registry, default_serialization_registry
@@ -186,10 +196,15 @@ def build_app(
         _authentication(authentication, env), _database(server_settings, env), scalable
     )
     metrics = metrics_from_environment() if settings.prometheus else None
+    webhooks = None
+    if settings.webhooks is not None:
+        from .api.webhooks import WebhookService
+
+        webhooks = WebhookService.for_tree(tree, settings.webhooks, webhook_url_validator)
     app = TiledApp(
         title="Tiled",
         version=__version__,
-        lifespan=_lifespan(tree, tasks, authenticator, access_policy, metrics),
+        lifespan=_lifespan(tree, tasks, authenticator, access_policy, metrics, webhooks),
         root_path=settings.root_path,
     )
     state = TiledState(
@@ -202,6 +217,7 @@ def build_app(
         deserialization_registry=_given(deserialization_registry, default_deserialization_registry),
         compression_registry=_given(compression_registry, default_compression_registry),
         validation_registry=_given(validation_registry, default_validation_registry),
+        webhooks=webhooks,
     )
     install_state(app, state)
     install_error_handlers(app)
@@ -213,6 +229,10 @@ def build_app(
         app.include_router(authenticator.router, prefix="/api/v1")
     if metrics is not None:
         app.include_router(metrics_router(metrics), prefix="/api/v1")
+    if webhooks is not None:
+        from .api.webhooks import router as webhooks_router
+
+        app.include_router(webhooks_router, prefix="/api/v1")
     for router in list(include_routers or []) + list(getattr(tree, "include_routers", [])):
         app.include_router(router, prefix="/api/v1")
         app.include_router(router, prefix="/custom")

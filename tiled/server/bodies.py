@@ -39,7 +39,10 @@ async def request_body(request: Request, limit: int | None = None) -> bytes:
 # The writes (PUT, PATCH) of these routes read their bodies with request_body and a limit of
 # their own (an array write's is the size of the region it covers, which may pass
 # write_max_bytes); their POSTs are reads whose bodies (field lists) the framework reads.
-_SIZED_BY_THEIR_ROUTES = ("/api/v1/array/", "/api/v1/table/", "/api/v1/awkward/", "/api/v1/ragged/")
+# /node/full: upstream's deprecated spelling of PUT /table/full.
+_SIZED_BY_THEIR_ROUTES = (
+    "/api/v1/array/", "/api/v1/table/", "/api/v1/awkward/", "/api/v1/ragged/", "/api/v1/node/full/",
+)  # fmt: skip
 _SIZED_WRITES = frozenset({"PUT", "PATCH"})
 _WITHOUT_BODIES = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 

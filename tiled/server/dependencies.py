@@ -58,7 +58,8 @@ class Node:
         """
         policy = self.view.policy if self.view else None
         if not supports(policy, ApprovesTags):
-            return (blob_of_tags(requested) if requested is not None else None), None
+            blob = blob_of_tags(requested) if requested is not None else None
+            return blob, _reported_without_policy(current, requested)
         granted = None if current is None else self.granted
         tags = policy.approve_tags(self.identity, current, requested, granted)
         # Reported when the policy made them differ from the request (as upstream reports).
@@ -78,6 +79,22 @@ class Node:
     @property
     def family(self) -> str:
         return self.adapter.structure_family.value
+
+
+def _reported_without_policy(
+    current: frozenset[str] | None, requested: list[str] | None
+) -> list[str] | None:
+    """The tags a write answers with where no policy decides them (None: no ``access_tags``).
+
+    Upstream stores none then, and answers with the node's tags whenever the request differs
+    from them (a new node has none: ``[]``); this server stores the tags requested, and
+    answers when upstream does, with those. Upstream's client keeps the tags it sent unless
+    the answer has them: a node it created without this answer fails on ``access_tags``,
+    ``metadata_copy()`` and tag patches.
+    """
+    if requested is None:
+        return [] if current is None else None
+    return sorted(set(requested)) if frozenset(requested) != (current or frozenset()) else None
 
 
 def split_path(path: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import math
 import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -169,10 +170,34 @@ SERVER_ERROR = {"detail": "Internal server error"}
 SERVER_ERROR_HEADERS = {"Connection": "close"}
 
 
-def error_response(exception: Exception) -> JSONResponse:
+def tree_path(root: Any, tree: object) -> tuple[str, ...] | None:
+    """The keys of the path at which the server's ``root`` serves ``tree``: () for the root
+    itself, a ``trees:`` entry's path (tiled.config.build.mount); None if it serves no such
+    tree (one placed by other means: its paths are left as the tree names them)."""
+    for path, mounted in getattr(root, "mounted_trees", [("/", root)]):
+        if mounted is tree:
+            return tuple(part for part in path.split("/") if part)
+    return None
+
+
+def served_message(exception: BaseException, root: Any) -> str | None:
+    """The message of an error that names a node of one of the served trees (see
+    :class:`tiled.errors.NodeAt`), the node named at its path in this server; else None.
+
+    The one place such paths are placed: whatever raised the error names the node within its
+    tree (a mounted catalog, below its mount_node), the client reads the path it asks for."""
+    naming = getattr(exception, "naming", None)
+    if naming is None or naming.node.tree is None:
+        return None
+    prefix = tree_path(root, naming.node.tree)
+    return None if prefix is None else naming.text(prefix)
+
+
+def error_response(exception: Exception, root: Any = None) -> JSONResponse:
     """The JSON answer to an exception a handler raised: its status from the table, its
-    message as ``detail``; a database out of reach is 503 (see unavailable_service); anything
-    else unexpected is logged and answered 500 without details."""
+    message as ``detail`` (a node it names named where ``root``, the tree the server serves,
+    has it); a database out of reach is 503 (see unavailable_service); anything else
+    unexpected is logged and answered 500 without details."""
     status = status_for(exception)
     if status == 500:
         domain_error = _wrapped_domain_error(exception)
@@ -195,17 +220,25 @@ def error_response(exception: Exception) -> JSONResponse:
         # Every 401 names a scheme, so clients know credentials are what is missing.
         headers.setdefault("WWW-Authenticate", "Bearer")
     # An error may carry a structured detail that clients read (see AuthorizationPending).
-    detail = getattr(exception, "json_detail", None) or str(exception)
+    detail = (
+        getattr(exception, "json_detail", None) or served_message(exception, root) or str(exception)
+    )
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def served_tree(request: Request) -> Any:
+    """The tree the application that received ``request`` serves (None: not a Tiled app)."""
+    state = getattr(request.app.state, "tiled", None)
+    return state.root_tree if state is not None else None
+
+
 async def _tiled_error(request: Request, exception: errors.TiledError) -> JSONResponse:
-    return error_response(exception)
+    return error_response(exception, served_tree(request))
 
 
 async def _unexpected(request: Request, exception: Exception) -> JSONResponse:
     if unavailable_service(exception) is not None or refused_query(exception) is not None:
-        return error_response(exception)
+        return error_response(exception, served_tree(request))
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exception)
     return JSONResponse(SERVER_ERROR, status_code=500, headers=SERVER_ERROR_HEADERS)
 
@@ -241,7 +274,7 @@ async def _maybe_unavailable(request: Request, exception: Exception) -> JSONResp
         or _wrapped_domain_error(exception)
         or refused_query(exception) is not None
     ):
-        return error_response(exception)
+        return error_response(exception, served_tree(request))
     return await _unexpected(request, exception)
 
 

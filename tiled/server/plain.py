@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .authenticators import get_identity
 from .dependencies import Node, resolve_node, split_path
-from .errors import error_response
+from .errors import error_response, served_tree
 
 Handler = Callable[[Request, Node], Awaitable[Response]]
 
@@ -41,5 +41,5 @@ class PlainRoute:
             node = await resolve_node(request, identity, parts, self.scope)
             response = await self.handler(request, node)
         except Exception as exception:  # noqa: BLE001 - every error gets its JSON answer
-            response = error_response(exception)
+            response = error_response(exception, served_tree(request))
         await response(scope, receive, send)

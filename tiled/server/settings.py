@@ -73,6 +73,10 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
         )
     },
     "webhooks_secret_keys": ("webhooks", "secret_keys"),
+    "webhooks_blocked_networks": ("webhooks", "blocked_networks"),
+    "webhooks_allow_delivery_hosts": ("webhooks", "allow_delivery_hosts"),
+    "webhooks_allow_http": ("webhooks", "allow_http"),
+    "webhooks_allow_private_addresses": ("webhooks", "allow_private_addresses"),
 }
 SERVER_SETTINGS = (
     "allow_origins", "response_bytesize_limit", "exact_count_limit", "expose_raw_assets",
@@ -142,6 +146,10 @@ class Environment(BaseSettings):
     create_mount_nodes_if_not_exist: bool | None = None
     streaming_cache_uri: str | None = None
     webhooks_secret_keys: StringList = None
+    webhooks_blocked_networks: StringList = None
+    webhooks_allow_delivery_hosts: StringList = None
+    webhooks_allow_http: bool | None = None
+    webhooks_allow_private_addresses: bool | None = None
     catalog_uri: str | None = None
     catalog_writable_storage: StringList = None
     catalog_readable_storage: StringList = None
@@ -157,7 +165,8 @@ class Environment(BaseSettings):
     catalog_storage_max_overflow: int | None = None
 
     @field_validator(
-        "secret_keys", "allow_origins", "webhooks_secret_keys", "catalog_writable_storage",
+        "secret_keys", "allow_origins", "webhooks_secret_keys", "webhooks_blocked_networks",
+        "webhooks_allow_delivery_hosts", "catalog_writable_storage",
         "catalog_readable_storage", "catalog_top_level_access_tags", mode="before",
     )  # fmt: skip
     @classmethod
@@ -197,7 +206,11 @@ class Environment(BaseSettings):
 
     def server_settings(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in SERVER_SETTINGS}
-        return {name: value for name, value in values.items() if value is not None}
+        settings = {name: value for name, value in values.items() if value is not None}
+        webhooks = self.section("webhooks")
+        if webhooks:  # as upstream: any TILED_WEBHOOKS_* variable turns webhooks on
+            settings["webhooks"] = webhooks
+        return settings
 
 
 def read_environment() -> Environment:
@@ -241,6 +254,37 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class WebhookOptions:
+    """The ``webhooks`` section as the server uses it (see ``tiled.config.WebhooksConfig``)."""
+
+    secret_keys: tuple[str, ...] = ()
+    blocked_networks: tuple[str, ...] = ()
+    allow_delivery_hosts: tuple[str, ...] = ()
+    allow_http: bool = False
+    allow_private_addresses: bool = False
+
+    @classmethod
+    def from_value(cls, value: Any) -> WebhookOptions:
+        """From a mapping, or an object with these attributes (upstream's ``WebhooksConfig``,
+        which its ``build_app`` callers pass in ``server_settings``); checked as in a
+        configuration file."""
+        from ..config import WebhooksConfig
+
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            value = {name: getattr(value, name) for name in WebhooksConfig.model_fields}
+        checked = WebhooksConfig.model_validate(dict(value))
+        return cls(
+            secret_keys=tuple(checked.secret_keys),
+            blocked_networks=tuple(checked.blocked_networks),
+            allow_delivery_hosts=tuple(checked.allow_delivery_hosts),
+            allow_http=checked.allow_http,
+            allow_private_addresses=checked.allow_private_addresses,
+        )
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     root_path: str = ""
     allow_origins: tuple[str, ...] = ()
@@ -271,6 +315,8 @@ class ServerSettings:
     reject_undeclared_specs: bool = False
     # Upstream's ``metrics: {prometheus: ...}`` and its default: /api/v1/metrics is served.
     prometheus: bool = True
+    # Upstream's ``webhooks`` section; None: no /api/v1/webhooks, no deliveries.
+    webhooks: WebhookOptions | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ServerSettings:
@@ -291,4 +337,6 @@ class ServerSettings:
         zarr = values.get("zarr")
         if isinstance(zarr, Mapping):
             kwargs["zarr"] = ZarrOptions(**zarr)
+        if "webhooks" in kwargs:
+            kwargs["webhooks"] = WebhookOptions.from_value(kwargs["webhooks"])
         return cls(**kwargs)

@@ -53,6 +53,10 @@ def _stop(server: BackgroundServer, directory: Path | None) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+async def _any_url(registration: Any) -> None:
+    """Webhook targets of a local server are not checked (upstream's choice there too)."""
+
+
 class SimpleTiledServer:
     """A Tiled server with a new writable SQLite catalog, running until :meth:`close`.
 
@@ -76,8 +80,6 @@ class SimpleTiledServer:
         from ..catalog.storage import local_tabular_storage
         from .app import build_app
 
-        if enable_webhooks:
-            raise NotImplementedError("This server has no webhooks (enable_webhooks=True)")
         self._temporary = directory is None
         self.directory = (
             Path(tempfile.mkdtemp(prefix="tiled-simple-"))
@@ -89,8 +91,8 @@ class SimpleTiledServer:
         if isinstance(readable_storage, str | os.PathLike):
             readable_storage = [readable_storage]  # one directory may be given as itself
         self.api_key = api_key or secrets.token_hex(32)
-        # Upstream's attribute: the key of signed webhook secrets; there are no webhooks here.
-        self.webhook_secret_key: str | None = None
+        # With webhooks: the key their secrets are stored under (upstream's attribute).
+        self.webhook_secret_key = secrets.token_hex(32) if enable_webhooks else None
         self.catalog = catalog_from_uri(
             f"sqlite:///{self.directory / 'catalog.db'}",
             # Files for arrays and sparse arrays; an SQL database for appendable tables.
@@ -98,7 +100,17 @@ class SimpleTiledServer:
             readable_storage=[Path(p) for p in readable_storage or []],
             init_if_not_exists=True,
         )
-        self.app = build_app(self.catalog, authentication={"single_user_api_key": self.api_key})
+        server_settings: dict[str, Any] = {}
+        validator = None
+        if enable_webhooks:
+            server_settings["webhooks"] = {"secret_keys": [self.webhook_secret_key]}
+            validator = _any_url  # a local server for local receivers (http://localhost:9000)
+        self.app = build_app(
+            self.catalog,
+            authentication={"single_user_api_key": self.api_key},
+            server_settings=server_settings,
+            webhook_url_validator=validator,
+        )
         self._server = BackgroundServer(self.app, port=port).start()
         self.port = self._server.port
         base = f"http://{self._server.host}:{self.port}"

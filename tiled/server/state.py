@@ -42,6 +42,8 @@ class TiledState:
     deserialization_registry: DeserializationRegistry
     compression_registry: CompressionRegistry
     validation_registry: ValidationRegistry
+    # tiled.server.api.webhooks.WebhookService, where the server has a webhooks section.
+    webhooks: Any = None
 
     @property
     def authenticated(self) -> bool:

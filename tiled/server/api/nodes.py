@@ -127,12 +127,12 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
         request, specs, body.metadata, None, body.structure_family, structure
     )
     metadata = validated if validated is not None else body.metadata
-    access_blob, reported_tags = node.approve_tags(
-        None, _requested_tags(body.access_tags, body.access_blob)
-    )
+    requested = _requested_tags(body.access_tags, body.access_blob)
+    access_blob, reported_tags = node.approve_tags(None, requested)
     child = await parent.create_node(
-        key=body.id, structure_family=body.structure_family, metadata=metadata, specs=specs,
-        data_sources=data_sources, access_blob=access_blob, register=register,
+        # As upstream (``body.id or key_maker()``): an empty id asks for a generated key.
+        key=body.id or None, structure_family=body.structure_family, metadata=metadata,
+        specs=specs, data_sources=data_sources, access_blob=access_blob, register=register,
     )  # fmt: skip
     path = url_path((*node.path_parts, child.key))
     base = base_url(request)

@@ -73,24 +73,41 @@ async def _coo_from_body(request: Request, ndim: int) -> tuple[Any, Any]:
     return numpy.stack([frame[c].to_numpy() for c in columns[:-1]]), frame["data"].to_numpy()
 
 
-async def _write_dense(request: Request, adapter: ReadableArray, block: NDBlock | None) -> None:
+# The writers below check the whole request (the body, the block) with or without
+# ``persist``, and store only with it: as upstream, ``persist=false`` sends the data to
+# live subscribers only, and this server streams none, so nothing else is left to do. (The
+# same rule as patch_array's and the ragged routes'.)
+
+
+async def _write_dense(
+    request: Request, adapter: ReadableArray, block: NDBlock | None, persist: bool
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
     if block is None:
-        await writer.write(await _array_from_body(request, structure, structure.shape))
+        array = await _array_from_body(request, structure, structure.shape)
+        if persist:
+            await writer.write(array)
         return
     shape = tuple(r.stop - r.start for r in block.slices(structure.chunks))
-    await writer.write_block(await _array_from_body(request, structure, shape), block)
+    array = await _array_from_body(request, structure, shape)
+    if persist:
+        await writer.write_block(array, block)
 
 
-async def _write_sparse(request: Request, adapter: ReadableSparse, block: NDBlock | None) -> None:
+async def _write_sparse(
+    request: Request, adapter: ReadableSparse, block: NDBlock | None, persist: bool
+) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
     coords, data = await _coo_from_body(request, len(structure.shape))
+    if block is not None:
+        block.slices(structure.chunks)  # refuses a wrong rank or a block off the grid
+    if not persist:
+        return
     if block is None:
         await writer.write(coords, data)
     else:
-        block.slices(structure.chunks)  # refuses a wrong rank or a block off the grid
         await writer.write_block(coords, data, block)
 
 
@@ -109,17 +126,17 @@ def _whole_region(request: Request) -> None:
 
 
 @router.put("/array/full/{path:path}")
-async def write_array(request: Request, node: WritingArray):
+async def write_array(request: Request, node: WritingArray, persist: bool = True):
     _whole_region(request)
-    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, None)
+    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, None, persist)
     return document_response(request, None)
 
 
 @router.put("/array/block/{path:path}")
-async def write_array_block(request: Request, node: WritingArray, block: str):
+async def write_array_block(request: Request, node: WritingArray, block: str, persist: bool = True):
     _whole_region(request)
     parsed = NDBlock.from_query(block)
-    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, parsed)
+    await ARRAY_BODY_WRITERS[node.family](request, node.adapter, parsed, persist)
     return document_response(request, None)
 
 
@@ -155,7 +172,7 @@ async def patch_array(
     ceiling = max(held, tiled_state(request).settings.write_max_bytes) if extend else held
     data = await _array_from_body(request, structure, dims, ceiling)
     if not persist:
-        # Nothing here streams unstored updates to subscribers: there is nothing to do.
+        # Checked, not stored: see the rule above _write_dense.
         return document_response(request, structure.to_json())
     grown = await adapter.patch(data, _integers(offset, "offset"), extend)
     return document_response(request, grown.to_json())
@@ -166,6 +183,7 @@ async def _table_body(request: Request) -> Any:
 
 
 @router.put("/table/full/{path:path}")
+@router.put("/node/full/{path:path}", deprecated=True)  # upstream's older spelling, kept there
 async def write_table(request: Request, node: WritingTable):
     await capable(node.adapter, WritableTable, "writing").write(await _table_body(request))
     return document_response(request, None)

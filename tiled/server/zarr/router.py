@@ -20,7 +20,7 @@ from ...utils import run_sync
 from ...zarr_format.formats import encoding_for
 from ..authentication import get_identity
 from ..dependencies import require_node_scope, require_scope, visible_node_scopes
-from ..errors import error_response
+from ..errors import error_response, served_tree
 from ..responses import etag_of, json_bytes
 from .documents import documents_of
 from .propfind import propfind
@@ -89,7 +89,7 @@ def zarr_router(zarr_format: int) -> Any:
             else:
                 response = _method_not_allowed(method)
         except Exception as exception:  # noqa: BLE001 - every error gets its JSON answer
-            response = error_response(exception)
+            response = error_response(exception, served_tree(Request(scope)))
         await response(scope, receive, send)
 
     store.write_methods = ANSWERED_METHODS  # type: ignore[attr-defined]  # see EdgeMiddleware
