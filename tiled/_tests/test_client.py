@@ -195,7 +195,7 @@ def test_metadata_and_specs_come_from_the_source(demo, demo_tree):
     metadata = demo["scalars"].metadata
     with pytest.raises(TypeError):
         metadata |= {"numbers": "changed"}
-    copy = demo["scalars"].metadata_copy()
+    copy = demo["scalars"].metadata_copy()[0]
     copy["numbers"] = "changed"  # a plain dict, detached
     assert (
         demo["scalars"].metadata["numbers"] == source_of(demo_tree, "scalars").metadata()["numbers"]
@@ -913,13 +913,13 @@ def test_update_replace_and_patch_metadata_with_revisions(scratch):
     node = scratch.write_array(
         [1, 2, 3], key="revised", metadata={"x": 1, "nested": {"p": 1, "q": 2}, "gone": 5}
     )
-    original = node.metadata_copy()
+    original = node.metadata_copy()[0]
     assert len(node.metadata_revisions) == 0
 
     node.update_metadata({"y": 2, "nested": {"q": DELETE_KEY, "r": 3}, "gone": DELETE_KEY})
     assert node.metadata == {"x": 1, "nested": {"p": 1, "r": 3}, "y": 2}
     assert scratch["revised"].metadata == node.metadata  # on the server, not just here
-    after_update = node.metadata_copy()
+    after_update = node.metadata_copy()[0]
 
     node.replace_metadata({"only": True}, specs=["replaced"])
     assert node.metadata == {"only": True} and [s.name for s in node.specs] == ["replaced"]

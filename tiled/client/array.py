@@ -13,7 +13,7 @@ from typing import Any
 
 from ..ndslice import NDBlock, NDSlice, split_slice
 from .base import BaseClient
-from .utils import ClientError, handle_error, is_interactive
+from .utils import ClientError, detail_of, handle_error, is_interactive
 
 # A response at least this large is read through aiohttp (Context.get_large_content).
 LARGE_BODY_BYTES = 2**20
@@ -108,6 +108,24 @@ def block_index(block: Any, chunks: Sequence[Sequence[int]]) -> tuple[int, ...]:
             raise IndexError(f"Block index {block} out of range for the chunk grid {chunks}")
         result.append(index % len(dim))
     return tuple(result)
+
+
+# The answers of a server refusing a block (this one: 422; others: 400 or 404).
+BLOCK_REFUSALS = frozenset({400, 404, 422})
+
+
+class BlockOutOfRange(ClientError, IndexError):
+    """A block off an array's chunk grid, as the server refused it: upstream's client raises
+    the server's error (an ``httpx.HTTPStatusError``); this client's raised IndexError."""
+
+
+def _block_as_given(block: Any) -> tuple[Any, ...]:
+    return tuple(block) if isinstance(block, Sequence) else (block,)
+
+
+def _persist_params(persist: bool) -> dict[str, str]:
+    """``?persist=false`` when the values are not to be stored (only then, as upstream)."""
+    return {} if persist else {"persist": "false"}
 
 
 def chunks_repr(chunks: Sequence[Sequence[int]]) -> str:
@@ -312,8 +330,9 @@ class ArrayClient(BaseClient):
 
     # --- writing ---
 
-    def write(self, array: Any) -> None:
-        """Replace the whole array's values."""
+    def write(self, array: Any, persist: bool = True) -> None:
+        """Replace the whole array's values. ``persist=False`` sends them without storing
+        them (``?persist=false``: the server streams them to subscribers only)."""
         import numpy
 
         # Not ascontiguousarray: it makes 0-d arrays 1-d.
@@ -322,19 +341,76 @@ class ArrayClient(BaseClient):
             raise ValueError(f"Expected shape {self.shape}, got {array.shape}")
         self.context.request(
             "PUT", f"array/full/{self._path}", content=array.tobytes(),
-            headers={"Content-Type": OCTET_STREAM},
+            headers={"Content-Type": OCTET_STREAM}, params=_persist_params(persist),
         )  # fmt: skip
 
-    def write_block(self, array: Any, block: Sequence[int]) -> None:
-        """Replace block ``block`` of the chunk grid."""
+    def write_block(
+        self,
+        array: Any,
+        block: Sequence[int],
+        slice: Any = ...,  # noqa: A002 (upstream's name)
+        persist: bool = True,
+    ) -> None:
+        """Replace block ``block`` of the chunk grid (negative indices count from the end).
+
+        With ``slice`` (a selection within the block, steps of 1) and ``array`` of that
+        selection's shape, only that region of the block is written. An ``array`` of the
+        whole block's shape is written to the whole block, ``slice`` or not, as upstream's
+        server takes it. ``persist=False`` sends the values without storing them
+        (``?persist=false``). A block off the chunk grid is refused by the server: a
+        :class:`ClientError` that is also an ``IndexError``."""
         import numpy
 
         array = numpy.asarray(array, dtype=self.dtype, order="C")
-        block = block_index(block, self.chunks)
-        self.context.request(
-            "PUT", f"array/block/{self._path}", params={"block": ",".join(map(str, block))},
+        try:
+            index = block_index(block, self.chunks)
+        except IndexError:
+            index = None  # off the grid (as this client knows it): the server's to refuse
+        if index is not None and slice is not None and slice is not ...:
+            region = self._region_in_block(index, slice)
+            if region is not None and region[1] == array.shape:
+                offset, _, shape = region
+                self.patch(array.reshape(shape), offset, persist=persist)
+                return
+        sent = index if index is not None else _block_as_given(block)
+        params = {"block": ",".join(map(str, sent)), **_persist_params(persist)}
+        response = self.context.request(
+            "PUT", f"array/block/{self._path}", params=params, check=False,
             content=array.tobytes(), headers={"Content-Type": OCTET_STREAM},
         )  # fmt: skip
+        if index is None and response.status_code in BLOCK_REFUSALS:
+            response.read()
+            raise BlockOutOfRange(
+                f"Block {tuple(sent)} is not on the chunk grid {self.chunks}: "
+                f"{response.status_code}: {detail_of(response)} {response.request.url}",
+                request=response.request,
+                response=response,
+            )
+        handle_error(response)
+
+    def _region_in_block(
+        self, block: tuple[int, ...], selection: Any
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+        """``(offset, shape of the data, shape of the region)`` of ``selection`` within
+        ``block``, or None when it selects the whole block. Steps other than 1 are refused
+        (ValueError), as upstream's client refuses them."""
+        region = NDBlock(*block).slices(self.chunks)
+        block_shape = tuple(r.stop - r.start for r in region)
+        for part in selection if isinstance(selection, tuple) else (selection,):
+            if isinstance(part, builtins.slice) and part.step not in (None, 1):
+                raise ValueError("Slices with a 'step' other than 1 are not supported.")
+        parts, data_shape = normalize_key(selection, block_shape)
+        offset, shape = [], []
+        for part, start in zip(parts, (r.start for r in region), strict=True):
+            if isinstance(part, builtins.slice):
+                offset.append(start + part.start)
+                shape.append(part.stop - part.start)
+            else:
+                offset.append(start + part)
+                shape.append(1)
+        if tuple(shape) == block_shape:
+            return None
+        return tuple(offset), data_shape, tuple(shape)
 
     def patch(
         self, array: Any, offset: int | Sequence[int], extend: bool = False, persist: bool = True

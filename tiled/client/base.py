@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..structures.core import Spec, StructureFamily
+from ..utils import ListView
 from .utils import DictView, json_body, path_url
 
 if TYPE_CHECKING:
@@ -85,10 +86,37 @@ def check_metadata(metadata: Any) -> None:
 
 def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
     """Specs given as ``Spec``, names or JSON, as JSON; a ValueError for anything else (a
-    bare string, which would be a spec of each letter, is refused as the server refuses it)."""
-    from ..structures.core import normalize_specs
+    bare string, which would be a spec of each letter, is refused as the server refuses it).
 
-    return [spec.to_json() for spec in normalize_specs(specs)]
+    How many specs a node may carry, and that none is repeated, is the server's to check:
+    it answers 422 (a :class:`ClientError`), as upstream's does."""
+    from ..errors import InvalidSpecs
+
+    if isinstance(specs, str | bytes | Mapping):
+        raise InvalidSpecs(f"Specs are a list of spec names or objects, not {specs!r}")
+    try:
+        return [Spec.from_json(spec).to_json() for spec in specs or []]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InvalidSpecs(f"Invalid specs {specs!r}: {err}") from None
+
+
+def _spec_json(value: Any) -> Any:
+    """A spec named in a patch (a name or a ``Spec``) as JSON; anything else as it is."""
+    return Spec.from_json(value).to_json() if isinstance(value, str | Spec) else value
+
+
+def _specs_patch_json(patch: Any, content_type: str) -> Any:
+    """A patch of the specs with the specs it names as JSON (upstream's client sends the
+    names of ``build_metadata_patches`` so); the caller's patch is not changed."""
+    if not isinstance(patch, list):
+        return patch
+    if content_type == "application/json-patch+json":
+        return [
+            {**op, "value": _spec_json(op["value"])} if isinstance(op, dict) and "value" in op
+            else op
+            for op in patch
+        ]  # fmt: skip
+    return [_spec_json(spec) for spec in patch]
 
 
 class BaseClient:
@@ -139,20 +167,42 @@ class BaseClient:
     def metadata(self) -> DictView:
         return DictView(self._item["attributes"].get("metadata") or {})
 
-    def metadata_copy(self) -> dict[str, Any]:
+    def _metadata_copy(self) -> dict[str, Any]:
         return copy.deepcopy(dict(self._item["attributes"].get("metadata") or {}))
 
+    def metadata_copy(self) -> list[Any]:
+        """Mutable copies of the metadata, the specs and the access tags, as upstream's
+        client gives them: ``[metadata, specs, access_tags]`` (no access tags: an empty
+        list). Edit the first and send it back with ``update_metadata(metadata=...)``.
+
+        >>> md = node.metadata_copy()[0]
+        >>> md["key"] = "value"
+        >>> node.update_metadata(metadata=md)
+        """
+        attributes = self._item["attributes"]
+        return [
+            self._metadata_copy(),
+            [Spec.from_json(s) for s in attributes.get("specs") or []],
+            list(attributes.get("access_tags") or []),
+        ]
+
     @property
-    def specs(self) -> list[Spec]:
-        return [Spec.from_json(s) for s in self._item["attributes"].get("specs") or []]
+    def specs(self) -> ListView[Spec]:
+        """The specs (read-only; ``update_metadata(specs=...)`` changes them)."""
+        return ListView([Spec.from_json(s) for s in self._item["attributes"].get("specs") or []])
 
     @property
     def access_blob(self) -> dict[str, Any] | None:
         return self._item["attributes"].get("access_blob")
 
     @property
-    def access_tags(self) -> list[str] | None:
-        return self._item["attributes"].get("access_tags")
+    def access_tags(self) -> ListView[str]:
+        """The access tags (read-only). As upstream's client: an AttributeError when the
+        server sent none (a node outside any catalog), so ``hasattr`` tells."""
+        tags = self._item["attributes"].get("access_tags")
+        if tags is None:
+            raise AttributeError("Node has no attribute 'access_tags'")
+        return ListView(tags)
 
     @property
     def formats(self) -> list[str]:
@@ -176,16 +226,18 @@ class BaseClient:
         return self._structure_cache
 
     def data_sources(self) -> list[Any]:
-        """The node's data sources (storage, mimetype, assets); fetched when not at hand."""
-        from ..structures.data_source import DataSource
+        """The node's data sources (storage, mimetype, assets); fetched when not at hand.
 
+        As upstream's client gives them: each ``structure`` is the JSON the server sent (a
+        dict: ``source.structure["shape"]``); ``structure_family`` and ``management`` are
+        ``str`` enums (equal to their names)."""
         sources = self._item["attributes"].get("data_sources")
         if sources is None:
             item = self.context.get_json(
                 f"metadata/{self._path}", params={"include_data_sources": "true"}
             )["data"]
             sources = item["attributes"].get("data_sources") or []
-        return [DataSource.from_json(s) for s in sources]
+        return [_data_source(s) for s in sources]
 
     def include_data_sources(self) -> BaseClient:
         """A copy of this client whose items carry their data sources."""
@@ -265,7 +317,7 @@ class BaseClient:
             # A merge patch reads null as "delete": say it as a JSON Patch instead, made on
             # the metadata as they are now (upstream's client also sends a JSON Patch).
             self.refresh()
-            patch = _json_patch(metadata, self.metadata_copy())
+            patch = _json_patch(metadata, self._metadata_copy())
             body: dict[str, Any] = {"content-type": "application/json-patch+json",
                                     "metadata": patch}  # fmt: skip
             if specs is not None:
@@ -283,21 +335,71 @@ class BaseClient:
             body["access_tags"] = list(access_tags)
         self._send_patch(body, drop_revision)
 
+    def build_metadata_patches(
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        specs: Sequence[Any] | None = None,
+        access_tags: Sequence[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+        """The JSON Patches (RFC 6902) that ``patch_metadata`` takes for an update as
+        ``update_metadata`` spells it, made on the metadata this client last read, as
+        upstream's client makes them: ``(metadata_patch, specs_patch, access_tags_patch)``.
+
+        ``metadata`` merges into the metadata (dicts merge, ``DELETE_KEY`` removes a key,
+        anything else replaces); no metadata is an empty patch. ``specs`` (names) and
+        ``access_tags`` replace the node's; not given (or no access tags), their patch is
+        None.
+
+        >>> md = node.metadata_copy()[0]
+        >>> md["unwanted_key"] = DELETE_KEY
+        >>> mp, sp, ap = node.build_metadata_patches(metadata=md)
+        >>> node.patch_metadata(metadata_patch=mp)
+        """
+        from .json_diff import json_patch_from_diff
+        from .metadata_update import apply_update_patch
+
+        attributes = self._item["attributes"]
+        if metadata is None:
+            metadata_patch: list[dict[str, Any]] = []
+        else:
+            if not isinstance(metadata, Mapping):
+                raise ValueError(
+                    f"Metadata must serialize as a JSON object, cannot be {type(metadata)}."
+                )
+            current = attributes.get("metadata") or {}
+            updated = apply_update_patch(copy.deepcopy(current), metadata)
+            metadata_patch = json_patch_from_diff(current, updated)
+        specs_patch = None
+        if specs is not None:
+            names = [spec["name"] for spec in attributes.get("specs") or []]
+            specs_patch = json_patch_from_diff(names, specs)
+        access_tags_patch = None
+        if access_tags:  # no access tags (an empty list too) change nothing
+            current_tags = list(attributes.get("access_tags") or [])
+            access_tags_patch = json_patch_from_diff(current_tags, access_tags)
+        return metadata_patch, specs_patch, access_tags_patch
+
     def patch_metadata(
         self,
         metadata_patch: Any = None,
         specs_patch: Any = None,
-        access_blob_patch: Any = None,
+        access_tags_patch: Any = None,
         content_type: str = "application/json-patch+json",
         drop_revision: bool = False,
+        *,
+        access_blob_patch: Any = None,
     ) -> None:
         """Apply a JSON Patch (or, with that content type, a merge patch) to the metadata,
-        the specs and the access blob."""
+        the specs (which a patch may name as text or ``Spec``) and the access tags (a list
+        of tag names), as upstream's client does; ``access_blob_patch`` patches the access
+        blob (``{"tags": [...]}``) instead of the tags."""
         body: dict[str, Any] = {"content-type": content_type}
         if metadata_patch is not None:
             body["metadata"] = metadata_patch
         if specs_patch is not None:
-            body["specs"] = specs_patch
+            body["specs"] = _specs_patch_json(specs_patch, content_type)
+        if access_tags_patch is not None:
+            body["access_tags"] = access_tags_patch
         if access_blob_patch is not None:
             body["access_blob"] = access_blob_patch
         self._send_patch(body, drop_revision)
@@ -431,6 +533,15 @@ class BaseClient:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{'/'.join(self.path_parts)}>"
+
+
+def _data_source(value: dict[str, Any]) -> Any:
+    """A data source as upstream's client reads it: its structure the JSON sent."""
+    from ..structures.data_source import DataSource
+
+    source = DataSource.from_json({**value, "structure": None})
+    source.structure = copy.deepcopy(value.get("structure"))
+    return source
 
 
 class MetadataRevisions:

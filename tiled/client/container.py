@@ -464,19 +464,27 @@ class Container(BaseClient, collections.abc.Mapping):
 
     def write_dataframe(
         self,
-        dataframe: Any,
+        data: Any = None,
         *,
         key: str | None = None,
         metadata: dict[str, Any] | None = None,
         specs: Sequence[Any] | None = None,
         access_tags: list[str] | None = None,
+        dataframe: Any = None,
     ) -> BaseClient:
         """Store a table (pandas or dask DataFrame, or a dict of columns) as a new table
-        node; a dask frame's partitions become the table's partitions."""
+        node; a dask frame's partitions become the table's partitions. ``data`` is
+        upstream's name of the table (``dataframe=`` is taken too)."""
         from ..structures.table import TableStructure
         from .dataframe import as_partitions, schema_of
 
-        partitions, meta = as_partitions(dataframe)
+        if dataframe is not None:
+            if data is not None:
+                raise TypeError("Give the table as data=..., not also as dataframe=...")
+            data = dataframe
+        elif data is None:
+            raise TypeError("write_dataframe() missing the table: write_dataframe(data)")
+        partitions, meta = as_partitions(data)
         # A pandas frame's column types are read from its values, not its empty head: an
         # object column (text, bytes, lists) would be Arrow's null type without its values.
         schema = schema_of(partitions[0] if len(partitions) == 1 else meta, meta)
@@ -610,12 +618,14 @@ class Container(BaseClient, collections.abc.Mapping):
         keys: str | Sequence[str] | None = None,
         recursive: bool = False,
         external_only: bool = True,
-    ) -> None:
-        """Delete the children ``keys`` (default: all of them)."""
+    ) -> Container:
+        """Delete the children ``keys`` (default: all of them; a key given twice is deleted
+        once). Returns this container, as upstream's client does."""
         if keys is None:
             keys = list(self)
         elif isinstance(keys, str):
             keys = [keys]
+        keys = list(dict.fromkeys(keys))
         params = {"recursive": str(recursive).lower(), "external_only": str(external_only).lower()}
         with concurrent.futures.ThreadPoolExecutor(self.context.max_connections) as pool:
             list(pool.map(
@@ -624,6 +634,7 @@ class Container(BaseClient, collections.abc.Mapping):
                 ),
                 keys,
             ))  # fmt: skip
+        return self
 
     def export(
         self, filepath: Any, fields: Sequence[str] | None = None, *, format: str | None = None

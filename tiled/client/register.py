@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import errno
 import logging
 import mimetypes
 import os
@@ -704,6 +705,11 @@ def describe(item: Item, settings: Settings) -> dict[str, Any]:
     }
 
 
+class MissingFile(FileNotFoundError, ValueError):
+    """A file or directory to register that does not exist: a FileNotFoundError, as
+    upstream's client raises (opening it), and a ValueError, as this client raised."""
+
+
 def _local_path(uri: str | Path) -> Path:
     """The file a path or a ``file:`` URI names."""
     text = str(uri)
@@ -723,14 +729,16 @@ def item_for_uris(
     """The one node that the files (or one directory) ``uris`` make together, as
     ``Container.register`` registers them: several files are one dataset (a stack of
     images, the partitions of a table), in the order given. The format is ``mimetype`` or
-    found from the names; ValueError when none is known, or no adapter reads it."""
+    found from the names; ValueError when none is known, or no adapter reads it; a
+    :class:`MissingFile` (a FileNotFoundError and a ValueError) for a path that does not
+    exist."""
     if not uris:
         raise ValueError("Provide at least one URI or file path to register.")
     settings = settings or Settings.init()
     paths = [_local_path(uri).absolute() for uri in uris]
     for path in paths:
         if not path.exists():
-            raise ValueError(f"No such file or directory: '{path}'")
+            raise MissingFile(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
         reason = unwalkable(path)
         if reason is not None:
             raise ValueError(f"Cannot register {_shown(path)}: {reason}")
@@ -1196,6 +1204,7 @@ __all__ = [
     "HTTPTarget",
     "Item",
     "KeyCollision",
+    "MissingFile",
     "Progress",
     "RegistrationRefused",
     "RegistrationTarget",

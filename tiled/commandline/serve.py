@@ -383,9 +383,14 @@ def _mounted_catalogs(app) -> list:
         from ..catalog import CatalogRootAdapter
     except ImportError:
         return []
-    root = app.state.tiled.root_tree
-    mounted = getattr(root, "mounted_trees", [("/", root)])
-    return [(path, tree) for path, tree in mounted if isinstance(tree, CatalogRootAdapter)]
+    from ..config.build import served_trees
+
+    served = served_trees(app.state.tiled.root_tree)
+    return [
+        ("/" + "/".join(path), tree)
+        for path, tree in served
+        if isinstance(tree, CatalogRootAdapter)
+    ]
 
 
 def _check_catalogs(app, prefix: str = "") -> None:

@@ -155,9 +155,17 @@ def mount(trees: list[tuple[tuple[str, ...], Any]]) -> Any:
         )
 
     root = build(nested)
-    # Which trees were mounted where (the command line checks catalogs before serving).
+    # Which trees were mounted where: see served_trees.
     root.mounted_trees = [("/" + "/".join(segments), tree) for segments, tree in trees]
     return root
+
+
+def served_trees(root: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """``(path, tree)`` of each tree a server given ``root`` serves: the trees of a ``trees:``
+    configuration where :func:`mount` placed them, else ``root`` itself at ``()`` (the command
+    line checks their catalogs before serving; errors and webhooks name nodes below them)."""
+    mounted = getattr(root, "mounted_trees", [("/", root)])
+    return [(tuple(part for part in path.split("/") if part), tree) for path, tree in mounted]
 
 
 def carried_tasks_and_routers(root: Any, mounted: list[tuple[tuple[str, ...], Any]]):

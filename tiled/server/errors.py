@@ -174,9 +174,11 @@ def tree_path(root: Any, tree: object) -> tuple[str, ...] | None:
     """The keys of the path at which the server's ``root`` serves ``tree``: () for the root
     itself, a ``trees:`` entry's path (tiled.config.build.mount); None if it serves no such
     tree (one placed by other means: its paths are left as the tree names them)."""
-    for path, mounted in getattr(root, "mounted_trees", [("/", root)]):
+    from ..config.build import served_trees
+
+    for path, mounted in served_trees(root):
         if mounted is tree:
-            return tuple(part for part in path.split("/") if part)
+            return path
     return None
 
 

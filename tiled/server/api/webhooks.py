@@ -141,19 +141,15 @@ class WebhookService:
         return None
 
 
-def served_catalogs(
-    tree: Any, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """``(path, catalog root)`` of each catalog at the root or under the plain in-memory
-    containers of a ``trees:`` root (other containers are not opened to look)."""
-    from ...adapters.mapping import MapAdapter
+def served_catalogs(root: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """``(path, catalog root)`` of each catalog the server serves (the root, or the trees of a
+    ``trees:`` configuration)."""
     from ...catalog.container import CatalogRootAdapter
+    from ...config.build import served_trees
 
-    if isinstance(tree, CatalogRootAdapter):
-        yield prefix, tree
-    elif type(tree) is MapAdapter:
-        for key, child in tree.items():
-            yield from served_catalogs(child, (*prefix, key))
+    for path, tree in served_trees(root):
+        if isinstance(tree, CatalogRootAdapter):
+            yield path, tree
 
 
 def _service(request: Request) -> WebhookService:
