@@ -277,8 +277,14 @@ class Catalog:
         self._lookups.clear()
 
     @contextlib.asynccontextmanager
-    async def connect(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection in a transaction, committed on success and rolled back on error."""
+    async def connect(
+        self, write: bool = False, nodes_changed: bool = True
+    ) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed on success and rolled back on error.
+
+        ``nodes_changed=False``: a write of rows that no lookup reads (webhook bookkeeping),
+        which keeps this process's resolved nodes, tells no other process, and does not follow
+        the mounted node."""
         state = self._state()
         serialize = self.serialize_all or (write and self.is_sqlite) or not self._schema_checked
         try:
@@ -292,13 +298,13 @@ class Catalog:
                             # delete) would run outside it, racing other processes. IMMEDIATE
                             # takes the write lock first: writers of every process take turns.
                             await connection.exec_driver_sql("BEGIN IMMEDIATE")
-                        if self.mount_id is not None:
+                        if self.mount_id is not None and nodes_changed:
                             await self._follow_mount(connection)
                         yield connection
-                        if write:
+                        if write and nodes_changed:
                             await self._changes.announce(connection)
         finally:
-            if write:
+            if write and nodes_changed:
                 self.forget_lookups()
 
     async def _follow_mount(self, connection: AsyncConnection) -> None:

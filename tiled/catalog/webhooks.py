@@ -58,6 +58,7 @@ CONCURRENT_DELIVERIES = 32  # per catalog and process
 # Delivery rows are history: kept this long, looked over this often.
 DELIVERY_MAX_AGE = timedelta(days=30)
 PRUNE_INTERVAL = 86_400.0
+PRUNE_RETRY = 60.0  # after a failure (the database was out of reach)
 # At shutdown, deliveries under way get this long to finish; the rest stay "pending".
 SHUTDOWN_GRACE = 10.0
 ERROR_DETAIL_MAX = 256  # characters of a receiver's answer kept with a failed delivery
@@ -111,8 +112,13 @@ def signature(body: bytes, secret: str) -> str:
 # --- events ---------------------------------------------------------------------------------
 
 
+def _utc(value: datetime) -> str:
+    # As upstream writes times: UTC with a "Z".
+    return value.isoformat().replace("+00:00", "Z")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return _utc(datetime.now(UTC))
 
 
 def _specs(record: NodeRecord) -> list[dict[str, Any]]:
@@ -149,7 +155,7 @@ def metadata_updated(record: NodeRecord) -> dict[str, Any]:
 
 def _aware(value: datetime | None) -> str | None:
     # Columns hold naive UTC times.
-    return None if value is None else value.replace(tzinfo=UTC).isoformat()
+    return None if value is None else _utc(value.replace(tzinfo=UTC))
 
 
 def webhook_json(row: Any) -> dict[str, Any]:
@@ -201,6 +207,10 @@ class CatalogWebhooks:
         self._slots: asyncio.Semaphore | None = None
         self._pruning: asyncio.Task | None = None
 
+    def _bookkeeping(self) -> Any:
+        # Webhook rows are read by no lookup: writing them leaves resolved nodes as they are.
+        return self._catalog.connect(write=True, nodes_changed=False)
+
     @property
     def mount_path(self) -> tuple[str, ...]:
         """The database path of the node the catalog is served from (its mount_node)."""
@@ -242,7 +252,7 @@ class CatalogWebhooks:
             "events": list(events) if events else None, "active": True,
             "time_created": utcnow(), "time_updated": utcnow(),
         }  # fmt: skip
-        async with self._catalog.connect(write=True) as connection:
+        async with self._bookkeeping() as connection:
             result = await connection.execute(insert(webhooks).values(values))
             (webhook_id,) = result.inserted_primary_key
             row = (await connection.execute(_one(webhook_id))).one()
@@ -271,7 +281,7 @@ class CatalogWebhooks:
 
     async def remove(self, webhook_id: int) -> None:
         """Delete a webhook and its delivery history (deliveries under way still finish)."""
-        async with self._catalog.connect(write=True) as connection:
+        async with self._bookkeeping() as connection:
             await connection.execute(
                 delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id == webhook_id)
             )
@@ -308,31 +318,30 @@ class CatalogWebhooks:
             .where(nodes_closure.c.descendant == node_id, webhooks.c.active.is_(True))
             .order_by(webhooks.c.id)
         )
+        # Most writes are heard by no webhook: a read tells, without the write lock.
         async with self._catalog.connect() as connection:
-            hooks = list(await connection.execute(listening))
-        wanted = [
-            (hook, event)
-            for event in events
-            for hook in hooks
-            if not hook.events or event["type"] in hook.events
-        ]
-        if not wanted:
-            return
-        secrets = {hook.id: self._secret_of(hook) for hook, _ in wanted}
+            if (await connection.execute(listening.limit(1))).first() is None:
+                return
+        bodies = [json.dumps(event).encode() for event in events]  # once per event
         sends = []
-        async with self._catalog.connect(write=True) as connection:
-            for hook, event in wanted:
-                event_id = uuid.uuid4().hex
-                result = await connection.execute(
-                    insert(webhook_deliveries).values(
-                        webhook_id=hook.id, event_id=event_id, event_type=event["type"],
-                        payload=event, outcome=DeliveryOutcome.pending.value, attempts=0,
-                        time_created=utcnow(), time_updated=utcnow(),
-                    )
-                )  # fmt: skip
-                (delivery_id,) = result.inserted_primary_key
-                body = json.dumps(event).encode()
-                sends.append((delivery_id, hook.url, secrets[hook.id], event_id, body))
+        async with self._bookkeeping() as connection:
+            # Read again inside the transaction that records the deliveries: a webhook removed
+            # meanwhile is not matched (its rows would fail the whole event's).
+            hooks = list(await connection.execute(listening))
+            for event, body in zip(events, bodies, strict=True):
+                for hook in hooks:
+                    if hook.events and event["type"] not in hook.events:
+                        continue
+                    event_id = uuid.uuid4().hex
+                    result = await connection.execute(
+                        insert(webhook_deliveries).values(
+                            webhook_id=hook.id, event_id=event_id, event_type=event["type"],
+                            payload=event, outcome=DeliveryOutcome.pending.value, attempts=0,
+                            time_created=utcnow(), time_updated=utcnow(),
+                        )
+                    )  # fmt: skip
+                    (delivery_id,) = result.inserted_primary_key
+                    sends.append((delivery_id, hook.url, self._secret_of(hook), event_id, body))
         for send in sends:  # once the rows are committed
             task = asyncio.create_task(self._send(*send))
             self._under_way.add(task)
@@ -359,22 +368,25 @@ class CatalogWebhooks:
         error: str | None = None
         attempts = 0
         assert self._slots is not None and self._client is not None  # started
-        async with self._slots:
-            for attempts in range(1, MAX_ATTEMPTS + 1):
-                if attempts > 1:
-                    await asyncio.sleep(_wait_before(attempts))
-                try:
+        for attempts in range(1, MAX_ATTEMPTS + 1):
+            if attempts > 1:
+                # Waiting holds no slot: one receiver out of reach must not hold up others.
+                await asyncio.sleep(_wait_before(attempts))
+                if not await self._still_wanted(delivery_id):
+                    return  # its webhook was removed meanwhile
+            try:
+                async with self._slots:
                     response = await self._client.post(
                         url, content=body, headers=headers, timeout=DELIVERY_TIMEOUT
                     )
-                except Exception as err:  # the receiver is out of reach: try again
-                    status, error = None, repr(err)[:ERROR_DETAIL_MAX]
-                    continue
-                status = response.status_code
-                if response.is_success:
-                    error = None
-                    break
-                error = f"HTTP {status}: {response.text[:ERROR_DETAIL_MAX]}"
+            except Exception as err:  # the receiver is out of reach: try again
+                status, error = None, repr(err)[:ERROR_DETAIL_MAX]
+                continue
+            status = response.status_code
+            if response.is_success:
+                error = None
+                break
+            error = f"HTTP {status}: {response.text[:ERROR_DETAIL_MAX]}"
         outcome = DeliveryOutcome.failed if error is not None else DeliveryOutcome.success
         if error is not None:
             logger.warning(
@@ -382,7 +394,7 @@ class CatalogWebhooks:
                 delivery_id, url, attempts, error,
             )  # fmt: skip
         try:
-            async with self._catalog.connect(write=True) as connection:
+            async with self._bookkeeping() as connection:
                 await connection.execute(
                     update(webhook_deliveries)
                     .where(webhook_deliveries.c.id == delivery_id)
@@ -394,18 +406,29 @@ class CatalogWebhooks:
         except Exception:
             logger.exception("The outcome of webhook delivery %s was not recorded", delivery_id)
 
+    async def _still_wanted(self, delivery_id: int) -> bool:
+        # Removing a webhook removes its deliveries.
+        query = select(webhook_deliveries.c.id).where(webhook_deliveries.c.id == delivery_id)
+        try:
+            async with self._catalog.connect() as connection:
+                return (await connection.execute(query)).first() is not None
+        except Exception:
+            return True  # unsure: try again, as if it were
+
     async def _prune_forever(self) -> None:
         while True:
             try:
-                async with self._catalog.connect(write=True) as connection:
+                async with self._bookkeeping() as connection:
                     await connection.execute(
                         delete(webhook_deliveries).where(
                             webhook_deliveries.c.time_created < utcnow() - DELIVERY_MAX_AGE
                         )
                     )
+                wait = PRUNE_INTERVAL
             except Exception:
                 logger.warning("Old webhook deliveries were not pruned", exc_info=True)
-            await asyncio.sleep(PRUNE_INTERVAL)
+                wait = PRUNE_RETRY
+            await asyncio.sleep(wait)
 
 
 @dataclass(frozen=True)

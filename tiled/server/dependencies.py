@@ -99,7 +99,10 @@ def _reported_without_policy(
 
 def split_path(path: str) -> tuple[str, ...]:
     # Empty segments are dropped, as upstream does: /a//b/ is /a/b.
-    return tuple(part for part in path.split("/") if part)
+    parts = tuple(part for part in path.split("/") if part)
+    if "\x00" in path:  # no key holds one (PostgreSQL cannot even compare it): no such node
+        raise NoSuchEntry(list(parts))
+    return parts
 
 
 async def resolve_node(

@@ -208,7 +208,7 @@ class Environment(BaseSettings):
         values = {name: getattr(self, name) for name in SERVER_SETTINGS}
         settings = {name: value for name, value in values.items() if value is not None}
         webhooks = self.section("webhooks")
-        if webhooks:  # as upstream: any TILED_WEBHOOKS_* variable turns webhooks on
+        if webhooks:  # any TILED_WEBHOOKS_* variable turns webhooks on
             settings["webhooks"] = webhooks
         return settings
 

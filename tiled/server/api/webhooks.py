@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import AnyHttpUrl, BaseModel, field_validator
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from ...adapters.protocols import HasWebhooks, supports
 from ...catalog.webhooks import CatalogWebhooks, EventType
@@ -32,15 +32,9 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-# Refused as targets unless allow_private_addresses (requests to them from the server would
-# reach what only the server may reach).
-PRIVATE_NETWORKS = tuple(
-    ipaddress.ip_network(network)
-    for network in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
-    )
-)  # fmt: skip
+# IPv6 addresses that carry an IPv4 address, which is the one reached (NAT64's well-known
+# prefix; IPv4-mapped and 6to4 addresses have their own properties).
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NOT_HTTPS = "Webhook URL must use HTTPS to protect the HMAC signature in transit."
 PRIVATE_TARGET = "Webhook URL targets a private or reserved address and cannot be registered."
 NOT_SERVED = "Webhooks are only supported on catalog-backed trees."
@@ -49,9 +43,16 @@ NOT_SERVED = "Webhooks are only supported on catalog-backed trees."
 class WebhookRegistration(BaseModel):
     """The body of a registration (upstream's ``WebhookRegistrationRequest``)."""
 
-    url: AnyHttpUrl
-    secret: str | None = None
+    # The catalog's columns hold URLs of 2048 characters, encrypted secrets of 512.
+    url: Annotated[AnyHttpUrl, Field(max_length=2048)]
+    secret: Annotated[str | None, Field(max_length=256)] = None
     events: list[EventType] | None = None
+
+    def check_https(self) -> None:
+        """Raise ValueError unless the URL is HTTPS (upstream's method, which validators
+        written for its servers call)."""
+        if self.url.scheme != "https":
+            raise ValueError(NOT_HTTPS)
 
     @field_validator("events")
     @classmethod
@@ -65,9 +66,10 @@ UrlValidator = Callable[[WebhookRegistration], Awaitable[None]]
 
 
 def url_validator(options: WebhookOptions) -> UrlValidator:
-    """The configured checks of a target URL: HTTPS (422), and an address that is neither
-    private nor in ``blocked_networks`` (400), unless the options relax them."""
-    blocked = PRIVATE_NETWORKS + tuple(ipaddress.ip_network(n) for n in options.blocked_networks)
+    """The configured checks of a target URL: HTTPS (422), and an address that is public
+    (neither private, loopback, link-local, multicast nor reserved, whatever its spelling)
+    and not in ``blocked_networks`` (400), unless the options relax them."""
+    blocked = tuple(ipaddress.ip_network(n) for n in options.blocked_networks)
     allowed_hosts = frozenset(host.lower() for host in options.allow_delivery_hosts)
 
     async def check(registration: WebhookRegistration) -> None:
@@ -77,12 +79,30 @@ def url_validator(options: WebhookOptions) -> UrlValidator:
         host = (url.host or "").strip("[]").lower()
         if options.allow_private_addresses or host in allowed_hosts:
             return
-        addresses = await asyncio.to_thread(_addresses, host)
-        if any(address in network for address in addresses for network in blocked):
+        addresses = [_reached(a) for a in await asyncio.to_thread(_addresses, host)]
+        if any(
+            not address.is_global
+            or address.is_multicast
+            or any(address in network for network in blocked)
+            for address in addresses
+        ):
             logger.info("Webhook registration refused: %s resolves to %s", host, addresses)
             raise BadRequest(PRIVATE_TARGET)
 
     return check
+
+
+def _reached(address: Any) -> Any:
+    """The IPv4 address an IPv6 address carries, where it carries one: that is where a
+    connection goes."""
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address in NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def _addresses(host: str) -> list[Any]:
@@ -184,6 +204,8 @@ async def _webhook(
 
 WebhookWriter = Annotated[Node, node_dependency("write:webhooks")]
 WebhookReader = Annotated[Node, node_dependency("read:webhooks")]
+# The ids the catalog's integer column can hold.
+WebhookId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/target/{path:path}")
@@ -207,7 +229,7 @@ async def list_webhooks(node: WebhookReader):
 
 
 @router.delete("/{webhook_id}")
-async def delete_webhook(request: Request, webhook_id: int, identity: CurrentIdentity):
+async def delete_webhook(request: Request, webhook_id: WebhookId, identity: CurrentIdentity):
     _, hooks = await _webhook(request, identity, webhook_id, "write:webhooks")
     await hooks.remove(webhook_id)
     return {"deleted": webhook_id}
@@ -216,7 +238,7 @@ async def delete_webhook(request: Request, webhook_id: int, identity: CurrentIde
 @router.get("/history/{webhook_id}")
 async def webhook_history(
     request: Request,
-    webhook_id: int,
+    webhook_id: WebhookId,
     identity: CurrentIdentity,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ):
