@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
@@ -39,12 +40,16 @@ MAX_INLINE_CHILDREN = 500
 
 
 def _array_links(base: str, path: str, adapter: Any) -> dict[str, str]:
-    ndim = len(adapter.structure().shape)
-    placeholders = ",".join(f"{{{i}}}" for i in range(ndim))
+    placeholders = _block_placeholders(len(adapter.structure().shape))
     return {
         "full": f"{base}/array/full/{path}",
         "block": f"{base}/array/block/{path}?block={placeholders}",
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _block_placeholders(ndim: int) -> str:
+    return ",".join(f"{{{i}}}" for i in range(ndim))
 
 
 def _container_links(base: str, path: str, adapter: Any) -> dict[str, str]:

@@ -86,12 +86,6 @@ def wants_msgpack(request: Request) -> bool:
     return False
 
 
-def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
-    if matches_if_none_match(request, etag):
-        return Response(status_code=304, headers={**headers, "ETag": etag})
-    return None
-
-
 def compress(
     request: Request,
     body: bytes,
@@ -128,15 +122,15 @@ def bytes_response(
     headers: dict[str, str] | None = None,
     etag: str | None = None,
 ) -> Response:
-    headers = dict(headers or {})
     etag = etag or etag_of(body)
-    not_modified = _not_modified(request, etag, headers)
-    if not_modified is not None:
-        return not_modified
+    if matches_if_none_match(request, etag):
+        return Response(status_code=304, headers={**(headers or {}), "ETag": etag})
     state = request.app.state.tiled
     min_bytes = state.settings.compression_min_bytes
-    body, encoding = compress(request, body, media_type, min_bytes, state.compression_registry)
-    headers["ETag"] = etag
+    encoding = None
+    if len(body) >= min_bytes:  # most metadata answers are smaller: no Accept-Encoding to read
+        body, encoding = compress(request, body, media_type, min_bytes, state.compression_registry)
+    headers = {**headers, "ETag": etag} if headers else {"ETag": etag}
     if encoding:
         headers["Content-Encoding"] = encoding
         headers["Vary"] = "Accept-Encoding"
@@ -155,14 +149,13 @@ class PreparedResponse(Response):
         self.media_type = media_type
         if media_type.startswith("text/") and "charset=" not in media_type.lower():
             media_type += "; charset=" + self.charset  # as Starlette types text
-        self.raw_headers = [
-            *(
-                (key.lower().encode("latin-1"), value.encode("latin-1"))
-                for key, value in headers.items()
-            ),
-            (b"content-length", b"%d" % len(body)),
-            (b"content-type", media_type.encode("latin-1")),
+        raw = [
+            (key.lower().encode("latin-1"), value.encode("latin-1"))
+            for key, value in headers.items()
         ]
+        raw.append((b"content-length", b"%d" % len(body)))
+        raw.append((b"content-type", media_type.encode("latin-1")))
+        self.raw_headers = raw
 
 
 def document_response(

@@ -1,5 +1,6 @@
 """The absolute base URL of the API, as the client reached it, and node paths in links."""
 
+import functools
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -35,4 +36,11 @@ def request_url_without_query(request: Request) -> str:
 
 def url_path(parts: Iterable[str]) -> str:
     """A node's path as it goes into a link (each key percent-encoded where it must be)."""
+    return _encoded_path(parts if type(parts) is tuple else tuple(parts))
+
+
+# Every metadata answer links its node: the same few paths are asked for over and over, and
+# quoting costs more than finding the answer again.
+@functools.lru_cache(maxsize=4096)
+def _encoded_path(parts: tuple[str, ...]) -> str:
     return "/".join(quote(part, safe=_SEGMENT_SAFE) for part in parts)
