@@ -118,10 +118,18 @@ def without_pythonpath() -> dict[str, str]:
 
 
 @contextmanager
-def server_process(command: list, cwd: Path, *, env: dict | None = None, timeout: float = 120):
-    """``command --port P`` (any Tiled server's command line) on a free port; yields its base
-    URL once ``/api/v1/`` answers. Its output goes to a log file in ``cwd``, shown on failure."""
-    port = free_port()
+def server_process(
+    command: list,
+    cwd: Path,
+    *,
+    env: dict | None = None,
+    timeout: float = 120,
+    port: int | None = None,
+):
+    """``command --port P`` (any Tiled server's command line) on ``port`` (default a free
+    one); yields its base URL once ``/api/v1/`` answers. Its output goes to a log file in
+    ``cwd``, shown on failure."""
+    port = port or free_port()
     log_path = cwd / f"server-{port}.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:

@@ -209,7 +209,7 @@ def test_unknown_keys_one_line_per_problem(tmp_path):
         """
         trees: [{path: /, tree: tiled.examples.generated:tree, colour: red}]
         authentication: {single_user_api_key: k, allow_anonymus_access: true}
-        streaming_cache: {uri: memory}
+        streaming_cache: {uri: memory, colour: red}
         unknown_thing: 1
         zarr: {codec: nope}
         """,
@@ -222,7 +222,7 @@ def test_unknown_keys_one_line_per_problem(tmp_path):
     text = "\n".join(problems)
     assert "trees[0]: unknown key 'colour'" in text
     assert "allow_anonymus_access" in text
-    assert "streaming_cache: not supported by this server" in text
+    assert "streaming_cache: unknown key 'colour'" in text
     assert "unknown key 'unknown_thing'" in text
     assert "zarr.codec: unknown codec 'nope'" in text
 
@@ -369,7 +369,7 @@ def test_environment_reaches_build_app_directly(monkeypatch):
         ("TILED_ALLOW_ANONYMOUS_ACCESS", "perhaps", "TILED_ALLOW_ANONYMOUS_ACCESS: "),
         ("TILED_SECRET_KEYS", "[not json", "TILED_SECRET_KEYS: must be a JSON list"),
         ("TILED_SINGLE_USER_API_KEY", "a b", "TILED_SINGLE_USER_API_KEY: "),
-        ("TILED_STREAMING_CACHE_URI", "memory", "TILED_STREAMING_CACHE_URI: streaming_cache"),
+        ("TILED_STREAMING_CACHE_URI", "http://x", "TILED_STREAMING_CACHE_URI: "),
     ],
 )
 def test_bad_environment_variables_are_named(monkeypatch, name, value, message):

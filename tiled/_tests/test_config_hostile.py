@@ -186,10 +186,14 @@ def test_cli_upstream_options_are_accepted(tmp_path):
     )  # fmt: skip
     assert missing == "Error: --log-config: no such logging configuration file 'nope.json'"
     cache = one_line(
-        run("serve", "catalog", "--temp", "--cache", "redis://localhost", "--cache-data-ttl", "5",
-            "--cache-seq-ttl", "5", "--scalable", "--no-log-timestamps", cwd=tmp_path)
+        run("serve", "catalog", "c.db", "--init", "--cache", "memory", "--cache-data-ttl", "5",
+            "--cache-seq-ttl", "5", "--workers", "2", "--no-log-timestamps", cwd=tmp_path)
     )  # fmt: skip
-    assert cache.startswith("Error: --cache: not supported by this server: ")
+    assert cache.startswith("Error: --cache memory keeps live updates in one server process")
+    bad_cache = one_line(
+        run("serve", "catalog", "--temp", "--cache", "http://x", cwd=tmp_path)
+    )  # fmt: skip
+    assert bad_cache.startswith("Error: streaming_cache.uri: "), bad_cache
     walker = one_line(run("serve", "directory", ".", "--walker", "a.b:c", cwd=tmp_path))
     assert walker.startswith("Error: --walker: not supported by this server")
     pyobject = one_line(

@@ -231,7 +231,7 @@ UPSTREAM = [
     ("expose_raw_assets", lambda t: {**TREES, "expose_raw_assets": True}, "yes"),
     ("expose_raw_assets: false", lambda t: {**TREES, "expose_raw_assets": False}, "yes"),
     ("routers", lambda t: {**TREES, "routers": ["tiled.server.api.about:router"]}, "yes"),
-    ("streaming_cache", lambda t: {**TREES, "streaming_cache": {"uri": "memory"}}, "refused"),
+    ("streaming_cache", lambda t: {**TREES, "streaming_cache": {"uri": "memory"}}, "yes"),
     ("webhooks", lambda t: {**TREES, "webhooks": {"secret_keys": ["k"]}}, "yes"),
     (
         "create_mount_nodes_if_not_exist",

@@ -94,6 +94,7 @@ PASSING = [
     "test_specs",
     "test_storage",
     "test_structured_array",
+    "test_subscription",  # with Redis (skipped where none answers, as upstream's are)
     "test_table_json_serialization",
     "test_tiff",
     "test_tiled_auth",
@@ -101,6 +102,7 @@ PASSING = [
     "test_transport",
     "test_utils",
     "test_validation",
+    "test_websockets",  # with Redis, as test_subscription
     "test_xarray",
     "test_xdi_serialization",
     "test_zarr",
@@ -113,8 +115,9 @@ PASSING = [
 #                         source distribution lacks (upstream fails it from the sdist too)
 #   adapters/test_sql     5 tests want TableStructure.columns as a list (a tuple here); 11 see
 #                         pandas 3's `str` dtype read back as large_string (environment)
-# Out of scope: streaming, subscription, composite, device flow, metrics, websockets,
-# webhooks, bytes.
+#   test_streaming        unit tests of upstream's private streaming classes
+#                         (tiled.server.streaming), which this package does not have
+# Out of scope: composite, device flow, metrics, webhooks, bytes.
 
 
 NAME_SHIM = '''\
@@ -160,12 +163,29 @@ def upstream_test_suite(upstream_sdist, tmp_path_factory):
     return root, shims
 
 
-def _environment(shims: Path) -> dict[str, str]:
+# Upstream's streaming tests read TILED_TEST_REDIS, and flush that database: each pytest
+# process gets one of its own from here (test_streaming.py takes 1-8, test_client_subscribe.py
+# 9).
+REDIS_DATABASES = 10
+REDIS_ADDRESS = ("127.0.0.1", 6379)
+
+
+def _environment(shims: Path, shard: int = 0) -> dict[str, str]:
     """This process' environment less the TILED_* variables (upstream's tests set their own;
-    none of its optional services is offered), with the stand-ins on the path."""
+    of its optional services only Redis is offered, where one answers), with the stand-ins
+    on the path."""
+    import socket
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILED_")}
     env.pop("PYTEST_ADDOPTS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shims), env.get("PYTHONPATH")]))
+    try:
+        socket.create_connection(REDIS_ADDRESS, timeout=0.5).close()
+    except OSError:
+        pass  # upstream's streaming tests skip themselves
+    else:
+        host, port = REDIS_ADDRESS
+        env["TILED_TEST_REDIS"] = f"redis://{host}:{port}/{REDIS_DATABASES + shard}"
     return env
 
 
@@ -228,10 +248,19 @@ DESELECTED = {
     },
     "test_simple_server": {
         "test_close_with_open_streaming_subscription_does_not_hang[False]": (
-            "streaming subscriptions are not offered by this server"
+            "reads the socket through the private Subscription._websocket of upstream's "
+            "client; the same closing is tested in tiled/_tests/test_client_subscribe.py"
         ),
-        "test_close_with_open_streaming_subscription_does_not_hang[True]": (
-            "streaming subscriptions are not offered by this server"
+        "test_close_with_open_streaming_subscription_does_not_hang[True]": "as above",
+    },
+    "test_subscription": {
+        "test_websocket_connection_to_non_existent_node_subscription": (
+            "expects the in-process test client's own WebSocketDenialResponse; this client "
+            "raises its ClientError (404), as it does for a server over the network"
+        ),
+        "test_subscription_auto_reconnect_on_network_failure": (
+            "breaks the connection through the private Subscription._websocket of upstream's "
+            "client; reconnection is tested in tiled/_tests/test_client_subscribe.py"
         ),
     },
     "test_queries": {
@@ -304,7 +333,7 @@ def _run_upstream_suite(upstream_test_suite, tmp_path_factory) -> Outcome:
         ]  # fmt: skip
         with open(log, "wb") as output:
             process = subprocess.Popen(
-                command, cwd=root, env=_environment(shims), stdout=output, stderr=output
+                command, cwd=root, env=_environment(shims, number), stdout=output, stderr=output
             )
         runs.append((process, report, log, modules))
     outputs = []

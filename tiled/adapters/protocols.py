@@ -196,6 +196,18 @@ class HasWebhooks(Protocol):
 
 
 @runtime_checkable
+class HasLiveStream(Protocol):
+    def live_stream(self) -> Any:
+        """This node's live stream (``tiled.catalog.streams.NodeStream``: a catalog's nodes
+        have one), or None where the server has no streaming cache."""
+        ...
+
+    async def close_stream(self) -> None:
+        """End the live stream: its subscribers are told, and disconnected."""
+        ...
+
+
+@runtime_checkable
 class Sortable(Protocol):
     def sort(self, sorting: Sequence[tuple[str, int]]) -> Any:
         """A variation listing its members by ``(key, direction)`` pairs."""

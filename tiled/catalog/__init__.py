@@ -72,7 +72,10 @@ def from_uri(
     class (upstream's style: ``from_catalog``/``from_uris``) or factory, or the import path of
     one; these take precedence over the defaults (:mod:`tiled.catalog.mimetypes`). Upstream's
     pool options (``catalog_pool_size``, ``catalog_max_overflow``) are
-    honoured; its other options (streaming cache, webhooks) are accepted and ignored.
+    honoured, and so is ``cache_config`` (upstream's streaming cache of this catalog, e.g.
+    ``{"uri": "memory"}``), which a server built on this catalog uses unless its own
+    ``streaming_cache`` setting says otherwise; the other options (webhooks) are accepted and
+    ignored.
     ``mount_node``: serve the container at this path of the database (``"/a/b"`` or
     ``["a", "b"]``) as the root, found when the adapter starts (``await root.startup()``, which
     the server does); ``create_mount_nodes_if_not_exist`` creates the missing containers then.
@@ -110,6 +113,8 @@ def from_uri(
         writable_sql_storage=sql_storage,
         writable_locations=locations,
     )
+    # Read by the server that serves this catalog (tiled.server.api.streams).
+    catalog.requested_streaming_cache = options.get("cache_config")
     return CatalogRootAdapter(
         catalog, metadata=metadata, specs=specs, access_blob=top_level_access_blob,
         mount_path=mount_segments(mount_node),

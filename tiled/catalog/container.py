@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
+from .. import stream_messages
 from ..adapters.base import (
     XARRAY_COORDINATE_SPEC,
     ContainerAdapterBase,
@@ -42,6 +43,7 @@ from .nodes import CatalogNode, ListedNode, UnavailableNode, is_registered, open
 from .orm import ROOT_ID, nodes, nodes_closure
 from .queries import condition_for
 from .records import fetch_records, lookup_parameters, lookup_query, path_ids, records_query
+from .streams import close_stream
 
 DEFAULT_SORTING = (SortingItem("", 1),)
 _GIVEN_ORDER = frozenset({"", "_"})
@@ -516,7 +518,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         )  # fmt: skip
         if self._child_count is not None:
             self._child_count += 1  # counts are a snapshot taken with the row; keep ours true
-        await self._tell_webhooks([record])
+        await self._announce_created([record])
         # Registration has just opened the files; the answer needs only the row.
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
@@ -543,7 +545,7 @@ class CatalogContainerBase(ContainerAdapterBase):
         )  # fmt: skip
         if self._child_count is not None:
             self._child_count += 1
-        await self._tell_webhooks([record])
+        await self._announce_created([record])
         ((_, child),) = await self._adapters([record], open_registered=False)
         return child
 
@@ -568,13 +570,28 @@ class CatalogContainerBase(ContainerAdapterBase):
         created = [r for r in results if isinstance(r, NodeRecord)]
         if self._child_count is not None:
             self._child_count += len(created)
-        await self._tell_webhooks(created)
+        await self._announce_created(created)
         return [None if isinstance(r, NodeRecord) else r for r in results]
 
-    async def _tell_webhooks(self, children: list[NodeRecord]) -> None:
-        if self._catalog.webhooks is not None and children:
+    async def _announce_created(self, children: list[NodeRecord]) -> None:
+        """Tell this container's webhooks and live subscribers of its new children."""
+        if not children:
+            return
+        if self._catalog.webhooks is not None:
             events = [webhook_events.child_created(record) for record in children]
             await self._catalog.webhooks.announce(self._node_id, *events)
+        if self._catalog.streams is not None:
+            messages = [stream_messages.child_created(record) for record in children]
+            await self._catalog.streams.announce(self._node_id, *messages)
+
+    def live_stream(self) -> Any:
+        """This node's live stream (see :class:`~tiled.adapters.protocols.HasLiveStream`)."""
+        streams = self._catalog.streams
+        return None if streams is None else streams.of_node(self._node_id)
+
+    async def close_stream(self) -> None:
+        """End this node's live stream and tell its webhooks (upstream's ``stream-closed``)."""
+        await close_stream(self._catalog, self._node_id, self._segments)
 
     def webhooks(self) -> Any:
         """This node's webhooks (see :class:`~tiled.adapters.protocols.HasWebhooks`)."""

@@ -170,6 +170,11 @@ class Catalog:
         self.mount_id: int | None = None
         # Its webhooks (tiled.catalog.webhooks.CatalogWebhooks), where the server delivers them.
         self.webhooks: Any = None
+        # Its live streams (tiled.catalog.streams.CatalogStreams), where the server has a
+        # streaming cache.
+        self.streams: Any = None
+        # The streaming cache given with the catalog (upstream's from_uri(cache_config=...)).
+        self.requested_streaming_cache: Any = None
         self._mount_seen_in: Any = _NOT_SEEN
         # The adapter that serves this catalog as a tree (its CatalogRootAdapter, which sets
         # it): errors name nodes below it, and the server places that where it serves it.

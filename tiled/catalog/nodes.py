@@ -27,6 +27,7 @@ from typing import Any
 import numpy
 from sqlalchemy import delete, func, select, update
 
+from .. import stream_messages
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
 from ..adapters.base import ArrayAdapterBase
 from ..adapters.conditions import WriteCondition
@@ -83,6 +84,7 @@ from .orm import (
 )
 from .registered import NodeView, open_external, outside_readable_storage, why_unopenable
 from .storage import destroy_storages, node_storages
+from .streams import close_stream
 
 
 def subtree_condition(node_id: int) -> Any:
@@ -153,7 +155,21 @@ class CatalogNode:
         return asset_of(self._record, asset_id)
 
     async def put_data_source(self, data_source: Any, patch: Any = None) -> DataSource:
-        return await put_data_source(self._catalog, self._record, data_source, patch)
+        stored = await put_data_source(self._catalog, self._record, data_source, patch)
+        # As upstream, only an array's: an array-ref carries the shape its slice URI needs.
+        if self._catalog.streams is not None and stored.structure_family == "array":
+            message = stream_messages.array_ref(stored, stored.structure.shape, patch)
+            await self._catalog.streams.announce(self._record.id, message)
+        return stored
+
+    def live_stream(self) -> Any:
+        """This node's live stream (see :class:`~tiled.adapters.protocols.HasLiveStream`)."""
+        streams = self._catalog.streams
+        return None if streams is None else streams.of_node(self._record.id)
+
+    async def close_stream(self) -> None:
+        """End this node's live stream and tell its webhooks (upstream's ``stream-closed``)."""
+        await close_stream(self._catalog, self._record.id, self._record.segments)
 
     async def delete_asset(self, asset_id: int, external_only: bool = True) -> Any:
         return await delete_asset(self._catalog, self._record, asset_id, external_only)
@@ -222,6 +238,10 @@ class CatalogNode:
         if self._catalog.webhooks is not None:  # as upstream: whatever the update changed
             event = webhook_events.metadata_updated(self._record)
             await self._catalog.webhooks.announce(self._record.id, event)
+        if self._catalog.streams is not None and self._record.parent_id is not None:
+            # Upstream's subscribers hear of it on the parent, as of a child's creation.
+            message = stream_messages.metadata_updated(self._record)
+            await self._catalog.streams.announce(self._record.parent_id, message)
 
     async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
         query = select(nodes.c.metadata, nodes.c.specs, nodes.c.time_updated)

@@ -6,7 +6,9 @@ A webhook is registered on a node and hears of events on that node and on its de
 - ``container-child-created``: a child was made in a container (the event belongs to the
   container, so a hook on the new node itself does not hear of its own creation);
 - ``container-child-metadata-updated``: a node's metadata or specs were replaced (the event
-  belongs to that node).
+  belongs to that node);
+- ``stream-closed``: a node's live stream was closed (``DELETE /api/v1/stream/close``; the
+  event belongs to that node).
 
 Each event a webhook hears becomes a row of ``webhook_deliveries`` (``pending``), which the
 process that made the change then POSTs in the background: up to :data:`MAX_ATTEMPTS` tries,
@@ -67,7 +69,7 @@ ERROR_DETAIL_MAX = 256  # characters of a receiver's answer kept with a failed d
 class EventType(str, enum.Enum):
     container_child_created = "container-child-created"
     container_child_metadata_updated = "container-child-metadata-updated"
-    stream_closed = "stream-closed"  # upstream's live streams (not served here: never sent)
+    stream_closed = "stream-closed"
 
 
 class DeliveryOutcome(str, enum.Enum):
@@ -147,6 +149,16 @@ def metadata_updated(record: NodeRecord) -> dict[str, Any]:
         "path": list(record.segments),
         "specs": _specs(record),
         "metadata": record.metadata,
+    }
+
+
+def stream_closed(key: str, segments: tuple[str, ...]) -> dict[str, Any]:
+    """The event of the closing of the live stream of the node at ``segments``."""
+    return {
+        "type": EventType.stream_closed.value,
+        "timestamp": _now(),
+        "key": key,
+        "path": list(segments),
     }
 
 

@@ -123,9 +123,10 @@ def _block_as_given(block: Any) -> tuple[Any, ...]:
     return tuple(block) if isinstance(block, Sequence) else (block,)
 
 
-def _persist_params(persist: bool) -> dict[str, str]:
-    """``?persist=false`` when the values are not to be stored (only then, as upstream)."""
-    return {} if persist else {"persist": "false"}
+def _persist_params(persist: bool | None) -> dict[str, str]:
+    """``?persist=false`` when the values are not to be stored (only then, as upstream: None
+    is the server's default, stored)."""
+    return {} if persist is None or persist else {"persist": "false"}
 
 
 def chunks_repr(chunks: Sequence[Sequence[int]]) -> str:
@@ -330,7 +331,7 @@ class ArrayClient(BaseClient):
 
     # --- writing ---
 
-    def write(self, array: Any, persist: bool = True) -> None:
+    def write(self, array: Any, persist: bool | None = True) -> None:
         """Replace the whole array's values. ``persist=False`` sends them without storing
         them (``?persist=false``: the server streams them to subscribers only)."""
         import numpy
@@ -349,7 +350,7 @@ class ArrayClient(BaseClient):
         array: Any,
         block: Sequence[int],
         slice: Any = ...,  # noqa: A002 (upstream's name)
-        persist: bool = True,
+        persist: bool | None = True,
     ) -> None:
         """Replace block ``block`` of the chunk grid (negative indices count from the end).
 
@@ -413,7 +414,11 @@ class ArrayClient(BaseClient):
         return tuple(offset), data_shape, tuple(shape)
 
     def patch(
-        self, array: Any, offset: int | Sequence[int], extend: bool = False, persist: bool = True
+        self,
+        array: Any,
+        offset: int | Sequence[int],
+        extend: bool = False,
+        persist: bool | None = True,
     ) -> None:
         """Write ``array`` into this array at ``offset`` (the index of its first element; a
         shorter offset is padded with zeros). With ``extend``, the array grows to hold data
@@ -430,19 +435,23 @@ class ArrayClient(BaseClient):
         from ..structures.families import structure_from_json
         from ..utils import Conflicts
 
+        params = _persist_params(persist)
+        if extend and params:
+            raise ValueError(
+                "Cannot PATCH an array with both parameters extend=True and persist=False: "
+                "an array grows only by storing data"
+            )
         array = numpy.asarray(array)
         if array.dtype != self.dtype:
             raise ValueError(
                 f"The data have dtype {array.dtype}; this array's dtype is {self.dtype}"
             )
         offset = (offset,) if isinstance(offset, int) else tuple(int(o) for o in offset)
-        params = {
-            "offset": ",".join(map(str, offset)),
-            "shape": ",".join(map(str, array.shape)),
-            "extend": "true" if extend else "false",
-        }
-        if not persist:
-            params["persist"] = "false"
+        params.update(
+            offset=",".join(map(str, offset)),
+            shape=",".join(map(str, array.shape)),
+            extend="true" if extend else "false",
+        )
         response = self.context.request(
             "PATCH", f"array/full/{self._path}", params=params, check=False,
             content=numpy.ascontiguousarray(array).tobytes(),
@@ -472,6 +481,13 @@ class ArrayClient(BaseClient):
         super().export(filepath, format=format, **params)
 
     _export_route = "array/full"
+
+    def subscribe(self, executor: concurrent.futures.Executor | None = None) -> Any:
+        """Live updates of this array (values written to it): an
+        :class:`~tiled.client.stream.ArraySubscription`; see the how-to on streaming."""
+        from .stream import ArraySubscription
+
+        return ArraySubscription(self.context, self.path_parts, executor)
 
     def __repr__(self) -> str:
         text = f"<{type(self).__name__} shape={self.shape} chunks={chunks_repr(self.chunks)}"

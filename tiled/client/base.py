@@ -237,7 +237,7 @@ class BaseClient:
                 f"metadata/{self._path}", params={"include_data_sources": "true"}
             )["data"]
             sources = item["attributes"].get("data_sources") or []
-        return [_data_source(s) for s in sources]
+        return [data_source_as_sent(s) for s in sources]
 
     def include_data_sources(self) -> BaseClient:
         """A copy of this client whose items carry their data sources."""
@@ -282,6 +282,11 @@ class BaseClient:
             self.context, item=item, structure_clients=self.structure_clients,
             include_data_sources=self._include_data_sources,
         )  # fmt: skip
+
+    def close_stream(self) -> None:
+        """Declare the end of the writes to this node: its subscribers' streams end (their
+        ``stream_closed`` callbacks run)."""
+        self.context.request("DELETE", f"stream/close/{self._path}")
 
     def refresh(self) -> BaseClient:
         """Read the node again (its metadata and structure may have changed)."""
@@ -405,6 +410,8 @@ class BaseClient:
         self._send_patch(body, drop_revision)
 
     def _send_patch(self, body: dict[str, Any], drop_revision: bool) -> None:
+        # Upstream's server requires the key (null: specs unchanged), as its client sends it.
+        body.setdefault("specs", None)
         params = {"drop_revision": "true"} if drop_revision else None
         self.context.request("PATCH", f"metadata/{self._path}", params=params, **json_body(body))
         self.refresh()
@@ -535,7 +542,7 @@ class BaseClient:
         return f"<{type(self).__name__} /{'/'.join(self.path_parts)}>"
 
 
-def _data_source(value: dict[str, Any]) -> Any:
+def data_source_as_sent(value: dict[str, Any]) -> Any:
     """A data source as upstream's client reads it: its structure the JSON sent."""
     from ..structures.data_source import DataSource
 

@@ -646,6 +646,15 @@ class Container(BaseClient, collections.abc.Mapping):
 
     _export_route = "container/full"
 
+    def subscribe(self, executor: concurrent.futures.Executor | None = None) -> Any:
+        """Live updates of this container (nodes created in it, metadata changed): a
+        :class:`~tiled.client.stream.ContainerSubscription`; see the how-to on streaming."""
+        from .stream import ContainerSubscription
+
+        return ContainerSubscription(
+            self.context, self.path_parts, executor, self.structure_clients
+        )
+
     def __repr__(self) -> str:
         try:
             keys = self.keys()[:10]

@@ -203,6 +203,13 @@ class DataFrameClient(BaseClient):
 
     _export_route = "table/full"
 
+    def subscribe(self, executor: concurrent.futures.Executor | None = None) -> Any:
+        """Live updates of this table (rows written or appended): a
+        :class:`~tiled.client.stream.TableSubscription`; see the how-to on streaming."""
+        from .stream import TableSubscription
+
+        return TableSubscription(self.context, self.path_parts, executor)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.columns}>"
 

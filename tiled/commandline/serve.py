@@ -506,13 +506,18 @@ def serve_catalog(
     public: bool = PUBLIC,
     api_key: str | None = API_KEY,
     cache: str | None = typer.Option(
-        None, "--cache", help="Upstream's streaming cache URI: not supported by this server."
+        None,
+        "--cache",
+        help="The streaming cache of live updates: 'memory' or redis://HOST:PORT "
+        "(with --temp: memory unless given).",
     ),
     cache_data_ttl: int | None = typer.Option(
-        None, "--cache-data-ttl", help="With --cache (upstream): not supported by this server."
+        None, "--cache-data-ttl", help="With --cache: seconds an update is kept for replay."
     ),
     cache_seq_ttl: int | None = typer.Option(
-        None, "--cache-seq-ttl", help="With --cache (upstream): not supported by this server."
+        None,
+        "--cache-seq-ttl",
+        help="With --cache: seconds a node's sequence counter outlives its last update.",
     ),
     host: str = HOST,
     port: int = PORT,
@@ -525,12 +530,13 @@ def serve_catalog(
     """Serve a SQL catalog (read-only unless --write or --temp)."""
     from ..catalog.storage import local_tabular_storage
     from ..config import ConfigError, validate_config
-    from ..config.sections import UNSUPPORTED
     from ..storage import is_sql_uri
 
-    if cache is not None:
-        _fail(f"--cache: not supported by this server: {UNSUPPORTED['streaming_cache']}")
-    # Without --cache upstream ignores the TTLs too.
+    if temp and cache is None:
+        cache = "memory"  # as upstream: a throw-away catalog streams from this process
+    if cache == "memory" and (workers or 1) > 1:
+        _fail("--cache memory keeps live updates in one server process: with --workers, "
+              "use a Redis server (--cache redis://HOST:PORT)")  # fmt: skip
     logging = _log_config(log_config, log_timestamps)
     writable = [_local_path(item) for item in write or []]
     if temp and database:
@@ -570,6 +576,12 @@ def serve_catalog(
             "init_if_not_exists": init,
         },
     }
+    if cache is not None:  # without --cache upstream ignores the TTLs too
+        ttls = {"data_ttl": cache_data_ttl, "seq_ttl": cache_seq_ttl}
+        document["streaming_cache"] = {
+            "uri": cache,
+            **{name: value for name, value in ttls.items() if value is not None},
+        }
     given = {"single_user_api_key": key, "allow_anonymous_access": public or None}
     overrides = {"authentication": given}
     # The catalog is the command's arguments: the TILED_CATALOG_* variables are for the

@@ -52,7 +52,7 @@ from .sections import (
     Database,
     MetricsConfig,
     SpecDeclaration,
-    StreamingCache,
+    StreamingCacheConfig,
     TreeSpec,
     UvicornConfig,
     WebhooksConfig,
@@ -63,8 +63,8 @@ from .sections import (
 __all__ = [
     "CONCATENATED_KEYS", "AccessControl", "Authentication", "AuthenticationProviderSpec",
     "CatalogConfig", "CatalogTreeSpec", "Config", "ConfigError", "Database", "MetricsConfig",
-    "SpecDeclaration", "TreeSpec", "UnsupportedSetting", "UvicornConfig", "WebhooksConfig",
-    "ZarrConfig",
+    "SpecDeclaration", "StreamingCacheConfig", "TreeSpec", "UnsupportedSetting", "UvicornConfig",
+    "WebhooksConfig", "ZarrConfig",
     "construct_build_app_kwargs", "expand_environment_variables", "import_from_config",
     "merge_documents", "parse_configs", "resolve_relative_path", "resolve_relative_paths",
     "validate_config",
@@ -100,7 +100,7 @@ class Config(_Section):
     reject_undeclared_specs: bool | None = None
     expose_raw_assets: bool | None = None
     metrics: MetricsConfig | None = None
-    streaming_cache: StreamingCache = None
+    streaming_cache: StreamingCacheConfig | None = None
     webhooks: WebhooksConfig | None = None
     # Mounted catalogs (mount_node) create the containers along their path when missing.
     create_mount_nodes_if_not_exist: bool | None = None
@@ -320,6 +320,8 @@ def _server_settings(config: Config) -> dict[str, Any]:
         settings["zarr"] = config.zarr.model_dump()
     if config.webhooks is not None:
         settings["webhooks"] = config.webhooks.model_dump()
+    if config.streaming_cache is not None:
+        settings["streaming_cache"] = config.streaming_cache.model_dump()
     if config.uvicorn.root_path:
         settings["root_path"] = config.uvicorn.root_path
     return settings

@@ -29,8 +29,10 @@ from . import build
 
 # Why each upstream setting that this server does not implement is refused.
 UNSUPPORTED = {
-    "streaming_cache": "there is no cache for streaming live data (Redis or memory)",
-    "cache_config": "there is no cache for streaming live data",
+    "cache_config": (
+        "a catalog's streaming cache is the top-level streaming_cache section (upstream's "
+        "configuration loader copies that section here)"
+    ),
     "bucket_storage": (
         "buckets are configured as a mapping {provider: s3, uri: http(s)://endpoint/bucket, "
         "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
@@ -73,7 +75,6 @@ def _mount_node(value: Any) -> Any:
 # Checked by the catalog's own rule, which says what a mount_node may be in one line.
 MountNode = Annotated[Any, AfterValidator(_mount_node)]
 CacheConfig = _refuse_unless("cache_config")
-StreamingCache = _refuse_unless("streaming_cache")
 
 
 class _Section(BaseModel):
@@ -518,6 +519,71 @@ class WebhooksConfig(_Section):
                 continue
             raise ValueError(f"{host!r} is an address: allow_delivery_hosts names hosts")
         return value
+
+
+class StreamingCacheConfig(_Section):
+    """Upstream's ``streaming_cache`` section: present, writes to catalog nodes are published
+    to live subscribers (``/api/v1/stream/single/{path}``; see :mod:`tiled.streaming`).
+
+    ``uri`` is ``memory`` (one server process) or ``redis://`` / ``rediss://`` (one Redis
+    node); or ``sentinels`` (``host:port`` each), ``service_name`` and ``password`` name a
+    Redis Sentinel cluster, ``ssl`` encrypting it. Updates are kept ``data_ttl`` seconds for
+    replay, a node's sequence counter ``seq_ttl`` seconds after its last update. Upstream's
+    names and defaults throughout.
+    """
+
+    uri: str | None = None
+    sentinels: list[str] | None = None
+    service_name: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    data_ttl: int = Field(3600, ge=1, le=LARGEST)
+    seq_ttl: int = Field(2_592_000, ge=1, le=LARGEST)
+    socket_timeout: int = Field(86_400, ge=1, le=LARGEST)
+    socket_connect_timeout: int = Field(10, ge=1, le=LARGEST)
+    health_check_interval: int = Field(10, ge=0, le=LARGEST)
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and value != "memory":
+            scheme = value.partition("://")[0].lower() if "://" in value else ""
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(f"{value!r}: use 'memory' or a redis:// or rediss:// URI")
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or ():
+            host, colon, port = entry.rpartition(":")
+            if not (colon and host and port.isdigit()):
+                raise ValueError(f"sentinel entry {entry!r} must be 'host:port'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StreamingCacheConfig:
+        # Upstream's rules: a Sentinel-only key beside a plain uri is a mistake to say, not
+        # to ignore (an 'ssl' ignored would leave a connection believed encrypted in clear).
+        if self.uri and self.sentinels:
+            raise ValueError("set only one of 'uri' or 'sentinels', not both")
+        if self.sentinels:
+            if not self.service_name:
+                raise ValueError("'service_name' is required when 'sentinels' is set")
+        elif self.uri:
+            if self.ssl:
+                raise ValueError(
+                    "'ssl' applies to 'sentinels'; for one Redis node use a rediss:// uri"
+                )
+            for name in ("service_name", "password"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"'{name}' is only used with 'sentinels'; for one Redis node put "
+                        "the password in the uri"
+                    )
+        else:
+            raise ValueError("set either 'uri' or 'sentinels' and 'service_name'")
+        return self
 
 
 class SpecDeclaration(_Section):

@@ -19,7 +19,12 @@ from .._version import __version__
 from ..access.policies import StartsWithTree
 from ..adapters.protocols import supports
 from ..config import Authentication, Database
-from .authentication import CSRFMiddleware, build_authenticator, install_openapi_security
+from .authentication import (
+    CSRFMiddleware,
+    UnscalableConfig,
+    build_authenticator,
+    install_openapi_security,
+)
 from .bodies import BodyLimit
 from .errors import install_error_handlers
 from .metrics import metrics_from_environment, metrics_router
@@ -114,6 +119,7 @@ def _lifespan(
     policy: Any,
     metrics: Any = None,
     webhooks: Any = None,
+    streams: Any = None,
 ):
     tasks = dict(tasks or {})
 
@@ -131,10 +137,11 @@ def _lifespan(
         own = list(tasks.get(kind, [])) + list(getattr(tree, f"{kind}_tasks", []))
         if kind == "startup" and supports(policy, StartsWithTree):
             own.append(functools.partial(policy.startup, tree))
-        if webhooks is not None:  # deliveries need their catalogs, from start to end
-            own = {"startup": [*own, webhooks.startup], "shutdown": [webhooks.shutdown, *own]}.get(
-                kind, own
-            )
+        for service in (webhooks, streams):  # they need their catalogs, from start to end
+            if service is not None:
+                own = {
+                    "startup": [*own, service.startup], "shutdown": [service.shutdown, *own]
+                }.get(kind, own)  # fmt: skip
         return first + own + last
 
     @contextlib.asynccontextmanager
@@ -187,6 +194,7 @@ def build_app(
     from ..serialization import default_deserialization_registry, default_serialization_registry
     from ..validation_registration import default_validation_registry
     from .api import about, assets, awkward, data, metadata, nodes, ragged, writes
+    from .api import streams as streams_api
     from .compression import default_compression_registry
     from .zarr.router import zarr_router
 
@@ -201,10 +209,21 @@ def build_app(
         from .api.webhooks import WebhookService
 
         webhooks = WebhookService.for_tree(tree, settings.webhooks, webhook_url_validator)
+    from .api.streams import StreamService
+
+    streams = None
+    streaming_cache = StreamService.options_for(tree, settings.streaming_cache)
+    if streaming_cache is not None:
+        if scalable and streaming_cache.in_memory:
+            raise UnscalableConfig(
+                "With several server processes, live streams cannot be kept in memory: "
+                "set streaming_cache.uri to a Redis server (redis://...)."
+            )
+        streams = StreamService.for_tree(tree, streaming_cache)
     app = TiledApp(
         title="Tiled",
         version=__version__,
-        lifespan=_lifespan(tree, tasks, authenticator, access_policy, metrics, webhooks),
+        lifespan=_lifespan(tree, tasks, authenticator, access_policy, metrics, webhooks, streams),
         root_path=settings.root_path,
     )
     state = TiledState(
@@ -218,11 +237,12 @@ def build_app(
         compression_registry=_given(compression_registry, default_compression_registry),
         validation_registry=_given(validation_registry, default_validation_registry),
         webhooks=webhooks,
+        streams=streams,
     )
     install_state(app, state)
     install_error_handlers(app)
     install_openapi_security(app)
-    routers = (about, metadata, data, nodes, writes, assets, awkward, ragged)
+    routers = (about, metadata, data, nodes, writes, assets, awkward, ragged, streams_api)
     for router in (module.router for module in routers):
         app.include_router(router, prefix="/api/v1")
     if authenticator.router is not None:  # multi-user: /api/v1/auth

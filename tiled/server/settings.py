@@ -51,6 +51,15 @@ LOCATIONS: dict[str, tuple[str, ...]] = {
     "storage_max_overflow": ("storage_max_overflow",),
     "create_mount_nodes_if_not_exist": ("create_mount_nodes_if_not_exist",),
     "streaming_cache_uri": ("streaming_cache", "uri"),
+    "streaming_cache_sentinels": ("streaming_cache", "sentinels"),
+    "streaming_cache_service_name": ("streaming_cache", "service_name"),
+    "streaming_cache_password": ("streaming_cache", "password"),
+    "streaming_cache_ssl": ("streaming_cache", "ssl"),
+    "streaming_cache_data_ttl": ("streaming_cache", "data_ttl"),
+    "streaming_cache_seq_ttl": ("streaming_cache", "seq_ttl"),
+    "streaming_cache_socket_timeout": ("streaming_cache", "socket_timeout"),
+    "streaming_cache_socket_connect_timeout": ("streaming_cache", "socket_connect_timeout"),
+    "streaming_cache_health_check_interval": ("streaming_cache", "health_check_interval"),
     # Upstream reads TILED_CATALOG_<KEY> into the keys of the ``catalog`` section, where a
     # configuration has one (see tiled.config.validate_config); a pool size of the catalog
     # is therefore TILED_CATALOG_CATALOG_POOL_SIZE.
@@ -145,6 +154,15 @@ class Environment(BaseSettings):
     storage_max_overflow: int | None = None
     create_mount_nodes_if_not_exist: bool | None = None
     streaming_cache_uri: str | None = None
+    streaming_cache_sentinels: StringList = None
+    streaming_cache_service_name: str | None = None
+    streaming_cache_password: str | None = None
+    streaming_cache_ssl: bool | None = None
+    streaming_cache_data_ttl: int | None = None
+    streaming_cache_seq_ttl: int | None = None
+    streaming_cache_socket_timeout: int | None = None
+    streaming_cache_socket_connect_timeout: int | None = None
+    streaming_cache_health_check_interval: int | None = None
     webhooks_secret_keys: StringList = None
     webhooks_blocked_networks: StringList = None
     webhooks_allow_delivery_hosts: StringList = None
@@ -166,7 +184,7 @@ class Environment(BaseSettings):
 
     @field_validator(
         "secret_keys", "allow_origins", "webhooks_secret_keys", "webhooks_blocked_networks",
-        "webhooks_allow_delivery_hosts", "catalog_writable_storage",
+        "webhooks_allow_delivery_hosts", "streaming_cache_sentinels", "catalog_writable_storage",
         "catalog_readable_storage", "catalog_top_level_access_tags", mode="before",
     )  # fmt: skip
     @classmethod
@@ -210,6 +228,9 @@ class Environment(BaseSettings):
         webhooks = self.section("webhooks")
         if webhooks:  # any TILED_WEBHOOKS_* variable turns webhooks on
             settings["webhooks"] = webhooks
+        streaming_cache = self.section("streaming_cache")
+        if streaming_cache:  # as upstream: the variables are a whole section (with its uri)
+            settings["streaming_cache"] = streaming_cache
         return settings
 
 
@@ -285,6 +306,46 @@ class WebhookOptions:
 
 
 @dataclass(frozen=True)
+class StreamingOptions:
+    """The ``streaming_cache`` section as the server uses it (see
+    ``tiled.config.StreamingCacheConfig``, which holds the names, defaults and rules)."""
+
+    uri: str | None = None
+    sentinels: tuple[str, ...] = ()
+    service_name: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    data_ttl: int = 3600
+    seq_ttl: int = 2_592_000
+    socket_timeout: int = 86_400
+    socket_connect_timeout: int = 10
+    health_check_interval: int = 10
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether updates are kept in the server process (one process only)."""
+        return self.uri == "memory"
+
+    @classmethod
+    def from_value(cls, value: Any) -> StreamingOptions:
+        """From a mapping, or an object with these attributes (upstream's
+        ``StreamingCacheConfig``, which its ``build_app`` callers pass in
+        ``server_settings``); checked as in a configuration file."""
+        from ..config import StreamingCacheConfig
+
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            value = {name: getattr(value, name, None) for name in StreamingCacheConfig.model_fields}
+        # Upstream's from_uri callers pass its whole model_dump, 'datastore' (derived) included.
+        fields = {k: v for k, v in value.items() if k != "datastore"}
+        checked = StreamingCacheConfig.model_validate(fields)
+        values = checked.model_dump()
+        values["sentinels"] = tuple(values["sentinels"] or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     root_path: str = ""
     allow_origins: tuple[str, ...] = ()
@@ -317,6 +378,8 @@ class ServerSettings:
     prometheus: bool = True
     # Upstream's ``webhooks`` section; None: no /api/v1/webhooks, no deliveries.
     webhooks: WebhookOptions | None = None
+    # Upstream's ``streaming_cache`` section; None: writes are published to no one.
+    streaming_cache: StreamingOptions | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ServerSettings:
@@ -339,4 +402,6 @@ class ServerSettings:
             kwargs["zarr"] = ZarrOptions(**zarr)
         if "webhooks" in kwargs:
             kwargs["webhooks"] = WebhookOptions.from_value(kwargs["webhooks"])
+        if "streaming_cache" in kwargs:
+            kwargs["streaming_cache"] = StreamingOptions.from_value(kwargs["streaming_cache"])
         return cls(**kwargs)

@@ -100,7 +100,8 @@ class SimpleTiledServer:
             readable_storage=[Path(p) for p in readable_storage or []],
             init_if_not_exists=True,
         )
-        server_settings: dict[str, Any] = {}
+        # Live updates (node.subscribe()) kept in this process, as upstream's simple server.
+        server_settings: dict[str, Any] = {"streaming_cache": {"uri": "memory"}}
         validator = None
         if enable_webhooks:
             server_settings["webhooks"] = {"secret_keys": [self.webhook_secret_key]}

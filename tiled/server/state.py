@@ -44,6 +44,8 @@ class TiledState:
     validation_registry: ValidationRegistry
     # tiled.server.api.webhooks.WebhookService, where the server has a webhooks section.
     webhooks: Any = None
+    # tiled.server.api.streams.StreamService, where the server has a streaming cache.
+    streams: Any = None
 
     @property
     def authenticated(self) -> bool:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 
+from ... import stream_messages
 from ...adapters.protocols import PatchableRagged, WritableRagged
 from ...errors import BadRequest
 from ...ndslice import NDBlock, NDSlice
@@ -17,7 +18,8 @@ from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
 from ..state import tiled_state
 from .data import EncodingParams, SlicingParams, _encoded
-from .writes import _integers, decoded
+from .streams import publish_update
+from .writes import _integers, _media_type, decoded
 
 router = APIRouter()
 
@@ -50,16 +52,29 @@ async def ragged_full(
     return await _encoded(request, node, lambda: _read(request, node.adapter, ndslice), encoding)
 
 
-async def _body(request: Request, node: Node) -> Any:
-    return decoded(request, "ragged", await request_body(request), ZIP, node.adapter.structure())
+async def _body(request: Request, node: Node) -> tuple[Any, bytes]:
+    """The body as a ragged array, and as it came (for live subscribers)."""
+    body = await request_body(request)
+    return decoded(request, "ragged", body, ZIP, node.adapter.structure()), body
+
+
+async def _publish(request: Request, node: Node, body: bytes, shape: Any, **where: Any) -> None:
+    # Variable dimensions are None in a ragged structure's shape: the message says so too.
+    message = stream_messages.ragged_data(_media_type(request, ZIP), shape, **where)
+    await publish_update(node.adapter, message, body)
+
+
+# As the array routes (see tiled.server.api.writes): checked with or without ``persist``,
+# stored only with it, then sent to the node's live subscribers.
 
 
 @router.put("/ragged/full/{path:path}")
 async def write_ragged(request: Request, node: WritingRagged, persist: bool = True):
     writer = capable(node.adapter, WritableRagged, "writing")
-    array = await _body(request, node)  # checked even when not persisted
+    array, body = await _body(request, node)
     if persist:
         await writer.write(array)
+    await _publish(request, node, body, node.adapter.structure().shape)
     return document_response(request, None)
 
 
@@ -69,9 +84,11 @@ async def write_ragged_block(
 ):
     writer = capable(node.adapter, WritableRagged, "writing blocks")
     parsed = NDBlock.from_query(block)
-    array = await _body(request, node)
+    array, body = await _body(request, node)
     if persist:
         await writer.write_block(array, parsed)
+    # As upstream: a ragged block's shape is not computable from the chunks; the array's.
+    await _publish(request, node, body, node.adapter.structure().shape, block=tuple(parsed))
     return document_response(request, None)
 
 
@@ -92,8 +109,12 @@ async def patch_ragged(
             "an array grows only by storing data"
         )
     patcher = capable(node.adapter, PatchableRagged, "patching (appending rows)")
-    array = await _body(request, node)
+    array, body = await _body(request, node)
+    at = _integers(offset, "offset")
+    rows = _integers(shape, "shape") if shape else node.adapter.structure().shape
     if not persist:
+        await _publish(request, node, body, rows, offset=at)
         return document_response(request, node.adapter.structure().to_json())
-    grown = await patcher.patch(array, _integers(offset, "offset"), extend)
+    grown = await patcher.patch(array, at, extend)
+    await _publish(request, node, body, rows, offset=at)
     return document_response(request, grown.to_json())

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import numpy
 from fastapi import APIRouter, Request
 
+from ... import stream_messages
 from ...adapters.protocols import (
     PatchableArray,
     ReadableArray,
@@ -29,6 +30,7 @@ from ..bodies import request_body
 from ..dependencies import Node, capable, node_dependency
 from ..responses import document_response
 from ..state import tiled_state
+from .streams import publish_update
 
 router = APIRouter()
 
@@ -50,9 +52,9 @@ def decoded(request: Request, family: str, body: bytes, default: str, *args: Any
 
 async def _array_from_body(
     request: Request, structure: Any, shape: tuple[int, ...], ceiling: int | None = None
-) -> Any:
-    """The body as an array of ``shape``; ``ceiling``: the most bytes a region of a shape the
-    client chose may have."""
+) -> tuple[Any, bytes]:
+    """The body as an array of ``shape``, and as it came; ``ceiling``: the most bytes a region
+    of a shape the client chose may have."""
     dtype = structure.data_type.to_numpy_dtype()
     limit = None  # a registered decoder's encoding may take any size: the general limit
     if _media_type(request, OCTET_STREAM).lower() == OCTET_STREAM:
@@ -61,22 +63,23 @@ async def _array_from_body(
         if ceiling is not None:
             limit = min(limit, ceiling)
     body = await request_body(request, limit)
-    return decoded(request, "array", body, OCTET_STREAM, dtype, shape)
+    return decoded(request, "array", body, OCTET_STREAM, dtype, shape), body
 
 
-async def _coo_from_body(request: Request, ndim: int) -> tuple[Any, Any]:
-    frame = decoded(request, "sparse", await request_body(request), ARROW_FILE)
+async def _coo_from_body(request: Request, ndim: int) -> tuple[Any, Any, bytes]:
+    body = await request_body(request)
+    frame = decoded(request, "sparse", body, ARROW_FILE)
     columns = [f"dim{i}" for i in range(ndim)] + ["data"]
     if sorted(frame.columns, key=str) != sorted(columns):
         # A coordinate column more or fewer than the array's rank is a body of another array.
         raise BadRequest(f"A sparse body has the columns {columns}, not {list(frame.columns)}")
-    return numpy.stack([frame[c].to_numpy() for c in columns[:-1]]), frame["data"].to_numpy()
+    coords = numpy.stack([frame[c].to_numpy() for c in columns[:-1]])
+    return coords, frame["data"].to_numpy(), body
 
 
 # The writers below check the whole request (the body, the block) with or without
-# ``persist``, and store only with it: as upstream, ``persist=false`` sends the data to
-# live subscribers only, and this server streams none, so nothing else is left to do. (The
-# same rule as patch_array's and the ragged routes'.)
+# ``persist``, and store only with it; then, as upstream, they send the body to the node's
+# live subscribers (all that ``persist=false`` does). The same rule as patch_array's.
 
 
 async def _write_dense(
@@ -85,14 +88,17 @@ async def _write_dense(
     structure = adapter.structure()
     writer = capable(adapter, WritableArray, "writing")
     if block is None:
-        array = await _array_from_body(request, structure, structure.shape)
+        array, body = await _array_from_body(request, structure, structure.shape)
         if persist:
             await writer.write(array)
+        message = stream_messages.array_data(_media_type(request, OCTET_STREAM), structure.shape)
+        await publish_update(adapter, message, body)
         return
     shape = tuple(r.stop - r.start for r in block.slices(structure.chunks))
-    array = await _array_from_body(request, structure, shape)
+    array, body = await _array_from_body(request, structure, shape)
     if persist:
         await writer.write_block(array, block)
+    await publish_update(adapter, _block_message(request, OCTET_STREAM, structure, block), body)
 
 
 async def _write_sparse(
@@ -100,15 +106,31 @@ async def _write_sparse(
 ) -> None:
     structure = adapter.structure()
     writer = capable(adapter, WritableSparse, "writing")
-    coords, data = await _coo_from_body(request, len(structure.shape))
+    coords, data, body = await _coo_from_body(request, len(structure.shape))
+    shape = structure.shape
     if block is not None:
-        block.slices(structure.chunks)  # refuses a wrong rank or a block off the grid
-    if not persist:
-        return
-    if block is None:
+        # Refuses a wrong rank or a block off the grid.
+        shape = tuple(r.stop - r.start for r in block.slices(structure.chunks))
+    if persist and block is None:
         await writer.write(coords, data)
-    else:
+    elif persist:
         await writer.write_block(coords, data, block)
+    if block is None:
+        message = stream_messages.array_data(_media_type(request, ARROW_FILE), shape)
+    else:
+        message = _block_message(request, ARROW_FILE, structure, block)
+    await publish_update(adapter, message, body)
+
+
+def _block_message(request: Request, default: str, structure: Any, block: NDBlock) -> dict:
+    """The array-data update of a block written: by its chunk indices (upstream's form), or,
+    for a run of chunks (which upstream's messages cannot name), as the region at its offset."""
+    region = block.slices(structure.chunks)
+    shape = tuple(r.stop - r.start for r in region)
+    media_type = _media_type(request, default)
+    if all(isinstance(part, int) for part in block):
+        return stream_messages.array_data(media_type, shape, block=tuple(block))
+    return stream_messages.array_data(media_type, shape, offset=tuple(r.start for r in region))
 
 
 # How a request body becomes data, by the family of the node written to.
@@ -170,36 +192,50 @@ async def patch_array(
     # the array (then no more than the array or write_max_bytes, whichever is larger).
     held = math.prod(structure.shape) * structure.data_type.itemsize
     ceiling = max(held, tiled_state(request).settings.write_max_bytes) if extend else held
-    data = await _array_from_body(request, structure, dims, ceiling)
+    data, body = await _array_from_body(request, structure, dims, ceiling)
+    at = _integers(offset, "offset")
+    message = stream_messages.array_data(_media_type(request, OCTET_STREAM), dims, offset=at)
     if not persist:
         # Checked, not stored: see the rule above _write_dense.
+        await publish_update(node.adapter, message, body)
         return document_response(request, structure.to_json())
-    grown = await adapter.patch(data, _integers(offset, "offset"), extend)
+    grown = await adapter.patch(data, at, extend)
+    await publish_update(node.adapter, message, body)
     return document_response(request, grown.to_json())
 
 
-async def _table_body(request: Request) -> Any:
-    return decoded(request, "table", await request_body(request), ARROW_FILE)
+async def _table_body(request: Request) -> tuple[Any, bytes]:
+    body = await request_body(request)
+    return decoded(request, "table", body, ARROW_FILE), body
+
+
+async def _publish_rows(
+    request: Request, node: Node, body: bytes, partition: int | None, append: bool
+) -> None:
+    message = stream_messages.table_data(_media_type(request, ARROW_FILE), partition, append)
+    await publish_update(node.adapter, message, body)
 
 
 @router.put("/table/full/{path:path}")
 @router.put("/node/full/{path:path}", deprecated=True)  # upstream's older spelling, kept there
 async def write_table(request: Request, node: WritingTable):
-    await capable(node.adapter, WritableTable, "writing").write(await _table_body(request))
+    table, body = await _table_body(request)
+    await capable(node.adapter, WritableTable, "writing").write(table)
+    await _publish_rows(request, node, body, None, append=False)
     return document_response(request, None)
 
 
 @router.put("/table/partition/{path:path}")
 async def write_partition(request: Request, node: WritingTable, partition: int):
-    await capable(node.adapter, WritableTable, "writing").write_partition(
-        await _table_body(request), partition
-    )
+    table, body = await _table_body(request)
+    await capable(node.adapter, WritableTable, "writing").write_partition(table, partition)
+    await _publish_rows(request, node, body, partition, append=False)
     return document_response(request, None)
 
 
 @router.patch("/table/partition/{path:path}")
 async def append_partition(request: Request, node: WritingTable, partition: int):
-    await capable(node.adapter, WritableTable, "appending").append_partition(
-        await _table_body(request), partition
-    )
+    table, body = await _table_body(request)
+    await capable(node.adapter, WritableTable, "appending").append_partition(table, partition)
+    await _publish_rows(request, node, body, partition, append=True)
     return document_response(request, None)
