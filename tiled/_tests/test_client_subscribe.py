@@ -18,6 +18,7 @@ import pandas
 import pyarrow
 import pytest
 
+from tiled import stream_messages
 from tiled.client import from_uri
 from tiled.client.stream import (
     ArraySubscription,
@@ -114,6 +115,7 @@ def test_an_array_replays_from_the_start_then_streams_writes_and_patches(client)
     finally:
         subscription.disconnect()
     assert all(isinstance(u, LiveArrayData) for u in (first, second, third))
+    assert all(isinstance(u, stream_messages.ArrayData) for u in (first, second, third))
     assert [u.sequence for u in (first, second, third)] == [1, 2, 3]
     numpy.testing.assert_array_equal(first.data(), numpy.zeros(6, dtype="int32"))
     numpy.testing.assert_array_equal(second.data(), numpy.arange(6, dtype="int32"))

@@ -237,6 +237,8 @@ class BaseClient:
                 f"metadata/{self._path}", params={"include_data_sources": "true"}
             )["data"]
             sources = item["attributes"].get("data_sources") or []
+        from ..structures.data_source import data_source_as_sent
+
         return [data_source_as_sent(s) for s in sources]
 
     def include_data_sources(self) -> BaseClient:
@@ -540,15 +542,6 @@ class BaseClient:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} /{'/'.join(self.path_parts)}>"
-
-
-def data_source_as_sent(value: dict[str, Any]) -> Any:
-    """A data source as upstream's client reads it: its structure the JSON sent."""
-    from ..structures.data_source import DataSource
-
-    source = DataSource.from_json({**value, "structure": None})
-    source.structure = copy.deepcopy(value.get("structure"))
-    return source
 
 
 class MetadataRevisions:

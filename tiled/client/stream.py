@@ -17,18 +17,28 @@ registered inline never runs there; code written for it runs here unchanged).
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
-from ..structures.core import Spec, StructureFamily
-from .base import data_source_as_sent
+from ..stream_messages import (
+    ArrayData,
+    ArrayPatch,
+    ArrayRef,
+    ChildCreated,
+    ChildMetadataUpdated,
+    Schema,
+    TableData,
+    UnparseableMessage,
+    Update,
+    read_schema,
+    read_update,
+)
 from .utils import handle_error as raise_for_answer
 from .utils import path_url, retry_context, should_retry
 
@@ -67,10 +77,6 @@ STREAM_ENDED = 1000
 MESSAGE_TOO_BIG = 1009
 
 T = TypeVar("T")
-
-
-class UnparseableMessage(RuntimeError):
-    """A message that decodes but is no schema or update this client knows."""
 
 
 class CallbackRegistry(Generic[T]):
@@ -120,37 +126,14 @@ def _logging_failures(callback: Callable[[Any], Any], update: Any) -> None:
 
 
 # --- messages ---
+# Upstream's message classes (tiled.stream_messages), with what a subscriber can do with them.
 
 
-@dataclass
-class Schema:
-    """What the server sends first on each connection: what the node's updates carry."""
-
-    type: str
-    version: int
-    content: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Update:
-    """One update of a node, as the server numbered it (``sequence`` counts from 1)."""
-
-    subscription: Subscription
-    type: str
-    sequence: int
-    timestamp: datetime.datetime | None
-
-
-@dataclass
-class LiveChildCreated(Update):
+@dataclass(kw_only=True)
+class LiveChildCreated(ChildCreated):
     """A node was created in the container."""
 
-    key: str
-    structure_family: StructureFamily
-    specs: list[Spec]
-    metadata: dict[str, Any]
-    data_sources: list[Any]  # DataSources, each structure the JSON sent (as data_sources())
-    access_tags: list[str] | None
+    subscription: Subscription
 
     @property
     def uri(self) -> str:
@@ -170,59 +153,46 @@ class LiveChildCreated(Update):
         )
 
 
-@dataclass
-class LiveChildMetadataUpdated(Update):
+@dataclass(kw_only=True)
+class LiveChildMetadataUpdated(ChildMetadataUpdated):
     """The metadata (or specs) of a node in the container changed."""
 
-    key: str
-    specs: list[Spec]
-    metadata: dict[str, Any]
+    subscription: Subscription
 
 
-@dataclass
-class LiveArrayData(Update):
+@dataclass(kw_only=True)
+class LiveArrayData(ArrayData):
     """Values written to the array, carried in the message."""
 
-    mimetype: str
-    shape: tuple[int, ...]
-    offset: tuple[int, ...] | None
-    block: tuple[int, ...] | None
-    payload: bytes
-    data_type: Any  # BuiltinDtype or StructDtype, from the schema
+    subscription: Subscription
 
     def data(self) -> Any:
         """The values written, as a numpy array of ``shape``."""
-        return _decode_array(self.payload, self.mimetype, self.data_type, self.shape)
+        dtype = self.data_type.to_numpy_dtype()
+        if self.mimetype == OCTET_STREAM:
+            import numpy
+
+            return numpy.frombuffer(self.payload, dtype=dtype).reshape(self.shape)
+        from ..serialization import default_deserialization_registry
+
+        decode = default_deserialization_registry.dispatch("array", self.mimetype)
+        return decode(self.payload, dtype, self.shape)
 
 
-@dataclass(frozen=True)
-class ArrayPatch:
-    """The region of an array an update changed."""
+@dataclass(kw_only=True)
+class LiveArrayRef(ArrayRef):
+    """Values written to the array, to be read from ``uri`` (the region ``patch`` names, or
+    the whole array)."""
 
-    offset: tuple[int, ...]
-    shape: tuple[int, ...]
-
-
-@dataclass
-class LiveArrayRef(Update):
-    """Values written to the array, to be fetched from ``uri`` (a region of it where
-    ``patch`` says which)."""
-
-    data_source: Any  # a tiled.structures.data_source.DataSource, its structure parsed
-    patch: ArrayPatch | None
-    uri: str | None
-    shape: tuple[int, ...]
-    data_type: Any
+    subscription: Subscription
 
     def data(self) -> Any:
         import numpy
 
-        from .utils import handle_error
-
         context = self.subscription.context
         for attempt in retry_context(context):
             with attempt:
-                response = handle_error(
+                response = raise_for_answer(
                     context.http_client.get(self.uri, headers={"Accept": OCTET_STREAM})
                 )
         shape = self.patch.shape if self.patch else self.shape
@@ -230,15 +200,11 @@ class LiveArrayRef(Update):
         return numpy.frombuffer(response.content, dtype=dtype).reshape(shape)
 
 
-@dataclass
-class LiveTableData(Update):
+@dataclass(kw_only=True)
+class LiveTableData(TableData):
     """Rows written to the table (a partition replaced, or appended to with ``append``)."""
 
-    mimetype: str
-    partition: int | None
-    append: bool
-    payload: bytes
-    arrow_schema: str
+    subscription: Subscription
 
     def data(self) -> Any:
         """The rows written, as a pandas DataFrame."""
@@ -248,122 +214,27 @@ class LiveTableData(Update):
 
 
 OCTET_STREAM = "application/octet-stream"
-
-
-def _decode_array(payload: bytes, mimetype: str, data_type: Any, shape: tuple[int, ...]) -> Any:
-    dtype = data_type.to_numpy_dtype()
-    if mimetype == OCTET_STREAM:
-        import numpy
-
-        return numpy.frombuffer(payload, dtype=dtype).reshape(shape)
-    from ..serialization import default_deserialization_registry
-
-    return default_deserialization_registry.dispatch("array", mimetype)(payload, dtype, shape)
-
-
-def _timestamp(value: Any) -> datetime.datetime | None:
-    if value is None or isinstance(value, datetime.datetime):
-        return value
-    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _tuple(value: Any) -> tuple[int, ...] | None:
-    return None if value is None else tuple(int(v) for v in value)
-
-
-def _data_type(value: Any) -> Any:
-    from ..structures.array import data_type_from_json
-
-    return value if value is None or not isinstance(value, dict) else data_type_from_json(value)
-
-
-def _common(subscription: Subscription, message: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "subscription": subscription,
-        "type": message["type"],
-        "sequence": int(message["sequence"]),
-        "timestamp": _timestamp(message.get("timestamp")),
-    }
-
-
-def _child_created(sub: Subscription, message: dict[str, Any]) -> LiveChildCreated:
-    return LiveChildCreated(
-        **_common(sub, message),
-        key=message["key"],
-        structure_family=StructureFamily(message["structure_family"]),
-        specs=[Spec.from_json(spec) for spec in message.get("specs") or ()],
-        metadata=message.get("metadata") or {},
-        data_sources=[data_source_as_sent(source) for source in message.get("data_sources") or ()],
-        access_tags=message.get("access_tags"),
+# The class each update is read as, by its message type.
+LIVE_UPDATES: dict[str, type[Update]] = {
+    cls.TYPE: cls
+    for cls in (
+        LiveChildCreated, LiveChildMetadataUpdated, LiveArrayData, LiveArrayRef, LiveTableData
     )
-
-
-def _child_metadata_updated(sub: Subscription, message: dict[str, Any]) -> Update:
-    return LiveChildMetadataUpdated(
-        **_common(sub, message),
-        key=message["key"],
-        specs=[Spec.from_json(spec) for spec in message.get("specs") or ()],
-        metadata=message.get("metadata") or {},
-    )
-
-
-def _array_data(sub: Subscription, message: dict[str, Any]) -> Update:
-    return LiveArrayData(
-        **_common(sub, message),
-        mimetype=message.get("mimetype") or OCTET_STREAM,
-        shape=_tuple(message["shape"]),
-        offset=_tuple(message.get("offset")),
-        block=_tuple(message.get("block")),
-        payload=message.get("payload") or b"",
-        data_type=_data_type(message.get("data_type")),
-    )
-
-
-def _array_ref(sub: Subscription, message: dict[str, Any]) -> Update:
-    from ..structures.data_source import DataSource
-
-    patch = message.get("patch")
-    return LiveArrayRef(
-        **_common(sub, message),
-        data_source=DataSource.from_json(message["data_source"]),
-        patch=ArrayPatch(_tuple(patch["offset"]), _tuple(patch["shape"])) if patch else None,
-        uri=message.get("uri"),
-        shape=_tuple(message["shape"]),
-        data_type=_data_type(message.get("data_type")),
-    )
-
-
-def _table_data(sub: Subscription, message: dict[str, Any]) -> Update:
-    return LiveTableData(
-        **_common(sub, message),
-        mimetype=message["mimetype"],
-        partition=message.get("partition"),
-        append=bool(message.get("append")),
-        payload=message.get("payload") or b"",
-        arrow_schema=message.get("arrow_schema") or "",
-    )
-
-
-# Message type -> how its update is read (the schema's content joins the message first).
-UPDATE_READERS: dict[str, Callable[[Subscription, dict[str, Any]], Update]] = {
-    "container-child-created": _child_created,
-    "container-child-metadata-updated": _child_metadata_updated,
-    "array-data": _array_data,
-    "array-ref": _array_ref,
-    "table-data": _table_data,
-}
-SCHEMA_TYPES = frozenset({"array-schema", "container-schema", "table-schema"})
+}  # fmt: skip
 
 
 def _unpack(data: bytes | str) -> dict[str, Any]:
     import msgpack
 
-    if isinstance(data, str):  # a JSON envelope
-        import json
+    try:
+        if isinstance(data, str):  # a JSON envelope
+            import json
 
-        message = json.loads(data)
-    else:
-        message = msgpack.unpackb(data, timestamp=3)
+            message = json.loads(data)
+        else:
+            message = msgpack.unpackb(data, timestamp=3)
+    except ValueError as error:
+        raise UnparseableMessage(f"Not a message: {error}") from None
     if not isinstance(message, dict) or "type" not in message:
         raise UnparseableMessage(f"Message does not designate a 'type': {message!r}")
     return message
@@ -371,23 +242,12 @@ def _unpack(data: bytes | str) -> dict[str, Any]:
 
 def parse_schema(data: bytes | str) -> Schema:
     """The schema message a connection begins with."""
-    message = _unpack(data)
-    if message["type"] not in SCHEMA_TYPES:
-        raise UnparseableMessage(f"Unrecognized schema message type {message['type']!r}")
-    content = {k: v for k, v in message.items() if k not in ("type", "version")}
-    return Schema(message["type"], int(message.get("version", 1)), content)
+    return read_schema(_unpack(data))
 
 
 def parse_update(subscription: Subscription, data: bytes | str, schema: Schema) -> Update:
     """An update message, read with the connection's ``schema``."""
-    message = _unpack(data)
-    reader = UPDATE_READERS.get(message["type"])
-    if reader is None:
-        raise UnparseableMessage(f"Unrecognized message type {message['type']!r}")
-    try:
-        return reader(subscription, {**message, **schema.content})
-    except (KeyError, TypeError, ValueError) as error:
-        raise UnparseableMessage(f"Malformed {message['type']!r} message: {error!r}") from None
+    return read_update(_unpack(data), schema, LIVE_UPDATES, subscription=subscription)
 
 
 # --- connections ---

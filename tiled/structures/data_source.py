@@ -114,3 +114,13 @@ class DataSource(Generic[StructureT]):
             assets=[Asset.from_json(a) for a in value.get("assets") or []],
             management=Management(value.get("management") or Management.writable),
         )
+
+
+def data_source_as_sent(value: dict[str, Any]) -> DataSource:
+    """A data source from its JSON form, its ``structure`` kept as the JSON sent (a dict), as
+    upstream's client gives data sources (``source.structure["shape"]``)."""
+    import copy
+
+    source = DataSource.from_json({**value, "structure": None})
+    source.structure = copy.deepcopy(value.get("structure"))
+    return source
