@@ -642,35 +642,25 @@ class ContainerSubscription(Subscription):
         registry.process(update)
 
 
-class ArraySubscription(Subscription):
+class _NewDataSubscription(Subscription):
+    """Updates of a node that holds data: ``new_data``, for every update."""
+
+    def __init__(
+        self,
+        context: Context,
+        segments: list[str] | None = None,
+        executor: concurrent.futures.Executor | None = None,
+    ):
+        super().__init__(context, segments, executor)
+        self.new_data: CallbackRegistry[Update] = CallbackRegistry(self.executor)
+
+    def process(self, update: Update) -> None:
+        self.new_data.process(update)
+
+
+class ArraySubscription(_NewDataSubscription):
     """Updates of an array: ``new_data`` (:class:`LiveArrayData` or :class:`LiveArrayRef`)."""
 
-    def __init__(
-        self,
-        context: Context,
-        segments: list[str] | None = None,
-        executor: concurrent.futures.Executor | None = None,
-    ):
-        super().__init__(context, segments, executor)
-        self.new_data: CallbackRegistry[LiveArrayData | LiveArrayRef] = CallbackRegistry(
-            self.executor
-        )
 
-    def process(self, update: Update) -> None:
-        self.new_data.process(update)
-
-
-class TableSubscription(Subscription):
+class TableSubscription(_NewDataSubscription):
     """Updates of a table: ``new_data`` (:class:`LiveTableData`)."""
-
-    def __init__(
-        self,
-        context: Context,
-        segments: list[str] | None = None,
-        executor: concurrent.futures.Executor | None = None,
-    ):
-        super().__init__(context, segments, executor)
-        self.new_data: CallbackRegistry[LiveTableData] = CallbackRegistry(self.executor)
-
-    def process(self, update: Update) -> None:
-        self.new_data.process(update)
