@@ -266,3 +266,37 @@ def test_a_listener_sees_the_engines_made_before_it():
         assert engine in seen
     finally:
         stop()
+
+
+def test_metrics_coming_and_going_leave_the_pools_listeners_alone():
+    """A pool's SQLAlchemy listeners are attached once, when its engine is announced: adding
+    one while another thread or task opens a connection breaks that connection ("deque
+    mutated during iteration", a 500), so the metrics of applications that start and stop
+    later watch through tiled.database_pools instead."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tiled import database_pools
+    from tiled.server.metrics import Metrics
+
+    engine = create_async_engine("sqlite+aiosqlite://")
+    database_pools.announce(engine)
+    pool = engine.sync_engine.pool
+    attached = {name: len(getattr(pool.dispatch, name)) for name in database_pools.POOL_EVENTS}
+
+    async def connect_once() -> None:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    metrics = Metrics()
+    asyncio.run(metrics.start())
+    try:
+        assert {name: len(getattr(pool.dispatch, name)) for name in attached} == attached
+        asyncio.run(connect_once())
+        label = next(key for key in metrics.pools if key[0] == "tiled_db_pool_checkouts_total")
+        assert metrics.pools[label] >= 1
+    finally:
+        asyncio.run(metrics.stop())
+        asyncio.run(engine.dispose())
+    assert {name: len(getattr(pool.dispatch, name)) for name in attached} == attached

@@ -110,6 +110,9 @@ def _refusal(*args: str) -> str:
 def test_what_cannot_work_in_several_processes_is_refused(tmp_path):
     temp = _refusal("serve", "catalog", "--temp", "--workers", "2")
     assert "--temp" in temp and "tiled catalog init" in temp
+    memory = _refusal("serve", "catalog", str(tmp_path / "c.db"), "--cache", "memory",
+                      "--workers", "2")  # fmt: skip
+    assert "--cache memory" in memory and "redis://" in memory
     watched = _refusal("serve", "directory", str(tmp_path), "--watch", "--workers", "2")
     assert "--watch" in watched
     in_memory = tmp_path / "in_memory.yml"

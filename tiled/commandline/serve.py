@@ -532,11 +532,6 @@ def serve_catalog(
     from ..config import ConfigError, validate_config
     from ..storage import is_sql_uri
 
-    if temp and cache is None:
-        cache = "memory"  # as upstream: a throw-away catalog streams from this process
-    if cache == "memory" and (workers or 1) > 1:
-        _fail("--cache memory keeps live updates in one server process: with --workers, "
-              "use a Redis server (--cache redis://HOST:PORT)")  # fmt: skip
     logging = _log_config(log_config, log_timestamps)
     writable = [_local_path(item) for item in write or []]
     if temp and database:
@@ -547,6 +542,11 @@ def serve_catalog(
             "a catalog (`tiled catalog init catalog.db`) and serve it: "
             "`tiled serve catalog catalog.db --write DIR --workers N`"
         )
+    if temp and cache is None:
+        cache = "memory"  # as upstream: a throw-away catalog streams from this process
+    if cache == "memory" and (workers or 1) > 1:
+        _fail("--cache memory keeps live updates in one server process: with --workers, "
+              "use a Redis server (--cache redis://HOST:PORT)")  # fmt: skip
     if temp:
         directory = Path(tempfile.mkdtemp(prefix="tiled-catalog-"))
         uri = f"sqlite:///{directory / 'catalog.db'}"

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import weakref
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class Metrics:
         self.directory = Path(directory) if directory else None
         self._unsubscribe: Any = None
         self._write_failed = False
-        self._listening: list[tuple[Any, str, Any]] = []
+        self._unwatch: Any = None
         # Upstream's series that exist before any request (for dashboards and alerts).
         for code in ("200", "304", "500"):
             for endpoint in INITIAL_ENDPOINTS:
@@ -135,49 +136,25 @@ class Metrics:
         self.pools[key] = self.pools.get(key, 0) + amount
 
     def watch_pool(self, pool: Any, label: str) -> None:
-        """Count the events of a SQLAlchemy connection pool (as upstream's gauges and
-        counters name them)."""
-        from sqlalchemy import event
-
+        """Count the pool's gauges and counters from now on (as upstream's name them),
+        present at zero before anything happens."""
         for name in (*POOL_GAUGES, *POOL_COUNTERS):
-            self.pool_add(name, label, 0)  # present (at zero) before anything happens
-        add = self.pool_add
-        limit = getattr(pool, "_max_overflow", None)
+            self.pool_add(name, label, 0)
 
-        def connect(*_):
-            add("tiled_db_pool_established", label)
-            add("tiled_db_pool_opened_total", label)
-
-        def close(*_):
-            add("tiled_db_pool_established", label, -1)
-            add("tiled_db_pool_closed_total", label)
-
-        def checkout(*_):
-            add("tiled_db_pool_active", label)
-            add("tiled_db_pool_checkouts_total", label)
+    def pool_event(self, engine: Any, name: str) -> None:
+        """Count an event of the pool of ``engine`` (see :mod:`tiled.database_pools`)."""
+        label = _pool_label_of(engine)
+        for counter, amount in POOL_EVENT_COUNTS.get(name, ()):
+            self.pool_add(counter, label, amount)
+        if name == "checkout":
+            pool = engine.sync_engine.pool
+            limit = getattr(pool, "_max_overflow", None)
             if limit is None or limit < 0:
                 return  # a pool of one connection, or unbounded
             if pool.overflow() == 1:
-                add("tiled_db_pool_first_overflow_total", label)
+                self.pool_add("tiled_db_pool_first_overflow_total", label)
             if pool.checkedout() == pool.size() + limit:
-                add("tiled_db_pool_at_max_total", label)
-
-        def checkin(*_):
-            add("tiled_db_pool_active", label, -1)
-            add("tiled_db_pool_checkins_total", label)
-
-        def invalidate(*_):
-            add("tiled_db_pool_invalid_total", label)
-
-        def reset(*_):
-            add("tiled_db_pool_reset_total", label)
-
-        for name, listener in [("connect", connect), ("close", close), ("checkout", checkout),
-                               ("checkin", checkin), ("invalidate", invalidate),
-                               ("reset", reset)]:  # fmt: skip
-            event.listen(pool, name, listener)
-            # Removed when the application stops (an engine may outlive it, in tests).
-            self._listening.append((pool, name, listener))
+                self.pool_add("tiled_db_pool_at_max_total", label)
 
     # --- several processes ---
 
@@ -223,6 +200,7 @@ class Metrics:
         from .. import database_pools
 
         # Engines are made at startup and later (a catalog's, per event loop).
+        self._unwatch = database_pools.watch_pools(self.pool_event)
         self._unsubscribe = database_pools.subscribe(
             lambda engine: self.watch_pool(engine.sync_engine.pool, pool_label(engine.url))
         )
@@ -240,14 +218,9 @@ class Metrics:
             self.write_snapshot()
 
     async def stop(self) -> None:
-        from sqlalchemy import event
-
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        for pool, name, listener in self._listening:
-            if event.contains(pool, name, listener):
-                event.remove(pool, name, listener)
-        self._listening.clear()
+        for stop in (self._unsubscribe, self._unwatch):
+            if stop is not None:
+                stop()
         if self.directory is not None:
             self.write_snapshot()
 
@@ -363,6 +336,28 @@ def _number(value: float) -> str:
 
 def _escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# What each event of a pool moves: (gauge or counter, by how much).
+POOL_EVENT_COUNTS: dict[str, tuple[tuple[str, int], ...]] = {
+    "connect": (("tiled_db_pool_established", 1), ("tiled_db_pool_opened_total", 1)),
+    "close": (("tiled_db_pool_established", -1), ("tiled_db_pool_closed_total", 1)),
+    "checkout": (("tiled_db_pool_active", 1), ("tiled_db_pool_checkouts_total", 1)),
+    "checkin": (("tiled_db_pool_active", -1), ("tiled_db_pool_checkins_total", 1)),
+    "invalidate": (("tiled_db_pool_invalid_total", 1),),
+    "reset": (("tiled_db_pool_reset_total", 1),),
+}
+
+
+# Engine -> its label (pool events come on every checkout; engines are not kept alive here).
+_POOL_LABELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _pool_label_of(engine: Any) -> str:
+    label = _POOL_LABELS.get(engine)
+    if label is None:
+        label = _POOL_LABELS[engine] = pool_label(engine.url)
+    return label
 
 
 def pool_label(url: Any) -> str:
