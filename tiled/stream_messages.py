@@ -46,6 +46,16 @@ def _specs(record: NodeRecord) -> list[dict[str, Any]]:
 # --- messages -------------------------------------------------------------------------------
 
 
+def _as_requested(source: Any) -> dict[str, Any]:
+    """A data source as its creator described it (upstream's message carries the request's):
+    the assets of data this server writes are its own choice, not part of the request (and
+    their ``num`` of null is refused by upstream's client)."""
+    described = source.to_json()
+    if described.get("management") == "writable":
+        described["assets"] = []
+    return described
+
+
 def child_created(record: NodeRecord) -> dict[str, Any]:
     """``record``'s creation, as its parent's subscribers hear it."""
     return {
@@ -55,20 +65,24 @@ def child_created(record: NodeRecord) -> dict[str, Any]:
         "structure_family": record.structure_family.value,
         "specs": _specs(record),
         "metadata": record.metadata,
-        "data_sources": [source.to_json() for source in record.data_sources],
+        "data_sources": [_as_requested(source) for source in record.data_sources],
         "access_tags": sorted(tags_of_blob(record.access_blob)),
     }
 
 
-def metadata_updated(record: NodeRecord) -> dict[str, Any]:
-    """A replacement of ``record``'s metadata or specs, as its parent's subscribers hear it."""
-    return {
+def metadata_updated(record: NodeRecord, revision: int | None = None) -> dict[str, Any]:
+    """A replacement of ``record``'s metadata or specs, as its parent's subscribers hear it;
+    ``revision``: the number under which the replaced version was kept (None: not kept)."""
+    message = {
         "type": "container-child-metadata-updated",
         "timestamp": _now(),
         "key": record.key,
         "specs": _specs(record),
         "metadata": record.metadata,
     }
+    if revision is not None:
+        message["revision_number"] = revision
+    return message
 
 
 def array_data(
@@ -297,6 +311,7 @@ class ChildMetadataUpdated(Update):
     key: str
     specs: list[Any]
     metadata: dict[str, Any]
+    revision_number: int | None = None  # where the replaced version was kept
 
     @classmethod
     def _read(cls, message: Mapping[str, Any]) -> dict[str, Any]:

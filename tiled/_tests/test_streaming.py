@@ -4,9 +4,11 @@ WebSocket client, the memory datastore and Redis, and upstream's own ``subscribe
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
+import time
 
 import httpx
 import msgpack
@@ -407,3 +409,151 @@ def test_upstream_client_subscribes(upstream_tiled, tmp_path):
     assert ["child", 1, "box", "Container"] in heard
     assert ["data", 1, [0.0, 1.0, 2.0]] in heard
     assert ["data", 2, [1.0, 1.0, 1.0]] in heard
+
+
+# --- found in review -------------------------------------------------------------------------
+
+
+TOY_USERS = {"alice": "secret1", "admin": "secret2"}
+
+
+def _policed_app(tmp_path):
+    from tiled.access.policies import ALL_ACCESS, SimpleAccessPolicy
+
+    authentication = {
+        "secret_keys": ["0123456789abcdef0123456789abcdef"],
+        "providers": [{"provider": "toy",
+                       "authenticator": "tiled.authenticators:DictionaryAuthenticator",
+                       "args": {"users_to_passwords": TOY_USERS}}],
+    }  # fmt: skip
+    tree = from_uri(
+        f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=[tmp_path / "data"],
+        init_if_not_exists=True, cache_config={"uri": "memory"},
+    )  # fmt: skip
+    policy = SimpleAccessPolicy({"alice": ["shared"], "admin": ALL_ACCESS})
+    return build_app(tree, authentication, access_policy=policy)
+
+
+def _logged_in(server, user: str):
+    from tiled.client import Context, from_context
+
+    context = Context(server.url)
+    context.authenticate(username=user, password=TOY_USERS[user], remember_me=False)
+    return from_context(context)
+
+
+def test_subscribers_hear_only_of_members_they_may_see(tmp_path):
+    """A container's subscriber hears of a member's creation and metadata only if it may see
+    that member, as its listings would show it."""
+    with serve(_policed_app(tmp_path)) as server:
+        admin = _logged_in(server, "admin")
+        admin.create_container("shared")
+        alice = _logged_in(server, "alice")
+        assert list(alice) == ["shared"]
+        heard, admins_heard = [], []
+        with alice.subscribe() as subscription, admin.subscribe() as admins:
+            subscription.child_created.add_callback(lambda u: heard.append(("new", u.key)))
+            subscription.child_metadata_updated.add_callback(lambda u: heard.append(("md", u.key)))
+            admins.child_created.add_callback(lambda u: admins_heard.append(u.key))
+            subscription.start_in_thread(1)
+            admins.start_in_thread(1)
+            admin.create_container("secret", metadata={"budget": 1})
+            admin["secret"].update_metadata({"budget": 2})
+            admin["shared"].update_metadata({"note": "visible"})
+            deadline = time.monotonic() + 10
+            while ("md", "shared") not in heard or "secret" not in admins_heard:
+                assert time.monotonic() < deadline, (heard, admins_heard)
+                time.sleep(0.05)
+        assert heard == [("new", "shared"), ("md", "shared")]
+        assert admins_heard == ["shared", "secret"]
+
+
+def test_a_datastore_out_of_reach_costs_no_write_and_is_a_503(tmp_path):
+    from .processes import free_port
+
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    tree = from_uri(
+        f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=[tmp_path / "data"],
+        init_if_not_exists=True,
+    )  # fmt: skip
+    settings = {"streaming_cache": {"uri": unreachable, "socket_connect_timeout": 1}}
+    app = build_app(tree, {"single_user_api_key": KEY}, server_settings=settings)
+    with serve(app) as server:
+        client = client_from_uri(server.url, api_key=KEY)
+        array = client.write_array(numpy.arange(3), key="a")  # published to no one: stored
+        numpy.testing.assert_array_equal(array.read(), numpy.arange(3))
+
+        async def scenario():
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(_ws(server, "a", envelope_format="json"), additional_headers=HEADERS)
+            answer = refused.value.response
+            assert answer.status_code == 503
+            assert "streaming cache is out of reach" in json.loads(answer.body)["detail"]
+
+        asyncio.run(scenario())
+
+
+def test_the_json_envelope_sends_what_json_cannot_hold_as_it_came(tmp_path):
+    """Times and complex numbers have no JSON form: their payload goes base64, and the
+    subscriber stays connected."""
+    with serve(_app(tmp_path)) as server:
+        client = client_from_uri(server.url, api_key=KEY)
+        frame = pandas.DataFrame({"t": pandas.date_range("2020-01-01", periods=2)})
+        client.write_dataframe(frame, key="times")
+        client.write_array(numpy.array([1 + 2j]), key="complex")
+
+        async def scenario():
+            for key in ("times", "complex"):
+                url = _ws(server, key, envelope_format="json", start=1)
+                async with connect(url, additional_headers=HEADERS) as ws:
+                    schema, update = await _messages(ws, 2, decode=json.loads)
+                    assert update["payload_encoding"] == "base64", update
+                    assert base64.b64decode(update["payload"])
+
+        asyncio.run(scenario())
+
+
+def test_leaving_before_the_auth_message_is_no_error(tmp_path, capfd):
+    """uvicorn logs to standard error what escapes the application: a subscriber that leaves
+    (or breaks its connection) while the server waits for its credentials is no error."""
+    with serve(_app(tmp_path, authentication={"single_user_api_key": KEY})) as server:
+        client_from_uri(server.url, api_key=KEY).write_array(numpy.arange(3), key="a")
+
+        async def scenario():
+            async with connect(_ws(server, "a", envelope_format="json")):
+                pass  # no credentials, no auth message: gone
+            websocket = await connect(_ws(server, "a", envelope_format="json"))
+            websocket.transport.abort()
+            await asyncio.sleep(0.5)
+
+        asyncio.run(scenario())
+    errors = capfd.readouterr().err
+    assert "Exception in ASGI application" not in errors
+    assert "Traceback" not in errors
+
+
+def test_a_zarr_attribute_update_is_heard_as_an_api_one_is(tmp_path):
+    """Replacing an array's attributes through /zarr announces the metadata update (with the
+    revision kept), as PATCH /api/v1/metadata does."""
+    with serve(_app(tmp_path)) as server:
+        client = client_from_uri(server.url, api_key=KEY)
+        client.write_array(numpy.arange(3), key="a", metadata={"color": "red"})
+        document = httpx.get(f"{server.url}/zarr/v3/a/zarr.json", headers=HEADERS).json()
+        document["attributes"] = {"color": "blue"}
+
+        async def scenario():
+            async with connect(
+                _ws(server, "", envelope_format="json"), additional_headers=HEADERS
+            ) as ws:
+                await _messages(ws, 1, decode=json.loads)  # the schema
+                answer = await _in_thread(
+                    httpx.put, f"{server.url}/zarr/v3/a/zarr.json", json=document,
+                    headers=HEADERS,
+                )  # fmt: skip
+                assert answer.status_code < 300, answer.text
+                (update,) = await _messages(ws, 1, decode=json.loads)
+            assert update["type"] == "container-child-metadata-updated"
+            assert update["key"] == "a" and update["metadata"]["color"] == "blue"
+            assert update["revision_number"] == 1
+
+        asyncio.run(scenario())

@@ -51,6 +51,18 @@ class AccessView:
         except NoSuchEntry:
             raise NoSuchEntry(list(parts)) from None
 
+    async def child_visible(self, chain: Chain, key: str) -> bool:
+        """Whether member ``key`` of the node at the end of ``chain`` exists for this
+        identity (the rule :meth:`lookup` applies at each step)."""
+        parent = chain[-1][1]
+        if not supports(parent, PathLookup):
+            return False
+        try:
+            child = await parent.lookup_adapter([key])
+        except NoSuchEntry:
+            return False
+        return self.policy is None or self.policy.visible(self.identity, chain, key, child)
+
     def scopes(self, chain: Chain) -> frozenset[str]:
         if self.policy is None:
             return self.identity.scopes

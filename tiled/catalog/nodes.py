@@ -222,7 +222,7 @@ class CatalogNode:
         if new_specs is not None:
             values["specs"] = [s.to_json() for s in new_specs]
         async with self._catalog.connect(write=True) as connection:
-            await self._save_revision(connection, drop_revision)
+            revision = await self._save_revision(connection, drop_revision)
             await connection.execute(
                 update(nodes).where(nodes.c.id == self._record.id).values(values)
             )
@@ -235,15 +235,20 @@ class CatalogNode:
             self._record.specs = self._specs = new_specs
         if access_blob is not None:
             self._record.access_blob = self.access_blob = access_blob
+        await self._announce_metadata_updated(revision)
+
+    async def _announce_metadata_updated(self, revision: int | None) -> None:
+        """Tell this node's webhooks, and its parent's live subscribers (where upstream's hear
+        of it, as of a child's creation), that its metadata or specs were replaced."""
         if self._catalog.webhooks is not None:  # as upstream: whatever the update changed
             event = webhook_events.metadata_updated(self._record)
             await self._catalog.webhooks.announce(self._record.id, event)
         if self._catalog.streams is not None and self._record.parent_id is not None:
-            # Upstream's subscribers hear of it on the parent, as of a child's creation.
-            message = stream_messages.metadata_updated(self._record)
+            message = stream_messages.metadata_updated(self._record, revision)
             await self._catalog.streams.announce(self._record.parent_id, message)
 
-    async def _save_revision(self, connection: Any, drop_revision: bool) -> None:
+    async def _save_revision(self, connection: Any, drop_revision: bool) -> int | None:
+        """Keep the current metadata as a revision; its number (None with ``drop_revision``)."""
         query = select(nodes.c.metadata, nodes.c.specs, nodes.c.time_updated)
         current = (
             # FOR NO KEY UPDATE: children may be inserted meanwhile (their key-share lock).
@@ -254,7 +259,7 @@ class CatalogNode:
         if current is None:
             raise NoSuchEntry(self._named)
         if drop_revision:
-            return
+            return None
         latest = select(func.coalesce(func.max(revisions.c.revision_number), 0)).where(
             revisions.c.node_id == self._record.id
         )
@@ -266,6 +271,7 @@ class CatalogNode:
                 time_updated=current.time_updated or utcnow(),
             )
         )  # fmt: skip
+        return number
 
     async def revisions(
         self, offset: int = 0, limit: int = 100
@@ -614,10 +620,11 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 return
             source = self._record.data_sources[0]
             now = utcnow()
+            revision = None
             async with self._catalog.connect(write=True) as connection:
                 values: dict[str, Any] = {"time_updated": now}
                 if attributes is not None:
-                    await self._save_revision(connection, drop_revision=False)
+                    revision = await self._save_revision(connection, drop_revision=False)
                     values["metadata"] = attributes
                 await connection.execute(
                     update(nodes).where(nodes.c.id == self._record.id).values(values)
@@ -635,6 +642,8 @@ class WritableCatalogArrayAdapter(_LockedWrites, CatalogNode, ZarrArrayAdapter):
                 self._record.data_sources[0] = replace(source, structure=changed)
                 self._structure = changed
                 self._array = await run_sync(open_readonly, self.node_storage)
+        if attributes is not None:  # as a metadata update through /api/v1 is announced
+            await self._announce_metadata_updated(revision)
         if unfinished is not None:
             raise unfinished
 

@@ -35,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ...access.identity import Identity
 from ...adapters.protocols import HasLiveStream, supports
-from ...errors import BadRequest, TiledError, Unauthenticated, Unsupported
+from ...errors import BadRequest, ServiceUnavailable, TiledError, Unauthenticated, Unsupported
 from ...stream_messages import schema_message
 from ...streaming import CatalogStreams, NodeStream, StoredUpdate, datastore_for
 from ..credentials import read_credentials
@@ -181,13 +181,18 @@ async def subscribe(websocket: WebSocket, path: str) -> None:
         async with stream.listen() as numbers:
             if not accepted:
                 await websocket.accept()
+                accepted = True
             await sender.send(schema, None)
             await _relay(websocket, sender, stream, numbers, subscription.start)
     except WebSocketDisconnect:
         pass
-    except Exception:
+    except Exception as err:
         logger.exception("The live stream of /%s failed", node.path)
-        if websocket.application_state == WebSocketState.CONNECTED:
+        if websocket.application_state == WebSocketState.CONNECTING:
+            # The datastore is out of reach: a 503, which clients try again later.
+            unavailable = ServiceUnavailable(f"The streaming cache is out of reach: {err}")
+            await _refuse(websocket, unavailable, accepted=False)
+        elif websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(code=CLOSE_SUBSCRIPTION_LOST, reason="Live subscription lost")
 
@@ -269,10 +274,20 @@ class Sender:
         if update.ends_stream:
             return True
         message = dict(update.message)
+        if message.get("type") in CHILD_MESSAGES and not await self.may_see(message["key"]):
+            return False
         if message.get("type") == "array-ref":
             message["uri"] = f"{self.array_uri}?slice={_ref_slice(message)}"
         await self.send(message, update.payload)
         return False
+
+    async def may_see(self, key: str) -> bool:
+        """Whether the subscriber may see the container's member ``key``: news of a member
+        hidden from it (or gone since) is not sent, as its listings would not show it."""
+        view = self.node.view
+        if view is None or view.policy is None:
+            return True
+        return await view.child_visible(self.node.chain, key)
 
     def decode(self, family: str, mimetype: str, payload: bytes, *args: Any) -> Any:
         registry = tiled_state(self.websocket).deserialization_registry
@@ -318,24 +333,28 @@ JSON_PAYLOADS: dict[str, Callable[[Sender, dict[str, Any], bytes], Any]] = {
 
 
 async def _json_envelope(sender: Sender, message: dict[str, Any], payload: bytes | None) -> None:
+    text = None
     if payload is not None:
-        message = dict(message)
         transcode = JSON_PAYLOADS.get(message.get("type", ""))
         try:
             if transcode is None:
                 raise ValueError("no JSON form")
-            message["payload"] = transcode(sender, message, payload)
-            message["content-type"] = "application/json"
+            decoded = {**message, "payload": transcode(sender, message, payload)}
+            decoded["content-type"] = "application/json"
+            text = orjson.dumps(decoded, option=orjson.OPT_SERIALIZE_NUMPY)
         except Exception:
-            # A body this server cannot read back (a sparse array's): sent as it came.
-            message["payload"] = base64.b64encode(payload).decode()
+            # A body this server cannot read back (a sparse array's) or whose values JSON
+            # cannot hold (times, complex numbers): sent as it came.
+            message = {**message, "payload": base64.b64encode(payload).decode()}
             message["payload_encoding"] = "base64"
-    await sender.websocket.send_text(
-        orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    )
+    if text is None:
+        text = orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+    await sender.websocket.send_text(text.decode())
 
 
 ENVELOPES = {"json": _json_envelope, "msgpack": _msgpack_envelope}
+# Messages about a container's member, sent only to subscribers who may see that member.
+CHILD_MESSAGES = frozenset({"container-child-created", "container-child-metadata-updated"})
 
 
 def _array_uri(websocket: WebSocket, path: str) -> str:
@@ -361,6 +380,8 @@ async def _identify(websocket: WebSocket) -> tuple[Identity | None, bool]:
     await websocket.accept()
     try:
         message = await asyncio.wait_for(websocket.receive_json(), AUTH_MESSAGE_TIMEOUT)
+    except WebSocketDisconnect:
+        return None, True  # gone before saying who it is
     except (TimeoutError, ValueError, KeyError):
         await websocket.close(code=CLOSE_BAD_AUTH_MESSAGE, reason="Expected JSON auth message")
         return None, True
