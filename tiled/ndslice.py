@@ -637,3 +637,28 @@ __all__ = [
     "split_1d",
     "split_slice",
 ]
+
+
+def patched_region(
+    shape: tuple[int, ...], offset: Sequence[int], data_shape: tuple[int, ...], extend: bool
+) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """Where data of ``data_shape`` at ``offset`` (missing trailing offsets are 0, as upstream
+    pads them) lands, and the array's shape after the write; refuses a region outside an array
+    it may not grow."""
+    from .errors import BadRequest, Conflict
+
+    if len(data_shape) != len(shape):
+        raise BadRequest(f"The data have {len(data_shape)} dimensions; the array has {len(shape)}")
+    # An empty offset names no position at all (upstream refuses it too); a shorter one is the
+    # upstream client's spelling of "along the first dimensions".
+    if (shape and not offset) or len(offset) > len(shape) or any(o < 0 for o in offset):
+        raise BadRequest(f"Invalid offset {list(offset)} for an array of shape {list(shape)}")
+    offset = tuple(offset) + (0,) * (len(shape) - len(offset))
+    region = tuple(slice(o, o + n) for o, n in zip(offset, data_shape, strict=True))
+    needed = tuple(max(size, r.stop) for size, r in zip(shape, region, strict=True))
+    if needed != tuple(shape) and not extend:
+        raise Conflict(
+            f"Data of shape {list(data_shape)} at offset {list(offset)} do not fit within the "
+            f"array's shape {list(shape)}. Use ?extend=true to grow the array."
+        )
+    return region, needed

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # The memory datastore keeps at most this many updates (all nodes together; the oldest go
 # first): upstream's bound, which keeps a forgotten stream from holding the process's memory.
 MEMORY_MAX_UPDATES = 1000
+# How long a write waits for its update to be published: a datastore that hangs (not one
+# that refuses: that fails at once) costs subscribers the update, not the writer its answer.
+PUBLISH_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class MemoryDatastore:
         last, expires = self._sequences.get(node_id, (0, now))
         number = (last if expires > now else 0) + 1
         self._sequences[node_id] = (number, now + counter_ttl)
+        if len(self._sequences) > 10 * self.max_updates:  # counters of streams long quiet
+            self._sequences = {k: v for k, v in self._sequences.items() if v[1] > now}
         return number
 
     def _keep(self, node_id: str, number: int, update: StoredUpdate) -> None:
@@ -324,15 +329,18 @@ class NodeStream:
         """Publish ``message`` (with ``payload``) to the node's subscribers. Never raises: a
         datastore out of reach costs the subscribers this update, not the writer its write."""
         try:
-            await self.datastore.publish(self.node_id, message, payload)
+            await asyncio.wait_for(
+                self.datastore.publish(self.node_id, message, payload), PUBLISH_TIMEOUT_SECONDS
+            )
         except Exception:
             logger.exception(
                 "A %s update of node %s was not published", message.get("type"), self.node_id
             )
 
     async def end(self) -> None:
-        """Close the stream: subscribers are told, and disconnected."""
-        await self.datastore.end(self.node_id)
+        """Close the stream: subscribers are told, and disconnected (TimeoutError if the
+        datastore hangs)."""
+        await asyncio.wait_for(self.datastore.end(self.node_id), PUBLISH_TIMEOUT_SECONDS)
 
     async def latest(self) -> int:
         return await self.datastore.latest(self.node_id)

@@ -557,3 +557,78 @@ def test_a_zarr_attribute_update_is_heard_as_an_api_one_is(tmp_path):
             assert update["revision_number"] == 1
 
         asyncio.run(scenario())
+
+
+def test_a_patch_that_does_not_fit_is_refused_without_persist_too(tmp_path):
+    with serve(_app(tmp_path)) as server:
+        client = client_from_uri(server.url, api_key=KEY)
+        client.write_array(numpy.arange(10), key="a")
+        answer = httpx.patch(
+            f"{server.url}/api/v1/array/full/a",
+            params={"offset": "9", "shape": "3", "persist": "false"},
+            content=numpy.arange(3).tobytes(),
+            headers={**HEADERS, "Content-Type": "application/octet-stream"},
+        )
+        assert answer.status_code == 409, answer.text
+
+        async def scenario():  # nothing was published after the array's own write
+            async with connect(
+                _ws(server, "a", envelope_format="msgpack", start=2), additional_headers=HEADERS
+            ) as ws:
+                await _messages(ws, 1)  # the schema
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.5)
+
+        asyncio.run(scenario())
+
+
+def test_a_hung_datastore_delays_a_write_by_the_publish_timeout_at_most(tmp_path, monkeypatch):
+    """A Redis server that stops answering (stopped, not gone): the write is answered once
+    publishing gives up, and closing the stream is a 503."""
+    import shutil
+    import signal
+    import subprocess
+
+    from tiled import streaming
+
+    from .processes import free_port
+
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_server, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        monkeypatch.setattr(streaming, "PUBLISH_TIMEOUT_SECONDS", 1.0)
+        tree = from_uri(
+            f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=[tmp_path / "data"],
+            init_if_not_exists=True,
+        )  # fmt: skip
+        settings = {"streaming_cache": {"uri": f"redis://127.0.0.1:{port}/0"}}
+        app = build_app(tree, {"single_user_api_key": KEY}, server_settings=settings)
+        with serve(app) as server:
+            client = client_from_uri(server.url, api_key=KEY)
+            array = client.write_array(numpy.arange(3), key="a")
+            process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            array.write(numpy.arange(3) + 1)
+            assert time.monotonic() - started < 5
+            numpy.testing.assert_array_equal(array.read(), numpy.arange(3) + 1)
+            closing = httpx.delete(f"{server.url}/api/v1/stream/close/a", headers=HEADERS)
+            assert closing.status_code == 503, closing.text
+            process.send_signal(signal.SIGCONT)
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()

@@ -24,7 +24,7 @@ from ...adapters.protocols import (
     WritableTable,
 )
 from ...errors import BadRequest
-from ...ndslice import NDBlock
+from ...ndslice import NDBlock, patched_region
 from ...serialization.media_types import ARROW_FILE, OCTET_STREAM
 from ..bodies import request_body
 from ..dependencies import Node, capable, node_dependency
@@ -196,7 +196,9 @@ async def patch_array(
     at = _integers(offset, "offset")
     message = stream_messages.array_data(_media_type(request, OCTET_STREAM), dims, offset=at)
     if not persist:
-        # Checked, not stored: see the rule above _write_dense.
+        # Checked (the region must fit: it cannot grow the array), not stored: see the rule
+        # above _write_dense.
+        patched_region(structure.shape, at, data.shape, extend=False)
         await publish_update(node.adapter, message, body)
         return document_response(request, structure.to_json())
     grown = await adapter.patch(data, at, extend)
