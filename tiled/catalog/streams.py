@@ -20,10 +20,10 @@ async def close_stream(catalog: Catalog, node_id: int, segments: tuple[str, ...]
     if catalog.streams is not None:
         try:
             await catalog.streams.of_node(node_id).end()
-        except Exception as err:
+        except Exception:
             logger.exception("The live stream of node %s was not closed", node_id)
             raise ServiceUnavailable(
-                f"The streaming cache is out of reach; the stream was not closed: {err}"
+                "The streaming cache is out of reach; the stream was not closed. Try again later."
             ) from None
     if catalog.webhooks is not None:
         key = segments[-1] if segments else ""

@@ -62,6 +62,7 @@ CLOSE_AUTH_REFUSED = 4003
 CLOSE_REFUSED_BASE = 4000  # + the HTTP status of the refusal
 REASON_MAX_BYTES = 123  # what a close frame holds
 
+CACHE_OUT_OF_REACH = "The streaming cache is out of reach; try again later."
 NO_CACHE = (
     "This server has no streaming cache: live streams need the streaming_cache setting "
     "(see the configuration reference)."
@@ -186,12 +187,12 @@ async def subscribe(websocket: WebSocket, path: str) -> None:
             await _relay(websocket, sender, stream, numbers, subscription.start)
     except WebSocketDisconnect:
         pass
-    except Exception as err:
+    except Exception:
         logger.exception("The live stream of /%s failed", node.path)
         if websocket.application_state == WebSocketState.CONNECTING:
-            # The datastore is out of reach: a 503, which clients try again later.
-            unavailable = ServiceUnavailable(f"The streaming cache is out of reach: {err}")
-            await _refuse(websocket, unavailable, accepted=False)
+            # The datastore is out of reach (where it is, is the server's business): a 503,
+            # which clients try again later.
+            await _refuse(websocket, ServiceUnavailable(CACHE_OUT_OF_REACH), accepted=False)
         elif websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(code=CLOSE_SUBSCRIPTION_LOST, reason="Live subscription lost")
