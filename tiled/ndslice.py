@@ -634,13 +634,19 @@ __all__ = [
     "compose_slices",
     "is_ellipsis",
     "merge_slices",
+    "patched_region",
     "split_1d",
     "split_slice",
 ]
 
 
 def patched_region(
-    shape: tuple[int, ...], offset: Sequence[int], data_shape: tuple[int, ...], extend: bool
+    shape: tuple[int, ...],
+    offset: Sequence[int],
+    data_shape: tuple[int, ...],
+    extend: bool,
+    *,
+    stored: bool = True,
 ) -> tuple[tuple[slice, ...], tuple[int, ...]]:
     """Where data of ``data_shape`` at ``offset`` (missing trailing offsets are 0, as upstream
     pads them) lands, and the array's shape after the write; refuses a region outside an array
@@ -657,8 +663,13 @@ def patched_region(
     region = tuple(slice(o, o + n) for o, n in zip(offset, data_shape, strict=True))
     needed = tuple(max(size, r.stop) for size, r in zip(shape, region, strict=True))
     if needed != tuple(shape) and not extend:
+        remedy = (
+            "Use ?extend=true to grow the array."
+            if stored
+            else "A write that is not stored (persist=false) cannot grow the array."
+        )
         raise Conflict(
             f"Data of shape {list(data_shape)} at offset {list(offset)} do not fit within the "
-            f"array's shape {list(shape)}. Use ?extend=true to grow the array."
+            f"array's shape {list(shape)}. {remedy}"
         )
     return region, needed

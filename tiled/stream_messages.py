@@ -171,7 +171,7 @@ def schema_message(node: Any, path: str) -> dict[str, Any]:
 # --- the messages as a subscriber reads them ---------------------------------------------------
 
 
-class UnparseableMessage(ValueError):
+class UnparseableMessage(RuntimeError):  # upstream's base, which callers may catch
     """A message that decodes but is no schema or update of this protocol."""
 
 

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # The memory datastore keeps at most this many updates (all nodes together; the oldest go
 # first): upstream's bound, which keeps a forgotten stream from holding the process's memory.
 MEMORY_MAX_UPDATES = 1000
+# ...and the sequence counters of at most this many nodes (the least recently written go
+# first: such a node's next update is numbered 1 again, as after its counter expired).
+MEMORY_MAX_COUNTERS = 100_000
 # How long a write waits for its update to be published: a datastore that hangs (not one
 # that refuses: that fails at once) costs subscribers the update, not the writer its answer.
 PUBLISH_TIMEOUT_SECONDS = 5.0
@@ -101,8 +104,8 @@ class MemoryDatastore:
         self.data_ttl = data_ttl
         self.seq_ttl = seq_ttl
         self.max_updates = max_updates
-        # node -> (its last number, when the counter expires)
-        self._sequences: dict[str, tuple[int, float]] = {}
+        # node -> (its last number, when the counter expires), least recently written first
+        self._sequences: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         # (node, number) -> (update, when it expires); insertion order is expiry order, as
         # every update lives data_ttl seconds.
         self._updates: collections.OrderedDict[tuple[str, int], tuple[StoredUpdate, float]] = (
@@ -115,8 +118,14 @@ class MemoryDatastore:
         last, expires = self._sequences.get(node_id, (0, now))
         number = (last if expires > now else 0) + 1
         self._sequences[node_id] = (number, now + counter_ttl)
-        if len(self._sequences) > 10 * self.max_updates:  # counters of streams long quiet
-            self._sequences = {k: v for k, v in self._sequences.items() if v[1] > now}
+        self._sequences.move_to_end(node_id)
+        # Counters of streams quiet since they expired, or beyond the bound, go: each write
+        # removes what it finds at the front, so the cost stays flat.
+        while self._sequences:
+            (_, (_, expires)) = next(iter(self._sequences.items()))
+            if expires > now and len(self._sequences) <= MEMORY_MAX_COUNTERS:
+                break
+            self._sequences.popitem(last=False)
         return number
 
     def _keep(self, node_id: str, number: int, update: StoredUpdate) -> None:
@@ -235,10 +244,15 @@ class RedisDatastore:
     async def listen(self, node_id: str) -> AsyncIterator[AsyncIterator[int]]:
         channel = f"notify:{node_id}"
         pubsub = self.client.pubsub()
-        await pubsub.subscribe(channel)
-        # Subscribed once Redis confirms: numbers published after this are heard.
-        while (await pubsub.get_message(timeout=5.0)) is None:
-            pass
+
+        async def subscribed() -> None:
+            await pubsub.subscribe(channel)
+            # Subscribed once Redis confirms: numbers published after this are heard.
+            while (await pubsub.get_message(timeout=1.0)) is None:
+                pass
+
+        # A Redis that hangs is out of reach as one that refuses is (a 503 to the subscriber).
+        await asyncio.wait_for(subscribed(), PUBLISH_TIMEOUT_SECONDS)
 
         async def numbers() -> AsyncIterator[int]:
             async for message in pubsub.listen():

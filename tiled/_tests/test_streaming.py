@@ -632,3 +632,21 @@ def test_a_hung_datastore_delays_a_write_by_the_publish_timeout_at_most(tmp_path
         process.send_signal(signal.SIGCONT)
         process.kill()
         process.wait()
+
+
+def test_memory_counters_are_bounded_and_cheap(monkeypatch):
+    """Counters of the least recently written nodes go beyond the bound (their sequence
+    restarts): the dictionary never grows past it (each write removes from the front)."""
+    from tiled import streaming
+
+    monkeypatch.setattr(streaming, "MEMORY_MAX_COUNTERS", 1000)
+    datastore = MemoryDatastore(data_ttl=3600, seq_ttl=2_592_000)
+
+    async def scenario():
+        for node in range(3000):
+            await datastore.publish(str(node), {"type": "x"})
+        assert len(datastore._sequences) == 1000
+        assert await datastore.latest("2999") == 1 and await datastore.latest("0") == 0
+        assert await datastore.publish("2999", {"type": "x"}) == 2
+
+    asyncio.run(scenario())

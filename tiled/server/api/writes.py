@@ -198,7 +198,7 @@ async def patch_array(
     if not persist:
         # Checked (the region must fit: it cannot grow the array), not stored: see the rule
         # above _write_dense.
-        patched_region(structure.shape, at, data.shape, extend=False)
+        patched_region(structure.shape, at, data.shape, extend=False, stored=False)
         await publish_update(node.adapter, message, body)
         return document_response(request, structure.to_json())
     grown = await adapter.patch(data, at, extend)
