@@ -39,10 +39,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _specs(record: NodeRecord) -> list[dict[str, Any]]:
-    return [{"name": spec.name, "version": spec.version} for spec in record.specs]
-
-
 # --- messages -------------------------------------------------------------------------------
 
 
@@ -63,7 +59,7 @@ def child_created(record: NodeRecord) -> dict[str, Any]:
         "timestamp": _now(),
         "key": record.key,
         "structure_family": record.structure_family.value,
-        "specs": _specs(record),
+        "specs": [spec.to_json() for spec in record.specs],
         "metadata": record.metadata,
         "data_sources": [_as_requested(source) for source in record.data_sources],
         "access_tags": sorted(tags_of_blob(record.access_blob)),
@@ -77,7 +73,7 @@ def metadata_updated(record: NodeRecord, revision: int | None = None) -> dict[st
         "type": "container-child-metadata-updated",
         "timestamp": _now(),
         "key": record.key,
-        "specs": _specs(record),
+        "specs": [spec.to_json() for spec in record.specs],
         "metadata": record.metadata,
     }
     if revision is not None:
@@ -142,21 +138,16 @@ def table_data(mimetype: str, partition: int | None, append: bool) -> dict[str, 
 
 # The first message of a subscription, by the family of the node subscribed to: what the
 # updates that follow need to be read (an array's data type, a table's Arrow schema).
+def _with_data_type(message_type: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda node: {"type": message_type, "data_type": node.structure().data_type.to_json()}
+
+
 SCHEMAS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "container": lambda node: {"type": "container-schema"},
-    "array": lambda node: {
-        "type": "array-schema",
-        "data_type": node.structure().data_type.to_json(),
-    },
-    "sparse": lambda node: {
-        "type": "array-schema",
-        "data_type": node.structure().data_type.to_json(),
-    },
+    "array": _with_data_type("array-schema"),
+    "sparse": _with_data_type("array-schema"),
     "table": lambda node: {"type": "table-schema", "arrow_schema": node.structure().arrow_schema},
-    "ragged": lambda node: {
-        "type": "ragged-schema",
-        "data_type": node.structure().data_type.to_json(),
-    },
+    "ragged": _with_data_type("ragged-schema"),
 }
 
 

@@ -123,10 +123,6 @@ def _now() -> str:
     return _utc(datetime.now(UTC))
 
 
-def _specs(record: NodeRecord) -> list[dict[str, Any]]:
-    return [{"name": spec.name, "version": spec.version} for spec in record.specs]
-
-
 def child_created(record: NodeRecord) -> dict[str, Any]:
     """The event of ``record``'s creation, as its parent's hooks hear it."""
     return {
@@ -135,7 +131,7 @@ def child_created(record: NodeRecord) -> dict[str, Any]:
         "key": record.key,
         "path": list(record.segments),
         "structure_family": record.structure_family.value,
-        "specs": _specs(record),
+        "specs": [spec.to_json() for spec in record.specs],
         "metadata": record.metadata,
     }
 
@@ -147,7 +143,7 @@ def metadata_updated(record: NodeRecord) -> dict[str, Any]:
         "timestamp": _now(),
         "key": record.key,
         "path": list(record.segments),
-        "specs": _specs(record),
+        "specs": [spec.to_json() for spec in record.specs],
         "metadata": record.metadata,
     }
 

@@ -135,11 +135,11 @@ class Metrics:
         key = (name, pool)
         self.pools[key] = self.pools.get(key, 0) + amount
 
-    def watch_pool(self, pool: Any, label: str) -> None:
-        """Count the pool's gauges and counters from now on (as upstream's name them),
-        present at zero before anything happens."""
+    def pool_seen(self, engine: Any) -> None:
+        """The gauges and counters of the pool of ``engine`` (as upstream's name them),
+        present at zero before anything happens; :meth:`pool_event` counts from then on."""
         for name in (*POOL_GAUGES, *POOL_COUNTERS):
-            self.pool_add(name, label, 0)
+            self.pool_add(name, _pool_label_of(engine), 0)
 
     def pool_event(self, engine: Any, name: str) -> None:
         """Count an event of the pool of ``engine`` (see :mod:`tiled.database_pools`)."""
@@ -201,9 +201,7 @@ class Metrics:
 
         # Engines are made at startup and later (a catalog's, per event loop).
         self._unwatch = database_pools.watch_pools(self.pool_event)
-        self._unsubscribe = database_pools.subscribe(
-            lambda engine: self.watch_pool(engine.sync_engine.pool, pool_label(engine.url))
-        )
+        self._unsubscribe = database_pools.subscribe(self.pool_seen)
         if self.directory is not None:
             self._take_over_file_of_this_pid()
             self.write_snapshot()
