@@ -301,6 +301,7 @@ class OIDCAuthenticator(ExternalAuthenticator):
             "code": code,
             "redirect_uri": redirect_uri,
             "client_id": self.client_id,
+            **self._token_request_extras(),
         }
         # The client authenticates as the provider says it may (OAuth2's default, HTTP Basic,
         # when it does not say); some providers take the secret in the form only.
@@ -332,11 +333,24 @@ class OIDCAuthenticator(ExternalAuthenticator):
         except InvalidIDToken as error:
             logger.warning("OpenID Connect login refused: %s", error)
             return None
-        user = claims.get(self.user_id_claim)
-        if not isinstance(user, str) or not user:
+        user = self.user_of(claims)
+        if user is None:
             logger.warning("OpenID Connect login refused: no %r claim", self.user_id_claim)
             return None
-        return UserSessionState(user, {})
+        return UserSessionState(user, self._session_state(body))
+
+    def user_of(self, claims: Mapping[str, Any]) -> str | None:
+        """The user a token's verified claims name (None when they name none)."""
+        user = claims.get(self.user_id_claim)
+        return user if isinstance(user, str) and user else None
+
+    def _session_state(self, tokens: Mapping[str, Any]) -> dict[str, Any]:
+        """What the session keeps of the provider's tokens (nothing, by default)."""
+        return {}
+
+    def _token_request_extras(self) -> dict[str, str]:
+        """Fields added to the code's exchange at the token endpoint."""
+        return {}
 
     async def _key(self, key_id: str | None, algorithm: str) -> Any:
         import jwt
@@ -369,9 +383,14 @@ class OIDCAuthenticator(ExternalAuthenticator):
         except (jwt.PyJWTError, TypeError, ValueError, KeyError) as error:
             raise InvalidIDToken(f"the key {key_id!r} cannot be used: {error}") from None
 
-    async def verified_claims(self, id_token: str, access_token: str | None) -> dict[str, Any]:
+    async def verified_claims(
+        self, id_token: str, access_token: str | None, *, issued_to_us: bool = True
+    ) -> dict[str, Any]:
         """The claims of ``id_token`` once its signature, issuer, audience, times and
-        ``at_hash`` are checked (:class:`InvalidIDToken` otherwise)."""
+        ``at_hash`` are checked (:class:`InvalidIDToken` otherwise). ``issued_to_us=False``
+        leaves out the check that the token was issued to this server's client (``azp``): an
+        access token for this server's audience may have been issued to another client (a
+        command-line client logging in with the device flow)."""
         import jwt
 
         configuration = await self.configuration()
@@ -396,10 +415,16 @@ class OIDCAuthenticator(ExternalAuthenticator):
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
+        except jwt.ExpiredSignatureError as error:
+            raise ExpiredToken(str(error)) from None
         except jwt.PyJWTError as error:
             raise InvalidIDToken(str(error)) from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != self.client_id:
+        if (
+            issued_to_us
+            and ("azp" in claims or len(audiences) > 1)
+            and claims.get("azp") != self.client_id
+        ):
             raise InvalidIDToken("the token was issued to another client (azp)")
         if "at_hash" in claims:
             if not access_token:
@@ -409,8 +434,222 @@ class OIDCAuthenticator(ExternalAuthenticator):
         return claims
 
 
+class ProxiedOIDCAuthenticator(OIDCAuthenticator):
+    """An OpenID Connect provider whose own access tokens this server accepts.
+
+    Besides logging users in as :class:`OIDCAuthenticator` does (the browser's authorization
+    code flow, which opens a Tiled session), it lets clients log in at the identity provider
+    itself, with the device flow (``device_flow_client_id`` names that public client), and
+    send the provider's access tokens as bearer tokens: this server checks them with the
+    provider's keys (issuer, ``audience``, expiry) and refreshes nothing itself (the
+    ``/api/v1/`` document sends clients to the provider's token and logout endpoints).
+    Upstream Tiled's configuration::
+
+        authentication:
+          providers:
+            - provider: keycloak
+              authenticator: tiled.authenticators:ProxiedOIDCAuthenticator
+              args:
+                audience: tiled
+                client_id: tiled
+                device_flow_client_id: tiled-cli
+                well_known_uri: https://idp.example.org/.well-known/openid-configuration
+                scopes_map: {"tiled.read": ["read:metadata", "read:data"]}
+
+    A request with a provider's token holds the token's scopes: with ``scopes_map``, the
+    Tiled scopes its provider scopes (``scp``) map to (all that the map grants when the token
+    has no ``scp``, as in an ID token); without, the token's own ``scope`` (or ``scp``).
+    The user is the token's ``user`` claim, else its ``sub`` (a browser login's user is
+    ``user_id_claim``, as with :class:`OIDCAuthenticator`).
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        client_id: str,
+        well_known_uri: str,
+        device_flow_client_id: str,
+        client_secret: str = "",
+        scopes: list[str] | None = None,
+        scopes_map: Mapping[str, list[str]] | None = None,
+        confirmation_message: str = "",
+        redirect_on_success: str | None = None,
+        redirect_on_failure: str | None = None,
+        user_id_claim: str = "sub",
+    ):
+        super().__init__(
+            audience, client_id, client_secret, well_known_uri,
+            confirmation_message, redirect_on_success, redirect_on_failure, user_id_claim,
+        )  # fmt: skip
+        if scopes is not None and not _is_list_of_text(scopes):
+            raise ValueError("scopes must be a list of scope names")
+        if scopes_map is not None and not (
+            isinstance(scopes_map, Mapping)
+            and all(isinstance(k, str) and _is_list_of_text(v) for k, v in scopes_map.items())
+        ):
+            raise ValueError("scopes_map must map provider scopes to lists of Tiled scopes")
+        self.device_flow_client_id = device_flow_client_id
+        self._scopes = list(scopes) if scopes is not None else None
+        self.scopes_map = {key: list(value) for key, value in (scopes_map or {}).items()}
+
+    @property
+    def scopes(self) -> list[str]:
+        """The Tiled scopes this provider may grant: ``scopes``, and all that the map does."""
+        combined = set(self._scopes or ())
+        for mapped in self.scopes_map.values():
+            combined.update(mapped)
+        return sorted(combined)
+
+    def translated_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """``claims`` with ``scope`` set to the Tiled scopes the provider's scopes map to
+        (untouched without a ``scopes_map``)."""
+        if not self.scopes_map:
+            return claims
+        provider_scopes = claims.get("scp")
+        if isinstance(provider_scopes, str):
+            provider_scopes = provider_scopes.split()
+        granted: set[str] = set()
+        if provider_scopes:
+            for scope in provider_scopes if isinstance(provider_scopes, list) else ():
+                mapped = self.scopes_map.get(scope) if isinstance(scope, str) else None
+                if mapped is None:
+                    logger.warning("A token's provider scope %r is not in scopes_map", scope)
+                    continue
+                granted.update(mapped)
+        else:
+            # No scp (an ID token): the provider issued the token to a user it lets in.
+            for mapped in self.scopes_map.values():
+                granted.update(mapped)
+        # Always set, so that the unmapped scp is never read as Tiled scopes.
+        return {**claims, "scope": " ".join(sorted(granted))}
+
+    async def access_claims(self, access_token: str) -> dict[str, Any]:
+        """The translated claims of one of the provider's access tokens, once it is checked
+        (:class:`InvalidIDToken` otherwise)."""
+        claims = await self.verified_claims(access_token, None, issued_to_us=False)
+        return self.translated_claims(claims)
+
+    @staticmethod
+    def token_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+        """The scopes of translated claims: ``scope`` (space-separated), else ``scp``."""
+        value = claims["scope"] if "scope" in claims else claims.get("scp")
+        if isinstance(value, str):
+            return frozenset(value.split())
+        if isinstance(value, list):
+            return frozenset(item for item in value if isinstance(item, str))
+        return frozenset()
+
+    @staticmethod
+    def token_user(claims: Mapping[str, Any]) -> str | None:
+        """The user an access token's translated claims name: ``user``, else ``sub`` (as
+        upstream reads the provider's tokens, whatever ``user_id_claim`` says)."""
+        for name in ("user", "sub"):
+            if isinstance(claims.get(name), str) and claims[name]:
+                return claims[name]
+        return None
+
+    async def endpoints(self) -> dict[str, Any]:
+        """The provider's endpoints that clients use directly (None where it has none)."""
+        configuration = await self.configuration()
+        return {
+            name: configuration.get(name) if _is_url(configuration.get(name)) else None
+            for name in ("device_authorization_endpoint", "token_endpoint", "end_session_endpoint")
+        }
+
+
+class EntraAuthenticator(ProxiedOIDCAuthenticator):
+    """Microsoft Entra ID, as a :class:`ProxiedOIDCAuthenticator` (upstream's class).
+
+    Entra's ``sub`` is opaque and differs per application: the principal is named by a UUID
+    made from issuer and ``sub``, and the user by the first of ``nameID``,
+    ``preferred_username``, ``upn`` and ``email`` (without a domain), else the ``sub``.
+    A browser login keeps Entra's access and refresh tokens in the session's state
+    (``entra_access_token``, ``entra_refresh_token``), where services behind Tiled find them.
+    ``extra_scopes`` are asked for at login (an API's scopes, for such services).
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        client_id: str,
+        well_known_uri: str,
+        device_flow_client_id: str,
+        extra_scopes: list[str] | None = None,
+        scopes_map: Mapping[str, list[str]] | None = None,
+        confirmation_message: str = "",
+        client_secret: str = "",
+        redirect_on_success: str | None = None,
+    ):
+        if extra_scopes is not None and not _is_list_of_text(extra_scopes):
+            raise ValueError("extra_scopes must be a list of scope names")
+        super().__init__(
+            audience, client_id, well_known_uri, device_flow_client_id,
+            client_secret=client_secret, scopes_map=scopes_map,
+            confirmation_message=confirmation_message, redirect_on_success=redirect_on_success,
+        )  # fmt: skip
+        self.extra_scopes = list(extra_scopes or ())
+
+    def translated_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
+        import uuid
+
+        claims = super().translated_claims(claims)
+        subject = claims.get("sub")
+        username = next(
+            (
+                claims[name]
+                for name in ("nameID", "preferred_username", "upn", "email")
+                if isinstance(claims.get(name), str) and claims[name].strip()
+            ),
+            None,
+        )
+        if username is None:
+            logger.warning(
+                "Entra token without a readable user name (nameID, preferred_username, upn, "
+                "email): the user is its sub; add preferred_username to the application's "
+                "optional claims"
+            )
+            user = subject
+        else:
+            user = username.strip().rsplit("\\", 1)[-1].split("@", 1)[0]
+        return {
+            **claims,
+            "sub": uuid.uuid5(uuid.NAMESPACE_URL, f"{claims.get('iss', '')}|{subject}").hex,
+            "entra_sub": subject,
+            "entra_username": username,
+            "user": user,
+        }
+
+    async def verified_claims(
+        self, id_token: str, access_token: str | None, *, issued_to_us: bool = True
+    ) -> dict[str, Any]:
+        claims = await super().verified_claims(id_token, access_token, issued_to_us=issued_to_us)
+        # The browser login's ID token: its user is named as access tokens' are.
+        return self.translated_claims(claims) if issued_to_us else claims
+
+    def user_of(self, claims: Mapping[str, Any]) -> str | None:
+        return self.token_user(claims)
+
+    def _session_state(self, tokens: Mapping[str, Any]) -> dict[str, Any]:
+        state = {}
+        for kind in ("access_token", "refresh_token"):
+            if isinstance(tokens.get(kind), str):
+                state[f"entra_{kind}"] = tokens[kind]
+        return state
+
+    def _token_request_extras(self) -> dict[str, str]:
+        return {"scope": " ".join(["openid", *self.extra_scopes])} if self.extra_scopes else {}
+
+
+def _is_list_of_text(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+
+
 class InvalidIDToken(Exception):
     """An ID token that does not prove a login (signature, issuer, audience, time, hash)."""
+
+
+class ExpiredToken(InvalidIDToken):
+    """A token that was valid until its ``exp``."""
 
 
 def _token_hash(algorithm: str, token: str) -> str:

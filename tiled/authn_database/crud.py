@@ -95,6 +95,24 @@ async def login(db: AsyncSession, provider: str, user_id: str, admin: bool) -> o
     return principal
 
 
+async def principal_of_identity(
+    db: AsyncSession, provider: str, user_id: str, admin: bool
+) -> orm.Principal:
+    """The principal of ``user_id`` at ``provider``, created (with the user role, and admin's
+    if ``admin``) on first sight; unlike :func:`login`, no login is recorded."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        principal, _ = await _user_principal(db, provider, user_id, admin)
+        await db.commit()
+    except IntegrityError:
+        # Another request created it first (two requests of a new user at once).
+        await db.rollback()
+        principal, _ = await _user_principal(db, provider, user_id, admin)
+        await db.commit()
+    return principal
+
+
 async def ensure_admins(db: AsyncSession, admins: Iterable[tuple[str, str]]) -> None:
     """Give the configured admins the admin role, creating their principals if need be."""
     for provider, user_id in admins:

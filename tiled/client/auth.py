@@ -38,10 +38,24 @@ def token_directory(api_uri: str) -> Path:
 
 
 def build_refresh_request(
-    refresh_url: str, refresh_token: str, csrf_token: str | None = None
+    refresh_url: str,
+    refresh_token: str,
+    csrf_token: str | None = None,
+    client_id: str | None = None,
+    scopes: str | None = None,
 ) -> httpx.Request:
     """The request that trades a refresh token for new tokens. The CSRF cookie's value goes
-    in ``x-csrf`` too: servers that check the double-submitted cookie want it."""
+    in ``x-csrf`` too: servers that check the double-submitted cookie want it.
+
+    With a ``client_id``, the tokens are an identity provider's (a server whose provider is
+    a ``ProxiedOIDCAuthenticator``): the OAuth2 refresh grant at the provider's token
+    endpoint, as that public client."""
+    if client_id:
+        form = {"client_id": client_id, "grant_type": "refresh_token"}
+        form["refresh_token"] = refresh_token
+        if scopes:
+            form["scope"] = scopes
+        return httpx.Request("POST", refresh_url, data=form)
     headers = {"x-csrf": csrf_token} if csrf_token else {}
     return httpx.Request(
         "POST", refresh_url, json={"refresh_token": refresh_token}, headers=headers
@@ -68,7 +82,8 @@ class TiledAuth(httpx.Auth):
     ):
         self.refresh_url = refresh_url
         self.csrf_token = csrf_token
-        self.client_id = client_id  # upstream's OpenID clients; kept for their callers
+        # An identity provider's public client (its tokens are refreshed there), if any.
+        self.client_id = client_id
         self.scopes = scopes
         if token_directory is not None:
             token_directory = Path(token_directory)
@@ -150,7 +165,9 @@ class TiledAuth(httpx.Auth):
             raise CannotRefreshAuthentication(
                 "There is no refresh token: log in (context.authenticate())"
             )
-        return build_refresh_request(self.refresh_url, refresh_token, self.csrf_token)
+        return build_refresh_request(
+            self.refresh_url, refresh_token, self.csrf_token, self.client_id, self.scopes
+        )
 
     def accept_refresh(self, response: httpx.Response) -> dict[str, Any]:
         """Keep the tokens a refresh answered; a refused refresh ends the session."""

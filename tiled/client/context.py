@@ -137,14 +137,27 @@ def print_device_login(verification: Mapping[str, Any]) -> None:
     webbrowser.open(verification["authorization_uri"])
 
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
 def device_code_grant(
     http_client: httpx.Client,
     auth_endpoint: str,
     show: Callable[[Mapping[str, Any]], None] = print_device_login,
+    client_id: str | None = None,
+    token_endpoint: str | None = None,
+    scopes: str = "openid offline_access",
 ) -> dict[str, Any]:
-    """The tokens of a device-code login started at ``auth_endpoint`` (an OpenID Connect
-    provider's): ``show`` tells the user where to log in, then the server is polled until
-    the login is finished, refused or expired."""
+    """The tokens of a device-code login started at ``auth_endpoint``: ``show`` tells the
+    user where to log in, then the token endpoint is polled until the login is finished,
+    refused or expired.
+
+    Without ``client_id``, the login is the server's own (it logs the user in at its
+    provider in the browser); with ``client_id`` and ``token_endpoint``, it is the identity
+    provider's device flow (RFC 8628), as that public client, for the ``scopes``: a server
+    whose provider is a ``ProxiedOIDCAuthenticator`` takes the provider's tokens."""
+    if client_id and token_endpoint:
+        return _provider_device_grant(auth_endpoint, show, client_id, token_endpoint, scopes)
     import time
 
     start = http_client.post(auth_endpoint)
@@ -169,6 +182,54 @@ def device_code_grant(
                 continue
         handle_error(response)
         return response.json()
+    raise TimeoutError("The login was not finished in time; start again")
+
+
+class DeviceLoginRefused(RuntimeError):
+    """The identity provider ended a device-code login (refused, expired, or an error)."""
+
+
+def _provider_device_grant(
+    auth_endpoint: str,
+    show: Callable[[Mapping[str, Any]], None],
+    client_id: str,
+    token_endpoint: str,
+    scopes: str,
+) -> dict[str, Any]:
+    import time
+
+    # A client of its own: the identity provider gets none of this server's credentials.
+    with httpx.Client(timeout=30) as provider:
+        start = provider.post(auth_endpoint, data={"client_id": client_id, "scope": scopes})
+        if start.status_code != 200:
+            raise DeviceLoginRefused(f"The identity provider refused the login: {start.text}")
+        verification = dict(start.json())
+        for key in ("verification_uri_complete", "verification_uri", "verification_url"):
+            if verification.get(key):  # verification_url: Entra's name
+                verification.setdefault("authorization_uri", verification[key])
+                break
+        else:
+            raise DeviceLoginRefused(f"The identity provider named no URL to visit: {verification}")
+        show(verification)
+        deadline = time.monotonic() + float(verification.get("expires_in", 600))
+        interval = float(verification.get("interval", 5))
+        form = {"grant_type": DEVICE_GRANT, "client_id": client_id}
+        form["device_code"] = verification["device_code"]
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            response = provider.post(token_endpoint, data=form)
+            if response.status_code == 200:
+                return response.json()
+            try:
+                error = response.json().get("error")
+            except ValueError:
+                error = None
+            if error == "authorization_pending":
+                continue
+            if error == "slow_down":
+                interval += 5  # as RFC 8628 asks
+                continue
+            raise DeviceLoginRefused(f"The identity provider ended the login: {response.text}")
     raise TimeoutError("The login was not finished in time; start again")
 
 
@@ -414,12 +475,26 @@ class Context:
     def _token_directory(self) -> Any:
         return token_directory(self.api_uri)
 
+    def _provider_client(self) -> tuple[str | None, str | None]:
+        """The identity provider's public client id and the scopes to ask it for, when the
+        server's one provider has clients log in there (a ``ProxiedOIDCAuthenticator``);
+        else (None, None): tokens are the server's own."""
+        providers = self.authentication_providers
+        if len(providers) != 1:
+            return None, None
+        links = providers[0].get("links") or {}
+        if not (links.get("client_id") and links.get("token_endpoint")):
+            return None, None
+        extra = providers[0].get("extra_scopes") or []
+        return links["client_id"], " ".join(sorted({"openid", "offline_access", *extra}))
+
     def _new_auth(self, remember: bool) -> TiledAuth:
         links = self.server_info.get("authentication", {}).get("links") or {}
         refresh_url = links.get("refresh_session") or self.url("auth/session/refresh")
+        client_id, scopes = self._provider_client()
         return TiledAuth(
             refresh_url, self.http_client.cookies.get("tiled_csrf"),
-            self._token_directory() if remember else None,
+            self._token_directory() if remember else None, client_id, scopes,
         )  # fmt: skip
 
     def configure_auth(self, tokens: Mapping[str, Any], remember_me: bool = True) -> None:
@@ -459,9 +534,14 @@ class Context:
         if provider in external:
             if username is not None or password is not None:
                 raise ValueError(f"Provider {provider!r} logs in in a browser, not by password")
-            endpoint = external[provider]["links"]["auth_endpoint"]
+            links = external[provider]["links"]
             show = show_device_login or print_device_login
-            tokens = device_code_grant(self.http_client, endpoint, show)
+            extra = external[provider].get("extra_scopes") or []
+            tokens = device_code_grant(
+                self.http_client, links["auth_endpoint"], show, links.get("client_id"),
+                links.get("token_endpoint"),
+                " ".join(sorted({"openid", "offline_access", *extra})),
+            )  # fmt: skip
         else:
             username = username if username is not None else username_input()
             password = password if password is not None else password_input()
@@ -505,7 +585,18 @@ class Context:
         """End the login: revoke the session on the server and forget its tokens (in memory
         and remembered on disk). Doing it twice does no harm."""
         auth = self.http_client.auth
-        if isinstance(auth, TiledAuth):
+        if isinstance(auth, TiledAuth) and auth.client_id:
+            # The identity provider's session: ended there (its end_session_endpoint).
+            logout = (self.server_info.get("authentication", {}).get("links") or {}).get("logout")
+            id_token = auth.sync_get_token("id_token")
+            if logout:
+                params = {"client_id": auth.client_id}
+                if id_token:
+                    params["id_token_hint"] = id_token
+                with httpx.Client(timeout=30) as provider:
+                    provider.get(logout, params=params)
+            auth.clear()
+        elif isinstance(auth, TiledAuth):
             refresh_token = auth.sync_get_token("refresh_token")
             if refresh_token is not None:
                 # The refresh token is the proof here, not an Authorization header.

@@ -40,11 +40,7 @@ UNSUPPORTED = {
 }
 # The largest count or size a setting may hold: what a database's (or C's) 64-bit integer holds.
 LARGEST = 2**63 - 1
-UNSUPPORTED_AUTHENTICATORS = {
-    "ProxiedOIDCAuthenticator": "OpenID Connect login behind a proxy",
-    "EntraAuthenticator": "Microsoft Entra ID login",
-    "SAMLAuthenticator": "SAML login",
-}
+UNSUPPORTED_AUTHENTICATORS = {"SAMLAuthenticator": "SAML login"}
 
 
 def _refuse_unless(key: str, *accepted: Any):

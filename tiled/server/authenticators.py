@@ -81,10 +81,10 @@ class SingleUserAuthenticator:
             return SINGLE_USER
         raise Unauthenticated("Invalid API key")
 
-    def providers_json(self, base_url: str) -> list:
+    async def providers_json(self, base_url: str) -> list:
         return []
 
-    def links_json(self, base_url: str) -> None:
+    async def links_json(self, base_url: str) -> None:
         return None
 
     async def startup(self) -> None:
@@ -92,6 +92,17 @@ class SingleUserAuthenticator:
 
     async def shutdown(self) -> None:
         pass
+
+
+def _signed_here(token: str) -> bool:
+    """Whether a bearer token is one of this server's (HS256, signed with its secret keys)
+    rather than an identity provider's (signed with a public key)."""
+    import jwt
+
+    try:
+        return jwt.get_unverified_header(token).get("alg") == "HS256"
+    except jwt.PyJWTError:
+        return True  # not a token at all: refused as this server's tokens are
 
 
 def _secret_keys(authentication: Authentication, scalable: bool) -> list[str]:
@@ -139,6 +150,14 @@ class MultiUserAuthenticator:
 
         self.access_tokens = AccessTokenIdentities()
         self.api_keys = APIKeyIdentities(ACTIVITY_RESOLUTION.total_seconds())
+        # Providers whose own access tokens are accepted as bearer tokens.
+        from ..authenticators import ProxiedOIDCAuthenticator
+
+        self.proxied = {
+            name: provider
+            for name, provider in self.providers.items()
+            if isinstance(provider, ProxiedOIDCAuthenticator)
+        }
 
     @property
     def required(self) -> bool:
@@ -156,22 +175,45 @@ class MultiUserAuthenticator:
         router.include_router(principals.router)
         return router
 
-    def providers_json(self, base_url: str) -> list[dict[str, Any]]:
+    async def providers_json(self, base_url: str) -> list[dict[str, Any]]:
         # An internal provider's endpoint takes a password; an external one's sends the user
         # to the identity provider (GET) or starts a device-code login (POST).
         endpoints = {"internal": "token", "external": "authorize"}
-        return [
-            {
+        described = []
+        for name, provider in self.providers.items():
+            mode = provider_mode(provider)
+            own_endpoint = f"{base_url}/auth/provider/{name}/{endpoints[mode]}"
+            entry = {
                 "provider": name,
-                "mode": provider_mode(provider),
-                "links": {
-                    "auth_endpoint": f"{base_url}/auth/provider/{name}/"
-                    + endpoints[provider_mode(provider)]
-                },
+                "mode": mode,
+                "links": {"auth_endpoint": own_endpoint},
                 "confirmation_message": getattr(provider, "confirmation_message", None),
             }
-            for name, provider in self.providers.items()
-        ]
+            if name in self.proxied:
+                # Clients log in at the identity provider itself (device flow), as upstream's.
+                endpoints_there = await self._provider_endpoints(name)
+                entry["links"] = {
+                    "auth_endpoint": endpoints_there["device_authorization_endpoint"],
+                    "authorize_endpoint": own_endpoint,
+                    "client_id": provider.device_flow_client_id,
+                    "token_endpoint": endpoints_there["token_endpoint"],
+                }
+                entry["extra_scopes"] = list(getattr(provider, "extra_scopes", ()))
+            described.append(entry)
+        return described
+
+    async def _provider_endpoints(self, name: str) -> dict[str, Any]:
+        """A proxied provider's own endpoints; None each while it cannot be reached (the
+        about document still answers, for anonymous reads and API keys)."""
+        from ..authenticators import IdentityProviderUnavailable
+
+        try:
+            return await self.proxied[name].endpoints()
+        except IdentityProviderUnavailable as error:
+            logger.warning("Provider %r: %s", name, error)
+            return dict.fromkeys(
+                ("device_authorization_endpoint", "token_endpoint", "end_session_endpoint")
+            )
 
     def provider(self, name: str, mode: str) -> Any:
         """The authenticator of provider ``name`` if it logs in that way (404 otherwise)."""
@@ -181,14 +223,20 @@ class MultiUserAuthenticator:
             raise NotFound(f"No {kind} authentication provider named {name!r}")
         return provider
 
-    def links_json(self, base_url: str) -> dict[str, str]:
-        return {
+    async def links_json(self, base_url: str) -> dict[str, str | None]:
+        links = {
             "whoami": f"{base_url}/auth/whoami",
             "apikey": f"{base_url}/auth/apikey",
             "refresh_session": f"{base_url}/auth/session/refresh",
             "revoke_session": f"{base_url}/auth/session/revoke/{{session_id}}",
             "logout": f"{base_url}/auth/logout",
         }
+        if len(self.providers) == 1 and self.proxied:
+            # Clients hold the identity provider's tokens: they refresh and log out there.
+            endpoints = await self._provider_endpoints(next(iter(self.proxied)))
+            links["refresh_session"] = endpoints["token_endpoint"]
+            links["logout"] = endpoints["end_session_endpoint"]
+        return links
 
     async def startup(self) -> None:
         from ..authn_database import crud
@@ -210,10 +258,66 @@ class MultiUserAuthenticator:
         kept = self.access_tokens.identity(key)
         if kept is not None:
             return kept
-        claims = self.signer.decode(credentials.secret, "access", EXPIRED_ACCESS_TOKEN)
-        identity = self._token_identity(claims)
-        self.access_tokens.keep_token(key, identity, claims["exp"])
+        if self.proxied and not _signed_here(credentials.secret):
+            identity, expiry = await self._provider_token_identity(credentials.secret)
+        else:
+            claims = self.signer.decode(credentials.secret, "access", EXPIRED_ACCESS_TOKEN)
+            identity, expiry = self._token_identity(claims), claims["exp"]
+        self.access_tokens.keep_token(key, identity, expiry)
         return identity
+
+    async def _provider_token_identity(self, token: str) -> tuple[Identity, Any]:
+        """The identity an access token of a proxied provider proves, and its expiry.
+
+        The provider is the one that issued it (``iss``). The principal is the provider's
+        user (created on first sight); the scopes are the token's, and an admin's also
+        the admin role's (its other roles add nothing: the provider decides what its tokens
+        grant)."""
+        import jwt
+
+        from ..authenticators import ExpiredToken, IdentityProviderUnavailable, InvalidIDToken
+        from ..authn_database import crud
+
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE) from None
+        issuers, unreachable = {}, None
+        for name, provider in self.proxied.items():
+            try:
+                issuers[(await provider.configuration())["issuer"]] = name
+            except IdentityProviderUnavailable as error:
+                unreachable = error  # the token may be its: 503 unless another issued it
+        if issuer not in issuers:
+            if unreachable is not None:
+                raise unreachable
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE)
+        name = issuers[issuer]
+        provider = self.proxied[name]
+        try:
+            claims = await provider.access_claims(token)
+        except ExpiredToken:
+            raise Unauthenticated(EXPIRED_ACCESS_TOKEN, BEARER_CHALLENGE) from None
+        except InvalidIDToken as error:
+            logger.info("A token of provider %r refused: %s", name, error)
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE) from None
+        user = provider.token_user(claims)
+        if user is None:
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE)
+        scopes = provider.token_scopes(claims)
+        async with self.database.session() as db:
+            principal = await crud.principal_of_identity(
+                db, name, user, (name, user) in self.admins
+            )
+            for role in principal.roles:
+                if role.name == "admin":
+                    scopes |= frozenset(role.scopes)
+            identity = Identity(
+                principal.uuid.hex, scopes, authenticated=True,
+                identities=tuple((i.provider, i.id) for i in principal.identities),
+                principal_type=str(principal.type),
+            )  # fmt: skip
+        return identity, claims["exp"]
 
     @staticmethod
     def _token_identity(claims: dict[str, Any]) -> Identity:

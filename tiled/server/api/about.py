@@ -28,8 +28,8 @@ async def about(request: Request):
         "queries": state.query_registry.names,
         "authentication": {
             "required": state.authenticator.required,
-            "providers": state.authenticator.providers_json(base),
-            "links": state.authenticator.links_json(base),
+            "providers": await state.authenticator.providers_json(base),
+            "links": await state.authenticator.links_json(base),
         },
         "links": {"self": base, "documentation": f"{base}/docs"},
         "meta": {"root_path": root_path or "/api"},
