@@ -177,6 +177,7 @@ KEYS_REFETCH_SECONDS = 60.0
 PROVIDER_TIMEOUT_SECONDS = 10.0
 PROVIDER_DEADLINE_SECONDS = 15.0
 PROVIDER_BODY_LIMIT = 2**20  # discovery documents, keys and tokens are a few kB
+CONFIGURATION_RETRY_SECONDS = 30.0
 
 
 class OIDCAuthenticator(ExternalAuthenticator):
@@ -220,6 +221,7 @@ class OIDCAuthenticator(ExternalAuthenticator):
         self.redirect_on_failure = redirect_on_failure
         self.user_id_claim = user_id_claim
         self._configuration: dict[str, Any] | None = None
+        self._configuration_failure: tuple[float, IdentityProviderUnavailable] | None = None
         self._keys: dict[str, Any] = {}
         self._keys_fetched = -float("inf")
 
@@ -259,27 +261,40 @@ class OIDCAuthenticator(ExternalAuthenticator):
         return document
 
     async def configuration(self) -> dict[str, Any]:
-        """The provider's discovery document (fetched once)."""
+        """The provider's discovery document (fetched once; after a failure, asked again
+        no sooner than CONFIGURATION_RETRY_SECONDS, so that requests meanwhile do not each
+        wait out the provider's deadline)."""
         if self._configuration is None:
-            document = await self._document(self.well_known_uri)
-            needed = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
-            if not all(_is_url(document.get(name)) for name in needed[1:]) or not isinstance(
-                document.get("issuer"), str
-            ):
-                raise IdentityProviderUnavailable(
-                    f"{self.well_known_uri} is not an OpenID Connect discovery document "
-                    f"(it needs {', '.join(needed)})"
-                )
-            offered = document.get("id_token_signing_alg_values_supported")
-            if offered is not None and not (
-                isinstance(offered, list) and all(isinstance(name, str) for name in offered)
-            ):
-                raise IdentityProviderUnavailable(
-                    f"{self.well_known_uri}: id_token_signing_alg_values_supported is not a "
-                    "list of names"
-                )
-            self._configuration = document
+            failed = self._configuration_failure
+            if failed is not None and time.monotonic() - failed[0] < CONFIGURATION_RETRY_SECONDS:
+                raise failed[1]
+            try:
+                document = await self._fetch_configuration()
+            except IdentityProviderUnavailable as error:
+                self._configuration_failure = (time.monotonic(), error)
+                raise
+            self._configuration, self._configuration_failure = document, None
         return self._configuration
+
+    async def _fetch_configuration(self) -> dict[str, Any]:
+        document = await self._document(self.well_known_uri)
+        needed = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+        if not all(_is_url(document.get(name)) for name in needed[1:]) or not isinstance(
+            document.get("issuer"), str
+        ):
+            raise IdentityProviderUnavailable(
+                f"{self.well_known_uri} is not an OpenID Connect discovery document "
+                f"(it needs {', '.join(needed)})"
+            )
+        offered = document.get("id_token_signing_alg_values_supported")
+        if offered is not None and not (
+            isinstance(offered, list) and all(isinstance(name, str) for name in offered)
+        ):
+            raise IdentityProviderUnavailable(
+                f"{self.well_known_uri}: id_token_signing_alg_values_supported is not a "
+                "list of names"
+            )
+        return document
 
     async def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
         configuration = await self.configuration()
@@ -457,8 +472,10 @@ class ProxiedOIDCAuthenticator(OIDCAuthenticator):
                 scopes_map: {"tiled.read": ["read:metadata", "read:data"]}
 
     A request with a provider's token holds the token's scopes: with ``scopes_map``, the
-    Tiled scopes its provider scopes (``scp``) map to (all that the map grants when the token
-    has no ``scp``, as in an ID token); without, the token's own ``scope`` (or ``scp``).
+    Tiled scopes its provider scopes (``scp``, else ``scope``) map to, and none for a token
+    with neither (upstream grants such a token every scope of the map: an application's own
+    token, which has none, would hold them all); without a map, the token's own ``scope``
+    (or ``scp``). ``scopes`` is accepted as upstream's is (it adds to :attr:`scopes`).
     The user is the token's ``user`` claim, else its ``sub`` (a browser login's user is
     ``user_id_claim``, as with :class:`OIDCAuthenticator`).
     """
@@ -505,22 +522,16 @@ class ProxiedOIDCAuthenticator(OIDCAuthenticator):
         (untouched without a ``scopes_map``)."""
         if not self.scopes_map:
             return claims
-        provider_scopes = claims.get("scp")
+        # Entra names the provider's scopes scp; Keycloak and most others, scope.
+        provider_scopes = claims["scp"] if "scp" in claims else claims.get("scope")
         if isinstance(provider_scopes, str):
             provider_scopes = provider_scopes.split()
         granted: set[str] = set()
-        if provider_scopes:
-            for scope in provider_scopes if isinstance(provider_scopes, list) else ():
-                mapped = self.scopes_map.get(scope) if isinstance(scope, str) else None
-                if mapped is None:
-                    logger.warning("A token's provider scope %r is not in scopes_map", scope)
-                    continue
+        for scope in provider_scopes if isinstance(provider_scopes, list) else ():
+            mapped = self.scopes_map.get(scope) if isinstance(scope, str) else None
+            if mapped is not None:
                 granted.update(mapped)
-        else:
-            # No scp (an ID token): the provider issued the token to a user it lets in.
-            for mapped in self.scopes_map.values():
-                granted.update(mapped)
-        # Always set, so that the unmapped scp is never read as Tiled scopes.
+        # Always set, so that the unmapped provider scopes are never read as Tiled scopes.
         return {**claims, "scope": " ".join(sorted(granted))}
 
     async def access_claims(self, access_token: str) -> dict[str, Any]:
@@ -549,7 +560,8 @@ class ProxiedOIDCAuthenticator(OIDCAuthenticator):
         return None
 
     async def endpoints(self) -> dict[str, Any]:
-        """The provider's endpoints that clients use directly (None where it has none)."""
+        """The provider's endpoints that clients use directly (None where it has none):
+        ``device_authorization_endpoint``, ``token_endpoint``, ``end_session_endpoint``."""
         configuration = await self.configuration()
         return {
             name: configuration.get(name) if _is_url(configuration.get(name)) else None
@@ -560,9 +572,10 @@ class ProxiedOIDCAuthenticator(OIDCAuthenticator):
 class EntraAuthenticator(ProxiedOIDCAuthenticator):
     """Microsoft Entra ID, as a :class:`ProxiedOIDCAuthenticator` (upstream's class).
 
-    Entra's ``sub`` is opaque and differs per application: the principal is named by a UUID
-    made from issuer and ``sub``, and the user by the first of ``nameID``,
-    ``preferred_username``, ``upn`` and ``email`` (without a domain), else the ``sub``.
+    Entra's ``sub`` is opaque and differs per application: the user is named, as upstream
+    names it (so that its authentication databases carry over), by the first of ``nameID``,
+    ``preferred_username``, ``upn`` and ``email`` without the domain, else by the ``sub``.
+    Accounts of two domains with one name are therefore one user (and one admin).
     A browser login keeps Entra's access and refresh tokens in the session's state
     (``entra_access_token``, ``entra_refresh_token``), where services behind Tiled find them.
     ``extra_scopes`` are asked for at login (an API's scopes, for such services).
@@ -619,15 +632,9 @@ class EntraAuthenticator(ProxiedOIDCAuthenticator):
             "user": user,
         }
 
-    async def verified_claims(
-        self, id_token: str, access_token: str | None, *, issued_to_us: bool = True
-    ) -> dict[str, Any]:
-        claims = await super().verified_claims(id_token, access_token, issued_to_us=issued_to_us)
-        # The browser login's ID token: its user is named as access tokens' are.
-        return self.translated_claims(claims) if issued_to_us else claims
-
     def user_of(self, claims: Mapping[str, Any]) -> str | None:
-        return self.token_user(claims)
+        # The browser login's ID token names its user as access tokens do.
+        return self.token_user(self.translated_claims(dict(claims)))
 
     def _session_state(self, tokens: Mapping[str, Any]) -> dict[str, Any]:
         state = {}

@@ -130,12 +130,13 @@ def test_unmapped_provider_scopes_grant_nothing(server, idp):
     assert "read:metadata" in response.json()["detail"]
 
 
-def test_a_token_without_scp_gets_what_the_map_grants(server, idp):
-    token = idp.sign(
-        {"iss": idp.issuer, "aud": AUDIENCE, "sub": "erin", "iat": int(time.time()),
-         "exp": int(time.time()) + 300}
-    )  # fmt: skip
-    assert get(server, "metadata/x", token).status_code == 200
+def test_without_scp_the_scope_claim_is_mapped(server, idp):
+    now = int(time.time())
+    claims = {"iss": idp.issuer, "aud": AUDIENCE, "sub": "erin", "iat": now, "exp": now + 300}
+    # Keycloak's way: the provider's scopes in "scope".
+    assert get(server, "metadata/x", idp.sign({**claims, "scope": "tiled.read"})).is_success
+    # Neither (an application's own token): no scope at all, not every scope of the map.
+    assert get(server, "metadata/x", idp.sign(claims)).status_code == 401
 
 
 def test_refused_tokens(server, idp):
@@ -151,11 +152,22 @@ def test_refused_tokens(server, idp):
         idp.foreign_token(claims),  # signed with a key the provider never published
         idp.sign({**claims, "iss": "http://127.0.0.1:9/elsewhere"}),  # another issuer
         idp.sign({key: value for key, value in claims.items() if key != "exp"}),
+        _unsigned({**claims, "iss": [idp.issuer]}),  # not a name (refused before any check)
         "not-a-token",
     ):
         response = get(server, "metadata/x", token)
         assert response.status_code == 401, token
         assert response.json()["detail"]
+
+
+def _unsigned(claims: dict) -> str:
+    """A token of these claims with a made-up signature (PyJWT signs no list as issuer)."""
+    import base64
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 def test_tokens_signed_with_a_new_key_are_accepted(server, idp, monkeypatch):
@@ -211,10 +223,13 @@ def test_an_unreachable_provider(tmp_path):
     providers = [{"provider": "idp", "authenticator": PROXIED, "args": args}]
     with tiled_server(tmp_path, providers, allow_anonymous_access=True) as live:
         server = live.url.rstrip("/")
-        # The about document still answers (anonymous reads need it), without the links.
+        # The about document still answers (anonymous reads need it), describing the
+        # provider as a plain OpenID Connect one (upstream's clients refuse null links).
         about = httpx.get(f"{server}/api/v1/").json()["authentication"]
-        assert about["providers"][0]["links"]["auth_endpoint"] is None
-        assert about["links"]["refresh_session"] is None
+        assert about["providers"][0]["links"] == {
+            "auth_endpoint": f"{server}/api/v1/auth/provider/idp/authorize"
+        }
+        assert about["links"]["refresh_session"] == f"{server}/api/v1/auth/session/refresh"
         assert get(server, "metadata/x").status_code == 200
         with run_idp(audience=AUDIENCE) as elsewhere:
             token = elsewhere.issue_access_token("judy", READ)

@@ -104,7 +104,8 @@ async def principal_of_identity(
 
     try:
         principal, _ = await _user_principal(db, provider, user_id, admin)
-        await db.commit()
+        if db.new or db.dirty:  # a commit tells every server process to drop kept identities
+            await db.commit()
     except IntegrityError:
         # Another request created it first (two requests of a new user at once).
         await db.rollback()

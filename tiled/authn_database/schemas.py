@@ -38,7 +38,8 @@ def session_json(session: orm.Session) -> dict[str, Any]:
         "uuid": str(session.uuid),
         "expiration_time": iso(session.expiration_time),
         "revoked": session.revoked,
-        "state": session.state or {},
+        # Not the state: it may hold a provider's tokens (EntraAuthenticator), which no one
+        # listing sessions (an admin) should read. Upstream lists sessions without it too.
     }
 
 

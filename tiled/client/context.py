@@ -185,6 +185,11 @@ def device_code_grant(
     raise TimeoutError("The login was not finished in time; start again")
 
 
+def _provider_scopes(provider: Mapping[str, Any]) -> str:
+    """The scopes a login at an identity provider asks for (the about document's entry)."""
+    return " ".join(sorted({"openid", "offline_access", *(provider.get("extra_scopes") or ())}))
+
+
 class DeviceLoginRefused(RuntimeError):
     """The identity provider ended a device-code login (refused, expired, or an error)."""
 
@@ -485,8 +490,9 @@ class Context:
         links = providers[0].get("links") or {}
         if not (links.get("client_id") and links.get("token_endpoint")):
             return None, None
-        extra = providers[0].get("extra_scopes") or []
-        return links["client_id"], " ".join(sorted({"openid", "offline_access", *extra}))
+        # A refresh asks again for the extra scopes only, as upstream's client does.
+        extra = providers[0].get("extra_scopes")
+        return links["client_id"], _provider_scopes(providers[0]) if extra else None
 
     def _new_auth(self, remember: bool) -> TiledAuth:
         links = self.server_info.get("authentication", {}).get("links") or {}
@@ -536,11 +542,9 @@ class Context:
                 raise ValueError(f"Provider {provider!r} logs in in a browser, not by password")
             links = external[provider]["links"]
             show = show_device_login or print_device_login
-            extra = external[provider].get("extra_scopes") or []
             tokens = device_code_grant(
                 self.http_client, links["auth_endpoint"], show, links.get("client_id"),
-                links.get("token_endpoint"),
-                " ".join(sorted({"openid", "offline_access", *extra})),
+                links.get("token_endpoint"), _provider_scopes(external[provider]),
             )  # fmt: skip
         else:
             username = username if username is not None else username_input()
@@ -589,13 +593,19 @@ class Context:
             # The identity provider's session: ended there (its end_session_endpoint).
             logout = (self.server_info.get("authentication", {}).get("links") or {}).get("logout")
             id_token = auth.sync_get_token("id_token")
-            if logout:
-                params = {"client_id": auth.client_id}
-                if id_token:
-                    params["id_token_hint"] = id_token
-                with httpx.Client(timeout=30) as provider:
-                    provider.get(logout, params=params)
-            auth.clear()
+            try:
+                if logout:
+                    params = {"client_id": auth.client_id}
+                    if id_token:
+                        params["id_token_hint"] = id_token
+                    with httpx.Client(timeout=30) as provider:
+                        provider.get(logout, params=params)
+            except httpx.HTTPError as error:
+                import warnings
+
+                warnings.warn(f"The identity provider's logout failed: {error}", stacklevel=2)
+            finally:
+                auth.clear()  # the tokens are forgotten here whatever the provider said
         elif isinstance(auth, TiledAuth):
             refresh_token = auth.sync_get_token("refresh_token")
             if refresh_token is not None:

@@ -189,9 +189,9 @@ class MultiUserAuthenticator:
                 "links": {"auth_endpoint": own_endpoint},
                 "confirmation_message": getattr(provider, "confirmation_message", None),
             }
-            if name in self.proxied:
+            endpoints_there = await self._provider_endpoints(name)
+            if endpoints_there is not None:
                 # Clients log in at the identity provider itself (device flow), as upstream's.
-                endpoints_there = await self._provider_endpoints(name)
                 entry["links"] = {
                     "auth_endpoint": endpoints_there["device_authorization_endpoint"],
                     "authorize_endpoint": own_endpoint,
@@ -202,18 +202,21 @@ class MultiUserAuthenticator:
             described.append(entry)
         return described
 
-    async def _provider_endpoints(self, name: str) -> dict[str, Any]:
-        """A proxied provider's own endpoints; None each while it cannot be reached (the
-        about document still answers, for anonymous reads and API keys)."""
+    async def _provider_endpoints(self, name: str) -> dict[str, Any] | None:
+        """The endpoints of provider ``name`` that clients use directly, if it is a proxied
+        one and can be reached; else None, and the about document describes it as a plain
+        OpenID Connect provider (Tiled's own login routes): the document still answers, in
+        the shape upstream's clients read, for anonymous reads and API keys."""
         from ..authenticators import IdentityProviderUnavailable
 
+        if name not in self.proxied:
+            return None
         try:
-            return await self.proxied[name].endpoints()
+            endpoints = await self.proxied[name].endpoints()
         except IdentityProviderUnavailable as error:
             logger.warning("Provider %r: %s", name, error)
-            return dict.fromkeys(
-                ("device_authorization_endpoint", "token_endpoint", "end_session_endpoint")
-            )
+            return None
+        return endpoints if all(endpoints.values()) else None
 
     def provider(self, name: str, mode: str) -> Any:
         """The authenticator of provider ``name`` if it logs in that way (404 otherwise)."""
@@ -234,8 +237,9 @@ class MultiUserAuthenticator:
         if len(self.providers) == 1 and self.proxied:
             # Clients hold the identity provider's tokens: they refresh and log out there.
             endpoints = await self._provider_endpoints(next(iter(self.proxied)))
-            links["refresh_session"] = endpoints["token_endpoint"]
-            links["logout"] = endpoints["end_session_endpoint"]
+            if endpoints is not None:
+                links["refresh_session"] = endpoints["token_endpoint"]
+                links["logout"] = endpoints["end_session_endpoint"]
         return links
 
     async def startup(self) -> None:
@@ -282,6 +286,8 @@ class MultiUserAuthenticator:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError:
             raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE) from None
+        if not isinstance(issuer, str):
+            raise Unauthenticated(INVALID_TOKEN, BEARER_CHALLENGE)
         issuers, unreachable = {}, None
         for name, provider in self.proxied.items():
             try:
