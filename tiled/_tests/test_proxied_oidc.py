@@ -236,6 +236,13 @@ def test_an_unreachable_provider(tmp_path):
         response = get(server, "metadata/x", token)
         assert response.status_code == 503
         assert "identity provider" in response.json()["detail"]
+        # A client that holds the provider's tokens, sent to Tiled's refresh route by the
+        # document above, keeps its login: 503, not the 401 that ends it.
+        for refresh_token in (token, "an-opaque-refresh-token"):
+            response = httpx.post(
+                f"{server}/api/v1/auth/session/refresh", json={"refresh_token": refresh_token}
+            )
+            assert response.status_code == 503, response.text
 
 
 def test_one_unreachable_provider_leaves_the_others_working(idp, tmp_path):

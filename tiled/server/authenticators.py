@@ -94,15 +94,22 @@ class SingleUserAuthenticator:
         pass
 
 
-def _signed_here(token: str) -> bool:
-    """Whether a bearer token is one of this server's (HS256, signed with its secret keys)
-    rather than an identity provider's (signed with a public key)."""
+def _algorithm(token: str) -> str | None:
+    """The signature algorithm a token's header names (None: not a JSON Web Token)."""
     import jwt
 
     try:
-        return jwt.get_unverified_header(token).get("alg") == "HS256"
+        algorithm = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError:
-        return True  # not a token at all: refused as this server's tokens are
+        return None
+    return algorithm if isinstance(algorithm, str) else None
+
+
+def _signed_here(token: str) -> bool:
+    """Whether a bearer token is one of this server's (HS256, signed with its secret keys)
+    rather than an identity provider's (signed with a public key). What is no token at all
+    is refused as this server's tokens are."""
+    return _algorithm(token) in ("HS256", None)
 
 
 def _secret_keys(authentication: Authentication, scalable: bool) -> list[str]:
@@ -201,6 +208,11 @@ class MultiUserAuthenticator:
                 entry["extra_scopes"] = list(getattr(provider, "extra_scopes", ()))
             described.append(entry)
         return described
+
+    async def _proxied_reachable(self) -> None:
+        """Raise IdentityProviderUnavailable (503) if a proxied provider cannot be reached."""
+        for provider in self.proxied.values():
+            await provider.configuration()
 
     async def _provider_endpoints(self, name: str) -> dict[str, Any] | None:
         """The endpoints of provider ``name`` that clients use directly, if it is a proxied
@@ -527,6 +539,11 @@ class MultiUserAuthenticator:
         from ..authn_database import crud
         from ..authn_database.orm import utcnow
 
+        if self.proxied and _algorithm(refresh_token) != "HS256":
+            # Perhaps a provider's refresh token (a JWT of its own, or opaque), sent here by a
+            # client that read the about document while the provider was out of reach: a 503
+            # then, which the client survives, not a 401, which ends its login.
+            await self._proxied_reachable()
         claims = self.signer.decode(refresh_token, "refresh", EXPIRED_SESSION)
         async with self.database.session() as db:
             session = await crud.session_by_uuid(db, str(claims.get("sid")))
