@@ -321,6 +321,35 @@ def test_the_client_logs_in_at_the_provider_refreshes_and_logs_out(server, idp, 
     context.close()
 
 
+def test_with_several_providers_a_login_refreshes_at_its_own(idp, tmp_path):
+    from tiled.client.context import Context
+
+    toy = "tiled.authenticators:DictionaryAuthenticator"
+    providers = [
+        {"provider": "toy", "authenticator": toy, "args": {"users_to_passwords": {"x": "y"}}},
+        {"provider": "idp", "authenticator": PROXIED, "args": proxied_args(idp)},
+    ]
+    with tiled_server(tmp_path, providers) as live:
+        context = Context(live.url)
+        context.authenticate(
+            remember_me=False,
+            provider="idp",
+            show_device_login=lambda v: idp.approve(v["user_code"], "olga", READ),
+        )
+        assert context.whoami()["identities"][0]["id"] == "olga"
+        before = len(idp.token_requests)
+        context.force_auth_refresh()
+        assert idp.token_requests[before]["grant_type"] == "refresh_token"
+        # The about document names no logout of this provider: the tokens are forgotten.
+        logouts = len(idp.logouts)
+        context.logout()
+        assert len(idp.logouts) == logouts and context.tokens is None
+        # A password login beside it refreshes at Tiled, as before.
+        context.authenticate(remember_me=False, provider="toy", username="x", password="y")
+        assert context.force_auth_refresh()["access_token"]
+        context.close()
+
+
 def test_a_refused_device_login_is_an_error(server, idp):
     from tiled.client.context import Context, DeviceLoginRefused
 

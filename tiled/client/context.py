@@ -147,6 +147,7 @@ def device_code_grant(
     client_id: str | None = None,
     token_endpoint: str | None = None,
     scopes: str = "openid offline_access",
+    verify: bool | str = True,
 ) -> dict[str, Any]:
     """The tokens of a device-code login started at ``auth_endpoint``: ``show`` tells the
     user where to log in, then the token endpoint is polled until the login is finished,
@@ -155,9 +156,14 @@ def device_code_grant(
     Without ``client_id``, the login is the server's own (it logs the user in at its
     provider in the browser); with ``client_id`` and ``token_endpoint``, it is the identity
     provider's device flow (RFC 8628), as that public client, for the ``scopes``: a server
-    whose provider is a ``ProxiedOIDCAuthenticator`` takes the provider's tokens."""
+    whose provider is a ``ProxiedOIDCAuthenticator`` takes the provider's tokens (``verify``:
+    how to check the provider's TLS certificate, as httpx takes it)."""
     if client_id and token_endpoint:
-        return _provider_device_grant(auth_endpoint, show, client_id, token_endpoint, scopes)
+        # A client of its own: the identity provider gets none of this server's credentials.
+        with httpx.Client(timeout=30, verify=verify) as provider:
+            return _provider_device_grant(
+                provider, auth_endpoint, show, client_id, token_endpoint, scopes
+            )
     import time
 
     start = http_client.post(auth_endpoint)
@@ -195,6 +201,7 @@ class DeviceLoginRefused(RuntimeError):
 
 
 def _provider_device_grant(
+    provider: httpx.Client,
     auth_endpoint: str,
     show: Callable[[Mapping[str, Any]], None],
     client_id: str,
@@ -203,38 +210,36 @@ def _provider_device_grant(
 ) -> dict[str, Any]:
     import time
 
-    # A client of its own: the identity provider gets none of this server's credentials.
-    with httpx.Client(timeout=30) as provider:
-        start = provider.post(auth_endpoint, data={"client_id": client_id, "scope": scopes})
-        if start.status_code != 200:
-            raise DeviceLoginRefused(f"The identity provider refused the login: {start.text}")
-        verification = dict(start.json())
-        for key in ("verification_uri_complete", "verification_uri", "verification_url"):
-            if verification.get(key):  # verification_url: Entra's name
-                verification.setdefault("authorization_uri", verification[key])
-                break
-        else:
-            raise DeviceLoginRefused(f"The identity provider named no URL to visit: {verification}")
-        show(verification)
-        deadline = time.monotonic() + float(verification.get("expires_in", 600))
-        interval = float(verification.get("interval", 5))
-        form = {"grant_type": DEVICE_GRANT, "client_id": client_id}
-        form["device_code"] = verification["device_code"]
-        while time.monotonic() < deadline:
-            time.sleep(interval)
-            response = provider.post(token_endpoint, data=form)
-            if response.status_code == 200:
-                return response.json()
-            try:
-                error = response.json().get("error")
-            except ValueError:
-                error = None
-            if error == "authorization_pending":
-                continue
-            if error == "slow_down":
-                interval += 5  # as RFC 8628 asks
-                continue
-            raise DeviceLoginRefused(f"The identity provider ended the login: {response.text}")
+    start = provider.post(auth_endpoint, data={"client_id": client_id, "scope": scopes})
+    if start.status_code != 200:
+        raise DeviceLoginRefused(f"The identity provider refused the login: {start.text}")
+    verification = dict(start.json())
+    for key in ("verification_uri_complete", "verification_uri", "verification_url"):
+        if verification.get(key):  # verification_url: Entra's name
+            verification.setdefault("authorization_uri", verification[key])
+            break
+    else:
+        raise DeviceLoginRefused(f"The identity provider named no URL to visit: {verification}")
+    show(verification)
+    deadline = time.monotonic() + float(verification.get("expires_in", 600))
+    interval = float(verification.get("interval", 5))
+    form = {"grant_type": DEVICE_GRANT, "client_id": client_id}
+    form["device_code"] = verification["device_code"]
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        response = provider.post(token_endpoint, data=form)
+        if response.status_code == 200:
+            return response.json()
+        try:
+            error = response.json().get("error")
+        except ValueError:
+            error = None
+        if error == "authorization_pending":
+            continue
+        if error == "slow_down":
+            interval += 5  # as RFC 8628 asks
+            continue
+        raise DeviceLoginRefused(f"The identity provider ended the login: {response.text}")
     raise TimeoutError("The login was not finished in time; start again")
 
 
@@ -480,37 +485,43 @@ class Context:
     def _token_directory(self) -> Any:
         return token_directory(self.api_uri)
 
-    def _provider_client(self) -> tuple[str | None, str | None]:
-        """The identity provider's public client id and the scopes to ask it for, when the
-        server's one provider has clients log in there (a ``ProxiedOIDCAuthenticator``);
-        else (None, None): tokens are the server's own."""
-        providers = self.authentication_providers
-        if len(providers) != 1:
-            return None, None
-        links = providers[0].get("links") or {}
-        if not (links.get("client_id") and links.get("token_endpoint")):
-            return None, None
-        # A refresh asks again for the extra scopes only, as upstream's client does.
-        extra = providers[0].get("extra_scopes")
-        return links["client_id"], _provider_scopes(providers[0]) if extra else None
-
-    def _new_auth(self, remember: bool) -> TiledAuth:
-        links = self.server_info.get("authentication", {}).get("links") or {}
-        refresh_url = links.get("refresh_session") or self.url("auth/session/refresh")
-        client_id, scopes = self._provider_client()
+    def _new_auth(self, remember: bool, provider: Mapping[str, Any] | None = None) -> TiledAuth:
+        """An auth for the tokens of a login with ``provider`` (its entry in the about
+        document; by default the server's one provider, as remembered tokens name none).
+        Tokens of a provider that has clients log in at the identity provider (a
+        ``ProxiedOIDCAuthenticator``) are refreshed there, as its public client."""
+        if provider is None:
+            providers = self.authentication_providers
+            provider = providers[0] if len(providers) == 1 else {}
+        links = provider.get("links") or {}
+        client_id, scopes = None, None
+        if links.get("client_id") and links.get("token_endpoint"):
+            client_id, refresh_url = links["client_id"], links["token_endpoint"]
+            # A refresh asks again for the extra scopes only, as upstream's client does.
+            scopes = _provider_scopes(provider) if provider.get("extra_scopes") else None
+        else:
+            links = self.server_info.get("authentication", {}).get("links") or {}
+            refresh_url = links.get("refresh_session") or self.url("auth/session/refresh")
         return TiledAuth(
             refresh_url, self.http_client.cookies.get("tiled_csrf"),
             self._token_directory() if remember else None, client_id, scopes,
         )  # fmt: skip
 
-    def configure_auth(self, tokens: Mapping[str, Any], remember_me: bool = True) -> None:
+    def configure_auth(
+        self,
+        tokens: Mapping[str, Any],
+        remember_me: bool = True,
+        provider: Mapping[str, Any] | None = None,
+    ) -> None:
         """Use the tokens of a login (``access_token``, ``refresh_token``, as
         :func:`password_grant` returns them) for the requests of this context, refreshing
         them when they expire. With ``remember_me`` they are kept on disk for this server
-        (see :meth:`use_cached_tokens`); without, any remembered ones are forgotten."""
+        (see :meth:`use_cached_tokens`); without, any remembered ones are forgotten.
+        ``provider``: the about document's entry of the provider of the login (by default
+        the server's one provider)."""
         if not remember_me:
             self._new_auth(remember=True).clear()
-        auth = self._new_auth(remember=remember_me)
+        auth = self._new_auth(remember_me, provider)
         auth.sync_tokens(tokens)
         self.api_key = None  # a login replaces a key
         self.http_client.auth = auth
@@ -545,13 +556,15 @@ class Context:
             tokens = device_code_grant(
                 self.http_client, links["auth_endpoint"], show, links.get("client_id"),
                 links.get("token_endpoint"), _provider_scopes(external[provider]),
+                self._verify,
             )  # fmt: skip
         else:
             username = username if username is not None else username_input()
             password = password if password is not None else password_input()
             endpoint = self.url(f"auth/provider/{provider}/token")
             tokens = password_grant(self.http_client, endpoint, provider, username, password)
-        self.configure_auth(tokens, remember_me)
+        entry = next(p for p in self.authentication_providers if p["provider"] == provider)
+        self.configure_auth(tokens, remember_me, entry)
 
     login = authenticate
 
@@ -591,14 +604,19 @@ class Context:
         auth = self.http_client.auth
         if isinstance(auth, TiledAuth) and auth.client_id:
             # The identity provider's session: ended there (its end_session_endpoint).
-            logout = (self.server_info.get("authentication", {}).get("links") or {}).get("logout")
+            links = self.server_info.get("authentication", {}).get("links") or {}
+            # The about document names the provider's logout when it is the one provider
+            # (its refresh link is then the provider's too); with several, none is known.
+            logout = (
+                links.get("logout") if links.get("refresh_session") == auth.refresh_url else None
+            )
             id_token = auth.sync_get_token("id_token")
             try:
                 if logout:
                     params = {"client_id": auth.client_id}
                     if id_token:
                         params["id_token_hint"] = id_token
-                    with httpx.Client(timeout=30) as provider:
+                    with httpx.Client(timeout=30, verify=self._verify) as provider:
                         provider.get(logout, params=params)
             except httpx.HTTPError as error:
                 import warnings
