@@ -35,9 +35,10 @@ PARQUET_MIMETYPE = "application/x-parquet"
 class _ParquetPartitions(_StoredPartitions):
     """Partitions read from Parquet files or objects when asked for; missing ones are empty."""
 
-    def __init__(self, locations: Sequence[tuple[NodeStorage, str]], meta: pandas.DataFrame):
+    def __init__(self, locations: Sequence[tuple[NodeStorage, str]], structure: TableStructure):
         self.locations = list(locations)
-        self.meta = meta
+        self.structure = structure
+        self.meta = structure.meta
         self._lengths: tuple[int, ...] | None = None
         self._lock = threading.Lock()
 
@@ -73,7 +74,13 @@ class _ParquetPartitions(_StoredPartitions):
 
 
 class ParquetTableAdapter(TableAdapter):
-    """A table whose partitions are Parquet files (``data_uris``, one per partition)."""
+    """A table whose partitions are Parquet files (``data_uris``, one per partition).
+
+    The format of the files is three methods (:meth:`_encoded`, :meth:`_appended` and the
+    partitions' reader): :class:`tiled.adapters.stored_csv.StoredCSVTableAdapter` stores the
+    same tables as CSV."""
+
+    _partitions_class: type[_ParquetPartitions] = _ParquetPartitions
 
     def __init__(
         self, data_uris: Sequence[str], structure: TableStructure, *, metadata=None, specs=None
@@ -85,7 +92,7 @@ class ParquetTableAdapter(TableAdapter):
                 f"A table of {structure.npartitions} partitions needs as many files, "
                 f"got {len(locations)}"
             )
-        self._partitions = _ParquetPartitions(locations, structure.meta)
+        self._partitions = self._partitions_class(locations, structure)
         self._columns = {}
 
     @classmethod
@@ -134,7 +141,7 @@ class ParquetTableAdapter(TableAdapter):
         for partition in frames:
             self._check_partition(partition)
         tables = {i: to_arrow(frame, self.structure()) for i, frame in frames.items()}
-        payloads = {i: _parquet_bytes(table) for i, table in tables.items()}
+        payloads = {i: self._encoded(table) for i, table in tables.items()}
         storage = self.node_storage
         with storage.locked(), storage.staged() as transaction:
             for i, payload in payloads.items():
@@ -157,11 +164,20 @@ class ParquetTableAdapter(TableAdapter):
         storage, key = self.locations[partition]
         with storage.locked(), storage.staged() as transaction:
             existing = storage.get(key)
-            if existing is not None:
-                stored = pyarrow.parquet.read_table(pyarrow.BufferReader(existing.data))
-                table = pyarrow.concat_tables([stored, table.cast(stored.schema)])
-            transaction.write(key, _parquet_bytes(table))
+            payload = (
+                self._encoded(table) if existing is None else self._appended(existing.data, table)
+            )
+            transaction.write(key, payload)
         self._partitions.forget_lengths()
+
+    def _encoded(self, table: pyarrow.Table) -> Any:
+        """The bytes of a partition file holding ``table``."""
+        return _parquet_bytes(table)
+
+    def _appended(self, stored: Any, table: pyarrow.Table) -> Any:
+        """The bytes of partition file ``stored`` with the rows of ``table`` added."""
+        existing = pyarrow.parquet.read_table(pyarrow.BufferReader(stored))
+        return _parquet_bytes(pyarrow.concat_tables([existing, table.cast(existing.schema)]))
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.structure().npartitions:

@@ -36,6 +36,7 @@ from ..adapters.node_storage import NodeStorage, node_storage_for_uri
 from ..adapters.parquet import ParquetTableAdapter
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE, RaggedSQLAdapter
 from ..adapters.sparse_parquet import ParquetSparseAdapter, blocks_directory
+from ..adapters.stored_csv import CSV_MIMETYPE, StoredCSVTableAdapter
 from ..adapters.zarr import ZarrArrayAdapter
 from ..adapters.zarr_writable import (
     ZARR_MIMETYPE,
@@ -707,8 +708,8 @@ def _resized(structure: ArrayStructure, shape: tuple[int, ...]) -> ArrayStructur
     return replace(structure, shape=shape, chunks=regular_chunks(shape, chunk_shape))
 
 
-class WritableCatalogTableAdapter(_LockedWrites, CatalogNode, ParquetTableAdapter):
-    """A table the server stores as one Parquet file per partition."""
+class _TableWrites(_LockedWrites):
+    """Writes of a table stored as one file per partition (see ParquetTableAdapter)."""
 
     async def write(self, data: Any) -> None:
         await self._locked(self.write_all, data)
@@ -720,6 +721,14 @@ class WritableCatalogTableAdapter(_LockedWrites, CatalogNode, ParquetTableAdapte
     async def append_partition(self, data: Any, partition: int) -> None:
         self._check_partition(partition)
         await self._locked(self.append_frame, data, partition)
+
+
+class WritableCatalogTableAdapter(_TableWrites, CatalogNode, ParquetTableAdapter):
+    """A table the server stores as one Parquet file per partition."""
+
+
+class WritableCatalogCSVTableAdapter(_TableWrites, CatalogNode, StoredCSVTableAdapter):
+    """A table the server stores as one CSV file per partition (upstream's ``text/csv``)."""
 
 
 class WritableCatalogSparseAdapter(_LockedWrites, CatalogNode, ParquetSparseAdapter):
@@ -788,6 +797,11 @@ def _open_table(source: DataSource, record: NodeRecord) -> Any:
     return WritableCatalogTableAdapter(uris, source.structure, metadata=record.metadata)
 
 
+def _open_csv_table(source: DataSource, record: NodeRecord) -> Any:
+    uris = [a.data_uri for a in sorted(source.assets, key=lambda a: a.num or 0)]
+    return WritableCatalogCSVTableAdapter(uris, source.structure, metadata=record.metadata)
+
+
 def _open_sparse(source: DataSource, record: NodeRecord) -> Any:
     asset = source.assets[0]
     directory = blocks_directory(asset.data_uri, asset.is_directory)
@@ -818,6 +832,7 @@ WRITABLE_OPENERS = {
     AWKWARD_BUFFERS_MIMETYPE: _open_awkward,
     RAGGED_SQL_MIMETYPE: _open_ragged,
     "application/x-parquet": _open_table,
+    CSV_MIMETYPE: _open_csv_table,
     "application/x-parquet;structure=sparse": _open_sparse,
     "application/x-tiled-sql-table": _open_sql_table,
 }

@@ -5,7 +5,7 @@ node's path, so that deletes and re-creates of a key never collide and removing 
 is removing one place: the directory ``{directory}/{uuid}``, or the prefix ``{uuid}/`` of a
 bucket (see :mod:`tiled.adapters.node_storage`). New data go to the first writable storage
 that can hold their family: arrays (zarr v3) and tables (one Parquet file or object per
-partition) to a directory or a bucket; sparse arrays (one Parquet file per block) and awkward
+partition, or CSV where the client asks for ``text/csv``) to a directory or a bucket; sparse arrays (one Parquet file per block) and awkward
 arrays (one file per buffer) to a directory only.
 """
 
@@ -28,6 +28,7 @@ from ..adapters.parquet import PARQUET_MIMETYPE
 from ..adapters.ragged import RAGGED_SQL_MIMETYPE
 from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.sql import SQL_TABLE_MIMETYPE
+from ..adapters.stored_csv import CSV_MIMETYPE, check_csv_storable
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array, store_zarr_documents
 from ..errors import BadRequest, InvalidDtype
 from ..storage import FileStorage, ObjectStorage, Storage, is_sql_uri, parse_storage
@@ -41,6 +42,11 @@ WRITABLE_MIMETYPES = {
     StructureFamily.awkward: AWKWARD_BUFFERS_MIMETYPE,
     StructureFamily.ragged: RAGGED_SQL_MIMETYPE,  # rows in SQL storage (see .sql_tables)
 }
+# What else a family may be stored as, when a client asks for it by mimetype (upstream's
+# text/csv tables), with the check the structure passes first.
+OTHER_WRITABLE_MIMETYPES = {StructureFamily.table: {CSV_MIMETYPE: check_csv_storable}}
+# The file of each partition of a stored table, by its mimetype.
+PARTITION_SUFFIXES = {PARQUET_MIMETYPE: ".parquet", CSV_MIMETYPE: ".csv"}
 # Families stored in one directory of files named by the adapter (awkward buffers), with the
 # check their structure passes first.
 DIRECTORY_FAMILIES = {StructureFamily.awkward: check_awkward_structure}
@@ -90,8 +96,8 @@ def writable_locations(value: Any) -> list[Storage]:
     return found
 
 
-def partition_name(index: int) -> str:
-    return f"partition-{index}.parquet"
+def partition_name(index: int, mimetype: str = PARQUET_MIMETYPE) -> str:
+    return f"partition-{index}{PARTITION_SUFFIXES[mimetype]}"
 
 
 # The families a bucket can hold; the others need files in a directory.
@@ -129,6 +135,7 @@ def create_storage(
         storage = DirectoryStorage(storage)
     family = StructureFamily(source.structure_family)
     structure = source.structure
+    mimetype = stored_mimetype(source)
     if family == StructureFamily.array and zarr_documents is not None:
         store_zarr_documents(storage, zarr_documents)
         found = [Asset(storage.uri, True, parameter="data_uri")]
@@ -138,7 +145,7 @@ def create_storage(
     elif family == StructureFamily.table:
         storage.create()
         found = [
-            Asset(storage.uri_of(partition_name(i)), False, "data_uris", num=i)
+            Asset(storage.uri_of(partition_name(i, mimetype)), False, "data_uris", num=i)
             for i in range(structure.npartitions)
         ]
     elif not isinstance(storage, DirectoryStorage):
@@ -157,9 +164,18 @@ def create_storage(
             for number, block in enumerate(grid)
         ]
     return replace(
-        source, structure=structure, mimetype=WRITABLE_MIMETYPES[family], assets=found,
+        source, structure=structure, mimetype=mimetype, assets=found,
         management=Management.writable,
     )  # fmt: skip
+
+
+def stored_mimetype(source: DataSource) -> str:
+    """What a writable source's data are stored as: what it asks for, if the catalog can
+    store its family so (see :func:`check_writable_source`), else the family's default."""
+    family = StructureFamily(source.structure_family)
+    if source.mimetype in OTHER_WRITABLE_MIMETYPES.get(family, {}):
+        return source.mimetype
+    return WRITABLE_MIMETYPES[family]
 
 
 def check_writable_source(source: DataSource) -> None:
@@ -169,9 +185,13 @@ def check_writable_source(source: DataSource) -> None:
     if source.structure is None:
         raise BadRequest("A data source to be written needs a structure")
     wanted = WRITABLE_MIMETYPES[family]
-    if source.mimetype not in (None, wanted):
+    others = OTHER_WRITABLE_MIMETYPES.get(family, {})
+    if source.mimetype in others:
+        others[source.mimetype](source.structure)
+    elif source.mimetype not in (None, wanted):
+        can = " or ".join([wanted, *others])
         raise BadRequest(
-            f"Data of family {family.value} are stored as {wanted}, not {source.mimetype}"
+            f"Data of family {family.value} are stored as {can}, not {source.mimetype}"
         )
     if family == StructureFamily.array:
         check_zarr_storable(source.structure.data_type)
