@@ -152,6 +152,22 @@ def test_reading_keeps_dtypes_values_and_row_order(live):
         pandas.testing.assert_frame_equal(client["t"].read(), df, check_exact=True)
 
 
+def test_categories_are_stored_as_their_values(live):
+    """A pandas categorical column is written as its values (as upstream's pandas writes it)
+    and reads back as categories."""
+    df = pandas.DataFrame({"c": pandas.Categorical(["a", "b", "a"]), "v": [1, 2, 3]})
+    with live() as server:
+        client = client_from_uri(server.url, api_key="secret")
+        table = client.new("table", [csv_source(df)], key="t")
+        table.write(df)
+        table.append_partition(0, df)
+        assert read_as_upstream(partition_paths(table)[0])["c"].tolist() == ["a", "b", "a"] * 2
+        read = table.read()
+        assert str(read["c"].dtype) == "category"
+        assert read["c"].tolist() == ["a", "b", "a"] * 2
+        assert str(table.read(["c"])["c"].dtype) == "category"
+
+
 def test_text_that_looks_like_other_types_stays_text(live):
     """Columns of text whose every value reads as a number, a boolean, a date or nothing are
     read as the table's text, not as what the values look like."""

@@ -34,7 +34,7 @@ def _source(readable: Any) -> Any:
 
 def _parsed(readable: Any, schema: pyarrow.Schema, columns: Sequence[str] | None) -> Any:
     options = pyarrow.csv.ConvertOptions(
-        column_types={field.name: field.type for field in schema},
+        column_types={field.name: _parsed_type(field.type) for field in schema},
         include_columns=list(columns) if columns is not None else None,
         strings_can_be_null=False,
     )
@@ -50,6 +50,12 @@ def _parsed(readable: Any, schema: pyarrow.Schema, columns: Sequence[str] | None
         raise BadRequest(f"A stored CSV partition does not parse as the table: {err}") from None
 
 
+def _parsed_type(type_: pyarrow.DataType) -> pyarrow.DataType:
+    # Categories (pandas' categoricals) are parsed as their values, then cast (the CSV reader
+    # makes dictionaries of int32 indices only).
+    return type_.value_type if pyarrow.types.is_dictionary(type_) else type_
+
+
 class _CSVPartitions(_ParquetPartitions):
     """Partitions parsed from CSV files when asked for; missing ones are empty."""
 
@@ -63,6 +69,10 @@ class _CSVPartitions(_ParquetPartitions):
         if columns is None:
             # The schema's pandas metadata: named index columns become the index again.
             table = table.select(schema.names).cast(schema)
+        else:
+            table = table.select(list(columns)).cast(
+                pyarrow.schema(schema.field(c) for c in columns)
+            )
         return table.to_pandas()
 
     def _compute_lengths(self) -> tuple[int, ...]:
