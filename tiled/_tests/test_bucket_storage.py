@@ -318,6 +318,23 @@ def test_table_partitions_roundtrip(client, moto, name):
     assert len(client[name].read()) == 2 + 5 + 2
 
 
+def test_a_table_stored_as_csv_in_a_bucket(client, moto, name):
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.table import TableStructure
+
+    frame = pandas.DataFrame({"x": numpy.arange(4), "y": ["a", "b", "c", "d"]})
+    source = DataSource(
+        structure_family="table", structure=TableStructure.from_pandas(frame), mimetype="text/csv"
+    )
+    node = client.new("table", [source], key=name)
+    node.write(frame)
+    node.append_partition(0, frame)
+    assert set(moto.objects(f"{prefix_of(node)}/")) == {f"{prefix_of(node)}/partition-0.csv"}
+    pandas.testing.assert_frame_equal(
+        client[name].read(), pandas.concat([frame, frame]).reset_index(drop=True)
+    )
+
+
 # --- deletion ------------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from fsspec.implementations.http import HTTPFileSystem
 from tiled.adapters.files import path_from_uri
 from tiled.catalog import from_uri
 from tiled.client import from_uri as client_from_uri
+from tiled.client.utils import ClientError
 from tiled.server.app import build_app
 from tiled.structures.data_source import DataSource
 from tiled.structures.table import TableStructure
@@ -166,6 +167,48 @@ def test_categories_are_stored_as_their_values(live):
         assert str(read["c"].dtype) == "category"
         assert read["c"].tolist() == ["a", "b", "a"] * 2
         assert str(table.read(["c"])["c"].dtype) == "category"
+
+
+def test_a_one_column_table_keeps_its_missing_values(live):
+    """One column: a missing value is an empty line of the file, and still a row."""
+    df = pandas.DataFrame({"x": [numpy.nan, 1.0, numpy.nan]})
+    with live() as server:
+        client = client_from_uri(server.url, api_key="secret")
+        table = client.new("table", [csv_source(df)], key="t")
+        table.write(df)
+        table.append_partition(0, df)
+        assert table.read()["x"].isna().tolist() == [True, False, True] * 2
+
+
+def test_rows_are_added_in_the_order_of_the_file_s_header(live, storage):  # noqa: F811
+    """A file that upstream wrote follows the order of its client's frame, and lacks the
+    index columns (index=False): rows added here follow it, and the table reads whole."""
+    df = pandas.DataFrame({"x": [1, 2], "y": [10, 20]}, index=pandas.Index([5, 6], name="idx"))
+    with live() as server:
+        client = client_from_uri(server.url, api_key="secret")
+        table = client.new("table", [csv_source(df)], key="t")
+        (path,) = partition_paths(table)
+        path.write_text(df[["y", "x"]].to_csv(index=False))  # as upstream writes it
+        table.append_partition(0, df)
+        assert read_as_upstream(path).columns.tolist() == ["y", "x"]
+        read = client["t"].read()
+        assert read["x"].tolist() == [1, 2, 1, 2] and read["y"].tolist() == [10, 20, 10, 20]
+        # A file of other columns takes no rows (400), and stays as it was.
+        path.write_text("a,b\n1,2\n")
+        with pytest.raises(ClientError, match="400"):
+            table.append_partition(0, df)
+        assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_a_read_of_some_columns_keeps_the_types_and_index(live):
+    df = pandas.DataFrame(
+        {"i": [1, 2], "b": [True, False]}, index=pandas.Index([10, 20], name="idx")
+    )
+    with live() as server:
+        client = client_from_uri(server.url, api_key="secret")
+        table = client.new("table", [csv_source(df)], key="t")
+        table.write(df)
+        pandas.testing.assert_frame_equal(table.read(["i"]), df[["i"]])
 
 
 def test_text_that_looks_like_other_types_stays_text(live):

@@ -5,8 +5,9 @@ node's path, so that deletes and re-creates of a key never collide and removing 
 is removing one place: the directory ``{directory}/{uuid}``, or the prefix ``{uuid}/`` of a
 bucket (see :mod:`tiled.adapters.node_storage`). New data go to the first writable storage
 that can hold their family: arrays (zarr v3) and tables (one Parquet file or object per
-partition, or CSV where the client asks for ``text/csv``) to a directory or a bucket; sparse arrays (one Parquet file per block) and awkward
-arrays (one file per buffer) to a directory only.
+partition, or CSV where the client asks for ``text/csv``) to a directory or a bucket; sparse
+arrays (one Parquet file per block) and awkward arrays (one file per buffer) to a directory
+only.
 """
 
 from __future__ import annotations
