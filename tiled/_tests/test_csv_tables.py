@@ -34,6 +34,7 @@ from tiled.structures.data_source import DataSource
 from tiled.structures.table import TableStructure
 
 from .live_server import serve
+from .test_appendable_tables import arrow_body as body
 from .test_catalog import database_uri, postgres_database, storage  # noqa: F401 (fixtures)
 
 CSV = "text/csv"
@@ -439,13 +440,6 @@ def test_data_not_fitting_the_table_are_refused_and_change_nothing(live, storage
         table = client.new("table", [csv_source(df, npartitions=2)], key="t")
         table.write(df)
         before, files = table.read(), stored_files(storage)
-
-        def body(frame_: pandas.DataFrame) -> bytes:
-            arrow = pyarrow.Table.from_pandas(frame_, preserve_index=False)
-            sink = pyarrow.BufferOutputStream()
-            with pyarrow.ipc.new_file(sink, arrow.schema) as writer:
-                writer.write_table(arrow)
-            return sink.getvalue().to_pybytes()
 
         wrong = {
             "missing": frame(0, 2).drop(columns="f"),
