@@ -603,8 +603,6 @@ class EntraAuthenticator(ProxiedOIDCAuthenticator):
         self.extra_scopes = list(extra_scopes or ())
 
     def translated_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
-        import uuid
-
         claims = super().translated_claims(claims)
         subject = claims.get("sub")
         username = next(
@@ -624,13 +622,7 @@ class EntraAuthenticator(ProxiedOIDCAuthenticator):
             user = subject
         else:
             user = username.strip().rsplit("\\", 1)[-1].split("@", 1)[0]
-        return {
-            **claims,
-            "sub": uuid.uuid5(uuid.NAMESPACE_URL, f"{claims.get('iss', '')}|{subject}").hex,
-            "entra_sub": subject,
-            "entra_username": username,
-            "user": user,
-        }
+        return {**claims, "user": user}
 
     def user_of(self, claims: Mapping[str, Any]) -> str | None:
         # The browser login's ID token names its user as access tokens do.

@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tiled.client.context import DEVICE_GRANT
 from tiled.server.simple import BackgroundServer
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # No vowels, so no accidental words (RFC 8628 section 6.1).
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 _AUTH_METHODS = ["none", "client_secret_post", "client_secret_basic"]

@@ -792,14 +792,14 @@ def _open_array(source: DataSource, record: NodeRecord) -> Any:
     return WritableCatalogArrayAdapter(storage, source.structure, metadata=record.metadata)
 
 
-def _open_table(source: DataSource, record: NodeRecord) -> Any:
-    uris = [a.data_uri for a in sorted(source.assets, key=lambda a: a.num or 0)]
-    return WritableCatalogTableAdapter(uris, source.structure, metadata=record.metadata)
+def _table_opener(adapter_class: type) -> Any:
+    """The opener of tables stored as one file per partition, by ``adapter_class``."""
 
+    def open_table(source: DataSource, record: NodeRecord) -> Any:
+        uris = [a.data_uri for a in sorted(source.assets, key=lambda a: a.num or 0)]
+        return adapter_class(uris, source.structure, metadata=record.metadata)
 
-def _open_csv_table(source: DataSource, record: NodeRecord) -> Any:
-    uris = [a.data_uri for a in sorted(source.assets, key=lambda a: a.num or 0)]
-    return WritableCatalogCSVTableAdapter(uris, source.structure, metadata=record.metadata)
+    return open_table
 
 
 def _open_sparse(source: DataSource, record: NodeRecord) -> Any:
@@ -831,8 +831,8 @@ WRITABLE_OPENERS = {
     ZARR_MIMETYPE: _open_array,
     AWKWARD_BUFFERS_MIMETYPE: _open_awkward,
     RAGGED_SQL_MIMETYPE: _open_ragged,
-    "application/x-parquet": _open_table,
-    CSV_MIMETYPE: _open_csv_table,
+    "application/x-parquet": _table_opener(WritableCatalogTableAdapter),
+    CSV_MIMETYPE: _table_opener(WritableCatalogCSVTableAdapter),
     "application/x-parquet;structure=sparse": _open_sparse,
     "application/x-tiled-sql-table": _open_sql_table,
 }

@@ -178,7 +178,7 @@ def device_code_grant(
             verification["verification_uri"],
             json={
                 "device_code": verification["device_code"],
-                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "grant_type": DEVICE_GRANT,
             },
             auth=None,
         )

@@ -1,7 +1,7 @@
 """Turn a request's credentials into an :class:`Identity`.
 
 Two authenticators share one surface (``required``, ``identify``, ``router``,
-``providers_json``, ``links_json``, ``startup``, ``shutdown``):
+``authentication_json``, ``startup``, ``shutdown``):
 
 - :class:`SingleUserAuthenticator`: one API key with every scope (no providers configured);
 - :class:`MultiUserAuthenticator`: username/password providers, JWT sessions and per-principal
@@ -81,11 +81,9 @@ class SingleUserAuthenticator:
             return SINGLE_USER
         raise Unauthenticated("Invalid API key")
 
-    async def providers_json(self, base_url: str) -> list:
-        return []
-
-    async def links_json(self, base_url: str) -> None:
-        return None
+    async def authentication_json(self, base_url: str) -> dict[str, Any]:
+        """The about document's ``authentication`` section."""
+        return {"required": self.required, "providers": [], "links": None}
 
     async def startup(self) -> None:
         pass
@@ -182,7 +180,19 @@ class MultiUserAuthenticator:
         router.include_router(principals.router)
         return router
 
-    async def providers_json(self, base_url: str) -> list[dict[str, Any]]:
+    async def authentication_json(self, base_url: str) -> dict[str, Any]:
+        """The about document's ``authentication`` section (each proxied provider's own
+        endpoints looked up once)."""
+        elsewhere = {name: await self._provider_endpoints(name) for name in self.proxied}
+        return {
+            "required": self.required,
+            "providers": self._providers_json(base_url, elsewhere),
+            "links": self._links_json(base_url, elsewhere),
+        }
+
+    def _providers_json(
+        self, base_url: str, elsewhere: dict[str, dict[str, Any] | None]
+    ) -> list[dict[str, Any]]:
         # An internal provider's endpoint takes a password; an external one's sends the user
         # to the identity provider (GET) or starts a device-code login (POST).
         endpoints = {"internal": "token", "external": "authorize"}
@@ -196,7 +206,7 @@ class MultiUserAuthenticator:
                 "links": {"auth_endpoint": own_endpoint},
                 "confirmation_message": getattr(provider, "confirmation_message", None),
             }
-            endpoints_there = await self._provider_endpoints(name)
+            endpoints_there = elsewhere.get(name)
             if endpoints_there is not None:
                 # Clients log in at the identity provider itself (device flow), as upstream's.
                 entry["links"] = {
@@ -215,14 +225,12 @@ class MultiUserAuthenticator:
             await provider.configuration()
 
     async def _provider_endpoints(self, name: str) -> dict[str, Any] | None:
-        """The endpoints of provider ``name`` that clients use directly, if it is a proxied
-        one and can be reached; else None, and the about document describes it as a plain
-        OpenID Connect provider (Tiled's own login routes): the document still answers, in
-        the shape upstream's clients read, for anonymous reads and API keys."""
+        """The endpoints of proxied provider ``name`` that clients use directly, if it can
+        be reached; else None, and the about document describes it as a plain OpenID
+        Connect provider (Tiled's own login routes): the document still answers, in the
+        shape upstream's clients read, for anonymous reads and API keys."""
         from ..authenticators import IdentityProviderUnavailable
 
-        if name not in self.proxied:
-            return None
         try:
             endpoints = await self.proxied[name].endpoints()
         except IdentityProviderUnavailable as error:
@@ -238,7 +246,9 @@ class MultiUserAuthenticator:
             raise NotFound(f"No {kind} authentication provider named {name!r}")
         return provider
 
-    async def links_json(self, base_url: str) -> dict[str, str | None]:
+    def _links_json(
+        self, base_url: str, elsewhere: dict[str, dict[str, Any] | None]
+    ) -> dict[str, str | None]:
         links = {
             "whoami": f"{base_url}/auth/whoami",
             "apikey": f"{base_url}/auth/apikey",
@@ -248,7 +258,7 @@ class MultiUserAuthenticator:
         }
         if len(self.providers) == 1 and self.proxied:
             # Clients hold the identity provider's tokens: they refresh and log out there.
-            endpoints = await self._provider_endpoints(next(iter(self.proxied)))
+            endpoints = elsewhere[next(iter(self.proxied))]
             if endpoints is not None:
                 links["refresh_session"] = endpoints["token_endpoint"]
                 links["logout"] = endpoints["end_session_endpoint"]

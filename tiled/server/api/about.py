@@ -26,11 +26,7 @@ async def about(request: Request):
         "formats": state.serialization_registry.formats(),
         "aliases": state.serialization_registry.aliases(),
         "queries": state.query_registry.names,
-        "authentication": {
-            "required": state.authenticator.required,
-            "providers": await state.authenticator.providers_json(base),
-            "links": await state.authenticator.links_json(base),
-        },
+        "authentication": await state.authenticator.authentication_json(base),
         "links": {"self": base, "documentation": f"{base}/docs"},
         "meta": {"root_path": root_path or "/api"},
     }
