@@ -185,6 +185,26 @@ class MemoryDatastore:
         pass
 
 
+# Numbers, stores and announces one update, atomically (upstream's keys and fields).
+# KEYS[1]: the counter; ARGV: the data key's prefix, the channel, the update's and the
+# counter's lifetimes, the message's JSON after its opening brace (with a leading comma),
+# and the payload, if any.
+_PUBLISH_SCRIPT = """
+local number = redis.call('INCR', KEYS[1])
+local key = ARGV[1] .. number
+local metadata = '{"sequence":' .. number .. ARGV[5]
+if ARGV[6] then
+  redis.call('HSET', key, 'sequence', number, 'metadata', metadata, 'payload', ARGV[6])
+else
+  redis.call('HSET', key, 'sequence', number, 'metadata', metadata)
+end
+redis.call('EXPIRE', key, ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[2], number)
+return number
+"""
+
+
 class RedisDatastore:
     """Updates kept in Redis (``uri: redis://...`` or Sentinels), shared by server processes."""
 
@@ -192,6 +212,7 @@ class RedisDatastore:
         self.client = client  # a redis.asyncio.Redis
         self.data_ttl = data_ttl
         self.seq_ttl = seq_ttl
+        self._publish_script = client.register_script(_PUBLISH_SCRIPT)
 
     @classmethod
     def from_options(cls, options: StreamingOptions) -> RedisDatastore:
@@ -200,33 +221,24 @@ class RedisDatastore:
     async def publish(
         self, node_id: str, message: dict[str, Any], payload: bytes | None = None
     ) -> int:
-        number = int(await self.client.incr(f"sequence:{node_id}"))
-        mapping: dict[str, Any] = {
-            "sequence": number,
-            "metadata": _encoded({**message, "sequence": number}),
-        }
-        if payload:
-            mapping["payload"] = payload
-        await self._store(node_id, number, mapping, self.seq_ttl)
-        return number
+        return await self._store(node_id, message, payload, self.seq_ttl)
 
     async def end(self, node_id: str) -> int:
-        number = int(await self.client.incr(f"sequence:{node_id}"))
-        mapping = {"sequence": number, "metadata": _encoded({**_end_message(), "sequence": number})}
         # The counter outlives the last update, then the sequence restarts from 1 (upstream's).
-        await self._store(node_id, number, mapping, 1 + self.data_ttl)
-        return number
+        return await self._store(node_id, _end_message(), None, 1 + self.data_ttl)
 
     async def _store(
-        self, node_id: str, number: int, mapping: dict[str, Any], counter_ttl: int
-    ) -> None:
-        key = f"data:{node_id}:{number}"
-        pipeline = self.client.pipeline()
-        pipeline.hset(key, mapping=mapping)
-        pipeline.expire(key, self.data_ttl)
-        pipeline.expire(f"sequence:{node_id}", counter_ttl)
-        pipeline.publish(f"notify:{node_id}", number)
-        await pipeline.execute()
+        self, node_id: str, message: dict[str, Any], payload: bytes | None, counter_ttl: int
+    ) -> int:
+        # One script, so that the counter never names an update not stored yet: a subscriber
+        # takes every number up to the counter for sent or expired.
+        encoded = _encoded(message)
+        after_sequence = b"," + encoded[1:] if encoded != b"{}" else b"}"
+        args = [f"data:{node_id}:", f"notify:{node_id}", self.data_ttl, counter_ttl]
+        args.append(after_sequence)
+        if payload:
+            args.append(payload)
+        return int(await self._publish_script(keys=[f"sequence:{node_id}"], args=args))
 
     async def latest(self, node_id: str) -> int:
         value = await self.client.get(f"sequence:{node_id}")

@@ -38,7 +38,8 @@ REDIS = ("127.0.0.1", 6379)
 def _redis_uri() -> str:
     """A Redis database of this test process alone: the tests flush it, and catalogs made
     afresh number their nodes alike, so two pytest workers sharing one would mix their keys.
-    (Databases 1-8; test_client_subscribe.py takes 9, upstream's own suite 10 and up.)"""
+    (Databases 1-8; test_client_subscribe.py takes 9, upstream's own suite 10-13, and
+    the neighbour test below 14.)"""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return f"redis://{REDIS[0]}:{REDIS[1]}/{1 + int(worker.removeprefix('gw')) % 8}"
 
@@ -319,6 +320,47 @@ def test_redis_keys_are_upstreams(tmp_path):
             redis.close()
 
 
+# A database no other test uses: the neighbour below flushes it.
+NEIGHBOUR_REDIS_DATABASE = 14
+
+
+def test_a_neighbour_on_another_redis_database_is_not_heard(tmp_path):
+    """Redis delivers a channel's messages to subscribers of every database: a deployment on
+    database 14 whose node has the same id (and so the same channel, upstream's
+    ``notify:{id}``) notifies this one's subscribers too. They must still get exactly their
+    own node's updates, with their own data (they were skipped, or older ones sent again)."""
+    if not _redis_reachable():
+        pytest.skip(f"no Redis server at {REDIS[0]}:{REDIS[1]}")
+    neighbour_uri = f"redis://{REDIS[0]}:{REDIS[1]}/{NEIGHBOUR_REDIS_DATABASE}"
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    with (
+        serve(_app(tmp_path / "here", _redis_uri())) as here,
+        serve(_app(tmp_path / "there", neighbour_uri)) as there,
+    ):
+        ours = client_from_uri(here.url, api_key=KEY).write_array(numpy.zeros(2), key="a")
+        # Both catalogs are new: the two arrays have the same node id.
+        theirs = client_from_uri(there.url, api_key=KEY).write_array(numpy.zeros(2), key="a")
+
+        async def scenario():
+            async with connect(
+                _ws(here, "a", envelope_format="msgpack"), additional_headers=HEADERS
+            ) as ws:
+                await _messages(ws, 1)  # the schema
+                for value in (5.0, 6.0, 7.0):  # the neighbour's sequence 2, 3, 4
+                    await _in_thread(theirs.write, numpy.full(2, value))
+                await _in_thread(ours.write, numpy.ones(2))  # our sequence 2
+                (update,) = await _messages(ws, 1)
+                assert update["sequence"] == 2
+                assert numpy.frombuffer(update["payload"]).tolist() == [1.0, 1.0]
+                await _in_thread(ours.write, numpy.full(2, 3.0))
+                (update,) = await _messages(ws, 1)
+                assert update["sequence"] == 3
+                assert numpy.frombuffer(update["payload"]).tolist() == [3.0, 3.0]
+
+        asyncio.run(scenario())
+
+
 # --- configuration -------------------------------------------------------------------------
 
 
@@ -530,6 +572,32 @@ def test_leaving_before_the_auth_message_is_no_error(tmp_path, capfd):
     errors = capfd.readouterr().err
     assert "Exception in ASGI application" not in errors
     assert "Traceback" not in errors
+
+
+def test_updates_between_connecting_and_the_auth_message_are_sent(tmp_path, cache_uri):
+    """A subscriber that authenticates by its first message is subscribed only once that
+    message came: the updates published since it connected are sent first, not lost (upstream's
+    test_first_message_auth_with_api_key writes right after sending it, and waited forever
+    when the write won the race); older ones are not."""
+    with serve(_app(tmp_path, cache_uri)) as server:
+        array = client_from_uri(server.url, api_key=KEY).write_array(numpy.zeros(2), key="a")
+        array.write(numpy.full(2, 9.0))  # before the connection: not sent
+
+        async def scenario():
+            async with connect(_ws(server, "a", envelope_format="msgpack")) as ws:
+                await _in_thread(array.write, numpy.ones(2))
+                await _in_thread(array.write, numpy.full(2, 2.0))
+                await ws.send(json.dumps({"type": "auth", "api_key": KEY}))
+                schema, first, second = await _messages(ws, 3)
+                assert schema["type"] == "array-schema"
+                assert [first["sequence"], second["sequence"]] == [3, 4]
+                assert numpy.frombuffer(first["payload"]).tolist() == [1.0, 1.0]
+                assert numpy.frombuffer(second["payload"]).tolist() == [2.0, 2.0]
+                await _in_thread(array.write, numpy.full(2, 3.0))
+                (live,) = await _messages(ws, 1)
+                assert live["sequence"] == 5
+
+        asyncio.run(scenario())
 
 
 def test_a_zarr_attribute_update_is_heard_as_an_api_one_is(tmp_path):

@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -43,8 +44,14 @@ from .shared_run import once_per_run
 pytestmark = pytest.mark.slow
 
 UPSTREAM_TESTS = "tiled-0.2.20/tests/"
-# Upper bound of one module's run (the slowest listed takes about 50 s).
+# Upper bound of a short pytest run here (the conftest import check).
 MODULE_TIMEOUT = 150
+# Upper bounds of one upstream test (the slowest takes about 30 s) and of a whole pytest
+# process: a test that hangs dumps every thread's stack into the run's output and fails
+# (pytest-timeout), so one hang can no longer hold this whole run (and both worker
+# processes, the second waiting for the first's result) until CI gives up.
+UPSTREAM_TEST_TIMEOUT = 180
+SHARD_TIMEOUT = 900
 
 # Upstream modules (tests/<name>.py) that pass in full against this package.
 PASSING = [
@@ -137,10 +144,12 @@ def set_active(active):
     pass
 '''
 
-INI = """\
+INI = f"""\
 [pytest]
 asyncio_mode = auto
 asyncio_default_fixture_loop_scope = function
+faulthandler_timeout = {UPSTREAM_TEST_TIMEOUT - 30}
+timeout = {UPSTREAM_TEST_TIMEOUT}
 """
 
 
@@ -164,8 +173,8 @@ def upstream_test_suite(upstream_sdist, tmp_path_factory):
 
 
 # Upstream's streaming tests read TILED_TEST_REDIS, and flush that database: each pytest
-# process gets one of its own from here (test_streaming.py takes 1-8, test_client_subscribe.py
-# 9).
+# process gets one of its own from here, one per shard (test_streaming.py takes 1-8 and 14,
+# test_client_subscribe.py 9).
 REDIS_DATABASES = 10
 REDIS_ADDRESS = ("127.0.0.1", 6379)
 
@@ -284,19 +293,46 @@ class Outcome:
 
 
 # The modules run in this many concurrent pytest processes (each set of MODULE_OPTIONS its own
-# too): the machines that run this suite have two cores.
-SHARDS = 2
+# too): the machines that run this suite have two cores, and upstream's slower modules spend
+# much of their time asleep (token expiries, reconnections).
+SHARDS = 3
+
+# Seconds each of upstream's slower modules takes here (measured; the others take about 1 s):
+# the shards are balanced by them, so that the run lasts little longer than its longest module.
+MODULE_SECONDS = {
+    "test_authentication": 85,
+    "test_websockets": 56,
+    "test_utils": 28,
+    "test_cli": 23,
+    "test_ragged": 20,
+    "test_pagination": 12,
+    "test_awkward": 12,
+    "test_array": 10,
+    "test_simple_server": 8,
+    "test_register": 7,
+    "test_slicer": 6,
+    "test_hdf5": 6,
+    "test_subscription": 6,
+    "test_asset_access": 6,
+}
 
 
 def _shards() -> list[tuple[tuple[str, ...], list[str]]]:
-    """(options, modules) of each pytest process: modules sharing options, dealt in turn."""
+    """(options, modules) of each pytest process: modules sharing options, the longest first
+    to the shard with the least to do."""
     groups: dict[tuple[str, ...], list[str]] = {}
     for module in PASSING:
         groups.setdefault(tuple(MODULE_OPTIONS.get(module, [])), []).append(module)
     shards = []
     for options, modules in groups.items():
-        count = SHARDS if not options else 1
-        shards.extend((options, modules[i::count]) for i in range(count) if modules[i::count])
+        loads: list[tuple[float, list[str]]] = [
+            (0, []) for _ in range(SHARDS if not options else 1)
+        ]
+        for module in sorted(modules, key=lambda m: -MODULE_SECONDS.get(m, 1)):
+            least = min(range(len(loads)), key=lambda i: loads[i][0])
+            seconds, assigned = loads[least]
+            loads[least] = (seconds + MODULE_SECONDS.get(module, 1), [*assigned, module])
+        shards.extend((options, assigned) for _, assigned in loads if assigned)
     return shards
 
 
@@ -337,9 +373,10 @@ def _run_upstream_suite(upstream_test_suite, tmp_path_factory) -> Outcome:
             )
         runs.append((process, report, log, modules))
     outputs = []
+    deadline = time.monotonic() + SHARD_TIMEOUT  # the shards run at once
     for process, report, log, modules in runs:
         try:
-            code = process.wait(timeout=MODULE_TIMEOUT * len(modules))
+            code = process.wait(timeout=max(1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             for other, *_ in runs:
                 other.kill()

@@ -2,7 +2,8 @@
 and wire format; the messages are those of :mod:`tiled.catalog.streams`).
 
 ``WS /stream/single/{path}`` sends the node's schema, then its updates from sequence number
-``start`` on (when given) as far as they are kept, then each new one as it is published; the
+``start`` on (by default, from the first published since the connection opened) as far as
+they are kept, then each new one as it is published; the
 producer's ``DELETE /stream/close/{path}`` ends the stream, and subscribers are closed with
 code 1000. ``envelope_format=msgpack`` sends each message as one msgpack map, a payload as
 bytes (what upstream's client asks for); ``json`` sends JSON text, a payload decoded.
@@ -25,6 +26,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgpack
@@ -161,6 +163,7 @@ class Subscription:
 
 @router.websocket("/single/{path:path}")
 async def subscribe(websocket: WebSocket, path: str) -> None:
+    opened = datetime.now(UTC)
     accepted = False
     try:
         subscription = Subscription.from_query(websocket)
@@ -184,7 +187,7 @@ async def subscribe(websocket: WebSocket, path: str) -> None:
                 await websocket.accept()
                 accepted = True
             await sender.send(schema, None)
-            await _relay(websocket, sender, stream, numbers, subscription.start)
+            await _relay(websocket, sender, stream, numbers, subscription.start, opened)
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -204,10 +207,23 @@ _LOST = "lost"  # the datastore's subscription failed
 
 
 async def _relay(
-    websocket: WebSocket, sender: Sender, stream: NodeStream, numbers: Any, start: int | None
+    websocket: WebSocket,
+    sender: Sender,
+    stream: NodeStream,
+    numbers: Any,
+    start: int | None,
+    opened: datetime,
 ) -> None:
-    """Replay from ``start``, then send each new update until the stream ends or the
-    subscriber goes."""
+    """Replay from ``start`` (by default, from the first update published since the
+    connection ``opened``: one authenticated by its first message subscribes only after that
+    message came, and the updates between are not lost), then send each new update until the
+    stream ends or the subscriber goes.
+
+    A notification is only a hint: Redis delivers a channel's messages to subscribers of every
+    database of the server, so another deployment's node of the same id (one sharing the Redis
+    server under another database number, say) is heard too. An update is sent only if it is
+    newer than the last one sent and kept in this stream's own datastore; updates of this
+    stream before it, not sent yet, go first."""
     queue: asyncio.Queue[int | str] = asyncio.Queue()
 
     async def pump() -> None:
@@ -228,15 +244,26 @@ async def _relay(
         finally:
             queue.put_nowait(_GONE)
 
+    async def send_through(newest: int, newest_update: StoredUpdate | None) -> bool:
+        """Send the updates after ``last`` up to ``newest``; True if the stream ended."""
+        nonlocal last
+        for number in range(last + 1, newest + 1):
+            update = newest_update if number == newest else await stream.fetch(number)
+            last = number
+            if await sender.send_update(update):
+                await websocket.close(code=CLOSE_ENDED, reason="Producer ended stream")
+                return True
+        return False
+
     tasks = [asyncio.create_task(pump()), asyncio.create_task(watch())]
     try:
-        last = 0
-        if start is not None:
-            last = await stream.latest()
-            for number in range(max(start, 1), last + 1):
-                if await sender.send_update(await stream.fetch(number)):
-                    await websocket.close(code=CLOSE_ENDED, reason="Producer ended stream")
-                    return
+        # Read once subscribed: what is published after this is heard.
+        current = await stream.latest()
+        if start is None:
+            start = await _first_published_since(stream, current, opened)
+        last = min(max(start, 1) - 1, current)
+        if last < current and await send_through(current, await stream.fetch(current)):
+            return
         while True:
             item = await queue.get()
             if item == _GONE:
@@ -244,16 +271,40 @@ async def _relay(
             if item == _LOST:
                 await websocket.close(code=CLOSE_SUBSCRIPTION_LOST, reason="Live subscription lost")
                 return
-            if item <= last:  # already replayed
+            if item <= last:  # sent already (or replayed)
                 continue
-            last = item
-            if await sender.send_update(await stream.fetch(item)):
-                await websocket.close(code=CLOSE_ENDED, reason="Producer ended stream")
+            update = await stream.fetch(item)
+            if update is None:  # not this stream's (or already expired): nothing to send
+                continue
+            if await send_through(item, update):
                 return
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# How far back a subscription looks for updates published since its connection opened.
+CATCH_UP_MAX = 100
+
+
+async def _first_published_since(stream: NodeStream, current: int, since: datetime) -> int:
+    """The sequence number of the first kept update published at or after ``since`` (this
+    server's clock against the publisher's), or ``current + 1`` if there is none."""
+    first = current + 1
+    for number in range(current, max(current - CATCH_UP_MAX, 0), -1):
+        update = await stream.fetch(number)
+        if update is None or _published(update) < since:
+            break
+        first = number
+    return first
+
+
+def _published(update: StoredUpdate) -> datetime:
+    try:
+        return datetime.fromisoformat(update.message["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)  # not known: taken for old
 
 
 @dataclass
