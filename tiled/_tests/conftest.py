@@ -1,4 +1,38 @@
+import functools
+
 import pytest
+
+
+def _share_httpx_default_tls_context() -> None:
+    """Every ``httpx.Client()`` builds a TLS context and loads a whole CA bundle: 35 ms of
+    CPU, for clients that then talk plain HTTP on loopback. The tests make thousands
+    (``httpx.get(...)`` makes one per call), a minute and more of the suite's CPU; here the
+    default context (verify=True, no client certificate; per SSL_CERT_FILE and SSL_CERT_DIR,
+    which httpx reads) is made once per test process and shared, as one client shares it
+    between its connections. Any other request for a context is made as httpx makes it."""
+    import os
+
+    import httpx._transports.default as transports
+
+    create = getattr(transports, "create_ssl_context", None)
+    if create is None or getattr(create, "shares_default", False):
+        return  # another httpx, or done already
+
+    @functools.cache
+    def default(cert_file: str | None, cert_dir: str | None):
+        return create(verify=True, cert=None, trust_env=True)
+
+    @functools.wraps(create)
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is True and cert is None and trust_env:
+            return default(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return create(verify=verify, cert=cert, trust_env=trust_env)
+
+    create_ssl_context.shares_default = True
+    transports.create_ssl_context = create_ssl_context
+
+
+_share_httpx_default_tls_context()
 
 
 @pytest.fixture(params=[2, 3], ids=["zarr2", "zarr3"])
@@ -32,8 +66,9 @@ def demo_server(demo_tree):
 
 
 UPSTREAM_SERVER_REQUIREMENT = "tiled[all]==0.2.20"
-# Upstream's client of the release its users have (test_upstream_client, test_authentication).
-UPSTREAM_CLIENT_REQUIREMENT = "tiled[client]==0.2.16"
+# Upstream's client of the release its users have (test_upstream_client, test_authentication),
+# from the environment of that release's server (one environment fewer to build per run).
+UPSTREAM_CLIENT_RELEASE = "0.2.16"
 ZARR2_REQUIREMENTS = ("zarr>=2.18,<3", "fsspec", "aiohttp", "requests")
 # Upstream releases whose catalogs the migration tests upgrade (test_catalog_migrations):
 # release -> the requirements of an environment with its server.
@@ -62,8 +97,9 @@ def isolated_environments_for(fixturenames) -> list[tuple[str, ...]]:
     wanted = []
     if "upstream_tiled" in fixturenames and not _given_python("TILED_TEST_UPSTREAM_PYTHON"):
         wanted.append((UPSTREAM_SERVER_REQUIREMENT,))
-    if "upstream_client_python" in fixturenames:
-        wanted.append((UPSTREAM_CLIENT_REQUIREMENT,))
+    client_variable = _release_variable(UPSTREAM_CLIENT_RELEASE)
+    if "upstream_client_python" in fixturenames and not _given_python(client_variable):
+        wanted.append(UPSTREAM_RELEASE_REQUIREMENTS[UPSTREAM_CLIENT_RELEASE])
     if "zarr2_python" in fixturenames:
         wanted.append(ZARR2_REQUIREMENTS)
     if "upstream_release" in fixturenames:
@@ -104,10 +140,13 @@ def upstream_tiled():
 
 @pytest.fixture(scope="session")
 def upstream_client_python():
-    """A virtual environment with upstream's released Python client only."""
+    """A virtual environment with upstream's released Python client, of the release
+    :data:`UPSTREAM_CLIENT_RELEASE` (the environment of that release's ``tiled[all]``, as
+    ``upstream_release`` builds or the same environment variable names)."""
     from .isolated_python import isolated_python
 
-    return isolated_python(UPSTREAM_CLIENT_REQUIREMENT)
+    given = _given_python(_release_variable(UPSTREAM_CLIENT_RELEASE))
+    return given or isolated_python(*UPSTREAM_RELEASE_REQUIREMENTS[UPSTREAM_CLIENT_RELEASE])
 
 
 UPSTREAM_SDIST = "tiled-0.2.20.tar.gz"

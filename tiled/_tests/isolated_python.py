@@ -73,8 +73,9 @@ def _build(directory: Path, requirements: tuple[str, ...]) -> Path:
         if uv is None:
             install = [python, "-m", "pip", "install", "-q"]
         else:
-            # Compiled now, as pip does, not by the first test to import each module.
-            install = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python]
+            # Not compiled now (as pip would): a whole environment costs half a minute of CPU,
+            # the modules the tests import a third of that, once, at their first import.
+            install = [uv, "pip", "install", "-q", "--python", python]
         subprocess.run([*install, *requirements], check=True, timeout=900, cwd=directory)
         ready.touch()
     return python

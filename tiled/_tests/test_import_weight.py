@@ -1,5 +1,5 @@
-"""Imports, measured in fresh interpreters: ``import tiled`` stays light (no numpy, pandas or
-zarr), and every public module of the package imports without error.
+"""Imports, measured in fresh interpreters: ``import tiled`` and the command line stay light
+(no numpy, pandas or zarr), and every public module of the package imports without error.
 
 That ``import tiled.client`` loads no server module is checked in ``test_client.py``.
 """
@@ -52,7 +52,15 @@ print(json.dumps({"imported": imported, "failed": failed}))
 
 @pytest.mark.parametrize(
     "module",
-    ["tiled", "tiled.queries", "tiled.errors", "tiled.structures.core", "tiled.structures.json"],
+    [
+        "tiled",
+        "tiled.queries",
+        "tiled.errors",
+        "tiled.structures.core",
+        "tiled.structures.json",
+        # The command line: `tiled --help` and every process a command starts pay for it.
+        "tiled.commandline.main",
+    ],
 )
 def test_import_loads_no_heavy_libraries(module):
     code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"

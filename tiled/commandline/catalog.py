@@ -9,7 +9,6 @@ from typing import Any
 
 import typer
 
-from ..catalog.database import sqlite_file_problem
 from .serve import _fail, _first_line, serve_catalog
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Create, migrate and serve SQL catalogs.")
@@ -52,7 +51,9 @@ def init(
     ),
 ) -> None:
     """Create a catalog database: its tables, stamped with the newest schema revision."""
+    # Here, not at the top: the catalog package is heavy, and every command would import it.
     from ..catalog import initialize_database
+    from ..catalog.database import sqlite_file_problem
 
     uri = _uri(database)
     problem = sqlite_file_problem(uri)
@@ -89,6 +90,7 @@ def upgrade(
 ) -> None:
     """Migrate a catalog database to a newer schema revision (default: the newest)."""
     from ..catalog import upgrade_database
+    from ..catalog.database import sqlite_file_problem
 
     problem = sqlite_file_problem(_uri(uri))
     if problem is not None:
