@@ -74,7 +74,11 @@ UPSTREAM = [
     ("catalog.storage_pool_size", lambda t: _catalog(t, storage_pool_size=3), "yes"),
     ("catalog.storage_max_overflow", lambda t: _catalog(t, storage_max_overflow=3), "yes"),
     ("catalog.mount_node", lambda t: _catalog(t, mount_node="/a/b"), "yes"),
-    ("trees[0].args.cache_config", lambda t: _tree_catalog(t, cache_config={}), "refused"),
+    (
+        "trees[0].args.cache_config",
+        lambda t: _tree_catalog(t, cache_config={"uri": "memory"}),
+        "yes",  # the streaming_cache section is the one used
+    ),
     (
         "trees[0].args.webhook_secret_keys",
         lambda t: _tree_catalog(t, webhook_secret_keys=["k"]),

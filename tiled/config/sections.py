@@ -1,8 +1,8 @@
 """The sections of a configuration: one pydantic model each, with upstream's keys.
 
 ``null`` means "not set"; unknown keys are errors. A key naming an upstream feature this server
-does not implement is declared too, and refused (:func:`_refuse_unless`) with the reason from
-:data:`UNSUPPORTED`, so that the error names the key and says why.
+does not implement is declared too, and refused with the reason from :data:`UNSUPPORTED`, so
+that the error names the key and says why.
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ from . import build
 
 # Why each upstream setting that this server does not implement is refused.
 UNSUPPORTED = {
-    "cache_config": (
-        "a catalog's streaming cache is the top-level streaming_cache section (upstream's "
-        "configuration loader copies that section here)"
-    ),
     "bucket_storage": (
         "buckets are configured as a mapping {provider: s3, uri: http(s)://endpoint/bucket, "
         "config: {...}}, not as a URI; only S3-compatible stores (provider s3) are supported"
@@ -41,17 +37,6 @@ UNSUPPORTED = {
 # The largest count or size a setting may hold: what a database's (or C's) 64-bit integer holds.
 LARGEST = 2**63 - 1
 UNSUPPORTED_AUTHENTICATORS = {"SAMLAuthenticator": "SAML login"}
-
-
-def _refuse_unless(key: str, *accepted: Any):
-    """A value that must be unset (None) or one of ``accepted``: else 'not supported'."""
-
-    def check(value: Any) -> Any:
-        if value is None or any(type(value) is type(ok) and value == ok for ok in accepted):
-            return value
-        raise ValueError(f"not supported by this server: {UNSUPPORTED[key]}")
-
-    return Annotated[Any, AfterValidator(check)]
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -70,7 +55,6 @@ def _mount_node(value: Any) -> Any:
 
 # Checked by the catalog's own rule, which says what a mount_node may be in one line.
 MountNode = Annotated[Any, AfterValidator(_mount_node)]
-CacheConfig = _refuse_unless("cache_config")
 
 
 class _Section(BaseModel):
@@ -299,9 +283,10 @@ class CatalogConfig(_Section):
     # Serve the container at this path of the database as the root (upstream's mount_node).
     mount_node: MountNode = None
     create_mount_nodes_if_not_exist: bool | None = None
-    cache_config: CacheConfig = None
-    # Upstream's per-catalog copy of ``webhooks.secret_keys`` (its configuration loader fills
-    # it in): the keys of the ``webhooks`` section are the ones used.
+    # Upstream's per-catalog copies of the ``streaming_cache`` section and of
+    # ``webhooks.secret_keys``: its configuration loader overwrites whatever a file gives here,
+    # so files that carry them load, and the top-level sections are the ones used.
+    cache_config: dict[str, Any] | None = None
     webhook_secret_keys: list[str] | None = None
 
     def from_uri_kwargs(
