@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -61,7 +62,7 @@ def cache_uri(request):
     return "memory"
 
 
-def _app(tmp_path, cache_uri="memory", authentication=None, **settings):
+def _app(tmp_path, cache_uri="memory", authentication=None, cache_options=(), **settings):
     # A fresh database per test: node ids restart, so the Redis keys are emptied first.
     tree = from_uri(
         f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}",
@@ -69,7 +70,7 @@ def _app(tmp_path, cache_uri="memory", authentication=None, **settings):
         init_if_not_exists=True,
     )
     if cache_uri is not None:
-        settings["streaming_cache"] = {"uri": cache_uri, "data_ttl": 60}
+        settings["streaming_cache"] = {"uri": cache_uri, "data_ttl": 60, **dict(cache_options)}
         if cache_uri.startswith("redis"):
             _flush_redis(cache_uri)
     return build_app(
@@ -596,6 +597,53 @@ def test_updates_between_connecting_and_the_auth_message_are_sent(tmp_path, cach
                 await _in_thread(array.write, numpy.full(2, 3.0))
                 (live,) = await _messages(ws, 1)
                 assert live["sequence"] == 5
+
+        asyncio.run(scenario())
+
+
+def _notify_from_another_database(tmp_path, key: str, numbers: list[int]) -> None:
+    """Publish ``numbers`` on the channel of the node ``key`` of the catalog in ``tmp_path``
+    from the neighbour's Redis database (channels are shared by all databases)."""
+    import sqlite3
+
+    from redis import Redis
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "catalog.db")) as catalog:
+        (node_id,) = catalog.execute("SELECT id FROM nodes WHERE key = ?", (key,)).fetchone()
+    client = Redis.from_url(f"redis://{REDIS[0]}:{REDIS[1]}/{NEIGHBOUR_REDIS_DATABASE}")
+    try:
+        for number in numbers:
+            assert client.publish(f"notify:{node_id}", number) >= 1  # our subscriber hears it
+    finally:
+        client.close()
+
+
+def test_a_sequence_restarted_while_subscribed_is_followed(tmp_path, cache_uri):
+    """A node's counter expires seq_ttl after its last update (upstream's), and its next
+    update is number 1 again: a subscriber that stayed connected hears it and the ones after,
+    where it took them for updates it had sent."""
+    with serve(_app(tmp_path, cache_uri, cache_options={"seq_ttl": 1})) as server:
+        array = client_from_uri(server.url, api_key=KEY).write_array(numpy.zeros(2), key="a")
+
+        async def scenario():
+            url = _ws(server, "a", envelope_format="msgpack")
+            async with connect(url, additional_headers=HEADERS) as ws:
+                (schema,) = await _messages(ws, 1)
+                assert schema["type"] == "array-schema"
+                for value in (1.0, 2.0, 3.0):
+                    await _in_thread(array.write, numpy.full(2, value))
+                assert [m["sequence"] for m in await _messages(ws, 3)] == [2, 3, 4]
+                await asyncio.sleep(2.5)  # the counter expires
+                if cache_uri != "memory":
+                    # Numbers of another database's stream of the same node id, heard in the
+                    # gap: they restart nothing (the old updates they name are kept still).
+                    await _in_thread(_notify_from_another_database, tmp_path, "a", [1, 2])
+                    await asyncio.sleep(0.2)
+                await _in_thread(array.write, numpy.full(2, 4.0))
+                await _in_thread(array.write, numpy.full(2, 5.0))
+                restarted = await _messages(ws, 2)
+                assert [m["sequence"] for m in restarted] == [1, 2]
+                assert [numpy.frombuffer(m["payload"])[0] for m in restarted] == [4.0, 5.0]
 
         asyncio.run(scenario())
 

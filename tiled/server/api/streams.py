@@ -223,7 +223,8 @@ async def _relay(
     database of the server, so another deployment's node of the same id (one sharing the Redis
     server under another database number, say) is heard too. An update is sent only if it is
     newer than the last one sent and kept in this stream's own datastore; updates of this
-    stream before it, not sent yet, go first."""
+    stream before it, not sent yet, go first. A sequence that restarts (its counter expired
+    while the subscriber stayed) is followed from its new start."""
     queue: asyncio.Queue[int | str] = asyncio.Queue()
 
     async def pump() -> None:
@@ -271,8 +272,14 @@ async def _relay(
             if item == _LOST:
                 await websocket.close(code=CLOSE_SUBSCRIPTION_LOST, reason="Live subscription lost")
                 return
-            if item <= last:  # sent already (or replayed)
-                continue
+            if item <= last:
+                if not item <= await stream.latest() < last:
+                    continue  # sent already (or replayed, or another stream's)
+                # The counter went back and has counted to ``item`` again: it expired (seq_ttl
+                # without an update) or was evicted, and the sequence restarted from 1. Its
+                # updates are all new to this subscriber. (Updates of the old sequence may be
+                # kept still, under the numbers not reached yet: those are not sent.)
+                last = 0
             update = await stream.fetch(item)
             if update is None:  # not this stream's (or already expired): nothing to send
                 continue
