@@ -13,6 +13,8 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .utils import APACHE_ARROW_FILE_MIME_TYPE
+
 PARQUET_MIMETYPE = "application/x-parquet"
 SPARSE_BLOCKS_PARQUET_MIMETYPE = "application/x-parquet;structure=sparse"
 ZARR_MIMETYPE = "application/x-zarr"
@@ -81,6 +83,7 @@ DEFAULT_ADAPTERS_BY_MIMETYPE = LazyMap(
         sequence_of(NPY_MIMETYPE): _class("tiled.adapters.npy:NPYSequenceAdapter"),
         ZARR_MIMETYPE: _class("tiled.adapters.zarr:ZarrAdapter"),
         PARQUET_MIMETYPE: _class("tiled.adapters.parquet:ParquetDatasetAdapter"),
+        APACHE_ARROW_FILE_MIME_TYPE: _class("tiled.adapters.arrow:ArrowAdapter"),
     }
 )
 # Registration may read files differently from serving them (upstream keeps a second table).
@@ -102,6 +105,9 @@ DEFAULT_MIMETYPES_BY_FILE_EXT = {
     ".csv": CSV_MIMETYPE,
     ".xlsx": XLSX_MIMETYPE,
     ".parquet": PARQUET_MIMETYPE,
+    ".arrow": APACHE_ARROW_FILE_MIME_TYPE,
+    # Feather version 2 is the Arrow IPC file format (version 1, deprecated, is not).
+    ".feather": APACHE_ARROW_FILE_MIME_TYPE,
     ".zarr": ZARR_MIMETYPE,
 }
 

@@ -1,8 +1,8 @@
 """Catalog nodes with data: storage adapters extended with the node's row, history and writes.
 
-A node's adapter is the storage adapter of its data source (zarr array, Parquet table,
-Parquet sparse blocks) with :class:`CatalogNode` mixed in: metadata, specs and access blob
-from the row; ``replace_metadata``, ``revisions`` and ``delete``. Nodes whose storage the
+A node's adapter is the storage adapter of its data source (zarr array, Parquet, CSV or Arrow
+table, Parquet sparse blocks) with :class:`CatalogNode` mixed in: metadata, specs and access
+blob from the row; ``replace_metadata``, ``revisions`` and ``delete``. Nodes whose storage the
 server manages (``writable``) also have the write methods of their family; registered
 (``external``) nodes are read-only, so they do not have them at all.
 
@@ -28,6 +28,7 @@ import numpy
 from sqlalchemy import delete, func, select, update
 
 from .. import stream_messages
+from ..adapters.arrow import APACHE_ARROW_FILE_MIME_TYPE, ArrowAdapter
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, AwkwardBuffersAdapter
 from ..adapters.base import ArrayAdapterBase
 from ..adapters.conditions import WriteCondition
@@ -731,6 +732,11 @@ class WritableCatalogCSVTableAdapter(_TableWrites, CatalogNode, StoredCSVTableAd
     """A table the server stores as one CSV file per partition (upstream's ``text/csv``)."""
 
 
+class WritableCatalogArrowTableAdapter(_TableWrites, CatalogNode, ArrowAdapter):
+    """A table the server stores as one Arrow IPC file per partition (upstream's
+    ``application/vnd.apache.arrow.file``)."""
+
+
 class WritableCatalogSparseAdapter(_LockedWrites, CatalogNode, ParquetSparseAdapter):
     """A sparse array the server stores as one Parquet file of COO entries per block."""
 
@@ -833,6 +839,7 @@ WRITABLE_OPENERS = {
     RAGGED_SQL_MIMETYPE: _open_ragged,
     "application/x-parquet": _table_opener(WritableCatalogTableAdapter),
     CSV_MIMETYPE: _table_opener(WritableCatalogCSVTableAdapter),
+    APACHE_ARROW_FILE_MIME_TYPE: _table_opener(WritableCatalogArrowTableAdapter),
     "application/x-parquet;structure=sparse": _open_sparse,
     "application/x-tiled-sql-table": _open_sql_table,
 }

@@ -5,9 +5,9 @@ node's path, so that deletes and re-creates of a key never collide and removing 
 is removing one place: the directory ``{directory}/{uuid}``, or the prefix ``{uuid}/`` of a
 bucket (see :mod:`tiled.adapters.node_storage`). New data go to the first writable storage
 that can hold their family: arrays (zarr v3) and tables (one Parquet file or object per
-partition, or CSV where the client asks for ``text/csv``) to a directory or a bucket; sparse
-arrays (one Parquet file per block) and awkward arrays (one file per buffer) to a directory
-only.
+partition; CSV or an Arrow IPC file where the client asks for ``text/csv`` or
+``application/vnd.apache.arrow.file``) to a directory or a bucket; sparse arrays (one Parquet
+file per block) and awkward arrays (one file per buffer) to a directory only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..adapters.arrow import APACHE_ARROW_FILE_MIME_TYPE
 from ..adapters.awkward import AWKWARD_BUFFERS_MIMETYPE, check_awkward_structure
 from ..adapters.files import path_from_uri, uri_from_path
 from ..adapters.node_storage import BucketStorage, DirectoryStorage, NodeStorage
@@ -31,7 +32,7 @@ from ..adapters.sparse_parquet import SPARSE_PARQUET_MIMETYPE, block_path
 from ..adapters.sql import SQL_TABLE_MIMETYPE
 from ..adapters.stored_csv import CSV_MIMETYPE, check_csv_storable
 from ..adapters.zarr_writable import ZARR_MIMETYPE, create_zarr_array, store_zarr_documents
-from ..errors import BadRequest, InvalidDtype
+from ..errors import BadRequest, InvalidDtype, UnsupportedUploadType
 from ..storage import FileStorage, ObjectStorage, Storage, is_sql_uri, parse_storage
 from ..structures.core import StructureFamily
 from ..structures.data_source import Asset, DataSource, Management
@@ -43,11 +44,26 @@ WRITABLE_MIMETYPES = {
     StructureFamily.awkward: AWKWARD_BUFFERS_MIMETYPE,
     StructureFamily.ragged: RAGGED_SQL_MIMETYPE,  # rows in SQL storage (see .sql_tables)
 }
+
+
+def _any_arrow_schema(structure: Any) -> None:
+    """Arrow IPC files hold every type an Arrow schema names: nothing to refuse."""
+
+
 # What else a family may be stored as, when a client asks for it by mimetype (upstream's
-# text/csv tables), with the check the structure passes first.
-OTHER_WRITABLE_MIMETYPES = {StructureFamily.table: {CSV_MIMETYPE: check_csv_storable}}
+# text/csv and Arrow IPC file tables), with the check the structure passes first.
+OTHER_WRITABLE_MIMETYPES = {
+    StructureFamily.table: {
+        CSV_MIMETYPE: check_csv_storable,
+        APACHE_ARROW_FILE_MIME_TYPE: _any_arrow_schema,
+    }
+}
 # The file of each partition of a stored table, by its mimetype.
-PARTITION_SUFFIXES = {PARQUET_MIMETYPE: ".parquet", CSV_MIMETYPE: ".csv"}
+PARTITION_SUFFIXES = {
+    PARQUET_MIMETYPE: ".parquet",
+    CSV_MIMETYPE: ".csv",
+    APACHE_ARROW_FILE_MIME_TYPE: ".arrow",
+}
 # Families stored in one directory of files named by the adapter (awkward buffers), with the
 # check their structure passes first.
 DIRECTORY_FAMILIES = {StructureFamily.awkward: check_awkward_structure}
@@ -191,7 +207,8 @@ def check_writable_source(source: DataSource) -> None:
         others[source.mimetype](source.structure)
     elif source.mimetype not in (None, wanted):
         can = " or ".join([wanted, *others])
-        raise BadRequest(
+        # 415 as upstream's answer: a media type the server cannot store.
+        raise UnsupportedUploadType(
             f"Data of family {family.value} are stored as {can}, not {source.mimetype}"
         )
     if family == StructureFamily.array:

@@ -79,9 +79,14 @@ def _json_patch(update: dict[str, Any], current: Any, prefix: str = "") -> list[
     return operations
 
 
-def check_metadata(metadata: Any) -> None:
-    if metadata is not None and not isinstance(metadata, dict):
+def check_metadata(metadata: Any) -> dict[str, Any] | None:
+    """``metadata`` as a dict: any mapping is taken (a ``ChainMap``, say), as upstream's
+    client takes it; a ValueError for anything else."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
         raise ValueError(f"Metadata must be a dict, not {type(metadata).__name__}")
+    return dict(metadata)
 
 
 def specs_json(specs: Sequence[Any] | None) -> list[dict[str, Any]]:
@@ -319,7 +324,7 @@ class BaseClient:
     ) -> None:
         """Merge ``metadata`` into the node's (``DELETE_KEY`` removes a key); replace specs
         and access tags when given."""
-        check_metadata(metadata)
+        metadata = check_metadata(metadata)
         if metadata is not None and _sets_null(metadata):
             # A merge patch reads null as "delete": say it as a JSON Patch instead, made on
             # the metadata as they are now (upstream's client also sends a JSON Patch).
@@ -426,7 +431,7 @@ class BaseClient:
         drop_revision: bool = False,
     ) -> None:
         """Replace the node's metadata (and specs, access tags) whole."""
-        check_metadata(metadata)
+        metadata = check_metadata(metadata)
         body: dict[str, Any] = {"metadata": metadata}
         if specs is not None:
             body["specs"] = specs_json(specs)

@@ -6,19 +6,41 @@ from __future__ import annotations
 import collections.abc
 import concurrent.futures
 import operator
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..structures.core import StructureFamily
 from ..structures.data_source import DataSource
 from .base import BaseClient, check_metadata, specs_json
-from .utils import ClientError, json_body, path_url
+from .utils import (
+    NEVER_SENT,
+    NOT_PROCESSED,
+    ClientError,
+    handle_error,
+    json_body,
+    path_url,
+    with_retries,
+)
 
 ASCENDING = 1
 DESCENDING = -1
 PAGE = 100  # nodes per page of a listing
+CONFLICT = 409
+# Families whose node's structure is that of its one data source (a create's answer holds it).
+SINGLE_SOURCE_FAMILIES = frozenset(
+    {
+        StructureFamily.array,
+        StructureFamily.sparse,
+        StructureFamily.table,
+        StructureFamily.awkward,
+        StructureFamily.ragged,
+    }
+)
 
 
 def _query_params(queries: Sequence[Any]) -> list[tuple[str, str]]:
@@ -353,7 +375,7 @@ class Container(BaseClient, collections.abc.Mapping):
     ) -> BaseClient:
         """Create a child node; registered data (data sources with assets) is sent to
         ``/register``, anything else to ``/metadata``. Returns its client."""
-        check_metadata(metadata)
+        metadata = check_metadata(metadata)
         sources = [s.to_json() if hasattr(s, "to_json") else dict(s) for s in data_sources]
         body: dict[str, Any] = {
             "structure_family": str(getattr(structure_family, "value", structure_family)),
@@ -363,13 +385,86 @@ class Container(BaseClient, collections.abc.Mapping):
         }
         if key is not None and not isinstance(key, str):
             raise TypeError(f"A key is text, not {key!r}")
-        if key:  # None or "": the server names the node (as upstream's does for "")
-            body["id"] = key
+        # Named here when not given (as the server would name it): every attempt of this
+        # create names the same node, so a retry after an answer that was lost finds it.
+        body["id"] = key or uuid.uuid4().hex
         if access_tags is not None:
             body["access_tags"] = list(access_tags)
         route = "register" if any(s.get("assets") for s in sources) else "metadata"
-        created = self.context.request("POST", f"{route}/{self._path}", **json_body(body)).json()
-        return self._child(created["id"])
+        content = json_body(body)
+        response, maybe_made = self._post_create(f"{route}/{self._path}", content)
+        sent = orjson.loads(content["content"])  # what the server got: metadata as JSON
+        if response.status_code == CONFLICT and maybe_made:
+            adopted = self._own_node(sent)
+            if adopted is not None:
+                return adopted
+        created = handle_error(response).json()
+        item = self._created_item(sent, created)
+        return self._child(created["id"]) if item is None else self.client_for_item(item)
+
+    def _post_create(self, path: str, content: dict[str, Any]) -> tuple[Any, bool]:
+        """POST a create, retried as a read is (it names its node: a second attempt cannot
+        make a second node, it finds the name taken); the last answer, and whether an
+        attempt before it may have made the node (its answer lost, or a server error)."""
+        import httpx
+
+        url = self.context.url(path)
+        maybe_made = False
+
+        def send() -> httpx.Response:
+            nonlocal maybe_made
+            with self.context.throttle():
+                try:
+                    response = self.context.http_client.request("POST", url, **content)
+                except NEVER_SENT:
+                    raise
+                except httpx.TransportError:
+                    maybe_made = True
+                    raise
+            if response.status_code >= 500 and response.status_code not in NOT_PROCESSED:
+                maybe_made = True
+            return response
+
+        return with_retries(send, context=self.context), maybe_made
+
+    def _own_node(self, sent: dict[str, Any]) -> BaseClient | None:
+        """The node under the key of a create whose answer was lost (the retry was told the
+        name is taken), if it is the one that create made: same family, specs and metadata.
+        None where it differs (another writer's node: the conflict stands)."""
+        try:
+            existing = self._child(sent["id"])
+        except (KeyError, ClientError):
+            return None
+        attributes = existing.item["attributes"]
+        same = (
+            attributes.get("structure_family") == sent["structure_family"]
+            and specs_json(attributes.get("specs") or []) == sent["specs"]
+            and attributes.get("metadata") == sent["metadata"]
+        )
+        return existing if same else None
+
+    def _created_item(self, sent: dict[str, Any], created: dict[str, Any]) -> dict | None:
+        """The document of a node just made, from the request and the server's answer (as
+        upstream's client builds it: no second request), or None for the families whose
+        structure the answer does not hold."""
+        family = sent["structure_family"]
+        sources = created.get("data_sources", sent["data_sources"])
+        if family == StructureFamily.container:
+            structure = {"contents": None, "count": None}
+        elif family in SINGLE_SOURCE_FAMILIES and len(sources) == 1:
+            structure = sources[0].get("structure")
+        else:
+            return None
+        attributes = {
+            "ancestors": list(self.path_parts),
+            "structure_family": family,
+            "specs": sent["specs"],
+            "metadata": created.get("metadata", sent["metadata"]),
+            "structure": structure,
+            "access_tags": created.get("access_tags", sent.get("access_tags")),
+            "data_sources": sources,
+        }
+        return {"id": created["id"], "links": created.get("links", {}), "attributes": attributes}
 
     def register(
         self,
@@ -394,7 +489,7 @@ class Container(BaseClient, collections.abc.Mapping):
         """
         from .register import Settings, describe, item_for_uris
 
-        check_metadata(metadata)
+        metadata = check_metadata(metadata)
         settings = Settings.init()
         item = item_for_uris(uris, mimetype, parameters, settings)
         node = describe(item, settings)

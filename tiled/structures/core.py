@@ -35,12 +35,10 @@ class Spec:
     version: str | None = None
 
     def __post_init__(self) -> None:
+        # Lengths are the server's limit (normalize_specs), not the data's: a client sends a
+        # long name and the server refuses it (422), as upstream's do.
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"Spec name must be a non-empty string, not {self.name!r}")
-        if len(self.name) > MAX_SPEC_NAME_LENGTH:
-            raise ValueError(f"Spec name longer than {MAX_SPEC_NAME_LENGTH} characters")
-        if self.version is not None and len(self.version) > MAX_SPEC_NAME_LENGTH:
-            raise ValueError(f"Spec version longer than {MAX_SPEC_NAME_LENGTH} characters")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
@@ -65,6 +63,11 @@ def normalize_specs(specs: Any) -> list[Spec]:
         result = [Spec.from_json(s) for s in (specs or [])]
     except (ValueError, KeyError, TypeError) as err:
         raise InvalidSpecs(f"Invalid specs {specs!r}: {err}") from None
+    for spec in result:
+        if len(spec.name) > MAX_SPEC_NAME_LENGTH:
+            raise InvalidSpecs(f"Spec name longer than {MAX_SPEC_NAME_LENGTH} characters")
+        if spec.version is not None and len(spec.version) > MAX_SPEC_NAME_LENGTH:
+            raise InvalidSpecs(f"Spec version longer than {MAX_SPEC_NAME_LENGTH} characters")
     if len(result) > MAX_ALLOWED_SPECS:
         raise InvalidSpecs(f"A node may carry at most {MAX_ALLOWED_SPECS} specs")
     if len(set(result)) != len(result):
