@@ -747,7 +747,7 @@ async def test_register_external_zarr_and_parquet(root, storage):
     )  # fmt: skip
     table = await make(root, "t", "table", sources=[parquet_source], register=True)
     pandas.testing.assert_frame_equal((await root.lookup_adapter(["t"])).read(), frame)
-    assert table.structure().columns == ("x", "y")
+    assert table.structure().columns == ["x", "y"]
     await (await root.lookup_adapter(["arr"])).delete()  # external: deleting only unregisters
     assert (external / "arr.zarr" / "zarr.json").exists()
     outside = DataSource(

@@ -66,7 +66,7 @@ def test_container_facts(demo_tree, path):
 
 def test_tables_and_specs(demo_tree):
     short = node(demo_tree, "tables/short_table")
-    assert short.structure().columns == ("A", "B", "C") and short.structure().npartitions == 1
+    assert short.structure().columns == ["A", "B", "C"] and short.structure().npartitions == 1
     assert short.metadata() == DOG_RED and [s.name for s in short.specs] == ["dataframe"]
     frame = short.read()
     assert [str(t) for t in frame.dtypes] == ["uint8"] * 3

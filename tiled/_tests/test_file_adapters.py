@@ -527,7 +527,7 @@ def test_csv_table_reads_as_pandas_does(tmp_path):
     paths = csv_partitions(tmp_path)
     adapter = CSVAdapter.from_uris(*map(uri, paths))
     structure = adapter.structure()
-    assert structure.npartitions == 3 and structure.columns == ("x", "n", "label")
+    assert structure.npartitions == 3 and structure.columns == ["x", "n", "label"]
     pandas.testing.assert_frame_equal(adapter.read(), TABLE, check_dtype=False)
     expected = pandas.read_csv(paths[1])
     pandas.testing.assert_frame_equal(adapter.read_partition(1), expected)
@@ -541,7 +541,7 @@ def test_csv_options_are_pandas_options(tmp_path):
     path = tmp_path / "semi.csv"
     path.write_text("# comment\na;b;c\n1;2;x\n3;;y\n")
     adapter = CSVAdapter.from_uris(uri(path), sep=";", comment="#", usecols=["c", "a"])
-    assert adapter.structure().columns == ("c", "a")
+    assert adapter.structure().columns == ["c", "a"]
     expected = pandas.read_csv(path, sep=";", comment="#")[["c", "a"]]
     pandas.testing.assert_frame_equal(adapter.read(), expected)
     missing = CSVAdapter.from_uris(uri(path), sep=";", comment="#", assume_missing=True)

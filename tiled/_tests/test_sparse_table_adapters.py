@@ -310,7 +310,7 @@ def test_table_structure_and_specs():
     df = _frame()
     adapter = TableAdapter.from_pandas(df, npartitions=3, metadata={"k": 1})
     structure = adapter.structure()
-    assert structure.columns == ("x", "i", "s", "t", "b")
+    assert structure.columns == ["x", "i", "s", "t", "b"]
     assert structure.npartitions == 3
     assert structure.arrow_schema_decoded.pandas_metadata is not None
     assert adapter.specs == [Spec("dataframe")]
@@ -348,7 +348,7 @@ def test_from_dict_and_from_dask_dataframe():
     ddf = dask.dataframe.from_pandas(df, npartitions=3)
     adapter = TableAdapter.from_dask_dataframe(ddf, metadata={"m": 2})
     assert adapter.structure().npartitions == 3
-    assert adapter.structure().columns == tuple(df.columns)
+    assert adapter.structure().columns == list(df.columns)
     assert adapter.metadata() == {"m": 2}
     pandas.testing.assert_frame_equal(adapter.read(["x", "t"]), df[["x", "t"]])
     pandas.testing.assert_frame_equal(adapter.read_partition(2, ["i"]), df[["i"]].iloc[6:])

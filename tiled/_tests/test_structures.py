@@ -106,7 +106,7 @@ def test_sparse_structure_round_trip():
 def test_table_structure_round_trip():
     df = pandas.DataFrame({"A": numpy.arange(3, dtype="uint8"), "B": [1.0, 2.0, 3.0]})
     structure = TableStructure.from_pandas(df, npartitions=2)
-    assert structure.columns == ("A", "B")
+    assert structure.columns == ["A", "B"]
     assert structure.arrow_schema.startswith("data:application/vnd.apache.arrow.file;base64,/////")
     again = TableStructure.from_json(json.loads(_json_text(structure)))
     assert again == structure

@@ -237,7 +237,7 @@ def test_csv_array_registration_casts_to_the_declared_type(registering):
 def test_table_structure_from_schema_and_compatibility():
     schema = pyarrow.schema([("a", pyarrow.int64()), ("b", pyarrow.float64())])
     structure = TableStructure.from_schema(schema, npartitions=2)
-    assert structure.columns == ("a", "b") and structure.npartitions == 2
+    assert structure.columns == ["a", "b"] and structure.npartitions == 2
     renamed = TableStructure.from_arrays([pyarrow.array([1]), pyarrow.array([1.0])], ["x", "y"])
     assert structure.is_compatible(renamed)  # names and partitions may differ, types not
     assert not structure.is_compatible(TableStructure.from_dict({"a": [1], "b": ["s"]}))

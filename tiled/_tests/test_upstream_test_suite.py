@@ -60,6 +60,7 @@ PASSING = [
     "test_asset_access",
     "test_authentication",
     "test_awkward",
+    "test_caches",
     "test_cli",
     "test_client",
     "test_client_cache",
@@ -90,6 +91,7 @@ PASSING = [
     "test_ragged",
     "test_register",
     "test_routes",
+    "test_scaled_config_option",
     "test_search",
     "test_select_metadata",
     "test_sentinel",
@@ -101,7 +103,8 @@ PASSING = [
     "test_specs",
     "test_storage",
     "test_structured_array",
-    "test_subscription",  # with Redis (skipped where none answers, as upstream's are)
+    "test_subscription",
+    "test_sync",  # with Redis (skipped where none answers, as upstream's are)
     "test_table_json_serialization",
     "test_tiff",
     "test_tiled_auth",
@@ -120,8 +123,8 @@ PASSING = [
 # has), and what stops each:
 #   test_import_object    needs example_configs/custom_export_formats/*.yml, which upstream's
 #                         source distribution lacks (upstream fails it from the sdist too)
-#   adapters/test_sql     5 tests want TableStructure.columns as a list (a tuple here); 11 see
-#                         pandas 3's `str` dtype read back as large_string (environment)
+#   adapters/test_sql     7 tests compare with pyarrow.Table.from_pandas of what they read,
+#                         which pandas 3's `str` dtype makes large_string (environment)
 #   adapters/test_arrow   unit tests of the private API of upstream's ArrowAdapter
 #                         (init_storage, supported_storage, its write_partition signature)
 #   test_streaming        unit tests of upstream's private streaming classes
@@ -315,6 +318,7 @@ MODULE_SECONDS = {
     "test_authentication": 85,
     "test_websockets": 56,
     "test_writing": 35,
+    "test_sync": 22,
     "test_utils": 28,
     "test_cli": 23,
     "test_ragged": 20,

@@ -20,11 +20,12 @@ B64_PREFIX = "data:application/vnd.apache.arrow.file;base64,"
 class TableStructure:
     arrow_schema: str
     npartitions: int
-    columns: tuple[str, ...]
+    # A list, as upstream's (``structure.columns == ["a", "b"]`` holds in both).
+    columns: list[str]
     resizable: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        object.__setattr__(self, "columns", [str(c) for c in self.columns])
         if not self.arrow_schema.startswith(B64_PREFIX):
             raise InvalidStructure("arrow_schema must be a base64 data URI of an Arrow schema")
         if self.npartitions < 0:
@@ -33,12 +34,15 @@ class TableStructure:
             if name.startswith("_"):
                 raise InvalidStructure(f"Column names may not start with '_': {name!r}")
 
+    def __hash__(self) -> int:  # hashable as a frozen dataclass is, though columns is a list
+        return hash((self.arrow_schema, self.npartitions, tuple(self.columns), self.resizable))
+
     @classmethod
     def from_arrow_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
         encoded = base64.b64encode(schema.serialize()).decode()
         index = _index_names(schema)  # once: it decodes the schema's pandas metadata
         columns = [n for n in schema.names if n not in index]
-        return cls(B64_PREFIX + encoded, npartitions, tuple(columns))
+        return cls(B64_PREFIX + encoded, npartitions, columns)
 
     @classmethod
     def from_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
@@ -109,7 +113,7 @@ class TableStructure:
             return cls(
                 value["arrow_schema"],
                 value["npartitions"],
-                tuple(value["columns"]),
+                list(value["columns"]),
                 value.get("resizable", False),
             )
         except (KeyError, TypeError) as err:
