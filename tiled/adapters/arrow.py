@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import pandas
 import pyarrow
 import pyarrow.ipc
 
@@ -25,7 +24,7 @@ from ..errors import BadRequest, DataUnavailable
 from ..structures.table import TableStructure
 from ..utils import APACHE_ARROW_FILE_MIME_TYPE
 from .node_storage import location_of
-from .parquet import ParquetTableAdapter, _ParquetPartitions
+from .parquet import ParquetTableAdapter, _SchemaReadPartitions, index_columns
 
 __all__ = ["APACHE_ARROW_FILE_MIME_TYPE", "ArrowAdapter"]
 
@@ -54,12 +53,6 @@ def _opened(contents: str | pyarrow.Buffer) -> pyarrow.NativeFile:
     return pyarrow.OSFile(contents) if isinstance(contents, str) else pyarrow.BufferReader(contents)
 
 
-def _index_columns(schema: pyarrow.Schema) -> list[str]:
-    """The schema's columns that pandas keeps as the index (named index levels)."""
-    metadata = schema.pandas_metadata or {}
-    return [name for name in metadata.get("index_columns", ()) if isinstance(name, str)]
-
-
 def read_schema(readable: Any) -> pyarrow.Schema:
     """The schema of an Arrow IPC file (a path, a reader or the bytes)."""
     try:
@@ -75,7 +68,7 @@ def _present(found: pyarrow.Schema, schema: pyarrow.Schema, wanted: Sequence[str
     (the file of another table), or names two columns alike."""
     if len(set(found.names)) != len(found.names):
         raise DataUnavailable("A stored Arrow partition has columns of the same name")
-    index = set(_index_columns(schema))
+    index = set(index_columns(schema))
     present = [name for name in wanted if name in found.names or name not in index]
     missing = [name for name in present if name not in found.names]
     if missing:
@@ -135,19 +128,11 @@ def arrow_file_bytes(table: pyarrow.Table) -> memoryview:
     return memoryview(sink.getvalue())
 
 
-class _ArrowPartitions(_ParquetPartitions):
+class _ArrowPartitions(_SchemaReadPartitions):
     """Partitions read from Arrow IPC files or objects when asked for; missing ones are empty."""
 
-    def read(self, index: int, fields: Sequence[str] | None = None) -> pandas.DataFrame:
-        source = self._readable(index)
-        if source is None:
-            return self.meta if fields is None else self.meta[list(fields)]
-        schema = self.structure.arrow_schema_decoded
-        columns = None
-        if fields is not None:
-            # The index columns too, so that the rows keep their index as whole reads do.
-            columns = [*fields, *(c for c in _index_columns(schema) if c not in fields)]
-        return read_stored(source, schema, columns).to_pandas()
+    def _table(self, source: Any, schema: pyarrow.Schema, columns: Any) -> pyarrow.Table:
+        return read_stored(source, schema, columns)
 
     def _compute_lengths(self) -> tuple[int, ...]:
         schema = self.structure.arrow_schema_decoded

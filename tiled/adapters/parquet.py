@@ -73,6 +73,33 @@ class _ParquetPartitions(_StoredPartitions):
         self._lengths = None
 
 
+def index_columns(schema: pyarrow.Schema) -> list[str]:
+    """The schema's columns that pandas keeps as the index (named index levels)."""
+    metadata = schema.pandas_metadata or {}
+    return [name for name in metadata.get("index_columns", ()) if isinstance(name, str)]
+
+
+class _SchemaReadPartitions(_ParquetPartitions):
+    """Partitions in files that hold no types of their own that pandas reads (CSV, Arrow
+    IPC): each is read by :meth:`_table` with the table's schema; missing ones are empty."""
+
+    def _table(
+        self, source: Any, schema: pyarrow.Schema, columns: Sequence[str] | None
+    ) -> pyarrow.Table:
+        raise NotImplementedError
+
+    def read(self, index: int, fields: Sequence[str] | None = None) -> pandas.DataFrame:
+        source = self._readable(index)
+        if source is None:
+            return self.meta if fields is None else self.meta[list(fields)]
+        schema = self.structure.arrow_schema_decoded
+        columns = None
+        if fields is not None:
+            # The index columns too, so that the rows keep their index as whole reads do.
+            columns = [*fields, *(c for c in index_columns(schema) if c not in fields)]
+        return self._table(source, schema, columns).to_pandas()
+
+
 class ParquetTableAdapter(TableAdapter):
     """A table whose partitions are Parquet files (``data_uris``, one per partition).
 

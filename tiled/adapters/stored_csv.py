@@ -19,14 +19,13 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import pandas
 import pyarrow
 import pyarrow.csv
 
 from ..errors import BadRequest, DataUnavailable
 from ..mimetypes import CSV_MIMETYPE
 from ..structures.table import TableStructure
-from .parquet import ParquetTableAdapter, _ParquetPartitions
+from .parquet import ParquetTableAdapter, _SchemaReadPartitions, index_columns
 
 __all__ = ["CSV_MIMETYPE", "StoredCSVTableAdapter", "check_csv_storable"]
 
@@ -40,12 +39,6 @@ def _parsed_type(type_: pyarrow.DataType) -> pyarrow.DataType:
     # Categories (pandas' categoricals) are parsed as their values, then encoded (the CSV
     # reader makes dictionaries of int32 indices only).
     return type_.value_type if pyarrow.types.is_dictionary(type_) else type_
-
-
-def _index_columns(schema: pyarrow.Schema) -> list[str]:
-    """The schema's columns that pandas keeps as the index (named index levels)."""
-    metadata = schema.pandas_metadata or {}
-    return [name for name in metadata.get("index_columns", ()) if isinstance(name, str)]
 
 
 def header_of(data: bytes) -> list[str]:
@@ -78,7 +71,7 @@ def _parsed(readable: Any, schema: pyarrow.Schema, columns: Sequence[str] | None
         # A file changed outside the server, or written by another program.
         raise DataUnavailable(f"A stored CSV partition does not hold the table: {err}") from None
     wanted = list(columns) if columns is not None else schema.names
-    index = set(_index_columns(schema))
+    index = set(index_columns(schema))
     present = [name for name in wanted if name in table.column_names or name not in index]
     missing = [name for name in present if name not in table.column_names]
     if missing:
@@ -99,19 +92,11 @@ def _as_type(column: Any, type_: pyarrow.DataType) -> Any:
     return column.cast(type_)
 
 
-class _CSVPartitions(_ParquetPartitions):
+class _CSVPartitions(_SchemaReadPartitions):
     """Partitions parsed from CSV files when asked for; missing ones are empty."""
 
-    def read(self, index: int, fields: Sequence[str] | None = None) -> pandas.DataFrame:
-        source = self._readable(index)
-        if source is None:
-            return self.meta if fields is None else self.meta[list(fields)]
-        schema = self.structure.arrow_schema_decoded
-        columns = None
-        if fields is not None:
-            # The index columns too, so that the rows keep their index as whole reads do.
-            columns = [*fields, *(c for c in _index_columns(schema) if c not in fields)]
-        return _parsed(source, schema, columns).to_pandas()
+    def _table(self, source: Any, schema: pyarrow.Schema, columns: Any) -> pyarrow.Table:
+        return _parsed(source, schema, columns)
 
     def _compute_lengths(self) -> tuple[int, ...]:
         schema = self.structure.arrow_schema_decoded
@@ -147,7 +132,7 @@ class StoredCSVTableAdapter(ParquetTableAdapter):
             return _csv_bytes(table)
         # The file's columns, in its order (a file written by upstream follows the order of
         # the frame its client sent; its index columns may be absent).
-        index = set(_index_columns(table.schema))
+        index = set(index_columns(table.schema))
         if sorted(header) != sorted(n for n in table.column_names if n in header) or any(
             name not in header and name not in index for name in table.column_names
         ):
