@@ -25,6 +25,8 @@ TIFF_MIMETYPE = "image/tiff"
 JPEG_MIMETYPE = "image/jpeg"
 PNG_MIMETYPE = "image/png"
 CSV_MIMETYPE = "text/csv"
+# Appendable tables, kept in the catalog's SQL storage.
+SQL_TABLE_MIMETYPE = "application/x-tiled-sql-table"
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 

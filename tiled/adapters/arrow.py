@@ -21,10 +21,10 @@ import pyarrow
 import pyarrow.ipc
 
 from ..errors import BadRequest, DataUnavailable
-from ..structures.table import TableStructure
+from ..structures.table import TableStructure, index_columns
 from ..utils import APACHE_ARROW_FILE_MIME_TYPE
 from .node_storage import location_of
-from .parquet import ParquetTableAdapter, _SchemaReadPartitions, index_columns
+from .parquet import ParquetTableAdapter, _SchemaReadPartitions
 
 __all__ = ["APACHE_ARROW_FILE_MIME_TYPE", "ArrowAdapter"]
 

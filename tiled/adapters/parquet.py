@@ -23,7 +23,7 @@ import pyarrow
 import pyarrow.parquet
 
 from ..errors import BadRequest
-from ..structures.table import TableStructure
+from ..structures.table import TableStructure, index_columns
 from .base import TableAdapterBase
 from .files import path_from_uri
 from .node_storage import NodeStorage, location_of
@@ -71,12 +71,6 @@ class _ParquetPartitions(_StoredPartitions):
 
     def forget_lengths(self) -> None:
         self._lengths = None
-
-
-def index_columns(schema: pyarrow.Schema) -> list[str]:
-    """The schema's columns that pandas keeps as the index (named index levels)."""
-    metadata = schema.pandas_metadata or {}
-    return [name for name in metadata.get("index_columns", ()) if isinstance(name, str)]
 
 
 class _SchemaReadPartitions(_ParquetPartitions):

@@ -34,6 +34,7 @@ import pandas
 import pyarrow
 
 from ..errors import BadRequest, Conflict
+from ..mimetypes import SQL_TABLE_MIMETYPE
 from ..storage import (
     EmbeddedSQLStorage,
     PreparedInSQLTransaction,
@@ -50,8 +51,6 @@ from ..structures.table import TableStructure
 from ..utils import UnsafeIdentifier
 from .base import TableAdapterBase
 from .table import TableAdapter, _StoredPartitions
-
-SQL_TABLE_MIMETYPE = "application/x-tiled-sql-table"
 
 Dialect = Literal["sqlite", "duckdb", "postgresql"]
 

@@ -24,8 +24,8 @@ import pyarrow.csv
 
 from ..errors import BadRequest, DataUnavailable
 from ..mimetypes import CSV_MIMETYPE
-from ..structures.table import TableStructure
-from .parquet import ParquetTableAdapter, _SchemaReadPartitions, index_columns
+from ..structures.table import TableStructure, index_columns
+from .parquet import ParquetTableAdapter, _SchemaReadPartitions
 
 __all__ = ["CSV_MIMETYPE", "StoredCSVTableAdapter", "check_csv_storable"]
 

@@ -62,6 +62,7 @@ from ..errors import (
     ZarrKeyNotFound,
     naming,
 )
+from ..mimetypes import SQL_TABLE_MIMETYPE
 from ..ndslice import NDBlock, patched_region
 from ..structures.array import ArrayStructure
 from ..structures.core import normalize_specs
@@ -841,7 +842,7 @@ WRITABLE_OPENERS = {
     CSV_MIMETYPE: _table_opener(WritableCatalogCSVTableAdapter),
     APACHE_ARROW_FILE_MIME_TYPE: _table_opener(WritableCatalogArrowTableAdapter),
     "application/x-parquet;structure=sparse": _open_sparse,
-    "application/x-tiled-sql-table": _open_sql_table,
+    SQL_TABLE_MIMETYPE: _open_sql_table,
 }
 
 

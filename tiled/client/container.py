@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from ..mimetypes import SQL_TABLE_MIMETYPE
 from ..structures.core import StructureFamily
 from ..structures.data_source import DataSource
 from .base import BaseClient, check_metadata, specs_json
@@ -613,7 +614,7 @@ class Container(BaseClient, collections.abc.Mapping):
 
         structure = TableStructure.from_arrow_schema(schema, npartitions)
         source = DataSource(
-            StructureFamily.table, structure, mimetype="application/x-tiled-sql-table",
+            StructureFamily.table, structure, mimetype=SQL_TABLE_MIMETYPE,
             parameters={} if table_name is None else {"table_name": table_name},
         )  # fmt: skip
         return self.new(

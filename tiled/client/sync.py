@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..mimetypes import SQL_TABLE_MIMETYPE
 from ..structures.core import StructureFamily
 from ..structures.data_source import DataSource, Management
 from .utils import ClientError
@@ -25,8 +26,6 @@ __all__ = ["copy"]
 
 CONFLICT = 409
 ON_CONFLICT = ("error", "warn", "skip")
-# The storage of appendable tables: rows are appended to them, not written.
-APPENDED_TABLE_MIMETYPE = "application/x-tiled-sql-table"
 
 
 def copy(source: Any, dest: Any, on_conflict: str = "error") -> None:
@@ -121,7 +120,9 @@ def _copy_sparse(source: Any, dest: Any) -> None:
 
 def _copy_table(source: Any, dest: Any) -> None:
     (stored,) = dest.data_sources() or [None]
-    appended = stored is not None and stored.mimetype == APPENDED_TABLE_MIMETYPE
+    appended = (
+        stored is not None and stored.mimetype == SQL_TABLE_MIMETYPE
+    )  # rows appended, not written
     for partition in range(source.structure().npartitions):
         rows = source.read_partition(partition)
         if appended:

@@ -40,7 +40,7 @@ class TableStructure:
     @classmethod
     def from_arrow_schema(cls, schema: pyarrow.Schema, npartitions: int = 1) -> TableStructure:
         encoded = base64.b64encode(schema.serialize()).decode()
-        index = _index_names(schema)  # once: it decodes the schema's pandas metadata
+        index = set(index_columns(schema))  # once: it decodes the schema's pandas metadata
         columns = [n for n in schema.names if n not in index]
         return cls(B64_PREFIX + encoded, npartitions, columns)
 
@@ -120,6 +120,7 @@ class TableStructure:
             raise InvalidStructure(f"Invalid table structure: {err}") from None
 
 
-def _index_names(schema: pyarrow.Schema) -> set[str]:
-    pandas_meta = schema.pandas_metadata or {}
-    return {i for i in pandas_meta.get("index_columns", []) if isinstance(i, str)}
+def index_columns(schema: pyarrow.Schema) -> list[str]:
+    """The schema's columns that pandas keeps as the index (named index levels), in order."""
+    metadata = schema.pandas_metadata or {}
+    return [name for name in metadata.get("index_columns", ()) if isinstance(name, str)]
