@@ -127,8 +127,8 @@ def test_wide_csv_structure_decodes_the_index_names_once(files, monkeypatch):
     from tiled.structures import table
 
     calls = []
-    original = table._index_names
-    monkeypatch.setattr(table, "_index_names", lambda schema: calls.append(1) or original(schema))
+    original = table.index_columns
+    monkeypatch.setattr(table, "index_columns", lambda schema: calls.append(1) or original(schema))
     adapter = CSVAdapter.from_uris(uri_from_path(files / "many.csv"))
     assert len(adapter.structure().columns) == MANY
     assert len(calls) == 1
