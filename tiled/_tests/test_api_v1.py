@@ -63,7 +63,6 @@ async def test_metadata_resource_shape(client):
         "specs",
         "metadata",
         "structure",
-        "access_blob",
         "sorting",
         "data_sources",
         "access_tags",

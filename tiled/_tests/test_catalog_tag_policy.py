@@ -348,3 +348,37 @@ def test_an_admins_key_limited_to_tags_is_limited(deployment):
     assert httpx.get(f"{url}/api/v1/metadata/lab/image", headers=key).status_code == 404
     assert httpx.get(f"{url}/zarr/v3/lab/image/c/0", headers=key).status_code == 404
     assert httpx.get(f"{url}/api/v1/metadata/open", headers=key).status_code == 200
+
+
+def test_a_service_granted_a_tag_by_its_uuid(deployment):
+    """Tag definitions name a service principal by its uuid (dashed, as the admin API gives
+    it): after a recompilation, within the policy's refresh, the service's API key sees and
+    writes the tagged nodes, and its own nodes are tagged ``service:<uuid>``."""
+    url, uri = deployment
+    root = login(url, "root")
+    service = httpx.post(
+        f"{url}/api/v1/auth/principal", params={"role": "user"}, headers=root
+    ).json()
+    secret = httpx.post(
+        f"{url}/api/v1/auth/principal/{service['uuid']}/apikey",
+        json={"scopes": WRITE}, headers=root,
+    ).json()["secret"]  # fmt: skip
+    key = {"Authorization": f"Apikey {secret}"}
+    assert "private" not in listing(url, key)
+    changed = {**DEFINITIONS, "tags": {**DEFINITIONS["tags"]}}
+    changed["tags"]["cara_only"] = {"users": [{"name": "cara", "role": "writer"},
+                                              {"name": service["uuid"], "role": "writer"}]}  # fmt: skip
+    changed["tag_owners"] = {**DEFINITIONS["tag_owners"],
+                             "cara_only": {"users": [{"name": service["uuid"]}]}}  # fmt: skip
+    compile_into(uri, changed)
+    deadline = time.monotonic() + 10
+    while "private" not in listing(url, key):
+        assert time.monotonic() < deadline, "the recompilation did not show"
+        time.sleep(0.1)
+    made = post(url, key, "private", "tagged", tags=["cara_only"])
+    assert made.status_code == 200, made.text
+    own = post(url, key, "private", "owned")
+    assert own.status_code == 200, own.text
+    assert own.json()["access_tags"] == [f"service:{service['uuid']}"]
+    assert listing(url, key, "private") == ["tagged", "owned"]
+    assert listing(url, login(url, "cara"), "private") == ["tagged"]

@@ -140,11 +140,11 @@ def test_created_mount_nodes_carry_specs_and_tags_on_the_last_only(uri, tmp_path
         assert client["X"].specs == [] and client["X"]["Y"].specs == []
         tags = {
             path: context.http_client.get(f"/api/v1/metadata/{path}").json()["data"]["attributes"][
-                "access_blob"
+                "access_tags"
             ]
             for path in ("X", "X/Y", "X/Y/Z")
         }
-        assert tags["X/Y/Z"] == {"tags": ["beam"]}
+        assert tags["X/Y/Z"] == ["beam"]
         assert not tags["X"] and not tags["X/Y"]
         assert list(client["X"]["Y"]["Z"]) == ["child"]
     # Started again, the path exists: nothing is created twice.

@@ -63,7 +63,8 @@ def _client(live, user: str) -> httpx.Client:
 
 def _tags(client: httpx.Client, key: str) -> list[str]:
     document = client.get(f"/api/v1/metadata/{key}", params={"include_data_sources": "true"})
-    return document.json()["data"]["attributes"]["access_blob"].get("tags", [])
+    tags = document.json()["data"]["attributes"]["access_tags"]
+    return [tag for tag in tags if not tag.startswith("user:")]
 
 
 def _put(client, key, tags):

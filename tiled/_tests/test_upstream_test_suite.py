@@ -55,6 +55,7 @@ SHARD_TIMEOUT = 900
 
 # Upstream modules (tests/<name>.py) that pass in full against this package.
 PASSING = [
+    "test_access_control",  # with PostgreSQL too (WITH_POSTGRESQL)
     "test_allow_origins",
     "test_array",
     "test_asset_access",
@@ -72,6 +73,7 @@ PASSING = [
     "test_dataframe",
     "test_decoders",  # its blosc2 cases skip when blosc2 is not installed, as upstream's do
     "test_distinct",
+    "test_entrypoint_string",
     "test_export",
     "test_hdf5",
     "test_history",
@@ -203,6 +205,19 @@ def _environment(shims: Path, shard: int = 0) -> dict[str, str]:
     return env
 
 
+def _postgresql_environment() -> dict[str, str]:
+    """Upstream's variable naming a PostgreSQL server (no database: its tests make their own),
+    where the tests have one; else nothing, and upstream skips those variants (unless this run
+    requires PostgreSQL)."""
+    from . import postgres
+
+    try:
+        server = postgres.admin_uri().rsplit("/", 1)[0]
+    except pytest.skip.Exception:
+        return {}
+    return {"TILED_TEST_POSTGRESQL_URI": server}
+
+
 def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
     try:
         done = subprocess.run(
@@ -217,9 +232,13 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> 
 
 # Extra pytest arguments of a module (upstream runs its modules with other plugin settings).
 MODULE_OPTIONS = {
-    # Its module-scoped async fixtures need a module-scoped event loop.
+    # Their module-scoped async fixtures need a module-scoped event loop.
     "test_queries": ["-o", "asyncio_default_fixture_loop_scope=module"],
+    "test_access_control": ["-o", "asyncio_default_fixture_loop_scope=module"],
 }
+# Modules whose PostgreSQL variants run too: their process is given the tests' PostgreSQL
+# server as TILED_TEST_POSTGRESQL_URI (upstream skips those variants without it).
+WITH_POSTGRESQL = {"test_access_control"}
 
 # Tests of a PASSING module that are left out, each for a deliberate difference from upstream.
 DESELECTED = {
@@ -277,6 +296,15 @@ DESELECTED = {
             "client; reconnection is tested in tiled/_tests/test_client_subscribe.py"
         ),
     },
+    "test_access_control": {
+        "test_service_principal_access_control[sqlite]": (
+            "asks right after recompiling the tag definitions in another process; the policy "
+            "here reads them again within refresh_seconds (1 s by default), not on every "
+            "decision (tiled/_tests/test_catalog_tag_policy.py waits for it: "
+            "test_a_service_granted_a_tag_by_its_uuid)"
+        ),
+        "test_service_principal_access_control[postgres]": "as above",
+    },
     "test_writing": {
         "test_write_large_array_full": (
             "lowers the private Container._SUGGESTED_MAX_UPLOAD_SIZE of upstream's client; this "
@@ -316,6 +344,7 @@ SHARDS = 3
 # the shards are balanced by them, so that the run lasts little longer than its longest module.
 MODULE_SECONDS = {
     "test_authentication": 85,
+    "test_access_control": 30,
     "test_websockets": 56,
     "test_writing": 35,
     "test_sync": 22,
@@ -334,22 +363,23 @@ MODULE_SECONDS = {
 }
 
 
-def _shards() -> list[tuple[tuple[str, ...], list[str]]]:
-    """(options, modules) of each pytest process: modules sharing options, the longest first
-    to the shard with the least to do."""
-    groups: dict[tuple[str, ...], list[str]] = {}
+def _shards() -> list[tuple[tuple[str, ...], bool, list[str]]]:
+    """(options, with PostgreSQL, modules) of each pytest process: modules sharing options,
+    the longest first to the shard with the least to do."""
+    groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
     for module in PASSING:
-        groups.setdefault(tuple(MODULE_OPTIONS.get(module, [])), []).append(module)
+        settings = (tuple(MODULE_OPTIONS.get(module, [])), module in WITH_POSTGRESQL)
+        groups.setdefault(settings, []).append(module)
     shards = []
-    for options, modules in groups.items():
+    for (options, postgresql), modules in groups.items():
         loads: list[tuple[float, list[str]]] = [
-            (0, []) for _ in range(SHARDS if not options else 1)
+            (0, []) for _ in range(SHARDS if not (options or postgresql) else 1)
         ]
         for module in sorted(modules, key=lambda m: -MODULE_SECONDS.get(m, 1)):
             least = min(range(len(loads)), key=lambda i: loads[i][0])
             seconds, assigned = loads[least]
             loads[least] = (seconds + MODULE_SECONDS.get(module, 1), [*assigned, module])
-        shards.extend((options, assigned) for _, assigned in loads if assigned)
+        shards.extend((options, postgresql, assigned) for _, assigned in loads if assigned)
     return shards
 
 
@@ -372,7 +402,7 @@ def _run_upstream_suite(upstream_test_suite, tmp_path_factory) -> Outcome:
     failed, cases = {m: [] for m in PASSING}, dict.fromkeys(PASSING, 0)
     folder = tmp_path_factory.mktemp("upstream_reports")
     runs = []
-    for number, (options, modules) in enumerate(_shards()):
+    for number, (options, postgresql, modules) in enumerate(_shards()):
         report, log = folder / f"report{number}.xml", folder / f"output{number}.txt"
         deselect = [
             f"--deselect=tests/{module}.py::{name}"
@@ -384,10 +414,11 @@ def _run_upstream_suite(upstream_test_suite, tmp_path_factory) -> Outcome:
             "-rfE", "--tb=short", f"--junitxml={report}", *options, *deselect,
             *(f"tests/{module}.py" for module in modules),
         ]  # fmt: skip
+        env = _environment(shims, number)
+        if postgresql:
+            env.update(_postgresql_environment())
         with open(log, "wb") as output:
-            process = subprocess.Popen(
-                command, cwd=root, env=_environment(shims, number), stdout=output, stderr=output
-            )
+            process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=output)
         runs.append((process, report, log, modules))
     outputs = []
     deadline = time.monotonic() + SHARD_TIMEOUT  # the shards run at once

@@ -58,3 +58,25 @@ def blob_of_tags(names: Iterable[str]) -> dict[str, Any] | None:
     if tags or not users:
         blob["tags"] = tags
     return blob
+
+
+def tags_in_blob(blob: dict[str, Any]) -> list[str]:
+    """The tag names a node's access blob gives, as :func:`tags_of_blob` reads them, without
+    its refusals (for showing a blob that is already stored)."""
+    tags = [tag for tag in blob.get("tags") or () if isinstance(tag, str)]
+    user = blob.get("user")
+    return [*tags, *([USER_PREFIX + user] if isinstance(user, str) and user else [])]
+
+
+def legacy_access_blob(tags: Iterable[str] | None) -> dict[str, Any] | None:
+    """``tags`` as Python clients before upstream 0.2.19 read them: ``{"user": id}`` for a node
+    owned by one principal (a ``user:`` or ``service:`` tag), else ``{"tags": [...]}``; None for
+    a node that carries no tags."""
+    if tags is None:
+        return None
+    names = sorted(tags)
+    for name in names:
+        for prefix in PRINCIPAL_TAG_PREFIXES:
+            if name.startswith(prefix):
+                return {"user": name[len(prefix) :]}
+    return {"tags": names}

@@ -198,7 +198,14 @@ class BaseClient:
 
     @property
     def access_blob(self) -> dict[str, Any] | None:
-        return self._item["attributes"].get("access_blob")
+        """The access tags as clients before upstream 0.2.19 read them (deprecated: use
+        ``access_tags``): ``{"tags": [...]}``, or ``{"user": id}`` for an owned node."""
+        attributes = self._item["attributes"]
+        if "access_blob" in attributes:  # a server that sends it (upstream before 0.2.19)
+            return attributes["access_blob"]
+        from ..access.blobs import legacy_access_blob
+
+        return legacy_access_blob(attributes.get("access_tags"))
 
     @property
     def access_tags(self) -> ListView[str]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
+from ..access.blobs import legacy_access_blob, tags_in_blob
 from ..adapters.protocols import (
     BaseAdapter,
     HasDataSources,
@@ -18,8 +19,7 @@ from ..adapters.protocols import (
     supports,
 )
 from ..structures.json import to_document_value
-from .headers import header
-from .middleware import PYTHON_CLIENT_AGENT
+from .client_dialects import CURRENT, ClientDialect
 from .urls import url_path
 
 ALL_FIELDS = frozenset(
@@ -35,6 +35,8 @@ ALL_FIELDS = frozenset(
         "access_tags",
     }
 )
+# Either asks for a node's tags; clients before upstream 0.2.19 read them as ``access_blob``.
+_TAG_FIELDS = frozenset({"access_tags", "access_blob"})
 MAX_INLINE_DEPTH = 5
 MAX_INLINE_CHILDREN = 500
 
@@ -129,7 +131,7 @@ class ResourceContext:
     select_metadata: Callable[[dict], Any] | None = None
     max_depth: int = MAX_INLINE_DEPTH
     include_data_sources: bool = False
-    omit_asset_size: bool = False  # see omits_asset_size
+    dialect: ClientDialect = CURRENT  # what the request's client reads
 
     def path_parts_of(self, key: str) -> tuple[str, ...]:
         return self.path_parts + (key,)
@@ -142,7 +144,12 @@ class ResourceContext:
 
 
 def _access_tags(adapter: BaseAdapter) -> list[str] | None:
-    tags = getattr(adapter, "access_tags", None)  # catalog nodes carry tags; others do not
+    """The node's tags: a catalog node's own, or those of an in-memory node's access blob
+    (this server's tag policy); None for a node without either."""
+    tags = getattr(adapter, "access_tags", None)
+    if tags is None:
+        blob = getattr(adapter, "access_blob", None)
+        tags = tags_in_blob(blob) if blob else None
     return None if tags is None else sorted(tags)
 
 
@@ -173,13 +180,17 @@ async def build_resource(
         "specs": [s.to_json() for s in adapter.specs] if "specs" in fields else None,
         "metadata": metadata,
         "structure": structure,
-        "access_blob": getattr(adapter, "access_blob", None) if "access_blob" in fields else None,
         "access_tags": _access_tags(adapter) if "access_tags" in fields else None,
         "sorting": _sorting(adapter) if ("sorting" in fields and is_container) else None,
-        "data_sources": data_sources_json(adapter, context.omit_asset_size)
+        "data_sources": data_sources_json(adapter, context.dialect.omit_asset_size)
         if context.include_data_sources
         else None,
     }
+    if context.dialect.access_blob:
+        del attributes["access_tags"]
+        attributes["access_blob"] = (
+            legacy_access_blob(_access_tags(adapter)) if fields & _TAG_FIELDS else None
+        )
     links = None
     if not context.omit_links:
         links = {"self": f"{context.base_url}/metadata/{path}"}
@@ -209,25 +220,6 @@ def data_source_json(source: Any, omit_asset_size: bool = False) -> dict[str, An
         for asset in described["assets"]:
             asset.pop("size", None)
     return described
-
-
-# Upstream's Python clients before this version build assets with ``Asset(**json)`` and have no
-# ``size`` field: the key makes them fail, so they are sent assets without it (as upstream does).
-ASSET_SIZE_CLIENT_VERSION = "0.2.13"
-
-
-def omits_asset_size(request: Any) -> bool:
-    """Whether the request comes from a Python client too old for assets' ``size``."""
-    agent = header(request, "user-agent")
-    prefix = PYTHON_CLIENT_AGENT.decode()
-    if not agent.startswith(prefix):
-        return False
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(agent[len(prefix) :].split()[0]) < Version(ASSET_SIZE_CLIENT_VERSION)
-    except (InvalidVersion, IndexError):
-        return False
 
 
 def _sorting(adapter: BaseAdapter) -> list[dict[str, Any]] | None:
@@ -261,22 +253,32 @@ def page_links(
     *,
     cursor: int | None = None,
     next_cursor: int | None = None,
+    query: Any = None,
 ) -> dict[str, str | None]:
     """Pagination links of a listing at ``here`` (upstream's shape: self, first, next).
 
     ``next`` continues after ``next_cursor`` when the page was read by cursor (a keyset
-    page), else at the following offset while any entries remain.
+    page), else at the following offset while any entries remain. ``query``: the request's
+    query parameters; each link keeps those that are not about the page (filters, fields,
+    sorting), so that a client following the links reads the same listing. (Upstream's links
+    drop them; its clients send them again, which these links also allow.)
     """
+    kept = ""
+    if query:
+        from urllib.parse import urlencode
+
+        kept = urlencode([(k, v) for k, v in query.multi_items() if not k.startswith("page[")])
+        kept = kept and kept + "&"
     position = f"page[cursor]={cursor}&" if cursor is not None else (
         f"page[offset]={offset}&" if offset else ""
     )  # fmt: skip
     next_link = None
     if next_cursor is not None:
-        next_link = f"{here}?page[cursor]={next_cursor}&page[limit]={limit}"
+        next_link = f"{here}?{kept}page[cursor]={next_cursor}&page[limit]={limit}"
     elif cursor is None and limit and offset + limit < count:
-        next_link = f"{here}?page[offset]={offset + limit}&page[limit]={limit}"
+        next_link = f"{here}?{kept}page[offset]={offset + limit}&page[limit]={limit}"
     return {
-        "self": f"{here}?{position}page[limit]={limit}",
-        "first": f"{here}?page[limit]={limit}",
+        "self": f"{here}?{kept}{position}page[limit]={limit}",
+        "first": f"{here}?{kept}page[limit]={limit}",
         "next": next_link,
     }

@@ -26,9 +26,10 @@ from ...adapters.files import path_from_uri
 from ...adapters.protocols import DeletesAssets, ReplaceableDataSources, ServesAssets
 from ...errors import BadRequest, Forbidden, NotFound
 from ...utils import run_sync
+from ..client_dialects import client_dialect
 from ..dependencies import Node, capable, node_dependency, require_scope
 from ..headers import attachment
-from ..resources import data_source_json, omits_asset_size
+from ..resources import data_source_json
 from ..responses import document_response
 from ..state import tiled_state
 
@@ -200,5 +201,5 @@ async def put_data_source(
     patch = ArrayPatch(shape, offset) if shape is not None else None
     replacer = capable(node.adapter, ReplaceableDataSources, "replacing its data sources")
     stored = await replacer.put_data_source(body.data_source, patch)
-    described = data_source_json(stored, omits_asset_size(request))
+    described = data_source_json(stored, client_dialect(request).omit_asset_size)
     return document_response(request, {"data_source": described})

@@ -21,6 +21,7 @@ from ...adapters.protocols import (
 from ...errors import BadRequest, NoSuchEntry
 from ...queries import KeyLookup
 from ...structures.json import to_document_value
+from ..client_dialects import client_dialect
 from ..dependencies import MetadataNode, Node, capable, node_dependency
 from ..plain import PlainRoute
 from ..resources import (
@@ -30,7 +31,6 @@ from ..resources import (
     PageLimit,
     PageOffset,
     ResourceContext,
-    omits_asset_size,
     page_links,
 )
 from ..responses import document_response
@@ -67,7 +67,7 @@ class ResourceOptions:
             self.select_metadata,
             self.max_depth,
             self.include_data_sources,
-            omits_asset_size(request),
+            client_dialect(request),
         )
 
 
@@ -225,7 +225,10 @@ async def search(
         for key, child in items
     ]
     here = f"{base_url(request)}/search/{url_path(node.path_parts)}"
-    links = page_links(here, offset, limit, count, cursor=cursor, next_cursor=next_cursor)
+    links = page_links(
+        here, offset, limit, count, cursor=cursor, next_cursor=next_cursor,
+        query=request.query_params,
+    )  # fmt: skip
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
     )
@@ -271,7 +274,7 @@ async def search_deep(
         for key, child in items
     ]
     here = f"{base_url(request)}/search-deep/{url_path(node.path_parts)}"
-    links = page_links(here, offset, limit, count)
+    links = page_links(here, offset, limit, count, query=request.query_params)
     return document_response(
         request, {"data": data, "error": None, "links": links, "meta": {"count": count}}
     )

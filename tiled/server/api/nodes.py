@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...access.blobs import tags_of_blob
+from ...access.blobs import legacy_access_blob, tags_of_blob
 from ...adapters.protocols import (
     NodeWithHistory,
     UpdatesInTurn,
@@ -22,6 +22,7 @@ from ...structures.data_source import Asset, DataSource, Management
 from ...structures.patch import PATCHERS
 from ...structures.sparse import COOStructure
 from ...structures.table import TableStructure
+from ..client_dialects import client_dialect
 from ..dependencies import Node, capable, node_dependency
 from ..resources import (
     LARGEST_POSITION,
@@ -29,7 +30,6 @@ from ..resources import (
     PageLimit,
     PageOffset,
     data_sources_json,
-    omits_asset_size,
     page_links,
 )
 from ..responses import document_response
@@ -138,13 +138,22 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     base = base_url(request)
     links = {"self": f"{base}/metadata/{path}"}
     links.update(LINKS_BY_FAMILY[body.structure_family.value](base, path, child))
-    sources = data_sources_json(child, omits_asset_size(request)) or []
+    sources = data_sources_json(child, client_dialect(request).omit_asset_size) or []
     document = {"id": child.key, "links": links, "data_sources": sources}
     if validated is not None:
         document["metadata"] = validated  # as upstream reports a validator's change
-    if reported_tags is not None:
-        document["access_tags"] = reported_tags
+    _report_tags(request, document, reported_tags)
     return document_response(request, document)
+
+
+def _report_tags(request: Request, document: dict[str, Any], tags: list[str] | None) -> None:
+    """Tell the client the tags stored where they differ from its request, in its dialect."""
+    if tags is None:
+        return
+    if client_dialect(request).access_blob:
+        document["access_blob"] = legacy_access_blob(tags)
+    else:
+        document["access_tags"] = tags
 
 
 @router.post("/metadata/{path:path}")
@@ -257,8 +266,7 @@ def _updated(
     document: dict[str, Any] = {"id": node.key}
     if validated is not None:
         document["metadata"] = validated
-    if reported_tags is not None:
-        document["access_tags"] = reported_tags
+    _report_tags(request, document, reported_tags)
     return document_response(request, document)
 
 
