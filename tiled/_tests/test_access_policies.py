@@ -57,7 +57,7 @@ TAGS = {
 
 async def visible_keys(view: AccessView, root, parts=()) -> list[str]:
     chain = await view.lookup(root, parts)
-    return list(view.members(chain))
+    return list(await view.members(chain))
 
 
 async def test_tag_policy_visibility_and_scopes():
@@ -72,9 +72,9 @@ async def test_tag_policy_visibility_and_scopes():
         await alice.lookup(root, ("alpha", "secret"))
     with pytest.raises(NoSuchEntry):
         await anonymous.lookup(root, ("untagged",))
-    assert bob.scopes(await bob.lookup(root, ("alpha", "a"))) == {"read:metadata"}
+    assert await bob.scopes(await bob.lookup(root, ("alpha", "a"))) == {"read:metadata"}
     narrow = AccessView(READER, policy)  # credentials narrower than the tag's grant
-    assert narrow.scopes(await narrow.lookup(root, ("alpha", "a"))) == {"read:metadata"}
+    assert await narrow.scopes(await narrow.lookup(root, ("alpha", "a"))) == {"read:metadata"}
 
 
 async def test_simple_policy_lists_top_level_nodes():

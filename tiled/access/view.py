@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters.base import is_group
@@ -15,8 +15,14 @@ from .policies import AccessPolicy, Chain, PreparesRequests, QueriesVisibleChild
 
 @dataclass(slots=True)  # made on every request: a frozen dataclass costs 3x to build
 class AccessView:
+    """``policy`` decides as this server's policies do (:class:`AccessPolicy`, answering at
+    once), or with coroutines (``decides_asynchronously``: a policy written for upstream's
+    interface, see :mod:`tiled.access.upstream_policies`); the view asks either kind, and
+    keeps what the latter worked out for this request in ``memo``."""
+
     identity: Identity
     policy: AccessPolicy | None = None
+    memo: dict = field(default_factory=dict)
 
     async def prepare(self, root: Any) -> None:
         """Let the policy bring its state up to date before a request on the tree ``root``
@@ -44,7 +50,7 @@ class AccessView:
                 if not supports(parent, PathLookup):
                     raise NoSuchEntry(list(parts))
                 child = await parent.lookup_adapter([key])
-                if not self.policy.visible(self.identity, chain, key, child):
+                if not await self.admits(chain, key, child):
                     raise NoSuchEntry(list(parts))
                 chain.append((key, child))
             return tuple(chain)
@@ -61,18 +67,33 @@ class AccessView:
             child = await parent.lookup_adapter([key])
         except NoSuchEntry:
             return False
-        return self.policy is None or self.policy.visible(self.identity, chain, key, child)
+        return await self.admits(chain, key, child)
 
-    def scopes(self, chain: Chain) -> frozenset[str]:
-        if self.policy is None:
+    async def admits(self, chain: Chain, key: str, child: Any) -> bool:
+        """Whether member ``key`` (``child``) of the node at the end of ``chain`` is visible."""
+        policy = self.policy
+        if policy is None:
+            return True
+        if getattr(policy, "decides_asynchronously", False):
+            return await policy.visible(self.identity, chain, key, child, self.memo)
+        return policy.visible(self.identity, chain, key, child)
+
+    async def scopes(self, chain: Chain) -> frozenset[str]:
+        policy = self.policy
+        if policy is None:
             return self.identity.scopes
-        return self.policy.allowed_scopes(self.identity, chain)
+        if getattr(policy, "decides_asynchronously", False):
+            return await policy.allowed_scopes(self.identity, chain)
+        return policy.allowed_scopes(self.identity, chain)
 
-    def members(self, chain: Chain) -> Any:
+    async def members(self, chain: Chain) -> Any:
         """The node at the end of ``chain``, keeping only the members this identity may see."""
         adapter = chain[-1][1]
-        if self.policy is None:
+        policy = self.policy
+        if policy is None:
             return adapter
+        if getattr(policy, "decides_asynchronously", False):
+            return await policy.members(self.identity, chain, self.memo)
         narrowed = self._by_query(chain, adapter)
         if narrowed is not None:
             return narrowed
@@ -123,15 +144,31 @@ class VisibleGroup:
     async def to_zarr_meta(self, options: Any = None) -> Any:
         return await self._adapter.to_zarr_meta(options)
 
-    def _admits(self, key: str, child: Any) -> bool:
+    async def _admits(self, key: str, child: Any) -> bool:
         view = self._view
-        if not view.policy.visible(view.identity, self._chain, key, child):
+        if not await view.admits(self._chain, key, child):
             return False
-        return self._scope is None or self._scope in view.scopes((*self._chain, (key, child)))
+        if self._scope is None:
+            return True
+        return self._scope in await view.scopes((*self._chain, (key, child)))
 
     async def _visible(self) -> list[tuple[str, Any]]:
+        view = self._view
+        if getattr(view.policy, "decides_asynchronously", False):
+            # Its members are those of the container narrowed by the policy's filters.
+            narrowed = await view.members(self._chain)
+            found = [item async for item in members(narrowed)]
+            if self._scope is None:
+                return found
+            return [
+                (key, child)
+                for key, child in found
+                if self._scope in await view.scopes((*self._chain, (key, child)))
+            ]
         return [
-            (key, child) async for key, child in members(self._adapter) if self._admits(key, child)
+            (key, child)
+            async for key, child in members(self._adapter)
+            if await self._admits(key, child)
         ]
 
     async def zarr_member_keys(self, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -140,6 +177,6 @@ class VisibleGroup:
 
     async def zarr_member(self, key: str) -> Any:
         child = await self._adapter.zarr_member(key)
-        if not self._admits(key, child):
+        if not await self._admits(key, child):
             raise NoSuchEntry([key])
         return self._view.members_deep((*self._chain, (key, child)), self._scope)

@@ -9,6 +9,7 @@ reads :func:`members`.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class _Walker:
 
     async def _level(self, chain: Chain) -> AsyncIterator[Visit]:
         group = self.group_at(chain)
+        if inspect.isawaitable(group):  # an access view's members are worked out with awaits
+            group = await group
         wanted = None if self.limit is None else max(self.limit - self.taken + 1, 0)
         for key in await group.zarr_member_keys(0, wanted):
             member = await group.zarr_member(key)

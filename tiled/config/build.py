@@ -264,18 +264,23 @@ def authenticators(providers: list[Any], directory: Path | None) -> list[Any]:
 
 def access_policy(policy: Any, args: Mapping[str, Any], directory: Path | None) -> Any:
     from ..access.policies import AccessPolicy
+    from ..access.upstream_policies import as_access_policy, is_upstream_policy
+
+    def is_policy(candidate: Any) -> bool:
+        return isinstance(candidate, AccessPolicy) or is_upstream_policy(candidate)
 
     target = resolve(policy, directory, "access_control.access_policy")
-    if isinstance(target, type) or (callable(target) and not isinstance(target, AccessPolicy)):
+    if isinstance(target, type) or (callable(target) and not is_policy(target)):
         target = call_with_args(target, args, "access_control", policy)
     elif args:
         raise ConfigError("access_control: 'args' are given but the access_policy is an object")
-    if not isinstance(target, AccessPolicy):
+    if not is_policy(target):
         raise ConfigError(
             f"access_control.access_policy: {policy!r} gave a {type(target).__name__} object, "
-            "which is not an access policy (allowed_scopes and visible)"
+            "which is not an access policy (allowed_scopes and visible, or upstream's "
+            "coroutines allowed_scopes and filters)"
         )
-    return target
+    return as_access_policy(target)
 
 
 def router(reference: Any, directory: Path | None, what: str) -> Any:

@@ -190,6 +190,7 @@ def build_app(
     ``HTTPException`` to refuse it) replaces the checks of webhook URLs that the
     ``webhooks`` settings describe.
     """
+    from ..access.upstream_policies import as_access_policy
     from ..query_registration import default_query_registry
     from ..serialization import default_deserialization_registry, default_serialization_registry
     from ..validation_registration import default_validation_registry
@@ -198,6 +199,7 @@ def build_app(
     from .compression import default_compression_registry
     from .zarr.router import zarr_router
 
+    access_policy = as_access_policy(access_policy)
     env = read_environment()
     settings = _settings(server_settings, env)
     authenticator = build_authenticator(

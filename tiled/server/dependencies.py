@@ -32,13 +32,15 @@ class Node:
         """Refuse (403) unless the identity holds ``scope`` on this node."""
         require_node_scope(self.granted, scope)
 
-    def members(self) -> Any:
+    async def members(self) -> Any:
         """The node with only the members the identity may see (for listings and exports)."""
-        return self.view.members(self.chain) if self.view is not None else self.adapter
+        return await self.view.members(self.chain) if self.view is not None else self.adapter
 
-    def member_view(self, key: str, child: BaseAdapter) -> BaseAdapter:
+    async def member_view(self, key: str, child: BaseAdapter) -> BaseAdapter:
         """A child of this node with only the members the identity may see."""
-        return self.view.members((*self.chain, (key, child))) if self.view is not None else child
+        if self.view is None:
+            return child
+        return await self.view.members((*self.chain, (key, child)))
 
     def subtree(self) -> Any:
         """The node with only the members whose data the identity may read, at every depth
@@ -47,21 +49,26 @@ class Node:
             return self.adapter
         return self.view.members_deep(self.chain, "read:data")
 
-    def approve_tags(
+    async def approve_tags(
         self, current: frozenset[str] | None, requested: list[str] | None
     ) -> tuple[dict[str, Any] | None, list[str] | None]:
         """``(access blob to store or None for unchanged, tags to report or None)`` for this
         node (``current`` None: a child about to be created under it).
 
-        A policy that decides tags (``approve_tags``: the catalog tag policy) may refuse (403)
-        or change them; under other policies the requested tags are stored as given.
+        A policy that decides tags (``approve_tags``: the catalog tag policy; ``init_node`` and
+        ``modify_node``: a policy written for upstream) may refuse (403) or change them; under
+        other policies the requested tags are stored as given.
         """
         policy = self.view.policy if self.view else None
-        if not supports(policy, ApprovesTags):
+        if getattr(policy, "decides_asynchronously", False):
+            node = None if current is None else self.adapter
+            tags = await policy.approve_tags(self.identity, current, requested, node)
+        elif supports(policy, ApprovesTags):
+            granted = None if current is None else self.granted
+            tags = policy.approve_tags(self.identity, current, requested, granted)
+        else:
             blob = blob_of_tags(requested) if requested is not None else None
             return blob, _reported_without_policy(current, requested)
-        granted = None if current is None else self.granted
-        tags = policy.approve_tags(self.identity, current, requested, granted)
         # Reported when the policy made them differ from the request (as upstream reports).
         reported = sorted(tags) if requested is None or frozenset(requested) != tags else None
         if current is not None and tags == current:
@@ -118,14 +125,16 @@ async def resolve_node(
     view = AccessView(identity, state.access_policy)
     await view.prepare(state.root_tree)
     chain = await view.lookup(state.root_tree, parts)
-    granted = visible_node_scopes(view, chain, parts)
+    granted = await visible_node_scopes(view, chain, parts)
     require_node_scope(granted, scope)
     return Node(chain[-1][1], parts, identity, view, tuple(chain), granted)
 
 
 # The 404-versus-403 rule, in two steps because the zarr store checks the identity's own
 # scopes (401) between them: every route, /api/v1 and /zarr alike, decides through these two.
-def visible_node_scopes(view: AccessView, chain: Chain, parts: Sequence[str]) -> frozenset[str]:
+async def visible_node_scopes(
+    view: AccessView, chain: Chain, parts: Sequence[str]
+) -> frozenset[str]:
     """The scopes the identity holds on the node at the end of ``chain`` (found at ``parts``);
     raises :class:`NoSuchEntry` (404) when the identity may not see it.
 
@@ -133,7 +142,7 @@ def visible_node_scopes(view: AccessView, chain: Chain, parts: Sequence[str]) ->
     Without one there is nothing to hide: the route's own scope decides, so a key with only
     read:data reads data, as upstream's does.
     """
-    granted = view.scopes(chain)
+    granted = await view.scopes(chain)
     if view.policy is not None and "read:metadata" not in granted:
         raise NoSuchEntry(list(parts))
     return granted

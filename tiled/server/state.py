@@ -58,6 +58,8 @@ def install(app: Any, state: TiledState) -> None:
     app.state.tiled = state
     for name in UPSTREAM_ALIASES:
         setattr(app.state, name, getattr(state, name))
+    if getattr(state.access_policy, "decides_asynchronously", False):
+        app.state.access_policy = state.access_policy.policy  # the one configured (upstream's kind)
 
 
 def tiled_state(connection: HTTPConnection) -> TiledState:

@@ -103,7 +103,7 @@ async def read_metadata(request: Request, node: Node) -> Response:
     else:
         options = DEFAULT_OPTIONS
     resource = await options.context(request, node.path_parts).resource(
-        node.members(), node.path_parts
+        await node.members(), node.path_parts
     )
     wants_root_path = options is not DEFAULT_OPTIONS and _flag(
         request.query_params.get("root_path")
@@ -195,7 +195,7 @@ async def search(
     limit: PageLimit = 100,
     cursor: PageCursor = None,
 ):
-    tree, lookup_key = _filtered(request, node.members())
+    tree, lookup_key = _filtered(request, await node.members())
     sorting = _sorting_from(request.query_params.getlist("sort"))
     if sorting:
         if not supports(tree, Sortable):
@@ -221,7 +221,7 @@ async def search(
             items = []
     # Each child as this identity may see it (its inlined members are filtered too).
     data = [
-        await context.resource(node.member_view(key, child), node.path_parts + (key,))
+        await context.resource(await node.member_view(key, child), node.path_parts + (key,))
         for key, child in items
     ]
     here = f"{base_url(request)}/search/{url_path(node.path_parts)}"
@@ -297,7 +297,7 @@ async def _visible_deep(node: Node, listing: Listing) -> list[tuple[str, Any]]:
                     child = await above[-1][1].lookup_adapter([parts[-1]])
                 except NoSuchEntry:
                     return None
-                chains[parts] = _visible_chain(view, above, parts[-1], child)
+                chains[parts] = await _visible_chain(view, above, parts[-1], child)
         return chains[parts]
 
     found: list[tuple[str, Any]] = []
@@ -312,21 +312,21 @@ async def _visible_deep(node: Node, listing: Listing) -> list[tuple[str, Any]]:
         for key, child in page:
             *between, own = key.split("/")
             above = await chain_to(tuple(between))
-            chain = None if above is None else _visible_chain(view, above, own, child)
+            chain = None if above is None else await _visible_chain(view, above, own, child)
             if chain is not None:
-                found.append((key, view.members(chain)))
+                found.append((key, await view.members(chain)))
         offset += len(page)
         if len(page) < page_size:
             return found
 
 
-def _visible_chain(view: Any, above: Any, key: str, child: Any) -> Any:
+async def _visible_chain(view: Any, above: Any, key: str, child: Any) -> Any:
     """``above`` continued by ``(key, child)`` if the identity may see that child (and read
     its metadata), else None."""
-    if not view.policy.visible(view.identity, above, key, child):
+    if not await view.admits(above, key, child):
         return None
     chain = (*above, (key, child))
-    return chain if "read:metadata" in view.scopes(chain) else None
+    return chain if "read:metadata" in await view.scopes(chain) else None
 
 
 async def _page(
@@ -362,7 +362,7 @@ async def distinct(
     specs: bool = False,
     counts: bool = False,
 ):
-    tree, _ = _filtered(request, node.members())
+    tree, _ = _filtered(request, await node.members())
     result = capable(tree, DistinctValues, "distinct").get_distinct(
         metadata=metadata, structure_families=structure_families, specs=specs, counts=counts
     )

@@ -128,7 +128,7 @@ async def _create(request: Request, node: Node, body: PostMetadataRequest, regis
     )
     metadata = validated if validated is not None else body.metadata
     requested = _requested_tags(body.access_tags, body.access_blob)
-    access_blob, reported_tags = node.approve_tags(None, requested)
+    access_blob, reported_tags = await node.approve_tags(None, requested)
     child = await parent.create_node(
         # As upstream (``body.id or key_maker()``): an empty id asks for a generated key.
         key=body.id or None, structure_family=body.structure_family, metadata=metadata,
@@ -175,7 +175,7 @@ async def replace_metadata(
     # In turn with the patches: one that read the metadata must not store over this.
     async with _in_turn(target):
         metadata, validated = await _validated_update(request, node, body.metadata, specs)
-        access_blob, reported_tags = node.approve_tags(
+        access_blob, reported_tags = await node.approve_tags(
             _current_tags(node), _requested_tags(body.access_tags, body.access_blob)
         )
         await target.replace_metadata(metadata, specs, access_blob, drop_revision)
@@ -247,7 +247,7 @@ async def _patched(
             None, patcher(node.adapter.access_blob or {}, body["access_blob"])
         )
     metadata, validated = await _validated_update(request, node, metadata, specs)
-    access_blob, reported_tags = node.approve_tags(_current_tags(node), requested)
+    access_blob, reported_tags = await node.approve_tags(_current_tags(node), requested)
     await target.replace_metadata(metadata, specs, access_blob, drop_revision)
     return _updated(request, node, reported_tags, validated)
 

@@ -109,7 +109,7 @@ async def _contents(
     except DataUnavailable:
         return []
     adapter = chain[-1][1]
-    if is_group(adapter) or "read:data" not in view.scopes(chain):
+    if is_group(adapter) or "read:data" not in await view.scopes(chain):
         return entries  # (chunk sizes and versions are the data's, for readers of data)
     return entries + await _chunks(adapter, prefix, encoding)
 
@@ -131,7 +131,7 @@ async def _node_entries(
     if depth == "1":
         entries += _folded(prefix, contents)
         if is_group(adapter):
-            keys = await view.members(chain).zarr_member_keys(0, limit)
+            keys = await (await view.members(chain)).zarr_member_keys(0, limit)
             entries += [Entry(_join(prefix, key), collection=True) for key in keys]
         return entries
     entries += contents
@@ -166,7 +166,7 @@ async def propfind(request: Request, encoding: ZarrEncoding) -> KeyResponse:
     named = target.is_chunk or bool(target.key and parts and parts[-1] == target.key)
     node_parts = parts[: len(parts) - len(split_path(target.key))] if named else parts
     try:
-        granted = visible_node_scopes(view, target.chain, node_parts)
+        granted = await visible_node_scopes(view, target.chain, node_parts)
     except NoSuchEntry:
         raise ZarrKeyNotFound(f"No such key: {path!r}") from None
     node_path = "/".join(node_parts)

@@ -44,7 +44,7 @@ def zarr_router(zarr_format: int) -> Any:
         await view.prepare(state.root_tree)
         target = await resolve(state.root_tree, path, encoding, view)
         try:
-            granted = visible_node_scopes(view, target.chain, target.parts)
+            granted = await visible_node_scopes(view, target.chain, target.parts)
         except NoSuchEntry:
             raise ZarrKeyNotFound(f"No such key: {path!r}") from None
         cache_control = settings.zarr_cache_control
@@ -65,7 +65,7 @@ def zarr_router(zarr_format: int) -> Any:
             return ranged_response(request, body, "application/octet-stream", etag, headers)
         if not target.key:
             body = json_bytes(
-                await _listing(request, view.members(target.chain), settings.zarr_listing_max)
+                await _listing(request, await view.members(target.chain), settings.zarr_listing_max)
             )
             return ranged_response(
                 request, body, _listing_media_type(request), etag_of(body), headers

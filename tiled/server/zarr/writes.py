@@ -109,12 +109,12 @@ class _Writer:
     def state(self) -> Any:
         return tiled_state(self.request)
 
-    def authorize(self, chain: Any, parts: tuple[str, ...], *scopes: str) -> Node:
+    async def authorize(self, chain: Any, parts: tuple[str, ...], *scopes: str) -> Node:
         """The node at the end of ``chain`` if the identity holds ``scopes`` on it (401 when
         it holds them nowhere, 404 when it may not see the node, 403 otherwise)."""
         for scope in scopes:
             require_scope(self.view.identity, scope, self.request)
-        granted = visible_node_scopes(self.view, chain, parts)
+        granted = await visible_node_scopes(self.view, chain, parts)
         for scope in scopes:
             require_node_scope(granted, scope)
         return Node(chain[-1][1], parts, self.view.identity, self.view, tuple(chain), granted)
@@ -203,7 +203,7 @@ async def _write_chunk(
     writer: _Writer, chain: Any, parts: tuple[str, ...], key: str
 ) -> KeyResponse:
     node_parts = parts[: len(parts) - len(split_path(key))]
-    node = writer.authorize(chain, node_parts, "write:data")
+    node = await writer.authorize(chain, node_parts, "write:data")
     array = capable(node.adapter, WritableZarrArray, "writing through zarr")
     coords = writer.encoding.parse_chunk_key(key, len(node.adapter.structure().shape))
     if coords is None:
@@ -245,11 +245,11 @@ async def _write_document(writer: _Writer, parts: tuple[str, ...], name: str) ->
         async with writer.locked(parts, chain):
             chain = await _locked_lookup(writer, parts, name)
             return await _delete_document(writer, chain, parts, name)
-    writer.authorize(chain, parts, "write:metadata")  # before the body is read
+    await writer.authorize(chain, parts, "write:metadata")  # before the body is read
     body = await writer.body()
     async with writer.locked(parts, chain):
         chain = await _locked_lookup(writer, parts, name)
-        node = writer.authorize(chain, parts, "write:metadata")
+        node = await writer.authorize(chain, parts, "write:metadata")
         return await _update_document(writer, node, chain, parts, name, body)
 
 
@@ -373,7 +373,7 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
             f"No group at /{'/'.join(parts[:-1])} to create {parts[-1]!r} in; write its "
             "document first"
         )
-    parent = writer.authorize(parent_chain, parts[:-1], "create:node", "write:metadata")
+    parent = await writer.authorize(parent_chain, parts[:-1], "create:node", "write:metadata")
     creator = capable(parent.adapter, WritableZarrContainer, "creating nodes through zarr")
     body = await writer.body()
     kind = _document_kind(writer.encoding, name, body)
@@ -392,7 +392,7 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
             if (await _lookup(writer, parts)) is None:
                 if writer.condition.if_match is not None:
                     raise PreconditionFailed("If-Match does not hold: the key does not exist")
-                access_blob, _ = parent.approve_tags(None, None)
+                access_blob, _ = await parent.approve_tags(None, None)
                 if kind == "array":
                     submitted = await parse_array_document(
                         zarr_format, name, body, settings.zarr_write_compressors,
@@ -412,7 +412,7 @@ async def _create(writer: _Writer, parts: tuple[str, ...], name: str) -> KeyResp
             if taken is not None and await _exists_unseen(creator, parts[-1]):
                 raise taken  # the catalog's answer, as to POST /api/v1/metadata: no more
             raise Conflict(f"/{'/'.join(parts)} is being created and deleted by other writers")
-        node = writer.authorize(chain, parts, "write:metadata")
+        node = await writer.authorize(chain, parts, "write:metadata")
         return await _update_document(writer, node, chain, parts, name, body)
 
 
@@ -437,7 +437,7 @@ async def _delete_document(
     if effect == "node":
         if not parts:
             raise BadRequest("The root cannot be deleted.")
-        node = writer.authorize(chain, parts, "delete:node")
+        node = await writer.authorize(chain, parts, "delete:node")
         adapter = node.adapter
         # Only the catalog's own data: registered files are not deleted through zarr.
         own = WritableContainer if is_group(adapter) else WritableZarrArray
@@ -446,7 +446,7 @@ async def _delete_document(
         deletable = capable(adapter, NodeWithHistory, "deletion")
         await deletable.delete(recursive=True, external_only=False)
         return _written(False, None)
-    node = writer.authorize(chain, parts, "write:metadata")
+    node = await writer.authorize(chain, parts, "write:metadata")
     writer.condition.check(await writer.document_etag(chain, name))
     if effect == "attributes":
         await _replace_attributes(writer, node, {})
