@@ -119,6 +119,19 @@ def _listing(url: str, headers: dict, path: str = "") -> list[str]:
     return sorted(item["id"] for item in response.json()["data"])
 
 
+def _app(tmp_path, catalog_uri: str, policy) -> object:
+    """A catalog at ``catalog_uri`` served with ``policy`` (users of _authentication)."""
+    catalog = from_uri(catalog_uri, writable_storage=tmp_path / "data", init_if_not_exists=True)
+    return build_app(
+        catalog,
+        _authentication(),
+        server_settings={
+            "database": {"uri": f"sqlite:///{tmp_path / 'authn.db'}", "init_if_not_exists": True}
+        },
+        access_policy=policy,
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog_uri(request, tmp_path):
     if request.param == "sqlite":
@@ -130,16 +143,7 @@ def catalog_uri(request, tmp_path):
 
 @pytest.fixture
 def deployment(tmp_path, catalog_uri):
-    catalog = from_uri(catalog_uri, writable_storage=tmp_path / "data", init_if_not_exists=True)
-    app = build_app(
-        catalog,
-        _authentication(),
-        server_settings={
-            "database": {"uri": f"sqlite:///{tmp_path / 'authn.db'}", "init_if_not_exists": True}
-        },
-        access_policy=TagsPerUser(),
-    )
-    with serve(app) as server:
+    with serve(_app(tmp_path, catalog_uri, TagsPerUser())) as server:
         url = server.url
         alice, bob = _login(url, "alice"), _login(url, "bob")
         for who, key, tags in [
@@ -301,22 +305,7 @@ def test_external_policy_decision_point_asks_a_decision_service(tmp_path):
             allowed_tags_endpoint="tags",
             scopes_endpoint="scopes",
         )
-        catalog = from_uri(
-            f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=tmp_path / "data",
-            init_if_not_exists=True,
-        )  # fmt: skip
-        app = build_app(
-            catalog,
-            _authentication(),
-            server_settings={
-                "database": {
-                    "uri": f"sqlite:///{tmp_path / 'authn.db'}",
-                    "init_if_not_exists": True,
-                }
-            },
-            access_policy=policy,
-        )
-        with serve(app) as server:
+        with serve(_app(tmp_path, f"sqlite:///{tmp_path / 'catalog.db'}", policy)) as server:
             url = server.url
             alice, bob = _login(url, "alice"), _login(url, "bob")
             assert _create(url, alice, "", "a1", ["a"]).status_code == 200
@@ -338,19 +327,7 @@ def test_a_decision_service_that_is_down_refuses(tmp_path):
         authorization_provider="http://127.0.0.1:9/v1/",
         create_node_endpoint="create", allowed_tags_endpoint="tags", scopes_endpoint="scopes",
     )  # fmt: skip
-    catalog = from_uri(
-        f"sqlite:///{tmp_path / 'catalog.db'}", writable_storage=tmp_path / "data",
-        init_if_not_exists=True,
-    )  # fmt: skip
-    app = build_app(
-        catalog,
-        _authentication(),
-        server_settings={
-            "database": {"uri": f"sqlite:///{tmp_path / 'authn.db'}", "init_if_not_exists": True}
-        },
-        access_policy=policy,
-    )
-    with serve(app) as server:
+    with serve(_app(tmp_path, f"sqlite:///{tmp_path / 'catalog.db'}", policy)) as server:
         alice = _login(server.url, "alice")
         for path in ("/api/v1/search/", "/api/v1/metadata/", "/zarr/v3/zarr.json"):
             response = httpx.get(f"{server.url}{path}", headers=alice)

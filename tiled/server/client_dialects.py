@@ -28,6 +28,7 @@ class ClientDialect:
 
 
 CURRENT = ClientDialect()
+_PREFIX = PYTHON_CLIENT_AGENT.decode()
 
 
 def client_dialect(request: Any) -> ClientDialect:
@@ -36,9 +37,6 @@ def client_dialect(request: Any) -> ClientDialect:
     if not agent.startswith(_PREFIX):
         return CURRENT
     return _dialect_of(agent[len(_PREFIX) :])
-
-
-_PREFIX = PYTHON_CLIENT_AGENT.decode()
 
 
 @functools.lru_cache(maxsize=64)
