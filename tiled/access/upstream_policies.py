@@ -30,6 +30,7 @@ from typing import Any
 
 from ..adapters.protocols import Searchable, supports
 from ..errors import Forbidden, ServiceUnavailable, TiledError
+from ..utils import Sentinel
 from .identity import Identity
 from .policies import Chain
 
@@ -37,27 +38,8 @@ logger = logging.getLogger(__name__)
 READ_METADATA = "read:metadata"
 
 
-class _NoAccess:
-    """What a policy's ``filters`` returns where the principal may see no child."""
-
-    _instance = None
-
-    def __new__(cls) -> _NoAccess:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_ACCESS"
-
-    def __copy__(self) -> _NoAccess:
-        return self
-
-    def __deepcopy__(self, memo: Any) -> _NoAccess:
-        return self
-
-
-NO_ACCESS = _NoAccess()
+# What a policy's ``filters`` returns where the principal may see no child.
+NO_ACCESS = Sentinel("NO_ACCESS")
 
 
 def is_upstream_policy(policy: Any) -> bool:
@@ -66,6 +48,11 @@ def is_upstream_policy(policy: Any) -> bool:
     return inspect.iscoroutinefunction(
         getattr(policy, "allowed_scopes", None)
     ) and inspect.iscoroutinefunction(getattr(policy, "filters", None))
+
+
+def decides_asynchronously(policy: Any) -> bool:
+    """Whether ``policy`` (as the server runs it) must be awaited: upstream's kind."""
+    return isinstance(policy, UpstreamPolicy)
 
 
 def as_access_policy(policy: Any) -> Any:
@@ -96,11 +83,9 @@ def principal_of(identity: Identity) -> Any:
 class UpstreamPolicy:
     """A policy of upstream's interface (``policy``) behind this server's access view.
 
-    Its decisions are coroutines, so the view awaits them (``decides_asynchronously``).
+    Its decisions are coroutines, so the view awaits them (:func:`decides_asynchronously`).
     Within one request (``memo``, a dict the view keeps) each container is narrowed once.
     """
-
-    decides_asynchronously = True
 
     def __init__(self, policy: Any):
         self.policy = policy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..adapters.base import is_group
@@ -11,18 +11,24 @@ from ..adapters.walk import members
 from ..errors import NoSuchEntry, UnsupportedQuery
 from .identity import Identity
 from .policies import AccessPolicy, Chain, PreparesRequests, QueriesVisibleChildren
+from .upstream_policies import decides_asynchronously
 
 
 @dataclass(slots=True)  # made on every request: a frozen dataclass costs 3x to build
 class AccessView:
     """``policy`` decides as this server's policies do (:class:`AccessPolicy`, answering at
-    once), or with coroutines (``decides_asynchronously``: a policy written for upstream's
-    interface, see :mod:`tiled.access.upstream_policies`); the view asks either kind, and
-    keeps what the latter worked out for this request in ``memo``."""
+    once), or with coroutines (a policy written for upstream's interface, see
+    :mod:`tiled.access.upstream_policies`); the view asks either kind, and keeps what the
+    latter worked out for this request in ``memo`` (made when first needed)."""
 
     identity: Identity
     policy: AccessPolicy | None = None
-    memo: dict = field(default_factory=dict)
+    memo: dict | None = None
+
+    def _memo(self) -> dict:
+        if self.memo is None:
+            self.memo = {}
+        return self.memo
 
     async def prepare(self, root: Any) -> None:
         """Let the policy bring its state up to date before a request on the tree ``root``
@@ -74,15 +80,15 @@ class AccessView:
         policy = self.policy
         if policy is None:
             return True
-        if getattr(policy, "decides_asynchronously", False):
-            return await policy.visible(self.identity, chain, key, child, self.memo)
+        if decides_asynchronously(policy):
+            return await policy.visible(self.identity, chain, key, child, self._memo())
         return policy.visible(self.identity, chain, key, child)
 
     async def scopes(self, chain: Chain) -> frozenset[str]:
         policy = self.policy
         if policy is None:
             return self.identity.scopes
-        if getattr(policy, "decides_asynchronously", False):
+        if decides_asynchronously(policy):
             return await policy.allowed_scopes(self.identity, chain)
         return policy.allowed_scopes(self.identity, chain)
 
@@ -92,8 +98,8 @@ class AccessView:
         policy = self.policy
         if policy is None:
             return adapter
-        if getattr(policy, "decides_asynchronously", False):
-            return await policy.members(self.identity, chain, self.memo)
+        if decides_asynchronously(policy):
+            return await policy.members(self.identity, chain, self._memo())
         narrowed = self._by_query(chain, adapter)
         if narrowed is not None:
             return narrowed
@@ -154,7 +160,7 @@ class VisibleGroup:
 
     async def _visible(self) -> list[tuple[str, Any]]:
         view = self._view
-        if getattr(view.policy, "decides_asynchronously", False):
+        if decides_asynchronously(view.policy):
             # Its members are those of the container narrowed by the policy's filters.
             narrowed = await view.members(self._chain)
             found = [item async for item in members(narrowed)]

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from ..access.blobs import blob_of_tags
 from ..access.identity import Identity
 from ..access.policies import ApprovesTags, Chain
+from ..access.upstream_policies import decides_asynchronously
 from ..access.view import AccessView
 from ..adapters.protocols import BaseAdapter, supports
 from ..errors import Forbidden, NoSuchEntry, Unauthenticated, Unsupported, WrongStructureFamily
@@ -60,7 +61,7 @@ class Node:
         other policies the requested tags are stored as given.
         """
         policy = self.view.policy if self.view else None
-        if getattr(policy, "decides_asynchronously", False):
+        if decides_asynchronously(policy):
             node = None if current is None else self.adapter
             tags = await policy.approve_tags(self.identity, current, requested, node)
         elif supports(policy, ApprovesTags):

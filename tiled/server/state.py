@@ -58,7 +58,9 @@ def install(app: Any, state: TiledState) -> None:
     app.state.tiled = state
     for name in UPSTREAM_ALIASES:
         setattr(app.state, name, getattr(state, name))
-    if getattr(state.access_policy, "decides_asynchronously", False):
+    from ..access.upstream_policies import decides_asynchronously
+
+    if decides_asynchronously(state.access_policy):
         app.state.access_policy = state.access_policy.policy  # the one configured (upstream's kind)
 
 
